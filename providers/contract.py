@@ -1,0 +1,349 @@
+"""The plugin contract every provider implements (built-in or installed).
+
+A provider is a class registered under the entry-point group ``listingflow.providers``. It declares
+which pipeline steps it can run, its documented limits and prices, and implements two operations per
+billable call: ``submit`` (the only call that spends credits; returns a serializable ``JobRef``) and
+``wait`` (polls at the provider's advised cadence; returns a typed ``JobResult``).
+
+The contract is versioned by ``PLUGIN_API_VERSION`` (major.minor): the host loads plugins whose major
+version matches and reports the rest as incompatible.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLUGIN_API_VERSION = "1.0"
+
+
+class Step(StrEnum):
+    """The four pipeline steps, in chain order."""
+
+    COPY = "copy"
+    IMAGES = "images"
+    APLUS = "aplus"
+    SCALE = "scale"
+
+
+STEP_ORDER: tuple[Step, ...] = (Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE)
+
+
+# --- declared limits and prices ----------------------------------------------------------------
+
+
+class RouteLimit(BaseModel):
+    """``requests`` per ``per_seconds`` for one route group, as the provider documents it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str = Field(description="route group name, e.g. 'submit' or 'ai'")
+    requests: int = Field(gt=0)
+    per_seconds: float = Field(default=60.0, gt=0)
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.per_seconds
+
+
+class ProviderLimits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    route_groups: tuple[RouteLimit, ...] = ()
+    daily_requests: int | None = Field(default=None, description="per-day cap, None if undocumented")
+    daily_counts: Literal["submissions", "requests"] = "requests"
+    max_inflight_jobs: int = Field(default=10, gt=0, description="jobs submitted and not yet finished")
+    max_batch_size: int = Field(default=1, gt=0)
+
+    def group(self, name: str) -> RouteLimit:
+        for g in self.route_groups:
+            if g.group == name:
+                return g
+        raise KeyError(name)
+
+
+class Price(BaseModel):
+    """One published price. ``credits=None`` means unknown (unpublished), never free."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: Step
+    item: str = Field(description="what is priced: a style, a type, a platform, '*' for any")
+    credits: int | None
+    unit: str = "job"
+    note: str = ""
+
+
+# --- provider-neutral step inputs (also the run form's options) -------------------------------
+
+
+Marketplace = Literal[
+    "AE", "AU", "BE", "BR", "CA", "CN", "DE", "EG", "ES", "FR", "GB", "IE", "IN",
+    "IT", "JP", "MX", "NL", "PL", "SA", "SE", "SG", "TR", "UK", "US", "ZA",
+]  # fmt: skip
+MARKETPLACES: frozenset[str] = frozenset(Marketplace.__args__)  # type: ignore[attr-defined]
+
+CopyPlatform = Literal["amazon", "flipkart", "shopify", "woocommerce", "etsy", "bigcommerce", "general"]
+CopyComponent = Literal["title", "bullets", "description", "keywords"]
+APlusType = Literal["A+ Basic", "A+ Premium", "A+ Premium Mobile"]
+ScaleMode = Literal["catalog", "inspire", "variation", "language"]
+ScalePlatform = Literal["Amazon", "Amazon Mobile", "Shopify", "TikTok"]
+ScaleAssetType = Literal["Product Photo", "Main Image"]
+SCALE_ALLOWED: dict[str, frozenset[str]] = {
+    "Amazon": frozenset({"Product Photo", "Main Image"}),
+    "Amazon Mobile": frozenset({"Product Photo", "Main Image"}),
+    "Shopify": frozenset({"Product Photo"}),
+    "TikTok": frozenset({"Product Photo"}),
+}
+
+
+class Variation(BaseModel):
+    """A child ASIN and what distinguishes it (colour, size...)."""
+
+    asin: str = Field(min_length=5, max_length=15, pattern=r"^[A-Za-z0-9]+$")
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Product(BaseModel):
+    """One catalog product, already validated."""
+
+    asin: str = Field(min_length=5, max_length=15, pattern=r"^[A-Za-z0-9]+$")
+    country_code: Marketplace
+    title: str = Field(min_length=1, max_length=500)
+    category: str | None = None
+    description: str | None = None
+    image_urls: list[str] = Field(default_factory=list)
+    variations: list[Variation] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.country_code}/{self.asin}"
+
+
+class ListingCopy(BaseModel):
+    title: str | None = None
+    bullets: list[str] = Field(default_factory=list)
+    description: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+
+class CopyOptions(BaseModel):
+    platform: CopyPlatform = Field("amazon", title="Platform", description="marketplace the copy targets")
+    tone: Literal["professional", "casual", "luxury"] = Field("professional", title="Tone")
+    components: list[CopyComponent] = Field(
+        default_factory=lambda: ["title", "bullets", "description", "keywords"],
+        title="Components",
+        min_length=1,
+    )
+    seed_keywords: list[str] = Field(default_factory=list, title="Seed keywords")
+    target_audience: str | None = Field(None, title="Target audience")
+
+
+class ImageOptions(BaseModel):
+    styles: list[str] = Field(
+        default_factory=list,
+        title="Styles",
+        description="provider style ids (ListingRVA style keys, ProdVisual style ids, Pixii listing "
+        "types); empty = the provider's defaults",
+    )
+    platform: str = Field("amazon", title="Platform", description="platform preset, e.g. amazon")
+    size: Literal[1000, 1200, 1500, 2000] = Field(1500, title="Size (px, square)")
+
+
+class APlusOptions(BaseModel):
+    types: list[APlusType] = Field(
+        default_factory=lambda: ["A+ Basic"], title="A+ types", min_length=1, max_length=3
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("A+ types must be unique")
+        return v
+
+
+class ScaleTarget(BaseModel):
+    platform: ScalePlatform = "Amazon"
+    asset_type: ScaleAssetType = "Main Image"
+
+
+class ScaleOptions(BaseModel):
+    mode: ScaleMode = Field("variation", title="Scale mode")
+    targets: list[ScaleTarget] = Field(
+        default_factory=lambda: [ScaleTarget()], title="Platforms and asset types", min_length=1
+    )
+    language: str | None = Field(None, title="Target language", description="required for language mode")
+
+    @field_validator("targets")
+    @classmethod
+    def _allowed(cls, v: list[ScaleTarget]) -> list[ScaleTarget]:
+        for i, t in enumerate(v):
+            if t.asset_type not in SCALE_ALLOWED[t.platform]:
+                raise ValueError(f"targets[{i}]: {t.platform} does not support asset_type {t.asset_type}")
+        return v
+
+
+class StepContext(BaseModel):
+    """Everything a provider needs to build one step's request for one product."""
+
+    product: Product
+    copy_result: ListingCopy | None = None
+    main_image_url: str | None = None
+    variation: Variation | None = None
+    style: str | None = Field(None, description="one style of ImageOptions.styles for this request")
+    copy_options: CopyOptions = Field(default_factory=CopyOptions)
+    image_options: ImageOptions = Field(default_factory=ImageOptions)
+    aplus_options: APlusOptions = Field(default_factory=APlusOptions)
+    scale_options: ScaleOptions = Field(default_factory=ScaleOptions)
+    prepared: dict[str, Any] = Field(default_factory=dict, description="what prepare() returned")
+
+
+# --- job references and results ----------------------------------------------------------------
+
+
+class JobRef(BaseModel):
+    """A submitted job: serializable, so it can be persisted before waiting and resumed later."""
+
+    provider: str
+    step: Step
+    job_id: str
+    kind: str = Field(description="provider-specific job kind, e.g. 'a_plus' or 'batch'")
+    submitted_at: float = Field(default_factory=time.time)
+    credits_at_submit: int | None = Field(None, description="credits the submit response reported")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputRef(BaseModel):
+    url: str
+    label: str = Field(description="stable name within the job, e.g. 'image-1', 'a-plus-basic-module-2'")
+    content_type: str = "image/png"
+    expires_at: float | None = None
+
+
+class ItemError(BaseModel):
+    label: str
+    code: str | None = None
+    message: str = ""
+
+
+class JobResult(BaseModel):
+    ref: JobRef
+    status: Literal["completed", "failed"]
+    outputs: list[OutputRef] = Field(default_factory=list)
+    copy_result: ListingCopy | None = None
+    credits_charged: int | None = Field(None, description="None when the provider does not say")
+    credits_refunded: int = 0
+    errors: list[ItemError] = Field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def net_credits(self) -> int | None:
+        return None if self.credits_charged is None else self.credits_charged - self.credits_refunded
+
+
+# --- settings and the plugin base class --------------------------------------------------------
+
+
+class ProviderSettings(BaseSettings):
+    """Base URL and credential for one provider; subclasses set the env prefix (``PIXII_`` ...)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8")
+
+    base_url: str
+    api_key: SecretStr | None = Field(None, description="credential; never logged")
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    poll_interval_seconds: float | None = Field(None, gt=0, description="override the advised cadence")
+    max_wait_seconds: float = Field(900.0, gt=0, description="give up waiting (job stays resumable)")
+
+    def secret_values(self) -> list[str]:
+        return [self.api_key.get_secret_value()] if self.api_key else []
+
+
+Throttle = Callable[[list[str]], Awaitable[None]]
+"""Awaited before every request with the route groups it counts against."""
+
+
+async def no_throttle(groups: list[str]) -> None:  # noqa: ARG001 - the default throttle
+    return None
+
+
+class Provider(abc.ABC):
+    """Base class for provider plugins."""
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    api_version: ClassVar[str] = PLUGIN_API_VERSION
+    capabilities: ClassVar[frozenset[Step]]
+    limits: ClassVar[ProviderLimits]
+    prices: ClassVar[tuple[Price, ...]]
+    settings_class: ClassVar[type[ProviderSettings]]
+    default_styles: ClassVar[tuple[str, ...]] = ()
+    output_hosts: ClassVar[tuple[str, ...]] = ()
+    """Hosts the provider serves outputs from; downloads from anywhere else are refused."""
+    sandbox: ClassVar[str | None] = None
+    """``module:Class`` of the local sandbox that plays this provider's test key."""
+    sandbox_key: ClassVar[str] = ""
+    """The credential the sandbox accepts (a test-key prefix, e.g. ``pk_test_``)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: ProviderSettings | None = None,
+        *,
+        throttle: Throttle = no_throttle,
+    ) -> None:
+        self.http = http
+        self.settings = settings or self.settings_class()
+        self.throttle = throttle
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.settings.base_url}>"
+
+    # ---- describing work (pure, no I/O) ----
+
+    def supports(self, step: Step) -> bool:
+        return step in self.capabilities
+
+    def styles_for(self, options: ImageOptions) -> list[str]:
+        return list(options.styles or self.default_styles)
+
+    @abc.abstractmethod
+    def build_requests(self, step: Step, ctx: StepContext) -> list[BaseModel]:
+        """Validated request models for one product's step (one per job); raises
+        ``RequestValidationError`` naming the field before anything is sent."""
+
+    @abc.abstractmethod
+    def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
+        """Credits the request should cost from published prices; None when unpublished."""
+
+    # ---- I/O ----
+
+    async def prepare(self, product: Product) -> dict[str, Any]:
+        """Provider-side set-up a product needs before any step (e.g. a product record)."""
+        return {}
+
+    @abc.abstractmethod
+    async def submit(self, step: Step, request: BaseModel) -> JobRef:
+        """Spend credits: send the request and return the job reference."""
+
+    @abc.abstractmethod
+    async def wait(self, ref: JobRef) -> JobResult:
+        """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
+
+    async def refresh(self, ref: JobRef) -> JobResult | None:
+        """Read a finished job again for fresh output URLs; None when the provider cannot."""
+        return None
+
+    async def balance(self) -> int | None:
+        """Current credit balance, None when the provider has no balance endpoint."""
+        return None

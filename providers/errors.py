@@ -1,0 +1,211 @@
+"""One error taxonomy shared by every provider.
+
+Callers branch on two questions only: *may I retry this?* (``RetryableError``) and *is the provider
+out of something for today?* (``QuotaExhausted``). Everything else is a ``PermanentError`` whose
+subclass names the reason. Classes mix in builtins (``ValueError``, ``TimeoutError``...) so code that
+catches those still works, the way Prefect's own exceptions do.
+
+Messages are built from structured fields and never contain credentials: clients pass response
+bodies through ``redact`` before they reach an exception.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+class ProviderError(Exception):
+    """Base of every error a provider call can raise."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        code: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.code = code
+        self.status = status
+        self.detail = detail
+        self.message = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [f"[{self.provider}]" if self.provider else "", self.message]
+        if self.code:
+            parts.append(f"(code={self.code}")
+            parts.append(f"status={self.status})" if self.status else ")")
+        elif self.status:
+            parts.append(f"(status={self.status})")
+        if self.detail:
+            parts.append(f"- {self.detail}")
+        return " ".join(p for p in parts if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description, for manifests and run summaries."""
+        return {
+            "type": type(self).__name__,
+            "provider": self.provider,
+            "code": self.code,
+            "status": self.status,
+            "message": self.message,
+            "detail": self.detail,
+            "retryable": self.retryable,
+        }
+
+
+# --- retryable ---------------------------------------------------------------------------------
+
+
+class RetryableError(ProviderError):
+    """Transient: the same request may succeed later. ``retry_after`` is in seconds when known."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class RateLimited(RetryableError):
+    """HTTP 429 for a short window (per minute)."""
+
+
+class ServerError(RetryableError):
+    """HTTP 5xx."""
+
+
+class ProviderTimeout(RetryableError, TimeoutError):
+    """The request timed out on the wire."""
+
+
+class ProviderConnectionError(RetryableError, ConnectionError):
+    """Connection refused, reset or closed before a response."""
+
+
+class MalformedResponse(RetryableError):
+    """A 2xx whose body is not the JSON the contract promises (truncated, HTML, garbage)."""
+
+
+class WaitTimeout(RetryableError, TimeoutError):
+    """The job is still running after the configured maximum wait; the job reference stays valid."""
+
+
+# --- quota -------------------------------------------------------------------------------------
+
+
+class QuotaExhausted(ProviderError):
+    """The provider's daily cap is reached: work waiting for it is *deferred*, not failed."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+# --- permanent ---------------------------------------------------------------------------------
+
+
+class PermanentError(ProviderError):
+    """Retrying the same request will fail the same way."""
+
+
+class RequestValidationError(PermanentError, ValueError):
+    """The request breaks the contract; raised locally before anything is sent, or by the provider."""
+
+    def __init__(self, message: str, *, field: str | None = None, **kw: Any) -> None:
+        self.field = field
+        super().__init__(message, **kw)
+
+    @classmethod
+    def from_pydantic(cls, exc: Any, *, provider: str, model: str) -> RequestValidationError:
+        """Name every offending field, the way a person fixing the input needs to read it."""
+        problems = []
+        first_field = None
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ())) or model
+            first_field = first_field or loc
+            problems.append(f"{loc}: {err.get('msg')}")
+        return cls(
+            f"invalid {model} request: " + "; ".join(problems),
+            provider=provider,
+            code="LOCAL_VALIDATION",
+            field=first_field,
+        )
+
+
+class AuthenticationError(PermanentError):
+    """Missing, invalid, expired or under-privileged credentials (401/403)."""
+
+
+class InsufficientCredits(PermanentError):
+    """The account cannot pay for this request; stop submitting to this provider."""
+
+
+class NotFound(PermanentError, LookupError):
+    """Unknown id, or a job past its retention."""
+
+
+class ContentRefused(PermanentError):
+    """The provider refused the content (unsupported image, too large, policy)."""
+
+
+class JobFailed(PermanentError):
+    """The provider accepted the job and then reported it failed."""
+
+
+class OutputRejected(PermanentError):
+    """A downloaded output broke our own rules (host, size, type)."""
+
+
+class OutputExpired(PermanentError):
+    """An output URL expired and the provider offers no way to read the job again."""
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (seconds or HTTP-date) or an ``X-RateLimit-Reset``
+    Unix timestamp; ``None`` when the response gives no hint. Never negative."""
+    now = time.time() if now is None else now
+    value = _header(headers, "retry-after")
+    if value is not None:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - now)
+    reset = _header(headers, "x-ratelimit-reset")
+    if reset is not None:
+        try:
+            stamp = float(reset.strip())
+        except ValueError:
+            return None
+        # Some APIs send a delta instead of a timestamp; anything before 2001 is surely a delta.
+        return max(0.0, stamp - now) if stamp > 1e9 else max(0.0, stamp)
+    return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Remove every secret (and its ``Bearer`` form) from a string bound for a message or log."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,1 @@
+"""The listingrva provider plugin: request models, client, plugin and sandbox."""

@@ -1,0 +1,1 @@
+"""The pixii provider plugin: request models, client, plugin and sandbox."""

@@ -1,0 +1,1 @@
+"""The prodvisual provider plugin: request models, client, plugin and sandbox."""

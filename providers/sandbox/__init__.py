@@ -1,0 +1,1 @@
+"""Local servers that play each provider's test key; see ``core``."""
