@@ -41,8 +41,7 @@ class ProviderError(Exception):
     def _render(self) -> str:
         parts = [f"[{self.provider}]" if self.provider else "", self.message]
         if self.code:
-            parts.append(f"(code={self.code}")
-            parts.append(f"status={self.status})" if self.status else ")")
+            parts.append(f"(code={self.code} status={self.status})" if self.status else f"(code={self.code})")
         elif self.status:
             parts.append(f"(status={self.status})")
         if self.detail:

@@ -1,0 +1,1 @@
+"""The catalog pipeline: catalog input, run parameters, limits, tasks, archive, costs and the flow."""

@@ -1,0 +1,250 @@
+"""Where outputs live once downloaded: a local folder (the embedded default) or any S3 endpoint.
+
+Key layout (all identifiers sanitized, so no traversal and no collisions between products)::
+
+    <prefix>/<country>/<asin>/<step>/<provider>-<label>.<ext>     one output
+    <prefix>/<country>/<asin>/manifest.json                         what the product has, per step
+    <prefix>/runs/<run_id>/manifest.json                            one run: products, failures
+    <prefix>/runs/<run_id>/cost-summary.json                        one run: credits and money
+
+Scale outputs go under the variation's own ASIN. Every object carries its content type and metadata
+``sha256``, ``source-job-id``, ``provider`` and ``step``. An object counts as archived only once it is
+verified (size and SHA-256). Writes are atomic: S3 PUTs are, local files are written to a temporary
+name and renamed, so a crash never leaves a half-written manifest a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe(part: str) -> str:
+    """One key segment: only ``[A-Za-z0-9._-]``, never ``.``/``..``, never empty."""
+    cleaned = _SAFE.sub("-", part).strip("-.") or "x"
+    return cleaned[:120]
+
+
+def output_key(prefix: str, country: str, asin: str, step: str, provider: str, label: str, ext: str) -> str:
+    parts = [safe(country), safe(asin), safe(step), f"{safe(provider)}-{safe(label)}.{safe(ext)}"]
+    return "/".join(([prefix.strip("/")] if prefix.strip("/") else []) + parts)
+
+
+def product_manifest_key(prefix: str, country: str, asin: str) -> str:
+    return "/".join(([prefix.strip("/")] if prefix.strip("/") else []) + [safe(country), safe(asin), "manifest.json"])
+
+
+def run_key(prefix: str, run_id: str, name: str) -> str:
+    return "/".join(([prefix.strip("/")] if prefix.strip("/") else []) + ["runs", safe(run_id), name])
+
+
+class StoredObject(BaseModel):
+    key: str
+    uri: str
+    size: int
+    sha256: str
+    content_type: str
+    metadata: dict[str, str] = {}
+
+
+class ArchiveUnavailable(RuntimeError):
+    """The archive could not be written after retries (outputs go to the local spool)."""
+
+
+class Archive(Protocol):
+    uri: str
+    prefix: str
+
+    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject: ...
+    def stat(self, key: str) -> StoredObject | None: ...
+    def get(self, key: str) -> bytes | None: ...
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalArchive:
+    """A folder; metadata sits in a ``<name>.meta.json`` sidecar next to each object."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.prefix = ""
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"archive key escapes the archive: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        path = self._path(key)
+        digest = sha256(data)
+        meta = {**metadata, "sha256": digest, "content-type": content_type, "size": str(len(data))}
+        _atomic_write(path, data)
+        _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
+        stored = self.stat(key)
+        if stored is None or stored.sha256 != digest or stored.size != len(data):
+            raise ArchiveUnavailable(f"verification failed after writing {key}")
+        return stored
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        meta_path = path.with_name(path.name + ".meta.json")
+        if not path.is_file() or not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        data = path.read_bytes()
+        if sha256(data) != meta.get("sha256"):
+            return None  # a torn or tampered object is not archived
+        return StoredObject(key=key, uri=str(path), size=len(data), sha256=meta["sha256"],
+                            content_type=meta.get("content-type", ""), metadata=meta)  # fmt: skip
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class S3Archive:
+    """Any S3 endpoint (AWS, MinIO, moto) through boto3 with its standard retry mode."""
+
+    def __init__(self, uri: str, *, endpoint_url: str | None = None, max_attempts: int = 5) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri[5:].partition("/")
+        if not bucket:
+            raise ValueError(f"archive URI has no bucket: {uri!r}")
+        self.bucket, self.prefix, self.uri = bucket, prefix.strip("/"), uri.rstrip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=5,
+                          read_timeout=30),  # fmt: skip
+        )
+
+    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = sha256(data)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+                Metadata={**metadata, "sha256": digest},
+            )  # fmt: skip
+        except (ClientError, BotoCoreError) as exc:
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+        stored = self.stat(key)
+        if stored is None or stored.sha256 != digest or stored.size != len(data):
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: verification failed after upload")
+        return stored
+
+    def stat(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+        except BotoCoreError as exc:
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+        meta = head.get("Metadata", {})
+        return StoredObject(key=key, uri=f"s3://{self.bucket}/{key}", size=head["ContentLength"],
+                            sha256=meta.get("sha256", ""), content_type=head.get("ContentType", ""),
+                            metadata=meta)  # fmt: skip
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+
+
+def open_archive(destination: str, *, endpoint_url: str | None = None) -> Archive:
+    if destination.startswith("s3://"):
+        return S3Archive(destination, endpoint_url=endpoint_url)
+    return LocalArchive(destination)
+
+
+class SpooledArchive:
+    """Writes through to the archive; when it stays unreachable, keeps the bytes in a local spool
+    so nothing is lost, and replays the spool into the archive on the next run."""
+
+    def __init__(self, archive: Archive, spool: Path) -> None:
+        self.archive = archive
+        self.spool = LocalArchive(spool / safe(archive.uri))
+        self.prefix = archive.prefix
+        self.uri = archive.uri
+        self.spooled: list[str] = []
+
+    async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        try:
+            return await asyncio.to_thread(self.archive.put, key, data, content_type=content_type, metadata=metadata)
+        except ArchiveUnavailable:
+            stored = await asyncio.to_thread(self.spool.put, key, data, content_type=content_type, metadata=metadata)
+            self.spooled.append(key)
+            raise ArchiveUnavailable(f"{key} kept in local spool {stored.uri}; archive unreachable") from None
+
+    async def stat(self, key: str) -> StoredObject | None:
+        return await asyncio.to_thread(self.archive.stat, key)
+
+    async def get(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.archive.get, key)
+
+    async def put_json(self, key: str, value: Any) -> StoredObject:
+        body = json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+        return await self.put(key, body, content_type="application/json", metadata={})
+
+    async def get_json(self, key: str) -> Any | None:
+        raw = await self.get(key)
+        return None if raw is None else json.loads(raw)
+
+    async def replay_spool(self) -> list[str]:
+        """Upload what an earlier run could not archive; returns the keys now archived."""
+        done = []
+        root = self.spool.root
+        if not root.is_dir():
+            return done
+        for meta_path in sorted(root.rglob("*.meta.json")):
+            key = str(meta_path.relative_to(root))[: -len(".meta.json")]
+            stored = self.spool.stat(key)
+            if stored is None:
+                continue
+            data = self.spool.get(key) or b""
+            meta = {k: v for k, v in stored.metadata.items() if k not in ("sha256", "content-type", "size")}
+            await asyncio.to_thread(self.archive.put, key, data, content_type=stored.content_type, metadata=meta)
+            (root / key).unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            done.append(key)
+        return done

@@ -1,0 +1,359 @@
+"""The catalog flow: every product's chain, concurrently, under per-provider limits.
+
+Products run concurrently (bounded ``asyncio.gather``: async task runs are cheap, thousands of
+``.submit()`` futures are not); each product's chain runs in order; independent steps of different
+products overlap. At the end: a run manifest, a ``cost-summary`` artifact (table and markdown) and
+``cost-summary.json`` in the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.context import FlowRunContext
+from prefect.states import Completed, Failed, State
+from pydantic import BaseModel, Field
+
+from listingflow.settings import Settings, get_settings
+from providers.contract import APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
+from providers.errors import redact
+from providers.registry import load_providers
+
+from .archive import ArchiveUnavailable, SpooledArchive, open_archive, product_manifest_key, run_key
+from .catalog import Catalog, RowError, load_catalog
+from .costs import CostSummary, summarize
+from .estimate import estimate_run, over_budget
+from .limits import ProviderLimiter, ensure_limits, limit_specs
+from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
+from .pipeline import ProductOutcome, run_product
+from .runtime import Budget as RunBudget
+from .runtime import RunContext, reset_current_run, set_current_run
+from .tasks import configure_tasks
+
+logger = logging.getLogger("listingflow")
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    catalog: str
+    archive: str
+    started_at: float
+    finished_at: float
+    products: list[ProductOutcome] = Field(default_factory=list)
+    rejected_rows: list[RowError] = Field(default_factory=list)
+    cost: CostSummary | None = None
+    refused: list[str] = Field(default_factory=list, description="why the run did not start")
+    spooled: list[str] = Field(default_factory=list, description="outputs kept locally, archive down")
+    notes: list[str] = Field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for p in self.products if p.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and not any(p.status in ("failed", "partial") for p in self.products)
+
+    def headline(self) -> str:
+        if self.refused:
+            return "run refused: " + "; ".join(self.refused)
+        parts = [f"{self.count('complete')} complete"]
+        for status in ("partial", "failed", "deferred", "skipped"):
+            if self.count(status):
+                parts.append(f"{self.count(status)} {status}")
+        if self.rejected_rows:
+            parts.append(f"{len(self.rejected_rows)} rejected rows")
+        return f"{len(self.products)} products: " + ", ".join(parts)
+
+    def failure_report(self) -> list[str]:
+        lines = []
+        for p in self.products:
+            for failure in p.failures():
+                lines.append(f"{p.key} {failure}")
+        lines += [str(r) for r in self.rejected_rows]
+        return lines
+
+
+LAST_SUMMARY: dict[str, RunSummary] = {}
+"""The most recent summary per process, for the local CLI (flow results may be Failed states)."""
+HOOKS: dict[str, Callable[..., None] | None] = {"on_start": None, "on_product_done": None}
+"""Progress callbacks of the local CLI; flow parameters cannot carry callables."""
+
+
+def _run_id() -> str:
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        return str(ctx.flow_run.id)
+    return uuid.uuid4().hex
+
+
+async def _select_products(params: RunParameters, catalog: Catalog, archive: SpooledArchive) -> tuple[list[Product], list[str]]:
+    notes = []
+    products = catalog.products
+    if params.products:
+        wanted = {a.strip().upper() for a in params.products}
+        products = [p for p in products if p.asin.upper() in wanted or p.key.upper() in wanted]
+        missing = wanted - {p.asin.upper() for p in products} - {p.key.upper() for p in products}
+        if missing:
+            notes.append(f"not in the catalog: {', '.join(sorted(missing))}")
+    if params.rerun_failed_of:
+        manifest = await _read_run_manifest(params.rerun_failed_of, archive)
+        failed = {p["key"] for p in manifest.get("products", []) if p.get("status") in ("failed", "partial", "deferred")}
+        products = [p for p in products if p.key in failed]
+        notes.append(f"rerunning {len(products)} failed/deferred product(s) of run {manifest.get('run_id')}")
+    return products, notes
+
+
+async def _read_run_manifest(ref: str, archive: SpooledArchive) -> dict[str, Any]:
+    import json
+
+    from .catalog import read_bytes
+
+    if ref.endswith(".json"):
+        data = json.loads(read_bytes(ref, s3_endpoint_url=get_settings().s3_endpoint_url))
+    else:
+        data = await archive.get_json(run_key(archive.prefix, ref, "manifest.json"))
+        if data is None:
+            raise ValueError(f"no run manifest for run {ref!r} in {archive.uri}")
+    if not isinstance(data, dict) or "products" not in data:
+        raise ValueError(f"{ref}: not a listingflow run manifest")
+    return data
+
+
+def _check_providers(params: RunParameters, registry: Any) -> list[str]:
+    problems = []
+    for step in params.ordered_steps():
+        name = params.providers.for_step(step)
+        if name not in registry.providers:
+            why = registry.failures.get(name, "not installed")
+            problems.append(f"providers.{step}: provider {name!r} is unavailable ({why})")
+        elif step not in registry.providers[name].capabilities:
+            able = ", ".join(registry.for_step(step)) or "none installed"
+            problems.append(f"providers.{step}: {name!r} does not implement {step} (providers that do: {able})")
+    return problems
+
+
+async def run_catalog(
+    params: RunParameters,
+    *,
+    settings: Settings | None = None,
+    on_product_done: Callable[[ProductOutcome, int, int], None] | None = None,
+    on_start: Callable[[int, str], None] | None = None,
+) -> RunSummary:
+    settings = settings or get_settings()
+    on_product_done = on_product_done or HOOKS["on_product_done"]
+    on_start = on_start or HOOKS["on_start"]
+    started = time.time()
+    run_id = _run_id()
+    registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
+    problems = _check_providers(params, registry)
+    if problems:
+        raise ValueError("invalid run parameters: " + "; ".join(problems))
+    catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
+    destination = params.archive or settings.archive
+    archive = SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
+    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=archive.uri, started_at=started,
+                         finished_at=started, rejected_rows=catalog.rejected)  # fmt: skip
+    try:
+        replayed = await archive.replay_spool()
+        if replayed:
+            summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"archive still unreachable, spool kept: {exc}")
+    products, notes = await _select_products(params, catalog, archive)
+    summary.notes += notes
+
+    names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
+    classes = {n: registry.get(n) for n in names}
+    limiters = {n: ProviderLimiter.for_provider(classes[n], settings) for n in names}
+    if settings.use_global_limits:
+        await ensure_limits([spec for n in names for spec in limit_specs(classes[n], settings)])
+
+    async with AsyncExitStack() as stack:
+        providers = {}
+        for n in names:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)))
+            providers[n] = classes[n](http, throttle=limiters[n].throttle)
+        download_http = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False)
+        )
+        secrets = [s for p in providers.values() for s in p.settings.secret_values()]
+
+        if params.budget.max_credits is not None or params.budget.per_provider:
+            manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
+                         for p in products}  # fmt: skip
+            estimate = estimate_run(params, products, providers, manifests)
+            balances = {n: await _balance(providers[n]) for n in names}
+            refused = over_budget(estimate, max_total=params.budget.max_credits,
+                                  per_provider=params.budget.per_provider, balances=balances)  # fmt: skip
+            if refused:
+                summary.refused = refused
+                summary.finished_at = time.time()
+                LAST_SUMMARY["last"] = summary
+                return summary
+
+        run = RunContext(
+            run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
+            limiters=limiters, download_http=download_http, archive=archive,
+            budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
+        )  # fmt: skip
+        token = set_current_run(run)
+        try:
+            tasks = await configure_tasks(settings)
+            if on_start:
+                on_start(len(products), archive.uri)
+            progress = await _progress_artifact(len(products))
+            gate = asyncio.Semaphore(settings.product_concurrency)
+            done = 0
+            last_update = 0.0
+
+            async def one(product: Product) -> ProductOutcome:
+                nonlocal done, last_update
+                async with gate:
+                    try:
+                        outcome = await run_product(run, tasks, product)
+                    except Exception as exc:  # noqa: BLE001 - one product never stops the others
+                        outcome = ProductOutcome(asin=product.asin, country_code=product.country_code,
+                                                 title=product.title, status="failed")  # fmt: skip
+                        outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
+                done += 1
+                if on_product_done:
+                    on_product_done(outcome, done, len(products))
+                if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
+                    last_update = time.monotonic()
+                    await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
+                                                    description=f"{done}/{len(products)} products finished")
+                return outcome
+
+            summary.products = list(await asyncio.gather(*[one(p) for p in products]))
+            summary.spooled = list(archive.spooled)
+            summary.cost = summarize(
+                run_id, run.jobs, price_per_credit=params.price_per_credit, currency=params.currency,
+                requests={n: limiters[n].requests for n in names},
+                skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
+                         if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
+            )  # fmt: skip
+            for name, blocked in run.blocked.items():
+                summary.notes.append(str(blocked))
+        finally:
+            reset_current_run(token)
+    summary.finished_at = time.time()
+    await _publish(summary, params, archive)
+    LAST_SUMMARY["last"] = summary
+    return summary
+
+
+def _crash_step(message: str) -> Any:
+    from .pipeline import StepOutcome
+
+    return StepOutcome(step=Step.COPY, provider="-", status="failed", error=message)
+
+
+async def _balance(provider: Any) -> int | None:
+    try:
+        return await provider.balance()
+    except Exception:  # noqa: BLE001 - a balance we cannot read is simply unknown
+        return None
+
+
+async def _progress_artifact(total: int) -> Any:
+    if FlowRunContext.get() is None:
+        return None
+    return await acreate_progress_artifact(0.0, description=f"0/{total} products finished")
+
+
+async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledArchive) -> None:
+    """Run manifest and cost summary into the archive; artifacts into Prefect."""
+    manifest = {
+        "run_id": summary.run_id,
+        "catalog": summary.catalog,
+        "started_at": summary.started_at,
+        "finished_at": summary.finished_at,
+        "parameters": params.model_dump(mode="json", by_alias=True),
+        "headline": summary.headline(),
+        "products": [
+            {"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
+             "failures": p.failures(), "manifest": p.manifest_key,
+             "jobs": {s: o.jobs for s, o in p.steps.items()}}
+            for p in summary.products
+        ],  # fmt: skip
+        "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
+        "spooled": summary.spooled,
+        "notes": summary.notes,
+    }
+    try:
+        await archive.put_json(run_key(archive.prefix, summary.run_id, "manifest.json"), manifest)
+        if summary.cost is not None:
+            await archive.put_json(run_key(archive.prefix, summary.run_id, "cost-summary.json"),
+                                   summary.cost.model_dump(mode="json"))  # fmt: skip
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"run manifest kept in the local spool: {exc}")
+    if FlowRunContext.get() is None or summary.cost is None:
+        return
+    await acreate_table_artifact(summary.cost.table(), key="cost-summary",
+                                 description=f"Credits per provider, step and product, run {summary.run_id}")
+    await acreate_markdown_artifact(
+        summary.cost.markdown() + "\n\n" + _failures_markdown(summary), key="cost-summary-report",
+        description="Cost summary and failures",
+    )  # fmt: skip
+
+
+def _failures_markdown(summary: RunSummary) -> str:
+    lines = [f"**{summary.headline()}**", ""]
+    lines += [f"- {line}" for line in summary.failure_report()]
+    return "\n".join(lines)
+
+
+def final_state(summary: RunSummary) -> State:
+    if summary.refused:
+        return Failed(message=summary.headline())
+    if not summary.ok:
+        return Failed(message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]))
+    return Completed(message=summary.headline())
+
+
+@flow(name="listingflow-catalog", log_prints=False, validate_parameters=True)
+async def catalog_flow(
+    catalog: str = DEFAULT_CATALOG,
+    steps: list[Step] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006 - Prefect form default
+    providers: StepProviders = StepProviders(),  # noqa: B008
+    copy_options: CopyOptions = CopyOptions(),  # noqa: B008
+    image_options: ImageOptions = ImageOptions(),  # noqa: B008
+    aplus_options: APlusOptions = APlusOptions(),  # noqa: B008
+    scale_options: ScaleOptions = ScaleOptions(),  # noqa: B008
+    products: list[str] = [],  # noqa: B006
+    archive: str | None = None,
+    force: list[Step] = [],  # noqa: B006
+    rerun_failed_of: str | None = None,
+    budget: Budget = Budget(),  # noqa: B008
+    price_per_credit: dict[str, float] = {},  # noqa: B006
+    currency: str = "USD",
+) -> State:
+    """Generate listing copy, images, A+ content and variation images for a catalog."""
+    params = RunParameters.model_validate(
+        {
+            "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
+            "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
+            "rerun_failed_of": rerun_failed_of, "budget": budget, "price_per_credit": price_per_credit,
+            "currency": currency,
+        }  # fmt: skip
+    )
+    summary = await run_catalog(params)
+    log = get_run_logger()
+    log.info("%s; archive: %s", summary.headline(), summary.archive)
+    for line in summary.failure_report():
+        log.warning("%s", line)
+    return final_state(summary)

@@ -1,0 +1,364 @@
+"""One product's chain: listing copy -> images -> A+ -> variation scaling, in order.
+
+Copy's title, bullets and keywords feed the image prompt and the A+ ``user_prompt``; the first
+generated image feeds A+'s ``main_image_url`` and Scale's reference items; Scale runs once per
+variation ASIN. Each job is submit (cached, paid once) then wait (polling inside the task), under the
+provider's in-flight slot, then every output is downloaded and archived at once (URLs expire).
+
+A step whose upstream step is not part of this run reuses the upstream outputs recorded in the
+product's manifest in the archive. A failure stops this product's chain only; the outcome records
+which step failed and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Literal
+
+from prefect.states import State
+from pydantic import BaseModel, Field
+
+from providers.contract import JobRef, JobResult, ListingCopy, Product, Step, StepContext
+from providers.errors import OutputExpired, ProviderError, QuotaExhausted, RetryableError
+
+from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
+from .costs import JobCost
+from .download import fetch_image
+from .retry import call_with_retries
+from .runtime import BudgetExceeded, Deferred, ProviderBlocked, RunContext, submission_key
+from .tasks import JobFailedWithResult, TaskSet
+
+StepStatus = Literal["done", "reused", "failed", "deferred", "skipped"]
+
+
+class ArchivedOutput(BaseModel):
+    key: str
+    uri: str
+    label: str
+    sha256: str
+    size: int
+    content_type: str
+    job_id: str
+    source_url: str | None = None
+    for_asin: str
+
+
+class StepOutcome(BaseModel):
+    step: Step
+    provider: str
+    status: StepStatus
+    jobs: list[str] = Field(default_factory=list)
+    outputs: list[ArchivedOutput] = Field(default_factory=list)
+    copy_result: ListingCopy | None = None
+    credits_charged: int | None = 0
+    credits_refunded: int = 0
+    reused_jobs: int = 0
+    item_errors: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class ProductOutcome(BaseModel):
+    asin: str
+    country_code: str
+    title: str
+    status: Literal["complete", "partial", "failed", "deferred", "skipped"] = "complete"
+    steps: dict[str, StepOutcome] = Field(default_factory=dict)
+    manifest_key: str | None = None
+    finished_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.country_code}/{self.asin}"
+
+    def failures(self) -> list[str]:
+        return [f"{s}: {o.error}" for s, o in self.steps.items() if o.status in ("failed", "deferred", "skipped")]
+
+
+async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> ProductOutcome:
+    outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title)
+    try:
+        params = run.params.for_product(product.overrides)
+    except ValueError as exc:
+        outcome.status = "failed"
+        outcome.steps["overrides"] = StepOutcome(step=Step.COPY, provider="-", status="failed",
+                                                 error=f"invalid overrides: {exc}")  # fmt: skip
+        return outcome
+    previous = await _read_manifest(run, product)
+    ctx = StepContext(
+        product=product, copy_options=params.copy_options, image_options=params.image_options,
+        aplus_options=params.aplus_options, scale_options=params.scale_options,
+    )  # fmt: skip
+    _reuse_upstream(ctx, previous)
+    stop_reason: str | None = None
+    for step in params.ordered_steps():
+        provider_name = params.providers.for_step(step)
+        if stop_reason is not None:
+            outcome.steps[step] = StepOutcome(step=step, provider=provider_name, status="skipped",
+                                              error=f"not run: {stop_reason}")  # fmt: skip
+            continue
+        result = await _run_step(run, tasks, product, ctx, step, provider_name, force=step in params.force)
+        outcome.steps[step] = result
+        if result.status in ("failed", "deferred"):
+            stop_reason = f"{step} {result.status}"
+            continue
+        if step == Step.COPY and result.copy_result is not None:
+            ctx.copy_result = result.copy_result
+        if step == Step.IMAGES and result.outputs:
+            ctx.main_image_url = result.outputs[0].source_url
+    statuses = {o.status for o in outcome.steps.values()}
+    if "deferred" in statuses:
+        outcome.status = "deferred"
+    elif "failed" in statuses:
+        outcome.status = "failed" if not any(s in statuses for s in ("done", "reused")) else "partial"
+    elif any(o.item_errors for o in outcome.steps.values()):
+        outcome.status = "partial"
+    outcome.finished_at = time.time()
+    outcome.manifest_key = await _write_manifest(run, product, outcome, previous)
+    return outcome
+
+
+def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
+    """Upstream outputs from earlier runs, for steps this run does not execute."""
+    if not previous:
+        return
+    steps = previous.get("steps", {})
+    copy = steps.get(Step.COPY, {}).get("copy_result")
+    if copy:
+        ctx.copy_result = ListingCopy.model_validate(copy)
+    images = steps.get(Step.IMAGES, {}).get("outputs") or []
+    if images and images[0].get("source_url"):
+        ctx.main_image_url = images[0]["source_url"]
+
+
+async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext, step: Step,
+                    provider_name: str, *, force: bool) -> StepOutcome:  # fmt: skip
+    outcome = StepOutcome(step=step, provider=provider_name, status="done")
+    try:
+        plugin = run.provider(provider_name)
+        if not ctx.prepared.get(provider_name):
+            prep_key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
+                [product.title, product.category, run.settings.cache_version]
+            )
+            prepared = await tasks.prepare(provider_name, product, cache_key=prep_key)
+            ctx.prepared = {**ctx.prepared, provider_name: True, **prepared}
+        contexts = [ctx]
+        if step == Step.SCALE:
+            contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
+            if not contexts:
+                outcome.status = "skipped"
+                outcome.error = "no variations"
+                return outcome
+        if step == Step.APLUS or step == Step.SCALE:
+            if ctx.main_image_url is None and not product.image_urls:
+                raise _StepSkip("needs a main image: run the images step first or give image_url")
+        requests = [(c, r) for c in contexts for r in plugin.build_requests(step, c)]
+    except ProviderError as exc:
+        return _failed(outcome, exc)
+    except _StepSkip as exc:
+        outcome.status, outcome.error = "skipped", str(exc)
+        return outcome
+
+    results = await asyncio.gather(
+        *[_run_job(run, tasks, product, step, provider_name, c, r, i, force) for i, (c, r) in enumerate(requests)],
+        return_exceptions=True,
+    )
+    errors: list[BaseException] = []
+    for item in results:
+        if isinstance(item, BaseException):
+            errors.append(item)
+            continue
+        job_result, reused, archived = item
+        outcome.jobs.append(job_result.ref.job_id)
+        outcome.outputs.extend(archived)
+        if job_result.copy_result is not None:
+            outcome.copy_result = job_result.copy_result
+        outcome.item_errors.extend(f"{e.label}: {e.code or ''} {e.message}".strip() for e in job_result.errors)
+        if reused:
+            outcome.reused_jobs += 1
+        else:
+            _add_credits(outcome, job_result)
+    if errors:
+        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
+            outcome.status = "deferred"
+            outcome.error = "; ".join(_describe(e) for e in errors)
+        else:
+            _failed(outcome, errors[0], more=errors[1:])
+    elif outcome.reused_jobs and outcome.reused_jobs == len(results):
+        outcome.status = "reused"
+    return outcome
+
+
+class _StepSkip(Exception):
+    pass
+
+
+def _add_credits(outcome: StepOutcome, result: JobResult) -> None:
+    if result.credits_charged is None or outcome.credits_charged is None:
+        outcome.credits_charged = None
+    else:
+        outcome.credits_charged += result.credits_charged
+    outcome.credits_refunded += result.credits_refunded
+
+
+def _failed(outcome: StepOutcome, exc: BaseException, more: list[BaseException] | None = None) -> StepOutcome:
+    outcome.status = "failed"
+    outcome.error = "; ".join(_describe(e) for e in [exc, *(more or [])])
+    return outcome
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _hash(parts: list[Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step, provider_name: str,
+                   ctx: StepContext, request: BaseModel, index: int,
+                   force: bool) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
+    plugin = run.provider(provider_name)
+    limiter = run.limiters[provider_name]
+    key = submission_key(provider_name, step, request, run.settings.cache_version)
+    asin = ctx.variation.asin if ctx.variation is not None else product.asin
+    label = f"{asin}-{step}-{index + 1}"
+    estimate = plugin.estimate_credits(step, request)
+    submit = tasks.submit_forced if force else tasks.submit
+    async with limiter.job_slot(lease_seconds=plugin.settings.max_wait_seconds + 120):
+        state: State = await submit(provider_name, step, request, label=label, cache_key=key, estimate=estimate,
+                                    return_state=True)  # fmt: skip
+        ref: JobRef = await state.aresult()
+        reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
+        try:
+            result: JobResult = await tasks.wait(ref, version=run.settings.cache_version)
+        except JobFailedWithResult as exc:
+            if reused and not force:
+                # The earlier run's job failed (and was refunded): this run may pay for a new one.
+                ref = await tasks.submit_forced(provider_name, step, request, label=label, cache_key=key,
+                                                estimate=estimate)  # fmt: skip
+                reused = False
+                try:
+                    result = await tasks.wait(ref, version=run.settings.cache_version)
+                except JobFailedWithResult as exc2:
+                    _record_cost(run, product, step, exc2.result, reused=False)
+                    raise
+            else:
+                _record_cost(run, product, step, exc.result, reused=False)
+                raise
+    _record_cost(run, product, step, result, reused=reused)
+    archived = await _archive_outputs(run, plugin, product, step, asin, result)
+    return result, reused, archived
+
+
+def _record_cost(run: RunContext, product: Product, step: Step, result: JobResult, *, reused: bool) -> None:
+    run.jobs.append(
+        JobCost(
+            provider=result.ref.provider, step=str(step), product=product.key, job_id=result.ref.job_id,
+            charged=result.credits_charged, refunded=result.credits_refunded, reused=reused,
+            original_run=result.ref.meta.get("run_id"),
+        )  # fmt: skip
+    )
+    if not reused and result.net_credits is not None:
+        committed = result.ref.credits_at_submit
+        run.budget.record(result.ref.provider, result.net_credits - (committed or 0))
+
+
+async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step: Step, asin: str,
+                           result: JobResult) -> list[ArchivedOutput]:  # fmt: skip
+    archive = run.archive
+    prefix = archive.prefix
+    provider = result.ref.provider
+    out: list[ArchivedOutput] = []
+    meta = {"source-job-id": result.ref.job_id, "provider": provider, "step": str(step), "asin": asin}
+    if result.copy_result is not None:
+        key = output_key(prefix, product.country_code, asin, step, provider, "copy", "json")
+        body = json.dumps(result.copy_result.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        stored = await _stored_or_put(run, key, result.ref.job_id, lambda: _const(body, "application/json"), meta)
+        out.append(_archived(stored, "copy", result, None, asin))
+    outputs = list(result.outputs)
+    refreshed: JobResult | None = None
+    for i, output in enumerate(outputs):
+        key = output_key(prefix, product.country_code, asin, step, provider, output.label, "png")
+        existing = await archive.stat(key)
+        if existing is not None and existing.metadata.get("source-job-id") == result.ref.job_id:
+            out.append(_archived(existing, output.label, result, output.url, asin))
+            continue
+
+        async def download(url: str = output.url) -> tuple[bytes, str]:
+            data, ctype, _ = await fetch_image(
+                run.download_http, url, provider=provider, allowed_hosts=plugin.output_hosts,
+                sandbox_mode=run.settings.sandbox_mode, max_bytes=run.settings.download_max_bytes,
+            )  # fmt: skip
+            return data, ctype
+
+        try:
+            data, ctype = await call_with_retries(download, policy=run.settings.retry, what=f"download {key}")
+        except OutputExpired:
+            refreshed = refreshed or await plugin.refresh(result.ref)
+            fresh = next((o for o in (refreshed.outputs if refreshed else []) if o.label == output.label), None)
+            if fresh is None:
+                raise OutputExpired(
+                    f"{provider} output {output.label} of job {result.ref.job_id} expired and the provider "
+                    "cannot serve it again", provider=provider,
+                ) from None  # fmt: skip
+            data, ctype = await call_with_retries(lambda u=fresh.url: download(u), policy=run.settings.retry,
+                                                  what=f"download {key}")  # fmt: skip
+        stored = await archive.put(key, data, content_type=ctype, metadata=meta)
+        out.append(_archived(stored, output.label, result, output.url, asin))
+    return out
+
+
+async def _const(body: bytes, ctype: str) -> tuple[bytes, str]:
+    return body, ctype
+
+
+async def _stored_or_put(run: RunContext, key: str, job_id: str, produce: Any, meta: dict[str, str]) -> StoredObject:
+    existing = await run.archive.stat(key)
+    if existing is not None and existing.metadata.get("source-job-id") == job_id:
+        return existing
+    data, ctype = await produce()
+    return await run.archive.put(key, data, content_type=ctype, metadata=meta)
+
+
+def _archived(stored: StoredObject, label: str, result: JobResult, url: str | None, asin: str) -> ArchivedOutput:
+    return ArchivedOutput(key=stored.key, uri=stored.uri, label=label, sha256=stored.sha256, size=stored.size,
+                          content_type=stored.content_type, job_id=result.ref.job_id, source_url=url,
+                          for_asin=asin)  # fmt: skip
+
+
+async def _read_manifest(run: RunContext, product: Product) -> dict[str, Any] | None:
+    key = product_manifest_key(run.archive.prefix, product.country_code, product.asin)
+    try:
+        return await run.archive.get_json(key)
+    except (ArchiveUnavailable, ValueError):
+        return None
+
+
+async def _write_manifest(run: RunContext, product: Product, outcome: ProductOutcome,
+                          previous: dict[str, Any] | None) -> str | None:  # fmt: skip
+    """The product manifest keeps the latest successful result of every step across runs."""
+    key = product_manifest_key(run.archive.prefix, product.country_code, product.asin)
+    steps = dict((previous or {}).get("steps", {}))
+    for step, step_outcome in outcome.steps.items():
+        if step_outcome.status in ("done", "reused") or step not in steps:
+            steps[step] = step_outcome.model_dump(mode="json")
+    manifest = {
+        "asin": product.asin, "country_code": product.country_code, "title": product.title,
+        "variations": [v.model_dump() for v in product.variations],
+        "last_run_id": run.run_id, "last_status": outcome.status, "updated_at": time.time(),
+        "steps": steps,
+    }  # fmt: skip
+    try:
+        await run.archive.put_json(key, manifest)
+    except ArchiveUnavailable:
+        return None
+    return key
+
+
+__all__ = ["ProductOutcome", "StepOutcome", "run_product", "ProviderBlocked", "BudgetExceeded", "RetryableError"]

@@ -1,0 +1,62 @@
+"""Retrying provider calls inside a task, honouring ``Retry-After``.
+
+Prefect's task retries cannot wait for a delay taken from the exception (no ``Retry-After`` support;
+see the Prefect facts note, section 2), and a per-minute rate-limit window is far longer than a fixed
+backoff list. So retryable errors are retried here, with the policy from settings, while Prefect's own
+task retries stay off (otherwise the attempts would multiply). Permanent errors and daily-quota errors
+are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from listingflow.settings import RetryPolicy
+from providers.errors import RateLimited, RetryableError
+
+T = TypeVar("T")
+logger = logging.getLogger("listingflow.retry")
+
+
+def delay_for(exc: RetryableError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """The wait before attempt ``attempt + 1``: the provider's hint when given, else exponential."""
+    if exc.retry_after is not None:
+        base = exc.retry_after
+    elif isinstance(exc, RateLimited):
+        base = max(2.0, policy.base_delay_seconds) * 2 ** (attempt - 1)
+    else:
+        base = policy.base_delay_seconds * 2 ** (attempt - 1)
+    base = min(base, policy.max_delay_seconds)
+    return base + base * policy.jitter * rng.random()
+
+
+async def call_with_retries(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    on_retry: Callable[[RetryableError, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> T:
+    rng = rng or random.Random()
+    waited = 0.0
+    attempt = 1
+    while True:
+        try:
+            return await fn()
+        except RetryableError as exc:
+            if attempt >= policy.max_attempts:
+                raise
+            delay = delay_for(exc, attempt, policy, rng)
+            if waited + delay > policy.max_total_seconds:
+                raise
+            if on_retry is not None:
+                on_retry(exc, delay)
+            logger.info("%s: %s; retry %d in %.1fs", what, exc, attempt, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            attempt += 1

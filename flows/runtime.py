@@ -1,0 +1,131 @@
+"""What one flow run shares between its tasks: provider instances, limiters, archive, ledger, budget.
+
+Tasks take only serializable, hashable arguments (names, request models, job references); they find
+the live objects of their run (HTTP clients, limiters) through a context variable, so the cache key of
+a task never depends on a client object and a task run never carries a credential.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from listingflow.settings import Settings
+from providers.contract import PLUGIN_API_VERSION, Provider, Step
+from providers.errors import PermanentError, QuotaExhausted
+from providers.registry import Registry
+
+from .archive import SpooledArchive
+from .costs import JobCost
+from .limits import ProviderLimiter
+from .params import RunParameters
+
+
+class BudgetExceeded(PermanentError):
+    """Submitting this job would spend more than the run's ``max_credits``."""
+
+
+class ProviderBlocked(PermanentError):
+    """The provider stopped accepting work in this run (insufficient credits)."""
+
+
+class Deferred(QuotaExhausted):
+    """The provider's daily cap was reached earlier in this run; the next run picks this up."""
+
+
+@dataclass
+class Budget:
+    """Stops new submissions once credits spent (or about to be) reach ``max_credits``."""
+
+    max_total: int | None = None
+    per_provider: dict[str, int] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+
+    def _total(self) -> int:
+        return sum(self.spent.values())
+
+    def check(self, provider: str, estimate: int | None) -> None:
+        est = estimate or 0
+        cap = self.per_provider.get(provider)
+        if cap is not None and self.spent.get(provider, 0) + est > cap or (
+            cap is not None and self.spent.get(provider, 0) >= cap
+        ):
+            raise BudgetExceeded(
+                f"budget: {provider} has spent {self.spent.get(provider, 0)} of max {cap} credits; "
+                f"this job would cost {estimate if estimate is not None else 'an unknown amount'}",
+                provider=provider, code="BUDGET",
+            )  # fmt: skip
+        if self.max_total is not None and (self._total() + est > self.max_total or self._total() >= self.max_total):
+            raise BudgetExceeded(
+                f"budget: run has spent {self._total()} of max {self.max_total} credits",
+                provider=provider, code="BUDGET",
+            )  # fmt: skip
+
+    def record(self, provider: str, credits: int | None) -> None:
+        if credits:
+            self.spent[provider] = self.spent.get(provider, 0) + credits
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    settings: Settings
+    params: RunParameters
+    registry: Registry
+    providers: dict[str, Provider]
+    limiters: dict[str, ProviderLimiter]
+    download_http: httpx.AsyncClient
+    archive: SpooledArchive
+    budget: Budget
+    jobs: list[JobCost] = field(default_factory=list)
+    blocked: dict[str, ProviderBlocked | Deferred] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    on_product_done: Callable[[Any], None] | None = None
+
+    def provider(self, name: str) -> Provider:
+        return self.providers[name]
+
+    def secrets(self) -> list[str]:
+        return [s for p in self.providers.values() for s in p.settings.secret_values()]
+
+
+_current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("listingflow_run")
+
+
+def current_run() -> RunContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("no listingflow run is active in this context") from None
+
+
+def set_current_run(run: RunContext) -> contextvars.Token[RunContext]:
+    return _current.set(run)
+
+
+def reset_current_run(token: contextvars.Token[RunContext]) -> None:
+    _current.reset(token)
+
+
+def submission_key(provider: str, step: Step, request: BaseModel, version: str) -> str:
+    """Provider, step, canonical payload and explicit versions: never the run id or task source."""
+    canonical = json.dumps(
+        {
+            "provider": provider,
+            "step": str(step),
+            "request_type": type(request).__name__,
+            "payload": request.model_dump(mode="json", exclude_none=True, by_alias=True),
+            "contract": PLUGIN_API_VERSION.split(".")[0],
+            "version": version,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return f"submit-{provider}-{step}-{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"

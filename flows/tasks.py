@@ -1,0 +1,174 @@
+"""The Prefect tasks around every billable provider call.
+
+* ``submit`` spends credits. It is cached under ``submission_key`` (provider, step, canonical payload,
+  explicit version) with persisted results, so a new run with the same inputs reuses the job instead of
+  paying again, and SERIALIZABLE isolation with a lock manager, so two overlapping runs submit it once.
+  The job reference is persisted the moment the submit returns, before any waiting: a run killed while
+  polling resumes on the same job.
+* ``wait`` polls inside one task run (never one task run per poll) and is cached by job id, so a
+  rerun does not poll finished jobs again. Failed jobs raise and are therefore never cached.
+* ``prepare`` is the per-product set-up some providers need (ListingRVA's product record), cached
+  the same way so reruns never create duplicates in the user's workspace.
+
+Retryable errors are retried inside the task (``flows.retry``); Prefect task retries stay off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.context import TaskRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.locking.filesystem import FileSystemLockManager
+from pydantic import BaseModel
+
+from listingflow.settings import Settings
+from providers.contract import JobRef, JobResult, Product, Step
+from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted
+
+from .retry import call_with_retries
+from .runtime import Deferred, ProviderBlocked, current_run
+
+
+class ExpiringFileSystemLockManager(FileSystemLockManager):
+    """File locks that expire: a holder killed with SIGKILL mid-submit must not block every later
+    run forever (Prefect's transactions acquire locks without a hold timeout)."""
+
+    def __init__(self, lock_files_directory: Path, hold_seconds: float) -> None:
+        super().__init__(lock_files_directory)
+        self.hold_seconds = hold_seconds
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                     hold_timeout: float | None = None) -> bool:  # fmt: skip
+        return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                            hold_timeout: float | None = None) -> bool:  # fmt: skip
+        return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+
+
+class JobFailedWithResult(JobFailed):
+    """A failed job, carrying its result so the refund still reaches the cost summary."""
+
+    def __init__(self, result: JobResult) -> None:
+        self.result = result
+        super().__init__(
+            f"job {result.ref.job_id} failed: {result.error_message or 'no reason given'}",
+            provider=result.ref.provider,
+            code=result.error_code,
+        )
+
+
+def _key_param(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return parameters["cache_key"]
+
+
+def _wait_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    ref: JobRef = parameters["ref"]
+    return f"wait-{ref.provider}-{ref.job_id}-{parameters['version']}"
+
+
+@task(name="prepare", task_run_name="prepare {provider} {product.asin}", persist_result=True)
+async def prepare_task(provider: str, product: Product, cache_key: str) -> dict[str, Any]:
+    run = current_run()
+    plugin = run.provider(provider)
+    return await call_with_retries(
+        lambda: plugin.prepare(product), policy=run.settings.retry, what=f"prepare {provider} {product.asin}"
+    )
+
+
+@task(name="submit", task_run_name="submit {provider} {step} {label}", persist_result=True)
+async def submit_task(provider: str, step: Step, request: BaseModel, label: str, cache_key: str,
+                      estimate: int | None = None) -> JobRef:  # fmt: skip
+    """The only task that spends credits."""
+    run = current_run()
+    if provider in run.blocked:
+        raise run.blocked[provider]
+    run.budget.check(provider, estimate)
+    plugin = run.provider(provider)
+    try:
+        ref = await call_with_retries(
+            lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
+        )
+    except QuotaExhausted as exc:
+        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
+        raise run.blocked[provider] from None
+    except InsufficientCredits as exc:
+        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                         provider=provider, code=exc.code))  # fmt: skip
+        raise
+    ref.meta.setdefault("run_id", run.run_id)
+    ref.meta.setdefault("label", label)
+    run.budget.record(provider, ref.credits_at_submit if ref.credits_at_submit is not None else estimate)
+    return ref
+
+
+@task(name="wait", task_run_name="wait {ref.provider} {ref.job_id}", persist_result=True)
+async def wait_task(ref: JobRef, version: str) -> JobResult:
+    run = current_run()
+    plugin = run.provider(ref.provider)
+    result = await call_with_retries(
+        lambda: plugin.wait(ref), policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}"
+    )
+    if result.status == "failed":
+        raise JobFailedWithResult(result)
+    return result
+
+
+class TaskSet(BaseModel):
+    """The three tasks configured for this environment's result storage and lock manager."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    prepare: Any
+    submit: Any
+    submit_forced: Any
+    wait: Any
+
+
+async def result_storage(settings: Settings) -> str:
+    """A block slug: the configured one (e.g. ``s3-bucket/listingflow-results``), else a local folder
+    block saved for this state dir (Prefect requires result storage to be persisted server-side)."""
+    if settings.result_storage:
+        return settings.result_storage
+    settings.results_path.mkdir(parents=True, exist_ok=True)
+    name = "listingflow-results-" + hashlib.sha256(str(settings.results_path).encode()).hexdigest()[:10]
+    await LocalFileSystem(basepath=str(settings.results_path)).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def lock_manager(settings: Settings) -> Any:
+    if settings.redis_url:
+        from urllib.parse import urlsplit
+
+        from prefect_redis.locking import RedisLockManager  # optional: pip install prefect-redis
+
+        url = urlsplit(settings.redis_url)
+        return RedisLockManager(host=url.hostname or "localhost", port=url.port or 6379,
+                                db=int((url.path or "/0").strip("/") or 0), password=url.password)  # fmt: skip
+    return ExpiringFileSystemLockManager(settings.locks_path, settings.lock_hold_seconds)
+
+
+async def configure_tasks(settings: Settings) -> TaskSet:
+    storage = await result_storage(settings)
+    locks = lock_manager(settings)
+    serializable = CacheKeyFnPolicy(cache_key_fn=_key_param).configure(
+        isolation_level="SERIALIZABLE", lock_manager=locks
+    )
+    common: dict[str, Any] = {"result_storage": storage, "persist_result": True, "retries": 0}
+    return TaskSet(
+        prepare=prepare_task.with_options(cache_policy=serializable, **common),
+        submit=submit_task.with_options(cache_policy=serializable, **common),
+        submit_forced=submit_task.with_options(cache_policy=serializable, refresh_cache=True, **common),
+        wait=wait_task.with_options(
+            cache_policy=CacheKeyFnPolicy(cache_key_fn=_wait_key),
+            cache_expiration=dt.timedelta(days=30),
+            **common,
+        ),
+    )

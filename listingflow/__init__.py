@@ -1,0 +1,1 @@
+"""listingflow: the command line and settings around the Prefect pipeline."""

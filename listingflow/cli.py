@@ -1,0 +1,358 @@
+"""The ``listingflow`` command: run, estimate, providers, sandbox, bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect's console logs are for the UI; the terminal gets a progress bar and a summary."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _kv(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what}: expected NAME=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: list[str], size: int | None,
+            platform: str | None, aplus_types: list[str], scale_mode: str | None, language: str | None,
+            products: list[str], archive: str | None, force: list[str], rerun_failed_of: str | None,
+            max_credits: int | None, max_credits_for: list[str], price: list[str]) -> Any:  # fmt: skip
+    from pydantic import ValidationError
+
+    from flows.params import RunParameters
+
+    data: dict[str, Any] = {"catalog": catalog, "products": products, "archive": archive, "force": force,
+                            "rerun_failed_of": rerun_failed_of}  # fmt: skip
+    if steps:
+        data["steps"] = steps
+    if provider:
+        data["providers"] = _kv(provider, "--provider")
+    images: dict[str, Any] = {}
+    if styles:
+        images["styles"] = styles
+    if size:
+        images["size"] = size
+    if platform:
+        images["platform"] = platform
+        data["copy_options"] = {"platform": platform}
+    if images:
+        data["image_options"] = images
+    if aplus_types:
+        data["aplus_options"] = {"types": aplus_types}
+    if scale_mode or language:
+        data["scale_options"] = {k: v for k, v in {"mode": scale_mode, "language": language}.items() if v}
+    data["budget"] = {"max_credits": max_credits,
+                      "per_provider": {k: int(v) for k, v in _kv(max_credits_for, "--max-credits-for").items()}}
+    data["price_per_credit"] = {k: float(v) for k, v in _kv(price, "--price").items()}
+    try:
+        return RunParameters.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from None
+
+
+Steps = Annotated[list[str] | None, typer.Option("--step", "-s", help="step to run (repeat): copy, images, aplus, scale")]
+ProviderOpt = Annotated[list[str], typer.Option("--provider", "-p", help="STEP=PROVIDER, e.g. images=pixii")]
+Styles = Annotated[list[str], typer.Option("--style", help="image style id (repeat)")]
+Size = Annotated[int | None, typer.Option(help="image size in px: 1000, 1200, 1500 or 2000")]
+Platform = Annotated[str | None, typer.Option(help="target platform for copy and images, e.g. amazon")]
+APlus = Annotated[list[str], typer.Option("--aplus-type", help="'A+ Basic', 'A+ Premium', 'A+ Premium Mobile'")]
+ScaleMode = Annotated[str | None, typer.Option(help="catalog, inspire, variation or language")]
+Language = Annotated[str | None, typer.Option(help="target language for scale mode 'language'")]
+Products = Annotated[list[str], typer.Option("--product", help="only this ASIN (repeat)")]
+ArchiveOpt = Annotated[str | None, typer.Option(help="local folder or s3://bucket/prefix")]
+Force = Annotated[list[str], typer.Option("--force", help="regenerate this step; SPENDS CREDITS AGAIN")]
+Rerun = Annotated[str | None, typer.Option(help="only the failed products of this run id or manifest")]
+MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
+MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
+Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
+
+
+@app.command()
+def run(
+    catalog: Annotated[str, typer.Argument(help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
+    step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
+    platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
+    language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
+    force: Force = [], rerun_failed_of: Rerun = None, max_credits: MaxCredits = None,  # noqa: B006
+    max_credits_for: MaxFor = [], price: Price = [],  # noqa: B006
+    sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
+    sandbox_job_seconds: Annotated[float, typer.Option(help="sandbox job duration")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
+) -> None:
+    """Run the pipeline over a catalog, locally (a Prefect server is started if none is configured)."""
+    _quiet_prefect(verbose)
+    params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
+                     archive, force, rerun_failed_of, max_credits, max_credits_for, price)  # fmt: skip
+    if params.force:
+        err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
+                  "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
+    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds)
+    raise typer.Exit(code)
+
+
+def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
+    from contextlib import ExitStack
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from listingflow.local import local_prefect_server, running_sandboxes
+    from listingflow.settings import get_settings, reset_settings
+    from providers.registry import load_providers
+
+    with ExitStack() as stack:
+        if sandbox:
+            registry = load_providers()
+            names = {params.providers.for_step(s) for s in params.ordered_steps()}
+            stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds))
+            console.print(f"[dim]sandboxes: {', '.join(sorted(names))} on loopback (test keys, no real credits)[/dim]")
+        reset_settings()
+        settings = get_settings()
+        console.print("[dim]starting Prefect...[/dim]")
+        api = stack.enter_context(local_prefect_server(settings.state_dir))
+        console.print(f"[dim]Prefect API: {api}[/dim]")
+
+        from flows import catalog_flow as cf
+
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=False)  # fmt: skip
+        bar: dict[str, Any] = {}
+
+        def on_start(total: int, archive_uri: str) -> None:
+            progress.start()
+            bar["id"] = progress.add_task("products", total=total)
+
+        def on_done(outcome: Any, done: int, total: int) -> None:
+            mark = {"complete": "[green]done[/green]", "deferred": "[yellow]deferred[/yellow]"}.get(
+                outcome.status, f"[red]{outcome.status}[/red]")
+            progress.console.print(f"  {outcome.key:<18} {mark}")
+            progress.update(bar["id"], completed=done)
+
+        cf.HOOKS["on_start"] = on_start
+        cf.HOOKS["on_product_done"] = on_done
+        started = time.monotonic()
+        try:
+            state = asyncio.run(cf.catalog_flow(**_flow_kwargs(params), return_state=True))
+        finally:
+            if progress.live.is_started:
+                progress.stop()
+        summary = cf.LAST_SUMMARY.get("last")
+        if summary is None:
+            err.print(f"[red]run failed before it started: {state.message}[/red]")
+            try:
+                state.result()
+            except Exception as exc:  # noqa: BLE001 - show the reason, not a traceback
+                err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+            return 2
+        _print_summary(summary, time.monotonic() - started)
+        return 0 if summary.ok else 1
+
+
+def _flow_kwargs(params: Any) -> dict[str, Any]:
+    return params.model_dump(mode="json", by_alias=True)
+
+
+def _print_summary(summary: Any, elapsed: float) -> None:
+    console.print()
+    style = "green" if summary.ok else ("red" if summary.refused else "yellow")
+    console.print(f"[bold {style}]{summary.headline()}[/bold {style}]  ({elapsed:.0f}s)")
+    if summary.refused:
+        return
+    console.print(f"outputs: [bold]{summary.archive}[/bold]")
+    console.print(f"run manifest: {summary.archive}/runs/{summary.run_id}/manifest.json")
+    for note in summary.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    if summary.cost is not None:
+        table = Table(title="Cost summary (credits)", show_lines=False)
+        for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused (free)", "money", "requests"):
+            table.add_column(col, justify="right" if col not in ("provider", "step") else "left")
+        cost = summary.cost
+        for line in cost.by("step"):
+            table.add_row(line.provider, line.step, str(line.jobs), _credits(line.charged, line.unknown_jobs),
+                          str(line.refunded), _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
+                          _money(line.money, cost.currency), "")  # fmt: skip
+        for line in cost.by("provider"):
+            table.add_row(f"[bold]{line.provider}[/bold]", "all", str(line.jobs),
+                          _credits(line.charged, line.unknown_jobs), str(line.refunded),
+                          _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
+                          _money(line.money, cost.currency), str(cost.requests.get(line.provider, 0)))  # fmt: skip
+        t = cost.total
+        table.add_row("[bold]total[/bold]", "", str(t.jobs), _credits(t.charged, t.unknown_jobs), str(t.refunded),
+                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), _money(t.money, cost.currency),
+                      str(sum(cost.requests.values())))  # fmt: skip
+        console.print(table)
+        console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
+    failures = summary.failure_report()
+    if failures:
+        console.print("[bold]not done:[/bold]")
+        for line in failures:
+            console.print(f"  {line}")
+
+
+def _credits(value: int, unknown: int) -> str:
+    return f"{value} + {unknown} unknown" if unknown else str(value)
+
+
+def _money(value: float | None, currency: str) -> str:
+    return "unknown" if value is None else f"{value:.2f} {currency}"
+
+
+@app.command()
+def estimate(
+    catalog: Annotated[str, typer.Argument(help="CSV/JSON/JSONL catalog")],
+    step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
+    platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
+    language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
+    force: Force = [],  # noqa: B006
+    balances: Annotated[bool, typer.Option(help="read current balances from the providers")] = True,
+) -> None:
+    """Expected credits per provider and step, from published prices. Spends nothing."""
+    params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
+                     archive, force, None, None, [], [])  # fmt: skip
+    asyncio.run(_estimate(params, balances))
+
+
+async def _estimate(params: Any, balances: bool) -> None:
+    import httpx
+
+    from flows.archive import SpooledArchive, open_archive, product_manifest_key
+    from flows.catalog import CatalogError, load_catalog
+    from flows.estimate import estimate_run
+    from listingflow.settings import get_settings
+    from providers.registry import load_providers
+
+    settings = get_settings()
+    try:
+        catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
+    except CatalogError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    registry = load_providers(allow=settings.providers)
+    names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
+    products = [p for p in catalog.products if not params.products or p.asin in params.products]
+    archive = SpooledArchive(open_archive(params.archive or settings.archive, endpoint_url=settings.s3_endpoint_url),
+                             settings.spool_path)  # fmt: skip
+    manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
+                 for p in products}  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        providers = {n: registry.get(n)(http) for n in names}
+        est = estimate_run(params, products, providers, manifests)
+        table = Table(title=f"Estimate for {len(products)} products (nothing is spent)")
+        for col in ("provider", "step", "jobs", "credits", "unknown-price jobs", "already done"):
+            table.add_column(col)
+        for ln in est.lines:
+            table.add_row(ln.provider, ln.step, str(ln.jobs), str(ln.credits), str(ln.unknown_jobs), str(ln.already_done))
+        table.add_row("[bold]total[/bold]", "", str(sum(ln.jobs for ln in est.lines)), str(est.credits_for()),
+                      str(est.unknown_for()), str(sum(ln.already_done for ln in est.lines)))  # fmt: skip
+        console.print(table)
+        for problem in est.invalid:
+            console.print(f"[yellow]not counted: {problem}[/yellow]")
+        for r in catalog.rejected:
+            console.print(f"[yellow]rejected row: {r}[/yellow]")
+        if balances:
+            for n in names:
+                try:
+                    bal = await providers[n].balance()
+                    shown = "no balance endpoint" if bal is None else str(bal)
+                except Exception as exc:  # noqa: BLE001 - an unreachable provider is reported, not fatal
+                    shown = f"unavailable ({type(exc).__name__})"
+                console.print(f"balance {n}: {shown}; this run needs {est.credits_for(n)}"
+                              + (f" + {est.unknown_for(n)} job(s) of unknown price" if est.unknown_for(n) else ""))
+
+
+@app.command()
+def providers(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List installed provider plugins with their capabilities, limits and prices."""
+    from listingflow.settings import get_settings
+    from providers.registry import load_providers
+
+    settings = get_settings()
+    registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
+    if as_json:
+        out = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
+                   "limits": p.limits.model_dump(mode="json"),
+                   "prices": [x.model_dump(mode="json") for x in p.prices]}
+               for n, p in registry.providers.items()}  # fmt: skip
+        out["_failed"] = registry.failures  # type: ignore[assignment]
+        console.print_json(json.dumps(out))
+        return
+    for name, p in sorted(registry.providers.items()):
+        console.print(f"[bold]{name}[/bold] ({p.display_name}, contract {p.api_version})")
+        console.print(f"  capabilities: {', '.join(s for s in ('copy', 'images', 'aplus', 'scale') if s in p.capabilities)}")
+        limits = ", ".join(f"{g.group} {g.requests}/{g.per_seconds:g}s" for g in p.limits.route_groups)
+        daily = f"; {p.limits.daily_requests}/day ({p.limits.daily_counts})" if p.limits.daily_requests else ""
+        console.print(f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; batch {p.limits.max_batch_size}")
+        prices = ", ".join(f"{x.step}:{x.item}={'unknown' if x.credits is None else x.credits}" for x in p.prices)
+        console.print(f"  prices (credits): {prices}")
+    for name, reason in registry.failures.items():
+        err.print(f"[yellow]skipped {name}: {reason}[/yellow]")
+
+
+@app.command()
+def sandbox(
+    port: Annotated[list[str], typer.Option(help="PROVIDER=PORT")] = [],  # noqa: B006
+    job_seconds: Annotated[float, typer.Option(help="job duration")] = 2.0,
+) -> None:
+    """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
+    from listingflow.local import running_sandboxes, sandbox_base_url
+    from providers.registry import load_providers
+
+    registry = load_providers()
+    ports = {k: int(v) for k, v in _kv(port, "--port").items()}
+    with running_sandboxes(dict(registry.providers), job_seconds=job_seconds, ports=ports, set_env=False) as boxes:
+        for name, box in boxes.items():
+            p = registry.get(name)
+            prefix = p.settings_class.model_config.get("env_prefix", f"{name.upper()}_")
+            console.print(f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}")
+        console.print("export LISTINGFLOW_SANDBOX_MODE=true")
+        console.print("[dim]records: GET <base>/_sandbox/records; Ctrl-C to stop[/dim]")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def bootstrap(
+    work_pool: Annotated[str, typer.Option(help="process work pool to create")] = "listingflow",
+) -> None:
+    """Idempotently create the work pool, global concurrency limits, Secret blocks and result storage."""
+    from deployments.bootstrap import bootstrap as do_bootstrap
+
+    for line in asyncio.run(do_bootstrap(work_pool=work_pool)):
+        console.print(line)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,122 @@
+"""Local conveniences for ``listingflow run`` and the demo: a Prefect server and the sandboxes.
+
+Without ``PREFECT_API_URL``, Prefect would start an ephemeral server per process and print shutdown
+errors on success (see the Prefect facts note). Instead we start one server on a SQLite database under
+``.listingflow/`` (so cached submissions, limits and run history persist between local runs), drain the
+log and event workers before stopping it, and stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from providers.contract import Provider
+from providers.sandbox.core import Sandbox
+
+
+@contextmanager
+def local_prefect_server(home: Path) -> Iterator[str]:
+    """Yield an API URL: the configured one, or a local server started for this command."""
+    from prefect.settings import PREFECT_API_URL
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        yield str(PREFECT_API_URL.value() or os.environ["PREFECT_API_URL"])
+        return
+
+    import prefect.settings
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    home.mkdir(parents=True, exist_ok=True)
+    db = f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"
+    with prefect.settings.temporary_settings(
+        updates={
+            prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: db,
+            prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        }
+    ):
+        server = SubprocessASGIServer()
+        server.start(timeout=120)
+        try:
+            with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url}):
+                yield server.api_url
+                run_coro_as_sync(_drain())
+        finally:
+            server.stop()
+
+
+async def _drain() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        result = APILogWorker.instance().drain()
+        if inspect.isawaitable(result):
+            await result
+    except RuntimeError:
+        pass
+    result = EventsWorker.drain_all()
+    if inspect.isawaitable(result):
+        await result
+
+
+def sandbox_class(provider: type[Provider]) -> type[Sandbox]:
+    if not provider.sandbox:
+        raise ValueError(f"provider {provider.name} ships no sandbox")
+    module, _, name = provider.sandbox.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@contextmanager
+def running_sandboxes(
+    providers: dict[str, type[Provider]],
+    *,
+    job_seconds: float | None = None,
+    ports: dict[str, int] | None = None,
+    config_updates: dict[str, dict[str, Any]] | None = None,
+    set_env: bool = True,
+) -> Iterator[dict[str, Sandbox]]:
+    """Start each provider's sandbox on loopback and point the provider settings at it."""
+    started: dict[str, Sandbox] = {}
+    saved = dict(os.environ)
+    try:
+        for name, provider in providers.items():
+            cls = sandbox_class(provider)
+            config = cls.default_config()
+            updates = dict((config_updates or {}).get(name, {}))
+            if job_seconds is not None:
+                updates.setdefault("job_seconds", job_seconds)
+                updates.setdefault("job_seconds_by_kind", {})
+            if updates:
+                config = config.model_copy(update=updates)
+            sandbox = cls(config)
+            sandbox.start(port=(ports or {}).get(name, 0))
+            started[name] = sandbox
+            if set_env:
+                prefix = provider.settings_class.model_config.get("env_prefix", f"{name.upper()}_")
+                os.environ[f"{prefix}BASE_URL"] = sandbox_base_url(provider, sandbox)
+                os.environ[f"{prefix}API_KEY"] = provider.sandbox_key
+        if set_env:
+            os.environ["LISTINGFLOW_SANDBOX_MODE"] = "true"
+        yield started
+    finally:
+        for sandbox in started.values():
+            sandbox.stop()
+        if set_env:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def sandbox_base_url(provider: type[Provider], sandbox: Sandbox) -> str:
+    """The provider's base URL with the sandbox's scheme and host (keeps any path such as ``/api``)."""
+    from urllib.parse import urlsplit
+
+    default = provider.settings_class.model_fields["base_url"].default or ""
+    path = urlsplit(default).path.rstrip("/")
+    return sandbox.public_url + path

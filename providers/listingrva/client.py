@@ -1,0 +1,306 @@
+"""Async client for the ListingRVA AI REST API v1: one method per documented endpoint.
+
+Why a token provider instead of a key: the credential is a dashboard-session JWT that expires and has
+no refresh endpoint (contract §1), so ``TokenAuth`` asks a callable for a token, and on a 401 asks it
+once more and retries once. Every request passes the route groups it counts against (``ai`` /
+``products`` plus ``global``) to the throttle, because the workspace budget is shared (contract §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from ..contract import Throttle, no_throttle
+from ..errors import (
+    AuthenticationError,
+    ContentRefused,
+    InsufficientCredits,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    RequestValidationError,
+    ServerError,
+    parse_retry_after,
+    redact,
+)
+from ..http import ProviderClient
+from .models import (
+    PROVIDER,
+    AssetPage,
+    AssetQuery,
+    Credits,
+    ExportLink,
+    ImageRequest,
+    JobStatus,
+    JobSubmitted,
+    ListingRequest,
+    Product,
+    ProductCreate,
+    ProductPage,
+    ProductQuery,
+    Webhook,
+    WebhookCreate,
+    WebhookUpdate,
+    build,
+    parse,
+    unwrap,
+)
+
+AI = ["ai", "global"]
+PRODUCTS = ["products", "global"]
+GLOBAL = ["global"]
+
+Token = str | SecretStr | None
+TokenProvider = Callable[[], Token | Awaitable[Token]]
+
+
+def verify_webhook_signature(raw_body: bytes, signature: str, secret: str) -> bool:
+    """``X-Webhook-Signature`` is the hex HMAC-SHA256 of the exact raw body (contract §9)."""
+    if not signature or not secret:
+        return False
+    expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.strip().lower())
+
+
+class TokenAuth(httpx.Auth):
+    """``Authorization: Bearer <JWT>`` from a token provider; one refresh-and-retry on 401.
+
+    ASSUMPTION (contract §1): JWTs expire and no refresh endpoint exists, so "refresh" means asking
+    the provider callable again. A second 401 is returned to the caller (-> AuthenticationError).
+    """
+
+    def __init__(self, token_provider: TokenProvider) -> None:
+        self._provider = token_provider
+        self._token: str | None = None
+        self.seen: list[str] = []  # every token handed out, so messages can be redacted
+
+    def __repr__(self) -> str:
+        return "TokenAuth(***)"
+
+    def _remember(self, token: Token) -> str | None:
+        value = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if value and value not in self.seen:
+            self.seen.append(value)
+        return value or None
+
+    async def _fetch(self) -> str | None:
+        token = self._provider()
+        if inspect.isawaitable(token):
+            token = await token
+        return self._remember(token)
+
+    def _fetch_sync(self) -> str | None:
+        token = self._provider()
+        if inspect.isawaitable(token):
+            raise TypeError("an async token provider needs an httpx.AsyncClient")
+        return self._remember(token)
+
+    def _apply(self, request: httpx.Request) -> None:
+        request.headers.pop("Authorization", None)
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._token is None:
+            self._token = await self._fetch()
+        used = self._token
+        self._apply(request)
+        response = yield request
+        if response.status_code == 401:
+            if self._token == used:  # another request may already have refreshed it
+                self._token = await self._fetch()
+            self._apply(request)
+            yield request
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token is None:
+            self._token = self._fetch_sync()
+        used = self._token
+        self._apply(request)
+        response = yield request
+        if response.status_code == 401:
+            if self._token == used:
+                self._token = self._fetch_sync()
+            self._apply(request)
+            yield request
+
+
+class ListingRVAClient(ProviderClient):
+    """Typed methods for every endpoint of contract §2."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        token_provider: TokenProvider,
+        throttle: Throttle = no_throttle,
+        secrets: list[str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.token_auth = TokenAuth(token_provider)
+        super().__init__(http, base_url=base_url, auth=self.token_auth, throttle=throttle,
+                         secrets=secrets, timeout=timeout)  # fmt: skip
+
+    def _clean(self, text: str | None) -> str | None:
+        return None if text is None else redact(text, [*self._secrets, *self.token_auth.seen])
+
+    def parse_json(self, response: httpx.Response) -> Any:
+        if not response.content.strip():  # e.g. 204 on DELETE
+            return None
+        return super().parse_json(response)
+
+    # ---- errors ----
+
+    def error_from_response(self, response: httpx.Response) -> ProviderError:
+        """Branch on HTTP status (contract §3); the ``error`` string code is informational."""
+        status = response.status_code
+        body = self.error_body(response)
+        code: str | None = None
+        message = ""
+        if isinstance(body, dict):
+            raw_code = body.get("error")
+            code = raw_code if isinstance(raw_code, str) else None
+            if isinstance(raw_code, dict):  # not documented, but tolerate {"error": {"code", "message"}}
+                code = raw_code.get("code") if isinstance(raw_code.get("code"), str) else None
+                message = str(raw_code.get("message") or "")
+            message = str(body.get("message") or message)
+        elif response.content:
+            message = response.text[:200]
+        where = f"{response.request.method} {response.request.url.path}"
+        text = self._clean(f"{where}: {message or response.reason_phrase or 'error'}") or where
+        kw: dict[str, Any] = {"provider": self.provider, "code": self._clean(code), "status": status}
+        lowered = (code or "").lower()
+        if status == 429:
+            retry_after = parse_retry_after(response.headers) or _body_retry_after(body)
+            if "daily" in lowered or "quota" in lowered:  # no daily cap is documented; be safe
+                return QuotaExhausted(text, retry_after=retry_after, **kw)
+            return RateLimited(text, retry_after=retry_after, **kw)
+        if status == 402 or lowered == "insufficient_credits":
+            return InsufficientCredits(text, **kw)
+        if status in (401, 403):
+            return AuthenticationError(text, **kw)
+        if status == 404:
+            return NotFound(text, **kw)
+        if status == 422 or any(w in lowered for w in ("content", "policy", "unsupported_image")):
+            return ContentRefused(text, **kw)
+        if status == 400:
+            return RequestValidationError(text, **kw)
+        if status >= 500:  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
+            return ServerError(text, retry_after=parse_retry_after(response.headers), **kw)
+        return PermanentError(text, **kw)
+
+    # ---- AI jobs (route group ai + global) ----
+
+    async def generate_image(self, request: ImageRequest | Mapping[str, Any]) -> JobSubmitted:
+        """``POST /ai/image``; debits credits at enqueue. Do not blindly retry (contract §3)."""
+        req = build(ImageRequest, request)
+        data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body())
+        return parse(JobSubmitted, data, what="POST /ai/image")
+
+    async def generate_listing(self, request: ListingRequest | Mapping[str, Any]) -> JobSubmitted:
+        """``POST /ai/listing``; debits credits at enqueue. Do not blindly retry (contract §3)."""
+        req = build(ListingRequest, request)
+        data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body())
+        return parse(JobSubmitted, data, what="POST /ai/listing")
+
+    async def get_job(self, job_id: str) -> JobStatus:
+        """``GET /ai/jobs/:jobId``. ASSUMPTION (contract §4): counts against the ai bucket."""
+        data = await self.request("GET", f"/ai/jobs/{_seg(job_id, 'jobId')}", groups=AI)
+        return parse(JobStatus, unwrap(data, "job"), what="GET /ai/jobs")
+
+    # ---- products (route group products + global) ----
+
+    async def list_products(self, page: int = 1, limit: int = 20) -> ProductPage:
+        query = build(ProductQuery, {"page": page, "limit": limit})
+        data = await self.request("GET", "/products", groups=PRODUCTS, params=query.body())
+        return parse(ProductPage, data, what="GET /products")
+
+    async def get_product(self, product_id: str) -> Product:
+        data = await self.request("GET", f"/products/{_seg(product_id, 'productId')}", groups=PRODUCTS)
+        return parse(Product, unwrap(data, "product"), what="GET /products/:id")
+
+    async def create_product(self, request: ProductCreate | Mapping[str, Any]) -> Product:
+        req = build(ProductCreate, request)
+        data = await self.request("POST", "/products", groups=PRODUCTS, json_body=req.body())
+        return parse(Product, unwrap(data, "product"), what="POST /products")
+
+    # ---- assets, export, billing (global only) ----
+
+    async def list_assets(self, query: AssetQuery | Mapping[str, Any] | None = None) -> AssetPage:
+        params = build(AssetQuery, query or {}).body()
+        data = await self.request("GET", "/assets", groups=GLOBAL, params=params or None)
+        return parse(AssetPage, data, what="GET /assets")
+
+    async def export(self, product_id: str) -> ExportLink:
+        """Signed ZIP URL of the product's approved images; it expires at ``expires_at``."""
+        data = await self.request("GET", f"/export/{_seg(product_id, 'productId')}", groups=GLOBAL)
+        return parse(ExportLink, data, what="GET /export/:productId")
+
+    async def credits(self) -> Credits:
+        data = await self.request("GET", "/billing/credits", groups=GLOBAL)
+        return parse(Credits, data, what="GET /billing/credits")
+
+    # ---- webhooks (global only; ASSUMPTION contract §9 on every path but POST /webhooks) ----
+
+    async def create_webhook(self, request: WebhookCreate | Mapping[str, Any]) -> Webhook:
+        """The returned ``secret`` is shown only once: store it."""
+        req = build(WebhookCreate, request)
+        data = await self.request("POST", "/webhooks", groups=GLOBAL, json_body=req.body())
+        return parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
+
+    async def list_webhooks(self) -> list[Webhook]:
+        data = await self.request("GET", "/webhooks", groups=GLOBAL)
+        items = data.get("webhooks") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise MalformedResponse("GET /webhooks returned an unexpected body", provider=PROVIDER)
+        return [parse(Webhook, w, what="GET /webhooks") for w in items]
+
+    async def update_webhook(self, webhook_id: str, request: WebhookUpdate | Mapping[str, Any]) -> Webhook:
+        """``PATCH /webhooks/:id``, falling back to ``PUT`` on 405 (ASSUMPTION contract §9)."""
+        req = build(WebhookUpdate, request)
+        path = f"/webhooks/{_seg(webhook_id, 'webhookId')}"
+        try:
+            data = await self.request("PATCH", path, groups=GLOBAL, json_body=req.body())
+        except PermanentError as exc:
+            if exc.status != 405:
+                raise
+            data = await self.request("PUT", path, groups=GLOBAL, json_body=req.body())
+        return parse(Webhook, unwrap(data, "webhook"), what="PATCH /webhooks/:id")
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.request("DELETE", f"/webhooks/{_seg(webhook_id, 'webhookId')}", groups=GLOBAL)
+
+    verify_webhook_signature = staticmethod(verify_webhook_signature)
+
+
+def _seg(value: str, field: str) -> str:
+    """An id as one path segment; empty ids are a local validation error."""
+    if not isinstance(value, str) or not value.strip():
+        raise RequestValidationError(f"{field} is required", provider=PROVIDER,
+                                     code="LOCAL_VALIDATION", field=field)  # fmt: skip
+    return quote(value.strip(), safe="")
+
+
+def _body_retry_after(body: Any) -> float | None:
+    """Not documented (contract §4), but honour a retry hint in the body if one appears."""
+    if isinstance(body, dict):
+        for key in ("retryAfter", "retry_after"):
+            try:
+                return max(0.0, float(body[key]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return None

@@ -1,0 +1,337 @@
+"""The ListingRVA provider plugin: listing copy (``/ai/listing``) and styled images (``/ai/image``).
+
+Why ``prepare`` exists: both generation endpoints take a ListingRVA ``productId``, so each catalog
+product needs exactly one product record first; it is looked up by title and category before one is
+created, so repeated runs never create duplicates. Why polling is slow: job polls share the 30/min
+``ai`` bucket with submissions (contract §4), so the advised cadence is 10 s, then every 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from pydantic import BaseModel
+from pydantic_settings import SettingsConfigDict
+
+from ..contract import (
+    JobRef,
+    JobResult,
+    ListingCopy,
+    OutputRef,
+    Price,
+    Product,
+    ProviderLimits,
+    ProviderSettings,
+    RouteLimit,
+    Step,
+    StepContext,
+    Throttle,
+    no_throttle,
+)
+from ..contract import Provider as BaseProvider
+from ..errors import (
+    MalformedResponse,
+    PermanentError,
+    ProviderConnectionError,
+    ProviderTimeout,
+    RateLimited,
+    RequestValidationError,
+    RetryableError,
+    WaitTimeout,
+)
+from .client import ListingRVAClient, TokenProvider
+from .models import (
+    IMAGE_STYLE_CREDITS,
+    LISTING_CREDITS,
+    PROVIDER,
+    ImageRequest,
+    JobStatus,
+    ListingRequest,
+    ProductCreate,
+    build,
+)
+
+FIRST_POLL_SECONDS = 10.0  # ASSUMPTION (contract §7): first poll after ~10 s
+POLL_SECONDS = 5.0  # ASSUMPTION (contract §7): then every 5 s
+POLL_RETRIES = 5  # transient errors tolerated on one poll before giving up
+RETRY_BASE_SECONDS = 2.0  # ASSUMPTION (contract §4): back off from ~2 s, cap ~60 s
+RETRY_CAP_SECONDS = 60.0
+PAGE_SIZE = 100  # GET /products max limit (contract §8)
+MAX_PAGES = 1000
+_sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiting
+
+
+class ListingRVASettings(ProviderSettings):
+    """``LISTINGRVA_API_KEY`` holds the dashboard-session JWT (contract §1)."""
+
+    model_config = SettingsConfigDict(env_prefix="LISTINGRVA_", extra="ignore")
+
+    base_url: str = "https://api.listingrvaai.com/api"
+    # ASSUMPTION (contract §7): give up after ~5 minutes; the job id stays resumable.
+    max_wait_seconds: float = 300.0
+
+
+class ListingRVAProvider(BaseProvider):
+    name: ClassVar[str] = "listingrva"
+    display_name: ClassVar[str] = "ListingRVA AI"
+    capabilities: ClassVar[frozenset[Step]] = frozenset({Step.COPY, Step.IMAGES})
+    limits: ClassVar[ProviderLimits] = ProviderLimits(
+        route_groups=(
+            RouteLimit(group="ai", requests=30, per_seconds=60),
+            RouteLimit(group="products", requests=120, per_seconds=60),
+            RouteLimit(group="global", requests=200, per_seconds=60),
+        ),
+        daily_requests=None,  # no daily cap documented
+        # ASSUMPTION (contract §4): undocumented; polls share the 30/min ai bucket with submits, so
+        # ~3 jobs in flight (1 submit + ~7 polls each) already saturate it.
+        max_inflight_jobs=3,
+        max_batch_size=1,
+    )
+    prices: ClassVar[tuple[Price, ...]] = (
+        *(
+            Price(step=Step.IMAGES, item=style, credits=credits, unit="image",
+                  note="+ size surcharge: 1200px +1, 1500px +2, 2000px +3 (amazon forces 2000px)")
+            for style, credits in IMAGE_STYLE_CREDITS.items()
+        ),
+        *(
+            Price(step=Step.COPY, item=platform, credits=credits, unit="generation")
+            for platform, credits in LISTING_CREDITS.items()
+        ),
+    )  # fmt: skip
+    settings_class: ClassVar[type[ProviderSettings]] = ListingRVASettings
+    default_styles: ClassVar[tuple[str, ...]] = ("CLEAN_WHITE_BG",)
+    output_hosts: ClassVar[tuple[str, ...]] = ("cdn.listingrvaai.com",)
+    sandbox: ClassVar[str | None] = "providers.listingrva.sandbox:ListingRVASandbox"
+    # ASSUMPTION (contract §1): no test-key prefix is documented; the sandbox accepts this fake JWT.
+    sandbox_key: ClassVar[str] = (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzYW5kYm94Iiwid3MiOiJ0ZXN0IiwicGxhbiI6InBybyJ9"
+        ".sandbox-signature"
+    )
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: ProviderSettings | None = None,
+        *,
+        throttle: Throttle = no_throttle,
+        token_provider: TokenProvider | None = None,
+    ) -> None:
+        super().__init__(http, settings, throttle=throttle)
+        self.client = ListingRVAClient(
+            http,
+            base_url=self.settings.base_url,
+            token_provider=token_provider or (lambda: self.settings.api_key),
+            throttle=self.throttle,
+            secrets=self.settings.secret_values(),
+            timeout=self.settings.timeout_seconds,
+        )
+        self._products: dict[tuple[str, str], str] = {}
+        self._product_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # ---- describing work ----
+
+    def build_requests(self, step: Step, ctx: StepContext) -> list[BaseModel]:
+        where = f"products[{ctx.product.key}]"
+        if step not in self.capabilities:
+            raise RequestValidationError(f"listingrva does not support step {step}", provider=PROVIDER,
+                                         code="LOCAL_VALIDATION", field="step")  # fmt: skip
+        product_id = ctx.prepared.get("product_id")
+        if not product_id:
+            raise RequestValidationError(
+                f"{where}.product_id is required for ListingRVA (prepare() creates it)",
+                provider=PROVIDER, code="LOCAL_VALIDATION", field=f"{where}.product_id",
+            )  # fmt: skip
+        if step == Step.COPY:
+            opts = ctx.copy_options
+            keywords = ", ".join(k.strip() for k in opts.seed_keywords if k.strip())
+            return [
+                build(ListingRequest, {
+                    "productId": product_id, "platform": opts.platform, "tone": opts.tone,
+                    "components": list(opts.components), "seedKeywords": keywords or None,
+                    "targetAudience": opts.target_audience,
+                }, where=where)
+            ]  # fmt: skip
+        image = ctx.image_options
+        styles = [ctx.style] if ctx.style else self.styles_for(image)
+        common = {
+            "productId": product_id,
+            "platform": image.platform.strip().lower(),
+            "outputSize": {"w": image.size, "h": image.size},
+            "primaryImageUrl": ctx.product.image_urls[0] if ctx.product.image_urls else None,
+            "customPrompt": _prompt(ctx.copy_result),
+        }
+        # one request per distinct style: one request is one variant (contract §5)
+        return [build(ImageRequest, {**common, "style": s}, where=where) for s in dict.fromkeys(styles)]
+
+    def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
+        """Exactly the published price; the returned ``creditCost`` still wins (contract §5)."""
+        if isinstance(request, ImageRequest | ListingRequest):
+            return request.credits
+        return None
+
+    # ---- I/O ----
+
+    async def prepare(self, product: Product) -> dict[str, Any]:
+        """Ensure one ListingRVA product record exists for this title + category; reuse it."""
+        key = (product.title.strip(), (product.category or "").strip())
+        if key not in self._products:
+            async with self._product_locks.setdefault(key, asyncio.Lock()):
+                if key not in self._products:
+                    found = await self._find_product(*key)
+                    if found is None:
+                        request = build(ProductCreate, {
+                            "title": product.title, "description": product.description,
+                            "category": product.category,
+                            "imageUrl": product.image_urls[0] if product.image_urls else None,
+                        }, where=f"products[{product.key}]")  # fmt: skip
+                        found = (await self.client.create_product(request)).id
+                    self._products[key] = found
+        return {"product_id": self._products[key]}
+
+    async def _find_product(self, title: str, category: str) -> str | None:
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            listing = await self.client.list_products(page=page, limit=PAGE_SIZE)
+            for p in listing.products:
+                if p.title.strip() == title and (p.category or "").strip() == category:
+                    return p.id
+            seen += len(listing.products)
+            done = listing.total is not None and seen >= listing.total
+            if not listing.products or done or len(listing.products) < PAGE_SIZE:
+                return None
+        return None
+
+    async def submit(self, step: Step, request: BaseModel) -> JobRef:
+        """Spend credits. A 5xx/timeout here is *not* retryable (contract §3): the job may have been
+        enqueued and debited, and there is no idempotency key."""
+        if step == Step.IMAGES and isinstance(request, ImageRequest):
+            kind, send = "image", self.client.generate_image
+            meta = {"style": request.style, "size": request.effective_size}
+        elif step == Step.COPY and isinstance(request, ListingRequest):
+            kind, send = "listing", self.client.generate_listing
+            meta = {"components": request.components}
+        else:
+            raise RequestValidationError(f"{step} needs a matching ListingRVA request, got "
+                                         f"{type(request).__name__}", provider=PROVIDER,
+                                         code="LOCAL_VALIDATION", field="request")  # fmt: skip
+        try:
+            submitted = await send(request)
+        except RetryableError as exc:
+            if _never_reached_server(exc):
+                raise
+            raise PermanentError(
+                f"submit outcome unknown after {type(exc).__name__}: credits may have been debited",
+                provider=PROVIDER, code="submit_outcome_unknown", status=exc.status,
+                detail="check GET /billing/credits or GET /assets before resubmitting",
+            ) from exc  # fmt: skip
+        return JobRef(
+            provider=self.name, step=step, job_id=submitted.job_id, kind=kind,
+            credits_at_submit=submitted.credit_cost,
+            meta={**meta, "kind": kind, "product_id": request.product_id,
+                  "platform": request.platform or "general", "credit_cost": submitted.credit_cost,
+                  "estimate": request.credits},
+        )  # fmt: skip
+
+    async def wait(self, ref: JobRef) -> JobResult:
+        configured = self.settings.poll_interval_seconds
+        first = configured if configured is not None else FIRST_POLL_SECONDS
+        every = configured if configured is not None else POLL_SECONDS
+        deadline = time.monotonic() + self.settings.max_wait_seconds
+        delay = min(first, max(0.0, ref.submitted_at + first - time.time()))  # resumed: poll now
+        while True:
+            await _sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            job = await self._poll(ref, deadline)
+            if job.finished:
+                return self._result(ref, job)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
+                    provider=PROVIDER, code=job.status,
+                )  # fmt: skip
+            delay = every
+
+    async def refresh(self, ref: JobRef) -> JobResult | None:
+        """Re-read ``GET /ai/jobs/:id`` (the only way to read a job again); None if unfinished."""
+        job = await self._poll(ref, time.monotonic() + self.settings.max_wait_seconds)
+        return self._result(ref, job) if job.finished else None
+
+    async def balance(self) -> int | None:
+        return (await self.client.credits()).credits_remaining
+
+    # ---- helpers ----
+
+    async def _poll(self, ref: JobRef, deadline: float) -> JobStatus:
+        """One GET with bounded retries on transient errors, honouring ``retry_after``."""
+        base = self.settings.poll_interval_seconds or RETRY_BASE_SECONDS
+        for attempt in range(POLL_RETRIES + 1):
+            try:
+                return await self.client.get_job(ref.job_id)
+            except RetryableError as exc:
+                pause = exc.retry_after if exc.retry_after is not None else base * 2**attempt
+                pause = min(pause, RETRY_CAP_SECONDS)
+                if attempt == POLL_RETRIES or time.monotonic() + pause > deadline:
+                    raise
+                await _sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _result(self, ref: JobRef, job: JobStatus) -> JobResult:
+        charged = ref.credits_at_submit
+        if job.status == "failed":
+            # ASSUMPTION (contract §7 client rule): a failed job's credits are returned.
+            return JobResult(
+                ref=ref, status="failed", credits_charged=charged, credits_refunded=charged or 0,
+                error_code=self.client._clean(job.error_code()),
+                error_message=self.client._clean(job.error_message()),
+            )  # fmt: skip
+        if ref.kind == "listing":
+            copy = job.listing_copy()
+            if copy == ListingCopy():
+                raise MalformedResponse(f"listing job {ref.job_id} completed without copy", provider=PROVIDER)
+            return JobResult(ref=ref, status="completed", copy_result=copy, credits_charged=charged)
+        urls = job.image_urls()
+        if not urls:
+            raise MalformedResponse(f"image job {ref.job_id} completed without image URLs", provider=PROVIDER)
+        style = str(ref.meta.get("style") or "image").lower()
+        outputs = [OutputRef(url=u, label=f"{style}-{n}", expires_at=_expiry(u)) for n, u in enumerate(urls, 1)]
+        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=charged)
+
+
+def _prompt(copy: ListingCopy | None) -> str | None:
+    """Steer the scene with the generated copy: title, first bullets, keywords."""
+    if copy is None:
+        return None
+    parts = []
+    if copy.title:
+        parts.append(f"Product: {copy.title}")
+    if copy.bullets:
+        parts.append("Highlights: " + "; ".join(copy.bullets[:3]))
+    if copy.keywords:
+        parts.append("Keywords: " + ", ".join(copy.keywords[:8]))
+    return ". ".join(parts) or None
+
+
+def _never_reached_server(exc: RetryableError) -> bool:
+    """Safe to resend: a 429 (rejected before enqueue), a 503 (ASSUMPTION: the service refused the
+    request before enqueueing, as 503 means) or a connection that was never opened."""
+    if isinstance(exc, RateLimited) or exc.status == 503:
+        return True
+    cause = exc.__context__
+    if isinstance(exc, ProviderConnectionError | ProviderTimeout):
+        return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return False
+
+
+def _expiry(url: str) -> float | None:
+    """ASSUMPTION (contract §7): CDN URLs have no documented expiry; honour an ``expires`` query
+    parameter (a Unix time, as signed URLs carry) when one is present."""
+    query = parse_qs(urlsplit(url).query)
+    for key in ("expires", "Expires"):
+        try:
+            return float(query[key][0])
+        except (KeyError, IndexError, ValueError):
+            continue
+    return None

@@ -1,0 +1,399 @@
+"""The Pixii provider plugin: listing images (Listing Builder), A+ Content and variation Scale.
+
+Pixii has no idempotency mechanism (contract §9), so a submission that may have reached Pixii
+(5xx, timeout, garbled 2xx) is reconciled against ``GET /v1/api/jobs?asin=`` before the error is
+allowed to propagate: a retry must never pay for the same job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_settings import SettingsConfigDict
+
+from providers.contract import (
+    JobRef,
+    JobResult,
+    ItemError,
+    OutputRef,
+    Price,
+    Provider,
+    ProviderLimits,
+    ProviderSettings,
+    RouteLimit,
+    Step,
+    StepContext,
+    Throttle,
+    no_throttle,
+)
+from providers.errors import (
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    RequestValidationError,
+    RetryableError,
+    ServerError,
+    WaitTimeout,
+)
+from providers.http import BearerAuth
+
+from .client import SUBMIT_GROUP, PixiiClient
+from .models import (
+    APLUS_CREDITS,
+    JOB_TYPE_LISTING_BUILDER,
+    JOB_TYPE_SCALE,
+    PROVIDER,
+    APlusRequest,
+    Job,
+    ListingBuilderRequest,
+    ScaleRequest,
+    SubmitResponse,
+    parse_time,
+    validate_request,
+)
+
+logger = logging.getLogger("listingflow.providers.pixii")
+
+ADVISED_POLL_SECONDS = 5.0  # contract §10: "poll every 5 seconds"
+URL_TTL_SECONDS = 7 * 24 * 3600  # contract §10: signed URLs valid 7 days
+MAX_POLL_RETRIES = 6  # consecutive retryable failures of GET /jobs/{id} before wait gives up
+MAX_BACKOFF_SECONDS = 60.0
+RECONCILE_SKEW_SECONDS = 30.0
+"""How far before our submit a listed job may have been created and still be ours (clock skew)."""
+
+_KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
+_MODEL_BY_STEP: dict[Step, type[BaseModel]] = {
+    Step.IMAGES: ListingBuilderRequest, Step.APLUS: APlusRequest, Step.SCALE: ScaleRequest,
+}  # fmt: skip
+
+
+class PixiiSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXII_", extra="ignore")
+
+    base_url: str = "https://api.pixii.ai"
+
+
+class PixiiProvider(Provider):
+    name = "pixii"
+    display_name = "Pixii"
+    capabilities = frozenset({Step.IMAGES, Step.APLUS, Step.SCALE})
+    limits = ProviderLimits(
+        route_groups=(RouteLimit(group=SUBMIT_GROUP, requests=10, per_seconds=60.0),),
+        daily_requests=500,
+        daily_counts="submissions",
+        # ASSUMPTION (contract §10/§11): no concurrency limit is documented; live jobs take ~2 min
+        # and 10 submissions/min are allowed, so ~20 jobs are in flight at steady state.
+        max_inflight_jobs=20,
+        max_batch_size=1,  # one ASIN per request
+    )
+    prices = (
+        # ASSUMPTION (contract §4/§12): Listing Builder price unpublished; read credit_cost from the job.
+        Price(step=Step.IMAGES, item="*", credits=None, note="unpublished; credit_cost of the job"),
+        Price(step=Step.APLUS, item="A+ Basic", credits=20, unit="type"),
+        Price(step=Step.APLUS, item="A+ Premium", credits=20, unit="type"),
+        Price(step=Step.APLUS, item="A+ Premium Mobile", credits=30, unit="type"),
+        # ASSUMPTION (contract §6/§12): Scale price unpublished; read credit_cost from the job.
+        Price(step=Step.SCALE, item="*", credits=None, note="unpublished; credit_cost of the job"),
+    )
+    settings_class = PixiiSettings
+    default_styles = ("amazon_listing",)
+    # ASSUMPTION: the host of Pixii's signed output URLs is not documented; Pixii's own domains.
+    output_hosts = ("pixii.ai", "api.pixii.ai", "cdn.pixii.ai")
+    sandbox = "providers.pixii.sandbox:PixiiSandbox"
+    sandbox_key = "pk_test_sandbox"
+
+    def __init__(self, http: Any, settings: ProviderSettings | None = None, *,
+                 throttle: Throttle = no_throttle) -> None:  # fmt: skip
+        super().__init__(http, settings, throttle=throttle)
+        self.client = PixiiClient(
+            http,
+            base_url=self.settings.base_url,
+            auth=BearerAuth(self.settings.api_key),
+            throttle=throttle,
+            secrets=self.settings.secret_values(),
+            timeout=self.settings.timeout_seconds,
+        )
+        self._known_jobs: set[str] = set()
+        self._remaining_credits: int | None = None
+
+    # ---- building requests (pure) ----
+
+    def build_requests(self, step: Step, ctx: StepContext) -> list[BaseModel]:
+        if step == Step.IMAGES:
+            styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+            return [self._listing_request(ctx, s) for s in dict.fromkeys(styles)]
+        if step == Step.APLUS:
+            return [self._aplus_request(ctx)]
+        if step == Step.SCALE:
+            return [self._scale_request(ctx)]
+        raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
+
+    def _listing_request(self, ctx: StepContext, style: str) -> ListingBuilderRequest:
+        urls = ctx.product.image_urls
+        data = {
+            "asin": ctx.product.asin,
+            "country_code": ctx.product.country_code,
+            "listing_type": style,
+            "main_image_url": urls[0] if urls else None,
+            "other_image_urls": urls[1:] or None,
+        }
+        return _build(ListingBuilderRequest, data, ctx)
+
+    def _aplus_request(self, ctx: StepContext) -> APlusRequest:
+        product = ctx.product
+        main = ctx.main_image_url or (product.image_urls[0] if product.image_urls else None)
+        others = [u for u in product.image_urls if u != main]
+        data = {
+            "asin": product.asin,
+            "country_code": product.country_code,
+            "types": list(ctx.aplus_options.types),
+            "main_image_url": main,
+            "other_image_urls": others or None,
+            "user_prompt": _aplus_prompt(ctx),
+        }
+        return _build(APlusRequest, data, ctx)
+
+    def _scale_request(self, ctx: StepContext) -> ScaleRequest:
+        product, variation, options = ctx.product, ctx.variation, ctx.scale_options
+        where = f"products[{product.asin}]"
+        if variation is None:
+            raise RequestValidationError(f"{where}.variation is required for Pixii Scale",
+                                         provider=PROVIDER, field="variation")  # fmt: skip
+        reference = ctx.main_image_url or (product.image_urls[0] if product.image_urls else None)
+        if not reference:
+            raise RequestValidationError(
+                f"{where}.image_urls: Pixii Scale needs a reference image (the images step's main image "
+                "or product.image_urls[0])", provider=PROVIDER, field="items.preview_url")  # fmt: skip
+        attrs = ", ".join(f"{k}: {v}" for k, v in variation.attributes.items() if str(v).strip())
+        describe = f"Variation {variation.asin} of {product.title}" + (f" ({attrs})" if attrs else "")
+        if options.mode == "language":
+            language = (options.language or "").strip()
+            if not language:
+                raise RequestValidationError(f"{where}: scale_options.language is required for scale mode "
+                                             "'language'", provider=PROVIDER, field="scale_options.language")  # fmt: skip
+            prompt = f"Translate all text on the visual into {language}. {describe}."
+        else:
+            prompt = f"{describe}. Keep the reference visual identity and show this variation's attributes."
+        data = {
+            "asin": variation.asin,
+            "country_code": product.country_code,
+            "scale_mode": options.mode,
+            "main_image_input": reference,
+            "user_prompt": prompt,
+            "items": [{"preview_url": reference, "platform": t.platform, "asset_type": t.asset_type}
+                      for t in options.targets],  # fmt: skip
+        }
+        return _build(ScaleRequest, data, ctx)
+
+    def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
+        if isinstance(request, APlusRequest):
+            return sum(APLUS_CREDITS[t] for t in request.types)
+        return None  # Listing Builder and Scale prices are unpublished (contract §12)
+
+    # ---- submitting ----
+
+    async def submit(self, step: Step, request: BaseModel) -> JobRef:
+        model = _MODEL_BY_STEP.get(step)
+        if model is None:
+            raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
+        if isinstance(request, BaseModel) and not isinstance(request, model):
+            request = request.model_dump(exclude_none=True)  # a wrong model fails validation below
+        req = validate_request(model, request)
+        kind = _KIND_BY_STEP[step]
+        started = time.time()
+        try:
+            if isinstance(req, ListingBuilderRequest):
+                resp = await self.client.listing_builder(req)
+            elif isinstance(req, APlusRequest):
+                resp = await self.client.a_plus(req)
+            else:
+                resp = await self.client.scale(req)
+        except (ServerError, ProviderTimeout, MalformedResponse) as exc:
+            # The request may have reached Pixii and created (and charged) a job: adopt it if so.
+            ref = await self._reconcile(step, req, kind, started, exc)
+            if ref is None:
+                raise
+            return ref
+        return self._ref(step, req, kind, resp)
+
+    def _ref(self, step: Step, req: Any, kind: str, resp: SubmitResponse, *, reconciled: bool = False) -> JobRef:
+        self._known_jobs.add(resp.job_id)
+        remaining = _int(resp.remaining_credits)
+        if remaining is not None:
+            self._remaining_credits = remaining
+        meta: dict[str, Any] = {
+            "asin": req.asin,
+            "job_type": resp.job_type,
+            "created_at": resp.created_at,
+            "remaining_credits": remaining,
+            "estimate": self.estimate_credits(step, req),
+            "reconciled": reconciled,
+        }
+        if isinstance(req, ListingBuilderRequest):
+            meta["listing_type"] = req.listing_type
+        elif isinstance(req, APlusRequest):
+            meta["types"] = list(req.types)
+        else:
+            meta["items"] = len(req.items)
+        return JobRef(provider=self.name, step=step, job_id=resp.job_id, kind=kind,
+                      credits_at_submit=remaining, meta=meta)  # fmt: skip
+
+    async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
+        """Find a job for the same ASIN created since just before the submit that we do not know yet."""
+        since = started - RECONCILE_SKEW_SECONDS
+        try:
+            async for job in self.client.iter_jobs(req.asin):
+                created = parse_time(job.created_at)
+                if created is None:
+                    continue
+                if created < since:
+                    break  # listed most recent first (contract §8)
+                if job.id in self._known_jobs or not _same_kind(kind, job.job_type):
+                    continue
+                logger.warning("pixii submit for %s failed (%s) but job %s exists: adopting it",
+                               req.asin, type(exc).__name__, job.id)  # fmt: skip
+                resp = SubmitResponse(job_id=job.id, job_type=job.job_type, status=job.status or "pending",
+                                      created_at=job.created_at)  # fmt: skip
+                return self._ref(step, req, kind, resp, reconciled=True)
+        except ProviderError as lookup:
+            logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
+        return None
+
+    # ---- waiting ----
+
+    async def wait(self, ref: JobRef) -> JobResult:
+        interval = self.settings.poll_interval_seconds or ADVISED_POLL_SECONDS
+        deadline = time.monotonic() + self.settings.max_wait_seconds
+        failures, status = 0, "pending"
+        while True:
+            try:
+                job = await self.client.get_job(ref.job_id)
+                failures = 0
+            except RetryableError as exc:
+                failures += 1
+                if failures > MAX_POLL_RETRIES:
+                    raise
+                backoff = min(interval * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+                await self._pause(ref, deadline, exc.retry_after if exc.retry_after is not None else backoff, status)
+                continue
+            if job.finished:
+                return self._result(ref, job)
+            status = job.status
+            await self._pause(ref, deadline, interval, status)
+
+    async def _pause(self, ref: JobRef, deadline: float, seconds: float, status: str) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(f"job {ref.job_id} still {status} after {self.settings.max_wait_seconds:g}s; "
+                              "the job reference stays valid, resume waiting later", provider=PROVIDER)  # fmt: skip
+        await asyncio.sleep(max(0.0, min(seconds, left)))
+
+    async def refresh(self, ref: JobRef) -> JobResult | None:
+        """Re-read the job for fresh signed URLs; NotFound once past the 7-day retention."""
+        job = await self.client.get_job(ref.job_id)
+        return self._result(ref, job) if job.finished else None
+
+    async def balance(self) -> int | None:
+        # ASSUMPTION (contract §12): no balance endpoint; report the last remaining_credits seen.
+        return self._remaining_credits
+
+    def _result(self, ref: JobRef, job: Job) -> JobResult:
+        charged, refunded = _int(job.credit_cost), _int(job.credits_refunded) or 0
+        if job.status == "failed":
+            message = job.error_message or f"Pixii job {job.id} failed" + (f" ({job.error_code})" if job.error_code else "")
+            return JobResult(ref=ref, status="failed", credits_charged=charged, credits_refunded=refunded,
+                             error_code=job.error_code, error_message=message)  # fmt: skip
+        expires = (parse_time(job.completed_at) or time.time()) + URL_TTL_SECONDS
+        ads = job.output.ads if job.output else []
+        aplus = ref.kind == "a_plus" or (ref.kind not in _KIND_BY_STEP.values() and any(a.is_aplus for a in ads))
+        outputs: list[OutputRef] = []
+        errors: list[ItemError] = []
+        if aplus:
+            requested = list(ref.meta.get("types") or [])
+            seen: set[str] = set()
+            for i, ad in enumerate(ads):
+                kind = ad.type or (requested[i] if i < len(requested) else f"variant {i + 1}")
+                seen.add(kind)
+                slug = _slug(kind)
+                if not ad.url:
+                    errors.append(_item_error(slug, ad))
+                    continue
+                outputs.append(OutputRef(url=ad.url, label=f"{slug}-preview", expires_at=expires))
+                outputs += [OutputRef(url=u, label=f"{slug}-module-{n}", expires_at=expires)
+                            for n, u in enumerate(ad.modules or [], start=1) if u]  # fmt: skip
+            errors += [ItemError(label=_slug(t), message=f"{t} missing from the job output")
+                       for t in requested if t not in seen]  # fmt: skip
+        else:
+            prefix = "scale" if ref.kind == "scale" else "image"
+            for n, ad in enumerate(ads, start=1):
+                label = f"{prefix}-{n}"
+                if ad.url:
+                    outputs.append(OutputRef(url=ad.url, label=label, expires_at=expires))
+                else:
+                    errors.append(_item_error(label, ad))
+        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=charged,
+                         credits_refunded=refunded, errors=errors)  # fmt: skip
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _build(model: type[BaseModel], data: dict[str, Any], ctx: StepContext) -> Any:
+    """Validate, naming the product in the message so a person can find the bad input row."""
+    try:
+        return validate_request(model, {k: v for k, v in data.items() if v is not None})
+    except RequestValidationError as exc:
+        raise RequestValidationError(f"products[{ctx.product.asin}]: {exc.message}", provider=PROVIDER,
+                                     code=exc.code, field=exc.field) from None  # fmt: skip
+
+
+def _aplus_prompt(ctx: StepContext) -> str:
+    """Guidance from the generated copy when there is some, else from the catalog row; never empty."""
+    parts: list[str] = []
+    copy = ctx.copy_result
+    if copy is not None:
+        if copy.title and copy.title.strip():
+            parts.append(f"Product: {copy.title.strip()}")
+        bullets = [b.strip() for b in copy.bullets if b.strip()]
+        if bullets:
+            parts.append("Key features:\n" + "\n".join(f"- {b}" for b in bullets))
+        keywords = [k.strip() for k in copy.keywords if k.strip()]
+        if keywords:
+            parts.append("Keywords: " + ", ".join(keywords))
+    if not parts:
+        parts.append(f"Product: {ctx.product.title.strip() or ctx.product.asin}")
+        if ctx.product.description and ctx.product.description.strip():
+            parts.append(ctx.product.description.strip())
+    return "\n".join(parts)
+
+
+def _same_kind(kind: str, job_type: str | None) -> bool:
+    if not job_type:
+        return True
+    if kind == "listing_builder":
+        return job_type == JOB_TYPE_LISTING_BUILDER
+    if kind == "scale":
+        return job_type == JOB_TYPE_SCALE
+    # ASSUMPTION (contract §5): the A+ job_type string is undocumented; anything that is not one
+    # of the two documented types may be an A+ job.
+    return job_type not in (JOB_TYPE_LISTING_BUILDER, JOB_TYPE_SCALE)
+
+
+def _slug(text: str) -> str:
+    """'A+ Premium Mobile' -> 'a-plus-premium-mobile'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("+", "-plus-")).strip("-")
+
+
+def _item_error(label: str, ad: Any) -> ItemError:
+    code = ad.error.code if ad.error else None
+    message = ad.error.message if ad.error and ad.error.message else "no image was generated"
+    return ItemError(label=label, code=code, message=message)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(round(value))

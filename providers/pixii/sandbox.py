@@ -1,0 +1,332 @@
+"""A local Pixii that plays the ``pk_test_`` key faithfully (contract /work/shared/api/pixii.md).
+
+It validates requests with Pixii's own error envelope and codes, charges credits at submission and
+refunds failed jobs / failed images / failed A+ variants when the job finishes, enforces the
+per-organization 10/min + 500/day submission limits with the documented headers and 429 bodies, runs
+the pending -> processing -> completed|failed lifecycle, lists jobs per ASIN with paging, and serves
+real PNGs at signed URLs that expire after 7 days.
+
+Unlike Pixii's test keys the sandbox keeps a credit ledger, so tests can check charges and refunds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from providers.contract import MARKETPLACES, SCALE_ALLOWED
+from providers.sandbox.core import Job, Sandbox, SandboxConfig
+
+from .models import APLUS_CREDITS, LISTING_TYPES, iso
+
+SANDBOX_KEY = "pk_test_sandbox"  # PixiiProvider.sandbox_key: a documented test-key prefix
+SUBMIT = "submit"
+RETENTION_SECONDS = 7 * 24 * 3600  # contract §10
+JOB_TYPES = {"listing_builder": "Listing Builder", "a_plus": "A+ Content", "scale": "Scale"}
+# ASSUMPTION (contract §5): the A+ job_type string is undocumented; the sandbox says "A+ Content".
+
+# Sandbox prices for what Pixii does not publish (contract §12): Listing Builder costs 3 credits per
+# generated image (amazon_listing = 1 main + 4 gallery = 15 credits), Scale 6 credits per item.
+LB_CREDITS_PER_IMAGE = 3
+SCALE_CREDITS_PER_ITEM = 6
+LB_IMAGES = {"amazon_listing": 5, "amazon_main_images": 2, "amazon_mobile_listing": 5,
+             "shopify_listing": 4, "tiktok_listing": 4}  # fmt: skip
+APLUS_MODULES = {"A+ Basic": 3, "A+ Premium": 5, "A+ Premium Mobile": 4}
+SCALE_MODES = ("catalog", "inspire", "variation", "language")
+
+_CODE_BY_STATUS = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 402: "INSUFFICIENT_CREDITS",
+                   404: "JOB_NOT_FOUND", 429: "RATE_LIMIT_MINUTE_EXCEEDED", 500: "INTERNAL_ERROR",
+                   503: "SERVICE_UNAVAILABLE"}  # fmt: skip
+_FIELDS = {
+    "listing_builder": {"asin", "country_code", "listing_type", "main_image_url", "other_image_urls"},
+    "a_plus": {"asin", "country_code", "types", "main_image_url", "other_image_urls", "user_prompt"},
+    "scale": {"asin", "country_code", "scale_mode", "main_image_input", "other_images_input",
+              "user_prompt", "items"},
+}  # fmt: skip
+
+
+class _Invalid(Exception):
+    """A VALIDATION_ERROR; the message becomes ``detail`` and starts with the field name."""
+
+
+class PixiiSandbox(Sandbox):
+    provider = "pixii"
+    id_prefix = "job"
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.active_brand = True
+        """False -> every submission answers NO_ACTIVE_BRAND."""
+        self.lose_responses = 0
+        """Answer the next N accepted submissions with 500 *after* creating (and charging) the job,
+        as when Pixii's response is lost: the case the client's reconciliation exists for."""
+        super().__init__(config)
+
+    @classmethod
+    def default_config(cls) -> SandboxConfig:
+        return SandboxConfig(
+            api_keys=[SANDBOX_KEY],
+            rate_limits={SUBMIT: (10, 60.0)},  # contract §11: 10/min per organization
+            daily_limit=500,
+            daily_groups=[SUBMIT],
+            url_ttl_seconds=7 * 24 * 3600,
+        )
+
+    def register_routes(self) -> None:
+        self.add_route("POST", "/v1/api/listing_builder", "listing_builder", self._listing_builder, groups=[SUBMIT])
+        self.add_route("POST", "/v1/api/a_plus", "a_plus", self._a_plus, groups=[SUBMIT])
+        self.add_route("POST", "/v1/api/scale", "scale", self._scale, groups=[SUBMIT])
+        self.add_route("GET", "/v1/api/jobs", "list_jobs", self._list_jobs, groups=[])
+        self.add_route("GET", "/v1/api/jobs/{job_id}", "get_job", self._get_job, groups=[])
+
+    # ---- error envelope and rate-limit headers ----
+
+    def error_response(
+        self, status: int, code: str, message: str, *, retry_after: float | None = None,
+        detail: str | None = None, headers: dict[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        if not code.isupper():  # the core's generic codes (auth, faults) -> Pixii's catalogue
+            code = "SERVICE_UNAVAILABLE" if code == "timeout" else _CODE_BY_STATUS.get(
+                status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")  # fmt: skip
+        # The sandbox picks the bare envelope of the two documented shapes (contract §9).
+        body = {"code": code, "message": message, "detail": detail, "retry_after": retry_after}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def rate_limit_headers(self, groups: list[str], now: float) -> dict[str, str]:
+        if SUBMIT not in groups:
+            return {}
+        minute = self._windows[SUBMIT]
+        day_limit = self.config.daily_limit or 0
+        used_today = self._day_counts[int(now // 86400)]
+        return {
+            "X-RateLimit-Limit-Minute": str(minute.limit),
+            "X-RateLimit-Remaining-Minute": str(minute.remaining(now)),
+            "X-RateLimit-Limit-Day": str(day_limit),
+            "X-RateLimit-Remaining-Day": str(max(0, day_limit - used_today)),
+        }
+
+    def rate_limit_error(self, group: str, retry_after: float, daily: bool) -> Response:
+        seconds = max(1, math.ceil(retry_after))
+        code = "RATE_LIMIT_DAY_EXCEEDED" if daily else "RATE_LIMIT_MINUTE_EXCEEDED"
+        message = "Daily request limit reached." if daily else "Too many requests in the current minute window."
+        headers = {"Retry-After": str(seconds), **self.rate_limit_headers([SUBMIT], self.clock.now())}
+        return self.error_response(429, code, message, retry_after=seconds,
+                                   detail=f"retry after {seconds} seconds", headers=headers)  # fmt: skip
+
+    # ---- submissions ----
+
+    async def _listing_builder(self, request: Request, body: dict[str, Any]) -> Response:
+        def check() -> int:
+            _common(body, "listing_builder")
+            if body.get("listing_type") not in LISTING_TYPES:
+                raise _Invalid(f"listing_type: must be one of {', '.join(LISTING_TYPES)}")
+            _url(body, "main_image_url")
+            _url_list(body, "other_image_urls")
+            return LB_CREDITS_PER_IMAGE * LB_IMAGES[body["listing_type"]]
+
+        return self._submit("listing_builder", body, check)
+
+    async def _a_plus(self, request: Request, body: dict[str, Any]) -> Response:
+        def check() -> int:
+            _common(body, "a_plus")
+            types = body.get("types")
+            if not isinstance(types, list) or not 1 <= len(types) <= 3:
+                raise _Invalid("types: 1-3 values required")
+            if any(t not in APLUS_CREDITS for t in types) or len(set(types)) != len(types):
+                raise _Invalid(f"types: unique values from {', '.join(APLUS_CREDITS)}")
+            _url(body, "main_image_url")
+            _url_list(body, "other_image_urls")
+            _prompt(body)
+            return sum(APLUS_CREDITS[t] for t in types)
+
+        return self._submit("a_plus", body, check)
+
+    async def _scale(self, request: Request, body: dict[str, Any]) -> Response:
+        def check() -> int:
+            _common(body, "scale")
+            if body.get("scale_mode") not in SCALE_MODES:
+                raise _Invalid(f"scale_mode: must be one of {', '.join(SCALE_MODES)}")
+            _url(body, "main_image_input")
+            _url_list(body, "other_images_input")
+            _prompt(body)
+            if body["scale_mode"] == "language" and "user_prompt" not in body:
+                raise _Invalid("user_prompt: the target language must be stated for scale_mode language")
+            items = body.get("items")
+            if not isinstance(items, list) or not items:
+                raise _Invalid("items: at least 1 item required")
+            for i, item in enumerate(items):
+                if not isinstance(item, dict) or set(item) - {"preview_url", "platform", "asset_type"}:
+                    raise _Invalid(f"items[{i}]: expected preview_url, platform, asset_type")
+                _url(item, "preview_url", required=True, where=f"items[{i}].")
+                allowed = SCALE_ALLOWED.get(item.get("platform"))  # type: ignore[arg-type]
+                if allowed is None:
+                    raise _Invalid(f"items[{i}].platform: must be one of {', '.join(SCALE_ALLOWED)}")
+                if item.get("asset_type") not in allowed:
+                    raise _Invalid(f"items[{i}].asset_type: {item.get('asset_type')!r} is not supported "
+                                   f"on {item['platform']}")  # fmt: skip
+            return SCALE_CREDITS_PER_ITEM * len(items)
+
+        return self._submit("scale", body, check)
+
+    def _submit(self, kind: str, body: dict[str, Any], check: Any) -> Response:
+        try:
+            price = check()
+        except _Invalid as exc:
+            return self.error_response(400, "VALIDATION_ERROR", "One or more request parameters are invalid.",
+                                       detail=str(exc))  # fmt: skip
+        if not self.active_brand:
+            return self.error_response(400, "NO_ACTIVE_BRAND", "No active brand found for your organization.")
+        with self._lock:
+            if self.balance < price:
+                return self.error_response(402, "INSUFFICIENT_CREDITS", "Not enough credits to process this request.",
+                                           detail=f"required {price}, available {self.balance}")  # fmt: skip
+            job = self.create_job(kind, asin=body["asin"], payload=body, charge=price, route=kind)
+            lost = self.lose_responses > 0
+            self.lose_responses -= 1 if lost else 0
+        if lost:
+            return self.error_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")
+        return JSONResponse({"job_id": job.id, "job_type": JOB_TYPES[kind], "status": "pending",
+                             "created_at": iso(job.created), "remaining_credits": self.balance})  # fmt: skip
+
+    # ---- jobs ----
+
+    def _live_job(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or self.clock.now() > job.done + RETENTION_SECONDS:
+            return None  # ASSUMPTION (contract §7): past retention answers JOB_NOT_FOUND
+        return job
+
+    async def _get_job(self, request: Request, body: dict[str, Any]) -> Response:
+        job = self._live_job(request.path_params["job_id"])
+        if job is None:
+            return self.error_response(404, "JOB_NOT_FOUND", "Job not found.")
+        return JSONResponse(self._job_body(job))
+
+    async def _list_jobs(self, request: Request, body: dict[str, Any]) -> Response:
+        asin = request.query_params.get("asin", "")
+        try:
+            page = int(request.query_params.get("page", "1"))
+            limit = int(request.query_params.get("limit", "20"))
+        except ValueError:
+            page = limit = 0
+        if not 5 <= len(asin) <= 15:
+            return self._invalid("asin: required, 5-15 characters")
+        if page < 1 or not 1 <= limit <= 100:
+            return self._invalid("page/limit: positive integers, limit at most 100")
+        jobs = sorted((j for j in list(self.jobs.values()) if j.asin == asin and self._live_job(j.id)),
+                      key=lambda j: j.created, reverse=True)  # fmt: skip
+        chunk = jobs[(page - 1) * limit : page * limit]
+        data = [{"id": j.id, "job_type": JOB_TYPES[j.kind], "status": self.status_of(j),
+                 "created_at": iso(j.created)} for j in chunk]  # fmt: skip
+        return JSONResponse({"data": data, "total": len(jobs), "page": page, "limit": limit})
+
+    def _invalid(self, detail: str) -> Response:
+        return self.error_response(400, "VALIDATION_ERROR", "One or more request parameters are invalid.",
+                                   detail=detail)  # fmt: skip
+
+    def _job_body(self, job: Job) -> dict[str, Any]:
+        status = self.status_of(job)  # finalizes (and refunds) first when the job is due
+        now = self.clock.now()
+        result = job.result or {}
+        return {
+            "id": job.id,
+            "job_type": JOB_TYPES[job.kind],
+            "status": status,
+            "created_at": iso(job.created),
+            "started_at": iso(job.started) if now >= job.started else None,
+            "completed_at": iso(job.done) if status in ("completed", "failed") else None,
+            "credit_cost": job.charged,
+            "credits_refunded": job.refunded,
+            "output": self._render_output(job) if status == "completed" else None,
+            "error_code": result.get("error_code") if status == "failed" else None,
+        }
+
+    def _render_output(self, job: Job) -> dict[str, Any]:
+        """Sign the stored file ids at read time, so re-reading a job yields fresh URLs."""
+        ads = []
+        for ad in (job.result or {}).get("ads", []):
+            if job.kind == "a_plus":
+                ok = ad["preview"] is not None
+                ads.append({"type": ad["type"], "preview": self.signed_url(ad["preview"]) if ok else None,
+                            "modules": [self.signed_url(f) for f in ad["modules"]], "error": ad["error"]})  # fmt: skip
+            else:
+                url = self.signed_url(ad["file"]) if ad["file"] else None
+                ads.append({"preview_url": url, "error": ad["error"]})
+        return {"ads": ads}
+
+    def finalize(self, job: Job) -> None:
+        if job.fail:  # failed job: everything refunded (contract §10)
+            self.refund(job, job.charged - job.refunded)
+            job.result = {"error_code": "GENERATION_FAILED"}
+            return
+        body, asin = job.payload, job.asin
+        failure = {"code": "IMAGE_GENERATION_FAILED", "message": "Generation failed for this item."}
+        ads: list[dict[str, Any]] = []
+        if job.kind == "a_plus":
+            types = body["types"]
+            for t in types:
+                if job.partial and t == types[-1]:  # one variant fails and its price is refunded
+                    self.refund(job, APLUS_CREDITS[t])
+                    ads.append({"type": t, "preview": None, "modules": [], "error": failure})
+                    continue
+                seed = f"{asin}|{t}|{job.id}"
+                ads.append({"type": t, "preview": self.add_file(seed, f"{asin} {t} preview"),
+                            "modules": [self.add_file(f"{seed}|{n}", f"{asin} {t} module {n}")
+                                        for n in range(1, APLUS_MODULES[t] + 1)], "error": None})  # fmt: skip
+        else:
+            if job.kind == "listing_builder":
+                styles = [body["listing_type"]] * LB_IMAGES[body["listing_type"]]
+                unit = LB_CREDITS_PER_IMAGE
+            else:
+                styles = [f"{body['scale_mode']}/{i['platform']}/{i['asset_type']}" for i in body["items"]]
+                unit = SCALE_CREDITS_PER_ITEM
+            for n, style in enumerate(styles, start=1):
+                if job.partial and n == len(styles):  # the last image fails and is refunded
+                    self.refund(job, unit)
+                    ads.append({"file": None, "error": failure})
+                else:
+                    ads.append({"file": self.add_file(f"{asin}|{style}|{job.id}|{n}", f"{asin} {style} {n}"),
+                                "error": None})  # fmt: skip
+        job.result = {"ads": ads}
+
+
+# --- request checks (Pixii's documented rules, independent of the client's models) -------------
+
+
+def _common(body: dict[str, Any], kind: str) -> None:
+    # Sandbox choice: unknown fields are rejected so client typos (main_image_url on scale) surface.
+    extra = set(body) - _FIELDS[kind]
+    if extra:
+        raise _Invalid(f"{sorted(extra)[0]}: unknown field")
+    asin = body.get("asin")
+    if not isinstance(asin, str) or not 5 <= len(asin) <= 15:
+        raise _Invalid("asin: required, 5-15 characters")
+    if body.get("country_code") not in MARKETPLACES:
+        raise _Invalid("country_code: not a supported marketplace")
+
+
+def _url(body: dict[str, Any], key: str, *, required: bool = False, where: str = "") -> None:
+    if key in body or required:
+        _check_url(body.get(key), f"{where}{key}")
+
+
+def _check_url(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _Invalid(f"{name}: must be a publicly accessible image URL")
+
+
+def _url_list(body: dict[str, Any], key: str) -> None:
+    if key not in body:
+        return
+    value = body[key]
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"{key}: minimum 1 item if provided")
+    for i, url in enumerate(value):
+        _check_url(url, f"{key}[{i}]")
+
+
+def _prompt(body: dict[str, Any]) -> None:
+    if "user_prompt" in body and (not isinstance(body["user_prompt"], str) or not body["user_prompt"].strip()):
+        raise _Invalid("user_prompt: cannot be empty if provided")

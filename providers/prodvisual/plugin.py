@@ -1,0 +1,343 @@
+"""The ProdVisual provider plugin: styled product images (step IMAGES only).
+
+One product becomes one job: a single POST /v1/generate when one style is asked for (it usually
+completes inside the POST, so ``wait`` needs no extra request), or one batch with an item per style.
+``build_batch`` lets the flow merge many products' items into batches of at most 50; every item keeps
+a label in ``JobRef.meta["labels"]`` so outputs, matched to inputs by position, map back to products.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Iterable
+from typing import ClassVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from providers.contract import (
+    ItemError,
+    JobRef,
+    JobResult,
+    OutputRef,
+    Price,
+    Provider,
+    ProviderLimits,
+    ProviderSettings,
+    RouteLimit,
+    Step,
+    StepContext,
+    Throttle,
+    no_throttle,
+)
+from providers.errors import (
+    MalformedResponse,
+    NotFound,
+    OutputExpired,
+    RequestValidationError,
+    RetryableError,
+    WaitTimeout,
+)
+
+from .client import API_GROUP, ProdVisualClient, check_style_ids
+from .models import (
+    MAX_BATCH_ITEMS,
+    PLATFORMS,
+    PROVIDER,
+    BatchRequest,
+    BatchStatus,
+    GenerateItem,
+    GenerateRequest,
+    Generation,
+    default_labels,
+)
+
+SINGLE_POLL_SECONDS = 2.0  # ASSUMPTION (contract §9): single generation polled every 2 s
+BATCH_POLL_SECONDS = 5.0  # ASSUMPTION (contract §9): batch first after estimated_time_ms, then 5 s
+MAX_POLL_RETRIES = 6  # consecutive retryable failures tolerated on status polls
+MAX_BACKOFF_SECONDS = 60.0
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
+
+
+class ProdVisualSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODVISUAL_", extra="ignore")
+
+    # Paths carry the /v1 prefix (contract §1: base URL https://api.prodvisual.com/v1).
+    base_url: str = "https://api.prodvisual.com"
+
+
+def normalize_platform(value: str) -> str | None:
+    """Map a platform name to a ProdVisual preset id ("Mercado Libre" -> mercadolibre); None if unknown."""
+    key = re.sub(r"[\s_\-.]", "", value.strip().lower())
+    return key if key in PLATFORMS else None
+
+
+def labeled_items(request: GenerateRequest | BatchRequest, prefix: str = "") -> list[tuple[str, GenerateItem]]:
+    """A built request's items with their labels (``prefix`` e.g. ``"US/B0ABC/"`` to name the product)."""
+    if isinstance(request, GenerateRequest):
+        return [(prefix + (request.label or default_labels([request.style])[0]), request.item())]
+    return [(prefix + label, item) for label, item in zip(request.item_labels(), request.items, strict=True)]
+
+
+def build_batch(
+    items: Iterable[tuple[str, GenerateItem | GenerateRequest]], *, webhook_url: str | None = None,
+    max_items: int = MAX_BATCH_ITEMS,
+) -> list[BatchRequest]:  # fmt: skip
+    """Pack labelled items into batches of at most ``max_items`` (<= 50), keeping their order.
+
+    Labels must be unique across all items: they are how each output maps back to its product."""
+    pairs = [(label, item.item() if isinstance(item, GenerateRequest) else item) for label, item in items]
+    labels = [label for label, _ in pairs]
+    if len(set(labels)) != len(labels):
+        dup = next(lbl for lbl in labels if labels.count(lbl) > 1)
+        raise RequestValidationError(f"duplicate item label {dup!r}", provider=PROVIDER,
+                                     code="LOCAL_VALIDATION", field="labels")  # fmt: skip
+    size = max(1, min(max_items, MAX_BATCH_ITEMS))
+    try:
+        return [
+            BatchRequest(items=[i for _, i in pairs[n : n + size]], labels=labels[n : n + size],
+                         webhook_url=webhook_url)  # fmt: skip
+            for n in range(0, len(pairs), size)
+        ]
+    except ValidationError as exc:
+        raise RequestValidationError.from_pydantic(exc, provider=PROVIDER, model="BatchRequest") from None
+
+
+class ProdVisualProvider(Provider):
+    name: ClassVar[str] = "prodvisual"
+    display_name: ClassVar[str] = "ProdVisual"
+    capabilities: ClassVar[frozenset[Step]] = frozenset({Step.IMAGES})
+    limits: ClassVar[ProviderLimits] = ProviderLimits(
+        route_groups=(RouteLimit(group=API_GROUP, requests=60, per_seconds=60.0),),
+        daily_requests=10_000,
+        daily_counts="requests",
+        # ASSUMPTION (contract §4, undocumented): 4 jobs in flight keeps status polls (batch every
+        # 5 s, single every 2 s) well inside 60 requests/minute alongside new submissions.
+        max_inflight_jobs=4,
+        max_batch_size=MAX_BATCH_ITEMS,
+    )
+    prices: ClassVar[tuple[Price, ...]] = (
+        Price(step=Step.IMAGES, item="*", credits=1, unit="image",
+              note="1 credit per successful generation, any style/platform/format (ASSUMPTION contract §5); "
+                   "batches charge every item at submission and refund failed items (contract §6)"),
+    )  # fmt: skip
+    settings_class: ClassVar[type[ProviderSettings]] = ProdVisualSettings
+    default_styles: ClassVar[tuple[str, ...]] = ("white_bg",)
+    output_hosts: ClassVar[tuple[str, ...]] = ("cdn.prodvisual.com",)
+    sandbox: ClassVar[str | None] = "providers.prodvisual.sandbox:ProdVisualSandbox"
+    sandbox_key: ClassVar[str] = "pv_test_sandbox"
+
+    build_batch = staticmethod(build_batch)
+    labeled_items = staticmethod(labeled_items)
+
+    def __init__(
+        self, http: httpx.AsyncClient, settings: ProviderSettings | None = None, *, throttle: Throttle = no_throttle
+    ) -> None:
+        super().__init__(http, settings, throttle=throttle)
+        self.client = ProdVisualClient(
+            http, base_url=self.settings.base_url, api_key=self.settings.api_key,
+            throttle=self.throttle, timeout=self.settings.timeout_seconds,
+        )  # fmt: skip
+
+    # ---- describing work ----
+
+    def build_requests(self, step: Step, ctx: StepContext) -> list[BaseModel]:
+        self._check_step(step)
+        product = ctx.product
+        where = f"products[{product.asin}]"
+        image_url = product.image_urls[0] if product.image_urls else None
+        if not image_url:
+            raise RequestValidationError(
+                f"{where}.image_url is required for ProdVisual (the source product image)",
+                provider=PROVIDER, code="LOCAL_VALIDATION", field=f"{where}.image_url",
+            )  # fmt: skip
+        platform = normalize_platform(ctx.image_options.platform)
+        if platform is None:
+            raise RequestValidationError(
+                f"image_options.platform {ctx.image_options.platform!r} is not a ProdVisual preset "
+                f"({', '.join(PLATFORMS)})", provider=PROVIDER, code="LOCAL_VALIDATION", field="image_options.platform",
+            )  # fmt: skip
+        styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+        if not styles:
+            raise RequestValidationError("no style to generate", provider=PROVIDER, code="LOCAL_VALIDATION",
+                                         field="image_options.styles")  # fmt: skip
+        known = self.client.cached_style_ids  # pure: only a list already fetched is used
+        if known is not None:
+            check_style_ids(styles, [f"image_options.styles.{n}" for n in range(len(styles))], known)
+        size = ctx.image_options.size
+        fields = {"image_url": image_url, "platform": platform, "dimensions": f"{size}x{size}"}
+        labels = default_labels(styles)
+        try:
+            if len(styles) == 1:
+                return [GenerateRequest(**fields, style=styles[0], label=labels[0])]
+            items = [GenerateItem(**fields, style=s) for s in styles]
+        except ValidationError as exc:
+            problems = [(f"{where}." + ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            raise RequestValidationError(
+                "invalid ProdVisual request: " + "; ".join(f"{f}: {m}" for f, m in problems),
+                provider=PROVIDER, code="LOCAL_VALIDATION", field=problems[0][0],
+            ) from None  # fmt: skip
+        return list(build_batch(zip(labels, items, strict=True)))
+
+    def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
+        if isinstance(request, GenerateRequest):
+            return 1
+        if isinstance(request, BatchRequest):
+            return len(request.items)
+        return None
+
+    # ---- I/O ----
+
+    async def submit(self, step: Step, request: BaseModel) -> JobRef:
+        self._check_step(step)
+        if isinstance(request, GenerateRequest):
+            gen = await self.client.generate(request)
+            meta = {"labels": [labeled_items(request)[0][0]], "credits_used": gen.credits_used,
+                    "response": gen.model_dump(mode="json", exclude_none=True)}  # fmt: skip
+            return JobRef(provider=self.name, step=step, job_id=str(gen.id), kind="generation",
+                          credits_at_submit=gen.credits_remaining, meta=meta)  # fmt: skip
+        if isinstance(request, BatchRequest):
+            sub = await self.client.generate_batch(request)
+            used = sub.credits_used if sub.credits_used is not None else len(request.items)
+            meta = {"labels": request.item_labels(), "credits_used": used,
+                    "estimated_time_ms": sub.estimated_time_ms, "total_items": len(request.items)}  # fmt: skip
+            return JobRef(provider=self.name, step=step, job_id=sub.batch_id, kind="batch",
+                          credits_at_submit=sub.credits_remaining, meta=meta)  # fmt: skip
+        raise RequestValidationError(f"ProdVisual cannot submit a {type(request).__name__}", provider=PROVIDER,
+                                     code="LOCAL_VALIDATION", field="request")  # fmt: skip
+
+    async def wait(self, ref: JobRef) -> JobResult:
+        if ref.kind == "generation" and ref.meta.get("response"):
+            try:
+                result = self._result(ref, Generation.model_validate(ref.meta["response"]))
+            except MalformedResponse:
+                result = None  # completed without a URL: ask the status endpoint instead
+            if result is not None:  # completed inside the POST: no request needed
+                return result
+        interval, first = self._cadence(ref)
+        deadline = time.monotonic() + self.settings.max_wait_seconds
+        await asyncio.sleep(max(0.0, min(first, deadline - time.monotonic())))
+        failures, status = 0, "pending"
+        while True:
+            try:
+                state = await self.client.generation(ref.job_id)
+                status = state.status
+                result = self._result(ref, state)
+            except RetryableError as exc:
+                failures += 1
+                if failures > MAX_POLL_RETRIES:
+                    raise
+                backoff = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
+                await self._sleep(exc.retry_after if exc.retry_after is not None else backoff, deadline, ref, status)
+                continue
+            failures = 0
+            if result is not None:
+                return result
+            await self._sleep(interval, deadline, ref, status)
+
+    async def refresh(self, ref: JobRef) -> JobResult | None:
+        """Re-read the job for its output URLs. ASSUMPTION (contract §9): after the 7-day expiry the id
+        may answer 404; the outputs are then gone for good."""
+        try:
+            state = await self.client.generation(ref.job_id)
+        except NotFound as exc:
+            raise OutputExpired(f"job {ref.job_id} is no longer readable (outputs expire after 7 days)",
+                                provider=PROVIDER, code=exc.code, status=exc.status) from None  # fmt: skip
+        return self._result(ref, state)
+
+    async def balance(self) -> int | None:
+        return (await self.client.credits()).credits_remaining
+
+    # ---- helpers ----
+
+    def _check_step(self, step: Step) -> None:
+        if step not in self.capabilities:
+            raise RequestValidationError(f"ProdVisual does not run step {step}", provider=PROVIDER,
+                                         code="LOCAL_VALIDATION", field="step")  # fmt: skip
+
+    def _cadence(self, ref: JobRef) -> tuple[float, float]:
+        """(poll interval, delay before the first poll); settings.poll_interval_seconds overrides."""
+        override = self.settings.poll_interval_seconds
+        if override is not None:
+            return override, override
+        if ref.kind == "batch":
+            estimate = (ref.meta.get("estimated_time_ms") or 0) / 1000
+            return BATCH_POLL_SECONDS, max(0.0, ref.submitted_at + estimate - time.time())
+        return SINGLE_POLL_SECONDS, SINGLE_POLL_SECONDS
+
+    async def _sleep(self, seconds: float, deadline: float, ref: JobRef, status: str) -> None:
+        if time.monotonic() + seconds > deadline:
+            raise WaitTimeout(f"job {ref.job_id} still {status} after {self.settings.max_wait_seconds:g}s; "
+                              "the job reference stays valid", provider=PROVIDER)  # fmt: skip
+        await asyncio.sleep(seconds)
+
+    def _result(self, ref: JobRef, state: Generation | BatchStatus) -> JobResult | None:
+        """The finished job's result, or None while it is still running."""
+        if not state.done:
+            return None
+        if isinstance(state, BatchStatus):
+            return self._batch_result(ref, state)
+        return self._single_result(ref, state)
+
+    def _single_result(self, ref: JobRef, gen: Generation) -> JobResult:
+        label = (ref.meta.get("labels") or [f"{gen.style or 'image'}-1"])[0]
+        charged = gen.credits_used if gen.credits_used is not None else ref.meta.get("credits_used")
+        if gen.status == "failed":
+            code, message = _error_of(gen, "generation_failed")
+            # ASSUMPTION (contract §5): failed generations are not charged, or are refunded.
+            return JobResult(ref=ref, status="failed", credits_charged=charged, credits_refunded=charged or 0,
+                             errors=[ItemError(label=label, code=code, message=message)],
+                             error_code=code, error_message=message)  # fmt: skip
+        if not gen.output_url:
+            raise MalformedResponse(f"generation {gen.id} is completed without an output_url", provider=PROVIDER)
+        return JobResult(ref=ref, status="completed", outputs=[_output(gen, label)], credits_charged=charged)
+
+    def _batch_result(self, ref: JobRef, batch: BatchStatus) -> JobResult:
+        labels: list[str] = list(ref.meta.get("labels") or [])
+        labels += [f"item-{n + 1}" for n in range(len(labels), len(batch.results))]
+        outputs: list[OutputRef] = []
+        errors: list[ItemError] = []
+        for n, label in enumerate(labels):
+            item = batch.results[n] if n < len(batch.results) else None
+            if item is not None and item.status == "completed" and item.output_url:
+                outputs.append(_output(item, label))
+            elif item is None:
+                errors.append(ItemError(label=label, code="missing_result", message="no result at this position"))
+            else:
+                code, message = _error_of(item, "generation_failed" if item.status == "failed" else "incomplete")
+                errors.append(ItemError(label=label, code=code, message=message))
+        charged = ref.meta.get("credits_used")
+        charged = charged if charged is not None else batch.credits_used
+        failed = batch.status == "failed" or not outputs
+        if batch.credits_refunded is not None:
+            refunded = batch.credits_refunded
+        else:
+            # ASSUMPTION (contract §6): 1 credit refunded per failed item (all of them if the batch failed).
+            refunded = (charged or 0) if batch.status == "failed" else len(errors)
+        if not failed:
+            return JobResult(ref=ref, status="completed", outputs=outputs, errors=errors,
+                             credits_charged=charged, credits_refunded=refunded)  # fmt: skip
+        code, message = _error_of(batch, errors[0].code if errors else "batch_failed")
+        if batch.error is None and errors:
+            message = errors[0].message
+        return JobResult(ref=ref, status="failed", outputs=outputs, errors=errors, credits_charged=charged,
+                         credits_refunded=refunded, error_code=code, error_message=message)  # fmt: skip
+
+
+def _error_of(state: Generation | BatchStatus, default_code: str) -> tuple[str, str]:
+    """The provider's error, or unknown (contract §9: missing details are treated as unknown)."""
+    err = state.error
+    code = (err.code if err else None) or default_code or "unknown"
+    return code, (err.message if err else None) or f"ProdVisual reported status {state.status}"
+
+
+def _output(gen: Generation, label: str) -> OutputRef:
+    content_type = _CONTENT_TYPES.get((gen.format or "png").lower(), "image/png")
+    return OutputRef(url=str(gen.output_url), label=label, content_type=content_type, expires_at=gen.expires_epoch())
+
+
+__all__ = ["ProdVisualProvider", "ProdVisualSettings", "build_batch", "labeled_items", "normalize_platform"]

@@ -1,0 +1,88 @@
+"""Shared fixtures: one Prefect test server per session, sandboxes per test, an isolated state dir.
+
+Tests never depend on whatever plugins or settings the machine has: every test gets its own
+``LISTINGFLOW_HOME``, archive and limit-name prefix, and provider settings point at in-process
+sandboxes. Rate limits are shortened to 2-second windows in both the sandboxes and listingflow's
+settings, so limit behaviour is exercised without minute-long tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAST_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
+    "pixii": {"submit": (20, 2.0)},
+    "listingrva": {"ai": (40, 2.0), "products": (60, 2.0), "global": (100, 2.0)},
+    "prodvisual": {"api": (40, 2.0)},
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One Prefect server for the whole session (it takes ~15 s to start)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def lf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """An isolated listingflow environment: state dir, archive, limit names, fast limits."""
+    from listingflow.settings import reset_settings
+
+    home = tmp_path / "state"
+    archive = tmp_path / "archive"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
+                 for p, groups in FAST_LIMITS.items()}
+    values = {
+        "LISTINGFLOW_HOME": str(home),
+        "LISTINGFLOW_ARCHIVE": str(archive),
+        "LISTINGFLOW_LIMIT_PREFIX": prefix,
+        "LISTINGFLOW_RATE_LIMITS": json.dumps(overrides),
+        "LISTINGFLOW_RETRY__BASE_DELAY_SECONDS": "0.05",
+        "LISTINGFLOW_RETRY__MAX_TOTAL_SECONDS": "30",
+        "PIXII_POLL_INTERVAL_SECONDS": "0.1",
+        "LISTINGRVA_POLL_INTERVAL_SECONDS": "0.1",
+        "PRODVISUAL_POLL_INTERVAL_SECONDS": "0.1",
+        "PIXII_MAX_WAIT_SECONDS": "20",
+        "LISTINGRVA_MAX_WAIT_SECONDS": "20",
+        "PRODVISUAL_MAX_WAIT_SECONDS": "20",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    yield {"home": home, "archive": archive, "prefix": prefix, "tmp": tmp_path}
+    reset_settings()
+
+
+def sandbox_updates(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sandbox config changes matching FAST_LIMITS, plus per-provider extras."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, groups in FAST_LIMITS.items():
+        out[name] = {"rate_limits": dict(groups), "image_px": 32, **extra.get(name, {})}
+    return out
+
+
+@pytest.fixture
+def sandboxes(lf_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The three sandboxes on loopback with short jobs; provider settings point at them."""
+    from listingflow.local import running_sandboxes
+    from listingflow.settings import reset_settings
+    from providers.registry import load_providers
+
+    registry = load_providers()
+    with running_sandboxes(dict(registry.providers), job_seconds=0.3, config_updates=sandbox_updates()) as boxes:
+        reset_settings()
+        yield boxes
+    reset_settings()
