@@ -231,8 +231,11 @@ class ProdVisualProvider(Provider):
                 failures += 1
                 if failures > MAX_POLL_RETRIES:
                     raise
-                backoff = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
-                await self._sleep(exc.retry_after if exc.retry_after is not None else backoff, deadline, ref, status)
+                if exc.retry_after is not None:  # contract §4: wait until X-RateLimit-Reset, plus a little jitter
+                    delay = exc.retry_after + random.uniform(0.0, 0.25)
+                else:
+                    delay = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
+                await self._sleep(delay, deadline, ref, status)
                 continue
             failures = 0
             if result is not None:

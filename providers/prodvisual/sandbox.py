@@ -168,7 +168,7 @@ class ProdVisualSandbox(Sandbox):
         style = item.get("style")
         if style is None:
             return self._bad(f"Missing required parameter: {where}style")
-        if style not in STYLE_IDS:
+        if not isinstance(style, str) or style not in STYLE_IDS:
             return self._bad(f"{where}style: unknown style {style!r}. See /v1/styles for available options.")
         checks = [
             ("platform", lambda v: v in PLATFORMS, f"one of {', '.join(PLATFORMS)}"),

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from providers.contract import CopyOptions, ImageOptions, JobRef, Step, StepContext
-from providers.errors import PermanentError, RateLimited, WaitTimeout
+from providers.errors import RetryableError, PermanentError, RateLimited, WaitTimeout
 from providers.listingrva.models import ImageRequest, ListingRequest
 from providers.listingrva.plugin import ListingRVAProvider
 from providers.listingrva.sandbox import ListingRVASandbox
@@ -178,12 +178,15 @@ async def test_persistent_poll_errors_surface(provider: ListingRVAProvider, sand
 async def test_submit_5xx_is_not_retryable(provider: ListingRVAProvider, sandbox: ListingRVASandbox) -> None:
     p = product("B0SUBMIT01", title="Ambiguous Submit Cup")
     [req] = provider.build_requests(Step.COPY, StepContext(product=p, prepared=await provider.prepare(p)))
-    sandbox.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[Fault(status=503), Fault(status=429)])])
+    sandbox.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[
+        Fault(status=500), Fault(status=429), Fault(status=503)])])
     try:
         with pytest.raises(PermanentError) as info:
             await provider.submit(Step.COPY, req)
         assert info.value.code == "submit_outcome_unknown" and not info.value.retryable
         with pytest.raises(RateLimited):  # a 429 was rejected before enqueue: safe to retry
+            await provider.submit(Step.COPY, req)
+        with pytest.raises(RetryableError):  # a 503 refused the request: safe to retry
             await provider.submit(Step.COPY, req)
     finally:
         sandbox.reconfigure(faults=[])

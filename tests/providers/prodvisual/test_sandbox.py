@@ -99,6 +99,8 @@ async def test_headers_on_every_response(sandbox, http) -> None:
         ({"image_url": "https://img.example.com/a.gif", "style": "white_bg"}, 422, "invalid_image", "image_url"),
         ({"image_url": "https://img.example.com/oversize.jpg", "style": "white_bg"}, 413, "file_too_large", "10MB"),
         ({"image_url": IMG, "style": "watercolour"}, 400, "invalid_request", "style"),
+        ({"image_url": IMG, "style": ["white_bg"]}, 400, "invalid_request", "style"),
+        ({"image_url": 42, "style": "white_bg"}, 400, "invalid_request", "image_url"),
         ({"image_url": IMG, "style": "white_bg", "platform": "walmart"}, 400, "invalid_request", "platform"),
         ({"image_url": IMG, "style": "white_bg", "quality": 0}, 400, "invalid_request", "quality"),
         ({"image_url": IMG, "style": "white_bg", "dimensions": "big"}, 400, "invalid_request", "dimensions"),
