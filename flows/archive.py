@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,28 +93,42 @@ class LocalArchive:
         path = self._path(key)
         digest = sha256(data)
         meta = {**metadata, "sha256": digest, "content-type": content_type, "size": str(len(data))}
-        _atomic_write(path, data)
-        _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
+        try:
+            _atomic_write(path, data)
+            _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
+        except OSError as exc:  # disk full, permissions, a vanished mount: the archive is unavailable
+            raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
         stored = self.stat(key)
         if stored is None or stored.sha256 != digest or stored.size != len(data):
             raise ArchiveUnavailable(f"verification failed after writing {key}")
         return stored
 
-    def stat(self, key: str) -> StoredObject | None:
+    def _read(self, key: str) -> tuple[Path, bytes, dict[str, Any]] | None:
+        """The object and its metadata, only if the bytes match the recorded size and SHA-256."""
         path = self._path(key)
         meta_path = path.with_name(path.name + ".meta.json")
-        if not path.is_file() or not meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = path.read_bytes()
+        except (OSError, ValueError):
             return None
-        meta = json.loads(meta_path.read_text())
-        data = path.read_bytes()
-        if sha256(data) != meta.get("sha256"):
-            return None  # a torn or tampered object is not archived
+        if not isinstance(meta, dict) or sha256(data) != meta.get("sha256") or str(len(data)) != str(
+            meta.get("size", len(data))
+        ):
+            return None  # a torn or tampered object is not archived (and never trusted)
+        return path, data, meta
+
+    def stat(self, key: str) -> StoredObject | None:
+        found = self._read(key)
+        if found is None:
+            return None
+        path, data, meta = found
         return StoredObject(key=key, uri=str(path), size=len(data), sha256=meta["sha256"],
                             content_type=meta.get("content-type", ""), metadata=meta)  # fmt: skip
 
     def get(self, key: str) -> bytes | None:
-        path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        found = self._read(key)
+        return None if found is None else found[1]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -133,10 +148,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class S3Archive:
     """Any S3 endpoint (AWS, MinIO, moto) through boto3 with its standard retry mode."""
 
-    def __init__(self, uri: str, *, endpoint_url: str | None = None, max_attempts: int = 5) -> None:
+    def __init__(self, uri: str, *, endpoint_url: str | None = None, max_attempts: int | None = None) -> None:
         import boto3
         from botocore.config import Config
 
+        if max_attempts is None:  # attempts per call, the first included: AWS_MAX_ATTEMPTS, else 5
+            max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:
             raise ValueError(f"archive URI has no bucket: {uri!r}")
@@ -144,7 +161,7 @@ class S3Archive:
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=5,
+            config=Config(retries={"mode": "standard", "total_max_attempts": max_attempts}, connect_timeout=5,
                           read_timeout=30),  # fmt: skip
         )
 
@@ -181,13 +198,15 @@ class S3Archive:
                             metadata=meta)  # fmt: skip
 
     def get(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+        except BotoCoreError as exc:  # connection refused or lost, timeouts: after botocore's retries
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
 
 
@@ -199,28 +218,58 @@ def open_archive(destination: str, *, endpoint_url: str | None = None) -> Archiv
 
 class SpooledArchive:
     """Writes through to the archive; when it stays unreachable, keeps the bytes in a local spool
-    so nothing is lost, and replays the spool into the archive on the next run."""
+    so nothing is lost, and replays the spool into the archive on the next run.
 
-    def __init__(self, archive: Archive, spool: Path) -> None:
+    Once the archive has failed (after the client's own retries), it is not tried again for
+    ``retry_after_seconds``: thousands of outputs must not each wait out a full retry cycle against
+    an archive that is down. Meanwhile writes go straight to the spool, ``stat`` reports nothing
+    archived (a spooled output is not archived) and reads raise ``ArchiveUnavailable``."""
+
+    def __init__(self, archive: Archive, spool: Path, *, retry_after_seconds: float = 60.0) -> None:
         self.archive = archive
         self.spool = LocalArchive(spool / safe(archive.uri))
         self.prefix = archive.prefix
         self.uri = archive.uri
         self.spooled: list[str] = []
+        self.retry_after_seconds = retry_after_seconds
+        self._down_until = 0.0
+        self._down_reason = ""
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _mark_down(self, exc: ArchiveUnavailable) -> None:
+        self._down_until = time.monotonic() + self.retry_after_seconds
+        self._down_reason = str(exc)
+
+    async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        if self.down:
+            raise ArchiveUnavailable(f"archive {self.uri} unreachable (last error: {self._down_reason})")
+        try:
+            return await asyncio.to_thread(fn, *args, **kw)
+        except ArchiveUnavailable as exc:
+            self._mark_down(exc)
+            raise
 
     async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
         try:
-            return await asyncio.to_thread(self.archive.put, key, data, content_type=content_type, metadata=metadata)
+            return await self._call(self.archive.put, key, data, content_type=content_type, metadata=metadata)
         except ArchiveUnavailable:
             stored = await asyncio.to_thread(self.spool.put, key, data, content_type=content_type, metadata=metadata)
             self.spooled.append(key)
             raise ArchiveUnavailable(f"{key} kept in local spool {stored.uri}; archive unreachable") from None
 
     async def stat(self, key: str) -> StoredObject | None:
-        return await asyncio.to_thread(self.archive.stat, key)
+        """The verified archived object, or None: also when the archive cannot be reached, so the
+        caller produces the output again and ``put`` keeps it in the spool."""
+        try:
+            return await self._call(self.archive.stat, key)
+        except ArchiveUnavailable:
+            return None
 
     async def get(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self.archive.get, key)
+        return await self._call(self.archive.get, key)
 
     async def put_json(self, key: str, value: Any) -> StoredObject:
         body = json.dumps(value, indent=2, sort_keys=True, default=str).encode()
@@ -243,7 +292,7 @@ class SpooledArchive:
                 continue
             data = self.spool.get(key) or b""
             meta = {k: v for k, v in stored.metadata.items() if k not in ("sha256", "content-type", "size")}
-            await asyncio.to_thread(self.archive.put, key, data, content_type=stored.content_type, metadata=meta)
+            await self._call(self.archive.put, key, data, content_type=stored.content_type, metadata=meta)
             (root / key).unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             done.append(key)

@@ -72,8 +72,11 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise CatalogError(
-            f"{uri}: not UTF-8 text (invalid byte at offset {exc.start}); save the catalog as UTF-8"
+            f"{uri}:{line}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at line {line} column {column}); "
+            "save the catalog as UTF-8"
         ) from None
     name = uri.lower()
     if name.endswith(".jsonl") or name.endswith(".ndjson"):
@@ -87,23 +90,39 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
 
 def _csv_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
     reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if not any(header):
         raise CatalogError(f"{uri}: empty catalog (no header row)")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise CatalogError(f"{uri}: missing required column(s): {', '.join(missing)} (line 1)")
+        raise CatalogError(f"{uri}:1: missing required column(s): {', '.join(missing)} (header: {', '.join(header)})")
     reader.fieldnames = header
-    rows: list[tuple[int, dict[str, Any] | str]] = []
+    lines = text.splitlines()
+    rows: list[tuple[int, dict[str, Any] | str | _RowProblem]] = []
+    end = reader.line_num
     for record in reader:
-        line = reader.line_num
+        # line_num is where the record *ends* (quoted cells may span lines): report where it starts.
+        line = end + 1
+        while line < reader.line_num and not lines[line - 1].strip():
+            line += 1
+        end = reader.line_num
         if None in record:  # more cells than header columns
-            rows.append((line, f"{len(header) + len(record[None])} cells for {len(header)} columns"))
+            asin = str(record.get("asin") or "").strip() or None
+            rows.append((line, _RowProblem(f"column {len(header) + 1}",
+                                           f"{len(header) + len(record[None])} cells for {len(header)} columns "
+                                           "(an unquoted comma?)", asin)))  # fmt: skip
             continue
         if all((v or "").strip() == "" for v in record.values()):
             continue
         rows.append((line, {k: (v.strip() if isinstance(v, str) else v) for k, v in record.items()}))
     return rows
+
+
+class _RowProblem:
+    """A row that cannot be read at all, with the field (or column) to look at."""
+
+    def __init__(self, field: str | None, reason: str, asin: str | None = None) -> None:
+        self.field, self.reason, self.asin = field, reason, asin
 
 
 def _jsonl_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
@@ -124,26 +143,81 @@ def _json_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CatalogError(f"{uri}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise CatalogError(f"{uri}:{exc.lineno}: malformed JSON at line {exc.lineno} column {exc.colno}: "
+                           f"{exc.msg}") from None
     if isinstance(value, dict) and isinstance(value.get("products"), list):
         value = value["products"]
     if not isinstance(value, list):
         raise CatalogError(f"{uri}: expected a JSON array of products (or {{\"products\": [...]}})")
-    # JSON arrays have no line numbers per item; report the 1-based item number instead.
-    return [(i, v if isinstance(v, dict) else "item is not a JSON object") for i, v in enumerate(value, 1)]
+    lines = _item_lines(text, len(value))
+    return [(line, v if isinstance(v, dict) else f"item {i} is not a JSON object")
+            for i, (line, v) in enumerate(zip(lines, value, strict=True), 1)]  # fmt: skip
 
 
-def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str]]) -> Catalog:
+def _item_lines(text: str, count: int) -> list[int]:
+    """The line on which each item of the product array starts (the top-level array, or the value of
+    a top-level ``"products"`` key); item numbers stand in if the text cannot be walked."""
+    decoder = json.JSONDecoder()
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n\ufeff":
+            i += 1
+        return i
+
+    def array_at(i: int) -> list[int]:
+        starts: list[int] = []
+        i = skip(i + 1)
+        while i < len(text) and text[i] != "]":
+            starts.append(i)
+            _, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if i < len(text) and text[i] == ",":
+                i = skip(i + 1)
+        return [text.count("\n", 0, s) + 1 for s in starts]
+
+    try:
+        i = skip(0)
+        if text[i] == "[":
+            found = array_at(i)
+        else:  # {"products": [...], ...}
+            found, i = [], skip(i + 1)
+            while text[i] != "}":
+                key, i = decoder.raw_decode(text, i)
+                i = skip(skip(i) + 1)  # past ':'
+                if key == "products" and text[i] == "[":
+                    found = array_at(i)
+                _, i = decoder.raw_decode(text, i)
+                i = skip(i)
+                if text[i] == ",":
+                    i = skip(i + 1)
+        if len(found) == count:
+            return found
+    except (ValueError, IndexError):
+        pass
+    return list(range(1, count + 1))
+
+
+def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str | _RowProblem]]) -> Catalog:
     products: list[Product] = []
     rejected: list[RowError] = []
     seen: dict[str, int] = {}
+    children: dict[str, int] = {}  # country/child ASIN -> line of the row that owns it
     for line, row in rows:
+        if isinstance(row, _RowProblem):
+            rejected.append(RowError(source=uri, line=line, asin=row.asin, field=row.field, reason=row.reason))
+            continue
         if isinstance(row, str):
-            rejected.append(RowError(source=uri, line=line, reason=row))
+            rejected.append(RowError(source=uri, line=line, field="row", reason=row))
             continue
         asin = str(row.get("asin") or "").strip() or None
         try:
             product = _product(row)
+            for i, variation in enumerate(product.variations):
+                owner = children.get(f"{product.country_code}/{variation.asin}")
+                if owner is not None:
+                    # its Scale outputs would land on the same archive keys as the other row's
+                    raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is already a variation "
+                                                               f"of the product on line {owner}")  # fmt: skip
         except _FieldError as exc:
             rejected.append(RowError(source=uri, line=line, asin=asin, field=exc.field, reason=exc.reason))
             continue
@@ -153,6 +227,8 @@ def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str]]) -> Catalog
                                      reason=f"duplicate of line {seen[key]} ({key})"))  # fmt: skip
             continue
         seen[key] = line
+        for variation in product.variations:
+            children[f"{product.country_code}/{variation.asin}"] = line
         products.append(product)
     if not products and not rejected:
         raise CatalogError(f"{uri}: empty catalog (no product rows)")
@@ -171,14 +247,24 @@ def _product(row: dict[str, Any]) -> Product:
     country = str(row["country_code"]).strip().upper()
     if country not in MARKETPLACES:
         raise _FieldError("country_code", f"unknown marketplace {row['country_code']!r}")
+    asin = str(row["asin"]).strip().upper()  # ASINs are case-insensitive: one product, one archive key
+    if not asin.isascii() or not asin.isalnum() or not 5 <= len(asin) <= 15:
+        raise _FieldError("asin", f"invalid ASIN {str(row['asin']).strip()!r}: 5-15 letters and digits "
+                                  "(Amazon ASINs are 10, e.g. B0CHX1W1XY)")  # fmt: skip
+    variations = _variations(row.get("variations"))
+    for i, variation in enumerate(variations):
+        if variation.asin == asin:
+            raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is the product's own ASIN")
+        if any(v.asin == variation.asin for v in variations[:i]):
+            raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is listed twice")
     data = {
-        "asin": str(row["asin"]).strip(),
+        "asin": asin,
         "country_code": country,
         "title": str(row["title"]).strip(),
         "category": (str(row.get("category") or "").strip() or None),
         "description": (str(row.get("description") or "").strip() or None),
         "image_urls": _images(row),
-        "variations": _variations(row.get("variations")),
+        "variations": variations,
         "overrides": _overrides(row.get("overrides")),
     }
     for i, url in enumerate(data["image_urls"]):
@@ -237,10 +323,14 @@ def _variations(value: Any) -> list[Variation]:
         if not isinstance(item, dict) or not item.get("asin"):
             raise _FieldError(f"variations[{i}]", "each variation needs an 'asin'")
         attrs = item.get("attributes") or {k: v for k, v in item.items() if k != "asin"}
+        if not isinstance(attrs, dict):
+            raise _FieldError(f"variations[{i}].attributes", "expected an object of attribute: value")
         try:
-            out.append(Variation(asin=str(item["asin"]).strip(), attributes={k: str(v) for k, v in attrs.items()}))
+            out.append(Variation(asin=str(item["asin"]).strip().upper(),
+                                 attributes={str(k): str(v) for k, v in attrs.items()}))  # fmt: skip
         except ValidationError as exc:
-            raise _FieldError(f"variations[{i}].asin", exc.errors()[0]["msg"]) from None
+            raise _FieldError(f"variations[{i}].asin", f"invalid ASIN {str(item['asin'])!r}: "
+                                                       f"{exc.errors()[0]['msg']}") from None  # fmt: skip
     return out
 
 
@@ -257,4 +347,35 @@ def _overrides(value: Any) -> dict[str, Any]:
     unknown = set(value) - KNOWN_OVERRIDES
     if unknown:
         raise _FieldError("overrides", f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KNOWN_OVERRIDES)}")
+    for key, model in _OVERRIDE_MODELS.items():
+        if key not in value:
+            continue
+        try:
+            # checked on its own; rules that span the run's parameters (e.g. Scale 'language' mode
+            # needs a language) are checked when the row runs, before anything is submitted
+            model.validate_python(value[key])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise _FieldError(f"overrides.{key}" + (f".{where}" if where else ""), err["msg"]) from None
     return value
+
+
+def _override_models() -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    from providers.contract import APlusOptions, CopyOptions, ImageOptions, ScaleOptions, Step
+
+    from .params import StepProviders
+
+    return {
+        "steps": TypeAdapter(list[Step]),
+        "providers": TypeAdapter(StepProviders),
+        "copy_options": TypeAdapter(CopyOptions),
+        "image_options": TypeAdapter(ImageOptions),
+        "aplus_options": TypeAdapter(APlusOptions),
+        "scale_options": TypeAdapter(ScaleOptions),
+    }
+
+
+_OVERRIDE_MODELS = _override_models()

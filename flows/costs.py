@@ -40,7 +40,13 @@ class CostLine(BaseModel):
     refunded: int = 0
     net: int = 0
     reused_credits: int = Field(0, description="what the reused outputs cost when first paid")
-    money: float | None = None
+    money: float | None = Field(None, description="net money; None when not computable")
+    money_status: Literal["ok", "no_price", "unknown_credits"] = "no_price"
+
+    def money_text(self, currency: str) -> str:
+        if self.money_status == "ok" and self.money is not None:
+            return f"{self.money:.2f} {currency}"
+        return "unknown" if self.money_status == "unknown_credits" else "-"
 
 
 class CostSummary(BaseModel):
@@ -63,7 +69,7 @@ class CostSummary(BaseModel):
                 "scope": line.scope, "provider": line.provider, "step": line.step, "product": line.product,
                 "jobs": line.jobs, "charged": line.charged, "refunded": line.refunded, "net": line.net,
                 "unknown cost jobs": line.unknown_jobs, "reused": line.reused_jobs,
-                "money": "unknown" if line.money is None else f"{line.money:.2f} {self.currency}",
+                "money": line.money_text(self.currency),
             }  # fmt: skip
             for line in self.lines
         ]
@@ -76,18 +82,18 @@ class CostSummary(BaseModel):
             out.append(
                 f"| {line.provider} | {line.step} | {line.jobs} | {_c(line.charged, line.unknown_jobs)} | "
                 f"{line.refunded} | {_c(line.net, line.unknown_jobs)} | {line.reused_jobs} | "
-                f"{_m(line.money, self.currency)} | |"
+                f"{line.money_text(self.currency)} | |"
             )
         for line in self.by("provider"):
             out.append(
                 f"| **{line.provider}** | all | {line.jobs} | {_c(line.charged, line.unknown_jobs)} | "
                 f"{line.refunded} | {_c(line.net, line.unknown_jobs)} | {line.reused_jobs} | "
-                f"{_m(line.money, self.currency)} | {self.requests.get(line.provider, 0)} |"
+                f"{line.money_text(self.currency)} | {self.requests.get(line.provider, 0)} |"
             )
         t = self.total
         out.append(
             f"| **total** | | {t.jobs} | {_c(t.charged, t.unknown_jobs)} | {t.refunded} | "
-            f"{_c(t.net, t.unknown_jobs)} | {t.reused_jobs} | {_m(t.money, self.currency)} | "
+            f"{_c(t.net, t.unknown_jobs)} | {t.reused_jobs} | {t.money_text(self.currency)} | "
             f"{sum(self.requests.values())} |"
         )
         if self.skipped:
@@ -97,10 +103,6 @@ class CostSummary(BaseModel):
 
 def _c(credits: int, unknown: int) -> str:
     return f"{credits} + {unknown} unknown" if unknown else str(credits)
-
-
-def _m(money: float | None, currency: str) -> str:
-    return "unknown" if money is None else f"{money:.2f} {currency}"
 
 
 def summarize(
@@ -120,7 +122,6 @@ def summarize(
             groups[key] = CostLine(scope=scope, provider=provider, step=step, product=product)  # type: ignore[arg-type]
         return groups[key]
 
-    unknown_money: set[tuple[str, str, str, str]] = set()
     for job in jobs:
         targets = [
             line("provider", job.provider),
@@ -140,38 +141,30 @@ def summarize(
                 target.charged += job.charged
                 target.refunded += job.refunded
                 target.net += job.charged - job.refunded
-    for key, target in groups.items():
-        providers = {key[1]} if key[1] != "*" else {j.provider for j in jobs if not j.reused}
-        if target.unknown_jobs or any(p not in price_per_credit for p in providers if _has_paid(jobs, p)):
-            unknown_money.add(key)
-            continue
-        target.money = _money(jobs, key, price_per_credit)
     if ("total", "*", "*", "*") not in groups:
-        line("total").money = 0.0
+        line("total")
+    for key, target in groups.items():
+        paid = {j.provider for j in _matching(jobs, key)}
+        if any(p not in price_per_credit for p in paid):
+            target.money_status = "no_price"
+        elif target.unknown_jobs:
+            target.money_status = "unknown_credits"
+        else:
+            target.money_status = "ok"
+            target.money = sum((j.net or 0) * price_per_credit[j.provider] for j in _matching(jobs, key))
     ordered = sorted(groups.values(), key=lambda ln: (["provider", "step", "product", "total"].index(ln.scope),
                                                        ln.provider, ln.step, ln.product))  # fmt: skip
     return CostSummary(run_id=run_id, currency=currency, lines=ordered, requests=requests or {},
                        skipped=skipped or [])  # fmt: skip
 
 
-def _has_paid(jobs: list[JobCost], provider: str) -> bool:
-    return any(j.provider == provider and not j.reused for j in jobs)
-
-
-def _money(jobs: list[JobCost], key: tuple[str, str, str, str], prices: dict[str, float]) -> float:
-    scope, provider, step, product = key
-    total = 0.0
-    for j in jobs:
-        if j.reused or j.net is None:
-            continue
-        if provider != "*" and j.provider != provider:
-            continue
-        if step != "*" and j.step != step:
-            continue
-        if product != "*" and j.product != product:
-            continue
-        total += j.net * prices[j.provider]
-    return total
+def _matching(jobs: list[JobCost], key: tuple[str, str, str, str]) -> list[JobCost]:
+    """The jobs this run paid for that fall under one summary line."""
+    _, provider, step, product = key
+    return [
+        j for j in jobs
+        if not j.reused and provider in ("*", j.provider) and step in ("*", j.step) and product in ("*", j.product)
+    ]  # fmt: skip
 
 
 def by_provider(jobs: list[JobCost]) -> dict[str, int]:

@@ -44,9 +44,23 @@ async def _check_address(host: str) -> None:
     except socket.gaierror as exc:
         raise ProviderConnectionError(f"cannot resolve output host {host}: {exc}") from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not _public(ip):
             raise OutputRejected(f"output host {host} resolves to a non-public address {ip}")
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable unicast only. ``is_global`` also excludes the shared address space
+    (100.64.0.0/10, where some clouds serve instance metadata) that ``is_private`` misses; an IPv4
+    address embedded in IPv6 (mapped, NAT64) is judged by its IPv4 part."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
+        if embedded is not None:
+            return _public(embedded)
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 async def fetch_image(

@@ -160,8 +160,10 @@ class ProviderLimiter:
         return self._pacers[group]
 
     @asynccontextmanager
-    async def job_slot(self, *, lease_seconds: float = 300) -> AsyncIterator[None]:
-        """Held from submit until the job is seen finished."""
+    async def job_slot(self, *, lease_seconds: float = 60) -> AsyncIterator[None]:
+        """Held from submit until the job is seen finished. The lease is renewed in the background
+        while held, so a short lease only matters when the holder dies: its slot frees within a
+        minute (plus the server's repossessor cycle) instead of blocking the next run."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.inflight)
         async with self._sem:

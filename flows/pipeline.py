@@ -30,7 +30,7 @@ from .retry import call_with_retries
 from .runtime import BudgetExceeded, Deferred, ProviderBlocked, RunContext, submission_key
 from .tasks import JobFailedWithResult, TaskSet
 
-StepStatus = Literal["done", "reused", "failed", "deferred", "skipped"]
+StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
 
 
 class ArchivedOutput(BaseModel):
@@ -147,8 +147,7 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
         if step == Step.SCALE:
             contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
             if not contexts:
-                outcome.status = "skipped"
-                outcome.error = "no variations"
+                outcome.status = "not_applicable"
                 return outcome
         if step == Step.APLUS or step == Step.SCALE:
             if ctx.main_image_url is None and not product.image_urls:
@@ -230,7 +229,7 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
     label = f"{asin}-{step}-{index + 1}"
     estimate = plugin.estimate_credits(step, request)
     submit = tasks.submit_forced if force else tasks.submit
-    async with limiter.job_slot(lease_seconds=plugin.settings.max_wait_seconds + 120):
+    async with limiter.job_slot():
         state: State = await submit(provider_name, step, request, label=label, cache_key=key, estimate=estimate,
                                     return_state=True)  # fmt: skip
         ref: JobRef = await state.aresult()
@@ -265,8 +264,7 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
         )  # fmt: skip
     )
     if not reused and result.net_credits is not None:
-        committed = result.ref.credits_at_submit
-        run.budget.record(result.ref.provider, result.net_credits - (committed or 0))
+        run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
 
 
 async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step: Step, asin: str,

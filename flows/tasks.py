@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +38,67 @@ from .retry import call_with_retries
 from .runtime import Deferred, ProviderBlocked, current_run
 
 
-class ExpiringFileSystemLockManager(FileSystemLockManager):
-    """File locks that expire: a holder killed with SIGKILL mid-submit must not block every later
-    run forever (Prefect's transactions acquire locks without a hold timeout)."""
+class CrashSafeFileSystemLockManager(FileSystemLockManager):
+    """File locks that a crashed holder cannot keep.
+
+    Prefect's transactions acquire locks without a hold timeout and with a random holder id, so a run
+    killed with SIGKILL mid-submit would block every later run forever. Each lock here records the
+    holder's host and pid; a lock whose holder process on this host is gone is stale and broken, and
+    every lock also expires after ``hold_seconds`` (for holders on other hosts).
+    """
 
     def __init__(self, lock_files_directory: Path, hold_seconds: float) -> None:
         super().__init__(lock_files_directory)
         self.hold_seconds = hold_seconds
 
+    def _owner_path(self, key: str) -> Path:
+        return self._lock_path_for_key(key).with_suffix(".owner")
+
+    def _claim(self, key: str) -> None:
+        self._owner_path(key).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+
+    def _holder_gone(self, key: str) -> bool:
+        try:
+            owner = json.loads(self._owner_path(key).read_text())
+        except (OSError, ValueError):
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, KeyError, ValueError):
+            return False
+        return False
+
+    def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        if not super().is_locked(key, use_cache=use_cache):
+            return False
+        if self._holder_gone(key):
+            self._lock_path_for_key(key).unlink(missing_ok=True)
+            self._owner_path(key).unlink(missing_ok=True)
+            self._locks.pop(key, None)
+            return False
+        return True
+
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:  # fmt: skip
-        return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        if acquired:
+            self._claim(key)
+        return acquired
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                             hold_timeout: float | None = None) -> bool:  # fmt: skip
-        return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        acquired = await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        if acquired:
+            self._claim(key)
+        return acquired
+
+    def release_lock(self, key: str, holder: str) -> None:
+        super().release_lock(key, holder)
+        self._owner_path(key).unlink(missing_ok=True)
 
 
 class JobFailedWithResult(JobFailed):
@@ -105,7 +154,9 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
-    run.budget.record(provider, ref.credits_at_submit if ref.credits_at_submit is not None else estimate)
+    committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)
+    ref.meta["budget_committed"] = committed
+    run.budget.record(provider, committed)
     return ref
 
 
@@ -152,7 +203,7 @@ def lock_manager(settings: Settings) -> Any:
         url = urlsplit(settings.redis_url)
         return RedisLockManager(host=url.hostname or "localhost", port=url.port or 6379,
                                 db=int((url.path or "/0").strip("/") or 0), password=url.password)  # fmt: skip
-    return ExpiringFileSystemLockManager(settings.locks_path, settings.lock_hold_seconds)
+    return CrashSafeFileSystemLockManager(settings.locks_path, settings.lock_hold_seconds)
 
 
 async def configure_tasks(settings: Settings) -> TaskSet:

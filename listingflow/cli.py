@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -129,7 +130,10 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
             registry = load_providers()
             names = {params.providers.for_step(s) for s in params.ordered_steps()}
             stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds))
-            console.print(f"[dim]sandboxes: {', '.join(sorted(names))} on loopback (test keys, no real credits)[/dim]")
+            for n in names:  # sandbox jobs take seconds, not minutes: poll at a matching cadence
+                prefix = registry.get(n).settings_class.model_config.get("env_prefix", f"{n.upper()}_")
+                os.environ.setdefault(f"{prefix}POLL_INTERVAL_SECONDS", str(max(0.2, job_seconds / 2)))
+            console.print(f"[dim]sandboxes on loopback: {', '.join(sorted(names))}[/dim]")
         reset_settings()
         settings = get_settings()
         console.print("[dim]starting Prefect...[/dim]")
@@ -187,22 +191,22 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     for note in summary.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if summary.cost is not None:
-        table = Table(title="Cost summary (credits)", show_lines=False)
-        for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused (free)", "money", "requests"):
+        table = Table(title="Cost summary (credits)", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused", "money", "requests"):
             table.add_column(col, justify="right" if col not in ("provider", "step") else "left")
         cost = summary.cost
         for line in cost.by("step"):
             table.add_row(line.provider, line.step, str(line.jobs), _credits(line.charged, line.unknown_jobs),
                           str(line.refunded), _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
-                          _money(line.money, cost.currency), "")  # fmt: skip
+                          line.money_text(cost.currency), "")  # fmt: skip
         for line in cost.by("provider"):
             table.add_row(f"[bold]{line.provider}[/bold]", "all", str(line.jobs),
                           _credits(line.charged, line.unknown_jobs), str(line.refunded),
                           _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
-                          _money(line.money, cost.currency), str(cost.requests.get(line.provider, 0)))  # fmt: skip
+                          line.money_text(cost.currency), str(cost.requests.get(line.provider, 0)))  # fmt: skip
         t = cost.total
         table.add_row("[bold]total[/bold]", "", str(t.jobs), _credits(t.charged, t.unknown_jobs), str(t.refunded),
-                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), _money(t.money, cost.currency),
+                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), t.money_text(cost.currency),
                       str(sum(cost.requests.values())))  # fmt: skip
         console.print(table)
         console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
@@ -216,9 +220,6 @@ def _print_summary(summary: Any, elapsed: float) -> None:
 def _credits(value: int, unknown: int) -> str:
     return f"{value} + {unknown} unknown" if unknown else str(value)
 
-
-def _money(value: float | None, currency: str) -> str:
-    return "unknown" if value is None else f"{value:.2f} {currency}"
 
 
 @app.command()

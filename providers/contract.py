@@ -218,7 +218,10 @@ class JobRef(BaseModel):
     job_id: str
     kind: str = Field(description="provider-specific job kind, e.g. 'a_plus' or 'batch'")
     submitted_at: float = Field(default_factory=time.time)
-    credits_at_submit: int | None = Field(None, description="credits the submit response reported")
+    credits_at_submit: int | None = Field(
+        None, description="credits this submission was charged, when the submit response says so"
+    )
+    balance_after: int | None = Field(None, description="account balance the submit response reported")
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -87,7 +87,14 @@ class ProviderTimeout(RetryableError, TimeoutError):
 
 
 class ProviderConnectionError(RetryableError, ConnectionError):
-    """Connection refused, reset or closed before a response."""
+    """Connection refused, reset or closed before a response.
+
+    ``request_sent`` tells a POST whether resending is safe: False only when the connection was never
+    established, so the provider cannot have acted on (and billed) the request."""
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kw: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kw)
 
 
 class MalformedResponse(RetryableError):

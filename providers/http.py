@@ -97,6 +97,7 @@ class ProviderClient(abc.ABC):
             raise ProviderConnectionError(
                 f"{method} {path} failed: {type(exc).__name__}: {self._clean(str(exc))}",
                 provider=self.provider,
+                request_sent=not isinstance(exc, httpx.ConnectError),
             ) from None
         if not response.is_success:
             raise self.error_from_response(response)

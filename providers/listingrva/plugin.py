@@ -319,8 +319,10 @@ def _never_reached_server(exc: RetryableError) -> bool:
     request before enqueueing, as 503 means) or a connection that was never opened."""
     if isinstance(exc, RateLimited) or exc.status == 503:
         return True
+    if isinstance(exc, ProviderConnectionError):
+        return not exc.request_sent
     cause = exc.__context__
-    if isinstance(exc, ProviderConnectionError | ProviderTimeout):
+    if isinstance(exc, ProviderTimeout):
         return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     return False
 

@@ -33,6 +33,7 @@ from providers.contract import (
 )
 from providers.errors import (
     MalformedResponse,
+    ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
     RequestValidationError,
@@ -213,7 +214,9 @@ class PixiiProvider(Provider):
                 resp = await self.client.a_plus(req)
             else:
                 resp = await self.client.scale(req)
-        except (ServerError, ProviderTimeout, MalformedResponse) as exc:
+        except (ServerError, ProviderTimeout, MalformedResponse, ProviderConnectionError) as exc:
+            if isinstance(exc, ProviderConnectionError) and not exc.request_sent:
+                raise  # the connection never opened: nothing reached Pixii
             # The request may have reached Pixii and created (and charged) a job: adopt it if so.
             ref = await self._reconcile(step, req, kind, started, exc)
             if ref is None:
@@ -241,7 +244,7 @@ class PixiiProvider(Provider):
         else:
             meta["items"] = len(req.items)
         return JobRef(provider=self.name, step=step, job_id=resp.job_id, kind=kind,
-                      credits_at_submit=remaining, meta=meta)  # fmt: skip
+                      balance_after=remaining, meta=meta)  # fmt: skip
 
     async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
         """Find a job for the same ASIN created since just before the submit that we do not know yet."""

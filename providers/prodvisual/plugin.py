@@ -199,14 +199,14 @@ class ProdVisualProvider(Provider):
             meta = {"labels": [labeled_items(request)[0][0]], "credits_used": gen.credits_used,
                     "response": gen.model_dump(mode="json", exclude_none=True)}  # fmt: skip
             return JobRef(provider=self.name, step=step, job_id=str(gen.id), kind="generation",
-                          credits_at_submit=gen.credits_remaining, meta=meta)  # fmt: skip
+                          credits_at_submit=gen.credits_used, balance_after=gen.credits_remaining, meta=meta)  # fmt: skip
         if isinstance(request, BatchRequest):
             sub = await self.client.generate_batch(request)
             used = sub.credits_used if sub.credits_used is not None else len(request.items)
             meta = {"labels": request.item_labels(), "credits_used": used,
                     "estimated_time_ms": sub.estimated_time_ms, "total_items": len(request.items)}  # fmt: skip
             return JobRef(provider=self.name, step=step, job_id=sub.batch_id, kind="batch",
-                          credits_at_submit=sub.credits_remaining, meta=meta)  # fmt: skip
+                          credits_at_submit=used, balance_after=sub.credits_remaining, meta=meta)  # fmt: skip
         raise RequestValidationError(f"ProdVisual cannot submit a {type(request).__name__}", provider=PROVIDER,
                                      code="LOCAL_VALIDATION", field="request")  # fmt: skip
 

@@ -35,3 +35,32 @@ def archived_files(root: Path) -> list[Path]:
 
 def meta(path: Path) -> dict[str, Any]:
     return json.loads(path.with_name(path.name + ".meta.json").read_text())
+
+
+def duplicate_payments(sandboxes: dict[str, Any]) -> list[tuple[str, str]]:
+    """Charged jobs whose request payload another charged, unrefunded job already had."""
+    dupes = []
+    for name, box in sandboxes.items():
+        seen: set[str] = set()
+        for job in sorted(box.jobs.values(), key=lambda j: j.created):
+            if job.charged <= 0 or (job.fail and job.refunded >= job.charged):
+                continue
+            payload = {k: v for k, v in job.payload.items() if k != "item_ids"}  # ids the sandbox made up
+            key = json.dumps([job.kind, payload], sort_keys=True, default=str)
+            if key in seen:
+                dupes.append((name, key))
+            seen.add(key)
+    return dupes
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (sandboxes, settings) plus the test Prefect server's URL."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    env.update(extra or {})
+    return env

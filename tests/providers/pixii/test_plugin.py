@@ -41,7 +41,7 @@ async def test_listing_builder_flow(sandbox, provider, http) -> None:
     assert [o.label for o in result.outputs] == [f"image-{n}" for n in range(1, 6)]
     assert result.credits_charged == 15 and result.credits_refunded == 0 and result.net_credits == 15
     assert result.ref.kind == "listing_builder" and result.ref.meta["listing_type"] == "amazon_listing"
-    assert result.ref.credits_at_submit == await provider.balance()
+    assert result.ref.balance_after == await provider.balance()
     assert charges(sandbox, result.ref.job_id) == [15]
     png = await http.get(result.outputs[0].url)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
@@ -158,12 +158,23 @@ async def test_malformed_submit_answer_is_reconciled_then_reraised(sandbox, prov
     assert [r.route for r in sandbox.requests[-2:]] == ["a_plus", "list_jobs"]
 
 
-async def test_connection_error_on_submit_reraises_without_lookup(sandbox, provider) -> None:
+async def test_reset_after_sending_submit_is_reconciled(sandbox, provider) -> None:
+    # The connection dropped mid-response: the request was sent, so Pixii may have a job; look it up.
     sandbox.reconfigure(faults=[FaultRule(route="scale", sequence=[Fault(kind="reset")])])
     c = ctx("B0LOST0003", variation=Variation(asin="B0LOST0003"))
-    with pytest.raises(ProviderConnectionError):
+    with pytest.raises(ProviderConnectionError) as info:
         await provider.submit(Step.SCALE, provider.build_requests(Step.SCALE, c)[0])
-    assert sandbox.requests[-1].route == "scale"
+    assert info.value.request_sent
+    assert [r.route for r in sandbox.requests[-2:]] == ["scale", "list_jobs"]
+
+
+async def test_connection_never_opened_reraises_without_lookup(sandbox, http) -> None:
+    provider = PixiiProvider(http, settings_for("http://127.0.0.1:9"))  # nothing listens on port 9
+    before = len(sandbox.requests)
+    with pytest.raises(ProviderConnectionError) as info:
+        await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0LOST0005"))[0])
+    assert not info.value.request_sent
+    assert len(sandbox.requests) == before
 
 
 async def test_timeout_on_submit_is_reconciled(sandbox, make_provider) -> None:

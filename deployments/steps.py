@@ -1,0 +1,42 @@
+"""Pull steps ``prefect.yaml`` runs on the worker host before each flow run.
+
+A process worker runs each flow run in a fresh process (in a temporary directory unless told
+otherwise). These steps make it run from this host's listingflow checkout and give it the provider
+credentials stored in Secret blocks. Both work on any host where listingflow is installed
+(``pip install -e .`` in a checkout), wherever the checkout lives, with no per-host configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .credentials import aexport_credentials
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+ENTRYPOINT_FILE = Path("flows") / "catalog_flow.py"
+
+
+def use_checkout(directory: str | None = None) -> dict[str, str]:
+    """Change into the listingflow checkout: ``directory``, else ``$LISTINGFLOW_CHECKOUT``, else the
+    checkout this package is installed from. Relative catalog and archive paths, ``.env`` and the
+    default ``.listingflow`` state dir are then resolved there.
+
+    Returns ``{"directory": ...}`` like Prefect's ``set_working_directory``, so the worker uses it as
+    the flow run's working directory.
+    """
+    target = Path(directory or os.environ.get("LISTINGFLOW_CHECKOUT") or CHECKOUT).expanduser().resolve()
+    if not (target / ENTRYPOINT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{target} is not a listingflow checkout (no {ENTRYPOINT_FILE}); "
+            "set LISTINGFLOW_CHECKOUT on the worker host or `pip install -e .` from the checkout"
+        )
+    os.chdir(target)
+    return {"directory": str(target)}
+
+
+async def provider_credentials() -> dict[str, str]:
+    """Load the credential of every provider whose variable is unset on this host from its Secret
+    block into the flow-run process environment. The output names sources only, never values."""
+    sources = await aexport_credentials()
+    return {"provider_credentials": ", ".join(f"{name}: {source}" for name, source in sources.items())}
