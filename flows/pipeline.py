@@ -28,7 +28,7 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import BudgetExceeded, Deferred, ProviderBlocked, RunContext, submission_key
-from .tasks import JobFailedWithResult, TaskSet
+from .tasks import JobFailedWithResult, TaskSet, wait_key
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
 
@@ -229,6 +229,13 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
     label = f"{asin}-{step}-{index + 1}"
     estimate = plugin.estimate_credits(step, request)
     submit = tasks.submit_forced if force else tasks.submit
+    if not force:
+        done = await _already_done(run, tasks, key)
+        if done is not None:
+            _record_cost(run, product, step, done, reused=done.ref.meta.get("run_id") != run.run_id)
+            return done, done.ref.meta.get("run_id") != run.run_id, await _archive_outputs(
+                run, plugin, product, step, asin, done
+            )
     async with limiter.job_slot():
         state: State = await submit(provider_name, step, request, label=label, cache_key=key, estimate=estimate,
                                     return_state=True)  # fmt: skip
@@ -253,6 +260,15 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
     _record_cost(run, product, step, result, reused=reused)
     archived = await _archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived
+
+
+async def _already_done(run: RunContext, tasks: TaskSet, key: str) -> JobResult | None:
+    """The finished result of an earlier submission with this key, straight from the cache."""
+    ref = await tasks.cache.get(key)
+    if not isinstance(ref, JobRef):
+        return None
+    result = await tasks.cache.get(wait_key(ref, run.settings.cache_version))
+    return result if isinstance(result, JobResult) else None
 
 
 def _record_cost(run: RunContext, product: Product, step: Step, result: JobResult, *, reused: bool) -> None:

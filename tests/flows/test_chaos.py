@@ -1,0 +1,154 @@
+"""Chaos: 50 products, about 20% of provider requests fail at random (429, 503, resets, truncated
+JSON) and the S3 archive throttles and drops connections on about 20% of uploads. Every product must end archived (verified) or listed as failed with its reason, no output
+may be paid twice, and the cost summary must equal the sandboxes' charge records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.sandbox.core import Fault, FaultRule
+
+from .helpers import duplicate_payments, net_charged, paid_submissions, run_flow
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PRODUCTS = 50
+FAULTS = [  # four rules at 5.5% each: about 20% of requests meet one
+    Fault(status=429, retry_after=0.2),
+    Fault(status=503),
+    Fault(kind="reset"),
+    Fault(kind="malformed"),
+]
+
+
+def chaos_catalog(tmp: Path, rng: random.Random) -> tuple[str, dict[str, int]]:
+    """50 products over three marketplaces; every third has one or two variations."""
+    lines = ["asin,country_code,title,category,description,image_url,variations"]
+    children: dict[str, int] = {}
+    for n in range(PRODUCTS):
+        asin = f"B0CHAOS{n:03d}"
+        variations = ""
+        if n % 3 == 0:
+            kids = [f"B0CHVAR{n:03d}{k}" for k in range(1 + n % 2)]
+            children[asin] = len(kids)
+            variations = "|".join(f"{kid}:color={rng.choice(['Red', 'Blue', 'Green'])}" for kid in kids)
+        lines.append(f'{asin},{("US", "GB", "DE")[n % 3]},Chaos product {n},Home,'
+                     f'"Test product {n} for the chaos run.",https://img.example.com/{asin}/main.jpg,"{variations}"')  # fmt: skip
+    path = tmp / "chaos.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), children
+
+
+@pytest.fixture
+def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The run archives to a moto S3 server whose uploads are throttled or dropped 20% of the time."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ConnectionClosedError
+    from moto.server import ThreadedMotoServer
+
+    import flows.catalog_flow
+    from flows.archive import S3Archive
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    rng = random.Random(11)
+    injected = {"PutObject": 0}
+
+    class _Raw:
+        def stream(self, **kw: Any) -> Any:
+            yield b"<Error><Code>SlowDown</Code><Message>chaos</Message></Error>"
+
+    def flaky(request: Any, **kw: Any) -> Any:
+        roll = rng.random()
+        if roll < 0.1:
+            injected["PutObject"] += 1
+            return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw())
+        if roll < 0.2:
+            injected["PutObject"] += 1
+            raise ConnectionClosedError(endpoint_url=url)
+        return None
+
+    def open_flaky_archive(destination: str, *, endpoint_url: str | None = None) -> Any:
+        archive = S3Archive(destination, endpoint_url=url)
+        archive.client.meta.events.register("before-send.s3.PutObject", flaky)
+        return archive
+
+    import boto3
+
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="chaos")
+    monkeypatch.setattr(flows.catalog_flow, "open_archive", open_flaky_archive)
+    yield {"url": url, "bucket": "chaos", "injected": injected}
+    server.stop()
+
+
+async def test_chaos_run_loses_nothing_and_pays_nothing_twice(sandboxes: dict[str, Any], lf_env: dict[str, Any],
+                                                              s3_chaos: dict[str, Any]) -> None:  # fmt: skip
+    rng = random.Random(2026)
+    catalog, children = chaos_catalog(lf_env["tmp"], rng)
+    for seed, (name, box) in enumerate(sorted(sandboxes.items())):
+        box.reconfigure(seed=seed, job_seconds=0.05, faults=[
+            FaultRule(route="*", rate=0.055, fault=fault) for fault in FAULTS])  # fmt: skip
+        box._rng = random.Random(seed)  # noqa: SLF001 - a fixed stream of faults per sandbox
+
+    state, summary = await run_flow(catalog=catalog, archive="s3://chaos/run")
+
+    # the chaos really happened
+    injected = {n: sum(1 for r in b.requests if r.fault) for n, b in sandboxes.items()}
+    total = {n: len(b.requests) for n, b in sandboxes.items()}
+    assert all(injected[n] >= 0.1 * total[n] for n in sandboxes), (injected, total)
+    assert s3_chaos["injected"]["PutObject"] > 0
+
+    # every product is accounted for: archived, or failed with its reason
+    assert len(summary.products) == PRODUCTS and not summary.rejected_rows
+    objects = _objects(s3_chaos["url"], s3_chaos["bucket"])
+    for product in summary.products:
+        if product.status == "complete":
+            for step in product.steps.values():
+                for out in step.outputs:
+                    body = objects.get(out.key)
+                    assert body is not None, (product.key, out.key)
+                    assert hashlib.sha256(body).hexdigest() == out.sha256 and len(body) == out.size
+            assert product.manifest_key in objects
+            if product.asin in children:
+                assert len(product.steps["scale"].outputs) >= children[product.asin]
+        else:
+            reasons = product.failures() or [e for s in product.steps.values() for e in s.item_errors]
+            assert reasons and all(r.split(":", 1)[1].strip() for r in reasons), (product.key, reasons)
+            assert any(line.startswith(product.key) for line in summary.failure_report()) or product.status == "partial"
+    complete = summary.count("complete")
+    assert complete >= PRODUCTS // 2, summary.failure_report()
+    if complete < PRODUCTS:
+        assert state.is_failed()
+    run_manifest = json.loads(objects[f"run/runs/{summary.run_id}/manifest.json"])
+    assert {p["key"] for p in run_manifest["products"]} == {p.key for p in summary.products}
+
+    # nothing was paid twice, and the cost summary is the sandboxes' ledger
+    assert duplicate_payments(sandboxes) == []
+    recorded = net_charged(sandboxes)
+    for line in summary.cost.by("provider"):
+        assert line.net == recorded[line.provider], (line, recorded)
+    assert summary.cost.total.net == sum(recorded.values())
+    assert sum(paid_submissions(sandboxes).values()) > PRODUCTS
+
+
+def _objects(url: str, bucket: str) -> dict[str, bytes]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=url)
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    return out
