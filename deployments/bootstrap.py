@@ -94,7 +94,7 @@ async def _limits(providers: dict[str, Any], settings: Settings) -> list[str]:
     if not providers:
         return ["concurrency limits: no provider plugins installed"]
     lines = []
-    for name, provider in sorted(providers.items()):
+    for _, provider in sorted(providers.items()):
         specs = limit_specs(provider, settings)
         changed = await ensure_limits(specs)
         by_name = {c.split(" ", 1)[1]: c.split(" ", 1)[0] for c in changed}
@@ -150,7 +150,9 @@ async def _result_storage(settings: Settings) -> str:
         return await _local_block(local_result_block_name(settings), settings, note=" (default; one host only)")
     block_type, _, name = slug.partition("/")
     if not name:
-        raise BootstrapError(f"LISTINGFLOW_RESULT_STORAGE={slug!r}: expected BLOCK-TYPE/NAME, e.g. s3-bucket/listingflow")
+        raise BootstrapError(
+            f"LISTINGFLOW_RESULT_STORAGE={slug!r}: expected BLOCK-TYPE/NAME, e.g. s3-bucket/listingflow"
+        )
     if block_type == "local-file-system":
         return await _local_block(name, settings)
     if block_type == "s3-bucket":

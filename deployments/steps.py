@@ -8,8 +8,11 @@ credentials stored in Secret blocks. Both work on any host where listingflow is 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from .credentials import aexport_credentials
 
@@ -37,6 +40,27 @@ def use_checkout(directory: str | None = None) -> dict[str, str]:
 
 async def provider_credentials() -> dict[str, str]:
     """Load the credential of every provider whose variable is unset on this host from its Secret
-    block into the flow-run process environment. The output names sources only, never values."""
+    block into the flow-run process environment. Logs and returns the sources, never the values."""
     sources = await aexport_credentials()
-    return {"provider_credentials": ", ".join(f"{name}: {source}" for name, source in sources.items())}
+    summary = ", ".join(f"{name}: {source}" for name, source in sources.items())
+    missing = [name for name, source in sources.items() if source == "missing"]
+    _run_logger().log(
+        logging.WARNING if missing else logging.INFO,
+        "provider credentials: %s%s", summary,
+        f" (no {', '.join(missing)} key: set it on the worker host or run `listingflow bootstrap` with it)"
+        if missing else "",
+    )  # fmt: skip
+    return {"provider_credentials": summary}
+
+
+def _run_logger() -> Any:
+    """The flow run's logger (shown in the UI) when the worker set the run id, else a plain one."""
+    from prefect.logging.loggers import flow_run_logger, get_logger
+
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if run_id:
+        try:
+            return flow_run_logger(flow_run_id=UUID(run_id))
+        except ValueError:
+            pass
+    return get_logger("listingflow.deployments")

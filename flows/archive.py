@@ -94,11 +94,15 @@ class LocalArchive:
         digest = sha256(data)
         meta = {**metadata, "sha256": digest, "content-type": content_type, "size": str(len(data))}
         try:
-            _atomic_write(path, data)
-            _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
+            # Two processes may write one key at once (overlapping runs archiving a shared product's
+            # manifest): without the lock one writer's bytes can meet the other's sidecar, fail the
+            # check below and mark the whole archive down for that run.
+            with _key_lock(path):
+                _atomic_write(path, data)
+                _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
+                stored = self.stat(key)
         except OSError as exc:  # disk full, permissions, a vanished mount: the archive is unavailable
             raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
-        stored = self.stat(key)
         if stored is None or stored.sha256 != digest or stored.size != len(data):
             raise ArchiveUnavailable(f"verification failed after writing {key}")
         return stored
@@ -129,6 +133,15 @@ class LocalArchive:
     def get(self, key: str) -> bytes | None:
         found = self._read(key)
         return None if found is None else found[1]
+
+
+def _key_lock(path: Path) -> Any:
+    """A per-object lock shared by every process on this host (kept outside the archive folder)."""
+    from filelock import FileLock
+
+    locks = Path(tempfile.gettempdir()) / "listingflow-archive-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{sha256(str(path).encode())[:40]}.lock"), timeout=120)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -342,7 +342,25 @@ async def catalog_flow(
     price_per_credit: dict[str, float] = {},  # noqa: B006
     currency: str = "USD",
 ) -> State:
-    """Generate listing copy, images, A+ content and variation images for a catalog."""
+    """Generate listing copy, images, A+ content and variation images for a catalog.
+
+    Args:
+        catalog: CSV, JSON or JSONL catalog: a path (relative to the worker's checkout) or an s3:// URI.
+        steps: The pipeline steps to run, in chain order.
+        providers: Which installed provider runs each step.
+        copy_options: Listing copy: platform, tone, components, seed keywords.
+        image_options: Image styles (provider style ids), platform preset and size.
+        aplus_options: A+ content types.
+        scale_options: Variation scaling: mode, platforms and asset types.
+        products: ASINs to run; empty runs the whole catalog.
+        archive: Local folder or s3://bucket/prefix for the outputs; empty uses LISTINGFLOW_ARCHIVE.
+        force: Steps to regenerate even where an earlier run paid for them (SPENDS CREDITS AGAIN).
+        rerun_failed_of: Flow run id, or path/URI of its runs/<id>/manifest.json: only that run's
+            failed, partial or deferred products run.
+        budget: Stop submitting past these credits, in total and per provider.
+        price_per_credit: Provider -> money per credit, for the cost summary.
+        currency: Currency of price_per_credit.
+    """
     params = RunParameters.model_validate(
         {
             "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
@@ -68,35 +69,39 @@ def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]
 
 
 async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
-    """Create or update (and activate) each global limit; returns what changed. Idempotent."""
+    """Create or update (and activate) each global limit; returns what changed. Idempotent, and safe
+    when several runs start at once (a create that loses the race becomes an update)."""
     changed = []
     async with get_client() as client:
         for spec in specs:
-            try:
-                existing = await client.read_global_concurrency_limit_by_name(spec.name)
-            except ObjectNotFound:
-                existing = None
-            if existing is None:
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(
-                        name=spec.name, limit=spec.limit, active=True,
-                        slot_decay_per_second=spec.slot_decay_per_second or 0.0,
-                    )  # fmt: skip
-                )
-                changed.append(f"created {spec.name}")
-            elif (
-                existing.limit != spec.limit
-                or not existing.active
-                or abs((existing.slot_decay_per_second or 0.0) - (spec.slot_decay_per_second or 0.0)) > 1e-9
-            ):
-                await client.update_global_concurrency_limit(
-                    spec.name,
-                    GlobalConcurrencyLimitUpdate(
-                        limit=spec.limit, active=True, slot_decay_per_second=spec.slot_decay_per_second or 0.0
-                    ),
-                )
-                changed.append(f"updated {spec.name}")
+            for attempt in range(3):
+                try:
+                    change = await _ensure_one(client, spec)
+                    break
+                except Exception:  # noqa: BLE001 - a concurrent creator won: read again and update
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            if change:
+                changed.append(change)
     return changed
+
+
+async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
+    decay = spec.slot_decay_per_second or 0.0
+    try:
+        existing = await client.read_global_concurrency_limit_by_name(spec.name)
+    except ObjectNotFound:
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay)
+        )
+        return f"created {spec.name}"
+    if existing.limit == spec.limit and existing.active and abs((existing.slot_decay_per_second or 0.0) - decay) < 1e-9:
+        return None
+    await client.update_global_concurrency_limit(
+        spec.name, GlobalConcurrencyLimitUpdate(limit=spec.limit, active=True, slot_decay_per_second=decay)
+    )
+    return f"updated {spec.name}"
 
 
 @dataclass

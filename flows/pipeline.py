@@ -20,7 +20,7 @@ from typing import Any, Literal
 from prefect.states import State
 from pydantic import BaseModel, Field
 
-from providers.contract import JobRef, JobResult, ListingCopy, Product, Step, StepContext
+from providers.contract import JobRef, JobResult, ListingCopy, Product, Provider, Step, StepContext
 from providers.errors import OutputExpired, ProviderError, QuotaExhausted, RetryableError
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
@@ -28,6 +28,7 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import BudgetExceeded, Deferred, ProviderBlocked, RunContext, submission_key
+from .batching import Batcher, batches_across_products, cached_share
 from .tasks import JobFailedWithResult, TaskSet, wait_key
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
@@ -137,7 +138,7 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
     outcome = StepOutcome(step=step, provider=provider_name, status="done")
     try:
         plugin = run.provider(provider_name)
-        if not ctx.prepared.get(provider_name):
+        if not ctx.prepared.get(provider_name) and type(plugin).prepare is not Provider.prepare:
             prep_key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
                 [product.title, product.category, run.settings.cache_version]
             )
@@ -223,52 +224,98 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
                    ctx: StepContext, request: BaseModel, index: int,
                    force: bool) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
     plugin = run.provider(provider_name)
-    limiter = run.limiters[provider_name]
     key = submission_key(provider_name, step, request, run.settings.cache_version)
     asin = ctx.variation.asin if ctx.variation is not None else product.asin
-    label = f"{asin}-{step}-{index + 1}"
-    estimate = plugin.estimate_credits(step, request)
-    submit = tasks.submit_forced if force else tasks.submit
-    if not force:
-        done = await _already_done(run, tasks, key)
-        if done is not None:
-            _record_cost(run, product, step, done, reused=done.ref.meta.get("run_id") != run.run_id)
-            return done, done.ref.meta.get("run_id") != run.run_id, await _archive_outputs(
-                run, plugin, product, step, asin, done
-            )
-    async with limiter.job_slot():
-        state: State = await submit(provider_name, step, request, label=label, cache_key=key, estimate=estimate,
-                                    return_state=True)  # fmt: skip
-        ref: JobRef = await state.aresult()
-        reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
-        try:
-            result: JobResult = await tasks.wait(ref, version=run.settings.cache_version)
-        except JobFailedWithResult as exc:
-            if reused and not force:
-                # The earlier run's job failed (and was refunded): this run may pay for a new one.
-                ref = await tasks.submit_forced(provider_name, step, request, label=label, cache_key=key,
-                                                estimate=estimate)  # fmt: skip
-                reused = False
-                try:
-                    result = await tasks.wait(ref, version=run.settings.cache_version)
-                except JobFailedWithResult as exc2:
-                    _record_cost(run, product, step, exc2.result, reused=False)
-                    raise
-            else:
-                _record_cost(run, product, step, exc.result, reused=False)
-                raise
+    job = _Job(key=key, label=f"{asin}-{step}-{index + 1}", member=f"{product.key}#{step}-{index + 1}",
+               estimate=plugin.estimate_credits(step, request))  # fmt: skip
+    try:
+        result, reused = await _obtain(run, tasks, step, provider_name, request, job, force)
+    except JobFailedWithResult as exc:
+        _record_cost(run, product, step, exc.result, reused=False)
+        raise
     _record_cost(run, product, step, result, reused=reused)
     archived = await _archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived
 
 
-async def _already_done(run: RunContext, tasks: TaskSet, key: str) -> JobResult | None:
-    """The finished result of an earlier submission with this key, straight from the cache."""
-    ref = await tasks.cache.get(key)
-    if not isinstance(ref, JobRef):
+class _Job(BaseModel):
+    key: str
+    label: str
+    member: str
+    estimate: int | None
+
+    @property
+    def member_key(self) -> str:
+        """Where a cross-product batch leaves this job's pointer; also its lock. Distinct from
+        ``key``: a batch of one product can have exactly this product's payload and key."""
+        return f"member-{self.key}"
+
+
+async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: str, request: BaseModel, job: _Job,
+                  force: bool) -> tuple[JobResult, bool]:  # fmt: skip
+    """The job's result and whether it was paid by an earlier run: from the cache when finished,
+    resumed when an earlier run submitted it, else submitted (alone or in a cross-product batch)."""
+    if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
+        return found
+    if batches_across_products(run, provider_name):
+        # The batch's own key depends on which products it groups, so overlapping runs are kept
+        # apart per product: whoever holds this product's key submits it; the other run then
+        # finds the pointer its batch left and shares the same job.
+        holder = f"{run.run_id}:{job.member}"
+        await tasks.locks.aacquire_lock(job.member_key, holder)
+        try:
+            if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
+                return found
+            items = len(getattr(request, "items", None) or [None])
+            share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
+                job.member, job.member_key, request, items, job.estimate
+            )
+        finally:
+            tasks.locks.release_lock(job.member_key, holder)
+        if share.status == "failed":
+            raise JobFailedWithResult(share)
+        return share, reused
+    submit = tasks.submit_forced if force else tasks.submit
+    async with run.limiters[provider_name].job_slot():
+        state: State = await submit(provider_name, step, request, label=job.label, cache_key=job.key,
+                                    estimate=job.estimate, return_state=True)  # fmt: skip
+        ref: JobRef = await state.aresult()
+        reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
+        try:
+            return await tasks.wait(ref, version=run.settings.cache_version), reused
+        except JobFailedWithResult:
+            if not reused or force:
+                raise
+        # The earlier run's job failed (and was refunded): this run may pay for a new one.
+        ref = await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
+                                        estimate=job.estimate)  # fmt: skip
+        return await tasks.wait(ref, version=run.settings.cache_version), False
+
+
+async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
+                  job: _Job) -> tuple[JobResult, bool] | None:  # fmt: skip
+    """A finished (or resumable) result for this job's key from an earlier submission."""
+    pointer = await tasks.cache.get(job.member_key)
+    if not isinstance(pointer, JobRef):
+        pointer = await tasks.cache.get(job.key)
+    if not isinstance(pointer, JobRef):
         return None
-    result = await tasks.cache.get(wait_key(ref, run.settings.cache_version))
-    return result if isinstance(result, JobResult) else None
+    earlier = pointer.meta.get("run_id") != run.run_id
+    if pointer.meta.get("member"):
+        share = await cached_share(run, tasks, pointer)
+        if share is None:
+            share = await _batcher(run, tasks, provider_name, step, False).resume(pointer)
+        return (share, earlier) if share.status == "completed" else None
+    done = await tasks.cache.get(wait_key(pointer, run.settings.cache_version))
+    return (done, earlier) if isinstance(done, JobResult) else None
+
+
+def _batcher(run: RunContext, tasks: TaskSet, provider: str, step: Step, force: bool) -> Batcher:
+    key = (provider, str(step), force)
+    if key not in run.batchers:
+        run.batchers[key] = Batcher(run, tasks.forced() if force else tasks, provider, step,
+                                    linger=run.settings.batch_linger_seconds)  # fmt: skip
+    return run.batchers[key]
 
 
 def _record_cost(run: RunContext, product: Product, step: Step, result: JobResult, *, reused: bool) -> None:

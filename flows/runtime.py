@@ -88,6 +88,7 @@ class RunContext:
     blocked: dict[str, ProviderBlocked | Deferred] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     on_product_done: Callable[[Any], None] | None = None
+    batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]

@@ -187,6 +187,11 @@ class TaskSet(BaseModel):
     submit_forced: Any
     wait: Any
     cache: Any
+    locks: Any
+
+    def forced(self) -> TaskSet:
+        """The same tasks with submissions that ignore (and overwrite) the cache."""
+        return self.model_copy(update={"submit": self.submit_forced})
 
 
 async def result_storage(settings: Settings) -> Any:
@@ -222,6 +227,9 @@ class CacheReader:
         except Exception:  # noqa: BLE001 - an unreadable record is a cache miss, never an error
             return None
 
+    async def put(self, key: str, value: Any) -> None:
+        await self.store.awrite(value, key=key)
+
 
 def lock_manager(settings: Settings) -> Any:
     if settings.redis_url:
@@ -244,6 +252,7 @@ async def configure_tasks(settings: Settings) -> TaskSet:
     common: dict[str, Any] = {"result_storage": storage, "persist_result": True, "retries": 0}
     return TaskSet(
         cache=CacheReader(storage),
+        locks=locks,
         prepare=prepare_task.with_options(cache_policy=serializable, **common),
         submit=submit_task.with_options(cache_policy=serializable, **common),
         submit_forced=submit_task.with_options(cache_policy=serializable, refresh_cache=True, **common),

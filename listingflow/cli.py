@@ -330,8 +330,9 @@ def sandbox(
         for name, box in boxes.items():
             p = registry.get(name)
             prefix = p.settings_class.model_config.get("env_prefix", f"{name.upper()}_")
-            console.print(f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}")
-        console.print("export LISTINGFLOW_SANDBOX_MODE=true")
+            # plain print: rich wraps long lines at the terminal width, which breaks copy-paste
+            print(f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}", flush=True)
+        print("export LISTINGFLOW_SANDBOX_MODE=true", flush=True)
         console.print("[dim]records: GET <base>/_sandbox/records; Ctrl-C to stop[/dim]")
         try:
             while True:
@@ -345,10 +346,16 @@ def bootstrap(
     work_pool: Annotated[str, typer.Option(help="process work pool to create")] = "listingflow",
 ) -> None:
     """Idempotently create the work pool, global concurrency limits, Secret blocks and result storage."""
+    from deployments.bootstrap import BootstrapError
     from deployments.bootstrap import bootstrap as do_bootstrap
 
-    for line in asyncio.run(do_bootstrap(work_pool=work_pool)):
-        console.print(line)
+    try:
+        lines = asyncio.run(do_bootstrap(work_pool=work_pool))
+    except BootstrapError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     product_concurrency: int = Field(50, ge=1, le=10_000, description="products in progress at once")
+    batch_linger_seconds: float = Field(
+        1.0, ge=0, le=60, description="how long a cross-product batch waits for more products"
+    )
 
     use_global_limits: bool = Field(True, description="acquire Prefect global concurrency limits")
     limit_prefix: str = Field("listingflow", description="prefix of the global concurrency limit names")

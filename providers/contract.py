@@ -18,10 +18,10 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"  # 1.1: optional cross-product batching (merge_requests/split_result)
 
 
 class Step(StrEnum):
@@ -271,6 +271,29 @@ class ProviderSettings(BaseSettings):
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value()] if self.api_key else []
 
+    @model_validator(mode="after")
+    def _api_key_from_secret_block(self) -> ProviderSettings:
+        """Without ``<PREFIX>API_KEY``, read the Prefect Secret block ``<provider>-api-key`` that
+        ``listingflow bootstrap`` creates (``PIXII_`` -> ``pixii-api-key``). Asked only when a Prefect
+        API is configured (never starts an ephemeral server); no block or no server leaves the key
+        unset, which the provider reports as a credential error."""
+        prefix = str(self.model_config.get("env_prefix") or "").rstrip("_").lower()
+        if self.api_key is not None or not prefix:
+            return self
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            return self
+        try:
+            from prefect.blocks.system import Secret
+
+            value = Secret.load(f"{prefix}-api-key", _sync=True).get()
+        except Exception:  # noqa: BLE001 - a missing block or an unreachable server: no key
+            return self
+        if value:
+            self.api_key = SecretStr(str(value))
+        return self
+
 
 Throttle = Callable[[list[str]], Awaitable[None]]
 """Awaited before every request with the route groups it counts against."""
@@ -342,6 +365,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def wait(self, ref: JobRef) -> JobResult:
         """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
+
+    def merge_requests(self, step: Step, members: list[tuple[str, BaseModel]]) -> list[BaseModel] | None:
+        """Combine several products' requests (``(member id, request)``) into batch requests of at
+        most ``limits.max_batch_size`` items; None when the provider does not batch across products."""
+        return None
+
+    def split_result(self, result: JobResult, member: str) -> JobResult:
+        """One member's share of a merged job's result: its outputs, errors and credits."""
+        raise NotImplementedError(f"{self.name} does not batch across products")
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Read a finished job again for fresh output URLs; None when the provider cannot."""

@@ -56,6 +56,7 @@ from .models import (
     default_labels,
 )
 
+CREDITS_PER_IMAGE = 1  # published price (contract §2)
 SINGLE_POLL_SECONDS = 2.0  # ASSUMPTION (contract §9): single generation polled every 2 s
 BATCH_POLL_SECONDS = 5.0  # ASSUMPTION (contract §9): batch first after estimated_time_ms, then 5 s
 MAX_POLL_RETRIES = 6  # consecutive retryable failures tolerated on status polls
@@ -74,6 +75,10 @@ def normalize_platform(value: str) -> str | None:
     """Map a platform name to a ProdVisual preset id ("Mercado Libre" -> mercadolibre); None if unknown."""
     key = re.sub(r"[\s_\-.]", "", value.strip().lower())
     return key if key in PLATFORMS else None
+
+
+MEMBER_SEPARATOR = "|"
+"""Separates the product from the item label in a cross-product batch."""
 
 
 def labeled_items(request: GenerateRequest | BatchRequest, prefix: str = "") -> list[tuple[str, GenerateItem]]:
@@ -189,6 +194,35 @@ class ProdVisualProvider(Provider):
         if isinstance(request, BatchRequest):
             return len(request.items)
         return None
+
+    # ---- cross-product batching (contract 1.1) ----
+
+    def merge_requests(self, step: Step, members: list[tuple[str, BaseModel]]) -> list[BaseModel] | None:
+        """Several products' image requests packed into batches of up to 50 images: throughput is
+        then bounded by 60 requests x 50 images per minute instead of 60 images."""
+        self._check_step(step)
+        pairs = [pair for member, request in members
+                 for pair in labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")]  # type: ignore[arg-type]
+        return list(build_batch(pairs, max_items=self.limits.max_batch_size))
+
+    def split_result(self, result: JobResult, member: str) -> JobResult:
+        prefix = f"{member}{MEMBER_SEPARATOR}"
+        labels = [lbl for lbl in result.ref.meta.get("labels") or [] if lbl.startswith(prefix)]
+        outputs = [o.model_copy(update={"label": o.label[len(prefix):]}) for o in result.outputs
+                   if o.label.startswith(prefix)]
+        errors = [e.model_copy(update={"label": e.label[len(prefix):]}) for e in result.errors
+                  if e.label.startswith(prefix)]  # fmt: skip
+        charged = CREDITS_PER_IMAGE * len(labels)
+        # ASSUMPTION (contract §6): each failed item is refunded its credit, all of them if the batch failed.
+        refunded = charged if result.status == "failed" and not result.outputs else CREDITS_PER_IMAGE * len(errors)
+        meta = {**result.ref.meta, "member": member, "labels": [lbl[len(prefix):] for lbl in labels]}
+        status = "completed" if outputs else "failed"
+        return JobResult(
+            ref=result.ref.model_copy(update={"meta": meta}), status=status, outputs=outputs, errors=errors,
+            credits_charged=charged, credits_refunded=refunded,
+            error_code=None if outputs else (errors[0].code if errors else result.error_code),
+            error_message=None if outputs else (errors[0].message if errors else result.error_message),
+        )  # fmt: skip
 
     # ---- I/O ----
 

@@ -361,7 +361,8 @@ def sandboxes_with(limits: dict[str, dict[str, tuple[int, float]]], job_seconds:
     updates = sandbox_updates()
     for name, groups in limits.items():
         updates[name]["rate_limits"] = dict(groups)
-    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()} for p, groups in limits.items()}
+    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
+                 for p, groups in limits.items()}  # fmt: skip
     saved = os.environ.get("LISTINGFLOW_RATE_LIMITS")
     os.environ["LISTINGFLOW_RATE_LIMITS"] = json.dumps(overrides)
     try:
@@ -499,7 +500,9 @@ async def test_runbook_bootstrap_deploy_worker_run(
     # credentials: the worker had none, the runs got them from the Secret blocks, and they show nowhere
     assert not [v for v in _key_vars() if v in server.client_env()]
     logs = [*await run_logs(run_id), *await run_logs(rerun_id)]
-    assert any("provider_credentials" in m for m in logs), logs[:20]
+    sources = [m for m in logs if m.startswith("provider credentials: ")]
+    assert sources, logs[:20]
+    assert all(f"{p}: secret block {p}-api-key" in line for p in boxes for line in sources), sources
     shown = [json.dumps(run.parameters), json.dumps(rerun_run.parameters), *logs, worker.output(),
              *[json.dumps(a.data) for r in (run_id, rerun_id) for a in await all_artifacts(r)],
              *[p.read_text(errors="replace") for p in archive.rglob("*.json")]]  # fmt: skip
@@ -586,6 +589,7 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
     from prefect_aws import S3Bucket
 
     from deployments.bootstrap import BootstrapError, bootstrap
+    from deployments.credentials import load_api_key
     from listingflow.settings import reset_settings
 
     block = f"results-{lf_env['prefix']}"
@@ -594,7 +598,8 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
     monkeypatch.setenv("LISTINGFLOW_RESULT_STORAGE", f"s3-bucket/{block}")
     reset_settings()
     lines = await bootstrap()
-    assert f"result storage s3-bucket/{block}: skipped, LISTINGFLOW_RESULT_BUCKET is not set (NOT CREATED" in "\n".join(lines)
+    skipped = f"result storage s3-bucket/{block}: skipped, LISTINGFLOW_RESULT_BUCKET is not set (NOT CREATED"
+    assert [line for line in lines if line.startswith(skipped)], lines
     for provider in ("listingrva", "pixii", "prodvisual"):
         expected = f"secret {provider}-api-key: skipped, {provider.upper()}_API_KEY is not set ("
         assert [line for line in lines if line.startswith(expected)], lines
@@ -610,6 +615,8 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
                and ("created" in line or "updated" in line) for line in lines), lines  # fmt: skip
     assert not [line for line in lines if rotated in line]
     assert (await Secret.aload("pixii-api-key")).get() == rotated
+    assert load_api_key("pixii") == rotated  # what a run without PIXII_API_KEY would use
+    assert load_api_key("no-such-provider") is None
     saved = await S3Bucket.aload(block)
     assert saved.bucket_name == "cache-one"
     assert saved.credentials.aws_client_parameters.endpoint_url == "http://127.0.0.1:9000"

@@ -45,11 +45,13 @@ def duplicate_payments(sandboxes: dict[str, Any]) -> list[tuple[str, str]]:
         for job in sorted(box.jobs.values(), key=lambda j: j.created):
             if job.charged <= 0 or (job.fail and job.refunded >= job.charged):
                 continue
-            payload = {k: v for k, v in job.payload.items() if k != "item_ids"}  # ids the sandbox made up
-            key = json.dumps([job.kind, payload], sort_keys=True, default=str)
-            if key in seen:
-                dupes.append((name, key))
-            seen.add(key)
+            # a batch pays per item: two batches must not share an item, whatever their grouping
+            units = job.payload["items"] if "items" in job.payload and "item_ids" in job.payload else [job.payload]
+            for unit in units:
+                key = json.dumps([job.kind if len(units) == 1 else "item", unit], sort_keys=True, default=str)
+                if key in seen:
+                    dupes.append((name, key))
+                seen.add(key)
     return dupes
 
 

@@ -53,7 +53,10 @@ async def test_full_run_archives_every_output_and_costs_match(sandboxes: dict[st
     recorded = net_charged(sandboxes)
     for line in cost.by("provider"):
         assert line.net == recorded[line.provider], line
-        assert line.jobs == paid_submissions(sandboxes)[line.provider]
+        if line.provider != "prodvisual":  # ProdVisual batches products: one paid job, one share each
+            assert line.jobs == paid_submissions(sandboxes)[line.provider]
+    batches = [j for j in sandboxes["prodvisual"].jobs.values() if j.kind == "batch"]
+    assert sum(len(j.payload["items"]) for j in batches) == 7
     assert cost.total.net == sum(recorded.values())
     on_disk = json.loads((root / "runs" / summary.run_id / "cost-summary.json").read_text())
     assert on_disk["lines"][-1]["net"] == cost.total.net
@@ -106,3 +109,18 @@ async def test_failing_product_is_reported_and_others_archived(sandboxes: dict[s
     pixii = next(line for line in summary.cost.by("provider") if line.provider == "pixii")
     assert pixii.refunded > 0
     assert pixii.net == sandboxes["pixii"].net_credits()
+
+
+async def test_images_of_many_products_go_out_in_one_batch(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+    state, summary = await run_flow(steps=["images"])
+    assert state.is_completed(), summary.failure_report()
+    jobs = list(sandboxes["prodvisual"].jobs.values())
+    assert len(jobs) == 1 and jobs[0].kind == "batch" and len(jobs[0].payload["items"]) == 7
+    # each product still gets its own outputs, manifest entry and share of the cost
+    for p in summary.products:
+        assert p.steps["images"].status == "done" and p.steps["images"].outputs
+    per_product = {line.product: line.net for line in summary.cost.by("product")}
+    assert per_product["US/B0D1LMN8QR"] == 2 and sum(per_product.values()) == 7 == net_charged(sandboxes)["prodvisual"]
+    # a rerun finds every product's share through its pointer: nothing is paid again
+    _, again = await run_flow(steps=["images"])
+    assert len(sandboxes["prodvisual"].jobs) == 1 and again.cost.total.reused_jobs == 6

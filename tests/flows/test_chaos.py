@@ -17,7 +17,8 @@ from providers.sandbox.core import Fault, FaultRule
 
 from .helpers import duplicate_payments, net_charged, paid_submissions, run_flow
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+# ~4 minutes on a 2-core machine (50 products through the whole chain, about 600 task runs): `make chaos`
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 PRODUCTS = 50
 FAULTS = [  # four rules at 5.5% each: about 20% of requests meet one

@@ -1,0 +1,173 @@
+"""Benchmark plumbing: one Prefect server, sandboxes per phase, runs in fresh subprocesses.
+
+The sandboxes run in this (the orchestrating) process, on loopback threads; every measured run --
+listingflow or the asyncio baseline -- runs in its own subprocess, so its wall time and peak RSS are
+its own and it never shares a GIL with a sandbox. The orchestrator reads the sandboxes' records
+(requests, charges, jobs) directly after each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PROVIDERS = ("listingrva", "prodvisual", "pixii")
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """A fresh Prefect server (uvicorn, SQLite under ``home``) for the whole benchmark: never a configured
+    one, so results neither depend on nor pollute the operator's server. Its output goes to
+    ``home/server.log``; its CPU time is readable per phase (``cpu_seconds``)."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.update({
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_HOME": str(home / "prefect-home"),
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    })  # fmt: skip
+    import prefect
+
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+         "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    server = PrefectServer(api_url=f"http://127.0.0.1:{port}/api", pid=proc.pid)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Prefect server exited with {proc.returncode}; see {home / 'server.log'}")
+            try:
+                if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("Prefect server did not start within 180 s")
+            time.sleep(0.5)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+class PrefectServer:
+    def __init__(self, api_url: str, pid: int) -> None:
+        self.api_url, self.pid = api_url, pid
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def provider_classes() -> dict[str, Any]:
+    from providers.registry import load_providers
+
+    registry = load_providers()
+    return {n: registry.get(n) for n in PROVIDERS}
+
+
+@contextmanager
+def sandboxes(config_updates: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The three sandboxes on loopback; sets ``<PROVIDER>_BASE_URL``/``_API_KEY`` in os.environ (which the
+    subprocesses inherit) and restores the environment afterwards."""
+    from listingflow.local import running_sandboxes
+
+    with running_sandboxes(provider_classes(), config_updates=config_updates) as boxes:
+        yield boxes
+
+
+def base_env(api_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR",
+        "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    })  # fmt: skip
+    return env
+
+
+def limits_env(limits: dict[str, dict[str, tuple[int, float]]]) -> dict[str, str]:
+    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()} for p, groups in limits.items()}
+    return {"LISTINGFLOW_RATE_LIMITS": json.dumps(overrides)}
+
+
+def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float,
+                   workdir: Path) -> dict[str, Any]:  # fmt: skip
+    """Run ``python -m module spec.json out.json``; returns the JSON it wrote plus ``elapsed`` (process
+    wall time), ``returncode`` and ``timed_out``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path = workdir / f"{spec.get('name', 'run')}-spec.json"
+    out_path = workdir / f"{spec.get('name', 'run')}-out.json"
+    out_path.unlink(missing_ok=True)
+    spec_path.write_text(json.dumps(spec))
+    log_path = workdir / f"{spec.get('name', 'run')}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(out_path)], env=env,
+                                cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    result: dict[str, Any] = {}
+    if out_path.exists():
+        try:
+            result = json.loads(out_path.read_text())
+        except ValueError:
+            result = {}
+    result.update(elapsed=time.monotonic() - started, returncode=proc.returncode, timed_out=timed_out,
+                  log=str(log_path))  # fmt: skip
+    if proc.returncode != 0 and not timed_out:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        result["error_tail"] = tail
+    return result
+
+
+def tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,506 @@
+"""``python -m benchmarks.run`` (``make bench``): listingflow against the providers' limits, side by side.
+
+Phases (one Prefect server for all; fresh sandboxes per phase; every measured run in its own process):
+
+A. ProdVisual at its REAL documented rate (60 requests/minute, not time-scaled): images only, 10 styles
+   per product, so cross-product batches can carry 50 images. Time-boxed. Gives ProdVisual's rate-limit
+   saturation (item 1) and images/minute against the 60 x 50 bound (item 3).
+B. ListingRVA time-scaled x10 (30 /ai/* requests per 6 s): listing copy only. Saturation (item 1).
+C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, time-scaled x10:
+   Pixii binds. Saturation of Pixii (item 1), wall time vs the lower bound (item 2); then a rerun of
+   the finished catalog (item 6).
+D. Orchestration overhead: zero-latency, unlimited sandboxes; the plain asyncio + httpx baseline vs
+   listingflow (global limits on, as shipped, and off) on the same catalog (item 4).
+E. Memory: peak RSS of a fresh listingflow process at 100, 1,000 and 5,000 products, zero latency
+   (item 5); sizes that cannot finish inside the time budget are reported as not measured.
+
+Writes ``benchmarks/results/<YYYY-MM-DD>.json`` and prints one table: figure, measured, target, pass/fail.
+``--quick`` runs small sizes (a smoke test of the harness, not figures to publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import analysis as A
+from .catalog_gen import CatalogShape, write_catalog
+from .harness import REPO, base_env, limits_env, prefect_server, run_subprocess, sandboxes, tempdir
+
+RESULTS = REPO / "benchmarks" / "results"
+BUDGET_S = 15 * 60
+SCALE = 10.0  # time-scaled phases: every window, job and poll interval divided by this
+
+REAL_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
+    "listingrva": {"ai": (30, 60.0), "products": (120, 60.0), "global": (200, 60.0)},
+    "prodvisual": {"api": (60, 60.0)},
+    "pixii": {"submit": (10, 60.0)},
+}
+# Typical live job durations (contracts: ListingRVA 20-60 s, Pixii ~2 min, ProdVisual seconds).
+REAL_JOB_SECONDS = {"listingrva": 20.0, "prodvisual": 3.0, "pixii": 120.0}
+# listingflow's own poll cadences (ListingRVA 10 s then 5 s, Pixii 5 s, ProdVisual batch 5 s).
+REAL_POLL_SECONDS = {"listingrva": 5.0, "prodvisual": 5.0, "pixii": 5.0}
+PROVIDER_ENV = {"listingrva": "LISTINGRVA", "prodvisual": "PRODVISUAL", "pixii": "PIXII"}
+TEN_STYLES = ["lifestyle", "white_bg", "mockup", "infographic", "social_square", "social_story", "hero_banner",
+              "comparison", "studio_shadow", "flat_lay"]  # fmt: skip
+HUGE = 1_000_000
+
+
+def scaled_limits(scale: float) -> dict[str, dict[str, tuple[int, float]]]:
+    return {p: {g: (n, w / scale) for g, (n, w) in groups.items()} for p, groups in REAL_LIMITS.items()}
+
+
+def sandbox_config(limits: dict[str, dict[str, tuple[int, float]]], job_seconds: dict[str, float],
+                   **extra: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+    return {
+        p: {"rate_limits": dict(limits[p]), "job_seconds": job_seconds[p], "job_seconds_by_kind": {},
+            "image_px": 32, "daily_limit": None, **extra}
+        for p in REAL_LIMITS
+    }  # fmt: skip
+
+
+def unlimited() -> dict[str, dict[str, tuple[int, float]]]:
+    return {p: {g: (HUGE, 1.0) for g in groups} for p, groups in REAL_LIMITS.items()}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.quick = args.quick
+        self.t0 = time.monotonic()
+        self.tmp = tempdir("listingflow-bench-")
+        self.api = ""
+        self.out: dict[str, Any] = {"phases": {}, "figures": [], "notes": []}
+        self.load: list[tuple[str, tuple[float, float, float]]] = []
+
+    # ---- plumbing ----
+
+    def left(self) -> float:
+        return BUDGET_S - (time.monotonic() - self.t0)
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.0f}s] {msg}", flush=True)
+
+    def env(self, name: str, limits: dict[str, dict[str, tuple[int, float]]], polls: dict[str, float] | None,
+            **extra: str) -> dict[str, str]:  # fmt: skip
+        env = base_env(self.api)
+        env.update(limits_env(limits))
+        env.update({
+            "LISTINGFLOW_HOME": str(self.tmp / name / "state"),
+            "LISTINGFLOW_ARCHIVE": str(self.tmp / name / "archive"),
+            "LISTINGFLOW_LIMIT_PREFIX": f"bench-{name}",
+        })  # fmt: skip
+        for p, seconds in (polls or {}).items():
+            env[f"{PROVIDER_ENV[p]}_POLL_INTERVAL_SECONDS"] = f"{seconds:g}"
+        if self.args.no_global_limits:
+            env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = "false"
+        env.update(extra)
+        return env
+
+    def measured(self, module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float) -> dict[str, Any]:
+        """One subprocess run, with the CPU seconds spent meanwhile by the Prefect server and by this
+        process (the sandboxes' threads) next to the run's own."""
+        import resource
+
+        self.load.append((spec["name"], os.getloadavg()))
+        server0, me0 = self.server.cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
+        result = run_subprocess(module, spec, env, timeout=timeout, workdir=self.tmp / "work")
+        server1, me1 = self.server.cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
+        result["server_cpu_seconds"] = None if server0 is None or server1 is None else server1 - server0
+        result["sandbox_cpu_seconds"] = (me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)
+        result["loadavg_after"] = os.getloadavg()[0]
+        return result
+
+    def flow(self, name: str, catalog: Path, params: dict[str, Any], env: dict[str, str], *,
+             timeout: float) -> dict[str, Any]:  # fmt: skip
+        spec = {"name": name, "catalog": str(catalog), "params": params}
+        if self.args.profile and name in self.args.profile:
+            spec["profile"] = str(self.tmp / f"{name}-profile.txt")
+        result = self.measured("benchmarks.worker", spec, env, timeout=timeout)
+        if spec.get("profile"):
+            result["profile"] = spec["profile"]
+        self.log(f"{name}: {result.get('headline')} in {result.get('wall', float('nan')):.1f}s "
+                 f"(process {result['elapsed']:.1f}s, rc={result['returncode']}, timed_out={result['timed_out']}; CPU s: "
+                 f"flow {_fmt(result.get('cpu_seconds'), '{:.1f}')}, server {_fmt(result.get('server_cpu_seconds'), '{:.1f}')}, "
+                 f"sandboxes {_fmt(result.get('sandbox_cpu_seconds'), '{:.1f}')}; VmHWM {_fmt(result.get('peak_rss_mb'), '{:.0f}')} MB)")  # fmt: skip
+        if result.get("error_tail"):
+            self.log(f"{name} failed:\n{result['error_tail']}")
+        return result
+
+    def figure(self, item: str, figure: str, measured: Any, target: str, ok: bool | None, note: str = "") -> None:
+        self.out["figures"].append({"item": item, "figure": figure, "measured": measured, "target": target,
+                                    "pass": ok, "note": note})  # fmt: skip
+
+    # ---- A. ProdVisual at the real rate, batching ----
+
+    def phase_a(self) -> None:
+        name = "a-prodvisual-real"
+        products = 60 if self.quick else 300
+        box_s = 45.0 if self.quick else 110.0
+        limits = dict(REAL_LIMITS)
+        cfg = sandbox_config(limits, {"listingrva": 1.0, "prodvisual": 2.0, "pixii": 1.0})
+        catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="pv"))
+        self.log(f"A: ProdVisual at its real rate (60/min), {products} products x {len(TEN_STYLES)} styles, "
+                 f"time box {box_s:.0f}s")  # fmt: skip
+        with sandboxes(cfg) as boxes:
+            env = self.env(name, limits, None)
+            t_start = time.time()
+            res = self.flow(name, catalog, {"steps": ["images"], "providers": {"images": "prodvisual"},
+                                            "image_options": {"styles": TEN_STYLES}},
+                            env, timeout=box_s + 25)  # fmt: skip
+            box = boxes["prodvisual"]
+            first = min((r.t for r in box.requests), default=t_start)
+            sat = A.saturation(box, "api", 60, 60.0)
+            charges = A.paid_submissions(box)
+            images = [c.credits for c in charges]
+            times = [c.t for c in charges]
+            img_rate = None
+            if len(times) > 1 and times[-1] > times[0]:
+                img_rate = sum(images[:-1]) / (times[-1] - times[0]) * 60.0
+            elif len(times) == 1:
+                img_rate = images[0] / max(1e-9, (times[0] - first)) * 60.0 if times[0] > first else None
+            per_batch = (sum(images) / len(images)) if images else None
+            phase = {
+                "products": products, "styles": len(TEN_STYLES), "time_box_s": box_s, "run": res,
+                "saturation": sat, "images_charged": sum(images), "batches": len(images),
+                "images_per_batch": per_batch, "images_per_minute": img_rate, "bound_images_per_minute": 60 * 50,
+                "routes": A.route_counts(box), "finished_inside_box": not res["timed_out"],
+            }  # fmt: skip
+        self.out["phases"]["A"] = phase
+        self._sat_figures("prodvisual", sat, real=True)
+        ratio = None if img_rate is None else img_rate / 3000.0
+        self.figure("3", "ProdVisual images/min vs 60 req x 50 images/min (real rate)",
+                    _fmt(img_rate, "{:.0f}/min") + f" ({_fmt(ratio, '{:.2f}')} of 3000; "
+                    f"{_fmt(per_batch, '{:.1f}')} images/request)", ">= 0.95 of 3000/min",
+                    None if ratio is None else ratio >= 0.95,
+                    "polls of batches count against the same 60/min")  # fmt: skip
+
+    # ---- B. ListingRVA, time-scaled ----
+
+    def phase_b(self) -> None:
+        name = "b-listingrva-x10"
+        products = 16 if self.quick else 40
+        limits = scaled_limits(SCALE)
+        jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
+        polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
+        catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="lr"))
+        self.log(f"B: ListingRVA x{SCALE:g} time-scaled (30 /ai/* per {60 / SCALE:g}s), {products} products, copy only")
+        with sandboxes(sandbox_config(limits, jobs)) as boxes:
+            res = self.flow(name, catalog, {"steps": ["copy"]}, self.env(name, limits, polls),
+                            timeout=min(240.0, max(60.0, self.left() - 420)))  # fmt: skip
+            box = boxes["listingrva"]
+            n, w = limits["listingrva"]["ai"]
+            sat = A.saturation(box, "ai", n, w)
+            bound = A.single_group_bound(requests=2 * products, limit=A.Limit(n, w), tail=0.0)
+            bound = max(bound, jobs["listingrva"])
+            phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
+                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing")}  # fmt: skip
+        self.out["phases"]["B"] = phase
+        self._sat_figures("listingrva", sat, real=False)
+        wall = res.get("wall")
+        ratio = None if wall is None else wall / bound
+        self.figure("2", "wall / bound: ListingRVA copy only (x10)", _fmt(ratio, "{:.2f}") +
+                    f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
+                    f"{phase['polls_per_job']:.1f} polls per job share the /ai/* bucket" if phase["polls_per_job"] else "")  # fmt: skip
+
+    # ---- C. the default pipeline, time-scaled; then the rerun ----
+
+    def phase_c(self) -> None:
+        name = "c-pipeline-x10"
+        shape = CatalogShape(20 if self.quick else 60, variation_every=2, tag="pl")
+        limits = scaled_limits(SCALE)
+        jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
+        polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
+        catalog = write_catalog(self.tmp / name / "catalog.csv", shape)
+        self.log(f"C: default pipeline x{SCALE:g} time-scaled, {shape.products} products, {shape.variations} variations")
+        with sandboxes(sandbox_config(limits, jobs)) as boxes:
+            env = self.env(name, limits, polls)
+            first = self.flow(name, catalog, {}, env, timeout=min(420.0, max(90.0, self.left() - 300)))
+            end_first = time.time()
+            paid_first = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
+            rerun = self.flow(name + "-rerun", catalog, {}, env, timeout=120.0)
+            paid_rerun = {p: len(A.paid_submissions(b, since=end_first)) for p, b in boxes.items()}
+            sats = {
+                p: A.saturation(boxes[p], g, n, w, until=end_first)
+                for p, groups in limits.items() for g, (n, w) in groups.items()
+                if (p, g) in {("pixii", "submit"), ("listingrva", "ai"), ("prodvisual", "api")}
+            }  # fmt: skip
+            bound = A.pipeline_lower_bound(
+                products=shape.products, variations=shape.variations, styles=1,
+                limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
+                job=jobs, any_without_variations=shape.products_with_variations() < shape.products,
+            )  # fmt: skip
+            phase = {
+                "products": shape.products, "variations": shape.variations, "first": first, "rerun": rerun,
+                "paid_first": paid_first, "paid_rerun": paid_rerun, "saturation": sats, "bound": bound,
+                "routes": {p: A.route_counts(b, until=end_first) for p, b in boxes.items()},
+                "routes_rerun": {p: A.route_counts(b, since=end_first) for p, b in boxes.items()},
+                "http_429": {p: A.status_count(b, 429) for p, b in boxes.items()},
+            }  # fmt: skip
+        self.out["phases"]["C"] = phase
+        self._sat_figures("pixii", sats["pixii"], real=False, where="default pipeline")
+        wall = first.get("wall")
+        ratio = None if wall is None else wall / bound["bound_s"]
+        self.figure("2", "wall / bound: default pipeline (x10)",
+                    _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound['bound_s']:.1f}s, {bound['binding']})",
+                    "<= 1.10", None if ratio is None else ratio <= 1.10,
+                    f"{shape.products} products, {shape.variations} variations")  # fmt: skip
+        paid = sum(paid_rerun.values())
+        self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
+        frac = None
+        if rerun.get("wall") is not None and wall:
+            frac = rerun["wall"] / wall
+        self.figure("6", "rerun: wall / first run", _fmt(frac, "{:.3f}") +
+                    f" ({_fmt(rerun.get('wall'), '{:.1f}')}s vs {_fmt(wall, '{:.1f}')}s)", "<= 0.10",
+                    None if frac is None else frac <= 0.10, rerun.get("headline") or "")  # fmt: skip
+
+    def _sat_figures(self, provider: str, sat: dict[str, Any], *, real: bool, where: str = "") -> None:
+        scale = "real rate" if real else f"x{SCALE:g} time-scaled"
+        label = f"{provider} {sat['group']} ({sat['limit']}/{sat['window_s'] * (1 if real else SCALE):g}s, {scale}"
+        label += f", {where})" if where else ")"
+        ps, rs = sat["paid_saturation"], sat["request_saturation"]
+        self.figure("1", f"saturation {label}: paid submissions / limit", _fmt(ps, "{:.2f}") +
+                    f" ({sat['paid_submissions']} paid)", ">= 0.95", None if ps is None else ps >= 0.95)  # fmt: skip
+        self.figure("1", f"saturation {label}: all counted requests / limit", _fmt(rs, "{:.2f}") +
+                    f" (max {sat['max_counted_in_any_window']} in any window)", "(info)", None)  # fmt: skip
+        self.figure("1", f"429s provoked by listingflow: {provider} ({scale})", sat["http_429"], "0",
+                    sat["http_429"] == 0)  # fmt: skip
+
+    # ---- D. orchestration overhead ----
+
+    def phase_d(self) -> None:
+        products = 20 if self.quick else 100
+        products_on = 6 if self.quick else 10
+        shape = CatalogShape(products, variation_every=2, tag="oh")
+        catalog = write_catalog(self.tmp / "d" / "catalog.csv", shape)
+        small = write_catalog(self.tmp / "d" / "catalog-small.csv", CatalogShape(products_on, variation_every=2, tag="oh"))
+        polls = {p: 0.05 for p in REAL_LIMITS}
+        zero = {p: 0.0 for p in REAL_LIMITS}
+        inflight = json.dumps({p: 10_000 for p in REAL_LIMITS})
+        limits = {p: {g: (100_000, 1.0) for g in groups} for p, groups in REAL_LIMITS.items()}
+        self.log(f"D: overhead at zero latency: baseline vs listingflow, {products} products "
+                 f"(global limits on: {products_on} products)")  # fmt: skip
+        runs: dict[str, Any] = {}
+        plan = [
+            ("baseline", catalog, products, None),
+            ("listingflow-no-global-limits", catalog, products, "false"),
+            ("baseline-small", small, products_on, None),
+            ("listingflow-as-shipped", small, products_on, "true"),
+        ]
+        for label, cat, n, use_global in plan:
+            with sandboxes(sandbox_config(unlimited(), zero)) as boxes:
+                env = self.env(f"d-{label}", limits, polls, LISTINGFLOW_INFLIGHT_LIMITS=inflight)
+                if use_global is None:
+                    spec = {"name": f"d-{label}", "catalog": str(cat), "out_dir": str(self.tmp / f"d-{label}" / "out")}
+                    res = self.measured("benchmarks.baseline_asyncio", spec, env, timeout=300)
+                    self.log(f"d-{label}: {res.get('products')} products in {res.get('wall', float('nan')):.2f}s "
+                             f"(failures {res.get('failures')})")  # fmt: skip
+                else:
+                    env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = use_global
+                    res = self.flow(f"d-{label}", cat, {}, env, timeout=min(400.0, max(60.0, self.left() - 200)))
+                res["products"] = n
+                res["routes"] = {p: A.route_counts(b) for p, b in boxes.items()}
+                res["paid"] = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
+                runs[label] = res
+        self.out["phases"]["D"] = {"runs": runs, "variations": shape.variations}
+
+        def per(label: str) -> float | None:
+            r = runs.get(label, {})
+            return None if r.get("wall") is None or r.get("timed_out") else r["wall"] / r["products"]
+
+        base, lf_off = per("baseline"), per("listingflow-no-global-limits")
+        base_s, lf_on = per("baseline-small"), per("listingflow-as-shipped")
+        same = _same_calls(runs.get("baseline", {}).get("routes"), runs.get("listingflow-no-global-limits", {}).get("routes"))
+        self.figure("4", f"time/product: baseline vs listingflow, global limits off ({products} products)",
+                    f"{_fmt(base, '{:.3f}')}s vs {_fmt(lf_off, '{:.3f}')}s = "
+                    f"{_fmt(None if not base or lf_off is None else lf_off / base, '{:.1f}')}x", "(report)", None,
+                    same)  # fmt: skip
+        self.figure("4", f"time/product: baseline vs listingflow as shipped, global limits on ({products_on} products)",
+                    f"{_fmt(base_s, '{:.3f}')}s vs {_fmt(lf_on, '{:.3f}')}s = "
+                    f"{_fmt(None if not base_s or lf_on is None else lf_on / base_s, '{:.1f}')}x", "(report)", None)  # fmt: skip
+        rss = runs.get("listingflow-no-global-limits", {}).get("peak_rss_mb")
+        if rss is not None:
+            self.out.setdefault("memory", {})[str(products)] = {"peak_rss_mb": rss,
+                                                                "wall": runs["listingflow-no-global-limits"].get("wall"),
+                                                                "source": "phase D (same run)"}  # fmt: skip
+
+    # ---- E. memory ----
+
+    def phase_e(self) -> None:
+        sizes = [100, 1000, 5000] if not self.quick else [20, 100]
+        memory = self.out.setdefault("memory", {})
+        polls = {p: 0.05 for p in REAL_LIMITS}
+        zero = {p: 0.0 for p in REAL_LIMITS}
+        limits = {p: {g: (100_000, 1.0) for g in groups} for p, groups in REAL_LIMITS.items()}
+        inflight = json.dumps({p: 10_000 for p in REAL_LIMITS})
+        per_product: float | None = None
+        for n in sizes:
+            if str(n) in memory:
+                m = memory[str(n)]
+                per_product = (m.get("wall") or 0) / n or per_product
+                continue
+            # ListingRVA's prepare pages through every existing product record: cost grows ~n^2.
+            estimate = None if per_product is None else per_product * n * (1 + n / 2000)
+            margin = self.left() - 45
+            if estimate is not None and estimate > margin:
+                memory[str(n)] = {"peak_rss_mb": None, "skipped": f"estimated {estimate:.0f}s at zero latency, "
+                                  f"{max(0, margin):.0f}s left in the 15-minute budget"}  # fmt: skip
+                self.log(f"E: {n} products skipped (estimated {estimate:.0f}s, {margin:.0f}s left)")
+                continue
+            name = f"e-memory-{n}"
+            catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(n, variation_every=2, tag="mem"))
+            self.log(f"E: memory, {n} products, default pipeline, zero latency")
+            with sandboxes(sandbox_config(unlimited(), zero)) as boxes:
+                env = self.env(name, limits, polls, LISTINGFLOW_INFLIGHT_LIMITS=inflight,
+                               LISTINGFLOW_USE_GLOBAL_LIMITS="false")  # fmt: skip
+                res = self.flow(name, catalog, {}, env, timeout=max(30.0, margin))
+                res["paid"] = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
+            done = not res["timed_out"] and res.get("wall") is not None
+            memory[str(n)] = {"peak_rss_mb": res.get("peak_rss_mb") if done else None,
+                              "rss_before_flow_mb": res.get("rss_before_flow_mb"), "wall": res.get("wall"),
+                              "headline": res.get("headline"), "timed_out": res["timed_out"]}  # fmt: skip
+            if done:
+                per_product = res["wall"] / n / (1 + n / 2000)
+        base = (memory.get(str(sizes[0])) or {}).get("peak_rss_mb")
+        for n in sizes:
+            m = memory.get(str(n)) or {}
+            rss = m.get("peak_rss_mb")
+            if rss is None:
+                self.figure("5", f"peak RSS at {n} products", "not measured", "< 500 MB" if n >= 5000 else "(report)",
+                            False if n >= 5000 else None, m.get("skipped") or "timed out")  # fmt: skip
+                continue
+            growth = rss / base if base else None
+            target = "< 500 MB and < 1.5x the 100-product figure" if n >= 5000 else "(report)"
+            ok = (rss < 500 and growth is not None and growth < 1.5) if n >= 5000 else None
+            self.figure("5", f"peak RSS at {n} products", f"{rss:.0f} MB ({_fmt(growth, '{:.2f}')}x)", target, ok,
+                        f"flow wall {_fmt(m.get('wall'), '{:.0f}')}s")  # fmt: skip
+        measured = sorted((int(k), v["peak_rss_mb"]) for k, v in memory.items() if v.get("peak_rss_mb"))
+        if len(measured) >= 2:
+            (n0, r0), (n1, r1) = measured[0], measured[-1]
+            slope = (r1 - r0) / (n1 - n0) * 1000
+            self.out["memory_trend_mb_per_1000_products"] = slope
+            if "5000" in memory and memory["5000"].get("peak_rss_mb") is None:
+                self.figure("5", "peak RSS at 5000 products, extrapolated (linear)", f"{r1 + slope * (5000 - n1) / 1000:.0f} MB",
+                            "< 500 MB", None, f"{slope:.1f} MB per 1,000 products between {n0} and {n1}")  # fmt: skip
+
+    # ---- report ----
+
+    def machine(self) -> dict[str, Any]:
+        import prefect
+
+        info = {
+            "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "prefect": prefect.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "loadavg_start": os.getloadavg(),
+        }  # fmt: skip
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+            info["mem_total_mb"] = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+        except OSError:
+            pass
+        return info
+
+    def run(self) -> dict[str, Any]:
+        self.out["machine"] = self.machine()
+        self.out["started"] = dt.datetime.now().isoformat(timespec="seconds")
+        self.out["mode"] = "quick" if self.quick else "full"
+        phases = {"A": self.phase_a, "B": self.phase_b, "C": self.phase_c, "D": self.phase_d, "E": self.phase_e}
+        only = set(self.args.only.upper()) if self.args.only else set(phases)
+        self.log(f"starting one Prefect server (state in {self.tmp})")
+        with prefect_server(self.tmp / "server") as server:
+            self.server = server
+            self.api = server.api_url
+            self.log(f"Prefect server up at {self.api}")
+            for key, phase in phases.items():
+                if key not in only:
+                    continue
+                try:
+                    phase()
+                except Exception as exc:  # noqa: BLE001 - a broken phase is reported, the others still run
+                    self.log(f"phase {key} crashed: {type(exc).__name__}: {exc}")
+                    self.out["notes"].append(f"phase {key} crashed: {type(exc).__name__}: {exc}")
+        self.out["machine"]["loadavg_end"] = os.getloadavg()
+        self.out["load_during_runs"] = self.load
+        self.out["total_seconds"] = time.monotonic() - self.t0
+        return self.out
+
+
+def _polls_per_job(box: Any, poll_route: str, submit_route: str) -> float | None:
+    routes = A.route_counts(box)
+    submits = routes.get(submit_route, 0)
+    return routes.get(poll_route, 0) / submits if submits else None
+
+
+def _same_calls(a: dict[str, dict[str, int]] | None, b: dict[str, dict[str, int]] | None) -> str:
+    if not a or not b:
+        return ""
+    diffs = []
+    for p in sorted(set(a) | set(b)):
+        for route in sorted(set(a.get(p, {})) | set(b.get(p, {}))):
+            x, y = a.get(p, {}).get(route, 0), b.get(p, {}).get(route, 0)
+            if x != y:
+                diffs.append(f"{p}.{route} {x} vs {y}")
+    return "same provider calls" if not diffs else "calls differ: " + ", ".join(diffs[:6])
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return pattern.format(value)
+
+
+def print_table(out: dict[str, Any]) -> None:
+    rows = [("#", "figure", "measured", "target", "result")]
+    for f in out["figures"]:
+        result = {True: "PASS", False: "MISSED", None: "-"}[f["pass"]]
+        rows.append((f["item"], f["figure"], str(f["measured"]), f["target"], result))
+    widths = [min(80, max(len(r[i]) for r in rows)) for i in range(5)]
+    line = "  ".join("-" * w for w in widths)
+    print()
+    print(line)
+    for n, r in enumerate(rows):
+        print("  ".join(str(c)[:widths[i]].ljust(widths[i]) for i, c in enumerate(r)))
+        if n == 0:
+            print(line)
+    print(line)
+    m = out["machine"]
+    print(f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), Python {m['python']}, "
+          f"Prefect {m['prefect']}; load average start {m['loadavg_start'][0]:.2f}, end {m['loadavg_end'][0]:.2f}; "
+          f"total {out['total_seconds']:.0f}s")  # fmt: skip
+    for note in out["notes"]:
+        print("note:", note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
+    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: ABCDE)")
+    parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
+    parser.add_argument("--no-global-limits", action="store_true",
+                        help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")
+    parser.add_argument("--output", default=None, help="results file (default benchmarks/results/<date>.json)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    out = Bench(args).run()
+    print_table(out)
+    path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{'-quick' if args.quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""One listingflow catalog run in a fresh process: ``python -m benchmarks.worker spec.json out.json``.
+
+The spec names the catalog and run parameters; the environment (set by ``benchmarks.run``) carries
+``PREFECT_API_URL``, the sandbox URLs and the ``LISTINGFLOW_*`` settings of the phase. Writes the flow's
+wall time (around the flow call only, not interpreter start-up), the product statuses and the peak
+RSS of this process (``ru_maxrss``: imports, Prefect client, the flow and everything it kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mb() -> float | None:
+    """This process's own peak RSS: ``VmHWM``, the high-water mark of its address space.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not usable for a subprocess on Linux: the kernel carries the
+    parent's RSS at fork/exec time into the child's ``maxrss`` (``signal->maxrss`` survives ``execve``),
+    so every child of a 180 MB orchestrator reports >= 180 MB. ``VmHWM`` belongs to the new address space
+    created by ``execve`` and starts from zero."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def ru_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+async def _run(spec: dict[str, Any]) -> dict[str, Any]:
+    from flows.catalog_flow import LAST_SUMMARY, catalog_flow
+    from flows.params import RunParameters
+    from listingflow.settings import reset_settings
+
+    reset_settings()
+    params = RunParameters.model_validate({"catalog": spec["catalog"], **spec.get("params", {})})
+    rss_before = peak_rss_mb()
+    profiler = None
+    if spec.get("profile"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="enabled")
+        profiler.start()
+    started_epoch = time.time()
+    t0 = time.perf_counter()
+    state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
+    wall = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.stop()
+        Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    summary = LAST_SUMMARY.get("last")
+    statuses: dict[str, int] = {}
+    failures: list[str] = []
+    if summary is not None:
+        for p in summary.products:
+            statuses[p.status] = statuses.get(p.status, 0) + 1
+        failures = summary.failure_report()[:10]
+    return {
+        "wall": wall,
+        "started_epoch": started_epoch,
+        "finished_epoch": time.time(),
+        "state": state.name,
+        "statuses": statuses,
+        "failures": failures,
+        "headline": summary.headline() if summary is not None else None,
+        "rss_before_flow_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    out = Path(sys.argv[2])
+    result = asyncio.run(_run(spec))
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["ru_maxrss_mb"] = ru_maxrss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Cross-product batching for providers that accept many items per job (ProdVisual: 50 images).
+
+Products reach the images step at different moments; the batcher collects their requests for a short
+linger (or until a batch is full), asks the plugin to merge them (``merge_requests``), runs each merged
+batch as one ordinary cached submit + wait, and hands every product its share (``split_result``).
+
+Reruns must not depend on how products happened to be grouped. So as soon as a batch is submitted,
+each member's *own* submission key gets a pointer record to the batch job in Prefect's result store:
+a rerun finds its product's share through that pointer (and the batch's cached wait result), and a run
+killed mid-wait resumes the batch job instead of paying for the items again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from providers.contract import JobRef, JobResult, Step
+
+from .runtime import RunContext, submission_key
+from .tasks import JobFailedWithResult, TaskSet, wait_key
+
+
+@dataclass
+class _Member:
+    id: str
+    key: str
+    request: BaseModel
+    items: int
+    estimate: int | None
+    future: asyncio.Future[JobResult]
+
+
+@dataclass
+class Batcher:
+    run: RunContext
+    tasks: TaskSet
+    provider: str
+    step: Step
+    linger: float = 1.0
+    queue: list[_Member] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
+    _running: set[asyncio.Task[Any]] = field(default_factory=set)
+    _resumed: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
+    batches: int = 0
+
+    @property
+    def max_items(self) -> int:
+        return self.run.provider(self.provider).limits.max_batch_size
+
+    async def submit(self, member: str, key: str, request: BaseModel, items: int,
+                     estimate: int | None) -> tuple[JobResult, bool]:  # fmt: skip
+        """This member's share of a batch job, and whether the batch was reused from an earlier run."""
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        self.queue.append(_Member(member, key, request, items, estimate, future))
+        if sum(m.items for m in self.queue) >= self.max_items:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush)
+        share = await future
+        return share, share.ref.meta.get("run_id") != self.run.run_id
+
+    async def resume(self, pointer: JobRef) -> JobResult:
+        """Wait on a batch job an earlier (crashed) run submitted; each batch is waited on once."""
+        job = pointer.model_copy(update={"meta": {k: v for k, v in pointer.meta.items() if k != "member"}})
+        if job.job_id not in self._resumed:
+            self._resumed[job.job_id] = asyncio.create_task(self._wait(job))
+        result = await asyncio.shield(self._resumed[job.job_id])
+        return self.run.provider(self.provider).split_result(result, pointer.meta["member"])
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        members, self.queue = self.queue, []
+        chunk: list[_Member] = []
+        for member in members:  # never split one product's items across two batches
+            if chunk and sum(m.items for m in chunk) + member.items > self.max_items:
+                self._start(chunk)
+                chunk = []
+            chunk.append(member)
+        if chunk:
+            self._start(chunk)
+
+    def _start(self, members: list[_Member]) -> None:
+        task = asyncio.create_task(self._run_batch(members))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _wait(self, ref: JobRef) -> JobResult:
+        try:
+            return await self.tasks.wait(ref, version=self.run.settings.cache_version)
+        except JobFailedWithResult as exc:
+            return exc.result
+
+    async def _run_batch(self, members: list[_Member]) -> None:
+        plugin = self.run.provider(self.provider)
+        try:
+            merged = plugin.merge_requests(self.step, [(m.id, m.request) for m in members])
+            if not merged or len(merged) != 1:
+                raise RuntimeError(f"{self.provider} merged {len(members)} members into {len(merged or [])} batches")
+            [batch] = merged
+            key = submission_key(self.provider, self.step, batch, self.run.settings.cache_version)
+            estimates = [m.estimate for m in members]
+            estimate = None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
+            self.batches += 1
+            async with self.run.limiters[self.provider].job_slot():
+                ref: JobRef = await self.tasks.submit(
+                    self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
+                    estimate=estimate,
+                )  # fmt: skip
+                for m in members:
+                    await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+                result = await self._wait(ref)
+        except BaseException as exc:  # noqa: BLE001 - every member learns why its batch failed
+            for m in members:
+                if not m.future.done():
+                    m.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for m in members:
+            if not m.future.done():
+                m.future.set_result(plugin.split_result(result, m.id))
+
+
+async def cached_share(run: RunContext, tasks: TaskSet, pointer: JobRef) -> JobResult | None:
+    """A finished member share found through its pointer record, or None."""
+    result = await tasks.cache.get(wait_key(pointer, run.settings.cache_version))
+    if not isinstance(result, JobResult):
+        return None
+    share = run.provider(pointer.provider).split_result(result, pointer.meta["member"])
+    return share if share.status == "completed" else None
+
+
+def batches_across_products(run: RunContext, provider: str) -> bool:
+    from providers.contract import Provider
+
+    plugin = run.provider(provider)
+    return plugin.limits.max_batch_size > 1 and type(plugin).merge_requests is not Provider.merge_requests
