@@ -6,13 +6,16 @@ A. ProdVisual at its REAL documented rate (60 requests/minute, not time-scaled):
    per product, so cross-product batches can carry 50 images. Time-boxed. Gives ProdVisual's rate-limit
    saturation (item 1) and images/minute against the 60 x 50 bound (item 3).
 B. ListingRVA time-scaled x10 (30 /ai/* requests per 6 s): listing copy only. Saturation (item 1).
+F. Diagnostic: phase B again with ``LISTINGFLOW_USE_GLOBAL_LIMITS=false`` (process-local pacing only),
+   to show what acquiring a Prefect global limit per request costs.
 C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, time-scaled x10:
    Pixii binds. Saturation of Pixii (item 1), wall time vs the lower bound (item 2); then a rerun of
    the finished catalog (item 6).
 D. Orchestration overhead: zero-latency, unlimited sandboxes; the plain asyncio + httpx baseline vs
    listingflow (global limits on, as shipped, and off) on the same catalog (item 4).
-E. Memory: peak RSS of a fresh listingflow process at 100, 1,000 and 5,000 products, zero latency
-   (item 5); sizes that cannot finish inside the time budget are reported as not measured.
+E. Memory: peak RSS (VmHWM) of a fresh listingflow process at 100, 1,000 and 5,000 products, zero
+   latency (item 5); sizes that cannot finish inside the 15-minute budget are reported as not measured,
+   with the trend.
 
 Writes ``benchmarks/results/<YYYY-MM-DD>.json`` and prints one table: figure, measured, target, pass/fail.
 ``--quick`` runs small sizes (a smoke test of the harness, not figures to publish).
@@ -144,7 +147,7 @@ class Bench:
     def phase_a(self) -> None:
         name = "a-prodvisual-real"
         products = 60 if self.quick else 300
-        box_s = 45.0 if self.quick else 110.0
+        box_s = 45.0 if self.quick else 100.0
         limits = dict(REAL_LIMITS)
         cfg = sandbox_config(limits, {"listingrva": 1.0, "prodvisual": 2.0, "pixii": 1.0})
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="pv"))
@@ -185,17 +188,19 @@ class Bench:
 
     # ---- B. ListingRVA, time-scaled ----
 
-    def phase_b(self) -> None:
-        name = "b-listingrva-x10"
-        products = 16 if self.quick else 40
+    def phase_b(self, *, local_only: bool = False) -> None:
+        name = "b2-listingrva-x10-local-pacing" if local_only else "b-listingrva-x10"
+        products = 16 if self.quick else 24
         limits = scaled_limits(SCALE)
         jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="lr"))
         self.log(f"B: ListingRVA x{SCALE:g} time-scaled (30 /ai/* per {60 / SCALE:g}s), {products} products, copy only")
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
-            res = self.flow(name, catalog, {"steps": ["copy"]}, self.env(name, limits, polls),
-                            timeout=min(240.0, max(60.0, self.left() - 420)))  # fmt: skip
+            env = self.env(name, limits, polls)
+            if local_only:
+                env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = "false"
+            res = self.flow(name, catalog, {"steps": ["copy"]}, env, timeout=min(240.0, max(60.0, self.left() - 420)))
             box = boxes["listingrva"]
             n, w = limits["listingrva"]["ai"]
             sat = A.saturation(box, "ai", n, w)
@@ -203,10 +208,17 @@ class Bench:
             bound = max(bound, jobs["listingrva"])
             phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
                      "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing")}  # fmt: skip
-        self.out["phases"]["B"] = phase
-        self._sat_figures("listingrva", sat, real=False)
+        self.out["phases"]["B2" if local_only else "B"] = phase
         wall = res.get("wall")
         ratio = None if wall is None else wall / bound
+        if local_only:
+            rs, ps = sat["request_saturation"], sat["paid_saturation"]
+            self.figure("1", "diagnostic: listingrva ai (x10) with LISTINGFLOW_USE_GLOBAL_LIMITS=false: requests / paid "
+                        "per limit", f"{_fmt(rs, '{:.2f}')} / {_fmt(ps, '{:.2f}')}; wall/bound {_fmt(ratio, '{:.2f}')}; "
+                        f"429s {sat['http_429']}", "(diagnostic)", None,
+                        "process-local pacer only: what the Prefect global limit costs")  # fmt: skip
+            return
+        self._sat_figures("listingrva", sat, real=False)
         self.figure("2", "wall / bound: ListingRVA copy only (x10)", _fmt(ratio, "{:.2f}") +
                     f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
                     f"{phase['polls_per_job']:.1f} polls per job share the /ai/* bucket" if phase["polls_per_job"] else "")  # fmt: skip
@@ -215,7 +227,7 @@ class Bench:
 
     def phase_c(self) -> None:
         name = "c-pipeline-x10"
-        shape = CatalogShape(20 if self.quick else 60, variation_every=2, tag="pl")
+        shape = CatalogShape(20 if self.quick else 24, variation_every=2 if self.quick else 3, tag="pl")
         limits = scaled_limits(SCALE)
         jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
@@ -415,7 +427,8 @@ class Bench:
         self.out["machine"] = self.machine()
         self.out["started"] = dt.datetime.now().isoformat(timespec="seconds")
         self.out["mode"] = "quick" if self.quick else "full"
-        phases = {"A": self.phase_a, "B": self.phase_b, "C": self.phase_c, "D": self.phase_d, "E": self.phase_e}
+        phases = {"A": self.phase_a, "B": self.phase_b, "F": lambda: self.phase_b(local_only=True),
+                  "C": self.phase_c, "D": self.phase_d, "E": self.phase_e}
         only = set(self.args.only.upper()) if self.args.only else set(phases)
         self.log(f"starting one Prefect server (state in {self.tmp})")
         with prefect_server(self.tmp / "server") as server:
@@ -485,7 +498,8 @@ def print_table(out: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
-    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: ABCDE)")
+    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: ABFCDE; F is the "
+                        "ListingRVA diagnostic without Prefect global limits)")
     parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
     parser.add_argument("--no-global-limits", action="store_true",
                         help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")

@@ -143,3 +143,31 @@ async def test_budget_stops_submitting_at_the_limit(sandboxes: dict[str, Any], l
     assert net_charged(sandboxes)["pixii"] == 12
     assert summary.cost.skipped and any("budget" in s for s in summary.cost.skipped)
     assert state.is_failed()
+
+
+async def test_daily_cap_defers_products_and_the_next_run_picks_them_up(sandboxes: dict[str, Any],
+                                                                        lf_env: dict[str, Any]) -> None:  # fmt: skip
+    pixii = sandboxes["pixii"]
+    pixii.reconfigure(daily_limit=3)
+    state, first = await run_flow()
+    assert state.is_completed(), first.failure_report()  # deferred is not failed: the run ends cleanly
+    deferred = {p.asin for p in first.products if p.status == "deferred"}
+    assert len(deferred) >= 3
+    assert all("daily cap" in (p.steps["aplus"].error or "") for p in first.products if p.asin in deferred)
+    assert any("daily cap" in note for note in first.notes)
+    # once the cap was hit, Pixii got no more work in that run: only submissions already on their
+    # way were refused, the other deferred jobs were never sent
+    posts = [r for r in pixii.requests if r.method == "POST"]
+    first_refusal = next(i for i, r in enumerate(posts) if r.status == 429)
+    assert all(r.status == 429 for r in posts[first_refusal:])
+    assert len(posts[first_refusal:]) < len(deferred) + 4  # 4 scale jobs were due too
+    paid_before = net_charged(sandboxes)
+
+    pixii.clock.advance(86_400)  # the next night
+    pixii.reconfigure(daily_limit=500)
+    state, second = await run_flow()
+    assert state.is_completed(), second.failure_report()
+    assert second.count("complete") == 6
+    assert duplicate_payments(sandboxes) == []
+    assert net_charged(sandboxes)["listingrva"] == paid_before["listingrva"]  # copy was not paid again
+    assert net_charged(sandboxes)["prodvisual"] == paid_before["prodvisual"]
