@@ -246,8 +246,7 @@ async def run_catalog(
                 skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
                          if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
             )  # fmt: skip
-            for name, blocked in run.blocked.items():
-                summary.notes.append(str(blocked))
+            summary.notes += [str(blocked) for blocked in run.blocked.values()]
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()

@@ -21,14 +21,14 @@ from prefect.states import State
 from pydantic import BaseModel, Field
 
 from providers.contract import JobRef, JobResult, ListingCopy, Product, Provider, Step, StepContext
-from providers.errors import OutputExpired, ProviderError, QuotaExhausted, RetryableError
+from providers.errors import OutputExpired, ProviderError, QuotaExhausted
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
+from .batching import Batcher, batches_across_products, cached_share
 from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
-from .runtime import BudgetExceeded, Deferred, ProviderBlocked, RunContext, submission_key
-from .batching import Batcher, batches_across_products, cached_share
+from .runtime import Deferred, RunContext, submission_key
 from .tasks import JobFailedWithResult, TaskSet, wait_key
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
@@ -342,9 +342,8 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
         body = json.dumps(result.copy_result.model_dump(mode="json"), indent=2, sort_keys=True).encode()
         stored = await _stored_or_put(run, key, result.ref.job_id, lambda: _const(body, "application/json"), meta)
         out.append(_archived(stored, "copy", result, None, asin))
-    outputs = list(result.outputs)
     refreshed: JobResult | None = None
-    for i, output in enumerate(outputs):
+    for output in result.outputs:
         key = output_key(prefix, product.country_code, asin, step, provider, output.label, "png")
         existing = await archive.stat(key)
         if existing is not None and existing.metadata.get("source-job-id") == result.ref.job_id:
@@ -421,5 +420,3 @@ async def _write_manifest(run: RunContext, product: Product, outcome: ProductOut
         return None
     return key
 
-
-__all__ = ["ProductOutcome", "StepOutcome", "run_product", "ProviderBlocked", "BudgetExceeded", "RetryableError"]

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.blocks.core import Block
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import TaskRunContext
-from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.results import ResultStore

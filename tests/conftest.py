@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+
 FAST_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
     "pixii": {"submit": (20, 2.0)},
     "listingrva": {"ai": (40, 2.0), "products": (60, 2.0), "global": (100, 2.0)},
@@ -25,14 +28,41 @@ FAST_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """One Prefect server for the whole session (it takes ~15 s to start)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect server for the whole session (it takes ~15 s to start).
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    Like ``prefect_test_harness``, but its teardown cannot hang the suite: the harness drains the
+    log and event workers with no time bound, and with a session event loop (pytest-asyncio) that
+    drain was seen to wait forever after the last test.
+    """
+    import threading
+
+    import prefect.context
+    import prefect.settings
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from listingflow.local import _drain
+
+    db = tmp_path_factory.mktemp("prefect") / "prefect.db"
+    with prefect.settings.temporary_settings(
+        updates={
+            prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}",
+            prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        }
+    ):
+        server = SubprocessASGIServer()
+        server.start(timeout=180)
+        try:
+            with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url}):
+                with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+                    yield server.api_url
+                    from prefect.utilities.asyncutils import run_coro_as_sync
+
+                    drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
+                    drain.start()
+                    drain.join(timeout=15)
+        finally:
+            server.stop()
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
+    ItemError,
     JobRef,
     JobResult,
-    ItemError,
     OutputRef,
     Price,
     Provider,

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from .helpers import EXAMPLE, archived_files, duplicate_payments, net_charged, paid_submissions, run_flow, subprocess_env
+from .helpers import (
+    EXAMPLE,
+    archived_files,
+    duplicate_payments,
+    net_charged,
+    paid_submissions,
+    run_flow,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from providers.contract import CopyOptions, ImageOptions, JobRef, Step, StepContext
-from providers.errors import RetryableError, PermanentError, RateLimited, WaitTimeout
+from providers.errors import PermanentError, RateLimited, RetryableError, WaitTimeout
 from providers.listingrva.models import ImageRequest, ListingRequest
 from providers.listingrva.plugin import ListingRVAProvider
 from providers.listingrva.sandbox import ListingRVASandbox
