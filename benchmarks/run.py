@@ -265,6 +265,12 @@ class Bench:
                     _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound['bound_s']:.1f}s, {bound['binding']})",
                     "<= 1.10", None if ratio is None else ratio <= 1.10,
                     f"{shape.products} products, {shape.variations} variations")  # fmt: skip
+        pv = [c.credits for c in A.paid_submissions(boxes["prodvisual"], until=end_first)]
+        phase["prodvisual_images_per_request"] = (sum(pv) / len(pv)) if pv else None
+        self.figure("3", "ProdVisual images per batch request inside the default pipeline (x10)",
+                    f"{_fmt(phase['prodvisual_images_per_request'], '{:.1f}')} ({sum(pv)} images in {len(pv)} batches)",
+                    "(report; bound 50)", None,
+                    "products reach the images step one by one, paced by copy; the batch linger is 1 s")  # fmt: skip
         paid = sum(paid_rerun.values())
         self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
         frac = None
@@ -375,10 +381,13 @@ class Bench:
                                LISTINGFLOW_USE_GLOBAL_LIMITS="false")  # fmt: skip
                 res = self.flow(name, catalog, {}, env, timeout=max(30.0, margin))
                 res["paid"] = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
+                res["routes"] = {p: A.route_counts(b) for p, b in boxes.items()}
             done = not res["timed_out"] and res.get("wall") is not None
             memory[str(n)] = {"peak_rss_mb": res.get("peak_rss_mb") if done else None,
                               "rss_before_flow_mb": res.get("rss_before_flow_mb"), "wall": res.get("wall"),
-                              "headline": res.get("headline"), "timed_out": res["timed_out"]}  # fmt: skip
+                              "headline": res.get("headline"), "timed_out": res["timed_out"],
+                              "cpu_seconds": res.get("cpu_seconds"), "server_cpu_seconds": res.get("server_cpu_seconds"),
+                              "routes": res.get("routes")}  # fmt: skip
             if done:
                 per_product = res["wall"] / n / (1 + n / 2000)
         base = (memory.get(str(sizes[0])) or {}).get("peak_rss_mb")
@@ -386,8 +395,9 @@ class Bench:
             m = memory.get(str(n)) or {}
             rss = m.get("peak_rss_mb")
             if rss is None:
-                self.figure("5", f"peak RSS at {n} products", "not measured", "< 500 MB" if n >= 5000 else "(report)",
-                            False if n >= 5000 else None, m.get("skipped") or "timed out")  # fmt: skip
+                self.figure("5", f"peak RSS at {n} products", "not measured (time budget)" if m.get("skipped")
+                            else "not measured (timed out)", "< 500 MB" if n >= 5000 else "(report)", None,
+                            m.get("skipped") or "")  # fmt: skip
                 continue
             growth = rss / base if base else None
             target = "< 500 MB and < 1.5x the 100-product figure" if n >= 5000 else "(report)"
@@ -400,8 +410,12 @@ class Bench:
             slope = (r1 - r0) / (n1 - n0) * 1000
             self.out["memory_trend_mb_per_1000_products"] = slope
             if "5000" in memory and memory["5000"].get("peak_rss_mb") is None:
-                self.figure("5", "peak RSS at 5000 products, extrapolated (linear)", f"{r1 + slope * (5000 - n1) / 1000:.0f} MB",
-                            "< 500 MB", None, f"{slope:.1f} MB per 1,000 products between {n0} and {n1}")  # fmt: skip
+                guess = r1 + slope * (5000 - n1) / 1000
+                growth = guess / r0 if r0 else None
+                self.figure("5", "peak RSS at 5000 products, EXTRAPOLATED linearly (not measured)",
+                            f"{guess:.0f} MB ({_fmt(growth, '{:.1f}')}x the {n0}-product figure)",
+                            "< 500 MB and < 1.5x", guess < 500 and growth is not None and growth < 1.5,
+                            f"{slope:.1f} MB per 1,000 products between {n0} and {n1}")  # fmt: skip
 
     # ---- report ----
 
@@ -495,6 +509,37 @@ def print_table(out: dict[str, Any]) -> None:
         print("note:", note)
 
 
+def figures_markdown(out: dict[str, Any], results_path: Path) -> str:
+    m = out["machine"]
+    lines = [
+        f"Run of {out['started']} ({out['total_seconds']:.0f} s), `{results_path.relative_to(REPO) if results_path.is_relative_to(REPO) else results_path}`: "
+        f"{m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), {m.get('mem_total_mb', '?')} MB RAM, "
+        f"Python {m['python']}, Prefect {m['prefect']}, {m['platform']}. Load average "
+        f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end (the machine is shared).",
+        "",
+        "| # | Figure | Measured | Target | Result |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for f in out["figures"]:
+        result = {True: "PASS", False: "**MISSED**", None: "-"}[f["pass"]]
+        note = f" ({f['note']})" if f.get("note") else ""
+        lines.append(f"| {f['item']} | {f['figure']}{note} | {f['measured']} | {f['target']} | {result} |")
+    return "\n".join(lines)
+
+
+def update_readme(out: dict[str, Any], results_path: Path) -> None:
+    readme = REPO / "benchmarks" / "README.md"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    start, end = "<!-- figures:start -->", "<!-- figures:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + start + "\n" + figures_markdown(out, results_path) + "\n" + end + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
@@ -513,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"results: {path}")
+    if not args.quick and not args.only and not args.no_global_limits and not args.output:
+        update_readme(out, path)
+        print("benchmarks/README.md: latest figures updated")
     return 0
 
 

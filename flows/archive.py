@@ -62,6 +62,11 @@ class ArchiveUnavailable(RuntimeError):
     """The archive could not be written after retries (outputs go to the local spool)."""
 
 
+class ArchiveVerificationFailed(ArchiveUnavailable):
+    """The archive answered, but the object it holds is not what was sent (size or SHA-256): that
+    object is not archived (it goes to the spool), and the archive itself is not considered down."""
+
+
 class Archive(Protocol):
     uri: str
     prefix: str
@@ -104,7 +109,7 @@ class LocalArchive:
         except OSError as exc:  # disk full, permissions, a vanished mount: the archive is unavailable
             raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
         if stored is None or stored.sha256 != digest or stored.size != len(data):
-            raise ArchiveUnavailable(f"verification failed after writing {key}")
+            raise ArchiveVerificationFailed(f"verification failed after writing {key}")
         return stored
 
     def _read(self, key: str) -> tuple[Path, bytes, dict[str, Any]] | None:
@@ -171,12 +176,9 @@ class S3Archive:
         if not bucket:
             raise ValueError(f"archive URI has no bucket: {uri!r}")
         self.bucket, self.prefix, self.uri = bucket, prefix.strip("/"), uri.rstrip("/")
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(retries={"mode": "standard", "total_max_attempts": max_attempts}, connect_timeout=5,
-                          read_timeout=30),  # fmt: skip
-        )
+        retries = {"mode": "standard", "total_max_attempts": max_attempts}
+        config = Config(retries=retries, connect_timeout=5, read_timeout=30)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
     def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -191,7 +193,7 @@ class S3Archive:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
         stored = self.stat(key)
         if stored is None or stored.sha256 != digest or stored.size != len(data):
-            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: verification failed after upload")
+            raise ArchiveVerificationFailed(f"s3://{self.bucket}/{key}: verification failed after upload")
         return stored
 
     def stat(self, key: str) -> StoredObject | None:
@@ -261,6 +263,8 @@ class SpooledArchive:
             raise ArchiveUnavailable(f"archive {self.uri} unreachable (last error: {self._down_reason})")
         try:
             return await asyncio.to_thread(fn, *args, **kw)
+        except ArchiveVerificationFailed:
+            raise  # one bad object, not an unreachable archive
         except ArchiveUnavailable as exc:
             self._mark_down(exc)
             raise

@@ -79,7 +79,7 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
             "save the catalog as UTF-8"
         ) from None
     name = uri.lower()
-    if name.endswith(".jsonl") or name.endswith(".ndjson"):
+    if name.endswith((".jsonl", ".ndjson")):
         rows = _jsonl_rows(uri, text)
     elif name.endswith(".json"):
         rows = _json_rows(uri, text)
@@ -364,7 +364,13 @@ def _overrides(value: Any) -> dict[str, Any]:
 def _override_models() -> dict[str, Any]:
     from pydantic import TypeAdapter
 
-    from providers.contract import APlusOptions, CopyOptions, ImageOptions, ScaleOptions, Step
+    from providers.contract import (
+        APlusOptions,
+        CopyOptions,
+        ImageOptions,
+        ScaleOptions,
+        Step,
+    )
 
     from .params import StepProviders
 

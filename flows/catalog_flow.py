@@ -293,13 +293,14 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
         "spooled": summary.spooled,
         "notes": summary.notes,
     }
-    try:
-        await archive.put_json(run_key(archive.prefix, summary.run_id, "manifest.json"), manifest)
-        if summary.cost is not None:
-            await archive.put_json(run_key(archive.prefix, summary.run_id, "cost-summary.json"),
-                                   summary.cost.model_dump(mode="json"))  # fmt: skip
-    except ArchiveUnavailable as exc:
-        summary.notes.append(f"run manifest kept in the local spool: {exc}")
+    documents = {"manifest.json": manifest}
+    if summary.cost is not None:
+        documents["cost-summary.json"] = summary.cost.model_dump(mode="json")
+    for name, document in documents.items():
+        try:
+            await archive.put_json(run_key(archive.prefix, summary.run_id, name), document)
+        except ArchiveUnavailable as exc:
+            summary.notes.append(f"run {name} kept in the local spool: {exc}")
     if FlowRunContext.get() is None or summary.cost is None:
         return
     await acreate_table_artifact(summary.cost.table(), key="cost-summary",

@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from providers.errors import OutputExpired, OutputRejected, ProviderConnectionError, ProviderTimeout, ServerError
+from providers.errors import (
+    OutputExpired,
+    OutputRejected,
+    ProviderConnectionError,
+    ProviderTimeout,
+    ServerError,
+)
 
 MAGIC = {
     b"\x89PNG\r\n\x1a\n": ("image/png", "png"),

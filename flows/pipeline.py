@@ -74,7 +74,8 @@ class ProductOutcome(BaseModel):
         return f"{self.country_code}/{self.asin}"
 
     def failures(self) -> list[str]:
-        return [f"{s}: {o.error}" for s, o in self.steps.items() if o.status in ("failed", "deferred", "skipped")]
+        out = [f"{s}: {o.error}" for s, o in self.steps.items() if o.status in ("failed", "deferred", "skipped")]
+        return out + [f"{s}: {e}" for s, o in self.steps.items() for e in o.item_errors]
 
 
 async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> ProductOutcome:
@@ -286,6 +287,10 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         except JobFailedWithResult:
             if not reused or force:
                 raise
+        except Exception:
+            if not reused:
+                _record_unfinished(run, step, ref, job)
+            raise
         # The earlier run's job failed (and was refunded): this run may pay for a new one.
         ref = await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
                                         estimate=job.estimate)  # fmt: skip
@@ -330,6 +335,14 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
         run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
 
 
+def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
+    """Paid at submission, result never seen (the wait timed out or failed): still this run's cost."""
+    charged = ref.credits_at_submit if ref.credits_at_submit is not None else job.estimate
+    run.jobs.append(JobCost(provider=ref.provider, step=str(step), product=job.member.split("#")[0],
+                            job_id=ref.job_id, charged=charged, reused=False,
+                            original_run=ref.meta.get("run_id")))  # fmt: skip
+
+
 async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step: Step, asin: str,
                            result: JobResult) -> list[ArchivedOutput]:  # fmt: skip
     archive = run.archive
@@ -360,7 +373,15 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
         try:
             data, ctype = await call_with_retries(download, policy=run.settings.retry, what=f"download {key}")
         except OutputExpired:
-            refreshed = refreshed or await plugin.refresh(result.ref)
+            try:
+                refreshed = refreshed or await call_with_retries(
+                    lambda: plugin.refresh(result.ref), policy=run.settings.retry, what=f"refresh {result.ref.job_id}"
+                )
+            except ProviderError as exc:
+                raise OutputExpired(
+                    f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "
+                    f"longer be read: {exc.message}", provider=provider, code=exc.code, status=exc.status,
+                ) from None  # fmt: skip
             fresh = next((o for o in (refreshed.outputs if refreshed else []) if o.label == output.label), None)
             if fresh is None:
                 raise OutputExpired(

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from listingflow.settings import Settings
 from providers.contract import JobRef, JobResult, Product, Step
-from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted
+from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
 
 from .retry import call_with_retries
 from .runtime import Deferred, ProviderBlocked, current_run
@@ -169,12 +169,26 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
 async def wait_task(ref: JobRef, version: str) -> JobResult:
     run = current_run()
     plugin = run.provider(ref.provider)
-    result = await call_with_retries(
-        lambda: plugin.wait(ref), policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}"
-    )
+
+    async def wait_once() -> JobResult:
+        try:
+            return await plugin.wait(ref)
+        except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
+            raise _GaveUp(exc) from None
+
+    try:
+        result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
+    except _GaveUp as stop:
+        raise stop.error from None
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result
+
+
+class _GaveUp(Exception):
+    def __init__(self, error: WaitTimeout) -> None:
+        self.error = error
+        super().__init__(str(error))
 
 
 class TaskSet(BaseModel):

@@ -33,6 +33,7 @@ from providers.contract import (
 )
 from providers.errors import (
     MalformedResponse,
+    PermanentError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
@@ -66,6 +67,7 @@ MAX_POLL_RETRIES = 6  # consecutive retryable failures of GET /jobs/{id} before 
 MAX_BACKOFF_SECONDS = 60.0
 RECONCILE_SKEW_SECONDS = 30.0
 """How far before our submit a listed job may have been created and still be ours (clock skew)."""
+RECONCILE_ATTEMPTS = 4  # reads of the job list before a submit's outcome is declared unknown
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
 _MODEL_BY_STEP: dict[Step, type[BaseModel]] = {
@@ -249,22 +251,38 @@ class PixiiProvider(Provider):
     async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
         """Find a job for the same ASIN created since just before the submit that we do not know yet."""
         since = started - RECONCILE_SKEW_SECONDS
-        try:
-            async for job in self.client.iter_jobs(req.asin):
-                created = parse_time(job.created_at)
-                if created is None:
-                    continue
-                if created < since:
-                    break  # listed most recent first (contract §8)
-                if job.id in self._known_jobs or not _same_kind(kind, job.job_type):
-                    continue
-                logger.warning("pixii submit for %s failed (%s) but job %s exists: adopting it",
-                               req.asin, type(exc).__name__, job.id)  # fmt: skip
-                resp = SubmitResponse(job_id=job.id, job_type=job.job_type, status=job.status or "pending",
-                                      created_at=job.created_at)  # fmt: skip
-                return self._ref(step, req, kind, resp, reconciled=True)
-        except ProviderError as lookup:
-            logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
+        for attempt in range(RECONCILE_ATTEMPTS):
+            try:
+                return await self._find_job(step, req, kind, since, exc)
+            except RetryableError as lookup:
+                logger.warning("pixii reconciliation for %s failed (%s), retrying", req.asin, lookup)
+                await asyncio.sleep(lookup.retry_after if lookup.retry_after is not None else 0.5 * 2**attempt)
+            except ProviderError as lookup:
+                logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
+                break
+        # The job may exist and be charged, and we cannot tell: resending could pay twice.
+        raise PermanentError(
+            f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
+            "credits may have been debited", provider=PROVIDER, code="submit_outcome_unknown",
+            detail=f"check GET /v1/api/jobs?asin={req.asin} before resubmitting",
+        ) from exc
+
+    async def _find_job(self, step: Step, req: Any, kind: str, since: float, exc: ProviderError) -> JobRef | None:
+        """The unknown job of the same kind for this ASIN created since ``since``, or None: the list
+        was read and no job of ours exists, so resending is safe."""
+        async for job in self.client.iter_jobs(req.asin):
+            created = parse_time(job.created_at)
+            if created is None:
+                continue
+            if created < since:
+                break  # listed most recent first (contract §8)
+            if job.id in self._known_jobs or not _same_kind(kind, job.job_type):
+                continue
+            logger.warning("pixii submit for %s failed (%s) but job %s exists: adopting it",
+                           req.asin, type(exc).__name__, job.id)  # fmt: skip
+            resp = SubmitResponse(job_id=job.id, job_type=job.job_type, status=job.status or "pending",
+                                  created_at=job.created_at)  # fmt: skip
+            return self._ref(step, req, kind, resp, reconciled=True)
         return None
 
     # ---- waiting ----
@@ -332,7 +350,8 @@ class PixiiProvider(Provider):
             errors += [ItemError(label=_slug(t), message=f"{t} missing from the job output")
                        for t in requested if t not in seen]  # fmt: skip
         else:
-            prefix = "scale" if ref.kind == "scale" else "image"
+            # one product may run several listing types: their images must not share labels (archive keys)
+            prefix = "scale" if ref.kind == "scale" else str(ref.meta.get("listing_type") or "image")
             for n, ad in enumerate(ads, start=1):
                 label = f"{prefix}-{n}"
                 if ad.url:

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from flows.archive import ArchiveUnavailable, LocalArchive, S3Archive, SpooledArchive, output_key
+from flows.archive import (
+    ArchiveUnavailable,
+    LocalArchive,
+    S3Archive,
+    SpooledArchive,
+    output_key,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 META = {"source-job-id": "job_000042abcdef", "provider": "pixii", "step": "images", "asin": "B0CHX1W1XY"}
@@ -342,6 +348,27 @@ async def test_archive_is_tried_again_after_the_cooldown(tmp_path: Path, moto_ur
     assert attempts[0] == 2 and stored.uri == f"s3://{bucket}/{KEY}"
 
 
+@pytest.mark.usefixtures("aws_env")
+async def test_one_object_failing_verification_does_not_take_the_archive_down(tmp_path: Path, moto_url: str) -> None:
+    bucket = new_bucket(moto_url)
+    archive = S3Archive(f"s3://{bucket}/pre", endpoint_url=moto_url)
+    heads = [0]
+
+    def first_head_truncated(parsed: dict[str, Any], **kw: Any) -> None:
+        heads[0] += 1
+        if heads[0] == 1:
+            parsed["ContentLength"] = parsed["ContentLength"] - 1
+
+    archive.client.meta.events.register("after-call.s3.HeadObject", first_head_truncated)
+    spooled = SpooledArchive(archive, tmp_path / "spool")
+    with pytest.raises(ArchiveUnavailable, match="kept in local spool"):
+        await spooled.put(KEY, PNG, content_type="image/png", metadata=META)
+    assert spooled.spooled == [KEY] and not spooled.down
+    other = KEY.replace("image-1", "image-2")
+    stored = await spooled.put(other, PNG, content_type="image/png", metadata=META)
+    assert stored.uri == f"s3://{bucket}/{other}"
+
+
 # ---- end to end ------------------------------------------------------------------------------------------
 
 
@@ -443,8 +470,6 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
 
 
 @pytest.mark.usefixtures("prefect_server", "aws_env")
-@pytest.mark.xfail(strict=True, reason="flows/catalog_flow.py _publish skips cost-summary.json once the run manifest "
-                                       "had to be spooled (diff in the issue-6 report)")  # fmt: skip
 async def test_a_run_while_s3_is_down_spools_its_manifest_and_cost_summary(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,10 +98,10 @@ async def test_chaos_run_loses_nothing_and_pays_nothing_twice(sandboxes: dict[st
                                                               s3_chaos: dict[str, Any]) -> None:  # fmt: skip
     rng = random.Random(2026)
     catalog, children = chaos_catalog(lf_env["tmp"], rng)
-    for seed, (name, box) in enumerate(sorted(sandboxes.items())):
+    for seed, (_name, box) in enumerate(sorted(sandboxes.items())):
         box.reconfigure(seed=seed, job_seconds=0.05, faults=[
             FaultRule(route="*", rate=0.055, fault=fault) for fault in FAULTS])  # fmt: skip
-        box._rng = random.Random(seed)  # noqa: SLF001 - a fixed stream of faults per sandbox
+        box._rng = random.Random(seed)  # a fixed stream of faults per sandbox
 
     state, summary = await run_flow(catalog=catalog, archive="s3://chaos/run")
 

@@ -220,9 +220,9 @@ def test_webhook_signatures_are_compared_in_constant_time(monkeypatch: pytest.Mo
     import providers.listingrva.client as rva
     import providers.prodvisual.client as pv
 
+    real = hmac.compare_digest
     for module, verify in ((rva, rva_verify), (pv, pv_verify)):
         seen: list[tuple[Any, Any]] = []
-        real = hmac.compare_digest
 
         def spy(a: Any, b: Any, _seen: list[tuple[Any, Any]] = seen) -> bool:
             _seen.append((a, b))

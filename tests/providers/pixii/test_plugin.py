@@ -38,7 +38,7 @@ async def run(provider: PixiiProvider, step: Step, context) -> list:
 async def test_listing_builder_flow(sandbox, provider, http) -> None:
     [result] = await run(provider, Step.IMAGES, ctx("B0FLOW0001"))
     assert result.status == "completed" and not result.errors
-    assert [o.label for o in result.outputs] == [f"image-{n}" for n in range(1, 6)]
+    assert [o.label for o in result.outputs] == [f"amazon_listing-{n}" for n in range(1, 6)]
     assert result.credits_charged == 15 and result.credits_refunded == 0 and result.net_credits == 15
     assert result.ref.kind == "listing_builder" and result.ref.meta["listing_type"] == "amazon_listing"
     assert result.ref.balance_after == await provider.balance()
@@ -87,7 +87,7 @@ async def test_failing_asin_is_refunded(sandbox, provider) -> None:
 async def test_partial_listing_failure_refunds_one_image(sandbox, provider) -> None:
     [result] = await run(provider, Step.IMAGES, ctx(PARTIAL_ASIN))
     assert result.status == "completed" and len(result.outputs) == 4
-    assert [(e.label, e.code) for e in result.errors] == [("image-5", "IMAGE_GENERATION_FAILED")]
+    assert [(e.label, e.code) for e in result.errors] == [("amazon_listing-5", "IMAGE_GENERATION_FAILED")]
     assert result.credits_refunded == 3 and charges(sandbox, result.ref.job_id) == [15, -3]
 
 
