@@ -548,11 +548,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
     parser.add_argument("--no-global-limits", action="store_true",
                         help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary state, archives and logs")
     parser.add_argument("--output", default=None, help="results file (default benchmarks/results/<date>.json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    out = Bench(args).run()
+    bench = Bench(args)
+    try:
+        out = bench.run()
+    finally:
+        if not args.keep and not args.profile:
+            import shutil
+
+            shutil.rmtree(bench.tmp, ignore_errors=True)
     print_table(out)
     path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{'-quick' if args.quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
