@@ -221,7 +221,21 @@ def iso_to_epoch(value: str | None) -> float | None:
         return None
 
 
-class Generation(_Response):
+class _JobState(_Response):
+    """What a generation and a batch share: a normalized ``status`` and ``error``."""
+
+    @field_validator("status", mode="before", check_fields=False)
+    @classmethod
+    def _norm_status(cls, v: Any) -> Any:
+        return _status(v)
+
+    @field_validator("error", mode="before", check_fields=False)
+    @classmethod
+    def _norm_error(cls, v: Any) -> Any:
+        return _error(v)
+
+
+class Generation(_JobState):
     """A generation, as returned by POST /v1/generate, GET /v1/generations/{id} or inside a batch."""
 
     id: str | None = Field(None, validation_alias=AliasChoices("id", "generation_id"))
@@ -238,16 +252,6 @@ class Generation(_Response):
     created_at: str | None = None
     expires_at: str | None = None
     error: ErrorInfo | None = None
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _norm_status(cls, v: Any) -> Any:
-        return _status(v)
-
-    @field_validator("error", mode="before")
-    @classmethod
-    def _norm_error(cls, v: Any) -> Any:
-        return _error(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -285,7 +289,7 @@ class BatchSubmission(_Response):
         return _status(v)
 
 
-class BatchStatus(_Response):
+class BatchStatus(_JobState):
     """GET /v1/generations/{batch_id}. ASSUMPTION (contract §6): per-item generations arrive under
     ``results``, ``items`` or ``generations`` and match the submitted items by position."""
 
@@ -298,16 +302,6 @@ class BatchStatus(_Response):
         default_factory=list, validation_alias=AliasChoices("results", "items", "generations")
     )
     error: ErrorInfo | None = None
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _norm_status(cls, v: Any) -> Any:
-        return _status(v)
-
-    @field_validator("error", mode="before")
-    @classmethod
-    def _norm_error(cls, v: Any) -> Any:
-        return _error(v)
 
     @property
     def done(self) -> bool:
