@@ -70,7 +70,7 @@ class Baseline:
         self.h_pv = {"Authorization": f"Bearer {_env('PRODVISUAL_API_KEY', '')}"}
         self.h_px = {"Authorization": f"Bearer {_env('PIXII_API_KEY', '')}"}
         self.poll_lrva = float(_env("LISTINGRVA_POLL_INTERVAL_SECONDS", "5"))
-        self.first_lrva = float(_env("LISTINGRVA_POLL_INTERVAL_SECONDS", "10"))
+        self.first_lrva = float(_env("LISTINGRVA_FIRST_POLL_SECONDS", _env("LISTINGRVA_POLL_INTERVAL_SECONDS", "20")))
         self.poll_pv = float(_env("PRODVISUAL_POLL_INTERVAL_SECONDS", "5"))
         self.poll_px = float(_env("PIXII_POLL_INTERVAL_SECONDS", "5"))
         self.styles_checked: asyncio.Task[Any] | None = None

@@ -39,7 +39,6 @@ def prefect_server(home: Path) -> Iterator[PrefectServer]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "0",
         "PREFECT_HOME": str(home / "prefect-home"),
-        "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     })  # fmt: skip
     import prefect

@@ -51,6 +51,7 @@ REAL_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
 REAL_JOB_SECONDS = {"listingrva": 20.0, "prodvisual": 3.0, "pixii": 120.0}
 # listingflow's own poll cadences (ListingRVA 10 s then 5 s, Pixii 5 s, ProdVisual batch 5 s).
 REAL_POLL_SECONDS = {"listingrva": 5.0, "prodvisual": 5.0, "pixii": 5.0}
+REAL_FIRST_POLL_SECONDS = {"listingrva": 20.0}  # providers/listingrva/plugin.py FIRST_POLL_SECONDS
 PROVIDER_ENV = {"listingrva": "LISTINGRVA", "prodvisual": "PRODVISUAL", "pixii": "PIXII"}
 TEN_STYLES = ["lifestyle", "white_bg", "mockup", "infographic", "social_square", "social_story", "hero_banner",
               "comparison", "studio_shadow", "flat_lay"]  # fmt: skip
@@ -103,6 +104,9 @@ class Bench:
         })  # fmt: skip
         for p, seconds in (polls or {}).items():
             env[f"{PROVIDER_ENV[p]}_POLL_INTERVAL_SECONDS"] = f"{seconds:g}"
+            if p in REAL_FIRST_POLL_SECONDS:  # the advised first poll, scaled like the interval
+                first = REAL_FIRST_POLL_SECONDS[p] * seconds / REAL_POLL_SECONDS[p]
+                env[f"{PROVIDER_ENV[p]}_FIRST_POLL_SECONDS"] = f"{first:g}"
         if self.args.no_global_limits:
             env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = "false"
         env.update(extra)

@@ -29,7 +29,7 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
-from .tasks import JobFailedWithResult, TaskSet, wait_key
+from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
 
@@ -143,7 +143,7 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             prep_key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
                 [product.title, product.category, run.settings.cache_version]
             )
-            prepared = await tasks.prepare(provider_name, product, cache_key=prep_key)
+            prepared = forget(await tasks.prepare(provider_name, product, cache_key=prep_key))
             ctx.prepared = {**ctx.prepared, provider_name: True, **prepared}
         contexts = [ctx]
         if step == Step.SCALE:
@@ -280,10 +280,10 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
     async with run.limiters[provider_name].job_slot():
         state: State = await submit(provider_name, step, request, label=job.label, cache_key=job.key,
                                     estimate=job.estimate, return_state=True)  # fmt: skip
-        ref: JobRef = await state.aresult()
+        ref: JobRef = forget(await state.aresult())
         reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
         try:
-            return await tasks.wait(ref, version=run.settings.cache_version), reused
+            return forget(await tasks.wait(ref, version=run.settings.cache_version)), reused
         except JobFailedWithResult:
             if not reused or force:
                 raise
@@ -292,9 +292,9 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
                 _record_unfinished(run, step, ref, job)
             raise
         # The earlier run's job failed (and was refunded): this run may pay for a new one.
-        ref = await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
-                                        estimate=job.estimate)  # fmt: skip
-        return await tasks.wait(ref, version=run.settings.cache_version), False
+        ref = forget(await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
+                                               estimate=job.estimate))  # fmt: skip
+        return forget(await tasks.wait(ref, version=run.settings.cache_version)), False
 
 
 async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,

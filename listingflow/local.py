@@ -29,24 +29,55 @@ def local_prefect_server(home: Path) -> Iterator[str]:
         yield str(PREFECT_API_URL.value() or os.environ["PREFECT_API_URL"])
         return
 
-    import prefect.settings
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     home.mkdir(parents=True, exist_ok=True)
-    db = f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"
-    with prefect.settings.temporary_settings(
+    with prefect_server_with_services(f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}") as url:
+        yield url
+        run_coro_as_sync(_drain())
+
+
+@contextmanager
+def prefect_server_with_services(database_url: str, *, repossess_every: float = 5.0) -> Iterator[str]:
+    """A Prefect server in a subprocess, on ``database_url``, that runs the server's services.
+
+    Prefect's ``SubprocessASGIServer`` marks its server *ephemeral*, and an ephemeral server does not run
+    the repossessor: the in-flight lease of a run that was killed would never be revoked, and every
+    later run would wait on that slot forever (seen: a rerun after SIGKILL hung). This server runs the
+    services a ``prefect server start`` runs, with the repossessor checking every ``repossess_every`` s.
+    """
+    import subprocess
+    import sys
+
+    import prefect
+    import prefect.settings
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class ServerWithServices(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # SubprocessASGIServer's own command, without its PREFECT__SERVER_EPHEMERAL marker
+            return subprocess.Popen(
+                args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+                      "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                      "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
+                     **get_current_settings().to_environment_variables(exclude_unset=True)},
+            )  # fmt: skip
+
+    settings = prefect.settings
+    with settings.temporary_settings(
         updates={
-            prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: db,
-            prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url,
+            settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            settings.PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: repossess_every,
         }
     ):
-        server = SubprocessASGIServer()
-        server.start(timeout=120)
+        server = ServerWithServices()
+        server.start(timeout=180)
         try:
-            with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url}):
+            with settings.temporary_settings(updates={settings.PREFECT_API_URL: server.api_url}):
                 yield server.api_url
-                run_coro_as_sync(_drain())
         finally:
             server.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ FAST_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Prefect server for the whole session (it takes ~15 s to start).
+    """One Prefect server for the whole session (it takes ~15 s to start), with the server's services
+    running (the repossessor frees the leases of runs the tests kill).
 
     Like ``prefect_test_harness``, but its teardown cannot hang the suite: the harness drains the
     log and event workers with no time bound, and with a session event loop (pytest-asyncio) that
@@ -38,31 +40,36 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import threading
 
     import prefect.context
-    import prefect.settings
-    from prefect.server.api.server import SubprocessASGIServer
 
-    from listingflow.local import _drain
+    from listingflow.local import _drain, prefect_server_with_services
 
     db = tmp_path_factory.mktemp("prefect") / "prefect.db"
-    with prefect.settings.temporary_settings(
-        updates={
-            prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}",
-            prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
-        }
-    ):
-        server = SubprocessASGIServer()
-        server.start(timeout=180)
-        try:
-            with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url}):
-                with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
-                    yield server.api_url
-                    from prefect.utilities.asyncutils import run_coro_as_sync
+    with prefect_server_with_services(f"sqlite+aiosqlite:///{db}", repossess_every=2.0) as api_url:
+        with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+            yield api_url
+            from prefect.utilities.asyncutils import run_coro_as_sync
 
-                    drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
-                    drain.start()
-                    drain.join(timeout=15)
-        finally:
-            server.stop()
+            drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
+            drain.start()
+            drain.join(timeout=15)
+
+
+_EXIT_STATUS: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit as soon as pytest is done. Prefect registers at-exit drains of its event and log workers
+    with no time bound; once the session's server is stopped, a drain with events left in it waits
+    forever (seen in CI: the summary printed, then the process hung for over an hour)."""
+    if "status" in _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["status"])
 
 
 @pytest.fixture

@@ -90,8 +90,9 @@ class PixiiProvider(Provider):
         daily_requests=500,
         daily_counts="submissions",
         # ASSUMPTION (contract §10/§11): no concurrency limit is documented; live jobs take ~2 min
-        # and 10 submissions/min are allowed, so ~20 jobs are in flight at steady state.
-        max_inflight_jobs=20,
+        # and 10 submissions/min are allowed, so ~20 jobs are in flight at steady state. A cap of 20
+        # would itself throttle (a slot is held until the next poll sees the job done): 30 leaves room.
+        max_inflight_jobs=30,
         max_batch_size=1,  # one ASIN per request
     )
     prices = (

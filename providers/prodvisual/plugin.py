@@ -120,9 +120,10 @@ class ProdVisualProvider(Provider):
         route_groups=(RouteLimit(group=API_GROUP, requests=60, per_seconds=60.0),),
         daily_requests=10_000,
         daily_counts="requests",
-        # ASSUMPTION (contract §4, undocumented): 4 jobs in flight keeps status polls (batch every
-        # 5 s, single every 2 s) well inside 60 requests/minute alongside new submissions.
-        max_inflight_jobs=4,
+        # ASSUMPTION (contract §4, undocumented). The rate limiter keeps submits and polls inside
+        # 60 requests/minute; this cap only must not throttle below it: up to 30 batches/min (a
+        # submit + a poll each) x a few seconds per batch.
+        max_inflight_jobs=8,
         max_batch_size=MAX_BATCH_ITEMS,
     )
     prices: ClassVar[tuple[Price, ...]] = (

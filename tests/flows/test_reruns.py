@@ -38,9 +38,6 @@ async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.slow  # kept out of `make test` until fixed: the rerun can hang (see the xfail reason)
-@pytest.mark.xfail(strict=False, reason="regressed on the last day of work (passed in 54 s before cross-product "
-                   "batching landed; now the rerun after the kill does not finish in time): open on issue 4")
 async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     # Pixii jobs take long enough that the run is certainly polling when it is killed.
     sandboxes["pixii"].reconfigure(job_seconds=4.0)
@@ -164,7 +161,9 @@ async def test_daily_cap_defers_products_and_the_next_run_picks_them_up(sandboxe
     assert state.is_completed(), first.failure_report()  # deferred is not failed: the run ends cleanly
     deferred = {p.asin for p in first.products if p.status == "deferred"}
     assert len(deferred) >= 3
-    assert all("daily cap" in (p.steps["aplus"].error or "") for p in first.products if p.asin in deferred)
+    # a product is deferred at whichever Pixii step met the cap (A+, or Scale after its A+ was done)
+    for product in (p for p in first.products if p.asin in deferred):
+        assert any("daily cap" in (o.error or "") for o in product.steps.values()), product.failures()
     assert any("daily cap" in note for note in first.notes)
     # once the cap was hit, Pixii got no more work in that run: only submissions already on their
     # way were refused, the other deferred jobs were never sent

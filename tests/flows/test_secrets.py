@@ -108,8 +108,13 @@ async def _prefect_records(flow_run_ids: list[Any]) -> dict[str, str]:
         artifacts = response.json()
         records["artifacts"] = json.dumps(artifacts)
         records["artifact keys"] = " ".join(sorted(str(a["key"]) for a in artifacts))
-        task_runs = await client.read_task_runs(flow_run_filter=runs, sort=TaskRunSort.EXPECTED_START_TIME_DESC,
-                                                limit=200)  # fmt: skip
+        # task runs reach the API through events the server records in the background: wait for them
+        for _ in range(150):
+            task_runs = await client.read_task_runs(flow_run_filter=runs, sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                                                    limit=200)  # fmt: skip
+            if len(task_runs) > 5:
+                break
+            await asyncio.sleep(0.2)
         records["task runs"] = json.dumps([t.model_dump(mode="json") for t in task_runs])
         records["task run count"] = str(len(task_runs))
     return records

@@ -54,6 +54,24 @@ async def test_prepare_pages_and_is_concurrency_safe(sandbox: ListingRVASandbox,
     assert sum(x["title"] == "Late Product" for x in sandbox.products.values()) == 1
 
 
+async def test_prepare_reads_the_workspace_once_per_run_not_once_per_product(
+    sandbox: ListingRVASandbox, http: httpx.AsyncClient
+) -> None:
+    for i in range(250):  # an existing workspace: three pages of 100
+        sandbox.products[f"prod_old{i}"] = {"id": f"prod_old{i}", "title": f"Old {i}", "category": None,
+                                            "images": [], "created_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    provider = ListingRVAProvider(http, make_settings(sandbox))
+    start, pages = len(sandbox.requests), -(-len(sandbox.products) // 100)
+    new = [product(f"B0NEW{i:05d}", title=f"New {i}") for i in range(60)]
+    ids = await asyncio.gather(*(provider.prepare(p) for p in [*new, *new]))
+    reused = await provider.prepare(product("B0OLD00007", title="Old 7", category=""))
+    lists = [r for r in sandbox.requests[start:] if r.route == "products_list"]
+    assert pages >= 3 and len(lists) == pages  # one pass over the workspace, however many products are prepared
+    assert reused == {"product_id": "prod_old7"}
+    assert len({i["product_id"] for i in ids}) == 60  # each new product created once
+    assert sum(x["title"].startswith("New ") for x in sandbox.products.values()) == 60
+
+
 @pytest.mark.parametrize(
     ("step", "ctx_kw", "credits"),
     [
@@ -245,11 +263,12 @@ async def test_resumed_wait_polls_at_once(provider: ListingRVAProvider, sandbox:
 
 
 async def test_default_cadence(sandbox: ListingRVASandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without an override: first poll ~10 s after submit, then every 5 s (contract §7)."""
+    """Without an override: first poll at the low end of the typical duration (20 s), then back off
+    5 s, 10 s, 15 s: polls share the submissions' 30/min bucket."""
     import providers.listingrva.plugin as plugin
 
     provider = ListingRVAProvider(http, make_settings(sandbox, poll_interval_seconds=None, max_wait_seconds=300))
-    statuses = iter(["queued", "processing", "completed"])
+    statuses = iter(["queued", "processing", "processing", "processing", "processing", "completed"])
     sleeps: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
@@ -264,4 +283,4 @@ async def test_default_cadence(sandbox: ListingRVASandbox, http: httpx.AsyncClie
     monkeypatch.setattr(provider.client, "get_job", fake_get_job)
     ref = JobRef(provider="listingrva", step=Step.COPY, job_id="job_x", kind="listing", credits_at_submit=6)
     result = await provider.wait(ref)
-    assert result.copy_result.title == "T" and sleeps == [10.0, 5.0, 5.0]
+    assert result.copy_result.title == "T" and sleeps == [20.0, 5.0, 10.0, 15.0, 15.0, 15.0]

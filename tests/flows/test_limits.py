@@ -1,0 +1,119 @@
+"""Rate limits granted in chunks by Prefect global concurrency limits, spent at a local pace.
+
+Two limiters with the same names stand for two processes (or two flow runs) sharing one Prefect server:
+each has its own pacing state, only the server's limit is common to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from flows.limits import LimitMissing, ProviderLimiter, chunk_size, ensure_limits, limit_specs, server_decay
+from listingflow.settings import Settings
+from providers.contract import ProviderLimits, RouteLimit
+from providers.registry import load_providers
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+GROUP = RouteLimit(group="api", requests=10, per_seconds=2.0)
+
+
+def _limiter(prefix: str, *, chunk_seconds: float = 1.0) -> ProviderLimiter:
+    return ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix=prefix,
+                           chunk_seconds=chunk_seconds)  # fmt: skip
+
+
+async def _limits(prefix: str, *, chunk_seconds: float = 1.0) -> None:
+    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=(GROUP,), max_inflight_jobs=5)})
+    settings = Settings(limit_prefix=prefix, rate_chunk_seconds=chunk_seconds)
+    await ensure_limits(limit_specs(provider, settings))  # type: ignore[arg-type]
+
+
+async def _send(limiter: ProviderLimiter, n: int, sent: list[float]) -> None:
+    async def one() -> None:
+        await limiter.throttle(["api"])
+        sent.append(time.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+def _max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u - t < window) for i, t in enumerate(times))
+
+
+def test_a_chunk_is_about_ten_seconds_of_requests_within_the_documented_window() -> None:
+    assert chunk_size(RouteLimit(group="g", requests=60, per_seconds=60), 0.01, 10.0) == 9
+    assert chunk_size(RouteLimit(group="g", requests=10, per_seconds=60), 0.01, 10.0) == 1  # Pixii: one per ask
+    assert chunk_size(RouteLimit(group="g", requests=30, per_seconds=6), 0.01, 10.0) == 30  # never above the window
+    assert server_decay(RouteLimit(group="g", requests=60, per_seconds=60), 0.01) < 1.0  # the margin is kept
+
+
+def test_global_limits_are_declared_as_chunks_at_the_documented_rate() -> None:
+    registry = load_providers()
+    specs = {s.name: s for s in limit_specs(registry.providers["prodvisual"], Settings(limit_prefix="x"))}
+    api = specs["x-prodvisual-api"]
+    assert api.limit == 9 and api.slot_decay_per_second == pytest.approx(60 / 60 / 1.01)
+    assert specs["x-prodvisual-inflight"].slot_decay_per_second is None
+
+
+async def test_one_process_runs_at_the_rate_with_one_server_round_trip_per_chunk() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, chunk_seconds=2.0)
+    limiter = _limiter(prefix, chunk_seconds=2.0)
+    sent: list[float] = []
+    began = time.monotonic()
+    await _send(limiter, 25, sent)
+    elapsed = time.monotonic() - began
+    gaps = [b - a for a, b in zip(sorted(sent), sorted(sent)[1:], strict=False)]
+    assert min(gaps) >= 0.2 * 0.99  # 10 per 2 s, paced one by one
+    assert _max_in_window(sent, 2.0) <= 10
+    # 25 requests at 5/s take ~4.8 s when the bucket is saturated; the round trips add little
+    assert elapsed < 4.8 * 1.25, elapsed
+    assert limiter.global_acquisitions <= 25 / 9 + 1  # chunks of 9, not one ask per request
+
+
+async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    first, second = _limiter(prefix), _limiter(prefix)
+    sent_first: list[float] = []
+    sent_second: list[float] = []
+    began = time.monotonic()
+    await asyncio.gather(_send(first, 15, sent_first), _send(second, 15, sent_second))
+    elapsed = time.monotonic() - began
+    both = sent_first + sent_second
+    # the server arbitrates: together they never exceed 10 in any 2-s window (a sliding window, as the
+    # providers count), and each got its share
+    assert _max_in_window(both, 2.0) <= 10
+    assert first.global_acquisitions >= 1 and second.global_acquisitions >= 1
+    assert elapsed >= (30 - 10) / 5  # not faster than the rate allows
+
+
+async def test_a_process_that_dies_holding_a_chunk_delays_the_next_by_one_chunk_at_most() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, chunk_seconds=2.0)
+    dead = _limiter(prefix, chunk_seconds=2.0)
+    await dead.throttle(["api"])  # took a chunk of 9 (2 s), spends one, then "dies"
+    began = time.monotonic()
+    sent: list[float] = []
+    await _send(_limiter(prefix, chunk_seconds=2.0), 3, sent)
+    assert time.monotonic() - began < 2.0 + 1.5  # waited for the dead chunk to decay, nothing more
+
+
+async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
+    limiter = _limiter(f"missing{uuid.uuid4().hex[:8]}")
+    with pytest.raises(LimitMissing, match="does not exist"):
+        await asyncio.wait_for(limiter.throttle(["api"]), 30)
+
+
+async def test_without_global_limits_the_local_pace_still_holds(monkeypatch: Any) -> None:
+    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
+    sent: list[float] = []
+    await _send(limiter, 12, sent)
+    assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions == 0
