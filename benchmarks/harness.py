@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,54 @@ REPO = Path(__file__).resolve().parents[1]
 PROVIDERS = ("listingrva", "prodvisual", "pixii")
 
 
+def postgres_available() -> bool:
+    return bool(shutil.which("initdb") and shutil.which("postgres"))
+
+
 @contextmanager
-def prefect_server(home: Path) -> Iterator[PrefectServer]:
-    """A fresh Prefect server (uvicorn, SQLite under ``home``) for the whole benchmark: never a configured
-    one, so results neither depend on nor pollute the operator's server. Its output goes to
-    ``home/server.log``; its CPU time is readable per phase (``cpu_seconds``)."""
+def postgres(home: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster under ``home`` (the machine's own server binaries); yields the
+    SQLAlchemy URL for Prefect. As root, the cluster runs as the ``postgres`` user."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "postgres.log").open("w")
+    # its own directory, outside the benchmark's private (0700) temporary tree
+    cluster = Path(tempfile.mkdtemp(prefix="listingflow-bench-pg-"))
+    data, sock = cluster / "data", cluster / "sock"
+    sock.mkdir()
+    port = _free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        subprocess.run(["chown", "-R", "postgres", str(cluster)], check=True)
+    subprocess.run([*as_user, "initdb", "-D", str(data), "-A", "trust", "-U", "prefect"], check=True,
+                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen([*as_user, "postgres", "-D", str(data), "-p", str(port), "-k", str(sock),
+                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+                             "-c", "fsync=off", "-c", "synchronous_commit=off"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(100):
+            ready = subprocess.run([*as_user, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect"],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            if ready.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"PostgreSQL did not start; see {home / 'postgres.log'}")
+        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(cluster, ignore_errors=True)
+
+
+@contextmanager
+def prefect_server(home: Path, database_url: str | None = None) -> Iterator[PrefectServer]:
+    """A fresh Prefect server (uvicorn, on ``database_url`` or SQLite under ``home``) for the whole
+    benchmark: never a configured one, so results neither depend on nor pollute the operator's server.
+    Its output goes to ``home/server.log``; its CPU time is readable per phase (``cpu_seconds``)."""
     import httpx
 
     home.mkdir(parents=True, exist_ok=True)
@@ -35,7 +79,7 @@ def prefect_server(home: Path) -> Iterator[PrefectServer]:
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.update({
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "0",
         "PREFECT_HOME": str(home / "prefect-home"),

@@ -1,20 +1,21 @@
 """``python -m benchmarks.run`` (``make bench``): listingflow against the providers' limits, side by side.
 
-Phases (one Prefect server for all; fresh sandboxes per phase; every measured run in its own process):
+Phases (one Prefect server for all, on PostgreSQL when the machine has its server binaries, as a
+deployed Prefect server runs; fresh sandboxes per phase; every measured run in its own process):
 
 A. ProdVisual at its REAL documented rate (60 requests/minute, not time-scaled): images only, 10 styles
    per product, so cross-product batches can carry 50 images. Time-boxed. Gives ProdVisual's rate-limit
    saturation (item 1) and images/minute against the 60 x 50 bound (item 3).
 B. ListingRVA time-scaled x10 (30 /ai/* requests per 6 s): listing copy only. Saturation (item 1).
 F. Diagnostic: phase B again with ``LISTINGFLOW_USE_GLOBAL_LIMITS=false`` (process-local pacing only),
-   to show what acquiring a Prefect global limit per request costs.
+   to show what the Prefect global limits cost.
 C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, time-scaled x10:
    Pixii binds. Saturation of Pixii (item 1), wall time vs the lower bound (item 2); then a rerun of
    the finished catalog (item 6).
 D. Orchestration overhead: zero-latency, unlimited sandboxes; the plain asyncio + httpx baseline vs
    listingflow (global limits on, as shipped, and off) on the same catalog (item 4).
-E. Memory: peak RSS (VmHWM) of a fresh listingflow process at 100, 1,000 and 5,000 products, zero
-   latency (item 5); sizes that cannot finish inside the 15-minute budget are reported as not measured,
+E. Memory: peak RSS (VmHWM) of a fresh listingflow process, as shipped, at 100, 1,000 and 5,000
+   products, zero latency (item 5); sizes that cannot finish inside the 15-minute budget are reported as not measured,
    with the trend.
 
 Writes ``benchmarks/results/<YYYY-MM-DD>.json`` and prints one table: figure, measured, target, pass/fail.
@@ -31,12 +32,23 @@ import os
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from . import analysis as A
 from .catalog_gen import CatalogShape, write_catalog
-from .harness import REPO, base_env, limits_env, prefect_server, run_subprocess, sandboxes, tempdir
+from .harness import (
+    REPO,
+    base_env,
+    limits_env,
+    postgres,
+    postgres_available,
+    prefect_server,
+    run_subprocess,
+    sandboxes,
+    tempdir,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
 BUDGET_S = 15 * 60
@@ -300,7 +312,7 @@ class Bench:
 
     def phase_d(self) -> None:
         products = 20 if self.quick else 100
-        products_on = 6 if self.quick else 10
+        products_on = products  # as shipped is no longer slow: the same size for both
         shape = CatalogShape(products, variation_every=2, tag="oh")
         catalog = write_catalog(self.tmp / "d" / "catalog.csv", shape)
         small = write_catalog(self.tmp / "d" / "catalog-small.csv", CatalogShape(products_on, variation_every=2, tag="oh"))
@@ -348,10 +360,10 @@ class Bench:
         self.figure("4", f"time/product: baseline vs listingflow as shipped, global limits on ({products_on} products)",
                     f"{_fmt(base_s, '{:.3f}')}s vs {_fmt(lf_on, '{:.3f}')}s = "
                     f"{_fmt(None if not base_s or lf_on is None else lf_on / base_s, '{:.1f}')}x", "(report)", None)  # fmt: skip
-        rss = runs.get("listingflow-no-global-limits", {}).get("peak_rss_mb")
+        rss = runs.get("listingflow-as-shipped", {}).get("peak_rss_mb")
         if rss is not None:
             self.out.setdefault("memory", {})[str(products)] = {"peak_rss_mb": rss,
-                                                                "wall": runs["listingflow-no-global-limits"].get("wall"),
+                                                                "wall": runs["listingflow-as-shipped"].get("wall"),
                                                                 "source": "phase D (same run)"}  # fmt: skip
 
     # ---- E. memory ----
@@ -369,8 +381,7 @@ class Bench:
                 m = memory[str(n)]
                 per_product = (m.get("wall") or 0) / n or per_product
                 continue
-            # ListingRVA's prepare pages through every existing product record: cost grows ~n^2.
-            estimate = None if per_product is None else per_product * n * (1 + n / 2000)
+            estimate = None if per_product is None else per_product * n * 1.1  # linear, with a 10% margin
             margin = self.left() - 45
             if estimate is not None and estimate > margin:
                 memory[str(n)] = {"peak_rss_mb": None, "skipped": f"estimated {estimate:.0f}s at zero latency, "
@@ -381,8 +392,7 @@ class Bench:
             catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(n, variation_every=2, tag="mem"))
             self.log(f"E: memory, {n} products, default pipeline, zero latency")
             with sandboxes(sandbox_config(unlimited(), zero)) as boxes:
-                env = self.env(name, limits, polls, LISTINGFLOW_INFLIGHT_LIMITS=inflight,
-                               LISTINGFLOW_USE_GLOBAL_LIMITS="false")  # fmt: skip
+                env = self.env(name, limits, polls, LISTINGFLOW_INFLIGHT_LIMITS=inflight)
                 res = self.flow(name, catalog, {}, env, timeout=max(30.0, margin))
                 res["paid"] = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
                 res["routes"] = {p: A.route_counts(b) for p, b in boxes.items()}
@@ -393,7 +403,7 @@ class Bench:
                               "cpu_seconds": res.get("cpu_seconds"), "server_cpu_seconds": res.get("server_cpu_seconds"),
                               "routes": res.get("routes")}  # fmt: skip
             if done:
-                per_product = res["wall"] / n / (1 + n / 2000)
+                per_product = res["wall"] / n
         base = (memory.get(str(sizes[0])) or {}).get("peak_rss_mb")
         for n in sizes:
             m = memory.get(str(n)) or {}
@@ -448,8 +458,12 @@ class Bench:
         phases = {"A": self.phase_a, "B": self.phase_b, "F": lambda: self.phase_b(local_only=True),
                   "C": self.phase_c, "D": self.phase_d, "E": self.phase_e}
         only = set(self.args.only.upper()) if self.args.only else set(phases)
-        self.log(f"starting one Prefect server (state in {self.tmp})")
-        with prefect_server(self.tmp / "server") as server:
+        use_pg = self.args.database == "postgres" or (self.args.database == "auto" and postgres_available())
+        self.out["machine"]["prefect_database"] = "postgresql" if use_pg else "sqlite"
+        self.log(f"starting one Prefect server on {'PostgreSQL' if use_pg else 'SQLite'} (state in {self.tmp})")
+        with ExitStack() as stack:
+            url = stack.enter_context(postgres(self.tmp / "postgres")) if use_pg else None
+            server = stack.enter_context(prefect_server(self.tmp / "server", url))
             self.server = server
             self.api = server.api_url
             self.log(f"Prefect server up at {self.api}")
@@ -552,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
     parser.add_argument("--no-global-limits", action="store_true",
                         help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")
+    parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto",
+                        help="the Prefect server's database: PostgreSQL (as deployed; auto when the machine has "
+                        "its server binaries) or SQLite (a local dev server)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state, archives and logs")
     parser.add_argument("--output", default=None, help="results file (default benchmarks/results/<date>.json)")
     args = parser.parse_args(argv)

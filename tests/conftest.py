@@ -37,21 +37,34 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log and event workers with no time bound, and with a session event loop (pytest-asyncio) that
     drain was seen to wait forever after the last test.
     """
-    import threading
-
     import prefect.context
 
-    from listingflow.local import _drain, prefect_server_with_services
+    from listingflow.local import prefect_server_with_services
 
     db = tmp_path_factory.mktemp("prefect") / "prefect.db"
     with prefect_server_with_services(f"sqlite+aiosqlite:///{db}", repossess_every=2.0) as api_url:
         with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
             yield api_url
-            from prefect.utilities.asyncutils import run_coro_as_sync
+            drain_prefect_workers()
 
-            drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
-            drain.start()
-            drain.join(timeout=15)
+
+def drain_prefect_workers(timeout: float = 15.0) -> None:
+    """Send what Prefect's event and log workers hold, then stop them, within ``timeout``.
+
+    Both are process-wide singletons bound to the API URL current when they started. A test that points
+    this process at another server must drain them before that server stops: otherwise the event worker
+    keeps sending to the stopped server, and the events of every later run (task runs are recorded from
+    events) are lost (seen: a later run's task runs never reached the session server).
+    """
+    import threading
+
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from listingflow.local import _drain
+
+    drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
+    drain.start()
+    drain.join(timeout=timeout)
 
 
 _EXIT_STATUS: dict[str, int] = {}

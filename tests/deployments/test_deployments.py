@@ -199,8 +199,11 @@ def this_server(server: Server) -> Iterator[None]:
     """Point this process's Prefect client at the module's server for the duration of one test."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from tests.conftest import drain_prefect_workers
+
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
         yield
+        drain_prefect_workers()  # before this module's server goes: later tests use the session server
 
 
 @pytest.fixture
