@@ -58,13 +58,18 @@ def postgres(home: Path) -> Iterator[str]:
             raise RuntimeError(f"PostgreSQL did not start; see {home / 'postgres.log'}")
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         log.close()
         shutil.rmtree(cluster, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -109,12 +114,7 @@ def prefect_server(home: Path, database_url: str | None = None) -> Iterator[Pref
             time.sleep(0.5)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
 
 
@@ -192,12 +192,7 @@ def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, ti
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
     result: dict[str, Any] = {}
     if out_path.exists():
         try:

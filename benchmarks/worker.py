@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -51,10 +52,22 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
         profiler = Profiler(async_mode="enabled")
         profiler.start()
+    trace = os.environ.get("LISTINGFLOW_BENCH_TRACEMALLOC")  # diagnosis: where retained memory lives
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(8)
     started_epoch = time.time()
     t0 = time.perf_counter()
     state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
     wall = time.perf_counter() - t0
+    if trace:
+        import gc
+
+        gc.collect()
+        stats = tracemalloc.take_snapshot().statistics("traceback")[:30]
+        lines = [f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:]) for s in stats]
+        Path(f"{trace}-{spec['name']}.txt").write_text("\n\n".join(lines))
     if profiler is not None:
         profiler.stop()
         Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
