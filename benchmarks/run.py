@@ -286,7 +286,7 @@ class Bench:
         self.figure("3", "ProdVisual images per batch request inside the default pipeline (x10)",
                     f"{_fmt(phase['prodvisual_images_per_request'], '{:.1f}')} ({sum(pv)} images in {len(pv)} batches)",
                     "(report; bound 50)", None,
-                    "products reach the images step one by one, paced by copy; the batch linger is 1 s")  # fmt: skip
+                    "products reach the images step one by one, paced by copy; a batch waits 1 s, longer while ProdVisual's pace would hold it")  # fmt: skip
         paid = sum(paid_rerun.values())
         self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
         frac = None

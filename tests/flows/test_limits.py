@@ -117,3 +117,12 @@ async def test_without_global_limits_the_local_pace_still_holds(monkeypatch: Any
     sent: list[float] = []
     await _send(limiter, 12, sent)
     assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions == 0
+
+
+async def test_seconds_until_free_tells_batching_how_long_the_pace_holds_requests_back() -> None:
+    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
+    assert limiter.seconds_until_free() == 0.0
+    await _send(limiter, 3, [])  # 3 sent 0.2 s apart: the next could go 0.2 s after the last
+    assert 0.1 < limiter.seconds_until_free() <= 0.21
+    await asyncio.sleep(0.25)
+    assert limiter.seconds_until_free() == 0.0
