@@ -197,12 +197,14 @@ class _Bucket:
             state = await client.read_global_concurrency_limit_by_name(self.name)
         except ObjectNotFound:
             raise LimitMissing(self.name) from None
-        room = state.limit - self.chunk
-        if state.active_slots <= room:
-            return 0.0
         decay = state.slot_decay_per_second or 0.0
         if decay <= 0:
             raise LimitMissing(self.name, "has no slot decay: it is not a rate limit")
+        if state.limit < self.chunk:  # set up by a process with a smaller chunk: ask for what fits
+            self.chunk, self.span = state.limit, state.limit / decay
+        room = state.limit - self.chunk
+        if state.active_slots <= room:
+            return 0.0
         # active_slots is already decayed to now; the stored count decays in whole slots from ``updated``
         since = max(0.0, (datetime.now(timezone.utc) - state.updated).total_seconds())
         stored = state.active_slots + math.floor(decay * since)

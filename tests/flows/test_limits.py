@@ -126,3 +126,12 @@ async def test_seconds_until_free_tells_batching_how_long_the_pace_holds_request
     assert 0.1 < limiter.seconds_until_free() <= 0.21
     await asyncio.sleep(0.25)
     assert limiter.seconds_until_free() == 0.0
+
+
+async def test_a_process_configured_with_bigger_chunks_asks_for_what_the_limit_holds() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, chunk_seconds=0.4)  # another process set the limit up with chunks of 2
+    limiter = _limiter(prefix, chunk_seconds=2.0)  # this one would take 9
+    sent: list[float] = []
+    await asyncio.wait_for(_send(limiter, 6, sent), 30)
+    assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions >= 3
