@@ -168,7 +168,10 @@ class _Bucket:
                     await asyncio.sleep(delay)
                 # Ask only when the server's bucket has room for a whole chunk: reading costs nothing,
                 # while a denied ask rewrites the row and restarts the decay (module docstring).
-                wait = await self._seconds_until_free(client)
+                state = await self._read_limit(client)
+                if state.limit < self.chunk:  # set up by a process with smaller chunks: ask for what fits
+                    self.chunk, self.span = state.limit, state.limit / state.slot_decay_per_second
+                wait = self._seconds_until_free(state)
                 if wait > 0:
                     self.next_ask = time.monotonic() + wait + 0.02
                     continue
@@ -192,16 +195,18 @@ class _Bucket:
         self.expires = asked + self.span
         self.next_ask = granted + self.span + 0.02
 
-    async def _seconds_until_free(self, client: Any) -> float:
+    async def _read_limit(self, client: Any) -> Any:
         try:
             state = await client.read_global_concurrency_limit_by_name(self.name)
         except ObjectNotFound:
             raise LimitMissing(self.name) from None
-        decay = state.slot_decay_per_second or 0.0
-        if decay <= 0:
+        if (state.slot_decay_per_second or 0.0) <= 0:
             raise LimitMissing(self.name, "has no slot decay: it is not a rate limit")
-        if state.limit < self.chunk:  # set up by a process with a smaller chunk: ask for what fits
-            self.chunk, self.span = state.limit, state.limit / decay
+        return state
+
+    def _seconds_until_free(self, state: Any) -> float:
+        """How long until the server's bucket has room for a whole chunk (0: now)."""
+        decay = state.slot_decay_per_second
         room = state.limit - self.chunk
         if state.active_slots <= room:
             return 0.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
 import pytest
 
@@ -112,7 +111,7 @@ async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
         await asyncio.wait_for(limiter.throttle(["api"]), 30)
 
 
-async def test_without_global_limits_the_local_pace_still_holds(monkeypatch: Any) -> None:
+async def test_without_global_limits_the_local_pace_still_holds() -> None:
     limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
     sent: list[float] = []
     await _send(limiter, 12, sent)
