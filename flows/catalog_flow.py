@@ -183,6 +183,8 @@ async def run_catalog(
         await ensure_limits([spec for n in names for spec in limit_specs(classes[n], settings)])
 
     async with AsyncExitStack() as stack:
+        for limiter in limiters.values():
+            stack.push_async_callback(limiter.aclose)
         providers = {}
         for n in names:
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)))

@@ -134,3 +134,65 @@ async def test_a_process_configured_with_bigger_chunks_asks_for_what_the_limit_h
     sent: list[float] = []
     await asyncio.wait_for(_send(limiter, 6, sent), 30)
     assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions >= 3
+
+
+async def _inflight_state(prefix: str) -> tuple[int, int]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        state = await client.read_global_concurrency_limit_by_name(f"{prefix}-fake-inflight")
+    return state.active_slots, state.limit
+
+
+async def test_jobs_share_a_few_leases_and_never_exceed_the_in_flight_limit_across_processes() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    first, second = _limiter(prefix), _limiter(prefix)  # two processes, five slots between them
+    running = 0
+    most = 0
+
+    async def job(limiter: ProviderLimiter) -> None:
+        nonlocal running, most
+        async with limiter.job_slot():
+            running += 1
+            most = max(most, running)
+            active, limit = await _inflight_state(prefix)
+            assert active <= limit
+            await asyncio.sleep(0.05)
+            running -= 1
+
+    await asyncio.gather(*(job(first) for _ in range(40)), *(job(second) for _ in range(40)))
+    assert most <= 5
+    assert most >= 3  # both processes got slots while the other held some
+    # far fewer leases than jobs: slots are handed out locally once a lease holds them
+    assert first.lease_acquisitions + second.lease_acquisitions < 40, (first.lease_acquisitions,
+                                                                        second.lease_acquisitions)
+    await first.aclose()
+    await second.aclose()
+    assert (await _inflight_state(prefix))[0] == 0  # closing gives every slot back
+
+
+async def test_slots_left_unused_are_given_back_to_other_processes_without_closing() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    first = _limiter(prefix)
+    await asyncio.gather(*(_hold(first, 0.1) for _ in range(5)))
+    assert (await _inflight_state(prefix))[0] == 5  # still held right after the burst
+    await asyncio.sleep(2.5)  # a whole linger interval (1 s) passes with the slots unused
+    assert (await _inflight_state(prefix))[0] == 0
+    second = _limiter(prefix)
+    await asyncio.wait_for(asyncio.gather(*(_hold(second, 0.01) for _ in range(5))), timeout=10)
+    await first.aclose()
+    await second.aclose()
+
+
+async def _hold(limiter: ProviderLimiter, seconds: float) -> None:
+    async with limiter.job_slot():
+        await asyncio.sleep(seconds)
+
+
+async def test_a_missing_in_flight_limit_raises_instead_of_running_unguarded() -> None:
+    limiter = _limiter(f"t{uuid.uuid4().hex[:8]}")
+    with pytest.raises(LimitMissing):
+        await _hold(limiter, 0)
+    await limiter.aclose()
