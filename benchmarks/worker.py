@@ -77,10 +77,19 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
         HOOKS["on_product_done"] = snapshot_near_the_end
         tracemalloc.start(8)
+    cprofile = os.environ.get("LISTINGFLOW_BENCH_CPROFILE")  # diagnosis: CPU by function (main thread)
+    if cprofile:
+        import cProfile
+
+        cprofiler = cProfile.Profile()
+        cprofiler.enable()
     started_epoch = time.time()
     t0 = time.perf_counter()
     state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
     wall = time.perf_counter() - t0
+    if cprofile:
+        cprofiler.disable()
+        cprofiler.dump_stats(f"{cprofile}-{spec['name']}.prof")
     if trace:
         _write_snapshot(f"{trace}-{spec['name']}-after.txt")
     if profiler is not None:

@@ -253,15 +253,15 @@ class _LeasePool:
         self.waiting += 1
         try:
             while self.used >= self.held:
-                if self._grower is None:
+                # one grower at a time; a finished one (seen by its waiters or not) is never waited on
+                if self._grower is None or self._grower.done():
                     self._grower = asyncio.create_task(self._grow())
+                    self._grower.add_done_callback(_retrieve)
                 grower = self._grower
                 self._changed.clear()
                 await self._changed.wait()
-                if grower.done() and self._grower is grower:
-                    self._grower = None
-                    if not grower.cancelled() and grower.exception() is not None:
-                        raise grower.exception()  # type: ignore[misc]
+                if grower.done() and not grower.cancelled() and grower.exception() is not None:
+                    raise grower.exception()  # type: ignore[misc]
         finally:
             self.waiting -= 1
         self.used += 1
@@ -338,6 +338,12 @@ class _LeasePool:
         for lease_id in list(self.leases):
             with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
                 await self._give_back(lease_id)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a task's exception as seen: its waiters re-raise it, and it is not logged again at exit."""
+    if not task.cancelled():
+        task.exception()
 
 
 class LimitMissing(RuntimeError):

@@ -196,3 +196,14 @@ async def test_a_missing_in_flight_limit_raises_instead_of_running_unguarded() -
     with pytest.raises(LimitMissing):
         await _hold(limiter, 0)
     await limiter.aclose()
+
+
+async def test_a_pool_given_back_entirely_serves_the_next_jobs() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    for burst in range(3):  # jobs, a pause long enough to give every lease back, jobs again
+        await asyncio.wait_for(asyncio.gather(*(_hold(limiter, 0.02 * (n % 3)) for n in range(12))), timeout=20)
+        await asyncio.sleep(2.5)
+        assert (await _inflight_state(prefix))[0] == 0, burst
+    await limiter.aclose()
