@@ -63,6 +63,23 @@ def postgres(home: Path) -> Iterator[str]:
         shutil.rmtree(cluster, ignore_errors=True)
 
 
+def _niced(nice: int) -> Any:
+    """A ``preexec_fn`` lowering a child's CPU priority: the memory run shares the machine with the
+    rate-bound phases, and must not delay their requests."""
+    return (lambda: os.nice(nice)) if nice else None
+
+
+def create_database(url: str, name: str) -> str:
+    """Another database in the cluster behind ``url`` (from ``postgres``); returns its URL."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_user, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     proc.terminate()
     try:
@@ -73,7 +90,7 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path, database_url: str | None = None) -> Iterator[PrefectServer]:
+def prefect_server(home: Path, database_url: str | None = None, *, nice: int = 0) -> Iterator[PrefectServer]:
     """A fresh Prefect server (uvicorn, on ``database_url`` or SQLite under ``home``) for the whole
     benchmark: never a configured one, so results neither depend on nor pollute the operator's server.
     Its output goes to ``home/server.log``; its CPU time is readable per phase (``cpu_seconds``)."""
@@ -96,7 +113,7 @@ def prefect_server(home: Path, database_url: str | None = None) -> Iterator[Pref
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-         "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_niced(nice),
     )  # fmt: skip
     server = PrefectServer(api_url=f"http://127.0.0.1:{port}/api", pid=proc.pid)
     try:
@@ -174,7 +191,7 @@ def limits_env(limits: dict[str, dict[str, tuple[int, float]]]) -> dict[str, str
 
 
 def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float,
-                   workdir: Path) -> dict[str, Any]:  # fmt: skip
+                   workdir: Path, nice: int = 0) -> dict[str, Any]:  # fmt: skip
     """Run ``python -m module spec.json out.json``; returns the JSON it wrote plus ``elapsed`` (process
     wall time), ``returncode`` and ``timed_out``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +203,7 @@ def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, ti
     started = time.monotonic()
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(out_path)], env=env,
-                                cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                                cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_niced(nice))  # fmt: skip
         timed_out = False
         try:
             proc.wait(timeout=timeout)

@@ -83,6 +83,21 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
         cprofiler = cProfile.Profile()
         cprofiler.enable()
+    checkpoints = set(spec.get("checkpoints") or [])
+    if checkpoints:  # peak RSS as the run passes given numbers of finished products, written as it goes
+        from flows.catalog_flow import HOOKS
+
+        reached: dict[str, Any] = {}
+        previous_hook = HOOKS.get("on_product_done")
+
+        def checkpoint(outcome: Any, done: int, total: int) -> None:
+            if previous_hook:
+                previous_hook(outcome, done, total)
+            if done in checkpoints:
+                reached[str(done)] = {"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0}
+                Path(spec["progress"]).write_text(json.dumps(reached))
+
+        HOOKS["on_product_done"] = checkpoint
     started_epoch = time.time()
     t0 = time.perf_counter()
     state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
