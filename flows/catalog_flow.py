@@ -189,6 +189,7 @@ async def run_catalog(
         for n in names:
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL))
             providers[n] = classes[n](http, throttle=limiters[n].throttle)
+            stack.push_async_callback(providers[n].aclose)
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )

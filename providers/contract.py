@@ -382,3 +382,7 @@ class Provider(abc.ABC):
     async def balance(self) -> int | None:
         """Current credit balance, None when the provider has no balance endpoint."""
         return None
+
+    async def aclose(self) -> None:
+        """Release what the plugin started for the run (e.g. a webhook receiver); called at its end."""
+        return None

@@ -13,10 +13,10 @@ import random
 import re
 import time
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
@@ -44,6 +44,7 @@ from providers.errors import (
 )
 
 from .client import API_GROUP, ProdVisualClient, check_style_ids
+from .webhooks import WebhookInbox
 from .models import (
     MAX_BATCH_ITEMS,
     PLATFORMS,
@@ -69,6 +70,22 @@ class ProdVisualSettings(ProviderSettings):
 
     # Paths carry the /v1 prefix (contract §1: base URL https://api.prodvisual.com/v1).
     base_url: str = "https://api.prodvisual.com"
+    webhook_url: str | None = Field(
+        None, description="public URL ProdVisual POSTs finished batches to (routed to webhook_listen); "
+        "'auto' = a loopback listener (sandboxes). Unset: batches are polled")  # fmt: skip
+    webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
+    webhook_reconcile_seconds: float = Field(
+        60.0, gt=0, description="with webhooks, poll a batch whose event has not come after this long")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is None or v.strip() in ("", "none", "off"):
+            return None
+        v = v.strip()
+        if v != "auto" and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("PRODVISUAL_WEBHOOK_URL must be an http(s) URL or 'auto'")
+        return v
 
 
 def normalize_platform(value: str) -> str | None:
@@ -148,6 +165,7 @@ class ProdVisualProvider(Provider):
             http, base_url=self.settings.base_url, api_key=self.settings.api_key,
             throttle=self.throttle, timeout=self.settings.timeout_seconds,
         )  # fmt: skip
+        self._inbox: WebhookInbox | None = None
 
     # ---- describing work ----
 
@@ -236,9 +254,14 @@ class ProdVisualProvider(Provider):
             return JobRef(provider=self.name, step=step, job_id=str(gen.id), kind="generation",
                           credits_at_submit=gen.credits_used, balance_after=gen.credits_remaining, meta=meta)  # fmt: skip
         if isinstance(request, BatchRequest):
+            inbox = await self._webhooks()
+            if inbox is not None:  # sent, not part of the request: the submission's cache key stays the same
+                request = request.model_copy(update={"webhook_url": inbox.url})
             sub = await self.client.generate_batch(request)
+            if inbox is not None:
+                inbox.expect(sub.batch_id)
             used = sub.credits_used if sub.credits_used is not None else len(request.items)
-            meta = {"labels": request.item_labels(), "credits_used": used,
+            meta = {"labels": request.item_labels(), "credits_used": used, "webhook": inbox is not None,
                     "estimated_time_ms": sub.estimated_time_ms, "total_items": len(request.items)}  # fmt: skip
             return JobRef(provider=self.name, step=step, job_id=sub.batch_id, kind="batch",
                           credits_at_submit=used, balance_after=sub.credits_remaining, meta=meta)  # fmt: skip
@@ -254,28 +277,37 @@ class ProdVisualProvider(Provider):
             if result is not None:  # completed inside the POST: no request needed
                 return result
         interval, first = self._cadence(ref)
+        inbox = self._inbox if self._inbox is not None and self._inbox.expects(ref.job_id) else None
+        if inbox is not None:  # the event ends the pause; a poll only if it does not come (or says too little)
+            interval = first = self.settings.webhook_reconcile_seconds
         deadline = time.monotonic() + self.settings.max_wait_seconds
-        await asyncio.sleep(max(0.0, min(first, deadline - time.monotonic())))
+        event = await self._pause(max(0.0, min(first, deadline - time.monotonic())), deadline, ref, "pending", inbox)
         failures, status = 0, "pending"
-        while True:
-            try:
-                state = await self.client.generation(ref.job_id)
-                status = state.status
-                result = self._result(ref, state)
-            except RetryableError as exc:
-                failures += 1
-                if failures > MAX_POLL_RETRIES:
-                    raise
-                if exc.retry_after is not None:  # contract §4: wait until X-RateLimit-Reset, plus a little jitter
-                    delay = exc.retry_after + random.uniform(0.0, 0.25)
-                else:
-                    delay = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
-                await self._sleep(delay, deadline, ref, status)
-                continue
-            failures = 0
-            if result is not None:
-                return result
-            await self._sleep(interval, deadline, ref, status)
+        try:
+            while True:
+                if event is not None and (result := self._event_result(ref, event)) is not None:
+                    return result
+                try:
+                    state = await self.client.generation(ref.job_id)
+                    status = state.status
+                    result = self._result(ref, state)
+                except RetryableError as exc:
+                    failures += 1
+                    if failures > MAX_POLL_RETRIES:
+                        raise
+                    if exc.retry_after is not None:  # contract §4: wait until X-RateLimit-Reset, plus a little jitter
+                        delay = exc.retry_after + random.uniform(0.0, 0.25)
+                    else:
+                        delay = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
+                    event = await self._pause(delay, deadline, ref, status, inbox)
+                    continue
+                failures = 0
+                if result is not None:
+                    return result
+                event = await self._pause(interval, deadline, ref, status, inbox)
+        finally:
+            if inbox is not None:
+                inbox.forget(ref.job_id)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read the job for its output URLs. ASSUMPTION (contract §9): after the 7-day expiry the id
@@ -289,6 +321,35 @@ class ProdVisualProvider(Provider):
 
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
+
+    async def aclose(self) -> None:
+        if self._inbox is not None:
+            await self._inbox.aclose()
+
+    async def _webhooks(self) -> WebhookInbox | None:
+        """The run's webhook receiver, started at the first batch (None when webhooks are not set up)."""
+        if not self.settings.webhook_url:
+            return None
+        if self._inbox is None:
+            self._inbox = WebhookInbox(self.settings.webhook_url, self.settings.webhook_listen, self.settings.api_key)
+        await self._inbox.start()
+        return self._inbox
+
+    def _event_result(self, ref: JobRef, data: dict[str, Any]) -> JobResult | None:
+        """The result a webhook carries, when it is this batch, finished, with a result per item;
+        otherwise None and the caller confirms with a status request (contract §11)."""
+        if ref.kind != "batch":
+            return None
+        try:
+            state = BatchStatus.model_validate(data)
+        except ValidationError:
+            return None
+        if state.id != ref.job_id or not state.done or len(state.results) != len(ref.meta.get("labels") or []):
+            return None
+        try:
+            return self._result(ref, state)
+        except MalformedResponse:
+            return None
 
     # ---- helpers ----
 
@@ -306,6 +367,20 @@ class ProdVisualProvider(Provider):
             estimate = (ref.meta.get("estimated_time_ms") or 0) / 1000
             return BATCH_POLL_SECONDS, max(0.0, ref.submitted_at + estimate - time.time())
         return SINGLE_POLL_SECONDS, SINGLE_POLL_SECONDS
+
+    async def _pause(self, seconds: float, deadline: float, ref: JobRef, status: str,
+                     inbox: WebhookInbox | None) -> dict[str, Any] | None:  # fmt: skip
+        """Sleep, or with webhooks wait up to ``seconds`` for the job's event (returned when it comes)."""
+        if inbox is None:
+            await self._sleep(seconds, deadline, ref, status)
+            return None
+        if time.monotonic() + seconds > deadline:
+            seconds = max(0.0, deadline - time.monotonic())
+            event = await inbox.wait(ref.job_id, seconds)
+            if event is None:
+                await self._sleep(1e9, deadline, ref, status)  # raises WaitTimeout
+            return event
+        return await inbox.wait(ref.job_id, seconds)
 
     async def _sleep(self, seconds: float, deadline: float, ref: JobRef, status: str) -> None:
         if time.monotonic() + seconds > deadline:
