@@ -102,20 +102,21 @@ def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]
 async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
     """Create or update (and activate) each global limit; returns what changed. Idempotent, and safe
     when several runs start at once (a create that loses the race becomes an update)."""
-    changed = []
     async with get_client() as client:
-        for spec in specs:
+
+        async def one(spec: LimitSpec) -> str | None:
             for attempt in range(3):
                 try:
-                    change = await _ensure_one(client, spec)
-                    break
+                    return await _ensure_one(client, spec)
                 except Exception:  # noqa: BLE001 - a concurrent creator won: read again and update
                     if attempt == 2:
                         raise
                     await asyncio.sleep(0.2 * (attempt + 1))
-            if change:
-                changed.append(change)
-    return changed
+            return None
+
+        # concurrently: a run's limits are independent, and this is on every run's path to its first request
+        changes = await asyncio.gather(*(one(spec) for spec in specs))
+    return [c for c in changes if c]
 
 
 async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:

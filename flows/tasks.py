@@ -27,6 +27,7 @@ from prefect import task
 from prefect.blocks.core import Block
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.results import ResultStore
@@ -239,6 +240,12 @@ async def result_storage(settings: Settings) -> Any:
         return await Block.aload(settings.result_storage)
     settings.results_path.mkdir(parents=True, exist_ok=True)
     name = "listingflow-results-" + hashlib.sha256(str(settings.results_path).encode()).hexdigest()[:10]
+    try:  # saving registers the block type and schema again: only when missing or moved
+        saved = await LocalFileSystem.aload(name)
+        if saved.basepath == str(settings.results_path):
+            return saved
+    except (ValueError, ObjectNotFound):
+        pass
     block = LocalFileSystem(basepath=str(settings.results_path))
     await block.save(name, overwrite=True)
     return block
