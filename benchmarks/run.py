@@ -4,7 +4,8 @@ Phases (one Prefect server for all, on PostgreSQL when the machine has its serve
 deployed Prefect server runs; fresh sandboxes per phase; every measured run in its own process):
 
 A. ProdVisual at its REAL documented rate (60 requests/minute, not time-scaled): images only, 10 styles
-   per product, so cross-product batches can carry 50 images. Time-boxed. Gives ProdVisual's rate-limit
+   per product, so cross-product batches can carry 50 images; batches finished by ProdVisual's webhook.
+   Time-boxed. Gives ProdVisual's rate-limit
    saturation (item 1) and images/minute against the 60 x 50 bound (item 3).
 B. ListingRVA time-scaled x10 (30 /ai/* requests per 6 s): listing copy only. Saturation (item 1).
 F. Diagnostic: phase B again with ``LISTINGFLOW_USE_GLOBAL_LIMITS=false`` (process-local pacing only),
@@ -14,9 +15,10 @@ C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, 
    the finished catalog (item 6).
 D. Orchestration overhead: zero-latency, unlimited sandboxes; the plain asyncio + httpx baseline vs
    listingflow (global limits on, as shipped, and off) on the same catalog (item 4).
-E. Memory: peak RSS (VmHWM) of a fresh listingflow process, as shipped, at 100, 1,000 and 5,000
-   products, zero latency (item 5); sizes that cannot finish inside the 15-minute budget are reported as not measured,
-   with the trend.
+E. Memory: peak RSS (VmHWM) of one listingflow process running 5,000 products at zero latency, as
+   shipped, recorded as it passes 100, 1,000 and 5,000 finished products (item 5). It starts first and
+   runs in the background (own Prefect server, nice 10) beside A, G, B, F and C; D waits for it.
+G. Diagnostic: phase A with batches polled instead of finished by webhook.
 
 Writes ``benchmarks/results/<YYYY-MM-DD>.json`` and prints one table: figure, measured, target, pass/fail.
 ``--quick`` runs small sizes (a smoke test of the harness, not figures to publish).
@@ -622,8 +624,8 @@ def update_readme(out: dict[str, Any], results_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
-    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: ABFCDE; F is the "
-                        "ListingRVA diagnostic without Prefect global limits)")
+    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: EAGBFCD; F is the "
+                        "ListingRVA diagnostic without Prefect global limits, G ProdVisual polled)")
     parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
     parser.add_argument("--no-global-limits", action="store_true",
                         help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")
@@ -644,11 +646,14 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(bench.tmp, ignore_errors=True)
     print_table(out)
-    path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{'-quick' if args.quick else ''}.json"
+    full = not args.quick and not args.only and not args.no_global_limits
+    # a partial run never overwrites the day's full results
+    suffix = "" if full else "-quick" if args.quick else "-partial"
+    path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"results: {path}")
-    if not args.quick and not args.only and not args.no_global_limits and not args.output:
+    if full and not args.output:
         update_readme(out, path)
         print("benchmarks/README.md: latest figures updated")
     return 0

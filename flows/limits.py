@@ -228,7 +228,7 @@ class _LeasePool:
 
     Why not ``prefect.concurrency.asyncio.concurrency()`` per job, as before: each one is an
     acquisition, a release and a renewal thread with its own sync client that renews at once, all
-    serialized per process; at zero latency that was ~0.12 s of CPU per job (benchmarks phase D,
+    serialized per process; at zero latency that was ~0.12 s per product (benchmarks phase D,
     0.125 -> 0.246 s per product with global limits on). Here a process takes slots in leases sized to
     the jobs waiting for them (as many as the limit has room for), hands them out locally, renews all of
     its leases from one task, and gives back a lease once its slots have stayed unused for ``linger``
@@ -296,6 +296,7 @@ class _LeasePool:
             if self._keeper is None or self._keeper.done():
                 self.free_low = self.held - self.used
                 self._keeper = asyncio.create_task(self._keep())
+                self._keeper.add_done_callback(_retrieve)
         finally:
             self._changed.set()
 
@@ -307,7 +308,8 @@ class _LeasePool:
             for lease_id, slots in sorted(self.leases.items(), key=lambda kv: -kv[1]):
                 if slots <= spare:
                     spare -= slots
-                    await self._give_back(lease_id)
+                    with contextlib.suppress(Exception):  # not given back: it expires on its own
+                        await self._give_back(lease_id)
             self.free_low = self.held - self.used
             due = [i for i, at in self.renewed.items() if time.monotonic() - at > self.lease_seconds / 3]
             if due:
