@@ -55,14 +55,19 @@ class WebhookInbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._starting: asyncio.Future[None] | None = None
         self.url = ""
         self.received = 0
         self.refused = 0
 
     async def start(self) -> None:
-        """Serve until ``aclose``; returns once the listener accepts connections."""
-        if self._server is not None:
-            return
+        """Serve until ``aclose``; returns once the listener accepts connections (every caller: the
+        first batches of a run are submitted together, and none may go out before the URL is known)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         auto = self._public_url == "auto"
         if auto:
@@ -110,6 +115,7 @@ class WebhookInbox:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10)
         self._server = None
+        self._starting = None
 
     # ---- the receiver (runs on the server thread) ----
 

@@ -98,3 +98,15 @@ def test_a_webhook_url_must_be_a_url() -> None:
         make_settings("http://127.0.0.1:1", webhook_url="hooks.example.com/x")
     assert make_settings("http://127.0.0.1:1", webhook_url="").webhook_url is None
 
+
+
+async def test_the_first_batches_of_a_run_all_carry_the_receivers_url(hooked, clean) -> None:
+    """They are submitted together, while the receiver is still starting."""
+    import asyncio
+
+    requests = [hooked.build_requests(Step.IMAGES, ctx(f"B0HOOKC{n:03d}", styles=["white_bg", "lifestyle"]))[0]
+                for n in range(6)]  # fmt: skip
+    refs = await asyncio.gather(*(hooked.submit(Step.IMAGES, r) for r in requests))
+    assert all(ref.meta["webhook"] for ref in refs)
+    results = await asyncio.gather(*(hooked.wait(ref) for ref in refs))
+    assert all(r.status == "completed" for r in results)
