@@ -41,7 +41,7 @@ from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, run_product
 from .runtime import Budget as RunBudget
-from .runtime import RunContext, reset_current_run, set_current_run
+from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .tasks import configure_tasks
 
 logger = logging.getLogger("listingflow")
@@ -188,7 +188,7 @@ async def run_catalog(
         providers = {}
         for n in names:
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL))
-            providers[n] = classes[n](http, throttle=limiters[n].throttle)
+            providers[n] = classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))
             stack.push_async_callback(providers[n].aclose)
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)

@@ -107,6 +107,33 @@ def current_run() -> RunContext:
         raise RuntimeError("no listingflow run is active in this context") from None
 
 
+_submitting: contextvars.ContextVar[str | None] = contextvars.ContextVar("listingflow_submitting", default=None)
+
+
+def submitting(provider: str) -> contextvars.Token[str | None]:
+    """Mark the current task as sending a paid submission to ``provider`` (see ``gate_submissions``)."""
+    return _submitting.set(provider)
+
+
+def end_submitting(token: contextvars.Token[str | None]) -> None:
+    _submitting.reset(token)
+
+
+def gate_submissions(provider: str, throttle: Any) -> Any:
+    """The provider's throttle, refusing a submission whose turn comes after the provider was blocked
+    (out of credits, daily cap): a submission can wait its turn for several seconds, and the check at
+    the start of the submit task is then stale. Polls of running jobs still go through."""
+
+    async def gated(groups: list[str]) -> None:
+        await throttle(groups)
+        if _submitting.get() == provider:
+            run = _current.get(None)
+            if run is not None and provider in run.blocked:
+                raise run.blocked[provider]
+
+    return gated
+
+
 def set_current_run(run: RunContext) -> contextvars.Token[RunContext]:
     return _current.set(run)
 

@@ -39,7 +39,7 @@ from providers.contract import JobRef, JobResult, Product, Step
 from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
 
 from .retry import call_with_retries
-from .runtime import Deferred, ProviderBlocked, current_run
+from .runtime import Deferred, ProviderBlocked, current_run, end_submitting, submitting
 
 _T = TypeVar("_T")
 
@@ -149,6 +149,7 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         raise run.blocked[provider]
     run.budget.check(provider, estimate)
     plugin = run.provider(provider)
+    token = submitting(provider)
     try:
         ref = await call_with_retries(
             lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
@@ -161,6 +162,8 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
                                                          provider=provider, code=exc.code))  # fmt: skip
         raise
+    finally:
+        end_submitting(token)
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
     committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)
