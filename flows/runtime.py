@@ -7,10 +7,11 @@ a task never depends on a client object and a task run never carries a credentia
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +111,14 @@ def current_run() -> RunContext:
 _submitting: contextvars.ContextVar[str | None] = contextvars.ContextVar("listingflow_submitting", default=None)
 
 
-def submitting(provider: str) -> contextvars.Token[str | None]:
+@contextlib.contextmanager
+def submitting(provider: str) -> Iterator[None]:
     """Mark the current task as sending a paid submission to ``provider`` (see ``gate_submissions``)."""
-    return _submitting.set(provider)
-
-
-def end_submitting(token: contextvars.Token[str | None]) -> None:
-    _submitting.reset(token)
+    token = _submitting.set(provider)
+    try:
+        yield
+    finally:
+        _submitting.reset(token)
 
 
 def gate_submissions(provider: str, throttle: Any) -> Any:

@@ -39,7 +39,7 @@ from providers.contract import JobRef, JobResult, Product, Step
 from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
 
 from .retry import call_with_retries
-from .runtime import Deferred, ProviderBlocked, current_run, end_submitting, submitting
+from .runtime import Deferred, ProviderBlocked, current_run, submitting
 
 _T = TypeVar("_T")
 
@@ -149,21 +149,19 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         raise run.blocked[provider]
     run.budget.check(provider, estimate)
     plugin = run.provider(provider)
-    token = submitting(provider)
-    try:
-        ref = await call_with_retries(
-            lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
-        )
-    except QuotaExhausted as exc:
-        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
-        raise run.blocked[provider] from None
-    except InsufficientCredits as exc:
-        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                         provider=provider, code=exc.code))  # fmt: skip
-        raise
-    finally:
-        end_submitting(token)
+    with submitting(provider):
+        try:
+            ref = await call_with_retries(
+                lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
+            )
+        except QuotaExhausted as exc:
+            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
+            raise run.blocked[provider] from None
+        except InsufficientCredits as exc:
+            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                             provider=provider, code=exc.code))  # fmt: skip
+            raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
     committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)

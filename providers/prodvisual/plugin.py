@@ -281,7 +281,8 @@ class ProdVisualProvider(Provider):
         if inbox is not None:  # the event ends the pause; a poll only if it does not come (or says too little)
             interval = first = self.settings.webhook_reconcile_seconds
         deadline = time.monotonic() + self.settings.max_wait_seconds
-        event = await self._pause(max(0.0, min(first, deadline - time.monotonic())), deadline, ref, "pending", inbox)
+        first = max(0.0, min(first, deadline - time.monotonic()))
+        event = await inbox.wait(ref.job_id, first) if inbox is not None else await asyncio.sleep(first)
         failures, status = 0, "pending"
         try:
             while True:
@@ -374,13 +375,11 @@ class ProdVisualProvider(Provider):
         if inbox is None:
             await self._sleep(seconds, deadline, ref, status)
             return None
-        if time.monotonic() + seconds > deadline:
-            seconds = max(0.0, deadline - time.monotonic())
-            event = await inbox.wait(ref.job_id, seconds)
-            if event is None:
-                await self._sleep(1e9, deadline, ref, status)  # raises WaitTimeout
-            return event
-        return await inbox.wait(ref.job_id, seconds)
+        remaining = deadline - time.monotonic()
+        event = await inbox.wait(ref.job_id, min(seconds, max(0.0, remaining)))
+        if event is None and seconds > remaining:
+            await self._sleep(seconds, deadline, ref, status)  # past the deadline: raises WaitTimeout
+        return event
 
     async def _sleep(self, seconds: float, deadline: float, ref: JobRef, status: str) -> None:
         if time.monotonic() + seconds > deadline:
