@@ -6,6 +6,7 @@ what listingflow says about itself.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,19 @@ def route_counts(box: Any, since: float = 0.0, until: float = math.inf) -> dict[
         if since <= r.t < until:
             out[r.route] = out.get(r.route, 0) + 1
     return dict(sorted(out.items()))
+
+
+def timeline(box: Any, start: float, until: float = math.inf) -> dict[str, Any]:
+    """When each route was asked, in seconds from ``start`` (the run's start): where a run's time went
+    (start-up before the first request, gaps between paid submissions, the tail after the last)."""
+    requests = sorted((r for r in list(box.requests) if start <= r.t < until), key=lambda r: r.t)
+    routes: dict[str, list[float]] = {}
+    for r in requests:
+        routes.setdefault(r.route, []).append(round(r.t - start, 3))
+    paid = [round(c.t - start, 3) for c in paid_submissions(box, start, until)]
+    gaps = sorted((round(b - a, 3) for a, b in itertools.pairwise(paid)), reverse=True)
+    return {"first_request_s": routes and min(t[0] for t in routes.values()), "paid_s": paid,
+            "largest_paid_gaps_s": gaps[:5], "routes_s": routes}  # fmt: skip
 
 
 def rate_per_window(times: list[float], window: float) -> float | None:

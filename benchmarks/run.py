@@ -246,7 +246,8 @@ class Bench:
             bound = A.single_group_bound(requests=2 * products, limit=A.Limit(n, w), tail=0.0)
             bound = max(bound, jobs["listingrva"])
             phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
-                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing")}  # fmt: skip
+                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing"),
+                     "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None}  # fmt: skip
         self.out["phases"]["B2" if local_only else "B"] = phase
         wall = res.get("wall")
         ratio = None if wall is None else wall / bound
@@ -295,6 +296,8 @@ class Bench:
                 "routes": {p: A.route_counts(b, until=end_first) for p, b in boxes.items()},
                 "routes_rerun": {p: A.route_counts(b, since=end_first) for p, b in boxes.items()},
                 "http_429": {p: A.status_count(b, 429) for p, b in boxes.items()},
+                "timeline": {p: A.timeline(b, first["started_epoch"], end_first) for p, b in boxes.items()}
+                if first.get("started_epoch") else None,
             }  # fmt: skip
         self.out["phases"]["C"] = phase
         self._sat_figures("pixii", sats["pixii"], real=False, where="default pipeline")

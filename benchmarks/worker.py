@@ -38,7 +38,9 @@ def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _write_snapshot(path: str) -> None:
+def _write_snapshot(path: str, since: Any = None) -> Any:
+    """Writes the biggest holders of traced memory (with ``since``: the biggest growth since that
+    snapshot, to ``<path>.growth.txt`` as well) and returns the snapshot."""
     import gc
     import tracemalloc
 
@@ -49,6 +51,32 @@ def _write_snapshot(path: str) -> None:
     lines = [f"{total / 1024 / 1024:.1f} MiB traced in all"]
     lines += [f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:]) for s in stats]
     Path(path).write_text("\n\n".join(lines))
+    if since is not None:
+        diff = snapshot.compare_to(since, "traceback")[:40]
+        grown = [f"{d.size_diff / 1024:+.0f} KiB in {d.count_diff:+d} blocks\n  " + "\n  ".join(d.traceback.format()[-10:])
+                 for d in diff]  # fmt: skip
+        Path(f"{path}.growth.txt").write_text("\n\n".join(grown))
+    return snapshot
+
+
+def _census() -> dict[str, int]:
+    """Live objects by type (module-qualified), after a full collection."""
+    import gc
+
+    gc.collect()
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        t = type(obj)
+        key = f"{t.__module__}.{t.__qualname__}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _write_census_growth(path: str, before: dict[str, int], after: dict[str, int], products: int) -> None:
+    grown = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in after), reverse=True)[:40]
+    lines = [f"live objects grown over {products} finished products (per product):"]
+    lines += [f"{n:+8d}  {n / max(1, products):7.2f}  {k}" for n, k in grown if n > 0]
+    Path(path).write_text("\n".join(lines))
 
 
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -71,12 +99,31 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
         from flows.catalog_flow import HOOKS
 
+        early: list[Any] = []
+
         def snapshot_near_the_end(outcome: Any, done: int, total: int) -> None:
-            if done == max(1, total * 9 // 10):  # inside the flow run: what it holds while running
-                _write_snapshot(f"{trace}-{spec['name']}-during.txt")
+            # Two snapshots inside the flow run, at a quarter and at nine tenths of the catalog: what it
+            # holds while running, and what grew in between (what each further product costs).
+            if done == max(1, total // 4):
+                early.append(_write_snapshot(f"{trace}-{spec['name']}-quarter.txt"))
+            if done == max(1, total * 9 // 10):
+                _write_snapshot(f"{trace}-{spec['name']}-during.txt", since=early[0] if early else None)
 
         HOOKS["on_product_done"] = snapshot_near_the_end
         tracemalloc.start(8)
+    census = os.environ.get("LISTINGFLOW_BENCH_CENSUS")  # diagnosis without tracemalloc's 10x slowdown
+    if census:
+        from flows.catalog_flow import HOOKS
+
+        counts: list[dict[str, int]] = []
+
+        def census_hook(outcome: Any, done: int, total: int) -> None:
+            if done in (max(1, total // 4), max(1, total * 9 // 10)):
+                counts.append(_census())
+                if len(counts) == 2:
+                    _write_census_growth(f"{census}-{spec['name']}.txt", counts[0], counts[1], total * 9 // 10 - total // 4)
+
+        HOOKS["on_product_done"] = census_hook
     cprofile = os.environ.get("LISTINGFLOW_BENCH_CPROFILE")  # diagnosis: CPU by function (main thread)
     if cprofile:
         import cProfile

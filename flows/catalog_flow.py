@@ -9,6 +9,7 @@ products overlap. At the end: a run manifest, a ``cost-summary`` artifact (table
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -29,20 +30,33 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from listingflow.settings import Settings, get_settings
-from providers.contract import APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
+from providers.contract import (
+    APlusOptions,
+    CopyOptions,
+    ImageOptions,
+    Product,
+    ScaleOptions,
+    Step,
+)
 from providers.errors import redact
 from providers.registry import load_providers
 
-from .archive import ArchiveUnavailable, SpooledArchive, open_archive, product_manifest_key, run_key
+from .archive import (
+    ArchiveUnavailable,
+    SpooledArchive,
+    open_archive,
+    product_manifest_key,
+    run_key,
+)
 from .catalog import Catalog, RowError, load_catalog
-from .costs import CostSummary, summarize
+from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
-from .pipeline import ProductOutcome, run_product
+from .pipeline import ProductOutcome, ProductRecord, run_product
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
-from .tasks import configure_tasks
+from .tasks import configure_tasks, forget_empty_task_assets
 
 logger = logging.getLogger("listingflow")
 
@@ -53,7 +67,7 @@ class RunSummary(BaseModel):
     archive: str
     started_at: float
     finished_at: float
-    products: list[ProductOutcome] = Field(default_factory=list)
+    products: list[ProductRecord] = Field(default_factory=list)
     rejected_rows: list[RowError] = Field(default_factory=list)
     cost: CostSummary | None = None
     refused: list[str] = Field(default_factory=list, description="why the run did not start")
@@ -118,8 +132,6 @@ async def _select_products(params: RunParameters, catalog: Catalog, archive: Spo
 
 
 async def _read_run_manifest(ref: str, archive: SpooledArchive) -> dict[str, Any]:
-    import json
-
     from .catalog import read_bytes
 
     if ref.endswith(".json"):
@@ -219,32 +231,37 @@ async def run_catalog(
             if on_start:
                 on_start(len(products), archive.uri)
             progress = await _progress_artifact(len(products))
-            gate = asyncio.Semaphore(settings.product_concurrency)
+            records: list[ProductRecord | None] = [None] * len(products)
+            queue = iter(enumerate(products))  # shared by the workers: each product is taken once
             done = 0
             last_update = 0.0
 
-            async def one(product: Product) -> ProductOutcome:
+            async def worker() -> None:
+                # A fixed set of workers rather than one waiting coroutine per product: a gather over
+                # the whole catalog holds every product's task (and result) until the last one ends.
                 nonlocal done, last_update
-                async with gate:
+                for index, product in queue:
                     try:
                         outcome = await run_product(run, tasks, product)
                     except Exception as exc:  # noqa: BLE001 - one product never stops the others
                         outcome = ProductOutcome(asin=product.asin, country_code=product.country_code,
                                                  title=product.title, status="failed")  # fmt: skip
                         outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
-                done += 1
-                if on_product_done:
-                    on_product_done(outcome, done, len(products))
-                if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
-                    last_update = time.monotonic()
-                    await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
-                                                    description=f"{done}/{len(products)} products finished")
-                return outcome
+                    records[index] = outcome.record()
+                    forget_empty_task_assets()
+                    done += 1
+                    if on_product_done:
+                        on_product_done(outcome, done, len(products))
+                    if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
+                        last_update = time.monotonic()
+                        await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
+                                                        description=f"{done}/{len(products)} products finished")
 
-            summary.products = list(await asyncio.gather(*[one(p) for p in products]))
+            await asyncio.gather(*(worker() for _ in range(min(settings.product_concurrency, len(products)))))
+            summary.products = [r for r in records if r is not None]
             summary.spooled = list(archive.spooled)
-            summary.cost = summarize(
-                run_id, run.jobs, price_per_credit=params.price_per_credit, currency=params.currency,
+            summary.cost = run.costs.summary(
+                run_id, price_per_credit=params.price_per_credit, currency=params.currency,
                 requests={n: limiters[n].requests for n in names},
                 skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
                          if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
@@ -296,21 +313,18 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
         "products": [
             {"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
              "failures": p.failures(), "manifest": p.manifest_key,
-             "jobs": {s: o.jobs for s, o in p.steps.items()}}
+             "jobs": {s: list(o.jobs) for s, o in p.steps.items()}}
             for p in summary.products
         ],  # fmt: skip
         "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
         "spooled": summary.spooled,
         "notes": summary.notes,
     }
-    documents = {"manifest.json": manifest}
+    await _put_run_document(archive, summary, "manifest.json",
+                            json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())  # fmt: skip
+    del manifest  # one document in memory at a time: a 5,000-product run's are several MB each
     if summary.cost is not None:
-        documents["cost-summary.json"] = summary.cost.model_dump(mode="json")
-    for name, document in documents.items():
-        try:
-            await archive.put_json(run_key(archive.prefix, summary.run_id, name), document)
-        except ArchiveUnavailable as exc:
-            summary.notes.append(f"run {name} kept in the local spool: {exc}")
+        await _put_run_document(archive, summary, "cost-summary.json", summary.cost.document())
     if FlowRunContext.get() is None or summary.cost is None:
         return
     await acreate_table_artifact(summary.cost.table(), key="cost-summary",
@@ -319,6 +333,14 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
         summary.cost.markdown() + "\n\n" + _failures_markdown(summary), key="cost-summary-report",
         description="Cost summary and failures",
     )  # fmt: skip
+
+
+async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: str, body: bytes) -> None:
+    try:
+        await archive.put(run_key(archive.prefix, summary.run_id, name), body, content_type="application/json",
+                          metadata={})  # fmt: skip
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"run {name} kept in the local spool: {exc}")
 
 
 def _failures_markdown(summary: RunSummary) -> str:

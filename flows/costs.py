@@ -7,10 +7,12 @@ is shown only where a price per credit is set.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 class JobCost(BaseModel):
@@ -50,29 +52,58 @@ class CostLine(BaseModel):
 
 
 class CostSummary(BaseModel):
+    """Provider, step and total lines; the product lines (one per provider, step and product: ~3.5 per
+    product) are produced from the run's ledger when asked for, never all held at once: as pydantic
+    models they were ~2 KB each, ~35 MB at the end of a 5,000-product run (benchmarks, phase E)."""
+
     run_id: str
     currency: str = "USD"
-    lines: list[CostLine]
+    lines: list[CostLine] = Field(description="provider, step and total lines")
     requests: dict[str, int] = Field(default_factory=dict, description="HTTP requests per provider")
     skipped: list[str] = Field(default_factory=list, description="work not submitted (budget, quota)")
+    _ledger: CostLedger | None = PrivateAttr(default=None)
+    _prices: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    def product_lines(self) -> Iterator[CostLine]:
+        if self._ledger is not None:
+            yield from self._ledger.lines("product", self._prices)
+
+    def all_lines(self) -> Iterator[CostLine]:
+        """Every line in order: providers, steps, products, total."""
+        yield from self.by("provider")
+        yield from self.by("step")
+        yield from self.product_lines()
+        yield from self.by("total")
 
     def by(self, scope: str) -> list[CostLine]:
+        if scope == "product":
+            return list(self.product_lines())
         return [line for line in self.lines if line.scope == scope]
 
     @property
     def total(self) -> CostLine:
         return self.by("total")[0]
 
-    def table(self) -> list[dict[str, object]]:
-        return [
-            {
-                "scope": line.scope, "provider": line.provider, "step": line.step, "product": line.product,
-                "jobs": line.jobs, "charged": line.charged, "refunded": line.refunded, "net": line.net,
-                "unknown cost jobs": line.unknown_jobs, "reused": line.reused_jobs,
-                "money": line.money_text(self.currency),
-            }  # fmt: skip
-            for line in self.lines
-        ]
+    def document(self) -> bytes:
+        """``cost-summary.json``: the summary with every line, written one line at a time."""
+        head = self.model_dump(mode="json", exclude={"lines"})
+        parts = [json.dumps(head, sort_keys=True)[:-1].encode(), b', "lines": [\n']
+        for i, line in enumerate(self.all_lines()):
+            parts.append((b",\n" if i else b"") + json.dumps(line.model_dump(mode="json"), sort_keys=True).encode())
+        parts.append(b"\n]}\n")
+        return b"".join(parts)
+
+    def table(self) -> dict[str, list[object]]:
+        """Every line as a column-oriented table (Prefect table artifacts take columns): one list per
+        column costs a few bytes per line where a dict per row cost ~1 KB."""
+        columns: dict[str, list[object]] = {name: [] for name in _TABLE_COLUMNS}
+        for line in self.all_lines():
+            for name, value in zip(_TABLE_COLUMNS, (
+                line.scope, line.provider, line.step, line.product, line.jobs, line.charged, line.refunded,
+                line.net, line.unknown_jobs, line.reused_jobs, line.money_text(self.currency),
+            ), strict=True):  # fmt: skip
+                columns[name].append(value)
+        return columns
 
     def markdown(self) -> str:
         out = [f"# Cost summary, run `{self.run_id}`", ""]
@@ -101,75 +132,82 @@ class CostSummary(BaseModel):
         return "\n".join(out)
 
 
+_TABLE_COLUMNS = ("scope", "provider", "step", "product", "jobs", "charged", "refunded", "net", "unknown cost jobs",
+                  "reused", "money")  # fmt: skip
+
+
 def _c(credits: int, unknown: int) -> str:
     return f"{credits} + {unknown} unknown" if unknown else str(credits)
 
 
-def summarize(
-    run_id: str,
-    jobs: list[JobCost],
-    *,
-    price_per_credit: dict[str, float],
-    currency: str = "USD",
-    requests: dict[str, int] | None = None,
-    skipped: list[str] | None = None,
-) -> CostSummary:
-    groups: dict[tuple[str, str, str, str], CostLine] = {}
+@dataclass(slots=True)
+class _Tally:
+    jobs: int = 0
+    reused_jobs: int = 0
+    unknown_jobs: int = 0
+    charged: int = 0
+    refunded: int = 0
+    net: int = 0
+    reused_credits: int = 0
 
-    def line(scope: str, provider: str = "*", step: str = "*", product: str = "*") -> CostLine:
-        key = (scope, provider, step, product)
-        if key not in groups:
-            groups[key] = CostLine(scope=scope, provider=provider, step=step, product=product)  # type: ignore[arg-type]
-        return groups[key]
 
-    for job in jobs:
-        targets = [
-            line("provider", job.provider),
-            line("step", job.provider, job.step),
-            line("product", job.provider, job.step, job.product),
-            line("total"),
-        ]
-        for target in targets:
+class CostLedger:
+    """The run's costs, added up as its jobs finish.
+
+    A summary line needs only its sums, so the ledger keeps one small tally per line instead of every
+    job: a 5,000-product run pays ~17,000 jobs, and holding their records to the end was a steady part
+    of the run's memory growth (benchmarks, phase E)."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[tuple[str, str, str, str], _Tally] = {("total", "*", "*", "*"): _Tally()}
+
+    def add(self, job: JobCost) -> None:
+        keys = (
+            ("provider", job.provider, "*", "*"),
+            ("step", job.provider, job.step, "*"),
+            ("product", job.provider, job.step, job.product),
+            ("total", "*", "*", "*"),
+        )
+        for key in keys:
+            tally = self._tallies.get(key)
+            if tally is None:
+                tally = self._tallies[key] = _Tally()
             if job.reused:
-                target.reused_jobs += 1
-                target.reused_credits += job.net or 0
+                tally.reused_jobs += 1
+                tally.reused_credits += job.net or 0
                 continue
-            target.jobs += 1
+            tally.jobs += 1
             if job.charged is None:
-                target.unknown_jobs += 1
+                tally.unknown_jobs += 1
             else:
-                target.charged += job.charged
-                target.refunded += job.refunded
-                target.net += job.charged - job.refunded
-    if ("total", "*", "*", "*") not in groups:
-        line("total")
-    for key, target in groups.items():
-        paid = {j.provider for j in _matching(jobs, key)}
-        if any(p not in price_per_credit for p in paid):
-            target.money_status = "no_price"
-        elif target.unknown_jobs:
-            target.money_status = "unknown_credits"
-        else:
-            target.money_status = "ok"
-            target.money = sum((j.net or 0) * price_per_credit[j.provider] for j in _matching(jobs, key))
-    ordered = sorted(groups.values(), key=lambda ln: (["provider", "step", "product", "total"].index(ln.scope),
-                                                       ln.provider, ln.step, ln.product))  # fmt: skip
-    return CostSummary(run_id=run_id, currency=currency, lines=ordered, requests=requests or {},
-                       skipped=skipped or [])  # fmt: skip
+                tally.charged += job.charged
+                tally.refunded += job.refunded
+                tally.net += job.charged - job.refunded
 
+    def lines(self, scope: str, prices: dict[str, float]) -> Iterator[CostLine]:
+        """The summary lines of one scope, sorted. Money is shown for a line only when every provider
+        it paid has a price and no paid job's cost is unknown."""
+        paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
+        for key in sorted(k for k in self._tallies if k[0] == scope):
+            _, provider, step, product = key
+            t = self._tallies[key]
+            paid = paid_net if scope == "total" else ({provider: t.net} if t.jobs else {})
+            line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,  # type: ignore[arg-type]
+                            reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
+                            refunded=t.refunded, net=t.net, reused_credits=t.reused_credits)  # fmt: skip
+            if any(p not in prices for p in paid):
+                line.money_status = "no_price"
+            elif t.unknown_jobs:
+                line.money_status = "unknown_credits"
+            else:
+                line.money_status = "ok"
+                line.money = sum(net * prices[p] for p, net in paid.items())
+            yield line
 
-def _matching(jobs: list[JobCost], key: tuple[str, str, str, str]) -> list[JobCost]:
-    """The jobs this run paid for that fall under one summary line."""
-    _, provider, step, product = key
-    return [
-        j for j in jobs
-        if not j.reused and provider in ("*", j.provider) and step in ("*", j.step) and product in ("*", j.product)
-    ]  # fmt: skip
-
-
-def by_provider(jobs: list[JobCost]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for j in jobs:
-        if not j.reused and j.net is not None:
-            out[j.provider] += j.net
-    return dict(out)
+    def summary(self, run_id: str, *, price_per_credit: dict[str, float], currency: str = "USD",
+                requests: dict[str, int] | None = None, skipped: list[str] | None = None) -> CostSummary:  # fmt: skip
+        lines = [line for scope in ("provider", "step", "total") for line in self.lines(scope, price_per_credit)]
+        summary = CostSummary(run_id=run_id, currency=currency, lines=lines, requests=requests or {},
+                              skipped=skipped or [])  # fmt: skip
+        summary._ledger, summary._prices = self, dict(price_per_credit)
+        return summary

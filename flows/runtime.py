@@ -24,7 +24,7 @@ from providers.errors import PermanentError, QuotaExhausted
 from providers.registry import Registry
 
 from .archive import SpooledArchive
-from .costs import JobCost
+from .costs import CostLedger
 from .limits import ProviderLimiter
 from .params import RunParameters
 
@@ -85,7 +85,7 @@ class RunContext:
     download_http: httpx.AsyncClient
     archive: SpooledArchive
     budget: Budget
-    jobs: list[JobCost] = field(default_factory=list)
+    costs: CostLedger = field(default_factory=CostLedger)
     blocked: dict[str, ProviderBlocked | Deferred] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     on_product_done: Callable[[Any], None] | None = None

@@ -33,6 +33,14 @@ def archived_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json"))
 
 
+def archived_outputs(archive: Path | dict[str, bytes], manifest_key: str | None, step: str) -> list[dict[str, Any]]:
+    """A step's archived outputs, as recorded in the product's manifest: in a local archive folder,
+    or in a bucket's objects (key -> body)."""
+    assert manifest_key, "the product has no manifest"
+    body = archive[manifest_key] if isinstance(archive, dict) else (archive / manifest_key).read_bytes()
+    return list(json.loads(body)["steps"][step]["outputs"])
+
+
 def meta(path: Path) -> dict[str, Any]:
     return json.loads(path.with_name(path.name + ".meta.json").read_text())
 

@@ -11,7 +11,14 @@ import pytest
 from providers.sandbox.core import Fault, FaultRule
 from tests.conftest import FAST_LIMITS
 
-from .helpers import archived_files, meta, net_charged, paid_submissions, run_flow
+from .helpers import (
+    archived_files,
+    archived_outputs,
+    meta,
+    net_charged,
+    paid_submissions,
+    run_flow,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -118,9 +125,34 @@ async def test_images_of_many_products_go_out_in_one_batch(sandboxes: dict[str, 
     assert len(jobs) == 1 and jobs[0].kind == "batch" and len(jobs[0].payload["items"]) == 7
     # each product still gets its own outputs, manifest entry and share of the cost
     for p in summary.products:
-        assert p.steps["images"].status == "done" and p.steps["images"].outputs
+        assert p.steps["images"].status == "done" and p.steps["images"].output_count >= 1
+        assert len(archived_outputs(lf_env["archive"], p.manifest_key, "images")) == p.steps["images"].output_count
     per_product = {line.product: line.net for line in summary.cost.by("product")}
     assert per_product["US/B0D1LMN8QR"] == 2 and sum(per_product.values()) == 7 == net_charged(sandboxes)["prodvisual"]
     # a rerun finds every product's share through its pointer: nothing is paid again
     _, again = await run_flow(steps=["images"])
     assert len(sandboxes["prodvisual"].jobs) == 1 and again.cost.total.reused_jobs == 6
+
+
+async def test_a_finished_product_leaves_only_its_record_in_memory(sandboxes: dict[str, Any], lf_env: dict[str, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Memory grows with the catalog only by a small record per finished product: Prefect's per-task
+    bookkeeping of finished products is dropped (benchmarks, phase E), the outputs live in the archive."""
+    from prefect.context import FlowRunContext
+
+    from flows.catalog_flow import HOOKS
+    from flows.pipeline import ProductRecord
+
+    held: list[int] = []
+
+    def at_each_product(outcome: Any, done: int, total: int) -> None:
+        context = FlowRunContext.get()
+        assert context is not None
+        held.append(len(context.task_run_assets))
+
+    monkeypatch.setitem(HOOKS, "on_product_done", at_each_product)
+    state, summary = await run_flow()
+    assert state.is_completed(), summary.failure_report()
+    assert len(held) == 6 and held[-1] == 0, held  # the last product: nothing in flight, nothing held
+    assert all(isinstance(p, ProductRecord) for p in summary.products)
+    assert sum(len(p.steps["images"].jobs) for p in summary.products) >= 6

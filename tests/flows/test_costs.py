@@ -1,0 +1,54 @@
+"""The cost ledger: sums per provider, step and product, money only where it is known, and the
+``cost-summary.json`` document with every line."""
+
+from __future__ import annotations
+
+import json
+
+from flows.costs import CostLedger, JobCost
+
+
+def _ledger() -> CostLedger:
+    ledger = CostLedger()
+    for n, refunded in enumerate([0, 10, 0]):
+        ledger.add(JobCost(provider="pixii", step="aplus", product=f"US/B{n}", job_id=f"a{n}", charged=50,
+                           refunded=refunded))  # fmt: skip
+    ledger.add(JobCost(provider="pixii", step="scale", product="US/B0", job_id="s0", charged=6))
+    ledger.add(JobCost(provider="listingrva", step="copy", product="US/B0", job_id="c0", charged=None))
+    ledger.add(JobCost(provider="listingrva", step="copy", product="US/B1", job_id="c1", charged=5, reused=True))
+    return ledger
+
+
+def test_lines_add_up_per_provider_step_product_and_total() -> None:
+    summary = _ledger().summary("run-1", price_per_credit={"pixii": 0.1, "listingrva": 0.5})
+    pixii = next(line for line in summary.by("provider") if line.provider == "pixii")
+    assert (pixii.jobs, pixii.charged, pixii.refunded, pixii.net) == (4, 156, 10, 146)
+    assert pixii.money_status == "ok" and abs((pixii.money or 0) - 14.6) < 1e-9
+    products = {(line.step, line.product): line.net for line in summary.by("product")}
+    assert products == {("aplus", "US/B0"): 50, ("aplus", "US/B1"): 40, ("aplus", "US/B2"): 50, ("scale", "US/B0"): 6,
+                        ("copy", "US/B0"): 0, ("copy", "US/B1"): 0}  # fmt: skip
+    copy = next(line for line in summary.by("step") if line.step == "copy")
+    # an unknown price is never counted as 0 credits, and a reused output costs this run nothing
+    assert (copy.jobs, copy.unknown_jobs, copy.reused_jobs, copy.reused_credits) == (1, 1, 1, 5)
+    assert copy.money_status == "unknown_credits" and copy.money is None
+    assert summary.total.net == 146 and summary.total.money_status == "unknown_credits"
+
+
+def test_money_only_where_every_paid_provider_has_a_price() -> None:
+    summary = _ledger().summary("run-1", price_per_credit={"pixii": 0.1})
+    assert summary.total.money_status == "no_price" and summary.total.money is None
+    reused_only = next(line for line in summary.by("product") if line.product == "US/B1" and line.step == "copy")
+    assert reused_only.money_status == "ok" and reused_only.money == 0  # nothing paid: nothing unpriced
+
+
+def test_document_and_table_hold_every_line_in_order() -> None:
+    summary = _ledger().summary("run-1", price_per_credit={}, requests={"pixii": 9}, skipped=["US/B9 aplus: budget"])
+    document = json.loads(summary.document())
+    assert document["run_id"] == "run-1" and document["requests"] == {"pixii": 9}
+    assert document["skipped"] == ["US/B9 aplus: budget"]
+    scopes = [line["scope"] for line in document["lines"]]
+    assert scopes == ["provider"] * 2 + ["step"] * 3 + ["product"] * 6 + ["total"]
+    assert document["lines"][-1]["net"] == summary.total.net == 146
+    table = summary.table()
+    assert table["scope"] == scopes and table["net"] == [line["net"] for line in document["lines"]]
+    assert "product" not in {line.scope for line in summary.lines}  # product lines are not held
