@@ -39,6 +39,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from listingflow.settings import Settings
+
 from . import analysis as A
 from .catalog_gen import CatalogShape, write_catalog
 from .harness import (
@@ -89,6 +91,13 @@ def sandbox_config(limits: dict[str, dict[str, tuple[int, float]]], job_seconds:
             "image_px": 32, "daily_limit": None, **extra}
         for p in REAL_LIMITS
     }  # fmt: skip
+
+
+def scaled_linger() -> dict[str, str]:
+    """How long a ProdVisual batch waits for more products, divided like every other time constant of
+    the run (windows, jobs, polls) in the time-scaled phases."""
+    default = Settings.model_fields["batch_linger_seconds"].default
+    return {"LISTINGFLOW_BATCH_LINGER_SECONDS": f"{default / SCALE:g}"}
 
 
 def unlimited() -> dict[str, dict[str, tuple[int, float]]]:
@@ -229,14 +238,14 @@ class Bench:
 
     def phase_b(self, *, local_only: bool = False) -> None:
         name = "b2-listingrva-x10-local-pacing" if local_only else "b-listingrva-x10"
-        products = 16 if self.quick else 24
+        products = 16 if self.quick else 96
         limits = scaled_limits(SCALE)
         jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="lr"))
         self.log(f"B: ListingRVA x{SCALE:g} time-scaled (30 /ai/* per {60 / SCALE:g}s), {products} products, copy only")
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
-            env = self.env(name, limits, polls)
+            env = self.env(name, limits, polls, **scaled_linger())
             if local_only:
                 env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = "false"
             res = self.flow(name, catalog, {"steps": ["copy"]}, env, timeout=min(240.0, max(60.0, self.left() - 420)))
@@ -267,14 +276,14 @@ class Bench:
 
     def phase_c(self) -> None:
         name = "c-pipeline-x10"
-        shape = CatalogShape(20 if self.quick else 24, variation_every=2 if self.quick else 3, tag="pl")
+        shape = CatalogShape(20 if self.quick else 72, variation_every=2 if self.quick else 3, tag="pl")
         limits = scaled_limits(SCALE)
         jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", shape)
         self.log(f"C: default pipeline x{SCALE:g} time-scaled, {shape.products} products, {shape.variations} variations")
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
-            env = self.env(name, limits, polls)
+            env = self.env(name, limits, polls, **scaled_linger())
             first = self.flow(name, catalog, {}, env, timeout=min(420.0, max(90.0, self.left() - 300)))
             end_first = time.time()
             paid_first = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
