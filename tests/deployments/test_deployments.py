@@ -344,7 +344,9 @@ async def trigger(server: Server, deployment: str, *params: str) -> UUID:
 
 
 def _rows(artifact: Any) -> list[dict[str, Any]]:
-    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    """The table artifact's rows (it is stored column by column)."""
+    columns = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def sandbox_keys(boxes: dict[str, Any]) -> list[str]:
