@@ -30,24 +30,11 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from listingflow.settings import Settings, get_settings
-from providers.contract import (
-    APlusOptions,
-    CopyOptions,
-    ImageOptions,
-    Product,
-    ScaleOptions,
-    Step,
-)
+from providers.contract import APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
 from providers.errors import redact
 from providers.registry import load_providers
 
-from .archive import (
-    ArchiveUnavailable,
-    SpooledArchive,
-    open_archive,
-    product_manifest_key,
-    run_key,
-)
+from .archive import ArchiveUnavailable, SpooledArchive, open_archive, product_manifest_key, run_key
 from .catalog import Catalog, RowError, load_catalog
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget

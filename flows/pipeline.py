@@ -21,15 +21,7 @@ from typing import Any, Literal
 from prefect.states import State
 from pydantic import BaseModel, Field
 
-from providers.contract import (
-    JobRef,
-    JobResult,
-    ListingCopy,
-    Product,
-    Provider,
-    Step,
-    StepContext,
-)
+from providers.contract import JobRef, JobResult, ListingCopy, Product, Provider, Step, StepContext
 from providers.errors import OutputExpired, ProviderError, QuotaExhausted
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key

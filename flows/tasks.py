@@ -325,9 +325,7 @@ def lock_manager(settings: Settings) -> Any:
     if settings.redis_url:
         from urllib.parse import urlsplit
 
-        from prefect_redis.locking import (
-            RedisLockManager,  # optional: pip install prefect-redis
-        )
+        from prefect_redis.locking import RedisLockManager  # optional: pip install prefect-redis
 
         url = urlsplit(settings.redis_url)
         return RedisLockManager(host=url.hostname or "localhost", port=url.port or 6379,

@@ -11,14 +11,7 @@ import pytest
 from providers.sandbox.core import Fault, FaultRule
 from tests.conftest import FAST_LIMITS
 
-from .helpers import (
-    archived_files,
-    archived_outputs,
-    meta,
-    net_charged,
-    paid_submissions,
-    run_flow,
-)
+from .helpers import archived_files, archived_outputs, meta, net_charged, paid_submissions, run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -15,13 +15,7 @@ import pytest
 
 from providers.sandbox.core import Fault, FaultRule
 
-from .helpers import (
-    archived_outputs,
-    duplicate_payments,
-    net_charged,
-    paid_submissions,
-    run_flow,
-)
+from .helpers import archived_outputs, duplicate_payments, net_charged, paid_submissions, run_flow
 
 # ~4 minutes on a 2-core machine (50 products through the whole chain, about 600 task runs): `make chaos`
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]

@@ -16,13 +16,7 @@ import pytest
 
 from providers.sandbox.core import Fault, FaultRule
 
-from .helpers import (
-    archived_outputs,
-    duplicate_payments,
-    net_charged,
-    paid_submissions,
-    run_flow,
-)
+from .helpers import archived_outputs, duplicate_payments, net_charged, paid_submissions, run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
