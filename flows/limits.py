@@ -136,6 +136,9 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
     return f"updated {spec.name}"
 
 
+_LATE_SECONDS = 0.005  # a request sent this much after its turn shifts what follows (``_Bucket.sent_late``)
+
+
 @dataclass
 class _Bucket:
     """One route group's pace in this process, and the chunk of global grants it is spending."""
@@ -149,6 +152,7 @@ class _Bucket:
     tokens: int = 0  # grants left in the current chunk
     expires: float = 0.0  # the current chunk's grants are void from this moment
     next_ask: float = 0.0  # the server bucket is certainly empty again from this moment
+    lag: float = 0.0  # how late the current chunk's requests went out, at most
     asks: int = 0  # global acquisitions made (diagnostics, benchmarks)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -166,11 +170,17 @@ class _Bucket:
                     return start, self.expires
                 await self._refill()
 
+    def sent_late(self, sent: float, late: float) -> None:
+        """A request left ``late`` seconds after its turn (a busy event loop): the requests after it keep
+        their distance from when it really went, and so does the next chunk, or the request a window
+        later would land inside that request's window (a benchmark under full CPU load saw one 429)."""
+        self.next_at = max(self.next_at, sent + self.interval)
+        self.lag = max(self.lag, late)
+
     async def _refill(self) -> None:
         async with get_client() as client:
             while True:
-                delay = self.next_ask - time.monotonic()
-                if delay > 0:
+                while (delay := self.next_ask + self.lag - time.monotonic()) > 0:
                     await asyncio.sleep(delay)
                 # Ask only when the server's bucket has room for a whole chunk: reading costs nothing,
                 # while a denied ask rewrites the row and restarts the decay (module docstring).
@@ -198,6 +208,7 @@ class _Bucket:
         # The server granted somewhere between ``asked`` and ``granted``: the chunk covers
         # [grant, grant + span), so spend it in [granted, asked + span) and ask again after granted + span.
         self.tokens = self.chunk
+        self.lag = 0.0
         self.expires = asked + self.span
         self.next_ask = granted + self.span + 0.02
 
@@ -409,6 +420,10 @@ class ProviderLimiter:
         delay = start - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        sent = time.monotonic()
+        if sent - start > _LATE_SECONDS:
+            for g in limited:
+                self._buckets[g].sent_late(sent, sent - start)
 
     def seconds_until_free(self) -> float:
         """How long until this process could send this provider's next request in its busiest group

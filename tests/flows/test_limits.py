@@ -77,6 +77,23 @@ async def test_one_process_runs_at_the_rate_with_one_server_round_trip_per_chunk
     assert limiter.global_acquisitions <= 25 / 9 + 1  # chunks of 9, not one ask per request
 
 
+async def test_a_request_sent_late_by_a_busy_process_keeps_the_window() -> None:
+    """The event loop is blocked while a paced request waits for its turn: it goes out late, and the
+    requests a window after it (in the next chunk) must move with it, or a provider counting a sliding
+    window would see 11 requests in 2 s and answer 429."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, chunk_seconds=2.0)
+    limiter = _limiter(prefix, chunk_seconds=2.0)
+    sent: list[float] = []
+    await _send(limiter, 1, sent)  # takes the first chunk
+    rest = asyncio.create_task(_send(limiter, 19, sent))  # all turns are given out now: the next in 0.2 s
+    await asyncio.sleep(0.05)
+    time.sleep(0.3)  # noqa: ASYNC251 - a busy process: the second request's turn passes meanwhile
+    await rest
+    assert sorted(sent)[1] - sent[0] > 0.3  # it did go out late
+    assert _max_in_window(sent, 2.0) <= 10
+
+
 async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
