@@ -42,7 +42,7 @@ def timeline(box: Any, start: float, until: float = math.inf) -> dict[str, Any]:
         routes.setdefault(r.route, []).append(round(r.t - start, 3))
     paid = [round(c.t - start, 3) for c in paid_submissions(box, start, until)]
     gaps = sorted((round(b - a, 3) for a, b in itertools.pairwise(paid)), reverse=True)
-    return {"first_request_s": routes and min(t[0] for t in routes.values()), "paid_s": paid,
+    return {"first_request_s": min((t[0] for t in routes.values()), default=None), "paid_s": paid,
             "largest_paid_gaps_s": gaps[:5], "routes_s": routes}  # fmt: skip
 
 

@@ -93,7 +93,7 @@ class CrashSafeFileSystemLockManager(FileSystemLockManager):
                 return super()._get_lock_info(key, use_cache=use_cache)
             except ValueError:
                 time.sleep(self._UNWRITTEN_PAUSE)
-        return self._drop_unwritten(key)
+        return self._break(key)
 
     async def _aget_lock_info(self, key: str, use_cache: bool = True) -> Any:
         for _ in range(self._UNWRITTEN_READS):
@@ -101,19 +101,19 @@ class CrashSafeFileSystemLockManager(FileSystemLockManager):
                 return await super()._aget_lock_info(key, use_cache=use_cache)
             except ValueError:
                 await asyncio.sleep(self._UNWRITTEN_PAUSE)
-        return self._drop_unwritten(key)
+        return self._break(key)
 
-    def _drop_unwritten(self, key: str) -> None:
+    def _break(self, key: str) -> None:
+        """Remove a lock whose holder is gone: its file, its owner record and the cached copy."""
         self._lock_path_for_key(key).unlink(missing_ok=True)
+        self._owner_path(key).unlink(missing_ok=True)
         self._locks.pop(key, None)
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         if not super().is_locked(key, use_cache=use_cache):
             return False
         if self._holder_gone(key):
-            self._lock_path_for_key(key).unlink(missing_ok=True)
-            self._owner_path(key).unlink(missing_ok=True)
-            self._locks.pop(key, None)
+            self._break(key)
             return False
         return True
 
@@ -248,8 +248,7 @@ def forget_empty_task_assets() -> None:
     add its assets to a downstream task's (``AssetContext.from_task_and_inputs``: ``if task_assets``),
     so a missing entry and an empty one mean the same. Called once per finished product, the map then
     holds only the entries added since."""
-    context = FlowRunContext.get()
-    assets = getattr(context, "task_run_assets", None) if context is not None else None
+    assets = getattr(FlowRunContext.get(), "task_run_assets", None)
     if assets:
         for key in [k for k, v in assets.items() if not v]:
             del assets[key]
