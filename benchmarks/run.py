@@ -7,7 +7,10 @@ A. ProdVisual at its REAL documented rate (60 requests/minute, not time-scaled):
    per product, so cross-product batches can carry 50 images; batches finished by ProdVisual's webhook.
    Time-boxed. Gives ProdVisual's rate-limit
    saturation (item 1) and images/minute against the 60 x 50 bound (item 3).
-B. ListingRVA time-scaled x5 (30 /ai/* requests per 12 s): listing copy only. Saturation (item 1).
+B. ListingRVA time-scaled x5 (30 /ai/* requests per 12 s): listing copy only. Saturation (item 1),
+   wall vs bound (item 2). Each job needs one poll in the same bucket: paid submissions cap at half.
+H. ListingRVA time-scaled x5: one image per product, finished by the signed ``image.generated``
+   webhook, so the bucket goes to paid submissions. Saturation (item 1), wall vs bound (item 2).
 F. Diagnostic (``--diagnostics``): phase B again with ``LISTINGFLOW_USE_GLOBAL_LIMITS=false``
    (process-local pacing only), to show what the Prefect global limits cost.
 C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, time-scaled x10:
@@ -279,6 +282,48 @@ class Bench:
                     f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
                     f"{phase['polls_per_job']:.1f} polls per job share the /ai/* bucket" if phase["polls_per_job"] else "")  # fmt: skip
 
+    # ---- H. ListingRVA images finished by webhook, time-scaled ----
+
+    def phase_h(self) -> None:
+        """ListingRVA's image jobs with ``LISTINGRVA_WEBHOOK_URL``: the signed ``image.generated`` event
+        ends each wait, so the 30 /ai/* requests a minute all go to paid submissions (listing copy has no
+        event: every job needs a ``GET /ai/jobs`` in the same bucket, which caps phase B at half)."""
+        scale = SCALE_B
+        name = f"h-listingrva-images-webhook-x{scale:g}"
+        products = 16 if self.quick else 96
+        limits = scaled_limits(scale)
+        jobs = {p: s / scale for p, s in REAL_JOB_SECONDS.items()}
+        polls = {p: s / scale for p, s in REAL_POLL_SECONDS.items()}
+        catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="li"))
+        self.log(f"H: ListingRVA x{scale:g} time-scaled (30 /ai/* per {60 / scale:g}s), {products} products, "
+                 "one image each, finished by webhook")  # fmt: skip
+        with sandboxes(sandbox_config(limits, jobs)) as boxes:
+            env = self.env(name, limits, polls, **scaled_linger(scale))
+            env["LISTINGRVA_WEBHOOK_URL"] = "auto"
+            # a lost delivery is reconciled by one poll after this long (60 s real)
+            env["LISTINGRVA_WEBHOOK_RECONCILE_SECONDS"] = f"{60.0 / scale:g}"
+            res = self.flow(name, catalog, {"steps": ["images"], "providers": {"images": "listingrva"}}, env,
+                            timeout=min(240.0, max(60.0, self.left() - 300)))  # fmt: skip
+            box = boxes["listingrva"]
+            n, w = limits["listingrva"]["ai"]
+            sat = A.saturation(box, "ai", n, w)
+            # every submission at the pace, then the last job's duration
+            bound = A.single_group_bound(requests=products, limit=A.Limit(n, w), tail=jobs["listingrva"])
+            deliveries = [d for d in box.deliveries if d["event"] == "image.generated"]
+            phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
+                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_image"),
+                     "webhook_deliveries": len(deliveries),
+                     "webhook_delivered_ok": sum(1 for d in deliveries if d["status"] == 200),
+                     "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None}  # fmt: skip
+        self.out["phases"]["H"] = phase
+        wall = res.get("wall")
+        ratio = None if wall is None else wall / bound
+        self._sat_figures("listingrva", sat, scale=scale, where="image jobs finished by webhook")
+        self.figure("2", f"wall / bound: ListingRVA images by webhook (x{scale:g})", _fmt(ratio, "{:.2f}") +
+                    f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
+                    f"{_fmt(phase['polls_per_job'], '{:.2f}')} polls per job; "
+                    f"{phase['webhook_delivered_ok']}/{phase['webhook_deliveries']} events delivered")  # fmt: skip
+
     # ---- C. the default pipeline, time-scaled; then the rerun ----
 
     def phase_c(self) -> None:
@@ -526,9 +571,9 @@ class Bench:
         self.out["machine"] = self.machine()
         self.out["started"] = dt.datetime.now().isoformat(timespec="seconds")
         self.out["mode"] = "quick" if self.quick else "full"
-        phases = {"A": self.phase_a, "G": lambda: self.phase_a(webhooks=False), "B": self.phase_b,
+        phases = {"A": self.phase_a, "G": lambda: self.phase_a(webhooks=False), "B": self.phase_b, "H": self.phase_h,
                   "F": lambda: self.phase_b(local_only=True), "C": self.phase_c, "D": self.phase_d}
-        default = {"A", "B", "C", "D", "E", *(("F", "G") if self.args.diagnostics else ())}
+        default = {"A", "B", "H", "C", "D", "E", *(("F", "G") if self.args.diagnostics else ())}
         only = set(self.args.only.upper()) if self.args.only else default
         use_pg = self.args.database == "postgres" or (self.args.database == "auto" and postgres_available())
         self.out["machine"]["prefect_database"] = "postgresql" if use_pg else "sqlite"
@@ -646,7 +691,7 @@ def update_readme(out: dict[str, Any], results_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
-    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: DEABC; diagnostics: F is "
+    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: DEABHC; diagnostics: F is "
                         "ListingRVA without Prefect global limits, G ProdVisual polled)")
     parser.add_argument("--diagnostics", action="store_true", help="also the diagnostic runs: F, G and D "
                         "with global limits off (they take CPU from E, which then may not reach 5,000 products)")

@@ -7,6 +7,8 @@ is shown only where a price per credit is set.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,17 +89,22 @@ class CostSummary(BaseModel):
     def document(self) -> bytes:
         """``cost-summary.json``: the summary with every line, written one line at a time."""
         head = self.model_dump(mode="json", exclude={"lines"})
-        parts = [json.dumps(head, sort_keys=True)[:-1].encode(), b', "lines": [\n']
+        out = io.BytesIO()  # one growing buffer: a list of parts and its join held the lines twice
+        out.write(json.dumps(head, sort_keys=True)[:-1].encode() + b', "lines": [\n')
         for i, line in enumerate(self.all_lines()):
-            parts.append((b",\n" if i else b"") + json.dumps(line.model_dump(mode="json"), sort_keys=True).encode())
-        parts.append(b"\n]}\n")
-        return b"".join(parts)
+            out.write((b",\n" if i else b"") + json.dumps(line.model_dump(mode="json"), sort_keys=True).encode())
+        out.write(b"\n]}\n")
+        return out.getvalue()
 
     def table(self) -> dict[str, list[object]]:
-        """Every line as a column-oriented table (Prefect table artifacts take columns): one list per
-        column costs a few bytes per line where a dict per row cost ~1 KB."""
+        """Provider, step and total lines, and one line per product (all its providers and steps), as
+        a column-oriented table (Prefect table artifacts take columns: one list per column costs a few
+        bytes per line where a dict per row cost ~1 KB). The per-provider-and-step lines of each product
+        are in ``cost-summary.json``: four per product made the artifact of a 5,000-product run ~20 MB
+        of the process's peak while Prefect serialized and sent it (measured, benchmarks phase E)."""
         columns: dict[str, list[object]] = {name: [] for name in _TABLE_COLUMNS}
-        for line in self.all_lines():
+        products = self._ledger.lines(PRODUCT_TOTAL, self._prices) if self._ledger is not None else iter(())
+        for line in itertools.chain(self.by("provider"), self.by("step"), products, self.by("total")):
             for name, value in zip(_TABLE_COLUMNS, (
                 line.scope, line.provider, line.step, line.product, line.jobs, line.charged, line.refunded,
                 line.net, line.unknown_jobs, line.reused_jobs, line.money_text(self.currency),
@@ -132,6 +139,7 @@ class CostSummary(BaseModel):
         return "\n".join(out)
 
 
+PRODUCT_TOTAL = "product-total"  # a ledger scope: one product across its providers and steps (the table's)
 _TABLE_COLUMNS = ("scope", "provider", "step", "product", "jobs", "charged", "refunded", "net", "unknown cost jobs",
                   "reused", "money")  # fmt: skip
 
@@ -166,6 +174,7 @@ class CostLedger:
             ("provider", job.provider, "*", "*"),
             ("step", job.provider, job.step, "*"),
             ("product", job.provider, job.step, job.product),
+            (PRODUCT_TOTAL, "*", "*", job.product),
             ("total", "*", "*", "*"),
         )
         for key in keys:
@@ -188,11 +197,23 @@ class CostLedger:
         """The summary lines of one scope, sorted. Money is shown for a line only when every provider
         it paid has a price and no paid job's cost is unknown."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
+        per_product: dict[str, dict[str, int]] = {}  # a product's net per provider, for its money
+        if scope == PRODUCT_TOTAL:
+            for (kind, provider, _, product), t in self._tallies.items():
+                if kind == "product" and t.jobs:
+                    nets = per_product.setdefault(product, {})
+                    nets[provider] = nets.get(provider, 0) + t.net
         for key in sorted(k for k in self._tallies if k[0] == scope):
             _, provider, step, product = key
             t = self._tallies[key]
-            paid = paid_net if scope == "total" else ({provider: t.net} if t.jobs else {})
-            line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,  # type: ignore[arg-type]
+            if scope == "total":
+                paid = paid_net
+            elif scope == PRODUCT_TOTAL:
+                paid = per_product.get(product, {})
+            else:
+                paid = {provider: t.net} if t.jobs else {}
+            line = CostLine(scope="product" if scope == PRODUCT_TOTAL else scope, provider=provider, step=step,  # type: ignore[arg-type]
+                            product=product, jobs=t.jobs,
                             reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
                             refunded=t.refunded, net=t.net, reused_credits=t.reused_credits)  # fmt: skip
             if any(p not in prices for p in paid):

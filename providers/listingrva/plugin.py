@@ -3,18 +3,22 @@
 Why ``prepare`` exists: both generation endpoints take a ListingRVA ``productId``, so each catalog
 product needs exactly one product record first; it is looked up by title and category before one is
 created, so repeated runs never create duplicates. Why polling is slow: job polls share the 30/min
-``ai`` bucket with submissions (contract §4), so the advised cadence is 10 s, then every 5 s.
+``ai`` bucket with submissions (contract §4), so the first poll waits for the low end of a job's
+duration; image jobs can skip polls altogether with ``LISTINGRVA_WEBHOOK_URL`` (``webhooks.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import re
 import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ..contract import (
@@ -33,8 +37,10 @@ from ..contract import (
     no_throttle,
 )
 from ..contract import Provider as BaseProvider
+from ..webhooks import WebhookInbox
 from ..errors import (
     MalformedResponse,
+    ProviderError,
     PermanentError,
     ProviderConnectionError,
     ProviderTimeout,
@@ -52,8 +58,10 @@ from .models import (
     JobStatus,
     ListingRequest,
     ProductCreate,
+    WebhookCreate,
     build,
 )
+from .webhooks import IMAGE_EVENT, event_image_urls, webhook_inbox
 
 # Poll cadence. The docs give none (contract §7 assumes ~10 s, then every 5 s), but every poll is
 # counted against the same 30/min ``/ai/*`` bucket as submissions, and listing jobs have no webhook:
@@ -70,6 +78,7 @@ PAGE_SIZE = 100  # GET /products max limit (contract §8)
 MAX_PAGES = 1000
 INDEX_TTL_SECONDS = 600.0  # re-read the workspace's product records after this
 _sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiting
+logger = logging.getLogger("listingflow.listingrva")
 
 
 class ListingRVASettings(ProviderSettings):
@@ -81,6 +90,22 @@ class ListingRVASettings(ProviderSettings):
     # ASSUMPTION (contract §7): give up after ~5 minutes; the job id stays resumable.
     max_wait_seconds: float = 300.0
     first_poll_seconds: float | None = Field(None, gt=0, description="override the wait before the first poll")
+    webhook_url: str | None = Field(
+        None, description="public URL ListingRVA POSTs image.generated events to (routed to webhook_listen); "
+        "'auto' = a loopback listener (sandboxes). Unset: image jobs are polled")  # fmt: skip
+    webhook_listen: str = Field("0.0.0.0:8788", description="host:port the webhook receiver listens on")
+    webhook_reconcile_seconds: float = Field(
+        60.0, gt=0, description="with webhooks, poll an image job whose event has not come after this long")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is None or v.strip() in ("", "none", "off"):
+            return None
+        v = v.strip()
+        if v != "auto" and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("LISTINGRVA_WEBHOOK_URL must be an http(s) URL or 'auto'")
+        return v
 
 
 class ListingRVAProvider(BaseProvider):
@@ -96,8 +121,9 @@ class ListingRVAProvider(BaseProvider):
         daily_requests=None,  # no daily cap documented
         # ASSUMPTION (contract §4): undocumented. The rate limiter, not this cap, keeps submits and
         # polls inside the shared 30/min ai bucket; the cap only must not throttle below that rate:
-        # ~14 listing jobs/min (a submit + ~1.2 polls each) x 20-60 s per job = 5-14 in flight.
-        max_inflight_jobs=15,
+        # ~15 listing jobs/min (a submit + a poll each) x 20-75 s until seen done = 5-19 in flight;
+        # image jobs finished by webhook need no poll: 30/min x 20-60 s = 10-30 in flight.
+        max_inflight_jobs=30,
         max_batch_size=1,
     )
     prices: ClassVar[tuple[Price, ...]] = (
@@ -141,6 +167,11 @@ class ListingRVAProvider(BaseProvider):
         self._products: dict[tuple[str, str], str] = {}  # (title, category) -> product id
         self._indexed_at: float | None = None
         self._index_lock = asyncio.Lock()
+        self._inbox: WebhookInbox | None = None
+        self._hook_id: str | None = None
+        self._hook_secret = ""  # shown once at registration (contract §9): kept in memory only
+        self._hook_lock = asyncio.Lock()
+        self._hook_failed = False
 
     # ---- describing work ----
 
@@ -228,9 +259,11 @@ class ListingRVAProvider(BaseProvider):
     async def submit(self, step: Step, request: BaseModel) -> JobRef:
         """Spend credits. A 5xx/timeout here is *not* retryable (contract §3): the job may have been
         enqueued and debited, and there is no idempotency key."""
+        inbox = None
         if step == Step.IMAGES and isinstance(request, ImageRequest):
             kind, send = "image", self.client.generate_image
             meta = {"style": request.style, "size": request.effective_size}
+            inbox = await self._webhooks()
         elif step == Step.COPY and isinstance(request, ListingRequest):
             kind, send = "listing", self.client.generate_listing
             meta = {"components": request.components}
@@ -248,15 +281,19 @@ class ListingRVAProvider(BaseProvider):
                 provider=PROVIDER, code="submit_outcome_unknown", status=exc.status,
                 detail="check GET /billing/credits or GET /assets before resubmitting",
             ) from exc  # fmt: skip
+        if inbox is not None:
+            inbox.expect(submitted.job_id)
         return JobRef(
             provider=self.name, step=step, job_id=submitted.job_id, kind=kind,
             credits_at_submit=submitted.credit_cost,
-            meta={**meta, "kind": kind, "product_id": request.product_id,
+            meta={**meta, "kind": kind, "product_id": request.product_id, "webhook": inbox is not None,
                   "platform": request.platform or "general", "credit_cost": submitted.credit_cost,
                   "estimate": request.credits},
         )  # fmt: skip
 
     async def wait(self, ref: JobRef) -> JobResult:
+        if self._inbox is not None and self._inbox.expects(ref.job_id):
+            return await self._wait_for_event(ref, self._inbox)
         configured = self.settings.poll_interval_seconds
         first = self.settings.first_poll_seconds or (configured if configured is not None else FIRST_POLL_SECONDS)
         every = configured if configured is not None else POLL_SECONDS
@@ -282,6 +319,63 @@ class ListingRVAProvider(BaseProvider):
 
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
+
+    async def aclose(self) -> None:
+        """Delete the run's webhook (best effort: a leftover one only sends events nobody receives)."""
+        if self._hook_id is not None:
+            with contextlib.suppress(ProviderError, httpx.HTTPError):
+                await self.client.delete_webhook(self._hook_id)
+            self._hook_id, self._hook_secret = None, ""
+        if self._inbox is not None:
+            await self._inbox.aclose()
+
+    # ---- webhooks ----
+
+    async def _webhooks(self) -> WebhookInbox | None:
+        """The run's receiver, started and registered at the first image job (None: poll instead)."""
+        if not self.settings.webhook_url or self._hook_failed:
+            return None
+        async with self._hook_lock:
+            if self._inbox is None:
+                self._inbox = webhook_inbox(self.settings.webhook_url, self.settings.webhook_listen,
+                                            lambda: self._hook_secret)  # fmt: skip
+            await self._inbox.start()
+            if self._hook_id is None and not self._hook_failed:
+                try:
+                    hook = await self.client.create_webhook(WebhookCreate(url=self._inbox.url, events=[IMAGE_EVENT]))
+                except ProviderError as exc:  # e.g. 403: webhooks are a Pro feature (contract §9)
+                    logger.warning("ListingRVA webhook not registered (%s); image jobs are polled", exc)
+                    self._hook_failed = True
+                    return None
+                if not hook.secret:
+                    logger.warning("ListingRVA returned no webhook signing secret; image jobs are polled")
+                    self._hook_failed = True
+                    with contextlib.suppress(ProviderError, httpx.HTTPError):
+                        await self.client.delete_webhook(hook.id)
+                    return None
+                self._hook_id, self._hook_secret = hook.id, hook.secret
+        return self._inbox
+
+    async def _wait_for_event(self, ref: JobRef, inbox: WebhookInbox) -> JobResult:
+        """Wait for the job's signed event; a poll only when none came within the reconcile delay or
+        the event did not carry this job's images."""
+        deadline = time.monotonic() + self.settings.max_wait_seconds
+        try:
+            while True:
+                timeout = min(self.settings.webhook_reconcile_seconds, deadline - time.monotonic())
+                data = await inbox.wait(ref.job_id, timeout)
+                if data is not None and (urls := event_image_urls(ref.job_id, data)):
+                    return self._image_result(ref, urls)
+                job = await self._poll(ref, deadline)
+                if job.finished:
+                    return self._result(ref, job)
+                if time.monotonic() >= deadline:
+                    raise WaitTimeout(
+                        f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
+                        provider=PROVIDER, code=job.status,
+                    )  # fmt: skip
+        finally:
+            inbox.forget(ref.job_id)
 
     # ---- helpers ----
 
@@ -316,9 +410,12 @@ class ListingRVAProvider(BaseProvider):
         urls = job.image_urls()
         if not urls:
             raise MalformedResponse(f"image job {ref.job_id} completed without image URLs", provider=PROVIDER)
+        return self._image_result(ref, urls)
+
+    def _image_result(self, ref: JobRef, urls: list[str]) -> JobResult:
         style = str(ref.meta.get("style") or "image").lower()
         outputs = [OutputRef(url=u, label=f"{style}-{n}", expires_at=_expiry(u)) for n, u in enumerate(urls, 1)]
-        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=charged)
+        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=ref.credits_at_submit)
 
 
 def _prompt(copy: ListingCopy | None) -> str | None:

@@ -16,6 +16,7 @@ the charge records) is found in the product's text: a configured ASIN, else an A
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
@@ -71,6 +72,7 @@ class ListingRVASandbox(Sandbox):
         self.deliveries: list[dict[str, Any]] = []
         self.exports: dict[str, tuple[str, float]] = {}
         self._partial_done: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         super().__init__(config)
 
     @classmethod
@@ -189,6 +191,10 @@ class ListingRVASandbox(Sandbox):
             if job.partial and kind == "image" and product["id"] not in self._partial_done:
                 self._partial_done.add(product["id"])
                 job.fail = True
+        if kind == "image" and any("image.generated" in h["events"] for h in self.webhooks.values()):
+            task = asyncio.get_running_loop().create_task(self._finish_when_due(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return JSONResponse({"jobId": job.id, "status": "queued", "creditCost": cost}, status_code=202)
 
     def _asin_of(self, product: dict[str, Any]) -> str | None:
@@ -341,6 +347,11 @@ class ListingRVASandbox(Sandbox):
         if self.webhooks.pop(request.path_params["webhook_id"], None) is None:
             return self.error_response(404, "not_found", "Webhook not found")
         return Response(status_code=204)
+
+    async def _finish_when_due(self, job: Job) -> None:
+        """A job finishes at its time whether or not anyone polls, so its event goes out then."""
+        await asyncio.sleep(max(0.0, job.done - self.clock.now()) + 0.01)
+        self._finalize_once(job)
 
     def _deliver(self, event: str, data: dict[str, Any]) -> None:
         """POST to every subscribed URL: 5 s to answer, no retries (contract §9)."""

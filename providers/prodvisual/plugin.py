@@ -42,9 +42,9 @@ from providers.errors import (
     RetryableError,
     WaitTimeout,
 )
+from providers.webhooks import WebhookInbox
 
 from .client import API_GROUP, ProdVisualClient, check_style_ids
-from .webhooks import WebhookInbox
 from .models import (
     MAX_BATCH_ITEMS,
     PLATFORMS,
@@ -56,6 +56,7 @@ from .models import (
     Generation,
     default_labels,
 )
+from .webhooks import webhook_inbox
 
 CREDITS_PER_IMAGE = 1  # published price (contract §2)
 SINGLE_POLL_SECONDS = 2.0  # ASSUMPTION (contract §9): single generation polled every 2 s
@@ -332,7 +333,7 @@ class ProdVisualProvider(Provider):
         if not self.settings.webhook_url:
             return None
         if self._inbox is None:
-            self._inbox = WebhookInbox(self.settings.webhook_url, self.settings.webhook_listen, self.settings.api_key)
+            self._inbox = webhook_inbox(self.settings.webhook_url, self.settings.webhook_listen, self.settings.api_key)
         await self._inbox.start()
         return self._inbox
 

@@ -49,6 +49,24 @@ def test_document_and_table_hold_every_line_in_order() -> None:
     scopes = [line["scope"] for line in document["lines"]]
     assert scopes == ["provider"] * 2 + ["step"] * 3 + ["product"] * 6 + ["total"]
     assert document["lines"][-1]["net"] == summary.total.net == 146
-    table = summary.table()
-    assert table["scope"] == scopes and table["net"] == [line["net"] for line in document["lines"]]
     assert "product" not in {line.scope for line in summary.lines}  # product lines are not held
+
+
+def test_the_table_artifact_has_one_line_per_product() -> None:
+    """Provider, step and total lines as in the document; each product once, across its providers and
+    steps (the per-step lines of a product are in ``cost-summary.json``)."""
+    summary = _ledger().summary("run-1", price_per_credit={"pixii": 0.1, "listingrva": 0.05})
+    table = summary.table()
+    document = json.loads(summary.document())
+    products = {line["product"] for line in document["lines"] if line["scope"] == "product"}
+    assert table["scope"] == ["provider"] * 2 + ["step"] * 3 + ["product"] * len(products) + ["total"]
+    rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
+    for row in (r for r in rows if r["scope"] == "product"):
+        detail = [line for line in document["lines"] if line["scope"] == "product" and line["product"] == row["product"]]
+        assert row["net"] == sum(line["net"] for line in detail) and row["provider"] == row["step"] == "*"
+    assert sum(r["net"] for r in rows if r["scope"] == "product") == summary.total.net
+    by_product = {line.product: line for line in summary.by("product") if line.product == "US/B2"}
+    b2 = next(r for r in rows if r["product"] == "US/B2")  # one pixii job: its money, priced
+    assert b2["money"] == by_product["US/B2"].money_text("USD") and "5" in b2["money"]
+    b0 = next(r for r in rows if r["product"] == "US/B0")  # a copy job of unknown cost: money unknown
+    assert b0["money"] == summary.by("total")[0].money_text("USD")

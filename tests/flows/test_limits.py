@@ -94,6 +94,23 @@ async def test_a_request_sent_late_by_a_busy_process_keeps_the_window() -> None:
     assert _max_in_window(sent, 2.0) <= 10
 
 
+async def test_a_request_queued_beyond_the_chunk_does_not_hold_back_those_inside_it() -> None:
+    """A request whose turn (in another group) is seconds ahead needs the next chunk and waits for it;
+    requests whose turns fall inside the current chunk still take its grants meanwhile."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, chunk_seconds=2.0)
+    limiter = _limiter(prefix, chunk_seconds=2.0)
+    await limiter.throttle(["api"])  # the first chunk: 9 grants over ~1.8 s
+    bucket = limiter._bucket("api")
+    began = time.monotonic()
+    ahead = asyncio.create_task(bucket.reserve(began + 5.0))  # beyond this chunk: waits for the next one
+    await asyncio.sleep(0.05)
+    start, _ = await asyncio.wait_for(bucket.reserve(time.monotonic()), 1.0)  # inside it: not held back
+    assert start - began < 0.5
+    later, _ = await asyncio.wait_for(ahead, 10.0)
+    assert later >= began + 5.0
+
+
 async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
