@@ -137,6 +137,7 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
 
 
 _LATE_SECONDS = 0.005  # a request sent this much after its turn shifts what follows (``_Bucket.sent_late``)
+_LEAD_SECONDS = 0.05  # how long before its turn in its slowest group a request takes turns in the others
 
 
 @dataclass
@@ -409,12 +410,22 @@ class ProviderLimiter:
     async def throttle(self, groups: list[str]) -> None:
         """Awaited before every request: wait for this request's turn in every group it counts against."""
         self.requests += 1
-        limited = sorted(g for g in groups if g in self.groups)
+        # the slowest group first: its turn decides when the request goes
+        limited = sorted((g for g in groups if g in self.groups), key=lambda g: (-self._bucket(g).interval, g))
         if not limited:
             return
         not_before = time.monotonic()
         for _ in range(5):
-            slots = [await self._bucket(g).reserve(not_before) for g in limited]
+            slots = [await self._bucket(limited[0]).reserve(not_before)]
+            if len(limited) > 1:
+                # Take turns in the faster groups only shortly before that turn. Taken at once, they
+                # moved those groups' pace to where this request stood in the slow group's queue: a
+                # ListingRVA product create (products + global groups) then waited behind every queued
+                # /ai/* submission's global turn, and the submissions ran dry behind the creates
+                # (every other /ai/* turn unused for seconds at a time, measured).
+                if (lead := slots[0][0] - time.monotonic() - _LEAD_SECONDS) > 0:
+                    await asyncio.sleep(lead)
+                slots += [await self._bucket(g).reserve(slots[0][0]) for g in limited[1:]]
             start = max(s for s, _ in slots)
             # a request that counts against several groups goes when all of them allow it; if waiting
             # for one made another's grant expire, take fresh turns from that moment on

@@ -111,6 +111,33 @@ async def test_a_request_queued_beyond_the_chunk_does_not_hold_back_those_inside
     assert later >= began + 5.0
 
 
+async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turns() -> None:
+    """ListingRVA's product creates (products + global) and its /ai/* submissions (ai + global): the
+    creates must not wait for the global turns of submissions queued seconds ahead in /ai/*."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    wide = RouteLimit(group="wide", requests=100, per_seconds=2.0)
+    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=(GROUP, wide), max_inflight_jobs=5)})
+    await ensure_limits(limit_specs(provider, Settings(limit_prefix=prefix, rate_chunk_seconds=2.0)))  # type: ignore[arg-type]
+    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP, "wide": wide}, inflight=5, prefix=prefix,
+                              chunk_seconds=2.0)  # fmt: skip
+    await limiter.throttle(["api", "wide"])  # both chunks taken
+    slow: list[float] = []
+    began = time.monotonic()
+
+    async def one(groups: list[str], sent: list[float]) -> None:
+        await limiter.throttle(groups)
+        sent.append(time.monotonic())
+
+    queued = asyncio.gather(*(one(["api", "wide"], slow) for _ in range(6)))  # 0.2 s apart: ~1.2 s of turns
+    await asyncio.sleep(0.05)
+    fast: list[float] = []
+    await one(["wide"], fast)
+    await queued
+    assert fast[0] - began < 0.3, fast[0] - began  # not after the queued api turns
+    assert max(slow) - began > 1.0  # which still keep their own pace
+    assert _max_in_window(slow, 2.0) <= 10 and _max_in_window(slow + fast, 2.0) <= 100
+
+
 async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
