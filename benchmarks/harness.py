@@ -173,6 +173,38 @@ def sandboxes(config_updates: dict[str, dict[str, Any]]) -> Iterator[dict[str, A
         yield boxes
 
 
+@contextmanager
+def sandbox_process(config_updates: dict[str, dict[str, Any]], workdir: Path, *, nice: int = 0) -> Iterator[dict[str, Any]]:
+    """The three sandboxes in their own process (``benchmarks/sandbox_process.py``: why). Yields
+    ``{"env": ...}``, the variables that point a run at them; ``paid`` is added once they stopped."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config, out = workdir / "sandboxes-config.json", workdir / "sandboxes.json"
+    config.write_text(json.dumps(config_updates))
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sandbox_process", str(config), str(out)],
+                            stdin=subprocess.PIPE, env=env, cwd=str(workdir),
+                            preexec_fn=_niced(nice))  # fmt: skip
+    info: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not out.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the sandbox process did not start")
+            time.sleep(0.05)
+        time.sleep(0.05)  # the file is written in one call; read it once it is complete
+        info.update(json.loads(out.read_text()))
+        yield info
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+            info.update(json.loads(out.read_text()))
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            proc.kill()
+
+
 def base_env(api_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
