@@ -37,18 +37,18 @@ from ..contract import (
     no_throttle,
 )
 from ..contract import Provider as BaseProvider
-from ..webhooks import WebhookInbox
 from ..errors import (
     MalformedResponse,
-    ProviderError,
     PermanentError,
     ProviderConnectionError,
+    ProviderError,
     ProviderTimeout,
     RateLimited,
     RequestValidationError,
     RetryableError,
     WaitTimeout,
 )
+from ..webhooks import WebhookInbox
 from .client import ListingRVAClient, TokenProvider
 from .models import (
     IMAGE_STYLE_CREDITS,
