@@ -517,7 +517,7 @@ class Bench:
         points = res.get("checkpoints") or {}
         memory = self.out.setdefault("memory", {})
         standalone = memory.get(str(sizes[0]))  # phase D's as-shipped run: a process of exactly that size
-        run_info = {k: res.get(k) for k in ("wall", "headline", "timed_out", "returncode", "cpu_seconds",
+        run_info = {k: res.get(k) for k in ("wall", "headline", "failures", "timed_out", "returncode", "cpu_seconds",
                                             "server_cpu_seconds", "rss_before_flow_mb", "error")}  # fmt: skip
         self.out["phases"]["E"] = {"run": run_info, "checkpoints": points, "nice": MEMORY_NICE}
         for n in sizes:

@@ -186,13 +186,18 @@ class _Bucket:
         self.lag = max(self.lag, late)
 
     async def _refill(self) -> None:
+        dropped = 0  # connections to the Prefect server lost in a row (Prefect's client retries 5xx itself)
         async with get_client() as client:
             while True:
                 while (delay := self.next_ask + self.lag - time.monotonic()) > 0:
                     await asyncio.sleep(delay)
                 # Ask only when the server's bucket has room for a whole chunk: reading costs nothing,
                 # while a denied ask rewrites the row and restarts the decay (module docstring).
-                state = await self._read_limit(client)
+                try:
+                    state = await self._read_limit(client)
+                except httpx.TransportError as exc:
+                    dropped = await _backoff(dropped, exc)
+                    continue
                 if state.limit < self.chunk:  # set up by a process with smaller chunks: ask for what fits
                     self.chunk, self.span = state.limit, state.limit / state.slot_decay_per_second
                 wait = self._seconds_until_free(state)
@@ -208,6 +213,9 @@ class _Bucket:
                     if exc.response.status_code != 423:
                         raise
                     continue  # another process took the room first: read again
+                except httpx.TransportError as exc:  # the ask may or may not have been counted: read again
+                    dropped = await _backoff(dropped, exc)
+                    continue
                 if not response.json():  # strict: a limit that vanished never means "unthrottled"
                     raise LimitMissing(self.name)
                 break
@@ -360,6 +368,16 @@ class _LeasePool:
         for lease_id in list(self.leases):
             with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
                 await self._give_back(lease_id)
+
+
+async def _backoff(dropped: int, exc: Exception, attempts: int = 5) -> int:
+    """Wait before asking the Prefect server again after a lost connection; raise ``exc`` after
+    ``attempts``. A refill is shared by every request waiting on the group, so one dropped connection
+    would otherwise fail all of them."""
+    if dropped >= attempts:
+        raise exc
+    await asyncio.sleep(0.2 * 2**dropped)
+    return dropped + 1
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 
+import httpx
 import pytest
 
 from flows.limits import LimitMissing, ProviderLimiter, chunk_size, ensure_limits, limit_specs, server_decay
@@ -136,6 +137,27 @@ async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turn
     assert fast[0] - began < 0.3, fast[0] - began  # not after the queued api turns
     assert max(slow) - began > 1.0  # which still keep their own pace
     assert _max_in_window(slow, 2.0) <= 10 and _max_in_window(slow + fast, 2.0) <= 100
+
+
+async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request waiting on a group shares its refill: one lost connection must not fail them all."""
+    from flows.limits import _Bucket
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    read, dropped = _Bucket._read_limit, []
+
+    async def flaky(self: _Bucket, client: object) -> object:
+        if not dropped:
+            dropped.append(self.name)
+            raise httpx.ReadError("connection reset by peer")
+        return await read(self, client)
+
+    monkeypatch.setattr(_Bucket, "_read_limit", flaky)
+    limiter = _limiter(prefix)
+    sent: list[float] = []
+    await asyncio.wait_for(_send(limiter, 3, sent), 10)
+    assert dropped and len(sent) == 3
 
 
 async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
