@@ -267,7 +267,11 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 # httpcore scans every pooled connection (a poll() and getpeername() each) for every request and response:
 # with httpx's default 100 connections that was ~15% of the run's CPU at zero latency (cProfile, phase D).
 # Requests to one provider are paced by its rate limit, so a few connections per client carry them.
-POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8)
+# Idle connections are dropped after 4 s, before servers that close them at 5 s (uvicorn's default, as
+# the sandboxes run, and many others): reusing one as the server closes it fails a request that was
+# already written, and for a paid submission that is "outcome unknown" (benchmark phase E saw one in
+# 5,000 products with httpx's default of 5 s).
+POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
 
 
 def _crash_step(message: str) -> Any:

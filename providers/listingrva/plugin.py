@@ -121,9 +121,11 @@ class ListingRVAProvider(BaseProvider):
         daily_requests=None,  # no daily cap documented
         # ASSUMPTION (contract §4): undocumented. The rate limiter, not this cap, keeps submits and
         # polls inside the shared 30/min ai bucket; the cap only must not throttle below that rate:
-        # ~15 listing jobs/min (a submit + a poll each) x 20-75 s until seen done = 5-19 in flight;
-        # image jobs finished by webhook need no poll: 30/min x 20-60 s = 10-30 in flight.
-        max_inflight_jobs=30,
+        # ~15 listing jobs/min (a submit + a poll each) x 20-75 s until seen done = 5-19 in flight.
+        # Not more: submissions beyond it would queue ahead of the polls that deliver finished copy
+        # to the next step (benchmark phase C at 30: the first images started 4 s later, x10 scaled).
+        # Image jobs finished by webhook (30/min x 20-60 s) may want up to 30: LISTINGFLOW_INFLIGHT_LIMITS.
+        max_inflight_jobs=15,
         max_batch_size=1,
     )
     prices: ClassVar[tuple[Price, ...]] = (
