@@ -12,6 +12,7 @@ version matches and reports the rest as incompatible.
 from __future__ import annotations
 
 import abc
+import re
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -293,6 +294,28 @@ class ProviderSettings(BaseSettings):
         if value:
             self.api_key = SecretStr(str(value))
         return self
+
+
+class WebhookSettings(ProviderSettings):
+    """A provider that can finish jobs by signed webhook (``providers/webhooks.py``) instead of polls."""
+
+    webhook_url: str | None = Field(
+        None, description="public URL the provider POSTs finished jobs to (routed to webhook_listen); "
+        "'auto' = a loopback listener (sandboxes). Unset: jobs are polled")  # fmt: skip
+    webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
+    webhook_reconcile_seconds: float = Field(
+        60.0, gt=0, description="with webhooks, poll a job whose event has not come after this long")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is None or v.strip() in ("", "none", "off"):
+            return None
+        v = v.strip()
+        if v != "auto" and not re.match(r"^https?://[^/\s]+", v):
+            prefix = str(cls.model_config.get("env_prefix") or "")
+            raise ValueError(f"{prefix}WEBHOOK_URL must be an http(s) URL or 'auto'")
+        return v
 
 
 Throttle = Callable[[list[str]], Awaitable[None]]

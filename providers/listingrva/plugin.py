@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from ..contract import (
@@ -34,6 +33,7 @@ from ..contract import (
     Step,
     StepContext,
     Throttle,
+    WebhookSettings,
     no_throttle,
 )
 from ..contract import Provider as BaseProvider
@@ -81,7 +81,7 @@ _sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiti
 logger = logging.getLogger("listingflow.listingrva")
 
 
-class ListingRVASettings(ProviderSettings):
+class ListingRVASettings(WebhookSettings):
     """``LISTINGRVA_API_KEY`` holds the dashboard-session JWT (contract §1)."""
 
     model_config = SettingsConfigDict(env_prefix="LISTINGRVA_", extra="ignore")
@@ -90,22 +90,7 @@ class ListingRVASettings(ProviderSettings):
     # ASSUMPTION (contract §7): give up after ~5 minutes; the job id stays resumable.
     max_wait_seconds: float = 300.0
     first_poll_seconds: float | None = Field(None, gt=0, description="override the wait before the first poll")
-    webhook_url: str | None = Field(
-        None, description="public URL ListingRVA POSTs image.generated events to (routed to webhook_listen); "
-        "'auto' = a loopback listener (sandboxes). Unset: image jobs are polled")  # fmt: skip
     webhook_listen: str = Field("0.0.0.0:8788", description="host:port the webhook receiver listens on")
-    webhook_reconcile_seconds: float = Field(
-        60.0, gt=0, description="with webhooks, poll an image job whose event has not come after this long")
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_url(cls, v: str | None) -> str | None:
-        if v is None or v.strip() in ("", "none", "off"):
-            return None
-        v = v.strip()
-        if v != "auto" and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("LISTINGRVA_WEBHOOK_URL must be an http(s) URL or 'auto'")
-        return v
 
 
 class ListingRVAProvider(BaseProvider):
@@ -304,14 +289,8 @@ class ListingRVAProvider(BaseProvider):
         delay = min(first, max(0.0, ref.submitted_at + first - time.time()))  # resumed: poll now
         while True:
             await _sleep(max(0.0, min(delay, deadline - time.monotonic())))
-            job = await self._poll(ref, deadline)
-            if job.finished:
-                return self._result(ref, job)
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
-                    provider=PROVIDER, code=job.status,
-                )  # fmt: skip
+            if (result := await self._poll_until(ref, deadline)) is not None:
+                return result
             delay, every = every, min(every + step, cap)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
@@ -368,18 +347,22 @@ class ListingRVAProvider(BaseProvider):
                 data = await inbox.wait(ref.job_id, timeout)
                 if data is not None and (urls := event_image_urls(ref.job_id, data)):
                     return self._image_result(ref, urls)
-                job = await self._poll(ref, deadline)
-                if job.finished:
-                    return self._result(ref, job)
-                if time.monotonic() >= deadline:
-                    raise WaitTimeout(
-                        f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
-                        provider=PROVIDER, code=job.status,
-                    )  # fmt: skip
+                if (result := await self._poll_until(ref, deadline)) is not None:
+                    return result
         finally:
             inbox.forget(ref.job_id)
 
     # ---- helpers ----
+
+    async def _poll_until(self, ref: JobRef, deadline: float) -> JobResult | None:
+        """One poll: the result once the job is finished, None while it runs, WaitTimeout past ``deadline``."""
+        job = await self._poll(ref, deadline)
+        if job.finished:
+            return self._result(ref, job)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
+                              provider=PROVIDER, code=job.status)  # fmt: skip
+        return None
 
     async def _poll(self, ref: JobRef, deadline: float) -> JobStatus:
         """One GET with bounded retries on transient errors, honouring ``retry_after``."""

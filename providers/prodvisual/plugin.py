@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
@@ -32,6 +32,7 @@ from providers.contract import (
     Step,
     StepContext,
     Throttle,
+    WebhookSettings,
     no_throttle,
 )
 from providers.errors import (
@@ -66,27 +67,13 @@ MAX_BACKOFF_SECONDS = 60.0
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
-class ProdVisualSettings(ProviderSettings):
+class ProdVisualSettings(WebhookSettings):
+    """``PRODVISUAL_WEBHOOK_URL``: batches finished by ProdVisual's webhook instead of polls (``webhooks.py``)."""
+
     model_config = SettingsConfigDict(env_prefix="PRODVISUAL_", extra="ignore")
 
     # Paths carry the /v1 prefix (contract §1: base URL https://api.prodvisual.com/v1).
     base_url: str = "https://api.prodvisual.com"
-    webhook_url: str | None = Field(
-        None, description="public URL ProdVisual POSTs finished batches to (routed to webhook_listen); "
-        "'auto' = a loopback listener (sandboxes). Unset: batches are polled")  # fmt: skip
-    webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
-    webhook_reconcile_seconds: float = Field(
-        60.0, gt=0, description="with webhooks, poll a batch whose event has not come after this long")
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_url(cls, v: str | None) -> str | None:
-        if v is None or v.strip() in ("", "none", "off"):
-            return None
-        v = v.strip()
-        if v != "auto" and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("PRODVISUAL_WEBHOOK_URL must be an http(s) URL or 'auto'")
-        return v
 
 
 def normalize_platform(value: str) -> str | None:
