@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from providers.serving import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PROVIDERS = ("listingrva", "prodvisual", "pixii")
 
@@ -38,7 +40,7 @@ def postgres(home: Path) -> Iterator[str]:
     cluster = Path(tempfile.mkdtemp(prefix="listingflow-bench-pg-"))
     data, sock = cluster / "data", cluster / "sock"
     sock.mkdir()
-    port = _free_port()
+    port = free_port()
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         subprocess.run(["chown", "-R", "postgres", str(cluster)], check=True)
@@ -97,7 +99,7 @@ def prefect_server(home: Path, database_url: str | None = None, *, nice: int = 0
     import httpx
 
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.update({
@@ -147,13 +149,6 @@ class PrefectServer:
         except (OSError, IndexError, ValueError):
             return None
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def provider_classes() -> dict[str, Any]:

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from providers.sandbox.core import free_port
+from providers.serving import ThreadedServer, free_port
 
 logger = logging.getLogger("listingflow.webhooks")
 
@@ -55,8 +52,7 @@ class WebhookInbox:
         self._early: OrderedDict[str, dict[str, Any]] = OrderedDict()  # events no waiter expected yet
         self._arrived: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self._starting: asyncio.Future[None] | None = None
         self.url = ""
         self.received = 0
@@ -77,16 +73,8 @@ class WebhookInbox:
         elif not self._port:
             self._port = free_port()
         app = Starlette(routes=[Route(self.path, self._receive, methods=["POST"])])
-        config = uvicorn.Config(app, host=self._host, port=self._port, log_level="warning", lifespan="off",
-                                access_log=False)  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"{self.name}-webhooks", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{self.name} webhook receiver failed to listen on {self._host}:{self._port}")
-            await asyncio.sleep(0.01)
+        self._server = ThreadedServer(app, host=self._host, port=self._port, name=f"{self.name}-webhooks")
+        await asyncio.to_thread(self._server.start)
         self.url = f"http://127.0.0.1:{self._port}{self.path}" if auto else self._public_url
 
     def expect(self, job_id: str) -> None:
@@ -117,9 +105,7 @@ class WebhookInbox:
     async def aclose(self) -> None:
         if self._server is None:
             return
-        self._server.should_exit = True
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+        await asyncio.to_thread(self._server.stop, 10)
         self._server = None
         self._starting = None
 

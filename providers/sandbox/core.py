@@ -20,19 +20,19 @@ import itertools
 import json
 import random
 import secrets
-import socket
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import uvicorn
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from providers.serving import ThreadedServer, free_port
 
 # --- configuration -----------------------------------------------------------------------------
 
@@ -179,12 +179,6 @@ def render_png(seed: str, label: str, px: int = 256) -> bytes:
     return out.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
 
@@ -219,8 +213,7 @@ class Sandbox:
         ]
         self.register_routes()
         self.app = Starlette(routes=self._routes)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # ---- subclass hooks ----
 
@@ -498,23 +491,13 @@ class Sandbox:
         """Serve on loopback in a background thread; returns the base URL of the server."""
         port = port or free_port()
         self.public_url = f"http://{host}:{port}"
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="off",
-                                access_log=False)  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"sandbox-{self.provider}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{self.provider} sandbox failed to start on port {port}")
-            time.sleep(0.01)
+        self._server = ThreadedServer(self.app, host=host, port=port, name=f"sandbox-{self.provider}")
+        self._server.start()
         return self.public_url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-            if self._thread is not None:
-                self._thread.join(timeout=5)
+            self._server.stop(timeout=5)
             self._server = None
 
     def __enter__(self) -> Sandbox:

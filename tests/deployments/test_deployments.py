@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from uuid import UUID
 import httpx
 import pytest
 
+from providers.serving import free_port
 from tests.conftest import FAST_LIMITS, sandbox_updates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,11 +106,6 @@ class Spawned:
         self._log.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _clean_env() -> dict[str, str]:
     """This process's environment without any Prefect, listingflow or provider settings."""
@@ -165,7 +160,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = _clean_env()
     env.update({
         "PREFECT_HOME": str(root / "home"),
