@@ -50,13 +50,12 @@ def parse_event(raw: bytes) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(body, dict):
         return None
     data = body.get("data") if isinstance(body.get("data"), dict) else body
-    job_id = data.get("jobId") or data.get("job_id") or data.get("id") or ""
-    return str(job_id), {**data, "_event": str(body.get("event") or body.get("type") or "")}
+    return _job_id(data), {**data, "_event": str(body.get("event") or body.get("type") or "")}
 
 
 def event_image_urls(job_id: str, data: dict[str, Any]) -> list[str]:
     """The image URLs a verified event carries for this job ([] when it names another job or none)."""
-    if str(data.get("jobId") or data.get("job_id") or data.get("id") or "") != job_id:
+    if _job_id(data) != job_id:
         return []
     urls = data.get("imageUrls") or data.get("images") or []
     if isinstance(data.get("imageUrl"), str):
@@ -67,3 +66,7 @@ def event_image_urls(job_id: str, data: dict[str, Any]) -> list[str]:
         if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in out:
             out.append(url)
     return out
+
+
+def _job_id(data: dict[str, Any]) -> str:
+    return str(data.get("jobId") or data.get("job_id") or data.get("id") or "")
