@@ -11,7 +11,7 @@ import io
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
@@ -103,7 +103,7 @@ class CostSummary(BaseModel):
         are in ``cost-summary.json``: four per product made the artifact of a 5,000-product run ~20 MB
         of the process's peak while Prefect serialized and sent it (measured, benchmarks phase E)."""
         columns: dict[str, list[object]] = {name: [] for name in _TABLE_COLUMNS}
-        products = self._ledger.lines(PRODUCT_TOTAL, self._prices) if self._ledger is not None else iter(())
+        products = self._ledger.product_totals(self._prices) if self._ledger is not None else iter(())
         for line in itertools.chain(self.by("provider"), self.by("step"), products, self.by("total")):
             for name, value in zip(_TABLE_COLUMNS, (
                 line.scope, line.provider, line.step, line.product, line.jobs, line.charged, line.refunded,
@@ -139,7 +139,6 @@ class CostSummary(BaseModel):
         return "\n".join(out)
 
 
-PRODUCT_TOTAL = "product-total"  # a ledger scope: one product across its providers and steps (the table's)
 _TABLE_COLUMNS = ("scope", "provider", "step", "product", "jobs", "charged", "refunded", "net", "unknown cost jobs",
                   "reused", "money")  # fmt: skip
 
@@ -174,7 +173,6 @@ class CostLedger:
             ("provider", job.provider, "*", "*"),
             ("step", job.provider, job.step, "*"),
             ("product", job.provider, job.step, job.product),
-            (PRODUCT_TOTAL, "*", "*", job.product),
             ("total", "*", "*", "*"),
         )
         for key in keys:
@@ -194,36 +192,29 @@ class CostLedger:
                 tally.net += job.charged - job.refunded
 
     def lines(self, scope: str, prices: dict[str, float]) -> Iterator[CostLine]:
-        """The summary lines of one scope, sorted. Money is shown for a line only when every provider
-        it paid has a price and no paid job's cost is unknown."""
+        """The summary lines of one scope, sorted."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
-        per_product: dict[str, dict[str, int]] = {}  # a product's net per provider, for its money
-        if scope == PRODUCT_TOTAL:
-            for (kind, provider, _, product), t in self._tallies.items():
-                if kind == "product" and t.jobs:
-                    nets = per_product.setdefault(product, {})
-                    nets[provider] = nets.get(provider, 0) + t.net
         for key in sorted(k for k in self._tallies if k[0] == scope):
             _, provider, step, product = key
             t = self._tallies[key]
-            if scope == "total":
-                paid = paid_net
-            elif scope == PRODUCT_TOTAL:
-                paid = per_product.get(product, {})
-            else:
-                paid = {provider: t.net} if t.jobs else {}
-            line = CostLine(scope="product" if scope == PRODUCT_TOTAL else scope, provider=provider, step=step,  # type: ignore[arg-type]
-                            product=product, jobs=t.jobs,
-                            reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
-                            refunded=t.refunded, net=t.net, reused_credits=t.reused_credits)  # fmt: skip
-            if any(p not in prices for p in paid):
-                line.money_status = "no_price"
-            elif t.unknown_jobs:
-                line.money_status = "unknown_credits"
-            else:
-                line.money_status = "ok"
-                line.money = sum(net * prices[p] for p, net in paid.items())
-            yield line
+            paid = paid_net if scope == "total" else ({provider: t.net} if t.jobs else {})
+            yield _line(scope, provider, step, product, t, paid, prices)
+
+    def product_totals(self, prices: dict[str, float]) -> Iterator[CostLine]:
+        """One line per product across its providers and steps, summed from its per-step tallies (the
+        same jobs, so the same sums) when asked, rather than kept beside them as every job is added."""
+        totals: dict[str, tuple[_Tally, dict[str, int]]] = {}
+        for (scope, provider, _, product), t in self._tallies.items():
+            if scope != "product":
+                continue
+            total, nets = totals.setdefault(product, (_Tally(), {}))
+            for f in fields(_Tally):
+                setattr(total, f.name, getattr(total, f.name) + getattr(t, f.name))
+            if t.jobs:  # what the product paid each provider, for its money
+                nets[provider] = nets.get(provider, 0) + t.net
+        for product in sorted(totals):
+            total, nets = totals[product]
+            yield _line("product", "*", "*", product, total, nets, prices)
 
     def summary(self, run_id: str, *, price_per_credit: dict[str, float], currency: str = "USD",
                 requests: dict[str, int] | None = None, skipped: list[str] | None = None) -> CostSummary:  # fmt: skip
@@ -232,3 +223,20 @@ class CostLedger:
                               skipped=skipped or [])  # fmt: skip
         summary._ledger, summary._prices = self, dict(price_per_credit)
         return summary
+
+
+def _line(scope: str, provider: str, step: str, product: str, t: _Tally, paid: dict[str, int],
+          prices: dict[str, float]) -> CostLine:  # fmt: skip
+    """Money is shown for a line only when every provider it paid has a price and no paid job's cost
+    is unknown."""
+    line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,  # type: ignore[arg-type]
+                    reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
+                    refunded=t.refunded, net=t.net, reused_credits=t.reused_credits)  # fmt: skip
+    if any(p not in prices for p in paid):
+        line.money_status = "no_price"
+    elif t.unknown_jobs:
+        line.money_status = "unknown_credits"
+    else:
+        line.money_status = "ok"
+        line.money = sum(net * prices[p] for p, net in paid.items())
+    return line
