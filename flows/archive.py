@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,6 +76,19 @@ class Archive(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def get(self, key: str) -> bytes | None: ...
+
+
+def json_with_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> bytes:
+    """A JSON document: ``head`` plus ``key`` holding ``items``, each item encoded as it comes, one per
+    line, into one buffer. Building the whole document as objects first and dumping it held every item
+    three times over (objects, str, bytes); run manifests and cost summaries have one item per product."""
+    out = io.BytesIO()
+    out.write(json.dumps(head, sort_keys=True, default=str)[:-1].encode())
+    out.write(f'{", " if head else ""}{json.dumps(key)}: [\n'.encode())
+    for i, item in enumerate(items):
+        out.write((b",\n" if i else b"") + json.dumps(item, sort_keys=True, default=str).encode())
+    out.write(b"\n]}\n")
+    return out.getvalue()
 
 
 def sha256(data: bytes) -> str:

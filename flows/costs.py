@@ -7,14 +7,14 @@ is shown only where a price per credit is set.
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
+
+from .archive import json_with_list
 
 
 class JobCost(BaseModel):
@@ -89,12 +89,7 @@ class CostSummary(BaseModel):
     def document(self) -> bytes:
         """``cost-summary.json``: the summary with every line, written one line at a time."""
         head = self.model_dump(mode="json", exclude={"lines"})
-        out = io.BytesIO()  # one growing buffer: a list of parts and its join held the lines twice
-        out.write(json.dumps(head, sort_keys=True)[:-1].encode() + b', "lines": [\n')
-        for i, line in enumerate(self.all_lines()):
-            out.write((b",\n" if i else b"") + json.dumps(line.model_dump(mode="json"), sort_keys=True).encode())
-        out.write(b"\n]}\n")
-        return out.getvalue()
+        return json_with_list(head, "lines", (line.model_dump(mode="json") for line in self.all_lines()))
 
     def table(self) -> dict[str, list[object]]:
         """Provider, step and total lines, and one line per product (all its providers and steps), as
