@@ -19,6 +19,16 @@ console = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def _keep_prefect_files_local() -> None:
+    """Prefect's local files (telemetry id, result storage, memo store) go under the listingflow state
+    folder, not ~/.prefect, unless PREFECT_HOME is set; runs before any command imports Prefect."""
+    from listingflow.prefect_home import use_state_dir_for_prefect
+    from listingflow.settings import get_settings
+
+    use_state_dir_for_prefect(get_settings().state_dir)
+
+
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect's console logs are for the UI; the terminal gets a progress bar and a summary."""
     if not verbose:

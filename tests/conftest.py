@@ -1,16 +1,19 @@
 """Shared fixtures: one Prefect test server per session, sandboxes per test, an isolated state dir.
 
-Tests never depend on whatever plugins or settings the machine has: every test gets its own
-``LISTINGFLOW_HOME``, archive and limit-name prefix, and provider settings point at in-process
-sandboxes. Rate limits are shortened to 2-second windows in both the sandboxes and listingflow's
-settings, so limit behaviour is exercised without minute-long tests.
+Tests never depend on whatever plugins or settings the machine has: the session has its own
+``PREFECT_HOME`` (the user's ``~/.prefect``, its database, storage and profiles, is neither read nor
+written), every test gets its own ``LISTINGFLOW_HOME``, archive and limit-name prefix, and provider
+settings point at in-process sandboxes. Rate limits are shortened to 2-second windows in both the
+sandboxes and listingflow's settings, so limit behaviour is exercised without minute-long tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,13 @@ from typing import Any
 
 import pytest
 
+# Prefect reads its home and profiles once, when it is first imported (and creates the folder then), so
+# the session's own home is set here, before any test module imports Prefect.
+if "prefect" in sys.modules:
+    raise RuntimeError("prefect was imported before tests/conftest.py could give the session its own PREFECT_HOME")
+SESSION_PREFECT_HOME = tempfile.mkdtemp(prefix="listingflow-tests-prefect-")
+os.environ["PREFECT_HOME"] = SESSION_PREFECT_HOME
+os.environ.pop("PREFECT_PROFILES_PATH", None)  # profiles come from the session home (none: the defaults)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
 
@@ -79,6 +89,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Exit as soon as pytest is done. Prefect registers at-exit drains of its event and log workers
     with no time bound; once the session's server is stopped, a drain with events left in it waits
     forever (seen in CI: the summary printed, then the process hung for over an hour)."""
+    shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
     if "status" in _EXIT_STATUS:
         sys.stdout.flush()
         sys.stderr.flush()
