@@ -1,14 +1,17 @@
 # Two commands on a fresh machine (only python3 and pip needed): `make demo` and `make test`.
+# Every install takes its exact versions from constraints.txt; `make lock` refreshes that file.
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# extras to install, e.g. `make install EXTRAS=dev,redis` on a worker host of a multi-host setup
+EXTRAS ?= dev
 
-.PHONY: demo test bench chaos install clean
+.PHONY: demo test bench chaos install lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +27,17 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Refresh constraints.txt: resolve pyproject.toml's ranges (all extras) afresh in a temporary venv,
+# without the old constraints, and pin what was installed. Then run `make clean test` before committing.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	python3 -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q -e '.[dev,redis]'; \
+	{ sed -n '/^#/!q;p' constraints.txt; echo; "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } > "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt; \
+	echo "constraints.txt: $$(grep -c '==' constraints.txt) exact versions"
 
 clean:
 	rm -rf $(VENV) .listingflow archive .pytest_cache

@@ -157,9 +157,9 @@ class Server:
                               timeout=timeout, start_new_session=True)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("prefect-server")
+@contextlib.contextmanager
+def running_server(root: Path, **settings: str) -> Iterator[Server]:
+    """``prefect server start`` on SQLite under ``root``, a free port and ``settings``; stopped on exit."""
     port = free_port()
     env = _clean_env()
     env.update({
@@ -167,8 +167,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
-        # no scheduled runs of catalog-nightly may sneak into the tests' runs
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        **settings,
     })  # fmt: skip
     process = Spawned("prefect server", [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                       env=env, cwd=root, log=root / "server.log")  # fmt: skip
@@ -187,6 +186,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield Server(url=url, root=root, process=process)
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # no scheduled runs of catalog-nightly may sneak into the tests' runs (tests/deployments/test_schedules.py
+    # runs the scheduler)
+    with running_server(tmp_path_factory.mktemp("prefect-server"),
+                        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as started:  # fmt: skip
+        yield started
 
 
 @pytest.fixture(autouse=True)
