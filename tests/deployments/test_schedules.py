@@ -19,17 +19,10 @@ import pytest
 import yaml
 
 from tests.conftest import FAST_LIMITS
-from tests.deployments.test_deployments import (  # noqa: F401 - spawn is a fixture
-    POOL,
-    REPO,
-    Server,
-    running_server,
-    sandboxes_with,
-    spawn,
-    start_workers,
-    wait_final,
-    write_catalog,
-)
+from tests.deployments import test_deployments as runbook
+from tests.deployments.test_deployments import Server
+
+spawn = runbook.spawn  # the runbook test's fixture: started processes are killed with their descendants
 
 NIGHTLY = "listingflow-catalog/catalog-nightly"
 FIRST_RUN_TIMEOUT = 150  # the next minute boundary, plus the scheduler's loop
@@ -38,7 +31,7 @@ FIRST_RUN_TIMEOUT = 150  # the next minute boundary, plus the scheduler's loop
 @pytest.fixture(scope="module")
 def scheduling_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose scheduler loops every 2 s and keeps one future run per schedule."""
-    with running_server(
+    with runbook.running_server(
         tmp_path_factory.mktemp("prefect-scheduler"),
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="true",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
@@ -62,7 +55,7 @@ def this_server(scheduling_server: Server) -> Iterator[None]:
 
 def every_minute_copy(tmp_path: Path, catalog: Path, archive: Path) -> tuple[Path, dict[str, Any]]:
     """prefect.yaml with only catalog-nightly, its cron every minute in its own timezone, on ``catalog``."""
-    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    config = yaml.safe_load((runbook.REPO / "prefect.yaml").read_text())
     (nightly,) = [d for d in config["deployments"] if d["name"] == "catalog-nightly"]
     (schedule,) = nightly["schedules"]
     schedule["cron"] = "* * * * *"
@@ -81,7 +74,8 @@ async def first_run_of(deployment_id: Any, workers: list[Any]) -> Any:
     deadline = time.monotonic() + FIRST_RUN_TIMEOUT
     async with get_client() as client:
         while time.monotonic() < deadline:
-            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            by_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            runs = await client.read_flow_runs(deployment_filter=by_deployment)
             if runs:
                 return min(runs, key=lambda r: r.expected_start_time)
             await asyncio.sleep(1.0)
@@ -96,31 +90,32 @@ async def test_the_nightly_schedule_creates_runs_that_a_worker_completes(
     from deployments.bootstrap import bootstrap
     from listingflow.settings import reset_settings
 
-    catalog = write_catalog(tmp_path / "catalog.csv", ["B0CHX1W1XY"])
+    catalog = runbook.write_catalog(tmp_path / "catalog.csv", ["B0CHX1W1XY"])
     archive = tmp_path / "archive"
     prefect_file, schedule = every_minute_copy(tmp_path, catalog, archive)
-    with sandboxes_with(FAST_LIMITS, job_seconds=0.3):
+    with runbook.sandboxes_with(FAST_LIMITS, job_seconds=0.3):
         reset_settings()
-        await bootstrap(work_pool=POOL)
+        await bootstrap(work_pool=runbook.POOL)
         deployed = await asyncio.to_thread(scheduling_server.cli, "--no-prompt", "deploy", "--all",
                                            "--prefect-file", str(prefect_file))  # fmt: skip
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        workers = await start_workers(spawn, scheduling_server, ["worker-a"], tmp_path)
+        workers = await runbook.start_workers(spawn, scheduling_server, ["worker-a"], tmp_path)
         async with get_client() as client:
             nightly = await client.read_deployment_by_name(NIGHTLY)
         (deployed_schedule,) = nightly.schedules
-        assert (deployed_schedule.schedule.cron, deployed_schedule.schedule.timezone) == ("* * * * *",
-                                                                                          schedule["timezone"])
-        assert schedule["timezone"] in nightly.description  # the UI's text names the zone
+        cron = deployed_schedule.schedule
+        assert (cron.cron, cron.timezone) == ("* * * * *", schedule["timezone"])
+        assert cron.timezone and cron.timezone in nightly.description  # the UI's text names the zone
 
         run = await first_run_of(nightly.id, workers)
-        (finished,) = await wait_final([run.id], workers)
+        (finished,) = await runbook.wait_final([run.id], workers)
         async with get_client() as client:
             history = await client.read_flow_run_states(run.id)
 
     # created by the schedule (not a user), for a minute boundary, picked up by the worker, completed
     assert run.auto_scheduled and "auto-scheduled" in run.tags
-    assert run.created_by is not None and (run.created_by.type, run.created_by.id) == ("SCHEDULE", deployed_schedule.id)
+    assert run.created_by is not None
+    assert (run.created_by.type, run.created_by.id) == ("SCHEDULE", deployed_schedule.id)
     assert run.expected_start_time.second == 0 and run.expected_start_time.microsecond == 0
     assert history[0].name == "Scheduled"
     assert finished.state.is_completed(), f"{finished.state}\n{workers[0].tail()}"
