@@ -342,6 +342,8 @@ async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: 
 def _failures_markdown(summary: RunSummary) -> str:
     lines = [f"**{summary.headline()}**", ""]
     lines += [f"- {line}" for line in summary.failure_report()]
+    if summary.notes:  # e.g. what a rerun kept of the failed run's parameters and what it overrode
+        lines += ["", "**Notes:**", *[f"- {note}" for note in summary.notes]]
     return "\n".join(lines)
 
 
