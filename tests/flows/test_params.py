@@ -49,3 +49,11 @@ def test_help_texts_have_nothing_the_ui_would_swallow() -> None:
     texts += [p.get("description") or "" for d in schema["definitions"].values() for p in d.get("properties", {}).values()]
     assert any("runs/RUN_ID/manifest.json" in t for t in texts)
     assert not [t for t in texts if re.search(r"<[A-Za-z/!]|(^|\s)[*-]\s|^>|->", t)]
+
+
+def test_the_rerun_rule_compares_with_the_flows_own_defaults() -> None:
+    """A rerun counts a parameter as given when it differs from ``RunParameters()``: those must be the
+    defaults of the flow signature that Prefect shows and fills in."""
+    defaults = RunParameters().model_dump(mode="json", by_alias=True)
+    shown = {name: prop["default"] for name, prop in _schema()["properties"].items()}
+    assert shown == defaults
