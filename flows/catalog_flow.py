@@ -9,13 +9,12 @@ products overlap. At the end: a run manifest, a ``cost-summary`` artifact (table
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
@@ -48,6 +47,7 @@ from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
+from .rerun import Rerun, log_rerun, plan_rerun
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .tasks import configure_tasks, forget_empty_task_assets
@@ -108,7 +108,7 @@ def _run_id() -> str:
     return uuid.uuid4().hex
 
 
-async def _select_products(params: RunParameters, catalog: Catalog, archive: SpooledArchive) -> tuple[list[Product], list[str]]:
+async def _select_products(params: RunParameters, catalog: Catalog, rerun: Rerun | None) -> tuple[list[Product], list[str]]:
     notes = []
     products = catalog.products
     if params.products:
@@ -117,26 +117,29 @@ async def _select_products(params: RunParameters, catalog: Catalog, archive: Spo
         missing = wanted - {p.asin.upper() for p in products} - {p.key.upper() for p in products}
         if missing:
             notes.append(f"not in the catalog: {', '.join(sorted(missing))}")
-    if params.rerun_failed_of:
-        manifest = await _read_run_manifest(params.rerun_failed_of, archive)
-        failed = {p["key"] for p in manifest.get("products", []) if p.get("status") in ("failed", "partial", "deferred")}
-        products = [p for p in products if p.key in failed]
-        notes.append(f"rerunning {len(products)} failed/deferred product(s) of run {manifest.get('run_id')}")
+    if rerun is not None:
+        products = [p for p in products if p.key in rerun.failed]
+        notes.append(f"rerunning {len(products)} failed/deferred product(s) of run {rerun.of}")
+        notes.append(rerun.describe())
     return products, notes
 
 
-async def _read_run_manifest(ref: str, archive: SpooledArchive) -> dict[str, Any]:
-    from .catalog import read_bytes
+async def _resolve_rerun(params: RunParameters, settings: Settings) -> tuple[RunParameters, SpooledArchive, Rerun | None]:
+    """The run's parameters and archive. A rerun's parameters are the original run's where this run does
+    not give them (flows/rerun.py), so they are settled before anything reads them."""
+    archive = _open_archive(params, settings)
+    if not params.rerun_failed_of:
+        return params, archive, None
+    rerun = await plan_rerun(params, archive)
+    log_rerun(rerun)
+    if (rerun.params.archive or settings.archive) != (params.archive or settings.archive):
+        archive = _open_archive(rerun.params, settings)
+    return rerun.params, archive, rerun
 
-    if ref.endswith(".json"):
-        data = json.loads(read_bytes(ref, s3_endpoint_url=get_settings().s3_endpoint_url))
-    else:
-        data = await archive.get_json(run_key(archive.prefix, ref, "manifest.json"))
-        if data is None:
-            raise ValueError(f"no run manifest for run {ref!r} in {archive.uri}")
-    if not isinstance(data, dict) or "products" not in data:
-        raise ValueError(f"{ref}: not a listingflow run manifest")
-    return data
+
+def _open_archive(params: RunParameters, settings: Settings) -> SpooledArchive:
+    destination = params.archive or settings.archive
+    return SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
 
 
 def _check_providers(params: RunParameters, registry: Any) -> list[str]:
@@ -164,13 +167,12 @@ async def run_catalog(
     on_start = on_start or HOOKS["on_start"]
     started = time.time()
     run_id = _run_id()
+    params, archive, rerun = await _resolve_rerun(params, settings)
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
     problems = _check_providers(params, registry)
     if problems:
         raise ValueError("invalid run parameters: " + "; ".join(problems))
     catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
-    destination = params.archive or settings.archive
-    archive = SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
     summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=archive.uri, started_at=started,
                          finished_at=started, rejected_rows=catalog.rejected)  # fmt: skip
     try:
@@ -179,7 +181,7 @@ async def run_catalog(
             summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
     except ArchiveUnavailable as exc:
         summary.notes.append(f"archive still unreachable, spool kept: {exc}")
-    products, notes = await _select_products(params, catalog, archive)
+    products, notes = await _select_products(params, catalog, rerun)
     summary.notes += notes
 
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
@@ -340,6 +342,8 @@ async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: 
 def _failures_markdown(summary: RunSummary) -> str:
     lines = [f"**{summary.headline()}**", ""]
     lines += [f"- {line}" for line in summary.failure_report()]
+    if summary.notes:  # e.g. what a rerun kept of the failed run's parameters and what it overrode
+        lines += ["", "**Notes:**", *[f"- {note}" for note in summary.notes]]
     return "\n".join(lines)
 
 
@@ -351,29 +355,36 @@ def final_state(summary: RunSummary) -> State:
     return Completed(message=summary.headline())
 
 
+def _title(name: str) -> Any:
+    """A top-level parameter's form title: ``RunParameters``' title for it. Prefect titles a flow
+    parameter with its bare name (``rerun_failed_of``) and ignores ``Field(title=...)`` there, but
+    keeps ``json_schema_extra``, which is applied last."""
+    return Field(json_schema_extra={"title": RunParameters.model_fields[name].title})
+
+
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=True)
 async def catalog_flow(
-    catalog: str = DEFAULT_CATALOG,
-    steps: list[Step] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006 - Prefect form default
-    providers: StepProviders = StepProviders(),  # noqa: B008
-    copy_options: CopyOptions = CopyOptions(),  # noqa: B008
-    image_options: ImageOptions = ImageOptions(),  # noqa: B008
-    aplus_options: APlusOptions = APlusOptions(),  # noqa: B008
-    scale_options: ScaleOptions = ScaleOptions(),  # noqa: B008
-    products: list[str] = [],  # noqa: B006
-    archive: str | None = None,
-    force: list[Step] = [],  # noqa: B006
-    rerun_failed_of: str | None = None,
-    budget: Budget = Budget(),  # noqa: B008
-    price_per_credit: dict[str, float] = {},  # noqa: B006
-    currency: str = "USD",
+    catalog: Annotated[str, _title("catalog")] = DEFAULT_CATALOG,
+    steps: Annotated[list[Step], _title("steps")] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006
+    providers: Annotated[StepProviders, _title("providers")] = StepProviders(),  # noqa: B008
+    copy_options: Annotated[CopyOptions, _title("copy_options")] = CopyOptions(),  # noqa: B008
+    image_options: Annotated[ImageOptions, _title("image_options")] = ImageOptions(),  # noqa: B008
+    aplus_options: Annotated[APlusOptions, _title("aplus_options")] = APlusOptions(),  # noqa: B008
+    scale_options: Annotated[ScaleOptions, _title("scale_options")] = ScaleOptions(),  # noqa: B008
+    products: Annotated[list[str], _title("products")] = [],  # noqa: B006
+    archive: Annotated[str | None, _title("archive")] = None,
+    force: Annotated[list[Step], _title("force")] = [],  # noqa: B006
+    rerun_failed_of: Annotated[str | None, _title("rerun_failed_of")] = None,
+    budget: Annotated[Budget, _title("budget")] = Budget(),  # noqa: B008
+    price_per_credit: Annotated[dict[str, float], _title("price_per_credit")] = {},  # noqa: B006
+    currency: Annotated[str, _title("currency")] = "USD",
 ) -> State:
     """Generate listing copy, images, A+ content and variation images for a catalog.
 
     Args:
         catalog: CSV, JSON or JSONL catalog: a path (relative to the worker's checkout) or an s3:// URI.
         steps: The pipeline steps to run, in chain order.
-        providers: Which installed provider runs each step.
+        providers: The installed provider that runs each step.
         copy_options: Listing copy: platform, tone, components, seed keywords.
         image_options: Image styles (provider style ids), platform preset and size.
         aplus_options: A+ content types.
@@ -381,11 +392,12 @@ async def catalog_flow(
         products: ASINs to run; empty runs the whole catalog.
         archive: Local folder or s3://bucket/prefix for the outputs; empty uses LISTINGFLOW_ARCHIVE.
         force: Steps to regenerate even where an earlier run paid for them (SPENDS CREDITS AGAIN).
-        rerun_failed_of: Flow run id, or path/URI of its runs/<id>/manifest.json: only that run's
-            failed, partial or deferred products run.
+        rerun_failed_of: Flow run id of an earlier run, or the path or s3:// URI of its run manifest
+            (runs/RUN_ID/manifest.json in the archive). Only that run's failed, partial or deferred
+            products run, with that run's parameters except those set here to a non-default value.
         budget: Stop submitting past these credits, in total and per provider.
-        price_per_credit: Provider -> money per credit, for the cost summary.
-        currency: Currency of price_per_credit.
+        price_per_credit: Money per credit for each provider, e.g. {"pixii": 0.05}, for the cost summary.
+        currency: Currency of the prices per credit.
     """
     params = RunParameters.model_validate(
         {

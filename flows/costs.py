@@ -8,7 +8,7 @@ is shown only where a price per credit is set.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -50,7 +50,7 @@ class CostLine(BaseModel):
     def money_text(self, currency: str) -> str:
         if self.money_status == "ok" and self.money is not None:
             return f"{self.money:.2f} {currency}"
-        return "unknown" if self.money_status == "unknown_credits" else "-"
+        return "unknown" if self.money_status == "unknown_credits" else "no price"
 
 
 class CostSummary(BaseModel):
@@ -96,46 +96,103 @@ class CostSummary(BaseModel):
         a column-oriented table (Prefect table artifacts take columns: one list per column costs a few
         bytes per line where a dict per row cost ~1 KB). The per-provider-and-step lines of each product
         are in ``cost-summary.json``: four per product made the artifact of a 5,000-product run ~20 MB
-        of the process's peak while Prefect serialized and sent it (measured, benchmarks phase E)."""
-        columns: dict[str, list[object]] = {name: [] for name in _TABLE_COLUMNS}
+        of the process's peak while Prefect serialized and sent it (measured, benchmarks phase E).
+        The columns are ``TABLE_COLUMNS``."""
+        columns: dict[str, list[object]] = {column.name: [] for column in TABLE_COLUMNS}
         products = self._ledger.product_totals(self._prices) if self._ledger is not None else iter(())
         for line in itertools.chain(self.by("provider"), self.by("step"), products, self.by("total")):
-            for name, value in zip(_TABLE_COLUMNS, (
-                line.scope, line.provider, line.step, line.product, line.jobs, line.charged, line.refunded,
-                line.net, line.unknown_jobs, line.reused_jobs, line.money_text(self.currency),
-            ), strict=True):  # fmt: skip
-                columns[name].append(value)
+            for column in TABLE_COLUMNS:
+                columns[column.name].append(column.cell(line, self))
         return columns
 
     def markdown(self) -> str:
+        """Step, provider and total lines in ``MARKDOWN_COLUMNS``, and what was not submitted."""
         out = [f"# Cost summary, run `{self.run_id}`", ""]
-        out.append("| provider | step | jobs | charged | refunded | net | reused (free) | money | requests |")
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        for line in self.by("step"):
-            out.append(
-                f"| {line.provider} | {line.step} | {line.jobs} | {_c(line.charged, line.unknown_jobs)} | "
-                f"{line.refunded} | {_c(line.net, line.unknown_jobs)} | {line.reused_jobs} | "
-                f"{line.money_text(self.currency)} | |"
-            )
-        for line in self.by("provider"):
-            out.append(
-                f"| **{line.provider}** | all | {line.jobs} | {_c(line.charged, line.unknown_jobs)} | "
-                f"{line.refunded} | {_c(line.net, line.unknown_jobs)} | {line.reused_jobs} | "
-                f"{line.money_text(self.currency)} | {self.requests.get(line.provider, 0)} |"
-            )
-        t = self.total
-        out.append(
-            f"| **total** | | {t.jobs} | {_c(t.charged, t.unknown_jobs)} | {t.refunded} | "
-            f"{_c(t.net, t.unknown_jobs)} | {t.reused_jobs} | {t.money_text(self.currency)} | "
-            f"{sum(self.requests.values())} |"
-        )
+        out.append("| " + " | ".join(c.name for c in MARKDOWN_COLUMNS) + " |")
+        out.append("|" + "|".join("---:" if c.numeric else "---" for c in MARKDOWN_COLUMNS) + "|")
+        for line in itertools.chain(self.by("step"), self.by("provider"), self.by("total")):
+            out.append("| " + " | ".join(str(c.cell(line, self)) for c in MARKDOWN_COLUMNS) + " |")
+        if self.money_note():
+            out += ["", f"The money total covers {self.money_note()}."]
         if self.skipped:
             out += ["", "**Not submitted:**", *[f"- {s}" for s in self.skipped]]
         return "\n".join(out)
 
+    def money_cell(self, line: CostLine) -> str:
+        """A line's money; the total's adds up the providers that have a price and names the others."""
+        note = self.money_note() if line.scope == "total" else ""
+        if not note:
+            return line.money_text(self.currency)
+        priced = sum(p.money or 0.0 for p in self.by("provider") if p.money_status == "ok")
+        return f"{priced:.2f} {self.currency} (covers {note})"
 
-_TABLE_COLUMNS = ("scope", "provider", "step", "product", "jobs", "charged", "refunded", "net", "unknown cost jobs",
-                  "reused", "money")  # fmt: skip
+    def money_note(self) -> str:
+        """Which providers the money total covers and which it cannot, e.g. "pixii, prodvisual;
+        listingrva has no price"; empty when it covers every provider or none."""
+        covered, missing = [], []
+        for p in self.by("provider"):
+            if p.money_status == "ok":
+                covered.append(p.provider)
+            else:
+                why = "has no price" if p.money_status == "no_price" else "has jobs of unknown cost"
+                missing.append(f"{p.provider} {why}")
+        if not covered or not missing:
+            return ""
+        return "; ".join([", ".join(covered), *missing])
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of the cost tables: a new column is one entry in ``TABLE_COLUMNS`` or
+    ``MARKDOWN_COLUMNS``. ``cell`` renders a line (with its summary, for per-run values)."""
+
+    name: str
+    cell: Callable[[CostLine, CostSummary], object]
+    numeric: bool = True
+
+
+def _word(value: str) -> str:
+    """``*`` (every provider, step or product) as a word: the UI renders a lone ``*`` or ``-`` cell as
+    a markdown bullet, so both looked the same."""
+    return "all" if value == "*" else value
+
+
+TABLE_COLUMNS: tuple[Column, ...] = (
+    Column("scope", lambda line, s: line.scope, numeric=False),
+    Column("provider", lambda line, s: _word(line.provider), numeric=False),
+    Column("step", lambda line, s: _word(line.step), numeric=False),
+    Column("product", lambda line, s: _word(line.product), numeric=False),
+    # money early: it is what a seller reads, and the last columns are off-screen on a laptop
+    Column("money", lambda line, s: s.money_cell(line), numeric=False),
+    Column("net", lambda line, s: line.net),
+    Column("jobs", lambda line, s: line.jobs),
+    Column("charged", lambda line, s: line.charged),
+    Column("refunded", lambda line, s: line.refunded),
+    Column("reused", lambda line, s: line.reused_jobs),
+    Column("unknown cost jobs", lambda line, s: line.unknown_jobs),
+)
+
+def _md_provider(line: CostLine, summary: CostSummary) -> str:
+    return {"step": line.provider, "provider": f"**{line.provider}**"}.get(line.scope, "**total**")
+
+
+def _md_requests(line: CostLine, summary: CostSummary) -> object:
+    if line.scope == "provider":
+        return summary.requests.get(line.provider, 0)
+    return sum(summary.requests.values()) if line.scope == "total" else ""
+
+
+MARKDOWN_COLUMNS: tuple[Column, ...] = (
+    Column("provider", _md_provider, numeric=False),
+    Column("step", lambda line, s: {"step": line.step, "provider": "all"}.get(line.scope, ""), numeric=False),
+    Column("money", lambda line, s: s.money_cell(line), numeric=False),
+    Column("net", lambda line, s: _c(line.net, line.unknown_jobs)),
+    Column("jobs", lambda line, s: line.jobs),
+    Column("charged", lambda line, s: _c(line.charged, line.unknown_jobs)),
+    Column("refunded", lambda line, s: line.refunded),
+    Column("reused (free)", lambda line, s: line.reused_jobs),
+    Column("requests", _md_requests),
+)
 
 
 def _c(credits: int, unknown: int) -> str:

@@ -6,6 +6,7 @@ Credentials are never parameters: they come from settings or Secret blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,13 +23,37 @@ from providers.contract import (
 DEFAULT_CATALOG = "examples/catalog.csv"
 
 
+def installed_choices(step: Step) -> Callable[[dict[str, Any]], None]:
+    """The run form's choices for a step's provider: the installed providers that implement it, read
+    from the plugin registry when the schema is built (at deploy time, or when the UI asks a served
+    flow). The value stays a string to pydantic, so a provider missing on the worker is still refused
+    with the run's own message naming the ones that are installed."""
+
+    def add_enum(schema: dict[str, Any]) -> None:
+        from listingflow.settings import Settings
+        from providers.registry import load_providers
+
+        try:
+            names = load_providers(allow=Settings().providers).for_step(step)  # not cached: read now
+        except Exception:  # noqa: BLE001 - no choices is a text field, never a broken form
+            return
+        if names:
+            schema["enum"] = names
+
+    return add_enum
+
+
 class StepProviders(BaseModel):
     """Which installed provider runs each step."""
 
-    copy_provider: str = Field("listingrva", alias="copy", title="Listing copy", description="e.g. listingrva")
-    images: str = Field("prodvisual", title="Images", description="listingrva, prodvisual or pixii")
-    aplus: str = Field("pixii", title="A+ content", description="e.g. pixii")
-    scale: str = Field("pixii", title="Variation scaling", description="e.g. pixii")
+    copy_provider: str = Field("listingrva", alias="copy", title="Listing copy", description="provider for listing copy",
+                               json_schema_extra=installed_choices(Step.COPY))  # fmt: skip
+    images: str = Field("prodvisual", title="Images", description="provider for product images",
+                        json_schema_extra=installed_choices(Step.IMAGES))  # fmt: skip
+    aplus: str = Field("pixii", title="A+ content", description="provider for A+ content",
+                       json_schema_extra=installed_choices(Step.APLUS))  # fmt: skip
+    scale: str = Field("pixii", title="Variation scaling", description="provider for variation scaling",
+                       json_schema_extra=installed_choices(Step.SCALE))  # fmt: skip
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -74,9 +99,10 @@ class RunParameters(BaseModel):
     rerun_failed_of: str | None = Field(
         None,
         title="Rerun failed products of",
-        description="run id or manifest path of an earlier run: only its failed/deferred products run",
+        description="flow run id or run-manifest path of an earlier run: only its failed/partial/deferred "
+        "products run, with its parameters except those set to a non-default value here",
     )
-    budget: Budget = Field(default_factory=Budget, title="Budget")
+    budget: Budget = Field(default_factory=Budget, title="Credit budget")
     price_per_credit: dict[str, float] = Field(
         default_factory=dict, title="Price per credit", description="provider -> money per credit"
     )

@@ -96,7 +96,9 @@ Language = Annotated[str | None, typer.Option(help="target language for scale mo
 Products = Annotated[list[str], typer.Option("--product", help="only this ASIN (repeat)")]
 ArchiveOpt = Annotated[str | None, typer.Option(help="local folder or s3://bucket/prefix")]
 Force = Annotated[list[str], typer.Option("--force", help="regenerate this step; SPENDS CREDITS AGAIN")]
-Rerun = Annotated[str | None, typer.Option(help="only the failed products of this run id or manifest")]
+Rerun = Annotated[str | None, typer.Option(
+    help="only the failed products of this run id or manifest, with that run's parameters (options given here "
+    "with a non-default value override them)")]
 MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
 MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
 Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
@@ -215,7 +217,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
                           line.money_text(cost.currency), str(cost.requests.get(line.provider, 0)))  # fmt: skip
         t = cost.total
         table.add_row("[bold]total[/bold]", "", str(t.jobs), _credits(t.charged, t.unknown_jobs), str(t.refunded),
-                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), t.money_text(cost.currency),
+                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), cost.money_cell(t),
                       str(sum(cost.requests.values())))  # fmt: skip
         console.print(table)
         console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")

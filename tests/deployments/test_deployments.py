@@ -480,7 +480,7 @@ async def test_runbook_bootstrap_deploy_worker_run(
         paid_before = {n: len(b.paid_jobs()) for n, b in boxes.items()}
         net_before = {n: b.net_credits() for n, b in boxes.items()}
         rerun_id = await trigger(server, "listingflow-catalog/catalog-rerun", f"rerun_failed_of={run_id}",
-                                 f"catalog={catalog}", f"archive={archive}")  # fmt: skip
+                                 f"archive={archive}")  # fmt: skip
         (rerun_run,) = await wait_final([rerun_id], [worker])
         assert rerun_run.state.is_completed(), f"{rerun_run.state}\n{worker.tail()}"
         assert rerun_run.state.message == "1 products: 1 complete"
@@ -491,6 +491,10 @@ async def test_runbook_bootstrap_deploy_worker_run(
         assert {p: r["net"] for p, r in rerun_rows.items()} == {
             n: b.net_credits() - net_before[n] for n, b in boxes.items()}
         assert rerun_rows["listingrva"]["reused"] >= 1 and rerun_rows["prodvisual"]["reused"] >= 1
+        # the deployment's catalog and steps equal the flow's defaults: the failed run's are kept, and said
+        kept = [m for m in await run_logs(rerun_id) if m.startswith(f"rerun of {run_id}: kept ")]
+        assert kept and f"catalog={catalog}" in kept[0] and 'price_per_credit={"pixii": 0.05}' in kept[0], kept
+        assert rerun_rows["pixii"]["money"] != "no price"
         assert_limits_held(boxes, FAST_LIMITS)
 
     # the archive: every step's outputs and the product manifests, both products complete now

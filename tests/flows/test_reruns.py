@@ -22,6 +22,7 @@ from .helpers import (
     run_flow,
     subprocess_env,
 )
+from .test_faults import write_catalog
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -106,6 +107,48 @@ async def test_failed_only_rerun_touches_only_failed_products(sandboxes: dict[st
     _, third = await run_flow(rerun_failed_of=str(manifest))
     assert [p.asin for p in third.products] == ["B0BQRG7K5N"]
     assert third.cost.total.net == 0
+
+
+def _jobs_since(box: Any, mark: int) -> list[Any]:
+    return list(box.jobs.values())[mark:]
+
+
+async def test_rerun_keeps_the_failed_runs_parameters_and_an_explicit_one_overrides(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
+    """The failed run used the lifestyle style: its rerun, given only rerun_failed_of, asks ProdVisual
+    for lifestyle again (not the default white_bg) and pays for the failed product alone."""
+    fine, fails = "B0KEEPS001", "B0FAILIMG1"
+    catalog = write_catalog(lf_env["tmp"], [fine, fails])
+    prodvisual = sandboxes["prodvisual"]
+    prodvisual.reconfigure(fail_asins=[fails])
+    _, first = await run_flow(catalog=catalog, image_options={"styles": ["lifestyle"]})
+    assert {p.asin: p.status for p in first.products} == {fine: "complete", fails: "partial"}
+    prodvisual.reconfigure(fail_asins=[])
+
+    jobs = {n: len(b.jobs) for n, b in sandboxes.items()}
+    charges = {n: len(b.charges) for n, b in sandboxes.items()}
+    state, second = await run_flow(catalog=catalog, rerun_failed_of=first.run_id)
+    assert state.is_completed(), second.failure_report()
+    assert [(p.asin, p.status) for p in second.products] == [(fails, "complete")]
+    new_images = _jobs_since(prodvisual, jobs["prodvisual"])
+    assert {item["style"] for job in new_images for item in job.payload["items"]} == {"lifestyle"}
+    paid_for = {c.asin for n, b in sandboxes.items() for c in b.charges[charges[n]:] if c.kind == "charge"}
+    assert paid_for == {fails}
+    assert len(sandboxes["listingrva"].charges) == charges["listingrva"]  # its copy was paid by the first run
+    assert duplicate_payments(sandboxes) == []
+    said = next(n for n in second.notes if n.startswith(f"rerun of {first.run_id}: "))
+    assert 'kept image_options.styles=["lifestyle"]' in said and "overridden: none" in said
+
+    # an explicit style wins over the failed run's, and the rerun says so
+    jobs["prodvisual"] = len(prodvisual.jobs)
+    state, third = await run_flow(catalog=catalog, rerun_failed_of=first.run_id, image_options={"styles": ["mockup"]})
+    assert state.is_completed(), third.failure_report()
+    new_images = _jobs_since(prodvisual, jobs["prodvisual"])
+    assert {item["style"] for job in new_images for item in job.payload["items"]} == {"mockup"}
+    assert {job.asin for job in new_images} == {fails}
+    said = next(n for n in third.notes if n.startswith(f"rerun of {first.run_id}: "))
+    assert 'overridden: image_options.styles=["mockup"]' in said
 
 
 async def test_step_rerun_with_new_style_pays_only_for_that_step(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
