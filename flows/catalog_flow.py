@@ -48,6 +48,8 @@ from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
+from .held import HeldStore
+from .reconcile import balance_checks
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .tasks import configure_tasks, forget_empty_task_assets
@@ -218,6 +220,7 @@ async def run_catalog(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
             limiters=limiters, download_http=download_http, archive=archive,
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
+            held=HeldStore(settings.held_path),
         )  # fmt: skip
         token = set_current_run(run)
         try:
@@ -260,7 +263,9 @@ async def run_catalog(
                 skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
                          if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
             )  # fmt: skip
+            summary.cost.balances = await balance_checks(run.gates, summary.cost)
             summary.notes += [str(blocked) for blocked in run.blocked.values()]
+            summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()
@@ -364,6 +369,7 @@ async def catalog_flow(
     archive: str | None = None,
     force: list[Step] = [],  # noqa: B006
     rerun_failed_of: str | None = None,
+    resubmit_unknown: bool = False,
     budget: Budget = Budget(),  # noqa: B008
     price_per_credit: dict[str, float] = {},  # noqa: B006
     currency: str = "USD",
@@ -383,6 +389,8 @@ async def catalog_flow(
         force: Steps to regenerate even where an earlier run paid for them (SPENDS CREDITS AGAIN).
         rerun_failed_of: Flow run id, or path/URI of its runs/<id>/manifest.json: only that run's
             failed, partial or deferred products run.
+        resubmit_unknown: Send again the submissions an earlier run held with an unknown outcome: the
+            provider may have processed and billed them, so this MAY PAY TWICE.
         budget: Stop submitting past these credits, in total and per provider.
         price_per_credit: Provider -> money per credit, for the cost summary.
         currency: Currency of price_per_credit.
@@ -391,7 +399,7 @@ async def catalog_flow(
         {
             "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
             "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
-            "rerun_failed_of": rerun_failed_of, "budget": budget, "price_per_credit": price_per_credit,
+            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown, "budget": budget, "price_per_credit": price_per_credit,
             "currency": currency,
         }  # fmt: skip
     )

@@ -76,6 +76,11 @@ class RunParameters(BaseModel):
         title="Rerun failed products of",
         description="run id or manifest path of an earlier run: only its failed/deferred products run",
     )
+    resubmit_unknown: bool = Field(
+        False, title="Resubmit unknown outcomes",
+        description="send again the submissions an earlier run held with an unknown outcome (the provider "
+        "may have processed and billed them: this MAY PAY TWICE; `listingflow unknown` lists them)",
+    )
     budget: Budget = Field(default_factory=Budget, title="Budget")
     price_per_credit: dict[str, float] = Field(
         default_factory=dict, title="Price per credit", description="provider -> money per credit"

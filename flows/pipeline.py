@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +31,10 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
+from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
+
+logger = logging.getLogger("listingflow.pipeline")
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
 
@@ -279,7 +283,12 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
     except JobFailedWithResult as exc:
         _record_cost(run, product, step, exc.result, reused=False)
         raise
+    except HeldSubmission as exc:
+        _record_held(run, product, step, exc, job)
+        raise
     _record_cost(run, product, step, result, reused=reused)
+    if not reused:
+        run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
     archived = await _archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived
 
@@ -300,9 +309,15 @@ class _Job(BaseModel):
 async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: str, request: BaseModel, job: _Job,
                   force: bool) -> tuple[JobResult, bool]:  # fmt: skip
     """The job's result and whether it was paid by an earlier run: from the cache when finished,
-    resumed when an earlier run submitted it, else submitted (alone or in a cross-product batch)."""
-    if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
-        return found
+    resumed when an earlier run submitted it, else submitted (alone or in a cross-product batch).
+    A held submission (outcome unknown, or charged and lost) is reported, never sent again, unless
+    the user asked to resubmit unknown outcomes."""
+    if not force:
+        pointer = await _pointer(tasks, job)
+        if pointer is not None and pointer.held:
+            force = _resubmit_held(run, pointer)
+        elif pointer is not None and (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
+            return found
     if batches_across_products(run, provider_name):
         # The batch's own key depends on which products it groups, so overlapping runs are kept
         # apart per product: whoever holds this product's key submits it; the other run then
@@ -310,8 +325,11 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         holder = f"{run.run_id}:{job.member}"
         await tasks.locks.aacquire_lock(job.member_key, holder)
         try:
-            if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
-                return found
+            if not force and (pointer := await _pointer(tasks, job)) is not None:
+                if pointer.held:
+                    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+                if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
+                    return found
             items = len(getattr(request, "items", None) or [None])
             share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
                 job.member, job.member_key, request, items, job.estimate
@@ -327,6 +345,8 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
                                     estimate=job.estimate, return_state=True)  # fmt: skip
         ref: JobRef = forget(await state.aresult())
         reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
+        if ref.held:  # held by this run, or by another run since this one looked
+            raise HeldSubmission(ref, earlier=reused)
         try:
             return forget(await tasks.wait(ref, version=run.settings.cache_version)), reused
         except JobFailedWithResult:
@@ -339,17 +359,31 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         # The earlier run's job failed (and was refunded): this run may pay for a new one.
         ref = forget(await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
                                                estimate=job.estimate))  # fmt: skip
+        if ref.held:
+            raise HeldSubmission(ref, earlier=False)
         return forget(await tasks.wait(ref, version=run.settings.cache_version)), False
 
 
-async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
-                  job: _Job) -> tuple[JobResult, bool] | None:  # fmt: skip
-    """A finished (or resumable) result for this job's key from an earlier submission."""
+def _resubmit_held(run: RunContext, pointer: JobRef) -> bool:
+    """True when the user asked to send this held submission again; otherwise it stays held."""
+    if pointer.outcome == "unknown" and run.params.resubmit_unknown:
+        logger.warning("resubmitting %s %s, held with an unknown outcome since run %s: this may pay twice",
+                       pointer.provider, pointer.meta.get("label"), pointer.meta.get("run_id"))  # fmt: skip
+        return True
+    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+
+
+async def _pointer(tasks: TaskSet, job: _Job) -> JobRef | None:
+    """This job's submission record: its share of a batch, else its own submission."""
     pointer = await tasks.cache.get(job.member_key)
     if not isinstance(pointer, JobRef):
         pointer = await tasks.cache.get(job.key)
-    if not isinstance(pointer, JobRef):
-        return None
+    return pointer if isinstance(pointer, JobRef) else None
+
+
+async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
+                  pointer: JobRef) -> tuple[JobResult, bool] | None:  # fmt: skip
+    """A finished (or resumable) result for this job's key from an earlier submission."""
     earlier = pointer.meta.get("run_id") != run.run_id
     if pointer.meta.get("member"):
         share = await cached_share(run, tasks, pointer)
@@ -378,6 +412,17 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
     )
     if not reused and result.net_credits is not None:
         run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
+
+
+def _record_held(run: RunContext, product: Product, step: Step, held: HeldSubmission, job: _Job) -> None:
+    """A held submission costs this run what it was charged or may have been charged, once: in the
+    run that held it. Later runs list it (and ``listingflow unknown`` does) at no cost."""
+    ref = held.ref
+    charged = ref.outcome == "charged_not_retrievable"
+    run.costs.add(JobCost(provider=ref.provider, step=str(step), product=product.key, job_id=ref.job_id,
+                          charged=job.estimate if charged else 0, reused=held.earlier, held=True,
+                          possibly_charged=0 if charged else job.estimate, original_run=ref.meta.get("run_id")))  # fmt: skip
+    run.held.record(ref, product=product.key, key=job.key, label=job.label, credits=job.estimate)
 
 
 def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:

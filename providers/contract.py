@@ -223,7 +223,16 @@ class JobRef(BaseModel):
         None, description="credits this submission was charged, when the submit response says so"
     )
     balance_after: int | None = Field(None, description="account balance the submit response reported")
+    outcome: Literal["submitted", "charged_not_retrievable", "unknown"] = Field(
+        "submitted", description="'submitted': a job to wait on. Otherwise the submit failed after it may "
+        "have been processed: charged (the balance shows it) but its job cannot be found, or unknown",
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        """No job to wait on: the submission is held for a person (never resent automatically)."""
+        return self.outcome != "submitted"
 
 
 class OutputRef(BaseModel):

@@ -32,15 +32,12 @@ from providers.contract import (
     no_throttle,
 )
 from providers.errors import (
-    MalformedResponse,
-    PermanentError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
     RequestValidationError,
     RetryableError,
-    ServerError,
+    SubmitOutcomeUnknown,
     WaitTimeout,
+    resend_is_safe,
 )
 from providers.http import BearerAuth
 
@@ -217,12 +214,13 @@ class PixiiProvider(Provider):
                 resp = await self.client.a_plus(req)
             else:
                 resp = await self.client.scale(req)
-        except (ServerError, ProviderTimeout, MalformedResponse, ProviderConnectionError) as exc:
-            if isinstance(exc, ProviderConnectionError) and not exc.request_sent:
-                raise  # the connection never opened: nothing reached Pixii
+        except RetryableError as exc:
+            if resend_is_safe(exc):
+                raise  # a 429, or the connection never opened: nothing reached Pixii
             # The request may have reached Pixii and created (and charged) a job: adopt it if so.
             ref = await self._reconcile(step, req, kind, started, exc)
             if ref is None:
+                exc.resend_safe = True  # the job list was read and has no such job
                 raise
             return ref
         return self._ref(step, req, kind, resp)
@@ -262,9 +260,9 @@ class PixiiProvider(Provider):
                 logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
                 break
         # The job may exist and be charged, and we cannot tell: resending could pay twice.
-        raise PermanentError(
+        raise SubmitOutcomeUnknown(
             f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
-            "credits may have been debited", provider=PROVIDER, code="submit_outcome_unknown",
+            "credits may have been debited", provider=PROVIDER, possible_credits=self.estimate_credits(step, req),
             detail=f"check GET /v1/api/jobs?asin={req.asin} before resubmitting",
         ) from exc
 
