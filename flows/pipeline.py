@@ -211,15 +211,52 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
         return outcome
 
     results = await asyncio.gather(
-        *[_run_job(run, tasks, product, step, provider_name, c, r, i, force) for i, (c, r) in enumerate(requests)],
+        *[_run_request(run, tasks, product, step, provider_name, c, r, i, force) for i, (c, r) in enumerate(requests)],
         return_exceptions=True,
     )
     errors: list[BaseException] = []
-    for item in results:
-        if isinstance(item, BaseException):
-            errors.append(item)
+    for jobs in results:
+        if isinstance(jobs, BaseException):
+            errors.append(jobs)
             continue
-        job_result, reused, archived = item
+        _add_jobs(outcome, jobs)
+    if errors:
+        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
+            outcome.status = "deferred"
+            outcome.error = "; ".join(_describe(e) for e in errors)
+        else:
+            _failed(outcome, errors[0], more=errors[1:])
+    elif outcome.reused_jobs and outcome.reused_jobs == len(outcome.jobs):
+        outcome.status = "reused"
+    return outcome
+
+
+_JobDone = tuple[JobResult, bool, list["ArchivedOutput"]]
+
+# A part that failed again is asked for again by the next run, not in a loop within one.
+MAX_PART_RETRIES = 1
+
+
+async def _run_request(run: RunContext, tasks: TaskSet, product: Product, step: Step, provider_name: str,
+                       ctx: StepContext, request: BaseModel, index: int, force: bool) -> list[_JobDone]:  # fmt: skip
+    """One request's job, and, when an earlier run's job of it completed with parts failed (and
+    refunded), a job for the failed parts only: never the parts already paid for."""
+    done = [await _run_job(run, tasks, product, step, provider_name, ctx, request, index, force)]
+    plugin = run.provider(provider_name)
+    for attempt in range(1, MAX_PART_RETRIES + 1):
+        result, reused, archived = done[-1]
+        retry = plugin.retry_request(step, request, result) if reused and result.errors else None
+        if retry is None:
+            break
+        done[-1] = (result.model_copy(update={"errors": []}), reused, archived)  # superseded by the retry
+        request = retry
+        done.append(await _run_job(run, tasks, product, step, provider_name, ctx, retry, index, force,
+                                   part=attempt))  # fmt: skip
+    return done
+
+
+def _add_jobs(outcome: StepOutcome, jobs: list[_JobDone]) -> None:
+    for job_result, reused, archived in jobs:
         outcome.jobs.append(job_result.ref.job_id)
         outcome.outputs.extend(archived)
         if job_result.copy_result is not None:
@@ -229,15 +266,6 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             outcome.reused_jobs += 1
         else:
             _add_credits(outcome, job_result)
-    if errors:
-        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
-            outcome.status = "deferred"
-            outcome.error = "; ".join(_describe(e) for e in errors)
-        else:
-            _failed(outcome, errors[0], more=errors[1:])
-    elif outcome.reused_jobs and outcome.reused_jobs == len(results):
-        outcome.status = "reused"
-    return outcome
 
 
 class _StepSkip(Exception):
@@ -271,12 +299,13 @@ def _hash(parts: list[Any]) -> str:
 
 
 async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step, provider_name: str,
-                   ctx: StepContext, request: BaseModel, index: int,
-                   force: bool) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
+                   ctx: StepContext, request: BaseModel, index: int, force: bool,
+                   part: int = 0) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
     plugin = run.provider(provider_name)
     key = submission_key(provider_name, step, request, run.settings.cache_version)
     asin = ctx.variation.asin if ctx.variation is not None else product.asin
-    job = _Job(key=key, label=f"{asin}-{step}-{index + 1}", member=f"{product.key}#{step}-{index + 1}",
+    name = f"{step}-{index + 1}" + (f"-retry{part}" if part else "")
+    job = _Job(key=key, label=f"{asin}-{name}", member=f"{product.key}#{name}",
                estimate=plugin.estimate_credits(step, request))  # fmt: skip
     try:
         result, reused = await _obtain(run, tasks, step, provider_name, request, job, force)

@@ -407,6 +407,12 @@ class Provider(abc.ABC):
         """One member's share of a merged job's result: its outputs, errors and credits."""
         raise NotImplementedError(f"{self.name} does not batch across products")
 
+    def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
+        """A request for only the parts of ``result`` (the completed job of ``request``) that failed and
+        were refunded, e.g. the A+ types missing from it; None when nothing failed or the provider
+        cannot ask for parts. A later run sends it instead of paying for the whole job again."""
+        return None
+
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Read a finished job again for fresh output URLs; None when the provider cannot."""
         return None

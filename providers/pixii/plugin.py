@@ -225,6 +225,17 @@ class PixiiProvider(Provider):
             return ref
         return self._ref(step, req, kind, resp)
 
+    def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
+        """A+ only: the types that failed (each A+ type is priced and refunded on its own, contract §5).
+        Listing Builder and Scale images cannot be asked for one by one."""
+        if not isinstance(request, APlusRequest) or not result.errors:
+            return None
+        failed_labels = {e.label for e in result.errors}
+        failed = [t for t in request.types if _slug(t) in failed_labels]
+        if not failed or len(failed) == len(request.types):
+            return None
+        return request.model_copy(update={"types": failed})
+
     def _ref(self, step: Step, req: Any, kind: str, resp: SubmitResponse, *, reconciled: bool = False) -> JobRef:
         self._known_jobs.add(resp.job_id)
         remaining = _int(resp.remaining_credits)
