@@ -1,4 +1,5 @@
-"""One product's chain: listing copy -> images -> A+ -> variation scaling, in order.
+"""One product's chain: listing copy -> images -> A+ -> variation scaling, each step as soon as the
+upstream outputs its provider's request reads exist (``Provider.inputs``).
 
 Copy's title, bullets and keywords feed the image prompt and the A+ ``user_prompt``; the first
 generated image feeds A+'s ``main_image_url`` and Scale's reference items; Scale runs once per
@@ -6,8 +7,8 @@ variation ASIN. Each job is submit (cached, paid once) then wait (polling inside
 provider's in-flight slot, then every output is downloaded and archived at once (URLs expire).
 
 A step whose upstream step is not part of this run reuses the upstream outputs recorded in the
-product's manifest in the archive. A failure stops this product's chain only; the outcome records
-which step failed and why.
+product's manifest in the archive. A failure stops only the steps that read its output; the outcome
+records which step failed and why.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from typing import Any, Literal
 from prefect.states import State
 from pydantic import BaseModel, Field
 
-from providers.contract import JobRef, JobResult, ListingCopy, Product, Provider, Step, StepContext
+from providers.contract import (
+    STEP_ORDER,
+    UPSTREAM_OUTPUTS,
+    JobRef,
+    JobResult,
+    ListingCopy,
+    Product,
+    Provider,
+    Step,
+    StepContext,
+)
 from providers.errors import OutputExpired, ProviderError, QuotaExhausted
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
@@ -142,22 +153,15 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
         aplus_options=params.aplus_options, scale_options=params.scale_options,
     )  # fmt: skip
     _reuse_upstream(ctx, previous)
-    stop_reason: str | None = None
-    for step in params.ordered_steps():
-        provider_name = params.providers.for_step(step)
-        if stop_reason is not None:
-            outcome.steps[step] = StepOutcome(step=step, provider=provider_name, status="skipped",
-                                              error=f"not run: {stop_reason}")  # fmt: skip
-            continue
-        result = await _run_step(run, tasks, product, ctx, step, provider_name, force=step in params.force)
-        outcome.steps[step] = result
-        if result.status in ("failed", "deferred"):
-            stop_reason = f"{step} {result.status}"
-            continue
-        if step == Step.COPY and result.copy_result is not None:
-            ctx.copy_result = result.copy_result
-        if step == Step.IMAGES and result.outputs:
-            ctx.main_image_url = result.outputs[0].source_url
+    prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
+    running: dict[Step, asyncio.Task[StepOutcome]] = {}
+    for step in params.ordered_steps():  # each waits only for the earlier steps whose outputs it reads
+        running[step] = asyncio.ensure_future(
+            _run_when_ready(run, tasks, product, ctx, step, params.providers.for_step(step), running, prepared,
+                            force=step in params.force)
+        )  # fmt: skip
+    for step, result in zip(running, await asyncio.gather(*running.values()), strict=True):
+        outcome.steps[step] = result  # reports keep the logical order copy -> images -> aplus -> scale
     statuses = {o.status for o in outcome.steps.values()}
     if "deferred" in statuses:
         outcome.status = "deferred"
@@ -168,6 +172,38 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     outcome.finished_at = time.time()
     outcome.manifest_key = await _write_manifest(run, product, outcome, previous)
     return outcome
+
+
+async def _run_when_ready(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext, step: Step,
+                          provider_name: str, running: dict[Step, asyncio.Task[StepOutcome]],
+                          prepared: dict[str, asyncio.Task[dict[str, Any]]], *, force: bool) -> StepOutcome:  # fmt: skip
+    """Run ``step`` once the upstream outputs its provider's request reads exist (``Provider.inputs``):
+    with the default providers, copy and images start together, A+ waits for both, Scale for the
+    image only. A failed or deferred upstream step stops only the steps that read its output."""
+    needs = _needs(run, step, provider_name, running)
+    ctx = ctx.model_copy()
+    for need in needs:
+        upstream = await asyncio.shield(running[need])
+        if upstream.status in ("failed", "deferred") or (upstream.status == "skipped" and _stopped(upstream)):
+            return StepOutcome(step=step, provider=provider_name, status="skipped",
+                               error=f"not run: {need} {upstream.status}")  # fmt: skip
+        if need == Step.COPY and upstream.copy_result is not None:
+            ctx.copy_result = upstream.copy_result
+        if need == Step.IMAGES and upstream.outputs:
+            ctx.main_image_url = upstream.outputs[0].source_url
+    return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
+
+
+def _needs(run: RunContext, step: Step, provider_name: str, running: dict[Step, Any]) -> list[Step]:
+    """The earlier steps of this run whose outputs the provider's request for ``step`` reads."""
+    plugin = run.providers.get(provider_name)
+    inputs = plugin.inputs(step) if plugin is not None else frozenset(UPSTREAM_OUTPUTS)
+    produced = [UPSTREAM_OUTPUTS[i] for i in sorted(inputs) if i in UPSTREAM_OUTPUTS]
+    return [s for s in STEP_ORDER[: STEP_ORDER.index(step)] if s in produced and s in running]
+
+
+def _stopped(outcome: StepOutcome) -> bool:
+    return (outcome.error or "").startswith("not run:")
 
 
 def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
@@ -184,16 +220,15 @@ def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
 
 
 async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext, step: Step,
-                    provider_name: str, *, force: bool) -> StepOutcome:  # fmt: skip
+                    provider_name: str, *, force: bool,
+                    prepared: dict[str, asyncio.Task[dict[str, Any]]]) -> StepOutcome:  # fmt: skip
     outcome = StepOutcome(step=step, provider=provider_name, status="done")
     try:
         plugin = run.provider(provider_name)
-        if not ctx.prepared.get(provider_name) and type(plugin).prepare is not Provider.prepare:
-            prep_key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
-                [product.title, product.category, run.settings.cache_version]
-            )
-            prepared = forget(await tasks.prepare(provider_name, product, cache_key=prep_key))
-            ctx.prepared = {**ctx.prepared, provider_name: True, **prepared}
+        if type(plugin).prepare is not Provider.prepare:
+            if provider_name not in prepared:  # once per product and provider, shared by its steps
+                prepared[provider_name] = asyncio.ensure_future(_prepare(run, tasks, product, provider_name))
+            ctx.prepared = {**ctx.prepared, provider_name: True, **await asyncio.shield(prepared[provider_name])}
         contexts = [ctx]
         if step == Step.SCALE:
             contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
@@ -266,6 +301,13 @@ def _add_jobs(outcome: StepOutcome, jobs: list[_JobDone]) -> None:
             outcome.reused_jobs += 1
         else:
             _add_credits(outcome, job_result)
+
+
+async def _prepare(run: RunContext, tasks: TaskSet, product: Product, provider_name: str) -> dict[str, Any]:
+    key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
+        [product.title, product.category, run.settings.cache_version]
+    )
+    return forget(await tasks.prepare(provider_name, product, cache_key=key))
 
 
 class _StepSkip(Exception):

@@ -36,6 +36,9 @@ class Step(StrEnum):
 
 STEP_ORDER: tuple[Step, ...] = (Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE)
 
+# What a step produces that a later step's request can read (``Provider.inputs``).
+UPSTREAM_OUTPUTS: dict[str, Step] = {"copy": Step.COPY, "image": Step.IMAGES}
+
 
 # --- declared limits and prices ----------------------------------------------------------------
 
@@ -397,6 +400,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def wait(self, ref: JobRef) -> JobResult:
         """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
+
+    def inputs(self, step: Step) -> frozenset[str]:
+        """The upstream outputs this provider's request for ``step`` reads: ``"copy"`` (the listing
+        copy) and/or ``"image"`` (the images step's first output). The step starts as soon as those
+        exist, beside steps it does not need. The default, everything upstream, is always correct;
+        declaring less lets steps run side by side (and requests that do not read an output must
+        not change with it, or a rerun would not find them)."""
+        return frozenset(UPSTREAM_OUTPUTS)
 
     def merge_requests(self, step: Step, members: list[tuple[str, BaseModel]]) -> list[BaseModel] | None:
         """Combine several products' requests (``(member id, request)``) into batch requests of at

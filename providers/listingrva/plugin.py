@@ -239,6 +239,10 @@ class ListingRVAProvider(BaseProvider):
         self._products = {**found, **self._products}
         self._indexed_at = time.monotonic()
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Image jobs read the copy (``customPrompt``); listing copy reads nothing upstream."""
+        return frozenset({"copy"}) if step == Step.IMAGES else frozenset()
+
     async def submit(self, step: Step, request: BaseModel) -> JobRef:
         """Spend credits. A 5xx/timeout here may come after the job was enqueued and debited (contract
         §3, no idempotency key): the host resolves it from ``GET /billing/credits`` (``balance``)."""

@@ -225,6 +225,12 @@ class PixiiProvider(Provider):
             return ref
         return self._ref(step, req, kind, resp)
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Listing Builder reads neither; A+ reads the copy (``user_prompt``) and the main image;
+        Scale only the reference image."""
+        return {Step.IMAGES: frozenset(), Step.APLUS: frozenset({"copy", "image"}),
+                Step.SCALE: frozenset({"image"})}.get(step, frozenset())  # fmt: skip
+
     def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
         """A+ only: the types that failed (each A+ type is priced and refunded on its own, contract §5).
         Listing Builder and Scale images cannot be asked for one by one."""

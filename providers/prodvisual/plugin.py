@@ -212,6 +212,10 @@ class ProdVisualProvider(Provider):
                  for pair in labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")]  # type: ignore[arg-type]
         return list(build_batch(pairs, max_items=self.limits.max_batch_size))
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Images from the product's own photo: no copy needed, so they start with the copy."""
+        return frozenset()
+
     def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
         """A product's batch of several images: only the items that failed (each is refunded its
         credit, contract §6), under the same labels so their outputs land where they belong."""
