@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from providers.contract import JobRef, JobResult, Step
 
 from .runtime import RunContext, submission_key
+from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 
@@ -125,6 +126,8 @@ class Batcher:
                 ))  # fmt: skip
                 for m in members:
                     await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+                if ref.held:  # every member's share is held with it
+                    raise HeldSubmission(ref, earlier=ref.meta.get("run_id") != self.run.run_id)
                 result = await self._wait(ref)
         except BaseException as exc:  # noqa: BLE001 - every member learns why its batch failed
             for m in members:

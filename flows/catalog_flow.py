@@ -48,6 +48,8 @@ from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
 from .rerun import Rerun, log_rerun, plan_rerun
+from .held import HeldStore
+from .reconcile import balance_checks
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .tasks import configure_tasks, forget_empty_task_assets
@@ -220,6 +222,7 @@ async def run_catalog(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
             limiters=limiters, download_http=download_http, archive=archive,
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
+            held=HeldStore(settings.held_path),
         )  # fmt: skip
         token = set_current_run(run)
         try:
@@ -262,7 +265,9 @@ async def run_catalog(
                 skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
                          if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
             )  # fmt: skip
+            summary.cost.balances = await balance_checks(run.gates, summary.cost)
             summary.notes += [str(blocked) for blocked in run.blocked.values()]
+            summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()
@@ -375,6 +380,7 @@ async def catalog_flow(
     archive: Annotated[str | None, _title("archive")] = None,
     force: Annotated[list[Step], _title("force")] = [],  # noqa: B006
     rerun_failed_of: Annotated[str | None, _title("rerun_failed_of")] = None,
+    resubmit_unknown: Annotated[bool, _title("resubmit_unknown")] = False,
     budget: Annotated[Budget, _title("budget")] = Budget(),  # noqa: B008
     price_per_credit: Annotated[dict[str, float], _title("price_per_credit")] = {},  # noqa: B006
     currency: Annotated[str, _title("currency")] = "USD",
@@ -395,6 +401,8 @@ async def catalog_flow(
         rerun_failed_of: Flow run id of an earlier run, or the path or s3:// URI of its run manifest
             (runs/RUN_ID/manifest.json in the archive). Only that run's failed, partial or deferred
             products run, with that run's parameters except those set here to a non-default value.
+        resubmit_unknown: Send again the submissions an earlier run held with an unknown outcome: the
+            provider may have processed and billed them, so this MAY PAY TWICE.
         budget: Stop submitting past these credits, in total and per provider.
         price_per_credit: Money per credit for each provider, e.g. {"pixii": 0.05}, for the cost summary.
         currency: Currency of the prices per credit.
@@ -403,7 +411,7 @@ async def catalog_flow(
         {
             "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
             "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
-            "rerun_failed_of": rerun_failed_of, "budget": budget, "price_per_credit": price_per_credit,
+            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown, "budget": budget, "price_per_credit": price_per_credit,
             "currency": currency,
         }  # fmt: skip
     )

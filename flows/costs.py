@@ -25,6 +25,8 @@ class JobCost(BaseModel):
     charged: int | None
     refunded: int = 0
     reused: bool = False
+    held: bool = Field(False, description="a held submission: charged and lost, or outcome unknown")
+    possibly_charged: int | None = Field(0, description="credits an unknown outcome may have cost; None: unknown")
     original_run: str | None = None
 
     @property
@@ -44,6 +46,9 @@ class CostLine(BaseModel):
     refunded: int = 0
     net: int = 0
     reused_credits: int = Field(0, description="what the reused outputs cost when first paid")
+    held_jobs: int = Field(0, description="submissions held: outcome unknown, or charged and not retrievable")
+    possibly_charged: int = Field(0, description="credits held submissions of unknown outcome may have cost")
+    possibly_unknown_jobs: int = Field(0, description="held submissions whose possible cost is not known")
     money: float | None = Field(None, description="net money; None when not computable")
     money_status: Literal["ok", "no_price", "unknown_credits"] = "no_price"
 
@@ -51,6 +56,36 @@ class CostLine(BaseModel):
         if self.money_status == "ok" and self.money is not None:
             return f"{self.money:.2f} {currency}"
         return "unknown" if self.money_status == "unknown_credits" else "no price"
+
+
+class BalanceCheck(BaseModel):
+    """A provider's balance at the start and end of the run, against what the summary explains."""
+
+    provider: str
+    start: int | None
+    end: int | None
+    net: int = Field(description="net credits this run's summary counts for the provider")
+    possibly_charged: int = 0
+
+    @property
+    def spent(self) -> int | None:
+        return None if self.start is None or self.end is None else self.start - self.end
+
+    @property
+    def unexplained(self) -> int | None:
+        """Spent but not in the summary (beyond what held submissions may have cost); None: unknown."""
+        return None if self.spent is None else self.spent - self.net
+
+    @property
+    def explained(self) -> bool:
+        return self.unexplained is not None and 0 <= self.unexplained <= self.possibly_charged
+
+    def text(self) -> str:
+        if self.spent is None:
+            return f"{self.provider}: balance not readable at {'start' if self.start is None else 'end'}"
+        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); summary: {self.net} net"
+                + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else ""))  # fmt: skip
+        return line if self.explained else f"{line}: {self.unexplained} NOT EXPLAINED (another user of the account?)"
 
 
 class CostSummary(BaseModel):
@@ -63,6 +98,7 @@ class CostSummary(BaseModel):
     lines: list[CostLine] = Field(description="provider, step and total lines")
     requests: dict[str, int] = Field(default_factory=dict, description="HTTP requests per provider")
     skipped: list[str] = Field(default_factory=list, description="work not submitted (budget, quota)")
+    balances: list[BalanceCheck] = Field(default_factory=list, description="providers with a balance endpoint")
     _ledger: CostLedger | None = PrivateAttr(default=None)
     _prices: dict[str, float] = PrivateAttr(default_factory=dict)
 
@@ -114,6 +150,14 @@ class CostSummary(BaseModel):
             out.append("| " + " | ".join(str(c.cell(line, self)) for c in MARKDOWN_COLUMNS) + " |")
         if self.money_note():
             out += ["", f"The money total covers {self.money_note()}."]
+        t = self.total
+        if t.held_jobs:
+            out += ["", f"**Held submissions:** {t.held_jobs} (charged, not retrievable, or outcome unknown; "
+                    f"up to {t.possibly_charged} credits possibly charged"
+                    + (f", {t.possibly_unknown_jobs} of unknown price" if t.possibly_unknown_jobs else "")
+                    + "): `listingflow unknown` lists them"]  # fmt: skip
+        if self.balances:
+            out += ["", "**Balances:**", *[f"- {b.text()}" for b in self.balances]]
         if self.skipped:
             out += ["", "**Not submitted:**", *[f"- {s}" for s in self.skipped]]
         return "\n".join(out)
@@ -169,6 +213,8 @@ TABLE_COLUMNS: tuple[Column, ...] = (
     Column("charged", lambda line, s: line.charged),
     Column("refunded", lambda line, s: line.refunded),
     Column("reused", lambda line, s: line.reused_jobs),
+    Column("possibly charged", lambda line, s: line.possibly_charged),
+    Column("held", lambda line, s: line.held_jobs),
     Column("unknown cost jobs", lambda line, s: line.unknown_jobs),
 )
 
@@ -191,8 +237,16 @@ MARKDOWN_COLUMNS: tuple[Column, ...] = (
     Column("charged", lambda line, s: _c(line.charged, line.unknown_jobs)),
     Column("refunded", lambda line, s: line.refunded),
     Column("reused (free)", lambda line, s: line.reused_jobs),
+    Column("possibly charged", lambda line, s: _possibly(line)),
     Column("requests", _md_requests),
 )
+
+
+def _possibly(line: CostLine) -> str:
+    """Held submissions of unknown outcome: what they may have cost."""
+    if line.possibly_unknown_jobs:
+        return f"{line.possibly_charged} + {line.possibly_unknown_jobs} unknown"
+    return str(line.possibly_charged)
 
 
 def _c(credits: int, unknown: int) -> str:
@@ -208,6 +262,9 @@ class _Tally:
     refunded: int = 0
     net: int = 0
     reused_credits: int = 0
+    held_jobs: int = 0
+    possibly_charged: int = 0
+    possibly_unknown_jobs: int = 0
 
 
 class CostLedger:
@@ -231,7 +288,15 @@ class CostLedger:
             tally = self._tallies.get(key)
             if tally is None:
                 tally = self._tallies[key] = _Tally()
-            if job.reused:
+            if job.held:
+                tally.held_jobs += 1
+                if job.reused:  # held by an earlier run, which counted it
+                    continue
+                if job.possibly_charged is None:
+                    tally.possibly_unknown_jobs += 1
+                else:
+                    tally.possibly_charged += job.possibly_charged
+            elif job.reused:
                 tally.reused_jobs += 1
                 tally.reused_credits += job.net or 0
                 continue
@@ -283,7 +348,8 @@ def _line(scope: str, provider: str, step: str, product: str, t: _Tally, paid: d
     is unknown."""
     line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,  # type: ignore[arg-type]
                     reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
-                    refunded=t.refunded, net=t.net, reused_credits=t.reused_credits)  # fmt: skip
+                    refunded=t.refunded, net=t.net, reused_credits=t.reused_credits, held_jobs=t.held_jobs,
+                    possibly_charged=t.possibly_charged, possibly_unknown_jobs=t.possibly_unknown_jobs)  # fmt: skip
     if any(p not in prices for p in paid):
         line.money_status = "no_price"
     elif t.unknown_jobs:

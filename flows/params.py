@@ -102,6 +102,11 @@ class RunParameters(BaseModel):
         description="flow run id or run-manifest path of an earlier run: only its failed/partial/deferred "
         "products run, with its parameters except those set to a non-default value here",
     )
+    resubmit_unknown: bool = Field(
+        False, title="Resubmit unknown outcomes",
+        description="send again the submissions an earlier run held with an unknown outcome (the provider "
+        "may have processed and billed them: this MAY PAY TWICE; `listingflow unknown` lists them)",
+    )
     budget: Budget = Field(default_factory=Budget, title="Credit budget")
     price_per_credit: dict[str, float] = Field(
         default_factory=dict, title="Price per credit", description="provider -> money per credit"

@@ -1,4 +1,5 @@
-"""One product's chain: listing copy -> images -> A+ -> variation scaling, in order.
+"""One product's chain: listing copy -> images -> A+ -> variation scaling, each step as soon as the
+upstream outputs its provider's request reads exist (``Provider.inputs``).
 
 Copy's title, bullets and keywords feed the image prompt and the A+ ``user_prompt``; the first
 generated image feeds A+'s ``main_image_url`` and Scale's reference items; Scale runs once per
@@ -6,14 +7,15 @@ variation ASIN. Each job is submit (cached, paid once) then wait (polling inside
 provider's in-flight slot, then every output is downloaded and archived at once (URLs expire).
 
 A step whose upstream step is not part of this run reuses the upstream outputs recorded in the
-product's manifest in the archive. A failure stops this product's chain only; the outcome records
-which step failed and why.
+product's manifest in the archive. A failure stops only the steps that read its output; the outcome
+records which step failed and why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +23,17 @@ from typing import Any, Literal
 from prefect.states import State
 from pydantic import BaseModel, Field
 
-from providers.contract import JobRef, JobResult, ListingCopy, Product, Provider, Step, StepContext
+from providers.contract import (
+    STEP_ORDER,
+    UPSTREAM_OUTPUTS,
+    JobRef,
+    JobResult,
+    ListingCopy,
+    Product,
+    Provider,
+    Step,
+    StepContext,
+)
 from providers.errors import OutputExpired, ProviderError, QuotaExhausted
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
@@ -30,7 +42,10 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
+from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
+
+logger = logging.getLogger("listingflow.pipeline")
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
 
@@ -138,22 +153,15 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
         aplus_options=params.aplus_options, scale_options=params.scale_options,
     )  # fmt: skip
     _reuse_upstream(ctx, previous)
-    stop_reason: str | None = None
-    for step in params.ordered_steps():
-        provider_name = params.providers.for_step(step)
-        if stop_reason is not None:
-            outcome.steps[step] = StepOutcome(step=step, provider=provider_name, status="skipped",
-                                              error=f"not run: {stop_reason}")  # fmt: skip
-            continue
-        result = await _run_step(run, tasks, product, ctx, step, provider_name, force=step in params.force)
-        outcome.steps[step] = result
-        if result.status in ("failed", "deferred"):
-            stop_reason = f"{step} {result.status}"
-            continue
-        if step == Step.COPY and result.copy_result is not None:
-            ctx.copy_result = result.copy_result
-        if step == Step.IMAGES and result.outputs:
-            ctx.main_image_url = result.outputs[0].source_url
+    prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
+    running: dict[Step, asyncio.Task[StepOutcome]] = {}
+    for step in params.ordered_steps():  # each waits only for the earlier steps whose outputs it reads
+        running[step] = asyncio.ensure_future(
+            _run_when_ready(run, tasks, product, ctx, step, params.providers.for_step(step), running, prepared,
+                            force=step in params.force)
+        )  # fmt: skip
+    for step, result in zip(running, await asyncio.gather(*running.values()), strict=True):
+        outcome.steps[step] = result  # reports keep the logical order copy -> images -> aplus -> scale
     statuses = {o.status for o in outcome.steps.values()}
     if "deferred" in statuses:
         outcome.status = "deferred"
@@ -164,6 +172,38 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     outcome.finished_at = time.time()
     outcome.manifest_key = await _write_manifest(run, product, outcome, previous)
     return outcome
+
+
+async def _run_when_ready(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext, step: Step,
+                          provider_name: str, running: dict[Step, asyncio.Task[StepOutcome]],
+                          prepared: dict[str, asyncio.Task[dict[str, Any]]], *, force: bool) -> StepOutcome:  # fmt: skip
+    """Run ``step`` once the upstream outputs its provider's request reads exist (``Provider.inputs``):
+    with the default providers, copy and images start together, A+ waits for both, Scale for the
+    image only. A failed or deferred upstream step stops only the steps that read its output."""
+    needs = _needs(run, step, provider_name, running)
+    ctx = ctx.model_copy()
+    for need in needs:
+        upstream = await asyncio.shield(running[need])
+        if upstream.status in ("failed", "deferred") or (upstream.status == "skipped" and _stopped(upstream)):
+            return StepOutcome(step=step, provider=provider_name, status="skipped",
+                               error=f"not run: {need} {upstream.status}")  # fmt: skip
+        if need == Step.COPY and upstream.copy_result is not None:
+            ctx.copy_result = upstream.copy_result
+        if need == Step.IMAGES and upstream.outputs:
+            ctx.main_image_url = upstream.outputs[0].source_url
+    return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
+
+
+def _needs(run: RunContext, step: Step, provider_name: str, running: dict[Step, Any]) -> list[Step]:
+    """The earlier steps of this run whose outputs the provider's request for ``step`` reads."""
+    plugin = run.providers.get(provider_name)
+    inputs = plugin.inputs(step) if plugin is not None else frozenset(UPSTREAM_OUTPUTS)
+    produced = [UPSTREAM_OUTPUTS[i] for i in sorted(inputs) if i in UPSTREAM_OUTPUTS]
+    return [s for s in STEP_ORDER[: STEP_ORDER.index(step)] if s in produced and s in running]
+
+
+def _stopped(outcome: StepOutcome) -> bool:
+    return (outcome.error or "").startswith("not run:")
 
 
 def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
@@ -180,16 +220,15 @@ def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
 
 
 async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext, step: Step,
-                    provider_name: str, *, force: bool) -> StepOutcome:  # fmt: skip
+                    provider_name: str, *, force: bool,
+                    prepared: dict[str, asyncio.Task[dict[str, Any]]]) -> StepOutcome:  # fmt: skip
     outcome = StepOutcome(step=step, provider=provider_name, status="done")
     try:
         plugin = run.provider(provider_name)
-        if not ctx.prepared.get(provider_name) and type(plugin).prepare is not Provider.prepare:
-            prep_key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
-                [product.title, product.category, run.settings.cache_version]
-            )
-            prepared = forget(await tasks.prepare(provider_name, product, cache_key=prep_key))
-            ctx.prepared = {**ctx.prepared, provider_name: True, **prepared}
+        if type(plugin).prepare is not Provider.prepare:
+            if provider_name not in prepared:  # once per product and provider, shared by its steps
+                prepared[provider_name] = asyncio.ensure_future(_prepare(run, tasks, product, provider_name))
+            ctx.prepared = {**ctx.prepared, provider_name: True, **await asyncio.shield(prepared[provider_name])}
         contexts = [ctx]
         if step == Step.SCALE:
             contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
@@ -207,15 +246,52 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
         return outcome
 
     results = await asyncio.gather(
-        *[_run_job(run, tasks, product, step, provider_name, c, r, i, force) for i, (c, r) in enumerate(requests)],
+        *[_run_request(run, tasks, product, step, provider_name, c, r, i, force) for i, (c, r) in enumerate(requests)],
         return_exceptions=True,
     )
     errors: list[BaseException] = []
-    for item in results:
-        if isinstance(item, BaseException):
-            errors.append(item)
+    for jobs in results:
+        if isinstance(jobs, BaseException):
+            errors.append(jobs)
             continue
-        job_result, reused, archived = item
+        _add_jobs(outcome, jobs)
+    if errors:
+        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
+            outcome.status = "deferred"
+            outcome.error = "; ".join(_describe(e) for e in errors)
+        else:
+            _failed(outcome, errors[0], more=errors[1:])
+    elif outcome.reused_jobs and outcome.reused_jobs == len(outcome.jobs):
+        outcome.status = "reused"
+    return outcome
+
+
+_JobDone = tuple[JobResult, bool, list["ArchivedOutput"]]
+
+# A part that failed again is asked for again by the next run, not in a loop within one.
+MAX_PART_RETRIES = 1
+
+
+async def _run_request(run: RunContext, tasks: TaskSet, product: Product, step: Step, provider_name: str,
+                       ctx: StepContext, request: BaseModel, index: int, force: bool) -> list[_JobDone]:  # fmt: skip
+    """One request's job, and, when an earlier run's job of it completed with parts failed (and
+    refunded), a job for the failed parts only: never the parts already paid for."""
+    done = [await _run_job(run, tasks, product, step, provider_name, ctx, request, index, force)]
+    plugin = run.provider(provider_name)
+    for attempt in range(1, MAX_PART_RETRIES + 1):
+        result, reused, archived = done[-1]
+        retry = plugin.retry_request(step, request, result) if reused and result.errors else None
+        if retry is None:
+            break
+        done[-1] = (result.model_copy(update={"errors": []}), reused, archived)  # superseded by the retry
+        request = retry
+        done.append(await _run_job(run, tasks, product, step, provider_name, ctx, retry, index, force,
+                                   part=attempt))  # fmt: skip
+    return done
+
+
+def _add_jobs(outcome: StepOutcome, jobs: list[_JobDone]) -> None:
+    for job_result, reused, archived in jobs:
         outcome.jobs.append(job_result.ref.job_id)
         outcome.outputs.extend(archived)
         if job_result.copy_result is not None:
@@ -225,15 +301,13 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             outcome.reused_jobs += 1
         else:
             _add_credits(outcome, job_result)
-    if errors:
-        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
-            outcome.status = "deferred"
-            outcome.error = "; ".join(_describe(e) for e in errors)
-        else:
-            _failed(outcome, errors[0], more=errors[1:])
-    elif outcome.reused_jobs and outcome.reused_jobs == len(results):
-        outcome.status = "reused"
-    return outcome
+
+
+async def _prepare(run: RunContext, tasks: TaskSet, product: Product, provider_name: str) -> dict[str, Any]:
+    key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
+        [product.title, product.category, run.settings.cache_version]
+    )
+    return forget(await tasks.prepare(provider_name, product, cache_key=key))
 
 
 class _StepSkip(Exception):
@@ -267,19 +341,25 @@ def _hash(parts: list[Any]) -> str:
 
 
 async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step, provider_name: str,
-                   ctx: StepContext, request: BaseModel, index: int,
-                   force: bool) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
+                   ctx: StepContext, request: BaseModel, index: int, force: bool,
+                   part: int = 0) -> tuple[JobResult, bool, list[ArchivedOutput]]:  # fmt: skip
     plugin = run.provider(provider_name)
     key = submission_key(provider_name, step, request, run.settings.cache_version)
     asin = ctx.variation.asin if ctx.variation is not None else product.asin
-    job = _Job(key=key, label=f"{asin}-{step}-{index + 1}", member=f"{product.key}#{step}-{index + 1}",
+    name = f"{step}-{index + 1}" + (f"-retry{part}" if part else "")
+    job = _Job(key=key, label=f"{asin}-{name}", member=f"{product.key}#{name}",
                estimate=plugin.estimate_credits(step, request))  # fmt: skip
     try:
         result, reused = await _obtain(run, tasks, step, provider_name, request, job, force)
     except JobFailedWithResult as exc:
         _record_cost(run, product, step, exc.result, reused=False)
         raise
+    except HeldSubmission as exc:
+        _record_held(run, product, step, exc, job)
+        raise
     _record_cost(run, product, step, result, reused=reused)
+    if not reused:
+        run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
     archived = await _archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived
 
@@ -300,9 +380,15 @@ class _Job(BaseModel):
 async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: str, request: BaseModel, job: _Job,
                   force: bool) -> tuple[JobResult, bool]:  # fmt: skip
     """The job's result and whether it was paid by an earlier run: from the cache when finished,
-    resumed when an earlier run submitted it, else submitted (alone or in a cross-product batch)."""
-    if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
-        return found
+    resumed when an earlier run submitted it, else submitted (alone or in a cross-product batch).
+    A held submission (outcome unknown, or charged and lost) is reported, never sent again, unless
+    the user asked to resubmit unknown outcomes."""
+    if not force:
+        pointer = await _pointer(tasks, job)
+        if pointer is not None and pointer.held:
+            force = _resubmit_held(run, pointer)
+        elif pointer is not None and (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
+            return found
     if batches_across_products(run, provider_name):
         # The batch's own key depends on which products it groups, so overlapping runs are kept
         # apart per product: whoever holds this product's key submits it; the other run then
@@ -310,8 +396,11 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         holder = f"{run.run_id}:{job.member}"
         await tasks.locks.aacquire_lock(job.member_key, holder)
         try:
-            if not force and (found := await _cached(run, tasks, step, provider_name, job)) is not None:
-                return found
+            if not force and (pointer := await _pointer(tasks, job)) is not None:
+                if pointer.held:
+                    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+                if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
+                    return found
             items = len(getattr(request, "items", None) or [None])
             share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
                 job.member, job.member_key, request, items, job.estimate
@@ -327,6 +416,8 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
                                     estimate=job.estimate, return_state=True)  # fmt: skip
         ref: JobRef = forget(await state.aresult())
         reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
+        if ref.held:  # held by this run, or by another run since this one looked
+            raise HeldSubmission(ref, earlier=reused)
         try:
             return forget(await tasks.wait(ref, version=run.settings.cache_version)), reused
         except JobFailedWithResult:
@@ -339,17 +430,31 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         # The earlier run's job failed (and was refunded): this run may pay for a new one.
         ref = forget(await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
                                                estimate=job.estimate))  # fmt: skip
+        if ref.held:
+            raise HeldSubmission(ref, earlier=False)
         return forget(await tasks.wait(ref, version=run.settings.cache_version)), False
 
 
-async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
-                  job: _Job) -> tuple[JobResult, bool] | None:  # fmt: skip
-    """A finished (or resumable) result for this job's key from an earlier submission."""
+def _resubmit_held(run: RunContext, pointer: JobRef) -> bool:
+    """True when the user asked to send this held submission again; otherwise it stays held."""
+    if pointer.outcome == "unknown" and run.params.resubmit_unknown:
+        logger.warning("resubmitting %s %s, held with an unknown outcome since run %s: this may pay twice",
+                       pointer.provider, pointer.meta.get("label"), pointer.meta.get("run_id"))  # fmt: skip
+        return True
+    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+
+
+async def _pointer(tasks: TaskSet, job: _Job) -> JobRef | None:
+    """This job's submission record: its share of a batch, else its own submission."""
     pointer = await tasks.cache.get(job.member_key)
     if not isinstance(pointer, JobRef):
         pointer = await tasks.cache.get(job.key)
-    if not isinstance(pointer, JobRef):
-        return None
+    return pointer if isinstance(pointer, JobRef) else None
+
+
+async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
+                  pointer: JobRef) -> tuple[JobResult, bool] | None:  # fmt: skip
+    """A finished (or resumable) result for this job's key from an earlier submission."""
     earlier = pointer.meta.get("run_id") != run.run_id
     if pointer.meta.get("member"):
         share = await cached_share(run, tasks, pointer)
@@ -378,6 +483,17 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
     )
     if not reused and result.net_credits is not None:
         run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
+
+
+def _record_held(run: RunContext, product: Product, step: Step, held: HeldSubmission, job: _Job) -> None:
+    """A held submission costs this run what it was charged or may have been charged, once: in the
+    run that held it. Later runs list it (and ``listingflow unknown`` does) at no cost."""
+    ref = held.ref
+    charged = ref.outcome == "charged_not_retrievable"
+    run.costs.add(JobCost(provider=ref.provider, step=str(step), product=product.key, job_id=ref.job_id,
+                          charged=job.estimate if charged else 0, reused=held.earlier, held=True,
+                          possibly_charged=0 if charged else job.estimate, original_run=ref.meta.get("run_id")))  # fmt: skip
+    run.held.record(ref, product=product.key, key=job.key, label=job.label, credits=job.estimate)
 
 
 def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:

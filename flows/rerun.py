@@ -11,8 +11,9 @@ nothing. A parameter counts as explicit when it **differs from the flow's defaul
 overrides the original run's, anything else takes the original run's. The consequence: a rerun
 cannot set a parameter back to its default; start a normal run (``products``/``steps``) for that.
 
-Two parameters are never kept: ``rerun_failed_of`` (this run's own) and ``force`` (regenerating
-again what the original run already paid for would pay twice; pass ``force`` again to do that).
+Three parameters are never kept: ``rerun_failed_of`` (this run's own), ``force`` (regenerating
+again what the original run already paid for would pay twice; pass ``force`` again to do that) and
+``resubmit_unknown`` (it may pay twice: a person asks for it each time).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from listingflow.settings import get_settings
 from .archive import SpooledArchive, run_key
 from .params import RunParameters
 
-NOT_KEPT = ("rerun_failed_of", "force")
+NOT_KEPT = ("rerun_failed_of", "force", "resubmit_unknown")
 RERUN_STATUSES = ("failed", "partial", "deferred")
 logger = logging.getLogger("listingflow")
 

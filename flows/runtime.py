@@ -11,7 +11,8 @@ import contextlib
 import contextvars
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from .archive import SpooledArchive
 from .costs import CostLedger
 from .limits import ProviderLimiter
 from .params import RunParameters
+from .held import HeldStore
+from .reconcile import BalanceGate, Ticket
 
 
 class BudgetExceeded(PermanentError):
@@ -90,9 +93,19 @@ class RunContext:
     skipped: list[str] = field(default_factory=list)
     on_product_done: Callable[[Any], None] | None = None
     batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
+    gates: dict[str, BalanceGate] = field(default_factory=dict)
+    held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]
+
+    def gate(self, name: str) -> BalanceGate:
+        """The provider's paid submissions in this run and its expected balance (``flows.reconcile``)."""
+        if name not in self.gates:
+            plugin = self.providers[name]
+            has_balance = type(plugin).balance is not Provider.balance
+            self.gates[name] = BalanceGate(name, plugin.balance if has_balance else None)
+        return self.gates[name]
 
     def secrets(self) -> list[str]:
         return [s for p in self.providers.values() for s in p.settings.secret_values()]
@@ -108,13 +121,15 @@ def current_run() -> RunContext:
         raise RuntimeError("no listingflow run is active in this context") from None
 
 
-_submitting: contextvars.ContextVar[str | None] = contextvars.ContextVar("listingflow_submitting", default=None)
+_submitting: contextvars.ContextVar[tuple[str, Ticket | None] | None] = contextvars.ContextVar(
+    "listingflow_submitting", default=None
+)
 
 
-@contextlib.contextmanager
-def submitting(provider: str) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def submitting(provider: str, ticket: Ticket | None = None) -> AsyncIterator[None]:
     """Mark the current task as sending a paid submission to ``provider`` (see ``gate_submissions``)."""
-    token = _submitting.set(provider)
+    token = _submitting.set((provider, ticket))
     try:
         yield
     finally:
@@ -128,10 +143,13 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
 
     async def gated(groups: list[str]) -> None:
         await throttle(groups)
-        if _submitting.get() == provider:
+        sending = _submitting.get()
+        if sending is not None and sending[0] == provider:
             run = _current.get(None)
             if run is not None and provider in run.blocked:
                 raise run.blocked[provider]
+            if sending[1] is not None:
+                await sending[1].on_wire()
 
     return gated
 

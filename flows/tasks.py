@@ -41,7 +41,8 @@ from providers.contract import JobRef, JobResult, Product, Step
 from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
 
 from .retry import call_with_retries
-from .runtime import Deferred, ProviderBlocked, current_run, submitting
+from .runtime import Deferred, ProviderBlocked, current_run
+from .submission import submit_paid
 
 _T = TypeVar("_T")
 
@@ -172,25 +173,23 @@ async def prepare_task(provider: str, product: Product, cache_key: str) -> dict[
 @task(name="submit", task_run_name="submit {provider} {step} {label}", persist_result=True)
 async def submit_task(provider: str, step: Step, request: BaseModel, label: str, cache_key: str,
                       estimate: int | None = None) -> JobRef:  # fmt: skip
-    """The only task that spends credits."""
+    """The only task that spends credits. Its result, cached under ``cache_key``, is the job, or a
+    held reference when the submission's outcome could not be known (``flows.submission``)."""
     run = current_run()
     if provider in run.blocked:
         raise run.blocked[provider]
     run.budget.check(provider, estimate)
     plugin = run.provider(provider)
-    with submitting(provider):
-        try:
-            ref = await call_with_retries(
-                lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
-            )
-        except QuotaExhausted as exc:
-            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
-            raise run.blocked[provider] from None
-        except InsufficientCredits as exc:
-            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                             provider=provider, code=exc.code))  # fmt: skip
-            raise
+    try:
+        ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
+    except QuotaExhausted as exc:
+        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
+        raise run.blocked[provider] from None
+    except InsufficientCredits as exc:
+        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                         provider=provider, code=exc.code))  # fmt: skip
+        raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
     committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)
@@ -203,6 +202,9 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
 async def wait_task(ref: JobRef, version: str) -> JobResult:
     run = current_run()
     plugin = run.provider(ref.provider)
+    gate = run.gate(ref.provider)
+    if ref.meta.get("run_id") != run.run_id:
+        gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
 
     async def wait_once() -> JobResult:
         try:
@@ -214,6 +216,7 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
         result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
     except _GaveUp as stop:
         raise stop.error from None
+    gate.settled(result.credits_refunded)
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result

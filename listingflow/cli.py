@@ -50,13 +50,14 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
 def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: list[str], size: int | None,
             platform: str | None, aplus_types: list[str], scale_mode: str | None, language: str | None,
             products: list[str], archive: str | None, force: list[str], rerun_failed_of: str | None,
-            max_credits: int | None, max_credits_for: list[str], price: list[str]) -> Any:  # fmt: skip
+            max_credits: int | None, max_credits_for: list[str], price: list[str],
+            resubmit_unknown: bool = False) -> Any:  # fmt: skip
     from pydantic import ValidationError
 
     from flows.params import RunParameters
 
     data: dict[str, Any] = {"catalog": catalog, "products": products, "archive": archive, "force": force,
-                            "rerun_failed_of": rerun_failed_of}  # fmt: skip
+                            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown}  # fmt: skip
     if steps:
         data["steps"] = steps
     if provider:
@@ -102,6 +103,8 @@ Rerun = Annotated[str | None, typer.Option(
 MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
 MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
 Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
+ResubmitUnknown = Annotated[bool, typer.Option(
+    "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
 
 
 @app.command()
@@ -112,6 +115,7 @@ def run(
     language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
     force: Force = [], rerun_failed_of: Rerun = None, max_credits: MaxCredits = None,  # noqa: B006
     max_credits_for: MaxFor = [], price: Price = [],  # noqa: B006
+    resubmit_unknown: ResubmitUnknown = False,
     sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
     sandbox_job_seconds: Annotated[float, typer.Option(help="sandbox job duration")] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
@@ -119,7 +123,11 @@ def run(
     """Run the pipeline over a catalog, locally (a Prefect server is started if none is configured)."""
     _quiet_prefect(verbose)
     params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
-                     archive, force, rerun_failed_of, max_credits, max_credits_for, price)  # fmt: skip
+                     archive, force, rerun_failed_of, max_credits, max_credits_for, price,
+                     resubmit_unknown)  # fmt: skip
+    if params.resubmit_unknown:
+        err.print("[yellow]--resubmit-unknown: submissions held with an unknown outcome are sent again; the "
+                  "provider may already have billed them, so this MAY PAY TWICE.[/yellow]")  # fmt: skip
     if params.force:
         err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
                   "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
@@ -324,6 +332,31 @@ def providers(
         console.print(f"  prices (credits): {prices}")
     for name, reason in registry.failures.items():
         err.print(f"[yellow]skipped {name}: {reason}[/yellow]")
+
+
+@app.command()
+def unknown(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List held submissions: paid requests whose outcome a run could not establish (never resent
+    unless a run is given --resubmit-unknown), and those charged whose output cannot be retrieved."""
+    from flows.held import HeldStore
+    from listingflow.settings import get_settings
+
+    records = list(HeldStore(get_settings().held_path))
+    if as_json:
+        console.print_json(json.dumps([r.model_dump() for r in records]))
+        return
+    if not records:
+        console.print("no held submissions")
+        return
+    for r in records:
+        cost = "unknown price" if r.credits is None else f"{r.credits} credits"
+        console.print(f"{r.outcome}: {r.provider} {r.step} {r.product} ({r.label}), {cost}, run {r.run_id}")
+        console.print(f"  {r.reason}", soft_wrap=True)
+    possible = sum(r.credits or 0 for r in records)
+    console.print(f"{len(records)} held, up to {possible} credits. Check the provider's dashboard; "
+                  "`listingflow run ... --resubmit-unknown` sends the unknown ones again (MAY PAY TWICE).")
 
 
 @app.command()

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         return self.state_dir / "results"
 
     @property
+    def held_path(self) -> Path:
+        """Index of held submissions (outcome unknown, or charged and lost): ``listingflow unknown``."""
+        return self.state_dir / "held"
+
+    @property
     def spool_path(self) -> Path:
         return (self.spool_dir or self.state_dir / "spool").expanduser().resolve()
 

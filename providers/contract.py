@@ -36,6 +36,9 @@ class Step(StrEnum):
 
 STEP_ORDER: tuple[Step, ...] = (Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE)
 
+# What a step produces that a later step's request can read (``Provider.inputs``).
+UPSTREAM_OUTPUTS: dict[str, Step] = {"copy": Step.COPY, "image": Step.IMAGES}
+
 
 # --- declared limits and prices ----------------------------------------------------------------
 
@@ -223,7 +226,16 @@ class JobRef(BaseModel):
         None, description="credits this submission was charged, when the submit response says so"
     )
     balance_after: int | None = Field(None, description="account balance the submit response reported")
+    outcome: Literal["submitted", "charged_not_retrievable", "unknown"] = Field(
+        "submitted", description="'submitted': a job to wait on. Otherwise the submit failed after it may "
+        "have been processed: charged (the balance shows it) but its job cannot be found, or unknown",
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        """No job to wait on: the submission is held for a person (never resent automatically)."""
+        return self.outcome != "submitted"
 
 
 class OutputRef(BaseModel):
@@ -389,6 +401,14 @@ class Provider(abc.ABC):
     async def wait(self, ref: JobRef) -> JobResult:
         """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """The upstream outputs this provider's request for ``step`` reads: ``"copy"`` (the listing
+        copy) and/or ``"image"`` (the images step's first output). The step starts as soon as those
+        exist, beside steps it does not need. The default, everything upstream, is always correct;
+        declaring less lets steps run side by side (and requests that do not read an output must
+        not change with it, or a rerun would not find them)."""
+        return frozenset(UPSTREAM_OUTPUTS)
+
     def merge_requests(self, step: Step, members: list[tuple[str, BaseModel]]) -> list[BaseModel] | None:
         """Combine several products' requests (``(member id, request)``) into batch requests of at
         most ``limits.max_batch_size`` items; None when the provider does not batch across products."""
@@ -397,6 +417,12 @@ class Provider(abc.ABC):
     def split_result(self, result: JobResult, member: str) -> JobResult:
         """One member's share of a merged job's result: its outputs, errors and credits."""
         raise NotImplementedError(f"{self.name} does not batch across products")
+
+    def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
+        """A request for only the parts of ``result`` (the completed job of ``request``) that failed and
+        were refunded, e.g. the A+ types missing from it; None when nothing failed or the provider
+        cannot ask for parts. A later run sends it instead of paying for the whole job again."""
+        return None
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Read a finished job again for fresh output URLs; None when the provider cannot."""

@@ -65,12 +65,17 @@ class ProviderError(Exception):
 
 
 class RetryableError(ProviderError):
-    """Transient: the same request may succeed later. ``retry_after`` is in seconds when known."""
+    """Transient: the same request may succeed later. ``retry_after`` is in seconds when known.
+
+    For a paid POST, "may succeed later" is not "may be sent again": see ``resend_is_safe``.
+    ``resend_safe`` is set by whoever *knows* (a plugin that looked the job up and found none)."""
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, resend_safe: bool | None = None,
+                 **kw: Any) -> None:  # fmt: skip
         self.retry_after = retry_after
+        self.resend_safe = resend_safe
         super().__init__(message, **kw)
 
 
@@ -83,7 +88,12 @@ class ServerError(RetryableError):
 
 
 class ProviderTimeout(RetryableError, TimeoutError):
-    """The request timed out on the wire."""
+    """The request timed out on the wire. ``request_sent`` is False only for a connect or pool
+    timeout: the request never left, so the provider cannot have acted on it."""
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kw: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kw)
 
 
 class ProviderConnectionError(RetryableError, ConnectionError):
@@ -171,11 +181,42 @@ class OutputRejected(PermanentError):
     """A downloaded output broke our own rules (host, size, type)."""
 
 
+class SubmitOutcomeUnknown(PermanentError):
+    """A paid submission failed after it may have reached the provider, and neither a lookup nor the
+    balance could tell whether it was processed (and billed). It is held, never resent automatically:
+    resending could pay twice. ``possible_credits`` is what it may have cost (None: unknown price)."""
+
+    def __init__(self, message: str, *, possible_credits: int | None = None, **kw: Any) -> None:
+        self.possible_credits = possible_credits
+        kw.setdefault("code", "submit_outcome_unknown")
+        super().__init__(message, **kw)
+
+
 class OutputExpired(PermanentError):
     """An output URL expired and the provider offers no way to read the job again."""
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def resend_is_safe(exc: ProviderError) -> bool:
+    """May a paid POST that failed with ``exc`` be sent again without more ado?
+
+    Only when the provider cannot have acted on it: a 429 (refused before any work), or a connection
+    that was never established. Every other failure after the request may have been written (any 5xx,
+    503 included, a read timeout, a connection closed or reset, a malformed or truncated body) is
+    *ambiguous*: the provider may have done the work and billed it (every contract: no idempotency key).
+    """
+    if not isinstance(exc, RetryableError):
+        return False
+    if exc.resend_safe is not None:
+        return exc.resend_safe
+    if isinstance(exc, RateLimited):
+        return True
+    if isinstance(exc, ProviderConnectionError | ProviderTimeout):
+        return not exc.request_sent
+    return False
+
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

@@ -91,7 +91,8 @@ class ProviderClient(abc.ABC):
             )
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(
-                f"{method} {path} timed out ({type(exc).__name__})", provider=self.provider
+                f"{method} {path} timed out ({type(exc).__name__})", provider=self.provider,
+                request_sent=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise ProviderConnectionError(

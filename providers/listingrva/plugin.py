@@ -39,11 +39,7 @@ from ..contract import (
 from ..contract import Provider as BaseProvider
 from ..errors import (
     MalformedResponse,
-    PermanentError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
-    RateLimited,
     RequestValidationError,
     RetryableError,
     WaitTimeout,
@@ -243,9 +239,13 @@ class ListingRVAProvider(BaseProvider):
         self._products = {**found, **self._products}
         self._indexed_at = time.monotonic()
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Image jobs read the copy (``customPrompt``); listing copy reads nothing upstream."""
+        return frozenset({"copy"}) if step == Step.IMAGES else frozenset()
+
     async def submit(self, step: Step, request: BaseModel) -> JobRef:
-        """Spend credits. A 5xx/timeout here is *not* retryable (contract §3): the job may have been
-        enqueued and debited, and there is no idempotency key."""
+        """Spend credits. A 5xx/timeout here may come after the job was enqueued and debited (contract
+        §3, no idempotency key): the host resolves it from ``GET /billing/credits`` (``balance``)."""
         inbox = None
         if step == Step.IMAGES and isinstance(request, ImageRequest):
             kind, send = "image", self.client.generate_image
@@ -258,16 +258,7 @@ class ListingRVAProvider(BaseProvider):
             raise RequestValidationError(f"{step} needs a matching ListingRVA request, got "
                                          f"{type(request).__name__}", provider=PROVIDER,
                                          code="LOCAL_VALIDATION", field="request")  # fmt: skip
-        try:
-            submitted = await send(request)
-        except RetryableError as exc:
-            if _never_reached_server(exc):
-                raise
-            raise PermanentError(
-                f"submit outcome unknown after {type(exc).__name__}: credits may have been debited",
-                provider=PROVIDER, code="submit_outcome_unknown", status=exc.status,
-                detail="check GET /billing/credits or GET /assets before resubmitting",
-            ) from exc  # fmt: skip
+        submitted = await send(request)  # an ambiguous failure is the host's to resolve (flows.submission)
         if inbox is not None:
             inbox.expect(submitted.job_id)
         return JobRef(
@@ -415,19 +406,6 @@ def _prompt(copy: ListingCopy | None) -> str | None:
     if copy.keywords:
         parts.append("Keywords: " + ", ".join(copy.keywords[:8]))
     return ". ".join(parts) or None
-
-
-def _never_reached_server(exc: RetryableError) -> bool:
-    """Safe to resend: a 429 (rejected before enqueue), a 503 (ASSUMPTION: the service refused the
-    request before enqueueing, as 503 means) or a connection that was never opened."""
-    if isinstance(exc, RateLimited) or exc.status == 503:
-        return True
-    if isinstance(exc, ProviderConnectionError):
-        return not exc.request_sent
-    cause = exc.__context__
-    if isinstance(exc, ProviderTimeout):
-        return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    return False
 
 
 def _expiry(url: str) -> float | None:

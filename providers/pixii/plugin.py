@@ -32,15 +32,12 @@ from providers.contract import (
     no_throttle,
 )
 from providers.errors import (
-    MalformedResponse,
-    PermanentError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
     RequestValidationError,
     RetryableError,
-    ServerError,
+    SubmitOutcomeUnknown,
     WaitTimeout,
+    resend_is_safe,
 )
 from providers.http import BearerAuth
 
@@ -217,15 +214,33 @@ class PixiiProvider(Provider):
                 resp = await self.client.a_plus(req)
             else:
                 resp = await self.client.scale(req)
-        except (ServerError, ProviderTimeout, MalformedResponse, ProviderConnectionError) as exc:
-            if isinstance(exc, ProviderConnectionError) and not exc.request_sent:
-                raise  # the connection never opened: nothing reached Pixii
+        except RetryableError as exc:
+            if resend_is_safe(exc):
+                raise  # a 429, or the connection never opened: nothing reached Pixii
             # The request may have reached Pixii and created (and charged) a job: adopt it if so.
             ref = await self._reconcile(step, req, kind, started, exc)
             if ref is None:
+                exc.resend_safe = True  # the job list was read and has no such job
                 raise
             return ref
         return self._ref(step, req, kind, resp)
+
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Listing Builder reads neither; A+ reads the copy (``user_prompt``) and the main image;
+        Scale only the reference image."""
+        return {Step.IMAGES: frozenset(), Step.APLUS: frozenset({"copy", "image"}),
+                Step.SCALE: frozenset({"image"})}.get(step, frozenset())  # fmt: skip
+
+    def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
+        """A+ only: the types that failed (each A+ type is priced and refunded on its own, contract §5).
+        Listing Builder and Scale images cannot be asked for one by one."""
+        if not isinstance(request, APlusRequest) or not result.errors:
+            return None
+        failed_labels = {e.label for e in result.errors}
+        failed = [t for t in request.types if _slug(t) in failed_labels]
+        if not failed or len(failed) == len(request.types):
+            return None
+        return request.model_copy(update={"types": failed})
 
     def _ref(self, step: Step, req: Any, kind: str, resp: SubmitResponse, *, reconciled: bool = False) -> JobRef:
         self._known_jobs.add(resp.job_id)
@@ -262,9 +277,9 @@ class PixiiProvider(Provider):
                 logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
                 break
         # The job may exist and be charged, and we cannot tell: resending could pay twice.
-        raise PermanentError(
+        raise SubmitOutcomeUnknown(
             f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
-            "credits may have been debited", provider=PROVIDER, code="submit_outcome_unknown",
+            "credits may have been debited", provider=PROVIDER, possible_credits=self.estimate_credits(step, req),
             detail=f"check GET /v1/api/jobs?asin={req.asin} before resubmitting",
         ) from exc
 

@@ -212,6 +212,22 @@ class ProdVisualProvider(Provider):
                  for pair in labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")]  # type: ignore[arg-type]
         return list(build_batch(pairs, max_items=self.limits.max_batch_size))
 
+    def inputs(self, step: Step) -> frozenset[str]:
+        """Images from the product's own photo: no copy needed, so they start with the copy."""
+        return frozenset()
+
+    def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
+        """A product's batch of several images: only the items that failed (each is refunded its
+        credit, contract §6), under the same labels so their outputs land where they belong."""
+        if not isinstance(request, BatchRequest) or not result.errors:
+            return None
+        failed = {e.label for e in result.errors}
+        kept = [(label, item) for label, item in zip(request.item_labels(), request.items, strict=True)
+                if label in failed]  # fmt: skip
+        if not kept or len(kept) == len(request.items):
+            return None
+        return request.model_copy(update={"items": [i for _, i in kept], "labels": [lbl for lbl, _ in kept]})
+
     def split_result(self, result: JobResult, member: str) -> JobResult:
         prefix = f"{member}{MEMBER_SEPARATOR}"
         labels = [lbl for lbl in result.ref.meta.get("labels") or [] if lbl.startswith(prefix)]

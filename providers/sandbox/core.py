@@ -44,6 +44,10 @@ class Fault(BaseModel):
     status: int = 503
     retry_after: float | None = Field(None, description="seconds for the Retry-After header/body")
     delay: float = Field(0.0, description="seconds to stall (timeout, slow)")
+    after: bool = Field(
+        False, description="processed first (job created, credits charged), then the response is lost: "
+        "replaced by the status, a timeout, a dropped connection or a malformed body",
+    )
 
 
 class FaultRule(BaseModel):
@@ -260,16 +264,25 @@ class Sandbox:
         self.finalize_due()
         fault = self._next_fault(name)
         if fault is not None:
-            record.fault = fault.kind if fault.kind != "status" else str(fault.status)
-            response = await self._apply_fault(fault)
-            if response is not None:
+            record.fault = (fault.kind if fault.kind != "status" else str(fault.status)) + (
+                "-after" if fault.after else "")
+            if not fault.after and (response := await self._apply_fault(fault)) is not None:
                 return self._log(record, response)
+        response = await self._process(request, record, handler, groups, authenticated)
+        if fault is not None and fault.after and (lost := await self._apply_fault(fault)) is not None:
+            return self._log(record, lost)  # the work is done (and billed); its answer never arrives
+        return self._log(record, response)
+
+    async def _process(
+        self, request: Request, record: RequestRecord, handler: Handler, groups: list[str], authenticated: bool
+    ) -> Response:
+        now = record.t
         if authenticated and not self._authorized(request):
-            return self._log(record, self.error_response(401, "unauthorized", "Missing or invalid API key"))
+            return self.error_response(401, "unauthorized", "Missing or invalid API key")
         with self._lock:
             limited = self._check_limits(groups, now)
             if limited is not None:
-                return self._log(record, limited)
+                return limited
             for g in groups:
                 if g in self._windows:
                     self._windows[g].add(now)
@@ -282,12 +295,12 @@ class Sandbox:
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
-                return self._log(record, self.error_response(400, "invalid_request", "Body is not JSON"))
+                return self.error_response(400, "invalid_request", "Body is not JSON")
             if not isinstance(body, dict):
-                return self._log(record, self.error_response(400, "invalid_request", "Body must be an object"))
+                return self.error_response(400, "invalid_request", "Body must be an object")
         response = await handler(request, body)
         response.headers.update(self.rate_limit_headers(groups, self.clock.now()))
-        return self._log(record, response)
+        return response
 
     def _log(self, record: RequestRecord, response: Response) -> Response:
         record.status = response.status_code

@@ -151,21 +151,24 @@ async def test_pixii_lost_response_with_a_failing_lookup_is_never_paid_twice(san
     assert duplicate_payments(sandboxes) == []
 
 
-async def test_listingrva_submit_timeout_is_not_blindly_resent(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """ListingRVA has no idempotency and no way to list jobs: a timed-out submit may have been
-    debited, so it is reported instead of paid for twice."""
+async def test_listingrva_submit_timeout_is_resent_only_after_the_balance_shows_no_debit(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ListingRVA has no idempotency and no way to list jobs: a timed-out submit may have been debited.
+    Here the provider never processed it (the timeout came first): its balance shows no debit, so it is
+    sent again, once. (Processed-then-lost: tests/flows/test_ambiguous.py.)"""
     monkeypatch.setenv("LISTINGRVA_TIMEOUT_SECONDS", "0.5")
     rva = sandboxes["listingrva"]
     rva.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[Fault(kind="timeout", delay=1.5)])])
     state, summary = await run_flow(products=[MATCHA], steps=["copy"])
-    assert state.is_failed()
-    copy = summary.products[0].steps["copy"]
-    assert copy.status == "failed"
-    assert "credits may have been debited" in (copy.error or "")
-    await settle(rva, "ai_listing", 1)  # the sandbox logs the request once its stalled answer is sent
-    assert len(calls(rva, "ai_listing")) == 1
-    assert MATCHA in (state.message or "")
+    assert state.is_completed(), summary.failure_report()
+    await settle(rva, "ai_listing", 2)  # the sandbox logs the request once its stalled answer is sent
+    listing = calls(rva, "ai_listing")
+    assert [r.fault for r in listing] == ["timeout", None]
+    balance_reads = [r.t for r in calls(rva, "credits")]
+    assert any(listing[0].t < t < listing[1].t for t in balance_reads)
+    assert paid_submissions({"listingrva": rva}) == {"listingrva": 1}
+    assert_costs_match_ledgers(summary, {"listingrva": rva})
 
 
 async def test_connection_resets_are_retried(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
@@ -254,18 +257,20 @@ async def test_failed_jobs_are_reported_refunded_and_do_not_stop_other_products(
     sandboxes["listingrva"].reconfigure(fail_asins=[copy_fails])
     sandboxes["prodvisual"].reconfigure(fail_asins=[images_fail])
     catalog = write_catalog(lf_env["tmp"], [copy_fails, images_fail, fine])
-    state, summary = await run_flow(catalog=catalog, steps=["copy", "images"])
+    state, summary = await run_flow(catalog=catalog, steps=["copy", "images", "aplus"])
     assert state.is_failed()
     by = {p.asin: p for p in summary.products}
-    assert by[copy_fails].status == "failed"
+    assert by[copy_fails].status == "partial"
     assert by[copy_fails].steps["copy"].status == "failed" and "failed" in (by[copy_fails].steps["copy"].error or "")
-    assert by[copy_fails].steps["images"].status == "skipped"  # its chain stops: nothing more is paid
+    # ProdVisual's images do not read the copy: they still run; A+ reads it: not run, nothing paid for it
+    assert by[copy_fails].steps["images"].status == "done"
+    assert by[copy_fails].steps["aplus"].status == "skipped"
+    assert not [j for j in sandboxes["pixii"].jobs.values() if j.asin == copy_fails]
     assert by[images_fail].status == "partial" and by[images_fail].steps["images"].status == "failed"
+    assert by[images_fail].steps["aplus"].status == "skipped"  # A+ reads the image
     assert by[fine].status == "complete"
     report = "\n".join(summary.failure_report())
     assert f"US/{copy_fails} copy:" in report and f"US/{images_fail} images:" in report
-    # no prodvisual job was paid for the product whose copy failed
-    assert not [j for j in sandboxes["prodvisual"].jobs.values() if j.asin == copy_fails]
     rva = next(line for line in summary.cost.by("provider") if line.provider == "listingrva")
     assert rva.refunded > 0
     assert_costs_match_ledgers(summary, sandboxes)
@@ -382,7 +387,7 @@ async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(san
     first_refusal = min(r.t for r in refused)
     later = [r for r in pixii.requests if r.method == "POST" and r.t > first_refusal + 0.5]
     assert later == [], later
-    assert len(pixii.paid_jobs()) == 2
+    assert 0 < sum(j.charged for j in pixii.paid_jobs()) <= 40  # A+ and Scale run side by side now
     # the other providers finished every product
     for p in summary.products:
         assert p.steps["copy"].status == "done" and p.steps["images"].status == "done", p

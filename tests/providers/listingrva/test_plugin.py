@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from providers.contract import CopyOptions, ImageOptions, JobRef, Step, StepContext
-from providers.errors import PermanentError, RateLimited, RetryableError, WaitTimeout
+from providers.errors import PermanentError, RateLimited, RetryableError, WaitTimeout, resend_is_safe
 from providers.listingrva.models import ImageRequest, ListingRequest
 from providers.listingrva.plugin import ListingRVAProvider
 from providers.listingrva.sandbox import ListingRVASandbox
@@ -193,19 +193,24 @@ async def test_persistent_poll_errors_surface(provider: ListingRVAProvider, sand
         sandbox.reconfigure(faults=[])
 
 
-async def test_submit_5xx_is_not_retryable(provider: ListingRVAProvider, sandbox: ListingRVASandbox) -> None:
+async def test_submit_failures_are_passed_to_the_host_as_they_are(provider: ListingRVAProvider,
+                                                                   sandbox: ListingRVASandbox) -> None:  # fmt: skip
+    """The plugin does not decide whether a failed paid POST may be resent: the host does, from the
+    error (``resend_is_safe``) and the balance (flows/submission.py). Only a 429 is safe by itself."""
     p = product("B0SUBMIT01", title="Ambiguous Submit Cup")
     [req] = provider.build_requests(Step.COPY, StepContext(product=p, prepared=await provider.prepare(p)))
     sandbox.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[
         Fault(status=500), Fault(status=429), Fault(status=503)])])
     try:
-        with pytest.raises(PermanentError) as info:
+        with pytest.raises(RetryableError) as info:
             await provider.submit(Step.COPY, req)
-        assert info.value.code == "submit_outcome_unknown" and not info.value.retryable
-        with pytest.raises(RateLimited):  # a 429 was rejected before enqueue: safe to retry
+        assert info.value.status == 500 and not resend_is_safe(info.value)
+        with pytest.raises(RateLimited) as limited:  # a 429 was rejected before enqueue: safe to retry
             await provider.submit(Step.COPY, req)
-        with pytest.raises(RetryableError):  # a 503 refused the request: safe to retry
+        assert resend_is_safe(limited.value)
+        with pytest.raises(RetryableError) as unavailable:  # a 503 may come after the job was enqueued
             await provider.submit(Step.COPY, req)
+        assert unavailable.value.status == 503 and not resend_is_safe(unavailable.value)
     finally:
         sandbox.reconfigure(faults=[])
 

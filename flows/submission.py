@@ -1,0 +1,96 @@
+"""Sending one paid submission so that it is paid at most once, whatever the network does.
+
+The one rule: a paid POST is resent only when the provider cannot have acted on it
+(``providers.errors.resend_is_safe``: a 429, a connection never opened) or when it has been shown not
+to have acted on it (a plugin's lookup found no job, or the balance shows no debit: ``flows.reconcile``).
+Everything else that fails after the request may have been written ends *held*: a ``JobRef`` whose
+``outcome`` says *charged, not retrievable* or *outcome unknown*. The submit task returns it, so it is
+cached under the submission's key like any job: no later run resends it unless the user asks
+(``resubmit_unknown``, which may pay twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from providers.contract import JobRef, Provider, Step
+from providers.errors import PermanentError, ProviderError, RetryableError, SubmitOutcomeUnknown, resend_is_safe
+
+from .reconcile import BalanceGate, Verdict
+from .retry import call_with_retries
+from .runtime import RunContext, submitting
+
+logger = logging.getLogger("listingflow.submission")
+
+# A request the balance showed was not processed is sent again, but not forever: a provider whose
+# responses keep getting lost after doing nothing is better held for a person.
+MAX_SAFE_RESENDS = 3
+
+
+class _Ambiguous(Exception):
+    def __init__(self, error: RetryableError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
+                      cache_key: str, estimate: int | None) -> JobRef:  # fmt: skip
+    """The job reference of one paid submission, or a held reference when its outcome is not known."""
+    gate = run.gate(plugin.name)
+    for resend in range(MAX_SAFE_RESENDS + 1):
+        try:
+            ref = await call_with_retries(lambda: _send(plugin, gate, step, request), policy=run.settings.retry,
+                                          what=f"submit {plugin.name} {label}")  # fmt: skip
+        except _Ambiguous as amb:
+            verdict = await gate.decide(estimate)
+            logger.warning("%s submit %s failed after it may have been processed (%s): %s",
+                           plugin.name, label, amb.error, verdict.value)  # fmt: skip
+            if verdict is Verdict.NOT_CHARGED and resend < MAX_SAFE_RESENDS:
+                continue
+            return held_ref(plugin.name, step, cache_key, label, estimate, verdict, amb.error)
+        except SubmitOutcomeUnknown as exc:  # the plugin's own lookup could not tell
+            return held_ref(plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, exc)
+        gate.charged(ref.credits_at_submit if ref.credits_at_submit is not None else estimate)
+        return ref
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel) -> JobRef:
+    async with gate.sending() as ticket, submitting(plugin.name, ticket):
+        try:
+            return await plugin.submit(step, request)
+        except RetryableError as exc:
+            if resend_is_safe(exc):
+                raise  # call_with_retries sends it again after its delay
+            raise _Ambiguous(exc) from exc
+
+
+def held_ref(provider: str, step: Step, cache_key: str, label: str, price: int | None, verdict: Verdict,
+             error: ProviderError) -> JobRef:  # fmt: skip
+    charged = verdict is Verdict.CHARGED
+    reason = (
+        f"charged, not retrievable: the response to the submit was lost ({error.message}) and the balance "
+        f"shows it was debited {price} credits" if charged else
+        f"outcome unknown: the submit failed after it may have been processed ({error.message}); it may "
+        f"have cost {price if price is not None else 'an unknown number of'} credits"
+    )  # fmt: skip
+    meta: dict[str, Any] = {"label": label, "reason": reason, "possible_credits": price, "cache_key": cache_key,
+                            "error": error.to_dict()}  # fmt: skip
+    return JobRef(provider=provider, step=step, job_id=f"held-{cache_key.rsplit('-', 1)[-1][:16]}", kind="held",
+                  outcome="charged_not_retrievable" if charged else "unknown",
+                  credits_at_submit=price if charged else None, meta=meta)  # fmt: skip
+
+
+class HeldSubmission(PermanentError):
+    """This output's submission is held (``JobRef.held``): it is reported, never resent by itself."""
+
+    def __init__(self, ref: JobRef, *, earlier: bool) -> None:
+        self.ref = ref
+        self.earlier = earlier
+        note = (f" (held since run {ref.meta.get('run_id')}; `listingflow unknown` lists it, --resubmit-unknown "
+                "sends it again and may pay twice)" if earlier and ref.outcome == "unknown" else "")  # fmt: skip
+        super().__init__(f"{ref.meta.get('reason', 'submission held')}{note}", provider=ref.provider,
+                         code=ref.outcome)  # fmt: skip

@@ -1,0 +1,125 @@
+"""Ambiguous paid submissions: the provider processed (and billed) the request, then the answer was lost.
+
+The sandboxes' ``after`` faults do the work first and then replace the response with a 5xx, a timeout,
+a dropped connection or a malformed body. Whatever the kind, the sandbox ledger must show one charge:
+the submission is resolved (Pixii: by looking the job up; ListingRVA and ProdVisual: by their balance)
+or held as *outcome unknown*, and never resent, in this run or the next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.held import HeldStore
+from listingflow.settings import get_settings
+from providers.sandbox.core import Fault, FaultRule
+
+from .helpers import duplicate_payments, paid_submissions, run_flow
+from .test_faults import PV_SUBMIT, settle, write_catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+AFTER = {
+    "503": Fault(status=503, after=True),
+    "502": Fault(status=502, after=True),
+    "timeout": Fault(kind="timeout", delay=1.5, after=True),
+    "reset": Fault(kind="reset", after=True),
+    "malformed": Fault(kind="malformed", after=True),
+}
+# where each provider submits the step these tests run, and the step
+SUBMITS = {"listingrva": (("ai_listing",), "copy"), "prodvisual": (PV_SUBMIT, "images")}
+
+
+def lose_next_submit(box: Any, routes: tuple[str, ...], fault: Fault) -> None:
+    box.reconfigure(faults=[FaultRule(route=r, sequence=[fault]) for r in routes])
+
+
+def submits(box: Any, routes: tuple[str, ...]) -> int:
+    return sum(1 for r in box.requests if r.route in routes)
+
+
+def step_outcome(summary: Any, step: str) -> Any:
+    [product] = summary.products
+    return product.steps[step]
+
+
+@pytest.mark.parametrize("provider", sorted(SUBMITS))
+@pytest.mark.parametrize("kind", sorted(AFTER))
+async def test_processed_then_lost_is_charged_once_and_never_resent(
+    provider: str, kind: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(f"{provider.upper()}_TIMEOUT_SECONDS", "0.5")
+    box, (routes, step) = sandboxes[provider], SUBMITS[provider]
+    catalog = write_catalog(tmp_path, ["B0AMBIG001"])
+    lose_next_submit(box, routes, AFTER[kind])
+    state, summary = await run_flow(catalog=catalog, steps=[step])
+
+    await settle(box, routes, 1)  # a timed-out request is recorded when the sandbox finally answers it
+    assert submits(box, routes) == 1, "an ambiguous paid submission was sent again"
+    assert paid_submissions({provider: box})[provider] == 1
+    outcome = step_outcome(summary, step)
+    assert outcome.status == "failed" and "charged, not retrievable" in (outcome.error or ""), outcome.error
+    # the balance showed the debit: the summary counts it as charged, and it equals the ledger
+    line = {ln.provider: ln for ln in summary.cost.by("provider")}[provider]
+    assert line.net == box.net_credits() and line.held_jobs == 1
+    [balance] = [b for b in summary.cost.balances if b.provider == provider]
+    assert balance.explained and balance.spent == box.net_credits()
+    assert [r.outcome for r in HeldStore(get_settings().held_path)] == ["charged_not_retrievable"]
+
+    box.reconfigure(faults=[])
+    state, summary = await run_flow(catalog=catalog, steps=[step])  # a plain rerun pays nothing for it
+    assert submits(box, routes) == 1 and paid_submissions({provider: box})[provider] == 1
+    assert "charged, not retrievable" in (step_outcome(summary, step).error or "")
+    assert summary.cost.total.net == 0
+
+
+@pytest.mark.parametrize("provider", sorted(SUBMITS))
+async def test_refused_before_processing_is_resent_once_the_balance_shows_no_debit(
+    provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
+    box, (routes, step) = sandboxes[provider], SUBMITS[provider]
+    lose_next_submit(box, routes, Fault(status=503))  # before processing: nothing created, nothing billed
+    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG002"]), steps=[step])
+    assert state.is_completed(), summary.failure_report()
+    assert submits(box, routes) == 2 and paid_submissions({provider: box})[provider] == 1
+    assert any(r.route == "credits" for r in box.requests)  # resent only after the balance was read
+    assert duplicate_payments({provider: box}) == []
+
+
+async def test_unreadable_balance_holds_the_submission_until_a_person_resubmits(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
+    rva = sandboxes["listingrva"]
+    catalog = write_catalog(tmp_path, ["B0AMBIG003"])
+    rva.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[Fault(status=500, after=True)]),
+                            FaultRule(route="credits", sequence=[Fault(kind="slow")] + [Fault(status=500)] * 30)])  # fmt: skip
+    state, summary = await run_flow(catalog=catalog, steps=["copy"])
+    outcome = step_outcome(summary, "copy")
+    assert outcome.status == "failed" and "outcome unknown" in (outcome.error or "")
+    line = summary.cost.by("provider")[0]
+    assert line.possibly_charged > 0 and line.net + line.possibly_charged == rva.net_credits()
+    [held] = list(HeldStore(get_settings().held_path))
+    assert held.outcome == "unknown" and held.product == "US/B0AMBIG003" and held.credits == line.possibly_charged
+
+    rva.reconfigure(faults=[])
+    await run_flow(catalog=catalog, steps=["copy"])
+    assert submits(rva, ("ai_listing",)) == 1, "a plain rerun resent an unknown outcome"
+
+    state, summary = await run_flow(catalog=catalog, steps=["copy"], resubmit_unknown=True)
+    assert state.is_completed(), summary.failure_report()
+    assert submits(rva, ("ai_listing",)) == 2  # asked for, and warned: it may pay twice
+    assert list(HeldStore(get_settings().held_path)) == []
+
+
+async def test_pixii_looks_the_job_up_and_adopts_it(sandboxes: dict[str, Any], lf_env: dict[str, Any],
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    pixii = sandboxes["pixii"]
+    pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(status=504, after=True)])])
+    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG004"]), steps=["aplus"])
+    assert state.is_completed(), summary.failure_report()
+    assert submits(pixii, ("a_plus",)) == 1 and paid_submissions({"pixii": pixii})["pixii"] == 1
+    assert summary.cost.total.net == pixii.net_credits()
