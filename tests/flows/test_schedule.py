@@ -1,0 +1,43 @@
+"""Each product's steps start as soon as what their provider's request reads exists (issue: faster than
+a hand-written script). With the default providers, copy and images start together, A+ waits for both,
+Scale only for the image; so every product's image request is ready at the start and they fill batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .helpers import run_flow
+from .test_faults import write_catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def first(box: Any, route: str) -> float:
+    return min(r.t for r in box.requests if r.route == route)
+
+
+async def test_images_start_with_the_copy_and_fill_one_batch(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+    rva, pv, pixii = sandboxes["listingrva"], sandboxes["prodvisual"], sandboxes["pixii"]
+    rva.reconfigure(job_seconds_by_kind={"listing": 2.0})  # copy takes a while: images must not wait for it
+    asins = [f"B0GRAPH{n:03d}" for n in range(20)]
+    catalog = write_catalog(lf_env["tmp"], asins, variations={asins[0]: "B0GRAPHV01:color=Red"})
+    state, summary = await run_flow(catalog=catalog)
+    assert state.is_completed(), summary.failure_report()
+
+    submits = [r for r in pv.requests if r.route in ("generate", "generate_batch")]
+    assert len(submits) == 1 and submits[0].route == "generate_batch", [r.route for r in submits]
+    listing_done = min(j.done for j in rva.jobs.values() if j.kind == "listing")
+    assert first(pv, "generate_batch") < listing_done  # images did not wait for any copy
+    # Scale reads only the image: it went out before the last A+ (which also reads the copy)
+    assert first(pixii, "scale") < max(r.t for r in pixii.requests if r.route == "a_plus")
+
+
+async def test_listingrva_images_wait_for_the_copy_they_read(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+    rva = sandboxes["listingrva"]
+    catalog = write_catalog(lf_env["tmp"], ["B0GRAPH100"])
+    state, summary = await run_flow(catalog=catalog, steps=["copy", "images"], providers={"images": "listingrva"})
+    assert state.is_completed(), summary.failure_report()
+    [listing] = [j for j in rva.jobs.values() if j.kind == "listing"]
+    assert first(rva, "ai_image") >= listing.done  # its customPrompt is built from the copy
