@@ -1,48 +1,39 @@
 """Per-provider rate and in-flight limits, held across processes by Prefect global concurrency limits.
 
-Each provider route group gets a rate limit (``<prefix>-<provider>-<group>``) and each provider an
-in-flight limit (``<prefix>-<provider>-inflight``). Every acquisition uses ``strict=True``: a missing
-limit raises instead of running unthrottled.
+Each provider route group gets a limit of N slots (``<prefix>-<provider>-<group>``: N requests per
+window) and each provider an in-flight limit (``<prefix>-<provider>-inflight``). A missing limit raises
+instead of running unthrottled.
 
-**Rate limits are granted in chunks, spent at a local pace.** A route group's global limit is a leaky
-bucket of ``chunk`` slots decaying at the documented rate (less ``rate_margin``). A process takes a whole
-chunk in one acquisition and spends it locally, one request per interval, within the span the chunk
-covers (``chunk / decay`` seconds from the moment it asked). The server grants the next
-chunk, to this process or another, only once the previous one has decayed, so chunks never overlap in
-time and the combined stream of every process stays at the documented rate. Nothing is held across a
-crash: an unused chunk simply decays. The chunk covers about ``rate_chunk_seconds`` (10 s) of requests.
+**A rate limit is a sliding window of slots.** Every request takes a slot of each group it counts
+against and leaves it unusable for the group's window (plus a small margin): N slots allow N requests
+at once, as the providers document (Pixii: 10 submissions, then 10 more a minute later), and never more
+than N in any window, whichever processes, runs or workers send them. A slot goes back to the server
+only once its window is over, so a slot another process takes next cannot overlap it. Daily caps are
+the providers' own and handled as deferrals, not here.
 
-Why our own code in front of Prefect's: asking the server once per request costs one round trip per
-request, serialized per process, and a request that arrives a moment early is denied and restarts the
-bucket's decay (the denial rewrites the row; PrefectHQ/prefect#23183, #15618). Measured on this 2-core
-machine against SQLite: one round trip per request reached 0.13-0.69 of the rate, local pacing alone
-0.98-0.99 (``benchmarks/README.md``). Asking once per chunk, at the moment the bucket is known to be empty,
-keeps the server the arbiter across processes and costs one round trip per ~10 s instead. The
-acquisition is the client call ``prefect.concurrency.asyncio.rate_limit`` makes
-(``increment_concurrency_slots(mode="rate_limit")``), not ``rate_limit`` itself: that one retries
-denials inside, which hides when the successful attempt was sent, and the chunk's span starts then.
+Why our own pool in front of Prefect's: one ``concurrency()``/``rate_limit()`` call per request is a
+server round trip serialized per process, and a decaying rate limit spreads requests evenly instead of
+allowing the documented burst (a script sending 10 at once finished Pixii's queue ~30 s earlier per 36
+submissions). Here a process takes slots in leases sized to the requests waiting (within the room the
+limit has), hands them out locally and renews them from one task (``_SlotPool``); the Prefect server
+stays the arbiter across processes, and a crashed process's leases expire on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import heapq
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-from prefect.concurrency._asyncio import (
-    ConcurrencySlotAcquisitionError,
-    aacquire_concurrency_slots_with_lease,
-    arelease_concurrency_slots_with_lease,
-)
 from prefect.exceptions import ObjectNotFound
 
 from listingflow.settings import Settings
@@ -74,27 +65,22 @@ def inflight_limit(provider: type[Provider], settings: Settings) -> int:
     return settings.inflight_limits.get(provider.name, provider.limits.max_inflight_jobs)
 
 
-def server_decay(group: RouteLimit, margin: float) -> float:
-    """Slots per second the global bucket frees: the documented rate less the safety margin."""
-    return group.requests / group.per_seconds / (1 + margin)
+# A request's slot is held for its window from just before it is sent; the margin covers the time to
+# the provider receiving it (and clock drift), never less than 50 ms.
+_MIN_MARGIN_SECONDS = 0.05
 
 
-def chunk_size(group: RouteLimit, margin: float, chunk_seconds: float) -> int:
-    """Requests granted per global acquisition: about ``chunk_seconds`` worth, never more than the
-    documented window allows, at least one."""
-    return max(1, min(group.requests, int(server_decay(group, margin) * chunk_seconds)))
+def window_hold(group: RouteLimit, margin: float) -> float:
+    """Seconds a rate slot stays unusable after a request: the documented window plus a margin."""
+    return group.per_seconds + max(_MIN_MARGIN_SECONDS, group.per_seconds * margin)
 
 
 def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]:
+    """One plain limit of N slots per route group (N requests per window: each request holds a slot
+    for the window) and one in-flight limit per provider."""
     prefix = settings.limit_prefix
-    specs = [
-        LimitSpec(
-            f"{prefix}-{provider.name}-{_slug(g.group)}",
-            chunk_size(g, settings.rate_margin, settings.rate_chunk_seconds),
-            server_decay(g, settings.rate_margin),
-        )
-        for g in route_limits(provider, settings)
-    ]
+    specs = [LimitSpec(f"{prefix}-{provider.name}-{_slug(g.group)}", g.requests, None)
+             for g in route_limits(provider, settings)]  # fmt: skip
     specs.append(LimitSpec(f"{prefix}-{provider.name}-inflight", inflight_limit(provider, settings), None))
     return specs
 
@@ -136,228 +122,183 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
     return f"updated {spec.name}"
 
 
-_LATE_SECONDS = 0.005  # a request sent this much after its turn shifts what follows (``_Bucket.sent_late``)
-_LEAD_SECONDS = 0.05  # how long before its turn in its slowest group a request takes turns in the others
-
-
 @dataclass
-class _Bucket:
-    """One route group's pace in this process, and the chunk of global grants it is spending."""
+class _SlotPool:
+    """This process's share of one global limit, held as a few Prefect leases and handed out locally.
 
-    name: str
-    interval: float  # seconds between two requests of this process
-    chunk: int  # slots per global acquisition
-    span: float  # seconds a chunk covers: chunk / server decay
-    use_global: bool
-    next_at: float = 0.0  # earliest moment for this process's next request
-    tokens: int = 0  # grants left in the current chunk
-    expires: float = 0.0  # the current chunk's grants are void from this moment
-    next_ask: float = 0.0  # the server bucket is certainly empty again from this moment
-    lag: float = 0.0  # how late the current chunk's requests went out, at most
-    asks: int = 0  # global acquisitions made (diagnostics, benchmarks)
-    _refilling: asyncio.Future[None] | None = None
+    A slot in use blocks its limit's room; a slot given back locally is ready again ``hold`` seconds
+    later. With ``hold=0`` this is an in-flight limit (a job holds a slot from submit until it is seen
+    finished). With ``hold`` = a rate window it is that window, exactly as the providers count: a slot is
+    used by one request and ready again a window after, so ``limit`` slots allow ``limit`` requests at
+    once and never more than ``limit`` in any sliding window, across every process holding slots of the
+    limit (a slot is only ever given back to the server once its window is over).
 
-    async def reserve(self, not_before: float) -> tuple[float, float]:
-        """A send time no earlier than ``not_before`` and the moment the grant it spends expires."""
-        while True:
-            start = max(time.monotonic(), not_before, self.next_at)
-            if not self.use_global:
-                self.next_at = start + self.interval
-                return start, float("inf")
-            if self.tokens > 0 and start < self.expires:
-                self.tokens -= 1
-                self.next_at = start + self.interval
-                return start, self.expires
-            # One refill at a time, awaited outside any lock: a request queued beyond this chunk (its
-            # turn in another group is seconds ahead) waits for the next chunk, while the requests
-            # whose turns still fall inside this one take its grants meanwhile. Holding a lock across
-            # the refill made them miss their turns (ListingRVA: /ai/* requests stalled 0.5-1.6 s
-            # every ~30 s behind a refill of the global group, measured).
-            if self._refilling is None or self._refilling.done():
-                self._refilling = asyncio.ensure_future(self._refill())
-                self._refilling.add_done_callback(_retrieve)
-            await asyncio.shield(self._refilling)
-
-    def sent_late(self, sent: float, late: float) -> None:
-        """A request left ``late`` seconds after its turn (a busy event loop): the requests after it keep
-        their distance from when it really went, and so does the next chunk, or the request a window
-        later would land inside that request's window (a benchmark under full CPU load saw one 429)."""
-        self.next_at = max(self.next_at, sent + self.interval)
-        self.lag = max(self.lag, late)
-
-    async def _refill(self) -> None:
-        dropped = 0  # connections to the Prefect server lost in a row (Prefect's client retries 5xx itself)
-        async with get_client() as client:
-            while True:
-                while (delay := self.next_ask + self.lag - time.monotonic()) > 0:
-                    await asyncio.sleep(delay)
-                # Ask only when the server's bucket has room for a whole chunk: reading costs nothing,
-                # while a denied ask rewrites the row and restarts the decay (module docstring).
-                try:
-                    state = await self._read_limit(client)
-                except httpx.TransportError as exc:
-                    dropped = await _backoff(dropped, exc)
-                    continue
-                if state.limit < self.chunk:  # set up by a process with smaller chunks: ask for what fits
-                    self.chunk, self.span = state.limit, state.limit / state.slot_decay_per_second
-                wait = self._seconds_until_free(state)
-                if wait > 0:
-                    self.next_ask = time.monotonic() + wait + 0.02
-                    continue
-                asked = time.monotonic()
-                try:
-                    response = await client.increment_concurrency_slots(
-                        names=[self.name], slots=self.chunk, mode="rate_limit"
-                    )
-                except httpx.HTTPStatusError as exc:
-                    if exc.response.status_code != 423:
-                        raise
-                    continue  # another process took the room first: read again
-                except httpx.TransportError as exc:  # the ask may or may not have been counted: read again
-                    dropped = await _backoff(dropped, exc)
-                    continue
-                if not response.json():  # strict: a limit that vanished never means "unthrottled"
-                    raise LimitMissing(self.name)
-                break
-        granted = time.monotonic()
-        self.asks += 1
-        # The server granted somewhere between ``asked`` and ``granted``: the chunk covers
-        # [grant, grant + span), so spend it in [granted, asked + span) and ask again after granted + span.
-        self.tokens = self.chunk
-        self.lag = 0.0
-        self.expires = asked + self.span
-        self.next_ask = granted + self.span + 0.02
-
-    async def _read_limit(self, client: Any) -> Any:
-        try:
-            state = await client.read_global_concurrency_limit_by_name(self.name)
-        except ObjectNotFound:
-            raise LimitMissing(self.name) from None
-        if (state.slot_decay_per_second or 0.0) <= 0:
-            raise LimitMissing(self.name, "has no slot decay: it is not a rate limit")
-        return state
-
-    def _seconds_until_free(self, state: Any) -> float:
-        """How long until the server's bucket has room for a whole chunk (0: now)."""
-        decay = state.slot_decay_per_second
-        room = state.limit - self.chunk
-        if state.active_slots <= room:
-            return 0.0
-        # active_slots is already decayed to now; the stored count decays in whole slots from ``updated``
-        since = max(0.0, (datetime.now(timezone.utc) - state.updated).total_seconds())
-        stored = state.active_slots + math.floor(decay * since)
-        return (stored - room) / decay - since
-
-
-@dataclass
-class _LeasePool:
-    """This process's share of a provider's in-flight limit, held as a few Prefect leases.
-
-    Why not ``prefect.concurrency.asyncio.concurrency()`` per job, as before: each one is an
-    acquisition, a release and a renewal thread with its own sync client that renews at once, all
-    serialized per process; at zero latency that was ~0.12 s per product (benchmarks phase D,
-    0.125 -> 0.246 s per product with global limits on). Here a process takes slots in leases sized to
-    the jobs waiting for them (as many as the limit has room for), hands them out locally, renews all of
-    its leases from one task, and gives back a lease once its slots have stayed unused for ``linger``
-    seconds. The server stays the arbiter across processes (a slot is in use here only while a lease
-    holds it), and a crashed process's leases expire after ``lease_seconds`` (the repossessor frees them).
+    Why not ``prefect.concurrency.asyncio.concurrency()`` per job or request: each one is an acquisition,
+    a release and a renewal thread, serialized per process; at zero latency that was ~0.12 s per product
+    (benchmarks phase D), and a rate limit with slot decay spreads requests evenly instead of allowing
+    the documented burst. Here a process takes slots in leases sized to the callers waiting (within the
+    room the limit has), renews all of its leases from one task, and gives a lease back once all its
+    slots have been ready and unused for ``linger`` seconds. A crashed process's leases expire after
+    ``lease_seconds`` (the repossessor frees them); that is at least a window after their last use.
     """
 
     name: str
-    lease_seconds: float = 60.0
+    hold: float = 0.0
+    use_global: bool = True
+    local_slots: int = 0  # without global limits: this many slots, held locally from the start
     linger: float = 1.0
+    poll: float = 0.5  # how often to ask the server again while it has no room
     leases: dict[Any, int] = field(default_factory=dict)  # lease id -> slots it holds
+    in_use: dict[Any, int] = field(default_factory=dict)
     renewed: dict[Any, float] = field(default_factory=dict)
-    held: int = 0
-    used: int = 0
+    free: list[tuple[float, int, Any]] = field(default_factory=list)  # heap of (ready at, seq, lease id)
     waiting: int = 0
-    free_low: int = 0  # the fewest held slots left free since the last trim
+    limit: int | None = None  # the server's limit, as last read
     acquisitions: int = 0  # leases taken (diagnostics, benchmarks)
+    _dropped: int = 0  # connections to the Prefect server lost in a row
+    _seq: Any = field(default_factory=itertools.count)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _grower: asyncio.Task[None] | None = None
     _keeper: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> None:
+    def __post_init__(self) -> None:
+        if not self.use_global:
+            self.leases[None], self.in_use[None] = self.local_slots, 0
+            for _ in range(self.local_slots):
+                heapq.heappush(self.free, (0.0, next(self._seq), None))
+
+    @property
+    def lease_seconds(self) -> float:
+        """Renewed every third of it: a lease outlives its slots' last use by at least a window."""
+        return max(60.0, 4 * self.hold)
+
+    @property
+    def held(self) -> int:
+        return sum(self.leases.values())
+
+    async def acquire(self) -> Any:
+        """A slot (its lease id), once one is ready here or the limit has room for more."""
         self.waiting += 1
         try:
-            while self.used >= self.held:
-                # one grower at a time; a finished one (seen by its waiters or not) is never waited on
-                if self._grower is None or self._grower.done():
-                    self._grower = asyncio.create_task(self._grow())
-                    self._grower.add_done_callback(_retrieve)
-                grower = self._grower
+            while True:
+                now = time.monotonic()
+                if self.free and self.free[0][0] <= now:
+                    lease = heapq.heappop(self.free)[2]
+                    self.in_use[lease] += 1
+                    return lease
+                if self.use_global and (self.limit is None or self.held < self.limit):
+                    if self._grower is None or self._grower.done():
+                        self._grower = asyncio.create_task(self._grow())
+                        self._grower.add_done_callback(_retrieve)
                 self._changed.clear()
-                await self._changed.wait()
-                if grower.done() and not grower.cancelled() and grower.exception() is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self.free[0][0] - now if self.free else None)
+                grower = self._grower
+                if grower is not None and grower.done() and not grower.cancelled() and grower.exception():
                     raise grower.exception()  # type: ignore[misc]
         finally:
             self.waiting -= 1
-        self.used += 1
-        self.free_low = min(self.free_low, self.held - self.used)
 
-    def release(self) -> None:
-        self.used -= 1
+    def release(self, lease: Any) -> None:
+        """The slot is free again ``hold`` seconds from now."""
+        if lease in self.in_use:
+            self.in_use[lease] -= 1
+            heapq.heappush(self.free, (time.monotonic() + self.hold, next(self._seq), lease))
         self._changed.set()
+
+    def seconds_until_ready(self) -> float:
+        """0 when a slot is ready here or more could be asked for; else until the next one is ready."""
+        if not self.free or (self.use_global and (self.limit is None or self.held < self.limit)):
+            return 0.0
+        return max(0.0, self.free[0][0] - time.monotonic())
 
     async def _grow(self) -> None:
         try:
-            async with get_client() as client:
-                try:
-                    state = await client.read_global_concurrency_limit_by_name(self.name)
-                except ObjectNotFound:
-                    raise LimitMissing(self.name) from None
-            # as many as are waiting here, within the room the limit has now (at least one: then wait)
-            want = max(1, min(self.waiting, state.limit - state.active_slots))
-            try:
-                response = await aacquire_concurrency_slots_with_lease(
-                    [self.name], slots=want, lease_duration=self.lease_seconds, strict=True, suppress_warnings=True
-                )
-            except ConcurrencySlotAcquisitionError as exc:
-                if "must be created" in str(exc):
-                    raise LimitMissing(self.name) from None
-                raise
-            self.leases[response.lease_id] = want
-            self.renewed[response.lease_id] = time.monotonic()
-            self.held += want
-            self.acquisitions += 1
-            if self._keeper is None or self._keeper.done():
-                self.free_low = self.held - self.used
-                self._keeper = asyncio.create_task(self._keep())
-                self._keeper.add_done_callback(_retrieve)
+            await self._ask()
+            self._dropped = 0
+        except httpx.TransportError as exc:  # the ask may or may not have been counted: ask again
+            self._dropped = await _backoff(self._dropped, exc)
         finally:
             self._changed.set()
 
+    async def _ask(self) -> None:
+        async with get_client() as client:
+            try:
+                state = await client.read_global_concurrency_limit_by_name(self.name)
+            except ObjectNotFound:
+                raise LimitMissing(self.name) from None
+            self.limit = state.limit
+            room = state.limit - state.active_slots
+            if room <= 0:  # held elsewhere: ask again shortly (slots here may get ready meanwhile)
+                await asyncio.sleep(self.poll)
+                return
+            want = max(1, min(self.waiting, room))
+            try:
+                response = await client.increment_concurrency_slots_with_lease(
+                    names=[self.name], slots=want, mode="concurrency", lease_duration=self.lease_seconds
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                return  # another process took the room first
+            body = response.json()
+            if not body.get("limits"):  # strict: a limit that vanished never means "unlimited"
+                raise LimitMissing(self.name)
+        self._add_lease(body["lease_id"], want)
+
+    def _add_lease(self, lease_id: Any, slots: int) -> None:
+        self.leases[lease_id], self.in_use[lease_id] = slots, 0
+        self.renewed[lease_id] = time.monotonic()
+        for _ in range(slots):
+            heapq.heappush(self.free, (0.0, next(self._seq), lease_id))
+        self.acquisitions += 1
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep())
+            self._keeper.add_done_callback(_retrieve)
+
     async def _keep(self) -> None:
-        """Renew the leases and give back those whose slots stayed unused, until none is held."""
+        """Renew the leases and give back those whose slots stayed ready and unused, until none is held."""
         while self.leases:
             await asyncio.sleep(self.linger)
-            spare = min(self.free_low, self.held - self.used) if not self.waiting else 0
-            for lease_id, slots in sorted(self.leases.items(), key=lambda kv: -kv[1]):
-                if slots <= spare:
-                    spare -= slots
+            if not self.waiting:
+                for lease_id in self._idle_leases(time.monotonic() - self.linger):
                     with contextlib.suppress(Exception):  # not given back: it expires on its own
                         await self._give_back(lease_id)
-            self.free_low = self.held - self.used
             due = [i for i, at in self.renewed.items() if time.monotonic() - at > self.lease_seconds / 3]
             if due:
-                async with get_client() as client:
-                    for lease_id in due:
-                        try:
-                            await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=self.lease_seconds)
-                            self.renewed[lease_id] = time.monotonic()
-                        except httpx.HTTPStatusError as exc:
-                            if exc.response.status_code != 404:
-                                continue  # transient: the next pass retries well within the lease
-                            # expired (this process stalled past its lease): the slots are no longer ours
-                            self.held -= self.leases.pop(lease_id)
-                            self.renewed.pop(lease_id, None)
-                        except httpx.TransportError:
-                            continue
+                await self._renew(due)
+
+    def _idle_leases(self, ready_before: float) -> list[Any]:
+        """Leases none of whose slots is in use or was used within its window (plus ``linger``)."""
+        ready: dict[Any, int] = {}
+        for at, _, lease in self.free:
+            if at <= ready_before:
+                ready[lease] = ready.get(lease, 0) + 1
+        return [lease for lease, n in ready.items() if lease is not None and n == self.leases.get(lease)]
+
+    async def _renew(self, due: list[Any]) -> None:
+        async with get_client() as client:
+            for lease_id in due:
+                try:
+                    await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=self.lease_seconds)
+                    self.renewed[lease_id] = time.monotonic()
+                except httpx.HTTPStatusError as exc:
+                    if exc.response.status_code == 404:  # expired (this process stalled): no longer ours
+                        self._drop(lease_id)
+                except httpx.TransportError:
+                    continue  # transient: the next pass retries well within the lease
+
+    def _drop(self, lease_id: Any) -> None:
+        self.leases.pop(lease_id, None)
+        self.in_use.pop(lease_id, None)
+        self.renewed.pop(lease_id, None)
+        self.free = [entry for entry in self.free if entry[2] != lease_id]
+        heapq.heapify(self.free)
 
     async def _give_back(self, lease_id: Any) -> None:
-        self.held -= self.leases.pop(lease_id)
-        self.renewed.pop(lease_id, None)
-        await arelease_concurrency_slots_with_lease(lease_id)
+        self._drop(lease_id)
+        async with get_client() as client:
+            await client.release_concurrency_slots_with_lease(lease_id)
 
     async def aclose(self) -> None:
         for task in (self._grower, self._keeper):
@@ -365,7 +306,9 @@ class _LeasePool:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for lease_id in list(self.leases):
+        for lease_id in [lease for lease in self.leases if lease is not None]:
+            if self.hold and any(at > time.monotonic() for at, _, lease in self.free if lease == lease_id):
+                continue  # its window is not over: giving it back now could let another process burst
             with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
                 await self._give_back(lease_id)
 
@@ -403,10 +346,9 @@ class ProviderLimiter:
     prefix: str
     use_global: bool = True
     margin: float = 0.01
-    chunk_seconds: float = 10.0
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _windows: dict[str, _SlotPool] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
-    _pool: _LeasePool | None = None
+    _pool: _SlotPool | None = None
     requests: int = 0
 
     @classmethod
@@ -418,70 +360,40 @@ class ProviderLimiter:
             prefix=settings.limit_prefix,
             use_global=settings.use_global_limits,
             margin=settings.rate_margin,
-            chunk_seconds=settings.rate_chunk_seconds,
         )
 
     @property
     def global_acquisitions(self) -> int:
-        return sum(b.asks for b in self._buckets.values())
+        return sum(w.acquisitions for w in self._windows.values())
 
     async def throttle(self, groups: list[str]) -> None:
-        """Awaited before every request: wait for this request's turn in every group it counts against."""
+        """Awaited right before every request: a slot of each group it counts against, held for that
+        group's window from now. The slowest group first: its turn decides when the request goes."""
         self.requests += 1
-        # the slowest group first: its turn decides when the request goes
-        limited = sorted((g for g in groups if g in self.groups), key=lambda g: (-self._bucket(g).interval, g))
-        if not limited:
-            return
-        not_before = time.monotonic()
-        for _ in range(5):
-            slots = [await self._bucket(limited[0]).reserve(not_before)]
-            if len(limited) > 1:
-                # Take turns in the faster groups only shortly before that turn. Taken at once, they
-                # moved those groups' pace to where this request stood in the slow group's queue: a
-                # ListingRVA product create (products + global groups) then waited behind every queued
-                # /ai/* submission's global turn, and the submissions ran dry behind the creates
-                # (every other /ai/* turn unused for seconds at a time, measured).
-                if (lead := slots[0][0] - time.monotonic() - _LEAD_SECONDS) > 0:
-                    await asyncio.sleep(lead)
-                slots += [await self._bucket(g).reserve(slots[0][0]) for g in limited[1:]]
-            start = max(s for s, _ in slots)
-            # a request that counts against several groups goes when all of them allow it; if waiting
-            # for one made another's grant expire, take fresh turns from that moment on
-            if all(start < expires for _, expires in slots):
-                break
-            not_before = start
-        for g in limited:
-            bucket = self._buckets[g]
-            bucket.next_at = max(bucket.next_at, start + bucket.interval)
-        delay = start - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent = time.monotonic()
-        if sent - start > _LATE_SECONDS:
-            for g in limited:
-                self._buckets[g].sent_late(sent, sent - start)
+        limited = sorted((g for g in groups if g in self.groups),
+                         key=lambda g: (self.groups[g].requests / self.groups[g].per_seconds, g))  # fmt: skip
+        taken = [(self._window(g), await self._window(g).acquire()) for g in limited]
+        for window, lease in taken:
+            window.release(lease)  # ready again a window after this request leaves
 
     def seconds_until_free(self) -> float:
         """How long until this process could send this provider's next request in its busiest group
         (0 when a request could go now). Batching keeps collecting items while this is positive."""
-        now = time.monotonic()
-        return max([0.0] + [b.next_at - now for b in self._buckets.values()])
+        return max([0.0] + [w.seconds_until_ready() for w in self._windows.values()])
 
-    def _bucket(self, group: str) -> _Bucket:
-        if group not in self._buckets:
+    def _window(self, group: str) -> _SlotPool:
+        if group not in self._windows:
             g = self.groups[group]
-            decay = server_decay(g, self.margin)
-            chunk = chunk_size(g, self.margin, self.chunk_seconds)
-            self._buckets[group] = _Bucket(
-                name=f"{self.prefix}-{self.provider}-{_slug(group)}", interval=1 / decay, chunk=chunk,
-                span=chunk / decay, use_global=self.use_global,
+            self._windows[group] = _SlotPool(
+                name=f"{self.prefix}-{self.provider}-{_slug(group)}", hold=window_hold(g, self.margin),
+                use_global=self.use_global, local_slots=g.requests,
             )  # fmt: skip
-        return self._buckets[group]
+        return self._windows[group]
 
     @asynccontextmanager
     async def job_slot(self) -> AsyncIterator[None]:
         """Held from submit until the job is seen finished: one slot of the provider's in-flight limit,
-        from this process's pool of leases (``_LeasePool``)."""
+        from this process's pool of leases (``_SlotPool`` without a hold)."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.inflight)
         async with self._sem:
@@ -489,18 +401,19 @@ class ProviderLimiter:
                 yield
                 return
             if self._pool is None:
-                self._pool = _LeasePool(f"{self.prefix}-{self.provider}-inflight")
-            await self._pool.acquire()
+                self._pool = _SlotPool(f"{self.prefix}-{self.provider}-inflight")
+            lease = await self._pool.acquire()
             try:
                 yield
             finally:
-                self._pool.release()
+                self._pool.release(lease)
 
     @property
     def lease_acquisitions(self) -> int:
         return self._pool.acquisitions if self._pool else 0
 
     async def aclose(self) -> None:
-        """Give back every in-flight slot this process still holds (end of the flow run)."""
-        if self._pool is not None:
-            await self._pool.aclose()
+        """Give back the slots this process still holds (end of the flow run); a rate slot whose
+        window is not over is left to expire."""
+        for pool in [*self._windows.values(), *([self._pool] if self._pool else [])]:
+            await pool.aclose()

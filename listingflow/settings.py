@@ -53,9 +53,6 @@ class Settings(BaseSettings):
     rate_margin: float = Field(
         0.01, ge=0, le=0.5, description="pace this fraction under the documented rate (clock skew)"
     )
-    rate_chunk_seconds: float = Field(
-        10.0, gt=0, le=600, description="seconds of requests granted per global rate-limit acquisition"
-    )
 
     result_storage: str | None = Field(
         None, description="Prefect block slug for cached submissions, e.g. 's3-bucket/listingflow'"

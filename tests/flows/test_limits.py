@@ -1,7 +1,8 @@
-"""Rate limits granted in chunks by Prefect global concurrency limits, spent at a local pace.
+"""Rate limits as sliding windows of slots held through Prefect global concurrency limits, and
+in-flight limits, both handed out locally from a few leases per process.
 
 Two limiters with the same names stand for two processes (or two flow runs) sharing one Prefect server:
-each has its own pacing state, only the server's limit is common to them.
+each has its own pool of leases, only the server's limit is common to them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from flows.limits import LimitMissing, ProviderLimiter, chunk_size, ensure_limits, limit_specs, server_decay
+from flows.limits import LimitMissing, ProviderLimiter, _SlotPool, ensure_limits, limit_specs, window_hold
 from listingflow.settings import Settings
 from providers.contract import ProviderLimits, RouteLimit
 from providers.registry import load_providers
@@ -23,20 +24,19 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 GROUP = RouteLimit(group="api", requests=10, per_seconds=2.0)
 
 
-def _limiter(prefix: str, *, chunk_seconds: float = 1.0) -> ProviderLimiter:
-    return ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix=prefix,
-                           chunk_seconds=chunk_seconds)  # fmt: skip
+def _limiter(prefix: str) -> ProviderLimiter:
+    return ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix=prefix)
 
 
-async def _limits(prefix: str, *, chunk_seconds: float = 1.0) -> None:
-    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=(GROUP,), max_inflight_jobs=5)})
-    settings = Settings(limit_prefix=prefix, rate_chunk_seconds=chunk_seconds)
-    await ensure_limits(limit_specs(provider, settings))  # type: ignore[arg-type]
+async def _limits(prefix: str, *groups: RouteLimit) -> None:
+    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=groups or (GROUP,),
+                                                                          max_inflight_jobs=5)})  # fmt: skip
+    await ensure_limits(limit_specs(provider, Settings(limit_prefix=prefix)))  # type: ignore[arg-type]
 
 
-async def _send(limiter: ProviderLimiter, n: int, sent: list[float]) -> None:
+async def _send(limiter: ProviderLimiter, n: int, sent: list[float], groups: tuple[str, ...] = ("api",)) -> None:
     async def one() -> None:
-        await limiter.throttle(["api"])
+        await limiter.throttle(list(groups))
         sent.append(time.monotonic())
 
     await asyncio.gather(*(one() for _ in range(n)))
@@ -47,145 +47,58 @@ def _max_in_window(times: list[float], window: float) -> int:
     return max(sum(1 for u in times[i:] if u - t < window) for i, t in enumerate(times))
 
 
-def test_a_chunk_is_about_ten_seconds_of_requests_within_the_documented_window() -> None:
-    assert chunk_size(RouteLimit(group="g", requests=60, per_seconds=60), 0.01, 10.0) == 9
-    assert chunk_size(RouteLimit(group="g", requests=10, per_seconds=60), 0.01, 10.0) == 1  # Pixii: one per ask
-    assert chunk_size(RouteLimit(group="g", requests=30, per_seconds=6), 0.01, 10.0) == 30  # never above the window
-    assert server_decay(RouteLimit(group="g", requests=60, per_seconds=60), 0.01) < 1.0  # the margin is kept
-
-
-def test_global_limits_are_declared_as_chunks_at_the_documented_rate() -> None:
+def test_global_limits_are_n_slots_per_window_and_an_in_flight_limit() -> None:
     registry = load_providers()
-    specs = {s.name: s for s in limit_specs(registry.providers["prodvisual"], Settings(limit_prefix="x"))}
-    api = specs["x-prodvisual-api"]
-    assert api.limit == 9 and api.slot_decay_per_second == pytest.approx(60 / 60 / 1.01)
-    assert specs["x-prodvisual-inflight"].slot_decay_per_second is None
+    specs = {s.name: s for s in limit_specs(registry.providers["pixii"], Settings(limit_prefix="x"))}
+    submit = specs["x-pixii-submit"]
+    assert submit.limit == 10 and submit.slot_decay_per_second is None  # 10 per minute: 10 slots
+    assert specs["x-pixii-inflight"].slot_decay_per_second is None
+    assert window_hold(RouteLimit(group="g", requests=10, per_seconds=60), 0.01) == pytest.approx(60.6)
+    assert window_hold(GROUP, 0.01) == pytest.approx(2.05)  # never less than 50 ms of margin
 
 
-async def test_one_process_runs_at_the_rate_with_one_server_round_trip_per_chunk() -> None:
+async def test_the_window_allows_n_at_once_and_never_more_than_n_in_any_window() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix, chunk_seconds=2.0)
-    limiter = _limiter(prefix, chunk_seconds=2.0)
+    await _limits(prefix)
+    limiter = _limiter(prefix)
     sent: list[float] = []
     began = time.monotonic()
     await _send(limiter, 25, sent)
-    elapsed = time.monotonic() - began
-    gaps = [b - a for a, b in zip(sorted(sent), sorted(sent)[1:], strict=False)]
-    assert min(gaps) >= 0.2 * 0.99  # 10 per 2 s, paced one by one
+    sent.sort()
+    assert sent[9] - began < 0.5, sent[9] - began  # the first ten leave at once, as documented
     assert _max_in_window(sent, 2.0) <= 10
-    # 25 requests at 5/s take ~4.8 s when the bucket is saturated; the round trips add little
-    assert elapsed < 4.8 * 1.25, elapsed
-    assert limiter.global_acquisitions <= 25 / 9 + 1  # chunks of 9, not one ask per request
+    assert sent[10] - sent[0] >= 2.0 and sent[20] - sent[10] >= 2.0
+    assert sent[-1] - began < 2 * 2.05 + 0.6  # 25 = 10 + 10 + 5: two windows and a little
+    assert limiter.global_acquisitions == 1  # one lease of ten slots, reused window after window
+    await limiter.aclose()
 
 
-async def test_a_request_sent_late_by_a_busy_process_keeps_the_window() -> None:
-    """The event loop is blocked while a paced request waits for its turn: it goes out late, and the
-    requests a window after it (in the next chunk) must move with it, or a provider counting a sliding
-    window would see 11 requests in 2 s and answer 429."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix, chunk_seconds=2.0)
-    limiter = _limiter(prefix, chunk_seconds=2.0)
-    sent: list[float] = []
-    await _send(limiter, 1, sent)  # takes the first chunk
-    rest = asyncio.create_task(_send(limiter, 19, sent))  # all turns are given out now: the next in 0.2 s
-    await asyncio.sleep(0.05)
-    time.sleep(0.3)  # noqa: ASYNC251 - a busy process: the second request's turn passes meanwhile
-    await rest
-    assert sorted(sent)[1] - sent[0] > 0.3  # it did go out late
-    assert _max_in_window(sent, 2.0) <= 10
-
-
-async def test_a_request_queued_beyond_the_chunk_does_not_hold_back_those_inside_it() -> None:
-    """A request whose turn (in another group) is seconds ahead needs the next chunk and waits for it;
-    requests whose turns fall inside the current chunk still take its grants meanwhile."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix, chunk_seconds=2.0)
-    limiter = _limiter(prefix, chunk_seconds=2.0)
-    await limiter.throttle(["api"])  # the first chunk: 9 grants over ~1.8 s
-    bucket = limiter._bucket("api")
-    began = time.monotonic()
-    ahead = asyncio.create_task(bucket.reserve(began + 5.0))  # beyond this chunk: waits for the next one
-    await asyncio.sleep(0.05)
-    start, _ = await asyncio.wait_for(bucket.reserve(time.monotonic()), 1.0)  # inside it: not held back
-    assert start - began < 0.5
-    later, _ = await asyncio.wait_for(ahead, 10.0)
-    assert later >= began + 5.0
-
-
-async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turns() -> None:
-    """ListingRVA's product creates (products + global) and its /ai/* submissions (ai + global): the
-    creates must not wait for the global turns of submissions queued seconds ahead in /ai/*."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    wide = RouteLimit(group="wide", requests=100, per_seconds=2.0)
-    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=(GROUP, wide), max_inflight_jobs=5)})
-    await ensure_limits(limit_specs(provider, Settings(limit_prefix=prefix, rate_chunk_seconds=2.0)))  # type: ignore[arg-type]
-    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP, "wide": wide}, inflight=5, prefix=prefix,
-                              chunk_seconds=2.0)  # fmt: skip
-    await limiter.throttle(["api", "wide"])  # both chunks taken
-    slow: list[float] = []
-    began = time.monotonic()
-
-    async def one(groups: list[str], sent: list[float]) -> None:
-        await limiter.throttle(groups)
-        sent.append(time.monotonic())
-
-    queued = asyncio.gather(*(one(["api", "wide"], slow) for _ in range(6)))  # 0.2 s apart: ~1.2 s of turns
-    await asyncio.sleep(0.05)
-    fast: list[float] = []
-    await one(["wide"], fast)
-    await queued
-    assert fast[0] - began < 0.3, fast[0] - began  # not after the queued api turns
-    assert max(slow) - began > 1.0  # which still keep their own pace
-    assert _max_in_window(slow, 2.0) <= 10 and _max_in_window(slow + fast, 2.0) <= 100
-
-
-async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every request waiting on a group shares its refill: one lost connection must not fail them all."""
-    from flows.limits import _Bucket
-
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix)
-    read, dropped = _Bucket._read_limit, []
-
-    async def flaky(self: _Bucket, client: object) -> object:
-        if not dropped:
-            dropped.append(self.name)
-            raise httpx.ReadError("connection reset by peer")
-        return await read(self, client)
-
-    monkeypatch.setattr(_Bucket, "_read_limit", flaky)
-    limiter = _limiter(prefix)
-    sent: list[float] = []
-    await asyncio.wait_for(_send(limiter, 3, sent), 10)
-    assert dropped and len(sent) == 3
-
-
-async def test_two_processes_share_the_rate_without_exceeding_the_window() -> None:
+async def test_two_processes_share_the_window_without_exceeding_it() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
     first, second = _limiter(prefix), _limiter(prefix)
     sent_first: list[float] = []
     sent_second: list[float] = []
-    began = time.monotonic()
-    await asyncio.gather(_send(first, 15, sent_first), _send(second, 15, sent_second))
-    elapsed = time.monotonic() - began
+    await _send(first, 6, sent_first)  # holds six slots for a window
+    await asyncio.gather(_send(first, 9, sent_first), _send(second, 15, sent_second))
     both = sent_first + sent_second
     # the server arbitrates: together they never exceed 10 in any 2-s window (a sliding window, as the
     # providers count), and each got its share
     assert _max_in_window(both, 2.0) <= 10
-    assert first.global_acquisitions >= 1 and second.global_acquisitions >= 1
-    assert elapsed >= (30 - 10) / 5  # not faster than the rate allows
+    assert sent_second and min(sent_second) - min(sent_first) < 1.0  # the four free slots at once
+    await first.aclose()
+    await second.aclose()
 
 
-async def test_a_process_that_dies_holding_a_chunk_delays_the_next_by_one_chunk_at_most() -> None:
+async def test_a_process_that_dies_holds_only_the_slots_it_took() -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix, chunk_seconds=2.0)
-    dead = _limiter(prefix, chunk_seconds=2.0)
-    await dead.throttle(["api"])  # took a chunk of 9 (2 s), spends one, then "dies"
-    began = time.monotonic()
+    await _limits(prefix)
+    dead = _limiter(prefix)
+    await dead.throttle(["api"])  # takes one slot and "dies": it expires with its lease
     sent: list[float] = []
-    await _send(_limiter(prefix, chunk_seconds=2.0), 3, sent)
-    assert time.monotonic() - began < 2.0 + 1.5  # waited for the dead chunk to decay, nothing more
+    began = time.monotonic()
+    await asyncio.wait_for(_send(_limiter(prefix), 9, sent), 10)
+    assert max(sent) - began < 1.0  # the other nine were there at once
 
 
 async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
@@ -194,29 +107,61 @@ async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
         await asyncio.wait_for(limiter.throttle(["api"]), 30)
 
 
-async def test_without_global_limits_the_local_pace_still_holds() -> None:
+async def test_without_global_limits_the_local_window_still_holds() -> None:
     limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
     sent: list[float] = []
     await _send(limiter, 12, sent)
     assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions == 0
+    assert sorted(sent)[10] - min(sent) >= 2.0
 
 
-async def test_seconds_until_free_tells_batching_how_long_the_pace_holds_requests_back() -> None:
+async def test_seconds_until_free_tells_batching_how_long_the_window_holds_requests_back() -> None:
     limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
     assert limiter.seconds_until_free() == 0.0
-    await _send(limiter, 3, [])  # 3 sent 0.2 s apart: the next could go 0.2 s after the last
-    assert 0.1 < limiter.seconds_until_free() <= 0.21
-    await asyncio.sleep(0.25)
-    assert limiter.seconds_until_free() == 0.0
+    await _send(limiter, 9, [])
+    assert limiter.seconds_until_free() == 0.0  # one slot left
+    await _send(limiter, 1, [])
+    assert 1.9 < limiter.seconds_until_free() <= 2.05
 
 
-async def test_a_process_configured_with_bigger_chunks_asks_for_what_the_limit_holds() -> None:
+async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turns() -> None:
+    """ListingRVA's product creates (products + global) and its /ai/* submissions (ai + global): the
+    creates must not wait behind submissions queued for /ai/* slots."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    await _limits(prefix, chunk_seconds=0.4)  # another process set the limit up with chunks of 2
-    limiter = _limiter(prefix, chunk_seconds=2.0)  # this one would take 9
+    wide = RouteLimit(group="wide", requests=100, per_seconds=2.0)
+    await _limits(prefix, GROUP, wide)
+    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP, "wide": wide}, inflight=5, prefix=prefix)
+    slow: list[float] = []
+    began = time.monotonic()
+    queued = asyncio.gather(_send(limiter, 16, slow, ("api", "wide")))  # six wait a window for api slots
+    await asyncio.sleep(0.3)
+    fast: list[float] = []
+    await _send(limiter, 1, fast, ("wide",))
+    await queued
+    assert fast[0] - began < 0.6, fast[0] - began  # not after the queued api turns
+    assert max(slow) - began >= 2.0  # which still wait for their window
+    assert _max_in_window(slow, 2.0) <= 10 and _max_in_window(slow + fast, 2.0) <= 100
+    await limiter.aclose()
+
+
+async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request waiting on a group shares its pool: one lost connection must not fail them all."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    ask, dropped = _SlotPool._ask, []
+
+    async def flaky(self: _SlotPool) -> None:
+        if not dropped:
+            dropped.append(self.name)
+            raise httpx.ReadError("connection reset by peer")
+        await ask(self)
+
+    monkeypatch.setattr(_SlotPool, "_ask", flaky)
+    limiter = _limiter(prefix)
     sent: list[float] = []
-    await asyncio.wait_for(_send(limiter, 6, sent), 30)
-    assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions >= 3
+    await asyncio.wait_for(_send(limiter, 3, sent), 10)
+    assert dropped and len(sent) == 3
+    await limiter.aclose()
 
 
 async def _inflight_state(prefix: str) -> tuple[int, int]:
