@@ -103,8 +103,7 @@ class RunContext:
         """The provider's paid submissions in this run and its expected balance (``flows.reconcile``)."""
         if name not in self.gates:
             plugin = self.providers[name]
-            has_balance = type(plugin).balance is not Provider.balance
-            self.gates[name] = BalanceGate(name, plugin.balance if has_balance else None)
+            self.gates[name] = BalanceGate(name, plugin.balance if plugin.balance_endpoint else None)
         return self.gates[name]
 
     def secrets(self) -> list[str]:

@@ -351,6 +351,9 @@ class Provider(abc.ABC):
     default_styles: ClassVar[tuple[str, ...]] = ()
     output_hosts: ClassVar[tuple[str, ...]] = ()
     """Hosts the provider serves outputs from; downloads from anywhere else are refused."""
+    balance_endpoint: ClassVar[bool] = False
+    """``balance()`` reads the account's live balance from the provider (a free request). Only then can
+    a run tell from the balance whether an ambiguous submission was charged (``flows.reconcile``)."""
     sandbox: ClassVar[str | None] = None
     """``module:Class`` of the local sandbox that plays this provider's test key."""
     sandbox_key: ClassVar[str] = ""

@@ -289,6 +289,8 @@ class ListingRVAProvider(BaseProvider):
         job = await self._poll(ref, time.monotonic() + self.settings.max_wait_seconds)
         return self._result(ref, job) if job.finished else None
 
+    balance_endpoint = True
+
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
 

@@ -324,6 +324,8 @@ class ProdVisualProvider(Provider):
                                 provider=PROVIDER, code=exc.code, status=exc.status) from None  # fmt: skip
         return self._result(ref, state)
 
+    balance_endpoint = True
+
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
 

@@ -123,3 +123,15 @@ async def test_pixii_looks_the_job_up_and_adopts_it(sandboxes: dict[str, Any], l
     assert state.is_completed(), summary.failure_report()
     assert submits(pixii, ("a_plus",)) == 1 and paid_submissions({"pixii": pixii})["pixii"] == 1
     assert summary.cost.total.net == pixii.net_credits()
+
+
+async def test_balance_checks_cover_only_providers_with_a_balance_endpoint(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
+    """Pixii reports a balance only in submit responses: it has no start balance to compare with."""
+    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG005"]), steps=["copy", "images", "aplus"])
+    assert state.is_completed(), summary.failure_report()
+    checks = {b.provider: b for b in summary.cost.balances}
+    assert set(checks) == {"listingrva", "prodvisual"}
+    for name, check in checks.items():
+        assert check.explained and check.spent == sandboxes[name].net_credits(), check.text()
