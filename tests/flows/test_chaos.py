@@ -178,8 +178,10 @@ def _nothing_paid_twice_and_every_credit_accounted(summary: Any, sandboxes: dict
     assert duplicate_payments(sandboxes) == []
     billed = net_charged(sandboxes)
     for line in summary.cost.by("provider"):
-        assert line.net <= billed[line.provider] <= line.net + line.possibly_charged, (line, billed)
-        if not line.possibly_charged:
+        assert line.net <= billed[line.provider], (line, billed)
+        if not line.possibly_unknown_jobs:  # a held job of unpublished price has no upper bound
+            assert billed[line.provider] <= line.net + line.possibly_charged, (line, billed)
+        if not line.possibly_charged and not line.possibly_unknown_jobs:
             assert line.net == billed[line.provider], (line, billed)
     assert sum(paid_submissions(sandboxes).values()) > len(summary.products)
 
