@@ -121,6 +121,19 @@ def test_nothing_cites_documents_outside_the_repository() -> None:
     assert not hits, "\n".join(hits)
 
 
+def test_relative_links_in_the_markdown_resolve() -> None:
+    """The README's and the docs' links to other files of the repository (not web pages, not anchors)."""
+    link = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+    broken = [
+        f"{path.relative_to(ROOT).as_posix()}: {target}"
+        for path in FILES
+        if path.suffix == ".md"
+        for target in link.findall(_read(path))
+        if "://" not in target and not target.startswith("mailto:") and not (path.parent / target).exists()
+    ]
+    assert not broken, "\n".join(broken)
+
+
 @pytest.mark.parametrize(
     ("rel", "text", "expected"),
     [
