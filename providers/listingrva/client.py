@@ -4,6 +4,8 @@ Why a token provider instead of a key: the credential is a dashboard-session JWT
 no refresh endpoint (contract §1), so ``TokenAuth`` asks a callable for a token, and on a 401 asks it
 once more and retries once. Every request passes the route groups it counts against (``ai`` /
 ``products`` plus ``global``) to the throttle, because the workspace budget is shared (contract §4).
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

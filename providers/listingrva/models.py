@@ -1,4 +1,4 @@
-"""ListingRVA request and response models (contract: /work/shared/api/listingrva.md).
+"""ListingRVA request and response models (contract: docs/providers/listingrva.md).
 
 Request models enforce every documented rule so a bad request never leaves the process (and never
 spends credits); they serialize with ``model_dump(exclude_none=True, by_alias=True)`` so omitted

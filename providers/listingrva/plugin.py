@@ -5,6 +5,8 @@ product needs exactly one product record first; it is looked up by title and cat
 created, so repeated runs never create duplicates. Why polling is slow: job polls share the 30/min
 ``ai`` bucket with submissions (contract §4), so the first poll waits for the low end of a job's
 duration; image jobs can skip polls altogether with ``LISTINGRVA_WEBHOOK_URL`` (``webhooks.py``).
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

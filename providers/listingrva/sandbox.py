@@ -12,6 +12,8 @@ Routes are served both at the root and under ``/api``, so the plugin's ``base_ur
 ListingRVA products carry no ASIN, so a job's ASIN (for ``fail_asins`` / ``partial_fail_asins`` and
 the charge records) is found in the product's text: a configured ASIN, else an Amazon-style ASIN
 (``B0`` + 8) appearing in its title, description or image URL.
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

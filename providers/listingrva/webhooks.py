@@ -14,6 +14,8 @@ the job id; unknown event names are accepted. The payload schema is undocumented
 used only when it names this job and carries its image URL(s); otherwise it wakes the waiter, which
 confirms with ``GET /ai/jobs/:id``. A delivery that never comes (none is retried) costs one poll per
 ``webhook_reconcile_seconds``.
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Errors are mapped by Pixii's ``code``, never by HTTP status alone, because Pixii's own pages disagree
 on the status of NO_ACTIVE_BRAND (400/422) and INSUFFICIENT_CREDITS (402/400) (contract §9).
+
+Contract: docs/providers/pixii.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pixii request and response models (contract: /work/shared/api/pixii.md).
+"""Pixii request and response models (contract: docs/providers/pixii.md).
 
 Request models enforce every documented rule locally so a bad request never leaves the process (and
 never counts against the 10/min submission limit). Response models are tolerant: Pixii's docs leave

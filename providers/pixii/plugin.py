@@ -3,6 +3,8 @@
 Pixii has no idempotency mechanism (contract §9), so a submission that may have reached Pixii
 (5xx, timeout, garbled 2xx) is reconciled against ``GET /v1/api/jobs?asin=`` before the error is
 allowed to propagate: a retry must never pay for the same job twice.
+
+Contract: docs/providers/pixii.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A local Pixii that plays the ``pk_test_`` key faithfully (contract /work/shared/api/pixii.md).
+"""A local Pixii that plays the ``pk_test_`` key faithfully (contract docs/providers/pixii.md).
 
 It validates requests with Pixii's own error envelope and codes, charges credits at submission and
 refunds failed jobs / failed images / failed A+ variants when the job finishes, enforces the

@@ -8,6 +8,8 @@ that list cannot be fetched the server's own validation is the fallback (contrac
 No idempotency key exists (contract §3): a POST that failed after reaching the server may still have
 been billed. This client only raises the right error types; deciding to retry a POST is the caller's
 job (only on connection errors that happened before the request was sent).
+
+Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ProdVisual API v1 wire models (contract /work/shared/api/prodvisual.md).
+"""ProdVisual API v1 wire models (contract docs/providers/prodvisual.md).
 
 Request models enforce every documented rule *before* a request leaves, so a bad catalog row costs
 no request and no credit. Response models are tolerant: every field the contract does not promise is

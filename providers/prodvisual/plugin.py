@@ -4,6 +4,8 @@ One product becomes one job: a single POST /v1/generate when one style is asked 
 completes inside the POST, so ``wait`` needs no extra request), or one batch with an item per style.
 ``build_batch`` lets the flow merge many products' items into batches of at most 50; every item keeps
 a label in ``JobRef.meta["labels"]`` so outputs, matched to inputs by position, map back to products.
+
+Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

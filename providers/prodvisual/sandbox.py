@@ -1,4 +1,4 @@
-"""Local sandbox that plays ProdVisual's ``pv_test_`` key (contract /work/shared/api/prodvisual.md).
+"""Local sandbox that plays ProdVisual's ``pv_test_`` key (contract docs/providers/prodvisual.md).
 
 What it does, and the choices it makes where the contract is silent:
 - every endpoint of contract §2, the ``{"error": {"code","message","status"}}`` body and codes of §3,

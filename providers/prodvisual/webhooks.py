@@ -15,6 +15,8 @@ and the event is processed on the flow's event loop; events are de-duplicated on
 whose body is not a finished job (an unknown event name, a bare ``generation.completed`` without the
 batch's results) only wakes the waiter, which then confirms with ``GET /v1/generations/{id}``; a
 webhook that never comes costs one poll per ``webhook_reconcile_seconds``.
+
+Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The sandbox itself: documented rate limits, the provider's error bodies, auth."""
+"""The sandbox itself: documented rate limits, the provider's error bodies, auth.
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Image jobs finished by ListingRVA's signed ``image.generated`` webhook instead of polls (contract §9)."""
+"""Image jobs finished by ListingRVA's signed ``image.generated`` webhook instead of polls (contract §9).
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """submit / wait / refresh / balance against a running sandbox, including faults, failing ASINs,
-partial batches, timeouts and expired outputs."""
+partial batches, timeouts and expired outputs.
+
+Contract: docs/providers/prodvisual.md (cited below as "contract §N").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Batches finished by ProdVisual's signed webhook instead of status polls (contract §11)."""
+"""Batches finished by ProdVisual's signed webhook instead of status polls (contract §11).
+
+Contract: docs/providers/prodvisual.md (cited below as "contract §N").
+"""
 
 from __future__ import annotations
 
