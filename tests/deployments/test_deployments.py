@@ -160,11 +160,19 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("prefect-server")
+    with start_server(root, f"sqlite+aiosqlite:///{root / 'prefect.db'}") as started:
+        yield started
+
+
+@contextlib.contextmanager
+def start_server(root: Path, database_url: str) -> Iterator[Server]:
+    """``prefect server start`` on ``database_url`` (SQLite file or PostgreSQL), scheduler off; yields
+    once it is healthy, stops it on exit."""
     port = free_port()
     env = _clean_env()
     env.update({
         "PREFECT_HOME": str(root / "home"),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         # no scheduled runs of catalog-nightly may sneak into the tests' runs
@@ -215,15 +223,17 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
         proc.stop()
 
 
-async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: Path) -> list[Spawned]:
+async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: Path,
+                        env: dict[str, dict[str, str]] | None = None) -> list[Spawned]:  # fmt: skip
     """``prefect worker start --limit 1`` per name, each in a directory outside the checkout and
-    without provider keys; returns once every worker polls the pool."""
+    without provider keys, with ``env[name]`` added to its environment; returns once every worker
+    polls the pool."""
     workers = []
     for name in names:
         workdir = tmp_path / f"{name}-cwd"
         workdir.mkdir()
         workers.append(spawn(name, [*PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1"],
-                             env=server.client_env(), cwd=workdir))  # fmt: skip
+                             env=server.client_env(**(env or {}).get(name, {})), cwd=workdir))  # fmt: skip
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while not all(f"Worker '{w.name}' started" in w.output() for w in workers):
         for w in workers:
