@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 from providers.serving import free_port
-from tests.deployments.test_deployments import (  # noqa: F401 - spawn and this_server are fixtures
+from tests.deployments import test_deployments as one_host
+from tests.deployments.test_deployments import (
     ON_DEMAND,
     SCALE_INFLIGHT,
     SCALE_LIMITS,
@@ -38,13 +39,16 @@ from tests.deployments.test_deployments import (  # noqa: F401 - spawn and this_
     assert_limits_held,
     bootstrap_and_deploy,
     sandboxes_with,
-    spawn,
     start_server,
     start_workers,
-    this_server,
     wait_final,
     write_catalog,
 )
+
+# the runbook tests' fixtures: ``spawn`` starts subprocesses and kills them (and their descendants) after
+# the test; ``this_server`` (autouse) points this process's Prefect client at this module's ``server``
+spawn = one_host.spawn
+this_server = one_host.this_server
 
 pytestmark = pytest.mark.multihost
 
@@ -134,6 +138,33 @@ def host_env(root: Path) -> dict[str, str]:
             "TMPDIR": str(root / "tmp")}  # fmt: skip
 
 
+def assert_each_request_paid_once(boxes: dict[str, Any], products: int) -> None:
+    """The providers' own ledgers: one paid job per distinct request, one charge per paid job, and one
+    ListingRVA product record per product."""
+    for name, box in boxes.items():
+        paid = box.paid_jobs()
+        requests = Counter((j.kind, j.asin, json.dumps(j.payload, sort_keys=True)) for j in paid)
+        assert paid and set(requests.values()) == {1}, (name, [r for r, n in requests.items() if n > 1])
+        charges = Counter(c.job_id for c in box.charges if c.kind == "charge")
+        assert set(charges.values()) == {1}, (name, charges)
+    assert len(boxes["listingrva"].products) == products
+
+
+def redis_sets(url: str) -> int:
+    """How many SET commands Redis has served (a lock is taken with SET NX)."""
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(url)) as client:
+        return int(client.info("commandstats").get("cmdstat_set", {}).get("calls", 0))
+
+
+def redis_locks_held(url: str) -> list[bytes]:
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(url)) as client:
+        return list(client.scan_iter("lock:*"))
+
+
 # --- the Redis lock manager --------------------------------------------------------------------------------
 
 
@@ -190,6 +221,7 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
     catalog, archive = f"s3://{ARCHIVE_BUCKET}/{catalog_key}", f"s3://{ARCHIVE_BUCKET}/{lf_env['prefix']}/archive"
     products = {"a": asins[:3], "b": asins[1:]}  # two products in both runs
 
+    sets_before = redis_sets(redis_url)
     with sandboxes_with(SCALE_LIMITS, job_seconds=0.5) as boxes:
         first, _ = await bootstrap_and_deploy(server)
         assert f"result storage s3-bucket/{block}: created (s3://{RESULTS_BUCKET} at {s3_url})" in first, first
@@ -217,15 +249,7 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
     # the providers' limits held across both hosts (rate per window, no 429, jobs in flight)
     assert_limits_held(boxes, SCALE_LIMITS, SCALE_INFLIGHT)
 
-    # every output paid once: one paid job per distinct request, one charge per paid job, one ListingRVA
-    # product record per product
-    for name, box in boxes.items():
-        paid = box.paid_jobs()
-        requests = Counter((j.kind, j.asin, json.dumps(j.payload, sort_keys=True)) for j in paid)
-        assert paid and set(requests.values()) == {1}, (name, [r for r, n in requests.items() if n > 1])
-        charges = Counter(c.job_id for c in box.charges if c.kind == "charge")
-        assert set(charges.values()) == {1}, (name, charges)
-    assert len(boxes["listingrva"].products) == len(asins)
+    assert_each_request_paid_once(boxes, products=len(asins))
 
     # the run manifests and cost summaries, read back from the S3 archive: the shared products used the
     # same jobs in both runs, and the providers charged exactly what the two summaries report
@@ -234,7 +258,8 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
 
     manifests = [read_json(f"runs/{r.id}/manifest.json") for r in finished]
     assert [{p["asin"]: p["status"] for p in m["products"]} for m in manifests] == [
-        dict.fromkeys(p, "complete") for p in products.values()]
+        dict.fromkeys(p, "complete") for p in products.values()
+    ]
     jobs = [{p["asin"]: p["jobs"] for p in m["products"]} for m in manifests]
     for asin in set(products["a"]) & set(products["b"]):
         assert jobs[0][asin] == jobs[1][asin], asin
@@ -251,9 +276,6 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
         state = Path(env["LISTINGFLOW_HOME"])
         assert not (state / "locks").exists(), f"{name} took file locks"
         assert not [p for p in (state / "results").rglob("*") if p.is_file()], f"{name} cached results locally"
-    import redis
-
-    with contextlib.closing(redis.Redis.from_url(redis_url)) as r:
-        assert r.info("commandstats")["cmdstat_set"]["calls"] > 0, "no lock was taken in Redis"
-        assert not r.keys("lock:*"), "a lock was left behind"
+    assert redis_sets(redis_url) > sets_before, "no lock was taken in Redis"
+    assert not redis_locks_held(redis_url), "a lock was left behind"
     print(f"\ntwo runs on two hosts (Postgres, Redis, S3): {elapsed:.1f}s")
