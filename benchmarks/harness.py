@@ -26,14 +26,38 @@ REPO = Path(__file__).resolve().parents[1]
 PROVIDERS = ("listingrva", "prodvisual", "pixii")
 
 
+def postgres_bindir() -> Path | None:
+    """PostgreSQL's server binaries: on PATH, else the newest Debian/Ubuntu install
+    (``/usr/lib/postgresql/<version>/bin``, which the ``postgresql`` package does not put on PATH)."""
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("postgres"):
+        return Path(initdb).resolve().parent
+    installs = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "postgres").exists()]
+    return max(installs, key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0, default=None)
+
+
 def postgres_available() -> bool:
-    return bool(shutil.which("initdb") and shutil.which("postgres"))
+    return postgres_bindir() is not None
+
+
+def _cluster_user() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as ``postgres`` (created by the Debian
+    package), else as ``nobody``."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+        return ["runuser", "-u", "postgres", "--"]
+    except KeyError:
+        return ["runuser", "-u", "nobody", "--"]
 
 
 @contextmanager
 def postgres(home: Path) -> Iterator[str]:
     """A throwaway PostgreSQL cluster under ``home`` (the machine's own server binaries); yields the
-    SQLAlchemy URL for Prefect. As root, the cluster runs as the ``postgres`` user."""
+    SQLAlchemy URL for Prefect. As root, the cluster runs as ``postgres`` (or ``nobody``)."""
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "postgres.log").open("w")
     # its own directory, outside the benchmark's private (0700) temporary tree
@@ -41,18 +65,21 @@ def postgres(home: Path) -> Iterator[str]:
     data, sock = cluster / "data", cluster / "sock"
     sock.mkdir()
     port = free_port()
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL's server binaries (initdb, postgres) are not installed")
+    as_user = _cluster_user()
     if as_user:
-        subprocess.run(["chown", "-R", "postgres", str(cluster)], check=True)
-    subprocess.run([*as_user, "initdb", "-D", str(data), "-A", "trust", "-U", "prefect"], check=True,
+        subprocess.run(["chown", "-R", as_user[2], str(cluster)], check=True)
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "prefect"], check=True,
                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    proc = subprocess.Popen([*as_user, "postgres", "-D", str(data), "-p", str(port), "-k", str(sock),
+    proc = subprocess.Popen([*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
                              "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
                              "-c", "fsync=off", "-c", "synchronous_commit=off"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         for _ in range(100):
-            ready = subprocess.run([*as_user, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect"],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            ready = subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                    "-U", "prefect", "prefect"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
             if ready.returncode == 0:
                 break
             time.sleep(0.2)
@@ -76,8 +103,8 @@ def create_database(url: str, name: str) -> str:
     from urllib.parse import urlsplit
 
     port = urlsplit(url).port
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_user, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name], check=True,
+    createdb = str((postgres_bindir() or Path()) / "createdb")
+    subprocess.run([*_cluster_user(), createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     return url.rsplit("/", 1)[0] + "/" + name
 

@@ -325,13 +325,9 @@ class CacheReader:
 
 def lock_manager(settings: Settings) -> Any:
     if settings.redis_url:
-        from urllib.parse import urlsplit
+        from .redis_locks import ExpiringRedisLockManager  # optional: pip install 'listingflow[redis]'
 
-        from prefect_redis.locking import RedisLockManager  # optional: pip install prefect-redis
-
-        url = urlsplit(settings.redis_url)
-        return RedisLockManager(host=url.hostname or "localhost", port=url.port or 6379,
-                                db=int((url.path or "/0").strip("/") or 0), password=url.password)  # fmt: skip
+        return ExpiringRedisLockManager(settings.redis_url, settings.lock_hold_seconds)
     return CrashSafeFileSystemLockManager(settings.locks_path, settings.lock_hold_seconds)
 
 

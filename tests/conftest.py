@@ -66,13 +66,17 @@ def drain_prefect_workers(timeout: float = 15.0) -> None:
     keeps sending to the stopped server, and the events of every later run (task runs are recorded from
     events) are lost (seen: a later run's task runs never reached the session server).
     """
+    import contextvars
     import threading
 
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     from listingflow.local import _drain
 
-    drain = threading.Thread(target=lambda: run_coro_as_sync(_drain()), daemon=True)
+    # in this context (the test's temporary PREFECT_API_URL): a thread without it would create a log
+    # worker for no API URL, which starts Prefect's ephemeral server (left running after the session)
+    context = contextvars.copy_context()
+    drain = threading.Thread(target=lambda: context.run(run_coro_as_sync, _drain()), daemon=True)
     drain.start()
     drain.join(timeout=timeout)
 

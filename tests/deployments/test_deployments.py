@@ -158,13 +158,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, **settings: str) -> Iterator[Server]:
-    """``prefect server start`` on SQLite under ``root``, a free port and ``settings``; stopped on exit."""
+def running_server(root: Path, database_url: str | None = None, **settings: str) -> Iterator[Server]:
+    """``prefect server start`` on ``database_url`` (SQLite under ``root`` by default, or PostgreSQL), a
+    free port and ``settings``; yields once it is healthy, stops it on exit."""
+    database_url = database_url or f"sqlite+aiosqlite:///{root / 'prefect.db'}"
     port = free_port()
     env = _clean_env()
     env.update({
         "PREFECT_HOME": str(root / "home"),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         **settings,
@@ -223,15 +225,17 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
         proc.stop()
 
 
-async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: Path) -> list[Spawned]:
+async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: Path,
+                        env: dict[str, dict[str, str]] | None = None) -> list[Spawned]:  # fmt: skip
     """``prefect worker start --limit 1`` per name, each in a directory outside the checkout and
-    without provider keys; returns once every worker polls the pool."""
+    without provider keys, with ``env[name]`` added to its environment; returns once every worker
+    polls the pool."""
     workers = []
     for name in names:
         workdir = tmp_path / f"{name}-cwd"
         workdir.mkdir()
         workers.append(spawn(name, [*PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1"],
-                             env=server.client_env(), cwd=workdir))  # fmt: skip
+                             env=server.client_env(**(env or {}).get(name, {})), cwd=workdir))  # fmt: skip
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while not all(f"Worker '{w.name}' started" in w.output() for w in workers):
         for w in workers:
