@@ -94,11 +94,17 @@ class Limit:
     def interval(self) -> float:
         return self.window / self.requests
 
+    def span(self, requests: int) -> float:
+        """From the first to the last of ``requests`` sent as the window allows: N at once, N more
+        a window later."""
+        return math.floor(max(0, requests - 1) / self.requests) * self.window
+
 
 def pipeline_lower_bound(*, products: int, variations: int, styles: int, limits: dict[str, Limit],
                          job: dict[str, float], any_without_variations: bool) -> dict[str, Any]:  # fmt: skip
-    """Lower bound of the default pipeline (copy: ListingRVA, images: ProdVisual batches, A+ and Scale:
-    Pixii) from the catalog's minimal request counts, the limits and the job durations.
+    """Lower bound of the default pipeline scheduled by data (copy: ListingRVA and images: ProdVisual
+    batches at once; A+ on Pixii once both exist; Scale on Pixii once the image exists), from the
+    catalog's minimal request counts, the limits and the job durations.
 
     Minimal counted requests (independent of how listingflow polls):
     * ListingRVA ``ai``: one submit and at least one poll per listing job (listing jobs have no webhook);
@@ -107,20 +113,18 @@ def pipeline_lower_bound(*, products: int, variations: int, styles: int, limits:
       one ``/v1/styles``.
     * Pixii ``submit``: one per A+ job and one per variation (polls are not limited).
 
-    For each group: head (the earliest its first request can be useful) + (R - 1) x interval (the
-    sustained rate) + tail (the least work left after its last request); the bound is the largest of
-    these and of one product's chain. A client that bursts a whole window at the start could finish
-    up to one window earlier than the sustained-rate figure; listingflow never bursts (limit=1 bucket).
+    For each group: head (the earliest its first request can be useful) + the time R requests need
+    at N per window sent as the window allows (N at once, the next N a window later) + tail (the least
+    work left after its last request); the bound is the largest of these and of one product's chain.
     """
     d_l, d_p, d_x = job["listingrva"], job["prodvisual"], job["pixii"]
     batches = math.ceil(products * styles / 50)
-    tail_after_copy = d_p + d_x + (0.0 if any_without_variations else d_x)
     groups = {
-        ("listingrva", "ai"): (2 * products, 0.0, tail_after_copy),
-        ("listingrva", "products"): (products + 1, 0.0, d_l + tail_after_copy),
-        ("listingrva", "global"): (3 * products + 1, 0.0, tail_after_copy),
-        ("prodvisual", "api"): (2 * batches + 1, d_l, d_x + (0.0 if any_without_variations else d_x)),
-        ("pixii", "submit"): (products + variations, d_l + d_p, d_x),
+        ("listingrva", "ai"): (2 * products, 0.0, d_x),
+        ("listingrva", "products"): (products + 1, 0.0, d_l + d_x),
+        ("listingrva", "global"): (3 * products + 1, 0.0, d_x),
+        ("prodvisual", "api"): (2 * batches + 1, 0.0, d_x),
+        ("pixii", "submit"): (products + variations, d_p if variations else max(d_l, d_p), d_x),
     }
     parts = {}
     for (provider, group), (requests, head, tail) in groups.items():
@@ -129,13 +133,13 @@ def pipeline_lower_bound(*, products: int, variations: int, styles: int, limits:
             continue
         parts[f"{provider}.{group}"] = {
             "requests": requests, "head_s": head, "tail_s": tail,
-            "bound_s": head + max(0, requests - 1) * limit.interval + tail,
+            "bound_s": head + limit.span(requests) + tail,
         }  # fmt: skip
-    chain = d_l + d_p + d_x + (d_x if variations else 0.0)
+    chain = max(d_l, d_p) + d_x
     binding = max(parts, key=lambda k: parts[k]["bound_s"])
     bound = max(chain, parts[binding]["bound_s"])
     return {"bound_s": bound, "binding": binding if bound > chain else "chain", "chain_s": chain, "groups": parts}
 
 
 def single_group_bound(*, requests: int, limit: Limit, head: float = 0.0, tail: float = 0.0) -> float:
-    return head + max(0, requests - 1) * limit.interval + tail
+    return head + limit.span(requests) + tail

@@ -1,8 +1,11 @@
 """The plain baseline: the same provider calls as listingflow's default pipeline, with asyncio + httpx only.
 
-No Prefect, no task runs, no caching, no limits, no pydantic models: what a hand-written script would do
-for each catalog product, in the same order and with the same request counts as listingflow's default
-steps (copy on ListingRVA -> images on ProdVisual -> A+ on Pixii -> Scale on Pixii per variation):
+No Prefect, no task runs, no caching, no pydantic models: what a competent hand-written script would do
+for each catalog product, with the same request counts as listingflow's default steps (copy on
+ListingRVA and images on ProdVisual at once, A+ on Pixii once both exist, Scale on Pixii per variation
+once the image exists). Given the providers' limits (``spec["limits"]``), it keeps each route group
+within them with a plain sliding window per group (N requests at once, then the next as the oldest
+leaves the window), the way a script writer reads "N per minute"; without them it sends freely.
 
 * ListingRVA: page through ``GET /products`` for an existing record with the product's title and
   category, ``POST /products`` if there is none, ``POST /ai/listing`` and poll ``GET /ai/jobs/{id}``;
@@ -28,6 +31,7 @@ import os
 import resource
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +61,39 @@ def read_catalog(path: str) -> list[dict[str, Any]]:
     return products
 
 
+class Window:
+    """At most ``n`` requests in any ``window`` seconds (plus 1% and 50 ms for the way to the server)."""
+
+    def __init__(self, n: int, window: float) -> None:
+        self.n, self.window = n, window * 1.01 + 0.05
+        self.sent: deque[float] = deque()
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.lock:
+            while len(self.sent) >= self.n:
+                wait = self.sent[0] + self.window - time.monotonic()
+                if wait <= 0:
+                    self.sent.popleft()
+                else:
+                    await asyncio.sleep(wait)
+            self.sent.append(time.monotonic())
+
+
+def route_groups(provider: str, method: str, url: str) -> list[str]:
+    """The documented route groups a request counts against (docs/providers/*.md, rate limits)."""
+    if provider == "listingrva":
+        return ["ai", "global"] if "/ai/" in url else ["products", "global"] if "/products" in url else ["global"]
+    if provider == "prodvisual":
+        return ["api"]
+    return ["submit"] if method == "POST" else []
+
+
 class Baseline:
-    def __init__(self, http: httpx.AsyncClient, out_dir: Path, *, linger: float, styles: list[str]) -> None:
+    def __init__(self, http: httpx.AsyncClient, out_dir: Path, *, linger: float, styles: list[str],
+                 limits: dict[str, dict[str, list[float]]] | None = None) -> None:  # fmt: skip
+        self.windows = {(p, g): Window(int(n), float(w)) for p, groups in (limits or {}).items()
+                        for g, (n, w) in groups.items()}  # fmt: skip
         self.http = http
         self.out = out_dir
         self.linger = linger
@@ -78,8 +113,15 @@ class Baseline:
         self.timer: asyncio.TimerHandle | None = None
         self.requests = 0
 
+    def provider_of(self, url: str) -> str:
+        return "listingrva" if url.startswith(self.lrva) else "prodvisual" if url.startswith(self.pv) else "pixii"
+
     async def call(self, method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+        provider = self.provider_of(url)
         for attempt in range(8):
+            for group in route_groups(provider, method, url):
+                if (window := self.windows.get((provider, group))) is not None:
+                    await window.take()
             self.requests += 1
             r = await self.http.request(method, url, headers=headers, **kw)
             if r.status_code == 429 or r.status_code >= 500:
@@ -192,17 +234,25 @@ class Baseline:
 
     async def product(self, p: dict[str, Any]) -> None:
         folder = self.out / p["country_code"] / p["asin"]
-        copy = await self.listing(p)
-        image_urls = await self.images(p)
+        copy_job = asyncio.ensure_future(self.listing(p))  # the image does not need the copy
+        try:
+            image_urls = await self.images(p)
+        except BaseException:
+            copy_job.cancel()
+            raise
         await asyncio.gather(*[self.download(u, folder / f"images-{n}.png") for n, u in enumerate(image_urls)])
         main = image_urls[0] if image_urls else p["image_url"]
-        bullets = "\n".join(f"- {b}" for b in (copy.get("bullets") or []))
-        prompt = f"Product: {copy.get('title') or p['title']}\nKey features:\n{bullets}"
-        aplus = await self.pixii_job("/v1/api/a_plus", {
-            "asin": p["asin"], "country_code": p["country_code"], "types": ["A+ Basic"], "main_image_url": main,
-            "other_image_urls": [p["image_url"]], "user_prompt": prompt,
-        })  # fmt: skip
-        await asyncio.gather(*[self.download(u, folder / f"aplus-{n}.png") for n, u in enumerate(aplus)])
+
+        async def aplus_job() -> tuple[dict[str, Any], list[str]]:
+            copy = await copy_job
+            bullets = "\n".join(f"- {b}" for b in (copy.get("bullets") or []))
+            prompt = f"Product: {copy.get('title') or p['title']}\nKey features:\n{bullets}"
+            aplus = await self.pixii_job("/v1/api/a_plus", {
+                "asin": p["asin"], "country_code": p["country_code"], "types": ["A+ Basic"], "main_image_url": main,
+                "other_image_urls": [p["image_url"]], "user_prompt": prompt,
+            })  # fmt: skip
+            await asyncio.gather(*[self.download(u, folder / f"aplus-{n}.png") for n, u in enumerate(aplus)])
+            return copy, aplus
 
         async def scale(variation: str) -> None:
             urls = await self.pixii_job("/v1/api/scale", {
@@ -213,19 +263,20 @@ class Baseline:
             await asyncio.gather(*[self.download(u, self.out / p["country_code"] / variation / f"scale-{n}.png")
                                    for n, u in enumerate(urls)])  # fmt: skip
 
-        await asyncio.gather(*[scale(v) for v in p["variations"]])
+        (copy, aplus), *_ = await asyncio.gather(aplus_job(), *[scale(v) for v in p["variations"]])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps({"copy": copy, "images": image_urls, "aplus": aplus}))
 
 
 async def run(catalog: str, out_dir: Path, *, concurrency: int = 50, linger: float = 1.0,
-              styles: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+              styles: list[str] | None = None, limits: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     products = read_catalog(catalog)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     started = time.perf_counter()
+    started_epoch = time.time()
     failures = 0
     async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
-        base = Baseline(http, out_dir, linger=linger, styles=styles or ["white_bg"])
+        base = Baseline(http, out_dir, linger=linger, styles=styles or ["white_bg"], limits=limits)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(p: dict[str, Any]) -> None:
@@ -239,13 +290,15 @@ async def run(catalog: str, out_dir: Path, *, concurrency: int = 50, linger: flo
 
         await asyncio.gather(*[one(p) for p in products])
     wall = time.perf_counter() - started
-    return {"wall": wall, "products": len(products), "failures": failures, "requests": base.requests}
+    return {"wall": wall, "products": len(products), "failures": failures, "requests": base.requests,
+            "started_epoch": started_epoch}
 
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     result = asyncio.run(run(spec["catalog"], Path(spec["out_dir"]), concurrency=spec.get("concurrency", 50),
-                             linger=spec.get("linger", 1.0), styles=spec.get("styles")))  # fmt: skip
+                             linger=spec.get("linger", 1.0), styles=spec.get("styles"),
+                             limits=spec.get("limits")))  # fmt: skip
     from .worker import peak_rss_mb
 
     result["peak_rss_mb"] = peak_rss_mb()
