@@ -27,6 +27,7 @@ from .archive import SpooledArchive
 from .costs import CostLedger
 from .limits import ProviderLimiter
 from .params import RunParameters
+from .stopping import RunStop
 
 
 class BudgetExceeded(PermanentError):
@@ -90,6 +91,7 @@ class RunContext:
     skipped: list[str] = field(default_factory=list)
     on_product_done: Callable[[Any], None] | None = None
     batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
+    stop: RunStop = field(default_factory=RunStop)
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]
@@ -108,13 +110,25 @@ def current_run() -> RunContext:
         raise RuntimeError("no listingflow run is active in this context") from None
 
 
-_submitting: contextvars.ContextVar[str | None] = contextvars.ContextVar("listingflow_submitting", default=None)
+def active_run() -> RunContext | None:
+    """The run of the current context, if any (code shared with the CLI's estimate runs outside one)."""
+    return _current.get(None)
+
+
+@dataclass
+class _Submission:
+    provider: str
+    sent: bool = False
+
+
+_submitting: contextvars.ContextVar[_Submission | None] = contextvars.ContextVar("listingflow_submitting",
+                                                                                  default=None)  # fmt: skip
 
 
 @contextlib.contextmanager
 def submitting(provider: str) -> Iterator[None]:
     """Mark the current task as sending a paid submission to ``provider`` (see ``gate_submissions``)."""
-    token = _submitting.set(provider)
+    token = _submitting.set(_Submission(provider))
     try:
         yield
     finally:
@@ -124,14 +138,26 @@ def submitting(provider: str) -> Iterator[None]:
 def gate_submissions(provider: str, throttle: Any) -> Any:
     """The provider's throttle, refusing a submission whose turn comes after the provider was blocked
     (out of credits, daily cap): a submission can wait its turn for several seconds, and the check at
-    the start of the submit task is then stale. Polls of running jobs still go through."""
+    the start of the submit task is then stale. Polls of running jobs still go through.
+
+    When the run is asked to stop, a request still waiting for its turn is abandoned (nothing was
+    sent), except the later requests of a submission whose first request has gone out (a lookup that
+    tells whether it was paid)."""
 
     async def gated(groups: list[str]) -> None:
-        await throttle(groups)
-        if _submitting.get() == provider:
-            run = _current.get(None)
-            if run is not None and provider in run.blocked:
+        run = _current.get(None)
+        sub = _submitting.get()
+        mine = sub is not None and sub.provider == provider
+        if run is None or (mine and sub.sent):  # type: ignore[union-attr]
+            await throttle(groups)
+        else:
+            await run.stop.race(throttle(groups), f"{provider} request")
+        if mine and run is not None:
+            if provider in run.blocked:
                 raise run.blocked[provider]
+            if not sub.sent:  # type: ignore[union-attr]
+                run.stop.check(f"{provider} submission")
+                sub.sent = True  # type: ignore[union-attr]
 
     return gated
 

@@ -174,6 +174,7 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
                       estimate: int | None = None) -> JobRef:  # fmt: skip
     """The only task that spends credits."""
     run = current_run()
+    run.stop.check(f"submit {provider} {label}")
     if provider in run.blocked:
         raise run.blocked[provider]
     run.budget.check(provider, estimate)
@@ -205,8 +206,8 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
     plugin = run.provider(ref.provider)
 
     async def wait_once() -> JobResult:
-        try:
-            return await plugin.wait(ref)
+        try:  # a stop abandons the polling, never the job: the next run resumes it
+            return await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")
         except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
             raise _GaveUp(exc) from None
 

@@ -1,0 +1,33 @@
+"""The local Prefect server's process: uvicorn, ending when the process that started it is gone.
+
+``listingflow run`` starts this in a session of its own, so the terminal's Ctrl-C (sent to the whole
+foreground process group) does not stop the server under a run that is still winding down; the CLI
+stops it explicitly at the end. A parent killed with SIGKILL cannot do that, so the server also
+watches its parent and shuts down (uvicorn's graceful SIGTERM) once it is gone. Run as a script (no
+package import needed): ``python server_process.py <uvicorn arguments>``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main() -> None:
+    threading.Thread(target=_watch, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    from uvicorn.main import main as uvicorn_main
+
+    uvicorn_main(args=sys.argv[1:], prog_name="uvicorn")
+
+
+if __name__ == "__main__":
+    main()
