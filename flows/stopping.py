@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,8 +43,10 @@ class RunStop:
 
     def __init__(self) -> None:
         self.reason: str | None = None
-        self._event = asyncio.Event()
+        self._racing: dict[asyncio.Task[Any], int] = {}
+        self._cancelled: set[asyncio.Task[Any]] = set()
         self._shielded: set[asyncio.Future[Any]] = set()
+        self._waiters: list[asyncio.Future[None]] = []
         self.in_flight: dict[str, InFlightJob] = {}
 
     @property
@@ -51,13 +54,25 @@ class RunStop:
         return self.reason is not None
 
     def request(self, reason: str) -> None:
-        """Ask the run to stop (idempotent: the first reason is kept)."""
-        if self.reason is None:
-            self.reason = reason
-            self._event.set()
+        """Ask the run to stop (idempotent: the first reason is kept). Called in the run's loop."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        for task in self._racing:
+            self._cancelled.add(task)
+            task.cancel()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait(self) -> None:
-        await self._event.wait()
+        if self.reason is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
 
     def check(self, what: str) -> None:
         """Raise ``Interrupted`` if the run is stopping: called before anything that would be paid."""
@@ -65,22 +80,32 @@ class RunStop:
             raise Interrupted(f"{what} not started: the run was stopped ({self.reason})", code="INTERRUPTED")
 
     async def race(self, awaitable: Awaitable[T], what: str) -> T:
-        """``awaitable``'s result, or ``Interrupted`` as soon as a stop is requested (it is then
-        cancelled: only for work that is free to abandon, never a paid request in progress)."""
-        self.check(what)
-        work = asyncio.ensure_future(awaitable)
-        stopped = asyncio.ensure_future(self.wait())
+        """``awaitable``'s result, or ``Interrupted`` as soon as a stop is requested: only for work that
+        is free to abandon (a rate-limit turn, polling, a back-off), never a paid request in progress.
+
+        A stop cancels the awaiting task, which is cheaper than a task per wait (this wraps every
+        request's throttle): the cancellation is turned into ``Interrupted`` here and withdrawn."""
+        if self.reason is not None:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: no "never awaited" warning
+            self.check(what)
+        task = asyncio.current_task()
+        assert task is not None
+        self._racing[task] = self._racing.get(task, 0) + 1
         try:
-            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            result = await awaitable
+        except asyncio.CancelledError:
+            if task not in self._cancelled:
+                raise
         finally:
-            for fut in (work, stopped):
-                if not fut.done():
-                    fut.cancel()
-        if work.done() and not work.cancelled():
-            return work.result()
-        with contextlib.suppress(BaseException):
-            await work
-        raise Interrupted(f"{what} stopped: the run was stopped ({self.reason})", code="INTERRUPTED")
+            depth = self._racing.pop(task) - 1
+            if depth:
+                self._racing[task] = depth
+        if task in self._cancelled:  # ours, delivered (or swallowed by the awaitable): withdraw it
+            self._cancelled.discard(task)
+            task.uncancel()
+            raise Interrupted(f"{what} stopped: the run was stopped ({self.reason})", code="INTERRUPTED")
+        return result
 
     async def finish(self, awaitable: Awaitable[T], orphaned: Callable[[T], None] | None = None) -> T:
         """Run ``awaitable`` (a paid call) to its end even if the caller is cancelled meanwhile.
