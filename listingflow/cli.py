@@ -128,20 +128,12 @@ class _StopOnSignals:
         self.signum: int | None = None
         self.stop: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._saved: dict[int, Any] = {}
 
     def install(self) -> None:
         import signal
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.signal(sig, self.handle)
-            self._saved.setdefault(sig, previous)
-
-    def uninstall(self) -> None:
-        import signal
-
-        for sig, previous in self._saved.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, self.handle)
 
     def attach(self, stop: Any) -> None:
         """The run is under way: stop requests go to it from now on."""
@@ -216,8 +208,8 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
         err.print(f"[yellow]{stopper.name}: stopped before any product was started; nothing was submitted[/yellow]")
         return stopper.exit_code
     finally:
+        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still exits at once
         cf.HOOKS["on_stoppable"] = None
-        stopper.uninstall()
     return stopper.exit_code if stopper.signum else code
 
 
@@ -226,7 +218,8 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from listingflow.local import discard_sandbox_state, local_prefect_server, running_sandboxes
+    from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server, running_sandboxes
+    from listingflow.server import running_server
     from listingflow.settings import get_settings, reset_settings
     from providers.registry import load_providers
 
@@ -243,7 +236,9 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
         settings = get_settings()
         if sandbox:  # these sandboxes' jobs end with this command: so does what was cached about them
             stack.callback(discard_sandbox_state, settings.sandbox_dir)
-        console.print("[dim]starting Prefect...[/dim]")
+        if not configured_api_url() and running_server(settings.state_dir) is None:
+            console.print("[dim]starting a local Prefect server in the background (later runs reuse it; "
+                          "`listingflow server stop` stops it)...[/dim]")  # fmt: skip
         api = stack.enter_context(local_prefect_server(settings.state_dir))
         console.print(f"[dim]Prefect API: {api}[/dim]")
 
@@ -457,6 +452,39 @@ def sandbox(
             pass
         finally:
             discard_sandbox_state(Settings(sandbox_instance=instance).sandbox_dir)
+
+
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server `listingflow run` starts in the "
+                                                     "background when PREFECT_API_URL is not set.")  # fmt: skip
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server for this state dir (.listingflow/) is running, and where."""
+    from listingflow.local import configured_api_url
+    from listingflow.server import running_server
+    from listingflow.settings import get_settings
+
+    if configured_api_url():
+        console.print(f"PREFECT_API_URL is set ({os.environ.get('PREFECT_API_URL', 'in the Prefect profile')}): "
+                      "runs use that server, not a local one", soft_wrap=True)  # fmt: skip
+    record = running_server(get_settings().state_dir)
+    if record is None:
+        console.print("local Prefect server: not running (the next `listingflow run` starts it)")
+        raise typer.Exit(1)
+    console.print(f"local Prefect server: running at {record.url} (pid {record.pid}, up "
+                  f"{time.time() - record.started_at:.0f}s, log {record.log})", soft_wrap=True)  # fmt: skip
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server (run history, limits and cached submissions stay on disk)."""
+    from listingflow.server import stop_server
+    from listingflow.settings import get_settings
+
+    record = stop_server(get_settings().state_dir)
+    console.print("local Prefect server: " + (f"stopped (pid {record.pid})" if record else "was not running"))
 
 
 @app.command()

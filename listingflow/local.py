@@ -1,9 +1,10 @@
 """Local conveniences for ``listingflow run`` and the demo: a Prefect server and the sandboxes.
 
 Without ``PREFECT_API_URL``, Prefect would start an ephemeral server per process and print shutdown
-errors on success (see the Prefect facts note). Instead we start one server on a SQLite database under
-``.listingflow/`` (so cached submissions, limits and run history persist between local runs), drain the
-log and event workers before stopping it, and stop it cleanly.
+errors on success (see the Prefect facts note). Instead ``listingflow run`` uses one server on a SQLite
+database under ``.listingflow/`` (so cached submissions, limits and run history persist between local
+runs), started in the background on first use and reused (``listingflow.server``), and drains the log
+and event workers before the command ends.
 """
 
 from __future__ import annotations
@@ -23,19 +24,27 @@ from providers.sandbox.core import Sandbox
 
 @contextmanager
 def local_prefect_server(home: Path) -> Iterator[str]:
-    """Yield an API URL: the configured one, or a local server started for this command."""
-    from prefect.settings import PREFECT_API_URL
+    """Yield an API URL: the configured one, or the local background server (started if needed)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+    if configured_api_url():
         yield str(PREFECT_API_URL.value() or os.environ["PREFECT_API_URL"])
         return
 
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    home.mkdir(parents=True, exist_ok=True)
-    with prefect_server_with_services(f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}") as url:
-        yield url
+    from listingflow.server import ensure_server
+
+    record, _ = ensure_server(home)
+    with temporary_settings(updates={PREFECT_API_URL: record.url}):
+        yield record.url
         run_coro_as_sync(_drain())
+
+
+def configured_api_url() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
 @contextmanager

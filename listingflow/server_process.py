@@ -1,9 +1,10 @@
 """The local Prefect server's process: uvicorn, ending when the process that started it is gone.
 
-``listingflow run`` starts this in a session of its own, so the terminal's Ctrl-C (sent to the whole
-foreground process group) does not stop the server under a run that is still winding down; the CLI
-stops it explicitly at the end. A parent killed with SIGKILL cannot do that, so the server also
-watches its parent and shuts down (uvicorn's graceful SIGTERM) once it is gone. Run as a script (no
+Started in a session of its own, so the terminal's Ctrl-C (sent to the whole foreground process group)
+never stops the server under a run that is still winding down. ``listingflow run``'s background server
+(``listingflow.server``) is meant to outlive the command; a server started for one command only
+(``prefect_server_with_services``: the test suite's) watches its parent instead and shuts down
+(uvicorn's graceful SIGTERM) once it is gone, so a parent killed with SIGKILL cannot orphan it. Run as a script (no
 package import needed): ``python server_process.py <uvicorn arguments>``.
 """
 
@@ -23,7 +24,8 @@ def _watch(parent: int) -> None:
 
 
 def main() -> None:
-    threading.Thread(target=_watch, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    if not os.environ.get("LISTINGFLOW_SERVER_DETACHED"):  # the background server outlives its starter
+        threading.Thread(target=_watch, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     from uvicorn.main import main as uvicorn_main
 
     uvicorn_main(args=sys.argv[1:], prog_name="uvicorn")
