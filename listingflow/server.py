@@ -64,12 +64,20 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def running_server(home: Path) -> ServerRecord | None:
-    """The recorded server, if its process is alive and answers."""
+def running_server(home: Path, patience: float = 10.0) -> ServerRecord | None:
+    """The recorded server, if its process is alive and answers (a live one that is slow to answer, on a
+    busy machine, is given ``patience`` s: starting another would end it, under any run using it)."""
     record = _read(home)
-    if record is None or not _alive(record.pid) or not _healthy(record.url):
+    if record is None:
         return None
-    return record
+    deadline = time.monotonic() + patience
+    while _alive(record.pid):
+        if _healthy(record.url):
+            return record
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return None
 
 
 @contextlib.contextmanager
@@ -123,7 +131,7 @@ def _start(home: Path) -> ServerRecord:
                                PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: 5.0}  # fmt: skip
     with temporary_settings(updates=updates):
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
-               "LISTINGFLOW_SERVER_DETACHED": "1",
+               "LISTINGFLOW_SERVER_RECORD": str(record_path(home).resolve()),
                **get_current_settings().to_environment_variables(exclude_unset=True)}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     with open(log, "ab") as out:
