@@ -293,7 +293,7 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product],
         nonlocal done, last_update
         for index, product in queue:
             if run.stop.requested:
-                records[index] = _not_started(product)
+                records[index] = _not_started(product).record()
                 continue
             task = asyncio.create_task(run_product(run, tasks, product))
             running.add(task)
