@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from listingflow.server import _alive, ensure_server, record_path, running_server, stop_server
+from listingflow.server import (
+    _alive,
+    ensure_server,
+    record_path,
+    running_server,
+    stop_server,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +24,7 @@ def _server_cli(command: str, lf_env: dict[str, Any]) -> subprocess.CompletedPro
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     return subprocess.run([sys.executable, "-m", "listingflow.cli", "server", command], env=env, text=True,
-                          capture_output=True, timeout=60, cwd=ROOT)  # fmt: skip
+                          capture_output=True, timeout=60, cwd=ROOT, check=False)  # fmt: skip
 
 
 def test_one_background_server_is_reused_shown_and_ends_with_its_record(lf_env: dict[str, Any]) -> None:
