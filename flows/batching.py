@@ -20,8 +20,10 @@ from pydantic import BaseModel
 
 from providers.contract import JobRef, JobResult, Step
 
+from .costs import JobCost
 from .runtime import RunContext, submission_key
 from .submission import HeldSubmission
+from .stopping import InFlightJob, Interrupted
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 
@@ -108,6 +110,26 @@ class Batcher:
         except JobFailedWithResult as exc:
             return exc.result
 
+    async def _submit(self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None) -> JobRef:
+        ref: JobRef = forget(await self.tasks.submit(
+            self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
+            estimate=estimate,
+        ))  # fmt: skip
+        for m in members:
+            await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+        return ref
+
+    def _keep(self, members: list[_Member], ref: JobRef) -> None:
+        """A batch job this run stopped waiting for: kept for the next run; paid by this run unless an
+        earlier run submitted it."""
+        products = tuple(dict.fromkeys(m.id.split("#")[0] for m in members))
+        self.run.stop.keep(InFlightJob(provider=self.provider, step=str(self.step), job_id=ref.job_id,
+                                       products=products))  # fmt: skip
+        if ref.meta.get("run_id") == self.run.run_id:
+            for m in members:
+                self.run.costs.add(JobCost(provider=self.provider, step=str(self.step), product=m.id.split("#")[0],
+                                           job_id=ref.job_id, charged=m.estimate, original_run=self.run.run_id))
+
     async def _run_batch(self, members: list[_Member]) -> None:
         plugin = self.run.provider(self.provider)
         try:
@@ -120,15 +142,16 @@ class Batcher:
             estimate = None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
             self.batches += 1
             async with self.run.limiters[self.provider].job_slot():
-                ref: JobRef = forget(await self.tasks.submit(
-                    self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
-                    estimate=estimate,
-                ))  # fmt: skip
-                for m in members:
-                    await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+                # finished even when the run stops meanwhile: the job and its members' pointers persist
+                ref = await self.run.stop.finish(self._submit(members, batch, key, estimate),
+                                                 orphaned=lambda r: self._keep(members, r))  # fmt: skip
                 if ref.held:  # every member's share is held with it
                     raise HeldSubmission(ref, earlier=ref.meta.get("run_id") != self.run.run_id)
-                result = await self._wait(ref)
+                try:
+                    result = await self._wait(ref)
+                except (Interrupted, asyncio.CancelledError):
+                    self._keep(members, ref)
+                    raise
         except BaseException as exc:  # noqa: BLE001 - every member learns why its batch failed
             for m in members:
                 if not m.future.done():

@@ -9,6 +9,7 @@ products overlap. At the end: a run manifest, a ``cost-summary`` artifact (table
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -25,7 +26,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.context import FlowRunContext
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from listingflow.settings import Settings, get_settings
@@ -52,6 +53,7 @@ from .held import HeldStore
 from .reconcile import balance_checks
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
+from .stopping import RunStop
 from .tasks import configure_tasks, forget_empty_task_assets
 
 logger = logging.getLogger("listingflow")
@@ -69,28 +71,48 @@ class RunSummary(BaseModel):
     refused: list[str] = Field(default_factory=list, description="why the run did not start")
     spooled: list[str] = Field(default_factory=list, description="outputs kept locally, archive down")
     notes: list[str] = Field(default_factory=list)
+    interrupted: str | None = Field(None, description="why the run stopped early (SIGINT, SIGTERM)")
+    in_flight: list[dict[str, Any]] = Field(default_factory=list, description="jobs left running, resumed next run")
 
     def count(self, status: str) -> int:
         return sum(1 for p in self.products if p.status == status)
 
     @property
     def ok(self) -> bool:
-        return not self.refused and not any(p.status in ("failed", "partial") for p in self.products)
+        return not self.refused and not self.interrupted and not any(
+            p.status in ("failed", "partial") for p in self.products
+        )
+
+    @property
+    def status(self) -> str:
+        """The run's outcome in one word, as the run manifest records it."""
+        if self.refused:
+            return "refused"
+        if self.interrupted:
+            return "interrupted"
+        return "completed" if self.ok else "failed"
 
     def headline(self) -> str:
         if self.refused:
             return "run refused: " + "; ".join(self.refused)
         parts = [f"{self.count('complete')} complete"]
-        for status in ("partial", "failed", "deferred", "skipped"):
+        for status in ("partial", "failed", "deferred", "interrupted", "skipped"):
             if self.count(status):
                 parts.append(f"{self.count(status)} {status}")
         if self.rejected_rows:
             parts.append(f"{len(self.rejected_rows)} rejected rows")
-        return f"{len(self.products)} products: " + ", ".join(parts)
+        line = f"{len(self.products)} products: " + ", ".join(parts)
+        if self.interrupted:
+            jobs = len(self.in_flight)
+            line = (f"run interrupted ({self.interrupted}): {line}; {jobs} job{'' if jobs == 1 else 's'} in flight "
+                    "kept, the same command resumes them without paying again")  # fmt: skip
+        return line
 
-    def failure_report(self) -> list[str]:
+    def failure_report(self, include_interrupted: bool = True) -> list[str]:
         lines = []
         for p in self.products:
+            if p.status == "interrupted" and not include_interrupted:
+                continue
             for failure in p.failures():
                 lines.append(f"{p.key} {failure}")
         lines += [str(r) for r in self.rejected_rows]
@@ -99,8 +121,13 @@ class RunSummary(BaseModel):
 
 LAST_SUMMARY: dict[str, RunSummary] = {}
 """The most recent summary per process, for the local CLI (flow results may be Failed states)."""
-HOOKS: dict[str, Callable[..., None] | None] = {"on_start": None, "on_product_done": None}
-"""Progress callbacks of the local CLI; flow parameters cannot carry callables."""
+HOOKS: dict[str, Callable[..., None] | None] = {"on_start": None, "on_product_done": None, "on_stoppable": None}
+"""Progress callbacks of the local CLI; flow parameters cannot carry callables. ``on_stoppable`` receives
+the run's ``RunStop`` once the flow is running (the CLI binds Ctrl-C and SIGTERM to it then: Prefect's
+flow engine installs its own SIGTERM handler when a flow run starts)."""
+STOP_GRACE_SECONDS = 4.0
+"""After a stop request, products still running this long (waiting for an in-flight slot, a download)
+are cancelled; paid calls in progress are still let finish (``RunStop.finish``)."""
 
 
 def _run_id() -> str:
@@ -203,7 +230,6 @@ async def run_catalog(
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )
-        secrets = [s for p in providers.values() for s in p.settings.secret_values()]
 
         if params.budget.max_credits is not None or params.budget.per_provider:
             manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
@@ -225,38 +251,13 @@ async def run_catalog(
             held=HeldStore(settings.held_path),
         )  # fmt: skip
         token = set_current_run(run)
+        if HOOKS["on_stoppable"]:
+            HOOKS["on_stoppable"](run.stop)
         try:
             tasks = await configure_tasks(settings)
             if on_start:
                 on_start(len(products), archive.uri)
-            progress = await _progress_artifact(len(products))
-            records: list[ProductRecord | None] = [None] * len(products)
-            queue = iter(enumerate(products))  # shared by the workers: each product is taken once
-            done = 0
-            last_update = 0.0
-
-            async def worker() -> None:
-                # A fixed set of workers rather than one waiting coroutine per product: a gather over
-                # the whole catalog holds every product's task (and result) until the last one ends.
-                nonlocal done, last_update
-                for index, product in queue:
-                    try:
-                        outcome = await run_product(run, tasks, product)
-                    except Exception as exc:  # noqa: BLE001 - one product never stops the others
-                        outcome = ProductOutcome(asin=product.asin, country_code=product.country_code,
-                                                 title=product.title, status="failed")  # fmt: skip
-                        outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
-                    records[index] = outcome.record()
-                    forget_empty_task_assets()
-                    done += 1
-                    if on_product_done:
-                        on_product_done(outcome, done, len(products))
-                    if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
-                        last_update = time.monotonic()
-                        await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
-                                                        description=f"{done}/{len(products)} products finished")
-
-            await asyncio.gather(*(worker() for _ in range(min(settings.product_concurrency, len(products)))))
+            records = await _run_products(run, tasks, products, on_product_done)
             summary.products = [r for r in records if r is not None]
             summary.spooled = list(archive.spooled)
             summary.cost = run.costs.summary(
@@ -268,12 +269,87 @@ async def run_catalog(
             summary.cost.balances = await balance_checks(run.gates, summary.cost)
             summary.notes += [str(blocked) for blocked in run.blocked.values()]
             summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
+            if run.stop.requested:
+                summary.interrupted = run.stop.reason
+                summary.in_flight = [dataclasses.asdict(j) for j in run.stop.in_flight.values()]
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
     LAST_SUMMARY["last"] = summary
     return summary
+
+
+async def _run_products(run: RunContext, tasks: Any, products: list[Product],
+                        on_product_done: Callable[[ProductOutcome, int, int], None] | None) -> list[ProductRecord | None]:  # fmt: skip
+    """Every product's chain, ``product_concurrency`` at a time; on a stop request the products not
+    started are recorded as interrupted, and those still running after ``STOP_GRACE_SECONDS`` are
+    cancelled."""
+    progress = await _progress_artifact(len(products))
+    records: list[ProductRecord | None] = [None] * len(products)
+    queue = iter(enumerate(products))  # shared by the workers: each product is taken once
+    running: set[asyncio.Task[ProductOutcome]] = set()
+    secrets = run.secrets()
+    done = 0
+    last_update = 0.0
+
+    async def worker() -> None:
+        # A fixed set of workers rather than one waiting coroutine per product: a gather over
+        # the whole catalog holds every product's task (and result) until the last one ends.
+        nonlocal done, last_update
+        for index, product in queue:
+            if run.stop.requested:
+                records[index] = _not_started(product).record()
+                continue
+            task = asyncio.create_task(run_product(run, tasks, product))
+            running.add(task)
+            try:
+                outcome = await task
+            except asyncio.CancelledError:
+                if not task.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # the run itself is being cancelled
+                outcome = _not_started(product, "stopped while running: the run was stopped")
+            except Exception as exc:  # noqa: BLE001 - one product never stops the others
+                outcome = ProductOutcome(asin=product.asin, country_code=product.country_code,
+                                         title=product.title, status="failed")  # fmt: skip
+                outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
+            finally:
+                running.discard(task)
+            records[index] = outcome.record()
+            forget_empty_task_assets()
+            done += 1
+            if on_product_done:
+                on_product_done(outcome, done, len(products))
+            if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
+                last_update = time.monotonic()
+                await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
+                                                description=f"{done}/{len(products)} products finished")
+
+    watcher = asyncio.create_task(_cancel_after_grace(run.stop, running))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(run.settings.product_concurrency, len(products)))))
+    finally:
+        watcher.cancel()
+    if run.stop.requested:
+        await run.stop.settle(timeout=STOP_GRACE_SECONDS)
+    return records
+
+
+async def _cancel_after_grace(stop: RunStop, running: set[asyncio.Task[Any]]) -> None:
+    await stop.wait()
+    if running:
+        await asyncio.wait(set(running), timeout=STOP_GRACE_SECONDS)
+    for task in list(running):
+        task.cancel()
+
+
+def _not_started(product: Product, why: str = "not started: the run was stopped") -> ProductOutcome:
+    from .pipeline import StepOutcome
+
+    outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title,
+                             status="interrupted")  # fmt: skip
+    outcome.steps["run"] = StepOutcome(step=Step.COPY, provider="-", status="interrupted", error=why)
+    return outcome
 
 
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -328,7 +404,8 @@ def run_manifest(summary: RunSummary, params: RunParameters) -> bytes:
         "run_id": summary.run_id, "catalog": summary.catalog, "started_at": summary.started_at,
         "finished_at": summary.finished_at, "parameters": params.model_dump(mode="json", by_alias=True),
         "headline": summary.headline(), "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
-        "spooled": summary.spooled, "notes": summary.notes,
+        "spooled": summary.spooled, "notes": summary.notes, "status": summary.status,
+        "interrupted_by": summary.interrupted, "in_flight": summary.in_flight,
     }  # fmt: skip
     products = ({"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
                  "failures": p.failures(), "manifest": p.manifest_key,
@@ -355,6 +432,8 @@ def _failures_markdown(summary: RunSummary) -> str:
 def final_state(summary: RunSummary) -> State:
     if summary.refused:
         return Failed(message=summary.headline())
+    if summary.interrupted:
+        return Cancelled(message=summary.headline())
     if not summary.ok:
         return Failed(message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]))
     return Completed(message=summary.headline())

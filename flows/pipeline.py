@@ -42,12 +42,13 @@ from .costs import JobCost
 from .download import fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
+from .stopping import InFlightJob, Interrupted
 from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 logger = logging.getLogger("listingflow.pipeline")
 
-StepStatus = Literal["done", "reused", "failed", "deferred", "skipped", "not_applicable"]
+StepStatus = Literal["done", "reused", "failed", "deferred", "interrupted", "skipped", "not_applicable"]
 
 
 class ArchivedOutput(BaseModel):
@@ -80,7 +81,7 @@ class ProductOutcome(BaseModel):
     asin: str
     country_code: str
     title: str
-    status: Literal["complete", "partial", "failed", "deferred", "skipped"] = "complete"
+    status: Literal["complete", "partial", "failed", "deferred", "interrupted", "skipped"] = "complete"
     steps: dict[str, StepOutcome] = Field(default_factory=dict)
     manifest_key: str | None = None
     finished_at: float | None = None
@@ -163,7 +164,9 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     for step, result in zip(running, await asyncio.gather(*running.values()), strict=True):
         outcome.steps[step] = result  # reports keep the logical order copy -> images -> aplus -> scale
     statuses = {o.status for o in outcome.steps.values()}
-    if "deferred" in statuses:
+    if "interrupted" in statuses:
+        outcome.status = "interrupted"
+    elif "deferred" in statuses:
         outcome.status = "deferred"
     elif "failed" in statuses:
         outcome.status = "failed" if not any(s in statuses for s in ("done", "reused")) else "partial"
@@ -184,7 +187,9 @@ async def _run_when_ready(run: RunContext, tasks: TaskSet, product: Product, ctx
     ctx = ctx.model_copy()
     for need in needs:
         upstream = await asyncio.shield(running[need])
-        if upstream.status in ("failed", "deferred") or (upstream.status == "skipped" and _stopped(upstream)):
+        if upstream.status in ("failed", "deferred", "interrupted") or (
+            upstream.status == "skipped" and _stopped(upstream)
+        ):
             return StepOutcome(step=step, provider=provider_name, status="skipped",
                                error=f"not run: {need} {upstream.status}")  # fmt: skip
         if need == Step.COPY and upstream.copy_result is not None:
@@ -239,6 +244,9 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             if ctx.main_image_url is None and not product.image_urls:
                 raise _StepSkip("needs a main image: run the images step first or give image_url")
         requests = [(c, r) for c in contexts for r in plugin.build_requests(step, c)]
+    except Interrupted as exc:
+        outcome.status, outcome.error = "interrupted", str(exc)
+        return outcome
     except ProviderError as exc:
         return _failed(outcome, exc)
     except _StepSkip as exc:
@@ -256,7 +264,10 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             continue
         _add_jobs(outcome, jobs)
     if errors:
-        if any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
+        if any(isinstance(e, Interrupted) for e in errors):
+            outcome.status = "interrupted"
+            outcome.error = next(_describe(e) for e in errors if isinstance(e, Interrupted))
+        elif any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
             outcome.status = "deferred"
             outcome.error = "; ".join(_describe(e) for e in errors)
         else:
@@ -307,7 +318,8 @@ async def _prepare(run: RunContext, tasks: TaskSet, product: Product, provider_n
     key = f"prepare-{provider_name}-{product.country_code}-{product.asin}-" + _hash(
         [product.title, product.category, run.settings.cache_version]
     )
-    return forget(await tasks.prepare(provider_name, product, cache_key=key))
+    # finished even when the run stops meanwhile: a record created but not cached would be created again
+    return forget(await run.stop.finish(tasks.prepare(provider_name, product, cache_key=key)))
 
 
 class _StepSkip(Exception):
@@ -412,27 +424,58 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         return share, reused
     submit = tasks.submit_forced if force else tasks.submit
     async with run.limiters[provider_name].job_slot():
-        state: State = await submit(provider_name, step, request, label=job.label, cache_key=job.key,
-                                    estimate=job.estimate, return_state=True)  # fmt: skip
-        ref: JobRef = forget(await state.aresult())
+        state, ref = await _submit(run, step, job, submit(provider_name, step, request, label=job.label,
+                                                          cache_key=job.key, estimate=job.estimate,
+                                                          return_state=True))  # fmt: skip
         reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
         if ref.held:  # held by this run, or by another run since this one looked
             raise HeldSubmission(ref, earlier=reused)
         try:
-            return forget(await tasks.wait(ref, version=run.settings.cache_version)), reused
+            return forget(await _wait(run, tasks, step, ref, job)), reused
         except JobFailedWithResult:
             if not reused or force:
                 raise
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             if not reused:
                 _record_unfinished(run, step, ref, job)
             raise
         # The earlier run's job failed (and was refunded): this run may pay for a new one.
-        ref = forget(await tasks.submit_forced(provider_name, step, request, label=job.label, cache_key=job.key,
-                                               estimate=job.estimate))  # fmt: skip
+        state, ref = await _submit(run, step, job, tasks.submit_forced(provider_name, step, request, label=job.label,
+                                                                       cache_key=job.key, estimate=job.estimate,
+                                                                       return_state=True))  # fmt: skip
         if ref.held:
             raise HeldSubmission(ref, earlier=False)
-        return forget(await tasks.wait(ref, version=run.settings.cache_version)), False
+        return forget(await _wait(run, tasks, step, ref, job)), False
+
+
+async def _submit(run: RunContext, step: Step, job: _Job, submission: Any) -> tuple[State, JobRef]:
+    """A paid submission, run to its end even when the run is stopped meanwhile: its job reference is
+    then persisted by the cached task, and kept as in flight for the next run."""
+
+    async def submitted() -> tuple[State, JobRef]:
+        state: State = await submission
+        return state, forget(await state.aresult())
+
+    def orphaned(done: tuple[State, JobRef]) -> None:
+        state, ref = done
+        _keep_in_flight(run, step, ref, job)
+        if not (state.name == "Cached" and ref.meta.get("run_id") != run.run_id):
+            _record_unfinished(run, step, ref, job)
+
+    return await run.stop.finish(submitted(), orphaned=orphaned)
+
+
+async def _wait(run: RunContext, tasks: TaskSet, step: Step, ref: JobRef, job: _Job) -> JobResult:
+    try:
+        return await tasks.wait(ref, version=run.settings.cache_version)
+    except (Interrupted, asyncio.CancelledError):
+        _keep_in_flight(run, step, ref, job)
+        raise
+
+
+def _keep_in_flight(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
+    run.stop.keep(InFlightJob(provider=ref.provider, step=str(step), job_id=ref.job_id,
+                              products=(job.member.split("#")[0],)))  # fmt: skip
 
 
 def _resubmit_held(run: RunContext, pointer: JobRef) -> bool:

@@ -31,7 +31,7 @@ from .archive import SpooledArchive, run_key
 from .params import RunParameters
 
 NOT_KEPT = ("rerun_failed_of", "force", "resubmit_unknown")
-RERUN_STATUSES = ("failed", "partial", "deferred")
+RERUN_STATUSES = ("failed", "partial", "deferred", "interrupted")
 logger = logging.getLogger("listingflow")
 
 

@@ -57,6 +57,18 @@ async def call_with_retries(
             if on_retry is not None:
                 on_retry(exc, delay)
             logger.info("%s: %s; retry %d in %.1fs", what, exc, attempt, delay)
-            await asyncio.sleep(delay)
+            await _pause(delay, what)
             waited += delay
             attempt += 1
+
+
+async def _pause(delay: float, what: str) -> None:
+    """The back-off before the next attempt, cut short (``Interrupted``) when the run is stopping:
+    nothing is sent during it, so the next run can make the attempt instead."""
+    from flows.runtime import active_run
+
+    run = active_run()
+    if run is None:
+        await asyncio.sleep(delay)
+    else:
+        await run.stop.race(asyncio.sleep(delay), f"retry of {what}")

@@ -30,6 +30,7 @@ from .limits import ProviderLimiter
 from .params import RunParameters
 from .held import HeldStore
 from .reconcile import BalanceGate, Ticket
+from .stopping import RunStop
 
 
 class BudgetExceeded(PermanentError):
@@ -95,6 +96,7 @@ class RunContext:
     batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
     gates: dict[str, BalanceGate] = field(default_factory=dict)
     held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))
+    stop: RunStop = field(default_factory=RunStop)
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]
@@ -120,15 +122,26 @@ def current_run() -> RunContext:
         raise RuntimeError("no listingflow run is active in this context") from None
 
 
-_submitting: contextvars.ContextVar[tuple[str, Ticket | None] | None] = contextvars.ContextVar(
-    "listingflow_submitting", default=None
-)
+def active_run() -> RunContext | None:
+    """The run of the current context, if any (code shared with the CLI's estimate runs outside one)."""
+    return _current.get(None)
+
+
+@dataclass
+class _Submission:
+    provider: str
+    ticket: Ticket | None = None  # its place on the wire, for a balance check (flows.reconcile)
+    sent: bool = False
+
+
+_submitting: contextvars.ContextVar[_Submission | None] = contextvars.ContextVar("listingflow_submitting",
+                                                                                  default=None)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
 async def submitting(provider: str, ticket: Ticket | None = None) -> AsyncIterator[None]:
     """Mark the current task as sending a paid submission to ``provider`` (see ``gate_submissions``)."""
-    token = _submitting.set((provider, ticket))
+    token = _submitting.set(_Submission(provider, ticket))
     try:
         yield
     finally:
@@ -138,17 +151,28 @@ async def submitting(provider: str, ticket: Ticket | None = None) -> AsyncIterat
 def gate_submissions(provider: str, throttle: Any) -> Any:
     """The provider's throttle, refusing a submission whose turn comes after the provider was blocked
     (out of credits, daily cap): a submission can wait its turn for several seconds, and the check at
-    the start of the submit task is then stale. Polls of running jobs still go through."""
+    the start of the submit task is then stale. Polls of running jobs still go through.
+
+    When the run is asked to stop, a request still waiting for its turn is abandoned (nothing was
+    sent), except the later requests of a submission whose first request has gone out (a lookup that
+    tells whether it was paid)."""
 
     async def gated(groups: list[str]) -> None:
-        await throttle(groups)
-        sending = _submitting.get()
-        if sending is not None and sending[0] == provider:
-            run = _current.get(None)
-            if run is not None and provider in run.blocked:
+        run = _current.get(None)
+        sub = _submitting.get()
+        mine = sub is not None and sub.provider == provider
+        if run is None or (mine and sub.sent):  # type: ignore[union-attr]
+            await throttle(groups)
+        else:
+            await run.stop.race(throttle(groups), f"{provider} request")
+        if mine and run is not None:
+            if provider in run.blocked:
                 raise run.blocked[provider]
-            if sending[1] is not None:
-                await sending[1].on_wire()
+            if not sub.sent:  # type: ignore[union-attr]
+                run.stop.check(f"{provider} submission")
+                sub.sent = True  # type: ignore[union-attr]
+            if sub.ticket is not None:  # type: ignore[union-attr]
+                await sub.ticket.on_wire()  # type: ignore[union-attr]
 
     return gated
 

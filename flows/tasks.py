@@ -176,6 +176,7 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
     """The only task that spends credits. Its result, cached under ``cache_key``, is the job, or a
     held reference when the submission's outcome could not be known (``flows.submission``)."""
     run = current_run()
+    run.stop.check(f"submit {provider} {label}")
     if provider in run.blocked:
         raise run.blocked[provider]
     run.budget.check(provider, estimate)
@@ -207,8 +208,8 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
         gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
 
     async def wait_once() -> JobResult:
-        try:
-            return await plugin.wait(ref)
+        try:  # a stop abandons the polling, never the job: the next run resumes it
+            return await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")
         except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
             raise _GaveUp(exc) from None
 

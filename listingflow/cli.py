@@ -131,16 +131,115 @@ def run(
     if params.force:
         err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
                   "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
-    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds)
+    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose)
     raise typer.Exit(code)
 
 
-def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
+class _StopOnSignals:
+    """Ctrl-C and SIGTERM during ``listingflow run``: the first stops the run (no new submissions, jobs
+    in flight kept for the next run, manifest written), the second exits at once.
+
+    Installed before the local server and sandboxes start (a signal then aborts the start-up, nothing
+    was submitted), and again when the flow is running: Prefect's flow engine installs its own
+    SIGTERM handler for the length of a flow run, which would crash the run instead."""
+
+    def __init__(self, mute_prefect: bool = True) -> None:
+        self.mute_prefect = mute_prefect
+        self.signum: int | None = None
+        self.stop: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle)
+
+    def attach(self, stop: Any) -> None:
+        """The run is under way: stop requests go to it from now on."""
+        self.stop, self.loop = stop, asyncio.get_running_loop()
+        self.install()
+        if self.signum is not None:  # a signal came while the flow was starting
+            stop.request(self.name)
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
+
+    def handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - the signal module's signature
+        if self.signum is not None:
+            self.exit_now()
+        self.signum = signum
+        if self.mute_prefect:
+            _mute_prefect_console()
+        if self.stop is None or self.loop is None:
+            raise KeyboardInterrupt  # still starting: nothing was submitted, unwind the start-up
+        try:
+            self.loop.call_soon_threadsafe(self.stop.request, self.name)
+        except RuntimeError:  # the loop is closed: the run has already ended
+            return
+        console.print(f"[yellow]{self.name}: stopping - no new submissions; jobs in flight are kept for the next "
+                      "run. Press Ctrl-C again to exit at once.[/yellow]")  # fmt: skip
+
+    def exit_now(self) -> None:
+        from listingflow.local import kill_local_servers
+
+        kill_local_servers()
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[?25h")  # the progress bar hides the cursor
+        sys.stdout.write("\nexited at once on a second signal: no run manifest written; jobs already "
+                         "submitted are cached and resume on the next run\n")
+        sys.stdout.flush()
+        os._exit(self.exit_code)
+
+
+def _mute_prefect_console() -> None:
+    """Prefect logs every task run the stop ends as an error with its traceback: the person who pressed
+    Ctrl-C gets one line from us instead (the logs still reach the Prefect UI)."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]  # fmt: skip
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.CRITICAL)
+
+
+def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False) -> int:
+    from flows import catalog_flow as cf
+
+    stopper = _StopOnSignals(mute_prefect=not verbose)
+    stopper.install()
+    cf.HOOKS["on_stoppable"] = stopper.attach
+    try:
+        code = _run_local(params, sandbox=sandbox, job_seconds=job_seconds)
+    except KeyboardInterrupt:
+        if stopper.signum is None:
+            raise
+        err.print(f"[yellow]{stopper.name}: stopped before any product was started; nothing was submitted[/yellow]")
+        return stopper.exit_code
+    finally:
+        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still exits at once
+        cf.HOOKS["on_stoppable"] = None
+    return stopper.exit_code if stopper.signum else code
+
+
+def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
     from contextlib import ExitStack
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from listingflow.local import local_prefect_server, running_sandboxes
+    from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server, running_sandboxes
+    from listingflow.server import running_server
     from listingflow.settings import get_settings, reset_settings
     from providers.registry import load_providers
 
@@ -155,7 +254,11 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
             console.print(f"[dim]sandboxes on loopback: {', '.join(sorted(names))}[/dim]")
         reset_settings()
         settings = get_settings()
-        console.print("[dim]starting Prefect...[/dim]")
+        if sandbox:  # these sandboxes' jobs end with this command: so does what was cached about them
+            stack.callback(discard_sandbox_state, settings.sandbox_dir)
+        if not configured_api_url() and running_server(settings.state_dir) is None:
+            console.print("[dim]starting a local Prefect server in the background (later runs reuse it; "
+                          "`listingflow server stop` stops it)...[/dim]")  # fmt: skip
         api = stack.enter_context(local_prefect_server(settings.state_dir))
         console.print(f"[dim]Prefect API: {api}[/dim]")
 
@@ -170,7 +273,8 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
             bar["id"] = progress.add_task("products", total=total)
 
         def on_done(outcome: Any, done: int, total: int) -> None:
-            mark = {"complete": "[green]done[/green]", "deferred": "[yellow]deferred[/yellow]"}.get(
+            mark = {"complete": "[green]done[/green]", "deferred": "[yellow]deferred[/yellow]",
+                    "interrupted": "[yellow]interrupted[/yellow]"}.get(
                 outcome.status, f"[red]{outcome.status}[/red]")
             progress.console.print(f"  {outcome.key:<18} {mark}")
             progress.update(bar["id"], completed=done)
@@ -202,11 +306,13 @@ def _flow_kwargs(params: Any) -> dict[str, Any]:
 def _print_summary(summary: Any, elapsed: float) -> None:
     console.print()
     style = "green" if summary.ok else ("red" if summary.refused else "yellow")
-    console.print(f"[bold {style}]{summary.headline()}[/bold {style}]  ({elapsed:.0f}s)")
-    if summary.refused:
-        return
-    console.print(f"outputs: [bold]{summary.archive}[/bold]")
-    console.print(f"run manifest: {summary.archive}/runs/{summary.run_id}/manifest.json")
+    manifest = f"{summary.archive}/runs/{summary.run_id}/manifest.json"
+    if not summary.interrupted:
+        console.print(f"[bold {style}]{summary.headline()}[/bold {style}]  ({elapsed:.0f}s)")
+        if summary.refused:
+            return
+        console.print(f"outputs: [bold]{summary.archive}[/bold]")
+        console.print(f"run manifest: {manifest}")
     for note in summary.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if summary.cost is not None:
@@ -229,11 +335,14 @@ def _print_summary(summary: Any, elapsed: float) -> None:
                       str(sum(cost.requests.values())))  # fmt: skip
         console.print(table)
         console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
-    failures = summary.failure_report()
+    failures = summary.failure_report(include_interrupted=False)
     if failures:
         console.print("[bold]not done:[/bold]")
         for line in failures:
             console.print(f"  {line}")
+    if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
+        console.print(f"[bold yellow]{summary.headline()}[/bold yellow] ({elapsed:.0f}s); manifest: {manifest}",
+                      soft_wrap=True)  # fmt: skip
 
 
 def _credits(value: int, unknown: int) -> str:
@@ -365,24 +474,62 @@ def sandbox(
     job_seconds: Annotated[float, typer.Option(help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
-    from listingflow.local import running_sandboxes, sandbox_base_url
+    from listingflow.local import discard_sandbox_state, new_sandbox_instance, running_sandboxes, sandbox_base_url
+    from listingflow.settings import Settings
     from providers.registry import load_providers
 
     registry = load_providers()
     ports = {k: int(v) for k, v in _kv(port, "--port").items()}
+    instance = new_sandbox_instance()
     with running_sandboxes(dict(registry.providers), job_seconds=job_seconds, ports=ports, set_env=False) as boxes:
         for name, box in boxes.items():
             p = registry.get(name)
             prefix = p.settings_class.model_config.get("env_prefix", f"{name.upper()}_")
             # plain print: rich wraps long lines at the terminal width, which breaks copy-paste
             print(f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}", flush=True)
-        print("export LISTINGFLOW_SANDBOX_MODE=true", flush=True)
+        # runs against these sandboxes keep their cached jobs apart from real runs' (and drop them below)
+        print(f"export LISTINGFLOW_SANDBOX_MODE=true LISTINGFLOW_SANDBOX_INSTANCE={instance}", flush=True)
         console.print("[dim]records: GET <base>/_sandbox/records; Ctrl-C to stop[/dim]")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        finally:
+            discard_sandbox_state(Settings(sandbox_instance=instance).sandbox_dir)
+
+
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server `listingflow run` starts in the "
+                                                     "background when PREFECT_API_URL is not set.")  # fmt: skip
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server for this state dir (.listingflow/) is running, and where."""
+    from listingflow.local import configured_api_url
+    from listingflow.server import running_server
+    from listingflow.settings import get_settings
+
+    if configured_api_url():
+        console.print(f"PREFECT_API_URL is set ({os.environ.get('PREFECT_API_URL', 'in the Prefect profile')}): "
+                      "runs use that server, not a local one", soft_wrap=True)  # fmt: skip
+    record = running_server(get_settings().state_dir)
+    if record is None:
+        console.print("local Prefect server: not running (the next `listingflow run` starts it)")
+        raise typer.Exit(1)
+    console.print(f"local Prefect server: running at {record.url} (pid {record.pid}, up "
+                  f"{time.time() - record.started_at:.0f}s, log {record.log})", soft_wrap=True)  # fmt: skip
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server (run history, limits and cached submissions stay on disk)."""
+    from listingflow.server import stop_server
+    from listingflow.settings import get_settings
+
+    record = stop_server(get_settings().state_dir)
+    console.print("local Prefect server: " + (f"stopped (pid {record.pid})" if record else "was not running"))
 
 
 @app.command()

@@ -1,13 +1,15 @@
 """Local conveniences for ``listingflow run`` and the demo: a Prefect server and the sandboxes.
 
 Without ``PREFECT_API_URL``, Prefect would start an ephemeral server per process and print shutdown
-errors on success (see the Prefect facts note). Instead we start one server on a SQLite database under
-``.listingflow/`` (so cached submissions, limits and run history persist between local runs), drain the
-log and event workers before stopping it, and stop it cleanly.
+errors on success (see the Prefect facts note). Instead ``listingflow run`` uses one server on a SQLite
+database under ``.listingflow/`` (so cached submissions, limits and run history persist between local
+runs), started in the background on first use and reused (``listingflow.server``), and drains the log
+and event workers before the command ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -22,19 +24,27 @@ from providers.sandbox.core import Sandbox
 
 @contextmanager
 def local_prefect_server(home: Path) -> Iterator[str]:
-    """Yield an API URL: the configured one, or a local server started for this command."""
-    from prefect.settings import PREFECT_API_URL
+    """Yield an API URL: the configured one, or the local background server (started if needed)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+    if configured_api_url():
         yield str(PREFECT_API_URL.value() or os.environ["PREFECT_API_URL"])
         return
 
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    home.mkdir(parents=True, exist_ok=True)
-    with prefect_server_with_services(f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}") as url:
-        yield url
+    from listingflow.server import ensure_server
+
+    record, _ = ensure_server(home)
+    with temporary_settings(updates={PREFECT_API_URL: record.url}):
+        yield record.url
         run_coro_as_sync(_drain())
+
+
+def configured_api_url() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
 @contextmanager
@@ -56,14 +66,19 @@ def prefect_server_with_services(database_url: str, *, repossess_every: float = 
 
     class ServerWithServices(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            # SubprocessASGIServer's own command, without its PREFECT__SERVER_EPHEMERAL marker
-            return subprocess.Popen(
-                args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+            # SubprocessASGIServer's own command, without its PREFECT__SERVER_EPHEMERAL marker, in a
+            # session of its own (Ctrl-C reaches the run, not the server) and watching its parent
+            proc = subprocess.Popen(
+                args=[sys.executable, str(Path(__file__).with_name("server_process.py")),
+                      "--app-dir", str(prefect.__module_path__.parent),
                       "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
                       "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
                 env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
                      **get_current_settings().to_environment_variables(exclude_unset=True)},
+                start_new_session=True,
             )  # fmt: skip
+            _SERVERS.add(proc)
+            return proc
 
     settings = prefect.settings
     with settings.temporary_settings(
@@ -74,12 +89,26 @@ def prefect_server_with_services(database_url: str, *, repossess_every: float = 
         }
     ):
         server = ServerWithServices()
-        server.start(timeout=180)
         try:
+            server.start(timeout=180)
             with settings.temporary_settings(updates={settings.PREFECT_API_URL: server.api_url}):
                 yield server.api_url
         finally:
+            process = server.server_process
             server.stop()
+            _SERVERS.discard(process)  # type: ignore[arg-type]
+
+
+_SERVERS: set[Any] = set()
+"""Server processes this process started and has not stopped yet."""
+
+
+def kill_local_servers() -> None:
+    """Kill the Prefect servers this process started, at once (the CLI's second Ctrl-C: there is no
+    time to stop them cleanly, and in their own sessions they would not die with this process)."""
+    for proc in list(_SERVERS):
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 async def _drain() -> None:
@@ -113,7 +142,8 @@ def running_sandboxes(
     config_updates: dict[str, dict[str, Any]] | None = None,
     set_env: bool = True,
 ) -> Iterator[dict[str, Sandbox]]:
-    """Start each provider's sandbox on loopback and point the provider settings at it."""
+    """Start each provider's sandbox on loopback and point the provider settings at it, with a new
+    ``LISTINGFLOW_SANDBOX_INSTANCE``: runs against these sandboxes keep their state apart."""
     started: dict[str, Sandbox] = {}
     saved = dict(os.environ)
     try:
@@ -135,6 +165,7 @@ def running_sandboxes(
                 os.environ[f"{prefix}API_KEY"] = provider.sandbox_key
         if set_env:
             os.environ["LISTINGFLOW_SANDBOX_MODE"] = "true"
+            os.environ["LISTINGFLOW_SANDBOX_INSTANCE"] = new_sandbox_instance()
         yield started
     finally:
         for sandbox in started.values():
@@ -151,3 +182,26 @@ def sandbox_base_url(provider: type[Provider], sandbox: Sandbox) -> str:
     default = provider.settings_class.model_fields["base_url"].default or ""
     path = urlsplit(default).path.rstrip("/")
     return sandbox.public_url + path
+
+
+def new_sandbox_instance() -> str:
+    """An id for one start of the sandboxes (their jobs live as long as they do)."""
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def discard_sandbox_state(sandbox_dir: Path | None) -> None:
+    """Remove the cached submissions and locks of runs against sandboxes that have stopped (their jobs
+    are gone with them); outputs still spooled for an unreachable archive are kept."""
+    import shutil
+
+    if sandbox_dir is None or not sandbox_dir.is_dir():
+        return
+    for part in ("results", "locks"):
+        shutil.rmtree(sandbox_dir / part, ignore_errors=True)
+    spool = sandbox_dir / "spool"
+    if spool.is_dir() and not any(p.is_file() for p in spool.rglob("*")):
+        shutil.rmtree(spool, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        sandbox_dir.rmdir()

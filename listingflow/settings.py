@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,18 +68,42 @@ class Settings(BaseSettings):
 
     download_max_bytes: int = Field(25 * 1024 * 1024, gt=0)
     sandbox_mode: bool = Field(False, description="allow loopback output hosts (sandboxes only)")
+    sandbox_instance: str | None = Field(
+        None, description="set by the sandboxes: their cached jobs are kept apart, per sandbox instance"
+    )
+
+    @model_validator(mode="after")
+    def _sandbox_state_apart(self) -> Settings:
+        """Sandbox jobs die with their sandbox: a run against one must never find (or leave) cached
+        submissions, product records or locks that a run against the real providers, or against another
+        sandbox instance, would use. Its cache keys carry the instance (whatever the result storage),
+        and its local state lives in ``sandbox_dir``."""
+        if self.sandbox_instance and not self.cache_version.endswith(f"+sandbox-{self.sandbox_instance}"):
+            self.cache_version = f"{self.cache_version}+sandbox-{self.sandbox_instance}"
+        return self
 
     @property
     def state_dir(self) -> Path:
         return self.home.expanduser().resolve()
 
     @property
+    def sandbox_dir(self) -> Path | None:
+        """Cached submissions, locks and spool of runs against one sandbox instance."""
+        return self.state_dir / "sandboxes" / self.sandbox_instance if self.sandbox_instance else None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.sandbox_dir or self.state_dir
+
+    @property
     def locks_path(self) -> Path:
-        return (self.lock_dir or self.state_dir / "locks").expanduser().resolve()
+        if self.lock_dir and not self.sandbox_instance:
+            return self.lock_dir.expanduser().resolve()
+        return self.cache_dir / "locks"
 
     @property
     def results_path(self) -> Path:
-        return self.state_dir / "results"
+        return self.cache_dir / "results"
 
     @property
     def held_path(self) -> Path:
@@ -88,7 +112,9 @@ class Settings(BaseSettings):
 
     @property
     def spool_path(self) -> Path:
-        return (self.spool_dir or self.state_dir / "spool").expanduser().resolve()
+        if self.spool_dir and not self.sandbox_instance:
+            return self.spool_dir.expanduser().resolve()
+        return self.cache_dir / "spool"
 
 
 @lru_cache(maxsize=1)

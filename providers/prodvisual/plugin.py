@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
