@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import httpx
@@ -42,12 +43,13 @@ from .archive import (
     product_manifest_key,
     run_key,
 )
-from .catalog import Catalog, RowError, load_catalog
+from .catalog import Catalog, CatalogError, RowError, load_catalog
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
+from .preflight import check_rows, check_run
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .tasks import configure_tasks, forget_empty_task_assets
@@ -165,22 +167,20 @@ async def run_catalog(
     started = time.time()
     run_id = _run_id()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
+    destination = params.archive or settings.archive
+    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=destination, started_at=started,
+                         finished_at=started)  # fmt: skip
     problems = _check_providers(params, registry)
     if problems:
-        raise ValueError("invalid run parameters: " + "; ".join(problems))
-    catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
-    destination = params.archive or settings.archive
-    archive = SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
-    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=archive.uri, started_at=started,
-                         finished_at=started, rejected_rows=catalog.rejected)  # fmt: skip
+        return _refuse(summary, problems)
     try:
-        replayed = await archive.replay_spool()
-        if replayed:
-            summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
-    except ArchiveUnavailable as exc:
-        summary.notes.append(f"archive still unreachable, spool kept: {exc}")
-    products, notes = await _select_products(params, catalog, archive)
-    summary.notes += notes
+        catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
+        archive = SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
+    except CatalogError as exc:
+        return _refuse(summary, [str(exc)])
+    except Exception as exc:  # noqa: BLE001 - e.g. an archive URI without a bucket: one line, no traceback
+        return _refuse(summary, [f"archive {destination}: {exc}"])
+    summary.archive, summary.rejected_rows = archive.uri, list(catalog.rejected)
 
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
     classes = {n: registry.get(n) for n in names}
@@ -200,6 +200,17 @@ async def run_catalog(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )
         secrets = [s for p in providers.values() for s in p.settings.secret_values()]
+        problems = await check_run(providers, archive, run_id, settings.retry)
+        if problems:
+            return _refuse(summary, problems)
+        await _replay_spool(archive, summary)
+        try:
+            products, notes = await _select_products(params, catalog, archive)
+        except (ValueError, ArchiveUnavailable) as exc:
+            return _refuse(summary, [f"rerun_failed_of: {exc}"])
+        summary.notes += notes
+        products, rejected = await check_rows(params, catalog, products, providers, partial(_manifest, archive))
+        summary.rejected_rows += rejected
 
         if params.budget.max_credits is not None or params.budget.per_provider:
             manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
@@ -209,10 +220,7 @@ async def run_catalog(
             refused = over_budget(estimate, max_total=params.budget.max_credits,
                                   per_provider=params.budget.per_provider, balances=balances)  # fmt: skip
             if refused:
-                summary.refused = refused
-                summary.finished_at = time.time()
-                LAST_SUMMARY["last"] = summary
-                return summary
+                return _refuse(summary, refused)
 
         run = RunContext(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
@@ -261,12 +269,37 @@ async def run_catalog(
                          if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
             )  # fmt: skip
             summary.notes += [str(blocked) for blocked in run.blocked.values()]
+            summary.notes += [note for note in [run.budget.note()] if note]
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
     LAST_SUMMARY["last"] = summary
     return summary
+
+
+def _refuse(summary: RunSummary, problems: list[str]) -> RunSummary:
+    """The run does not start: nothing was submitted, and each problem is one line of the summary."""
+    summary.refused = problems
+    summary.finished_at = time.time()
+    LAST_SUMMARY["last"] = summary
+    return summary
+
+
+async def _replay_spool(archive: SpooledArchive, summary: RunSummary) -> None:
+    try:
+        replayed = await archive.replay_spool()
+        if replayed:
+            summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"archive still unreachable, spool kept: {exc}")
+
+
+async def _manifest(archive: SpooledArchive, product: Product) -> dict[str, Any] | None:
+    try:
+        return await archive.get_json(product_manifest_key(archive.prefix, product.country_code, product.asin))
+    except (ArchiveUnavailable, ValueError):
+        return None
 
 
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)

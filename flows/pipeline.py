@@ -376,13 +376,12 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
             original_run=result.ref.meta.get("run_id"),
         )  # fmt: skip
     )
-    if not reused and result.net_credits is not None:
-        run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
 
 
 def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
     """Paid at submission, result never seen (the wait timed out or failed): still this run's cost."""
     charged = ref.credits_at_submit if ref.credits_at_submit is not None else job.estimate
+    run.budget.settle(ref.meta.get("budget_hold"), charged)  # if the wait task never ran
     run.costs.add(JobCost(provider=ref.provider, step=str(step), product=job.member.split("#")[0],
                             job_id=ref.job_id, charged=charged, reused=False,
                             original_run=ref.meta.get("run_id")))  # fmt: skip

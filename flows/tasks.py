@@ -176,27 +176,34 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
     run = current_run()
     if provider in run.blocked:
         raise run.blocked[provider]
-    run.budget.check(provider, estimate)
     plugin = run.provider(provider)
-    with submitting(provider):
-        try:
-            ref = await call_with_retries(
-                lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
-            )
-        except QuotaExhausted as exc:
-            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
-            raise run.blocked[provider] from None
-        except InsufficientCredits as exc:
-            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                             provider=provider, code=exc.code))  # fmt: skip
-            raise
+    hold = await run.budget.reserve(provider, plugin.price_key(step, request), estimate)
+    try:
+        with submitting(provider):
+            ref = await _submit(run, plugin, provider, step, request, label)
+    except BaseException as exc:
+        run.budget.release(hold, maybe_charged=getattr(exc, "code", None) == "submit_outcome_unknown")
+        raise
+    run.budget.submitted(hold, ref.credits_at_submit)
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
-    committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)
-    ref.meta["budget_committed"] = committed
-    run.budget.record(provider, committed)
+    ref.meta["budget_hold"] = hold
     return ref
+
+
+async def _submit(run: Any, plugin: Any, provider: str, step: Step, request: BaseModel, label: str) -> JobRef:
+    try:
+        return await call_with_retries(
+            lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
+        )
+    except QuotaExhausted as exc:
+        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
+        raise run.blocked[provider] from None
+    except InsufficientCredits as exc:
+        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                         provider=provider, code=exc.code))  # fmt: skip
+        raise
 
 
 @task(name="wait", task_run_name="wait {ref.provider} {ref.job_id}", persist_result=True)
@@ -210,10 +217,16 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
         except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
             raise _GaveUp(exc) from None
 
+    hold = ref.meta.get("budget_hold")
     try:
         result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
     except _GaveUp as stop:
+        run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
         raise stop.error from None
+    except BaseException:
+        run.budget.settle(hold, ref.credits_at_submit)
+        raise
+    run.budget.settle(hold, result.credits_charged, result.credits_refunded)
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result

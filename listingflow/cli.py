@@ -171,6 +171,11 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float) -> int:
             except Exception as exc:  # noqa: BLE001 - show the reason, not a traceback
                 err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
             return 2
+        if summary.refused:
+            err.print("[bold red]run refused, nothing was submitted:[/bold red]")
+            for problem in summary.refused:
+                err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+            return 2
         _print_summary(summary, time.monotonic() - started)
         return 0 if summary.ok else 1
 
