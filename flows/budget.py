@@ -14,7 +14,9 @@ own price can overshoot the room it was given, which no client can know in advan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from providers.errors import PermanentError
@@ -128,6 +130,16 @@ class Budget:
         if hold.unknown_price:
             self._learn(hold, charged)
         self._free(hold_id, charged - refunded)
+
+    @contextlib.contextmanager
+    def freed_on_error(self, hold_id: str | None) -> Iterator[None]:
+        """Around a submit: when it raises, the hold is released, or counted as spent when the
+        submission's outcome is unknown (it may have been charged)."""
+        try:
+            yield
+        except BaseException as exc:
+            self.release(hold_id, maybe_charged=getattr(exc, "code", None) == "submit_outcome_unknown")
+            raise
 
     def release(self, hold_id: str | None, *, maybe_charged: bool) -> None:
         """The submit failed: nothing was charged, or (``maybe_charged``: the outcome is unknown) it

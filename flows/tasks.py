@@ -178,32 +178,24 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         raise run.blocked[provider]
     plugin = run.provider(provider)
     hold = await run.budget.reserve(provider, plugin.price_key(step, request), estimate)
-    try:
-        with submitting(provider):
-            ref = await _submit(run, plugin, provider, step, request, label)
-    except BaseException as exc:
-        run.budget.release(hold, maybe_charged=getattr(exc, "code", None) == "submit_outcome_unknown")
-        raise
-    run.budget.submitted(hold, ref.credits_at_submit)
+    with submitting(provider), run.budget.freed_on_error(hold):
+        try:
+            ref = await call_with_retries(
+                lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
+            )
+        except QuotaExhausted as exc:
+            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
+            raise run.blocked[provider] from None
+        except InsufficientCredits as exc:
+            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                             provider=provider, code=exc.code))  # fmt: skip
+            raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
-    ref.meta["budget_hold"] = hold
+    run.budget.submitted(hold, ref.credits_at_submit)
+    ref.meta["budget_hold"] = hold  # the wait task settles it
     return ref
-
-
-async def _submit(run: Any, plugin: Any, provider: str, step: Step, request: BaseModel, label: str) -> JobRef:
-    try:
-        return await call_with_retries(
-            lambda: plugin.submit(step, request), policy=run.settings.retry, what=f"submit {provider} {label}"
-        )
-    except QuotaExhausted as exc:
-        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
-        raise run.blocked[provider] from None
-    except InsufficientCredits as exc:
-        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                         provider=provider, code=exc.code))  # fmt: skip
-        raise
 
 
 @task(name="wait", task_run_name="wait {ref.provider} {ref.job_id}", persist_result=True)

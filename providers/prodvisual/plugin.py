@@ -319,8 +319,10 @@ class ProdVisualProvider(Provider):
         return (await self.client.credits()).credits_remaining
 
     async def check_access(self) -> None:
-        """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3)."""
+        """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3). The style list
+        is read too (free, cached for the run), so pre-flight checks every row's style ids."""
         await self.client.credits()
+        await self.client.check_styles([], [])
 
     async def aclose(self) -> None:
         if self._inbox is not None:

@@ -22,13 +22,17 @@ def nothing_sent(sandboxes: dict[str, Any]) -> bool:
     return sum(paid_submissions(sandboxes).values()) == 0 and not posts
 
 
-def catalog_rows(tmp: Path, count: int, *, without_image: str | None = None) -> str:
-    """The example catalog's first ``count`` rows; ``without_image``: that ASIN's row has no image."""
+def catalog_rows(tmp: Path, count: int, *, without_image: str | None = None, unknown_style: str | None = None) -> str:
+    """The example catalog's first ``count`` rows; ``without_image``: that ASIN's row has no image;
+    ``unknown_style``: that ASIN's row asks for an image style ProdVisual does not have."""
     lines = Path(EXAMPLE).read_text().splitlines()[: count + 1]
     if without_image:
         lines = [ln.replace("https://m.media-amazon.com/images/I/81board-main.jpg", "")
                    .replace("https://m.media-amazon.com/images/I/81board-set.jpg", "")
                  if ln.startswith(without_image) else ln for ln in lines]  # fmt: skip
+    if unknown_style:
+        override = '"{""image_options"": {""styles"": [""neon_unicorn""]}}"'
+        lines = [ln + override if ln.startswith(unknown_style) else ln for ln in lines]
     path = tmp / "catalog.csv"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -91,20 +95,22 @@ async def test_missing_and_rejected_credentials_stop_the_run_one_line_each(
 async def test_a_row_a_provider_cannot_serve_is_rejected_and_nothing_is_spent_on_it(
     sandboxes: dict[str, Any], lf_env: dict[str, Any],
 ) -> None:  # fmt: skip
-    catalog = catalog_rows(lf_env["tmp"], 4, without_image="B09V3KXJPB")
+    catalog = catalog_rows(lf_env["tmp"], 4, without_image="B09V3KXJPB", unknown_style="B0C7WZ9F2M")
 
     state, summary = await run_flow(catalog=catalog, steps=["copy", "images"])
 
     assert state.is_completed(), summary.failure_report()
-    assert summary.count("complete") == 3 and "B09V3KXJPB" not in {p.asin for p in summary.products}
-    [row] = summary.rejected_rows
-    assert str(row).startswith(f"{catalog}:4 (asin B09V3KXJPB): images (prodvisual): "), row
-    assert "image_url is required for ProdVisual" in str(row)
-    assert str(row) in summary.failure_report()
-    # not even the listing copy before the step it cannot run was paid for (nor its product record made)
-    assert paid_submissions(sandboxes)["listingrva"] == 3
-    assert not [p for p in sandboxes["listingrva"].products.values() if p["title"].startswith("Bamboo")]
-    assert not [c for box in sandboxes.values() for c in box.charges if c.asin == "B09V3KXJPB"]
+    assert {p.asin for p in summary.products} == {"B0CHX1W1XY", "B0BQRG7K5N"} and summary.count("complete") == 2
+    no_image, bad_style = summary.rejected_rows
+    assert str(no_image).startswith(f"{catalog}:4 (asin B09V3KXJPB): images (prodvisual): "), no_image
+    assert "image_url is required for ProdVisual" in str(no_image)
+    assert str(bad_style).startswith(f"{catalog}:5 (asin B0C7WZ9F2M): images (prodvisual): "), bad_style
+    assert "unknown ProdVisual style 'neon_unicorn'" in str(bad_style)
+    assert {str(no_image), str(bad_style)} <= set(summary.failure_report())
+    # not even the listing copy before the step they cannot run was paid for (nor product records made)
+    assert paid_submissions(sandboxes)["listingrva"] == 2
+    assert {p["title"][:6] for p in sandboxes["listingrva"].products.values()} == {"Stainl", "Organi"}
+    assert not [c for box in sandboxes.values() for c in box.charges if c.asin in ("B09V3KXJPB", "B0C7WZ9F2M")]
 
 
 async def test_base_urls_in_the_contracts_documented_form_work(
@@ -165,3 +171,17 @@ def test_the_cli_prints_one_line_per_problem_and_exits_2(sandboxes: dict[str, An
     assert problems[0].startswith(f"  archive {blocker / 'archive'} is not writable: "), out
     assert problems[1].startswith("  pixii: credential rejected ("), out
     assert nothing_sent(sandboxes)
+
+
+@pytest.mark.parametrize(("settings", "given", "used"), [
+    ("providers.prodvisual.plugin:ProdVisualSettings", "https://api.prodvisual.com/v1", "https://api.prodvisual.com"),
+    ("providers.prodvisual.plugin:ProdVisualSettings", "https://api.prodvisual.com/", "https://api.prodvisual.com"),
+    ("providers.listingrva.plugin:ListingRVASettings", "https://api.listingrvaai.com", "https://api.listingrvaai.com/api"),
+    ("providers.listingrva.plugin:ListingRVASettings", "https://api.listingrvaai.com/api/", "https://api.listingrvaai.com/api"),
+    ("providers.pixii.plugin:PixiiSettings", "https://api.pixii.ai/v1/api", "https://api.pixii.ai"),
+])  # fmt: skip
+def test_base_urls_are_normalized_without_doubled_path_segments(settings: str, given: str, used: str) -> None:
+    import importlib
+
+    module, _, name = settings.partition(":")
+    assert getattr(importlib.import_module(module), name)(base_url=given).base_url == used
