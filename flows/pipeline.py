@@ -250,7 +250,7 @@ def _add_credits(outcome: StepOutcome, result: JobResult) -> None:
 
 def _failed(outcome: StepOutcome, exc: BaseException, more: list[BaseException] | None = None) -> StepOutcome:
     outcome.status = "failed"
-    outcome.error = "; ".join(_describe(e) for e in [exc, *(more or [])])
+    outcome.error = "; ".join(dict.fromkeys(_describe(e) for e in [exc, *(more or [])]))  # one line per reason
     return outcome
 
 

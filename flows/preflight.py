@@ -35,6 +35,9 @@ ReadManifest = Callable[[Product], Awaitable[dict[str, Any] | None]]
 async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str,
                     policy: RetryPolicy) -> list[str]:  # fmt: skip
     """Problems that stop the whole run, one line each: credentials and the archive, checked at once."""
+    # a few quick retries for a passing fault; a provider that stays unreachable is reported, not waited out
+    policy = policy.model_copy(update={"max_attempts": min(policy.max_attempts, 3),
+                                       "max_total_seconds": min(policy.max_total_seconds, 30.0)})  # fmt: skip
     checks = [check_access(name, plugin, policy) for name, plugin in sorted(providers.items())]
     results = await asyncio.gather(check_archive(archive, run_id), *checks)
     secrets = [s for p in providers.values() for s in p.settings.secret_values()]

@@ -193,7 +193,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     console.print(f"outputs: [bold]{summary.archive}[/bold]")
     console.print(f"run manifest: {summary.archive}/runs/{summary.run_id}/manifest.json")
     for note in summary.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"note: {note}", style="dim", markup=False, highlight=False)
     if summary.cost is not None:
         table = Table(title="Cost summary (credits)", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused", "money", "requests"):
@@ -218,7 +218,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     if failures:
         console.print("[bold]not done:[/bold]")
         for line in failures:
-            console.print(f"  {line}")
+            console.print(f"  {line}", markup=False, highlight=False)  # "[pixii] ..." is text, not markup
 
 
 def _credits(value: int, unknown: int) -> str:
