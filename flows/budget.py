@@ -38,6 +38,8 @@ class Hold:
 
 @dataclass
 class Budget:
+    """One run's caps, what it has spent and holds, and the prices it learned (module docstring)."""
+
     max_total: int | None = None
     per_provider: dict[str, int] = field(default_factory=dict)
     spent: dict[str, int] = field(default_factory=dict)
