@@ -76,6 +76,7 @@ class Archive(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def get(self, key: str) -> bytes | None: ...
+    def delete(self, key: str) -> None: ...
 
 
 def json_with_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> bytes:
@@ -153,6 +154,14 @@ class LocalArchive:
     def get(self, key: str) -> bytes | None:
         found = self._read(key)
         return None if found is None else found[1]
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".meta.json").unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
 
 
 def _key_lock(path: Path) -> Any:
@@ -237,6 +246,14 @@ class S3Archive:
                 return None
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
         except BotoCoreError as exc:  # connection refused or lost, timeouts: after botocore's retries
+            raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
 
 

@@ -48,6 +48,13 @@ class Catalog(BaseModel):
     source: str
     products: list[Product]
     rejected: list[RowError]
+    lines: dict[str, int] = {}
+    """Product key -> the line its row starts on, for errors found after reading (pre-flight)."""
+
+    def reject(self, product: Product, reason: str, field: str | None = None) -> RowError:
+        """A row error for a product that was read but cannot run, in the catalog's own format."""
+        return RowError(source=self.source, line=self.lines.get(product.key, 0), asin=product.asin, field=field,
+                        reason=reason)  # fmt: skip
 
 
 def read_bytes(uri: str, *, s3_endpoint_url: str | None = None) -> bytes:
@@ -232,7 +239,7 @@ def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str | _RowProblem
         products.append(product)
     if not products and not rejected:
         raise CatalogError(f"{uri}: empty catalog (no product rows)")
-    return Catalog(source=uri, products=products, rejected=rejected)
+    return Catalog(source=uri, products=products, rejected=rejected, lines=seen)
 
 
 class _FieldError(Exception):

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Annotated, Any
 
 import httpx
@@ -42,15 +43,16 @@ from .archive import (
     product_manifest_key,
     run_key,
 )
-from .catalog import Catalog, RowError, load_catalog
+from .catalog import Catalog, CatalogError, RowError, load_catalog
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
-from .rerun import Rerun, log_rerun, plan_rerun
 from .held import HeldStore
+from .preflight import check_rows, check_run
 from .reconcile import balance_checks
+from .rerun import Rerun, log_rerun, plan_rerun
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .stopping import RunStop
@@ -159,7 +161,10 @@ async def _resolve_rerun(params: RunParameters, settings: Settings) -> tuple[Run
     archive = _open_archive(params, settings)
     if not params.rerun_failed_of:
         return params, archive, None
-    rerun = await plan_rerun(params, archive)
+    try:
+        rerun = await plan_rerun(params, archive)
+    except (ValueError, OSError, ArchiveUnavailable) as exc:
+        raise _Refused(f"rerun_failed_of: {exc}") from None
     log_rerun(rerun)
     if (rerun.params.archive or settings.archive) != (params.archive or settings.archive):
         archive = _open_archive(rerun.params, settings)
@@ -168,7 +173,10 @@ async def _resolve_rerun(params: RunParameters, settings: Settings) -> tuple[Run
 
 def _open_archive(params: RunParameters, settings: Settings) -> SpooledArchive:
     destination = params.archive or settings.archive
-    return SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
+    try:
+        return SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
+    except Exception as exc:  # noqa: BLE001 - e.g. an archive URI without a bucket: one line, no traceback
+        raise _Refused(f"archive {destination}: {exc}") from None
 
 
 def _check_providers(params: RunParameters, registry: Any) -> list[str]:
@@ -196,22 +204,22 @@ async def run_catalog(
     on_start = on_start or HOOKS["on_start"]
     started = time.time()
     run_id = _run_id()
-    params, archive, rerun = await _resolve_rerun(params, settings)
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
+    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=params.archive or settings.archive,
+                         started_at=started, finished_at=started)  # fmt: skip
+    try:
+        params, archive, rerun = await _resolve_rerun(params, settings)
+    except _Refused as refused:
+        return _refuse(summary, [str(refused)])
+    summary.catalog, summary.archive = params.catalog, archive.uri
     problems = _check_providers(params, registry)
     if problems:
-        raise ValueError("invalid run parameters: " + "; ".join(problems))
-    catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
-    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=archive.uri, started_at=started,
-                         finished_at=started, rejected_rows=catalog.rejected)  # fmt: skip
+        return _refuse(summary, problems)
     try:
-        replayed = await archive.replay_spool()
-        if replayed:
-            summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
-    except ArchiveUnavailable as exc:
-        summary.notes.append(f"archive still unreachable, spool kept: {exc}")
-    products, notes = await _select_products(params, catalog, rerun)
-    summary.notes += notes
+        catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
+    except CatalogError as exc:
+        return _refuse(summary, [str(exc)])
+    summary.rejected_rows = list(catalog.rejected)
 
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
     classes = {n: registry.get(n) for n in names}
@@ -230,19 +238,17 @@ async def run_catalog(
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )
-
-        if params.budget.max_credits is not None or params.budget.per_provider:
-            manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
-                         for p in products}  # fmt: skip
-            estimate = estimate_run(params, products, providers, manifests)
-            balances = {n: await _balance(providers[n]) for n in names}
-            refused = over_budget(estimate, max_total=params.budget.max_credits,
-                                  per_provider=params.budget.per_provider, balances=balances)  # fmt: skip
-            if refused:
-                summary.refused = refused
-                summary.finished_at = time.time()
-                LAST_SUMMARY["last"] = summary
-                return summary
+        problems = await check_run(providers, archive, run_id, settings.retry)  # pre-flight: nothing spent yet
+        if problems:
+            return _refuse(summary, problems)
+        await _replay_spool(archive, summary)
+        products, notes = await _select_products(params, catalog, rerun)
+        summary.notes += notes
+        products, rejected = await check_rows(params, catalog, products, providers, partial(_manifest, archive))
+        summary.rejected_rows += rejected
+        refused = await _over_budget(params, products, providers, archive, names)
+        if refused:
+            return _refuse(summary, refused)
 
         run = RunContext(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
@@ -258,26 +264,73 @@ async def run_catalog(
             if on_start:
                 on_start(len(products), archive.uri)
             records = await _run_products(run, tasks, products, on_product_done)
-            summary.products = [r for r in records if r is not None]
-            summary.spooled = list(archive.spooled)
-            summary.cost = run.costs.summary(
-                run_id, price_per_credit=params.price_per_credit, currency=params.currency,
-                requests={n: limiters[n].requests for n in names},
-                skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
-                         if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
-            )  # fmt: skip
-            summary.cost.balances = await balance_checks(run.gates, summary.cost)
-            summary.notes += [str(blocked) for blocked in run.blocked.values()]
-            summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
-            if run.stop.requested:
-                summary.interrupted = run.stop.reason
-                summary.in_flight = [dataclasses.asdict(j) for j in run.stop.in_flight.values()]
+            await _summarize(summary, run, records, names)
         finally:
             reset_current_run(token)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
     LAST_SUMMARY["last"] = summary
     return summary
+
+
+async def _summarize(summary: RunSummary, run: RunContext, records: list[ProductRecord | None], names: list[str]) -> None:
+    """Products, costs, balances and notes of a run that ran."""
+    params = run.params
+    summary.products = [r for r in records if r is not None]
+    summary.spooled = list(run.archive.spooled)
+    summary.cost = run.costs.summary(
+        run.run_id, price_per_credit=params.price_per_credit, currency=params.currency,
+        requests={n: run.limiters[n].requests for n in names},
+        skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
+                 if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
+    )  # fmt: skip
+    summary.cost.balances = await balance_checks(run.gates, summary.cost)
+    summary.notes += [str(blocked) for blocked in run.blocked.values()]
+    summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
+    summary.notes += [note for note in [run.budget.note()] if note]
+    if run.stop.requested:
+        summary.interrupted = run.stop.reason
+        summary.in_flight = [dataclasses.asdict(j) for j in run.stop.in_flight.values()]
+
+
+async def _over_budget(params: RunParameters, products: list[Product], providers: dict[str, Any],
+                       archive: SpooledArchive, names: list[str]) -> list[str]:  # fmt: skip
+    """Why the run's estimate does not fit its budget or a provider's balance (empty: it fits)."""
+    if params.budget.max_credits is None and not params.budget.per_provider:
+        return []
+    manifests = {p.key: await _manifest(archive, p) for p in products}
+    estimate = estimate_run(params, products, providers, manifests)
+    balances = {n: await _balance(providers[n]) for n in names}
+    return over_budget(estimate, max_total=params.budget.max_credits, per_provider=params.budget.per_provider,
+                       balances=balances)  # fmt: skip
+
+
+class _Refused(Exception):
+    """The run cannot start; the message is the one line that says why."""
+
+
+def _refuse(summary: RunSummary, problems: list[str]) -> RunSummary:
+    """The run does not start: nothing was submitted, and each problem is one line of the summary."""
+    summary.refused = problems
+    summary.finished_at = time.time()
+    LAST_SUMMARY["last"] = summary
+    return summary
+
+
+async def _replay_spool(archive: SpooledArchive, summary: RunSummary) -> None:
+    try:
+        replayed = await archive.replay_spool()
+        if replayed:
+            summary.notes.append(f"archived {len(replayed)} output(s) spooled by an earlier run")
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"archive still unreachable, spool kept: {exc}")
+
+
+async def _manifest(archive: SpooledArchive, product: Product) -> dict[str, Any] | None:
+    try:
+        return await archive.get_json(product_manifest_key(archive.prefix, product.country_code, product.asin))
+    except (ArchiveUnavailable, ValueError):
+        return None
 
 
 async def _run_products(run: RunContext, tasks: Any, products: list[Product],

@@ -336,7 +336,7 @@ def _add_credits(outcome: StepOutcome, result: JobResult) -> None:
 
 def _failed(outcome: StepOutcome, exc: BaseException, more: list[BaseException] | None = None) -> StepOutcome:
     outcome.status = "failed"
-    outcome.error = "; ".join(_describe(e) for e in [exc, *(more or [])])
+    outcome.error = "; ".join(dict.fromkeys(_describe(e) for e in [exc, *(more or [])]))  # one line per reason
     return outcome
 
 
@@ -524,8 +524,6 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
             original_run=result.ref.meta.get("run_id"),
         )  # fmt: skip
     )
-    if not reused and result.net_credits is not None:
-        run.budget.record(result.ref.provider, result.net_credits - result.ref.meta.get("budget_committed", 0))
 
 
 def _record_held(run: RunContext, product: Product, step: Step, held: HeldSubmission, job: _Job) -> None:
@@ -542,6 +540,7 @@ def _record_held(run: RunContext, product: Product, step: Step, held: HeldSubmis
 def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
     """Paid at submission, result never seen (the wait timed out or failed): still this run's cost."""
     charged = ref.credits_at_submit if ref.credits_at_submit is not None else job.estimate
+    run.budget.settle(ref.meta.get("budget_hold"), charged)  # if the wait task never ran
     run.costs.add(JobCost(provider=ref.provider, step=str(step), product=job.member.split("#")[0],
                             job_id=ref.job_id, charged=charged, reused=False,
                             original_run=ref.meta.get("run_id")))  # fmt: skip

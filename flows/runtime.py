@@ -25,6 +25,7 @@ from providers.errors import PermanentError, QuotaExhausted
 from providers.registry import Registry
 
 from .archive import SpooledArchive
+from .budget import Budget, BudgetExceeded  # noqa: F401 - the run's budget, importable from here
 from .costs import CostLedger
 from .limits import ProviderLimiter
 from .params import RunParameters
@@ -33,49 +34,12 @@ from .reconcile import BalanceGate, Ticket
 from .stopping import RunStop
 
 
-class BudgetExceeded(PermanentError):
-    """Submitting this job would spend more than the run's ``max_credits``."""
-
-
 class ProviderBlocked(PermanentError):
     """The provider stopped accepting work in this run (insufficient credits)."""
 
 
 class Deferred(QuotaExhausted):
     """The provider's daily cap was reached earlier in this run; the next run picks this up."""
-
-
-@dataclass
-class Budget:
-    """Stops new submissions once credits spent (or about to be) reach ``max_credits``."""
-
-    max_total: int | None = None
-    per_provider: dict[str, int] = field(default_factory=dict)
-    spent: dict[str, int] = field(default_factory=dict)
-
-    def _total(self) -> int:
-        return sum(self.spent.values())
-
-    def check(self, provider: str, estimate: int | None) -> None:
-        est = estimate or 0
-        cap = self.per_provider.get(provider)
-        if cap is not None and self.spent.get(provider, 0) + est > cap or (
-            cap is not None and self.spent.get(provider, 0) >= cap
-        ):
-            raise BudgetExceeded(
-                f"budget: {provider} has spent {self.spent.get(provider, 0)} of max {cap} credits; "
-                f"this job would cost {estimate if estimate is not None else 'an unknown amount'}",
-                provider=provider, code="BUDGET",
-            )  # fmt: skip
-        if self.max_total is not None and (self._total() + est > self.max_total or self._total() >= self.max_total):
-            raise BudgetExceeded(
-                f"budget: run has spent {self._total()} of max {self.max_total} credits",
-                provider=provider, code="BUDGET",
-            )  # fmt: skip
-
-    def record(self, provider: str, credits: int | None) -> None:
-        if credits:
-            self.spent[provider] = self.spent.get(provider, 0) + credits
 
 
 @dataclass

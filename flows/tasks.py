@@ -179,23 +179,26 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
     run.stop.check(f"submit {provider} {label}")
     if provider in run.blocked:
         raise run.blocked[provider]
-    run.budget.check(provider, estimate)
     plugin = run.provider(provider)
-    try:
-        ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
-    except QuotaExhausted as exc:
-        run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                  provider=provider, retry_after=exc.retry_after))  # fmt: skip
-        raise run.blocked[provider] from None
-    except InsufficientCredits as exc:
-        run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                         provider=provider, code=exc.code))  # fmt: skip
-        raise
+    hold = await run.budget.reserve(provider, plugin.price_key(step, request), estimate)
+    with run.budget.freed_on_error(hold):
+        try:
+            ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
+        except QuotaExhausted as exc:
+            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
+                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
+            raise run.blocked[provider] from None
+        except InsufficientCredits as exc:
+            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
+                                                             provider=provider, code=exc.code))  # fmt: skip
+            raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
-    committed = ref.credits_at_submit if ref.credits_at_submit is not None else (estimate or 0)
-    ref.meta["budget_committed"] = committed
-    run.budget.record(provider, committed)
+    if ref.held:  # no job to wait on: what it may have cost counts as spent
+        run.budget.release(hold, maybe_charged=True)
+        return ref
+    run.budget.submitted(hold, ref.credits_at_submit)
+    ref.meta["budget_hold"] = hold  # the wait task settles it
     return ref
 
 
@@ -213,11 +216,17 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
         except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
             raise _GaveUp(exc) from None
 
+    hold = ref.meta.get("budget_hold")
     try:
         result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
     except _GaveUp as stop:
+        run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
         raise stop.error from None
+    except BaseException:
+        run.budget.settle(hold, ref.credits_at_submit)
+        raise
     gate.settled(result.credits_refunded)
+    run.budget.settle(hold, result.credits_charged, result.credits_refunded)
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result

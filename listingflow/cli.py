@@ -295,6 +295,11 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
             except Exception as exc:  # noqa: BLE001 - show the reason, not a traceback
                 err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
             return 2
+        if summary.refused:
+            err.print("[bold red]run refused, nothing was submitted:[/bold red]")
+            for problem in summary.refused:
+                err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+            return 2
         _print_summary(summary, time.monotonic() - started)
         return 0 if summary.ok else 1
 
@@ -314,7 +319,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
         console.print(f"outputs: [bold]{summary.archive}[/bold]")
         console.print(f"run manifest: {manifest}")
     for note in summary.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"note: {note}", style="dim", markup=False, highlight=False)
     if summary.cost is not None:
         table = Table(title="Cost summary (credits)", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused", "money", "requests"):
@@ -339,7 +344,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     if failures:
         console.print("[bold]not done:[/bold]")
         for line in failures:
-            console.print(f"  {line}")
+            console.print(f"  {line}", markup=False, highlight=False)  # "[pixii] ..." is text, not markup
     if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
         console.print(f"[bold yellow]{summary.headline()}[/bold yellow] ({elapsed:.0f}s); manifest: {manifest}",
                       soft_wrap=True)  # fmt: skip

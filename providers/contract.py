@@ -22,7 +22,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLUGIN_API_VERSION = "1.1"  # 1.1: optional cross-product batching (merge_requests/split_result)
+PLUGIN_API_VERSION = "1.2"  # 1.1: optional cross-product batching (merge_requests/split_result)
+# 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
 
 
 class Step(StrEnum):
@@ -390,6 +391,26 @@ class Provider(abc.ABC):
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
         """Credits the request should cost from published prices; None when unpublished."""
 
+    def price_key(self, step: Step, request: BaseModel) -> str:
+        """Requests with the same key cost the same. A run with a budget learns an unpublished price
+        (``estimate_credits`` None) from the first job of each key and submits such a job alone
+        until then; a key that is too coarse lets a dearer job pass as the cheaper one. Default: the
+        step and the request type."""
+        return f"{step}:{type(request).__name__}"
+
+    def check_product(self, step: Step, ctx: StepContext) -> str | None:
+        """Why this provider cannot serve ``ctx.product`` at ``step`` (one line naming the field), or
+        None. Pre-flight asks before anything is paid for the product, with placeholders for what
+        earlier steps produce (``ctx.copy_result``, ``ctx.main_image_url``, ``ctx.prepared``).
+        Default: the step's requests are built, and a validation error is the reason."""
+        from .errors import ProviderError
+
+        try:
+            self.build_requests(step, ctx)
+        except ProviderError as exc:
+            return exc.message
+        return None
+
     # ---- I/O ----
 
     async def prepare(self, product: Product) -> dict[str, Any]:
@@ -434,6 +455,11 @@ class Provider(abc.ABC):
     async def balance(self) -> int | None:
         """Current credit balance, None when the provider has no balance endpoint."""
         return None
+
+    async def check_access(self) -> None:
+        """Pre-flight: one free authenticated request proving that the base URL answers and the
+        credential is accepted, before anything is paid; raises a ``ProviderError``
+        (``AuthenticationError`` for a rejected key). Default: nothing to check."""
 
     async def aclose(self) -> None:
         """Release what the plugin started for the run (e.g. a webhook receiver); called at its end."""

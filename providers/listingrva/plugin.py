@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ..contract import (
@@ -89,6 +89,14 @@ class ListingRVASettings(WebhookSettings):
     max_wait_seconds: float = 300.0
     first_poll_seconds: float | None = Field(None, gt=0, description="override the wait before the first poll")
     webhook_listen: str = Field("0.0.0.0:8788", description="host:port the webhook receiver listens on")
+
+    @field_validator("base_url")
+    @classmethod
+    def _with_api_path(cls, v: str) -> str:
+        """The contract's documented form ``https://api.listingrvaai.com/api`` and the bare host are
+        the same API: the client's paths are relative to ``/api``, which is added when missing."""
+        v = v.strip().rstrip("/")
+        return v if v.endswith("/api") else v + "/api"
 
 
 class ListingRVAProvider(BaseProvider):
@@ -295,6 +303,10 @@ class ListingRVAProvider(BaseProvider):
 
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
+
+    async def check_access(self) -> None:
+        """GET /billing/credits: free, and 401 for a rejected or expired token (contract §1/§8)."""
+        await self.client.credits()
 
     async def aclose(self) -> None:
         """Delete the run's webhook (best effort: a leftover one only sends events nobody receives)."""

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
@@ -67,6 +67,7 @@ MAX_BACKOFF_SECONDS = 60.0
 RECONCILE_SKEW_SECONDS = 30.0
 """How far before our submit a listed job may have been created and still be ours (clock skew)."""
 RECONCILE_ATTEMPTS = 4  # reads of the job list before a submit's outcome is declared unknown
+PREFLIGHT_ASIN = "LISTINGFLOW"  # a well-formed ASIN whose (empty) job list proves the key works
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
 _MODEL_BY_STEP: dict[Step, type[BaseModel]] = {
@@ -78,6 +79,13 @@ class PixiiSettings(ProviderSettings):
     model_config = SettingsConfigDict(env_prefix="PIXII_", extra="ignore")
 
     base_url: str = "https://api.pixii.ai"
+
+    @field_validator("base_url")
+    @classmethod
+    def _host_only(cls, v: str) -> str:
+        """The client's paths carry the ``/v1/api`` prefix (contract §1): a base URL given with it
+        is the same API."""
+        return v.strip().rstrip("/").removesuffix("/v1/api")
 
 
 class PixiiProvider(Provider):
@@ -197,6 +205,16 @@ class PixiiProvider(Provider):
         if isinstance(request, APlusRequest):
             return sum(APLUS_CREDITS[t] for t in request.types)
         return None  # Listing Builder and Scale prices are unpublished (contract §12)
+
+    def price_key(self, step: Step, request: BaseModel) -> str:
+        """ASSUMPTION (contract §12): a Listing Builder job's price depends on its listing type (how
+        many images it makes), a Scale job's on its mode and its items; nothing else."""
+        if isinstance(request, ListingBuilderRequest):
+            return f"listing_builder:{request.listing_type}"
+        if isinstance(request, ScaleRequest):
+            items = sorted(f"{i.platform}/{i.asset_type}" for i in request.items)
+            return f"scale:{request.scale_mode}:{len(items)}:{','.join(items)}"
+        return super().price_key(step, request)
 
     # ---- submitting ----
 
@@ -340,6 +358,11 @@ class PixiiProvider(Provider):
     async def balance(self) -> int | None:
         # ASSUMPTION (contract §12): no balance endpoint; report the last remaining_credits seen.
         return self._remaining_credits
+
+    async def check_access(self) -> None:
+        """No account endpoint exists (contract §12): listing the jobs of an ASIN (§8) is free,
+        authenticated and not rate-limited, and answers 401 UNAUTHORIZED for a rejected key."""
+        await self.client.list_jobs(PREFLIGHT_ASIN, limit=1)
 
     def _result(self, ref: JobRef, job: Job) -> JobResult:
         charged, refunded = _int(job.credit_cost), _int(job.credits_refunded) or 0

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from providers.contract import (
@@ -76,6 +76,13 @@ class ProdVisualSettings(WebhookSettings):
 
     # Paths carry the /v1 prefix (contract §1: base URL https://api.prodvisual.com/v1).
     base_url: str = "https://api.prodvisual.com"
+
+    @field_validator("base_url")
+    @classmethod
+    def _host_only(cls, v: str) -> str:
+        """The contract's documented form ``https://api.prodvisual.com/v1`` and the bare host are the
+        same API: the client's paths carry ``/v1``, so a trailing ``/v1`` is dropped here."""
+        return v.strip().rstrip("/").removesuffix("/v1")
 
 
 def normalize_platform(value: str) -> str | None:
@@ -330,6 +337,12 @@ class ProdVisualProvider(Provider):
 
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
+
+    async def check_access(self) -> None:
+        """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3). The style list
+        is read too (free, cached for the run), so pre-flight checks every row's style ids."""
+        await self.client.credits()
+        await self.client.check_styles([], [])
 
     async def aclose(self) -> None:
         if self._inbox is not None:

@@ -431,6 +431,30 @@ async def test_s3_archive_gets_the_same_layout_as_a_local_run(sandboxes: dict[st
         assert obj["meta"]["source-job-id"] == local_meta["source-job-id"]  # the same paid job
 
 
+def s3_down_after_preflight(monkeypatch: pytest.MonkeyPatch, endpoint_url: str) -> dict[str, bool]:
+    """S3 answers the run's pre-flight test object, then refuses every connection while the returned
+    switch says ``down``: an outage that starts once the run is under way."""
+    from botocore.exceptions import EndpointConnectionError
+
+    import flows.catalog_flow
+
+    switch = {"down": True}
+
+    def refuse(request: Any, **kw: Any) -> None:
+        if switch["down"] and "/.preflight" not in request.url:
+            raise EndpointConnectionError(endpoint_url=endpoint_url)
+
+    def open_archive(destination: str, *, endpoint_url: str | None = None) -> Any:
+        archive = S3Archive(destination, endpoint_url=endpoint_url)
+        archive.client.meta.events.register("before-send.s3", refuse)
+        return archive
+
+    monkeypatch.setattr(flows.catalog_flow, "open_archive", open_archive)
+    monkeypatch.setenv("LISTINGFLOW_S3_ENDPOINT_URL", endpoint_url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    return switch
+
+
 @pytest.mark.usefixtures("prefect_server", "aws_env")
 async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
@@ -441,8 +465,7 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
 
     bucket = new_bucket(moto_url)
     archive = f"s3://{bucket}/out"
-    monkeypatch.setenv("LISTINGFLOW_S3_ENDPOINT_URL", closed_port_url())
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3 = s3_down_after_preflight(monkeypatch, moto_url)
     reset_settings()
     state, down = await run_flow(products=["B0BQRG7K5N"], steps=["copy", "images"], archive=archive)
     assert state.is_failed()
@@ -454,8 +477,7 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
     paid = paid_submissions(sandboxes)
     assert paid["listingrva"] == 1
 
-    monkeypatch.setenv("LISTINGFLOW_S3_ENDPOINT_URL", moto_url)
-    reset_settings()
+    s3["down"] = False
     state, up = await run_flow(products=["B0BQRG7K5N"], steps=["copy", "images"], archive=archive)
     assert state.is_completed(), up.failure_report()
     assert any("spooled by an earlier run" in n for n in up.notes)
@@ -466,21 +488,30 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
     assert up.products[0].steps["copy"].status == "reused"
     assert paid_submissions(sandboxes)["listingrva"] == 1  # the copy was paid once, across both runs
     assert f"out/runs/{down.run_id}/manifest.json" in objects  # the failed run's manifest, replayed
+    assert not [k for k in objects if k.endswith(".preflight")]  # pre-flight's test objects were removed
     assert up.cost.total.net == sum(net_charged(sandboxes).values()) - (down.cost.total.net if down.cost else 0)
 
 
 @pytest.mark.usefixtures("prefect_server", "aws_env")
 async def test_a_run_while_s3_is_down_spools_its_manifest_and_cost_summary(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from listingflow.settings import reset_settings
 
-    from .helpers import run_flow
+    from .helpers import paid_submissions, run_flow
 
+    # down before the run starts: pre-flight refuses it, and nothing is paid
     monkeypatch.setenv("LISTINGFLOW_S3_ENDPOINT_URL", closed_port_url())
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     reset_settings()
-    _, down = await run_flow(products=["B0BQRG7K5N"], steps=["copy"], archive="s3://some-bucket/out")
+    state, refused = await run_flow(products=["B0BQRG7K5N"], steps=["copy"], archive="s3://some-bucket/out")
+    assert state.is_failed() and len(refused.refused) == 1 and "is not writable" in refused.refused[0]
+    assert sum(paid_submissions(sandboxes).values()) == 0
+
+    # down once the run is under way: the run's own documents are spooled
+    s3_down_after_preflight(monkeypatch, moto_url)
+    reset_settings()
+    _, down = await run_flow(products=["B0BQRG7K5N"], steps=["copy"], archive=f"s3://{new_bucket(moto_url)}/out")
     spool = [str(p) for p in lf_env["home"].rglob("*") if p.is_file()]
     assert any(p.endswith(f"runs/{down.run_id}/manifest.json") for p in spool)
     assert any(p.endswith(f"runs/{down.run_id}/cost-summary.json") for p in spool), spool

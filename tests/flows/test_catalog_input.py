@@ -344,17 +344,18 @@ async def _exception(state: Any) -> BaseException | None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-async def test_invalid_per_row_override_fails_that_row_before_any_request(sandboxes: dict[str, Any],
-                                                                          lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_invalid_per_row_override_rejects_that_row_before_any_request(sandboxes: dict[str, Any],
+                                                                            lf_env: dict[str, Any]) -> None:  # fmt: skip
     from .helpers import run_flow
 
     override = '"{""scale_options"": {""mode"": ""language""}}"'
     text = HEADER + GOOD + f'B0BQRG7K5N,US,Matcha,,,https://img.example.com/m.jpg,"B0BQRG7K6P:color=x",{override}\n'
     uri = write(lf_env["tmp"], "catalog.csv", text)
     _, summary = await run_flow(catalog=uri, steps=["copy", "scale"])
-    by_asin = {p.asin: p for p in summary.products}
-    assert by_asin["B0BQRG7K5N"].status == "failed"
-    assert "scale_options.language is required" in "; ".join(by_asin["B0BQRG7K5N"].failures())
+    assert [p.asin for p in summary.products] == ["B0CHX1W1XY"]
+    [row] = summary.rejected_rows  # by pre-flight, with the catalog's own row format
+    assert str(row).startswith(f"{uri}:3 (asin B0BQRG7K5N) field 'overrides': invalid overrides: "), row
+    assert "scale_options.language is required" in str(row)
     assert not sandboxes["pixii"].jobs
     assert all("Matcha" not in json.dumps(p) for p in sandboxes["listingrva"].products.values())
 

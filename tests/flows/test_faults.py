@@ -339,8 +339,9 @@ async def test_expired_output_urls_are_fetched_again_from_the_provider(sandboxes
     assert state.is_completed(), second.failure_report()
     assert paid_submissions(sandboxes) == {"pixii": 1, "listingrva": 2, "prodvisual": 0}  # one run's worth
     assert second.cost.total.net == 0
-    # the second run read the finished jobs again (its wait results were cached: only a refresh reads)
-    assert [r.route for r in later["pixii"]] == ["get_job"]
+    # the second run read the finished jobs again (its wait results were cached: only a refresh reads),
+    # after pre-flight's free authenticated request
+    assert [r.route for r in later["pixii"]] == ["list_jobs", "get_job"]
     assert [r.route for r in later["listingrva"] if r.route == "ai_job"] == ["ai_job"]
     pngs = sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*.png"))
     assert pngs == sorted(str(p.relative_to(lf_env["archive"])) for p in lf_env["archive"].rglob("*.png"))

@@ -139,14 +139,16 @@ async def test_no_credential_appears_anywhere_a_run_writes(keyed_sandboxes: dict
         assert any(r.status < 300 and r.route not in ("styles",) for r in box.requests), name
         assert not [r for r in box.requests if r.status == 401], name
 
-    # a run with a wrong Pixii key: an authentication error, reported without the key
+    # a run with a wrong Pixii key: refused by pre-flight's authenticated request, reported without the key
     keyed_sandboxes["pixii"].reconfigure(fail_asins=[])
     monkeypatch.setenv("PIXII_API_KEY", WRONG)
+    submitted = len([r for r in keyed_sandboxes["pixii"].requests if r.method == "POST"])
     bad_state, bad = await run_flow(products=["B0BQRG7K5N"], steps=["aplus"], archive=str(lf_env["tmp"] / "wrong-key"))
     assert bad_state.is_failed()
-    auth_error = bad.products[0].steps["aplus"].error or ""
-    assert "401" in auth_error or "unauthorized" in auth_error.lower(), auth_error
-    assert [r.status for r in keyed_sandboxes["pixii"].requests if r.route == "a_plus"][-1] == 401
+    [auth_error] = bad.refused
+    assert auth_error.startswith("pixii: credential rejected ("), auth_error
+    assert keyed_sandboxes["pixii"].requests[-1].status == 401
+    assert len([r for r in keyed_sandboxes["pixii"].requests if r.method == "POST"]) == submitted
 
     flow_runs = [state.state_details.flow_run_id, bad_state.state_details.flow_run_id]
     texts: dict[str, str] = {

@@ -1,0 +1,137 @@
+"""Pre-flight: everything a run needs is checked before its first paid call.
+
+* Each chosen provider answers a free authenticated request (``Provider.check_access``): a missing or
+  rejected credential, or a base URL that is not the API, stops the run before anything is spent.
+* The archive takes a test object (written, then removed): no credentials, a missing bucket or a
+  read-only folder stops the run before outputs would be paid for and then lost.
+* Every catalog row is checked against what its providers need for its steps
+  (``Provider.check_product``, with placeholders for what earlier steps produce): a row a provider
+  cannot serve is rejected with its file, line and reason, and nothing is spent on it, not even the
+  steps before the one that cannot run; the other rows run.
+
+Run-level problems are returned as one line each; the flow refuses the run with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from listingflow.settings import RetryPolicy
+from providers.contract import ListingCopy, Product, Provider, Step, StepContext
+from providers.errors import AuthenticationError, ProviderError, redact
+
+from .archive import ArchiveUnavailable, SpooledArchive, run_key
+from .catalog import Catalog, RowError
+from .params import RunParameters
+from .retry import call_with_retries
+
+PLACEHOLDER_IMAGE = "https://placeholder.invalid/main.png"
+PLACEHOLDER_PREPARED = {"product_id": "prod_preflight"}
+ReadManifest = Callable[[Product], Awaitable[dict[str, Any] | None]]
+
+
+async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str,
+                    policy: RetryPolicy) -> list[str]:  # fmt: skip
+    """Problems that stop the whole run, one line each: credentials and the archive, checked at once."""
+    # a few quick retries for a passing fault; a provider that stays unreachable is reported, not waited out
+    policy = policy.model_copy(update={"max_attempts": min(policy.max_attempts, 3),
+                                       "max_total_seconds": min(policy.max_total_seconds, 30.0)})  # fmt: skip
+    checks = [check_access(name, plugin, policy) for name, plugin in sorted(providers.items())]
+    results = await asyncio.gather(check_archive(archive, run_id), *checks)
+    secrets = [s for p in providers.values() for s in p.settings.secret_values()]
+    return [redact(line, secrets) for line in results if line]
+
+
+async def check_access(name: str, plugin: Provider, policy: RetryPolicy) -> str | None:
+    """One line when the provider cannot be used with the configured base URL and credential."""
+    prefix = str(plugin.settings.model_config.get("env_prefix") or f"{name.upper()}_")
+    try:
+        await call_with_retries(plugin.check_access, policy=policy, what=f"pre-flight {name}")
+    except AuthenticationError as exc:
+        if plugin.settings.api_key is None:
+            return (f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "
+                    f"'{prefix.rstrip('_').lower()}-api-key')")  # fmt: skip
+        return f"{name}: credential rejected ({exc.message}): check {prefix}API_KEY"
+    except ProviderError as exc:
+        return f"{name}: {plugin.settings.base_url} cannot be used ({exc.message}): check {prefix}BASE_URL"
+    except Exception as exc:  # noqa: BLE001 - e.g. an invalid URL: reported, never a traceback
+        return f"{name}: {plugin.settings.base_url} cannot be used ({type(exc).__name__}: {exc})"
+    return None
+
+
+async def check_archive(archive: SpooledArchive, run_id: str) -> str | None:
+    """Write a test object where this run's manifest will go, then remove it."""
+    target = archive.archive
+    key = run_key(archive.prefix, run_id, ".preflight")
+    try:
+        await asyncio.to_thread(target.put, key, b"listingflow pre-flight\n", content_type="text/plain",
+                                metadata={})  # fmt: skip
+        await asyncio.to_thread(target.delete, key)
+    except (ArchiveUnavailable, OSError, ValueError) as exc:
+        return f"archive {archive.uri} is not writable: {exc}"
+    return None
+
+
+async def check_rows(params: RunParameters, catalog: Catalog, products: list[Product],
+                     providers: dict[str, Provider], read_manifest: ReadManifest) -> tuple[list[Product], list[RowError]]:  # fmt: skip
+    """The products every chosen provider can serve, and a row error for each other one."""
+    servable: list[Product] = []
+    rejected: list[RowError] = []
+    for product in products:
+        problem = await _row_problem(params, product, providers, read_manifest)
+        if problem is None:
+            servable.append(product)
+        else:
+            rejected.append(catalog.reject(product, problem[1], field=problem[0]))
+    return servable, rejected
+
+
+async def _row_problem(params: RunParameters, product: Product, providers: dict[str, Provider],
+                       read_manifest: ReadManifest) -> tuple[str | None, str] | None:  # fmt: skip
+    """(field, reason) of the first step the product cannot run, or None."""
+    try:
+        p = params.for_product(product.overrides)
+    except ValueError as exc:
+        return "overrides", f"invalid overrides: {exc}"
+    steps = p.ordered_steps()
+    needs_image = Step.APLUS in steps or Step.SCALE in steps
+    main_image = await _main_image(product, Step.IMAGES in steps, read_manifest) if needs_image else None
+    ctx = StepContext(
+        product=product, copy_options=p.copy_options, image_options=p.image_options, aplus_options=p.aplus_options,
+        scale_options=p.scale_options, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+        main_image_url=main_image, prepared=dict(PLACEHOLDER_PREPARED),
+    )  # fmt: skip
+    for step in steps:
+        name = p.providers.for_step(step)
+        plugin = providers.get(name)
+        if plugin is None:
+            return "overrides.providers", f"{step}: provider {name!r} is not one of this run's ({', '.join(sorted(providers))})"
+        contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations] if step == Step.SCALE else [ctx]
+        if step in (Step.APLUS, Step.SCALE) and contexts and main_image is None:
+            return "image_url", f"{step} ({name}) needs a main image: run the images step first or give image_url"
+        for context in contexts:
+            reason = _checked(plugin, step, context)
+            if reason:
+                return None, f"{step} ({name}): {reason}"
+    return None
+
+
+def _checked(plugin: Provider, step: Step, ctx: StepContext) -> str | None:
+    try:
+        return plugin.check_product(step, ctx)
+    except Exception as exc:  # noqa: BLE001 - a plugin's check that breaks rejects the row, not the run
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def _main_image(product: Product, images_run: bool, read_manifest: ReadManifest) -> str | None:
+    """What A+ and Scale will get as the main image: the images step's output (a placeholder here),
+    the row's first image, or the images an earlier run archived for the product."""
+    if images_run:
+        return PLACEHOLDER_IMAGE
+    if product.image_urls:
+        return product.image_urls[0]
+    previous = await read_manifest(product) or {}
+    outputs = previous.get("steps", {}).get(Step.IMAGES, {}).get("outputs") or []
+    return outputs[0].get("source_url") if outputs else None
