@@ -99,12 +99,7 @@ async def _limits(providers: dict[str, Any], settings: Settings) -> list[str]:
         changed = await ensure_limits(specs)
         by_name = {c.split(" ", 1)[1]: c.split(" ", 1)[0] for c in changed}
         for spec in specs:
-            shape = (
-                f"rate {spec.slot_decay_per_second * 60:.4g}/min, burst {spec.limit}"
-                if spec.slot_decay_per_second
-                else f"{spec.limit} job(s) in flight"
-            )
-            lines.append(f"concurrency limit {spec.name}: {by_name.get(spec.name, 'unchanged')} ({shape})")
+            lines.append(f"concurrency limit {spec.name}: {by_name.get(spec.name, 'unchanged')} ({spec.describe()})")
     return lines
 
 

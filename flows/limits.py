@@ -45,6 +45,12 @@ class LimitSpec:
     name: str
     limit: int
     slot_decay_per_second: float | None
+    window: float | None = None  # a rate limit's window in seconds (None: an in-flight limit)
+
+    def describe(self) -> str:
+        if self.window:
+            return f"{self.limit} requests per {self.window:g} s window"
+        return f"{self.limit} job(s) in flight"
 
 
 def _slug(text: str) -> str:
@@ -79,7 +85,7 @@ def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]
     """One plain limit of N slots per route group (N requests per window: each request holds a slot
     for the window) and one in-flight limit per provider."""
     prefix = settings.limit_prefix
-    specs = [LimitSpec(f"{prefix}-{provider.name}-{_slug(g.group)}", g.requests, None)
+    specs = [LimitSpec(f"{prefix}-{provider.name}-{_slug(g.group)}", g.requests, None, g.per_seconds)
              for g in route_limits(provider, settings)]  # fmt: skip
     specs.append(LimitSpec(f"{prefix}-{provider.name}-inflight", inflight_limit(provider, settings), None))
     return specs
