@@ -313,7 +313,7 @@ class WebhookSettings(ProviderSettings):
 
     webhook_url: str | None = Field(
         None, description="public URL the provider POSTs finished jobs to (routed to webhook_listen); "
-        "'auto' = a loopback listener (sandboxes). Unset: jobs are polled")  # fmt: skip
+        "'auto' = a loopback listener on a port the OS picks (sandboxes). Unset: jobs are polled")  # fmt: skip
     webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
     webhook_reconcile_seconds: float = Field(
         60.0, gt=0, description="with webhooks, poll a job whose event has not come after this long")
