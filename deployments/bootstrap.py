@@ -125,11 +125,11 @@ async def _secrets(providers: dict[str, Any]) -> list[str]:
             continue
         value = os.environ.get(var)
         if not value:
-            existing = await aload_api_key(provider)
+            existing = await aload_api_key(block)
             state = "exists, left as is" if existing else "not created"
             lines.append(f"secret {block}: skipped, {var} is not set ({state})")
             continue
-        existing = await aload_api_key(provider)
+        existing = await aload_api_key(block)
         if existing == value:
             lines.append(f"secret {block}: unchanged (from {var})")
             continue

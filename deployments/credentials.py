@@ -35,15 +35,15 @@ def installed_providers() -> dict[str, type[Provider]]:
     return dict(load_providers(allow=settings.providers, strict=settings.strict_plugins).providers)
 
 
-async def aload_api_key(provider: type[Provider]) -> str | None:
-    """The credential stored in the provider's Secret block, None when there is no such block."""
+async def aload_api_key(block_name: str | None) -> str | None:
+    """The credential stored in the Secret block ``block_name`` (``secret_block_name``), None when
+    there is no such block."""
     from prefect.blocks.system import Secret
 
-    name = secret_block_name(provider.settings_class)
-    if name is None:
+    if block_name is None:
         return None
     try:
-        block: Any = await Secret.aload(name)
+        block: Any = await Secret.aload(block_name)
     except ValueError:  # Prefect raises ValueError for an unknown block document
         return None
     value = block.get()
@@ -62,16 +62,17 @@ async def aexport_credentials(providers: dict[str, type[Provider]] | None = None
         if os.environ.get(var):
             sources[name] = "environment"
             continue
-        value = await aload_api_key(provider)
+        block = secret_block_name(provider.settings_class)
+        value = await aload_api_key(block)
         if value:
             os.environ[var] = value
-            sources[name] = f"secret block {secret_block_name(provider.settings_class)}"
+            sources[name] = f"secret block {block}"
         else:
             sources[name] = "missing"
     return sources
 
 
-def load_api_key(provider: type[Provider]) -> str | None:
+def load_api_key(block_name: str | None) -> str | None:
     """Synchronous :func:`aload_api_key` for callers without an event loop of their own.
 
     Only asks Prefect when an API URL is configured (it never starts an ephemeral server) and
@@ -84,6 +85,6 @@ def load_api_key(provider: type[Provider]) -> str | None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     try:
-        return run_coro_as_sync(aload_api_key(provider))
+        return run_coro_as_sync(aload_api_key(block_name))
     except Exception:  # noqa: BLE001 - an unreachable server means "not available", not a crash
         return None
