@@ -114,14 +114,17 @@ async def _secrets(providers: dict[str, Any]) -> list[str]:
     lines = []
     for name, provider in sorted(providers.items()):
         var = api_key_env_var(provider)
-        block = secret_block_name(name)
+        block = secret_block_name(provider.settings_class)
+        if block is None:
+            lines.append(f"secret for {name}: skipped, its settings have no env prefix to name it by")
+            continue
         value = os.environ.get(var)
         if not value:
-            existing = await aload_api_key(name)
+            existing = await aload_api_key(block)
             state = "exists, left as is" if existing else "not created"
             lines.append(f"secret {block}: skipped, {var} is not set ({state})")
             continue
-        existing = await aload_api_key(name)
+        existing = await aload_api_key(block)
         if existing == value:
             lines.append(f"secret {block}: unchanged (from {var})")
             continue

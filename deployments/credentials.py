@@ -2,7 +2,8 @@
 
 Naming, for every installed provider plugin: the environment variable is the plugin settings' env
 prefix + ``API_KEY`` (``PIXII_API_KEY``, ``LISTINGRVA_API_KEY``, ``PRODVISUAL_API_KEY``) and the Secret
-block is ``<provider>-api-key`` (``pixii-api-key`` ...). ``listingflow bootstrap`` copies the variables
+block is the prefix in lower case + ``-api-key`` (``pixii-api-key`` ...; ``providers.contract.secret_block_name``,
+which the plugin settings read too). ``listingflow bootstrap`` copies the variables
 into the blocks; the deployments' pull step :func:`deployments.steps.provider_credentials` does the
 reverse in the flow-run process when a worker host has no variable set, so workers on other machines
 need only ``PREFECT_API_URL``.
@@ -16,14 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from providers.contract import Provider
-
-SECRET_SUFFIX = "-api-key"
-
-
-def secret_block_name(provider: str) -> str:
-    """Name of the Secret block holding ``provider``'s credential, e.g. ``pixii-api-key``."""
-    return f"{provider}{SECRET_SUFFIX}"
+from providers.contract import Provider, secret_block_name
 
 
 def api_key_env_var(provider: type[Provider]) -> str:
@@ -41,12 +35,15 @@ def installed_providers() -> dict[str, type[Provider]]:
     return dict(load_providers(allow=settings.providers, strict=settings.strict_plugins).providers)
 
 
-async def aload_api_key(provider: str) -> str | None:
-    """The credential stored in the provider's Secret block, None when there is no such block."""
+async def aload_api_key(block_name: str | None) -> str | None:
+    """The credential stored in the Secret block ``block_name`` (``secret_block_name``), None when
+    there is no such block."""
     from prefect.blocks.system import Secret
 
+    if block_name is None:
+        return None
     try:
-        block: Any = await Secret.aload(secret_block_name(provider))
+        block: Any = await Secret.aload(block_name)
     except ValueError:  # Prefect raises ValueError for an unknown block document
         return None
     value = block.get()
@@ -65,16 +62,17 @@ async def aexport_credentials(providers: dict[str, type[Provider]] | None = None
         if os.environ.get(var):
             sources[name] = "environment"
             continue
-        value = await aload_api_key(name)
+        block = secret_block_name(provider.settings_class)
+        value = await aload_api_key(block)
         if value:
             os.environ[var] = value
-            sources[name] = f"secret block {secret_block_name(name)}"
+            sources[name] = f"secret block {block}"
         else:
             sources[name] = "missing"
     return sources
 
 
-def load_api_key(provider: str) -> str | None:
+def load_api_key(block_name: str | None) -> str | None:
     """Synchronous :func:`aload_api_key` for callers without an event loop of their own.
 
     Only asks Prefect when an API URL is configured (it never starts an ephemeral server) and
@@ -87,6 +85,6 @@ def load_api_key(provider: str) -> str | None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     try:
-        return run_coro_as_sync(aload_api_key(provider))
+        return run_coro_as_sync(aload_api_key(block_name))
     except Exception:  # noqa: BLE001 - an unreachable server means "not available", not a crash
         return None

@@ -2,7 +2,7 @@
 
 Key layout (all identifiers sanitized, so no traversal and no collisions between products)::
 
-    <prefix>/<country>/<asin>/<step>/<provider>-<label>.<ext>     one output
+    <prefix>/<country>/<asin>/<step>/<provider>-<label>.<ext>     one output (images: png, jpg or webp, by content)
     <prefix>/<country>/<asin>/manifest.json                         what the product has, per step
     <prefix>/runs/<run_id>/manifest.json                            one run: products, failures
     <prefix>/runs/<run_id>/cost-summary.json                        one run: credits and money
@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable
@@ -174,8 +175,12 @@ def _key_lock(path: Path) -> Any:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a fresh temporary name, then rename. Created with mode 0666 so the umask decides
+    (0644 typically), like any file the user writes: ``mkstemp`` would make every object 0600,
+    unreadable to whoever serves or reads the archive."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -180,7 +180,7 @@ def _item_lines(text: str, count: int) -> list[int]:
             i = skip(i)
             if i < len(text) and text[i] == ",":
                 i = skip(i + 1)
-        return [text.count("\n", 0, s) + 1 for s in starts]
+        return _line_numbers(text, starts)
 
     try:
         i = skip(0)
@@ -202,6 +202,17 @@ def _item_lines(text: str, count: int) -> list[int]:
     except (ValueError, IndexError):
         pass
     return list(range(1, count + 1))
+
+
+def _line_numbers(text: str, offsets: list[int]) -> list[int]:
+    """The 1-based line of each of the ascending ``offsets``, in one pass over the text: counting
+    from the start for every item made reading a JSON catalog quadratic (20,000 items: 168 s)."""
+    lines, line, previous = [], 1, 0
+    for offset in offsets:
+        line += text.count("\n", previous, offset)
+        previous = offset
+        lines.append(line)
+    return lines
 
 
 def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str | _RowProblem]]) -> Catalog:

@@ -27,6 +27,8 @@ MAGIC = {
     b"\x89PNG\r\n\x1a\n": ("image/png", "png"),
     b"\xff\xd8\xff": ("image/jpeg", "jpg"),
 }
+IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+"""Every image type a download can yield (``sniff``), by content type: the archive names files by it."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 

@@ -39,7 +39,7 @@ from providers.errors import OutputExpired, ProviderError, QuotaExhausted
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
 from .batching import Batcher, batches_across_products, cached_share
 from .costs import JobCost
-from .download import fetch_image
+from .download import IMAGE_EXTENSIONS, fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
@@ -560,11 +560,13 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
         out.append(_archived(stored, "copy", result, None, asin))
     refreshed: JobResult | None = None
     for output in result.outputs:
-        key = output_key(prefix, product.country_code, asin, step, provider, output.label, "png")
-        existing = await archive.stat(key)
-        if existing is not None and existing.metadata.get("source-job-id") == result.ref.job_id:
+        keys = {ext: output_key(prefix, product.country_code, asin, step, provider, output.label, ext)
+                for ext in _image_extensions(output.content_type)}  # fmt: skip
+        existing = await _archived_image(run, list(keys.values()), result.ref.job_id)
+        if existing is not None:
             out.append(_archived(existing, output.label, result, output.url, asin))
             continue
+        what = f"download {provider} {output.label} of job {result.ref.job_id}"
 
         async def download(url: str = output.url) -> tuple[bytes, str]:
             data, ctype, _ = await fetch_image(
@@ -574,7 +576,7 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
             return data, ctype
 
         try:
-            data, ctype = await call_with_retries(download, policy=run.settings.retry, what=f"download {key}")
+            data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
         except OutputExpired:
             try:
                 refreshed = refreshed or await call_with_retries(
@@ -592,10 +594,27 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
                     "cannot serve it again", provider=provider,
                 ) from None  # fmt: skip
             data, ctype = await call_with_retries(lambda u=fresh.url: download(u), policy=run.settings.retry,
-                                                  what=f"download {key}")  # fmt: skip
-        stored = await archive.put(key, data, content_type=ctype, metadata=meta)
+                                                  what=what)  # fmt: skip
+        stored = await archive.put(keys[IMAGE_EXTENSIONS[ctype]], data, content_type=ctype, metadata=meta)
         out.append(_archived(stored, output.label, result, output.url, asin))
     return out
+
+
+def _image_extensions(declared: str) -> list[str]:
+    """Every extension an image output can be archived under, the type the provider declared first.
+
+    An image is named by the type its bytes turn out to be (known only after the download), so a
+    rerun looks for the job's output under each of them (``_archived_image``) rather than trusting
+    the declaration; the declared type usually matches and is looked up first."""
+    first = IMAGE_EXTENSIONS.get(declared.split(";")[0].strip().lower())
+    return sorted(set(IMAGE_EXTENSIONS.values()), key=lambda ext: (ext != first, ext))
+
+
+async def _archived_image(run: RunContext, keys: list[str], job_id: str) -> StoredObject | None:
+    """The output this job already archived under one of ``keys``; another job's object (an earlier
+    run's image of another type) is not it."""
+    found = await asyncio.gather(*(run.archive.stat(key) for key in keys))
+    return next((o for o in found if o is not None and o.metadata.get("source-job-id") == job_id), None)
 
 
 async def _const(body: bytes, ctype: str) -> tuple[bytes, str]:

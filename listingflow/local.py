@@ -10,6 +10,7 @@ and event workers before the command ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import os
@@ -56,15 +57,48 @@ def prefect_server_with_services(database_url: str, *, repossess_every: float = 
     later run would wait on that slot forever (seen: a rerun after SIGKILL hung). This server runs the
     services a ``prefect server start`` runs, with the repossessor checking every ``repossess_every`` s.
     """
+    import prefect.settings
+
+    settings = prefect.settings
+    with settings.temporary_settings(
+        updates={
+            settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url,
+            settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            settings.PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: repossess_every,
+        }
+    ):
+        server = _server_with_services()()
+        try:
+            server.start(timeout=180)
+            with settings.temporary_settings(updates={settings.PREFECT_API_URL: server.api_url}):
+                yield server.api_url
+        finally:
+            process = server.server_process
+            server.stop()
+            _SERVERS.discard(process)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _server_with_services() -> type[Any]:
+    """``SubprocessASGIServer`` without its ephemeral marker, and a new instance per call.
+
+    Prefect keeps one instance per port in ``SubprocessASGIServer._instances``, which subclasses share:
+    without our own ``__new__`` and registry, "a new server" could be Prefect's temporary server for
+    this process (already running, so ``start`` does nothing: no services), or another caller's
+    server, which our ``stop`` would then stop (imported here: Prefect's server modules are heavy)."""
     import subprocess
     import sys
 
     import prefect
-    import prefect.settings
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
     class ServerWithServices(SubprocessASGIServer):
+        _instances: dict[int | None, SubprocessASGIServer] = {}  # never registered: stop unregisters nothing
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> ServerWithServices:
+            return object.__new__(cls)
+
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             # SubprocessASGIServer's own command, without its PREFECT__SERVER_EPHEMERAL marker, in a
             # session of its own (Ctrl-C reaches the run, not the server) and watching its parent
@@ -80,23 +114,7 @@ def prefect_server_with_services(database_url: str, *, repossess_every: float = 
             _SERVERS.add(proc)
             return proc
 
-    settings = prefect.settings
-    with settings.temporary_settings(
-        updates={
-            settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url,
-            settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
-            settings.PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: repossess_every,
-        }
-    ):
-        server = ServerWithServices()
-        try:
-            server.start(timeout=180)
-            with settings.temporary_settings(updates={settings.PREFECT_API_URL: server.api_url}):
-                yield server.api_url
-        finally:
-            process = server.server_process
-            server.stop()
-            _SERVERS.discard(process)  # type: ignore[arg-type]
+    return ServerWithServices
 
 
 _SERVERS: set[Any] = set()

@@ -287,12 +287,12 @@ class ProviderSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _api_key_from_secret_block(self) -> ProviderSettings:
-        """Without ``<PREFIX>API_KEY``, read the Prefect Secret block ``<provider>-api-key`` that
-        ``listingflow bootstrap`` creates (``PIXII_`` -> ``pixii-api-key``). Asked only when a Prefect
-        API is configured (never starts an ephemeral server); no block or no server leaves the key
-        unset, which the provider reports as a credential error."""
-        prefix = str(self.model_config.get("env_prefix") or "").rstrip("_").lower()
-        if self.api_key is not None or not prefix:
+        """Without ``<PREFIX>API_KEY``, read the Prefect Secret block (``secret_block_name``) that
+        ``listingflow bootstrap`` creates. Asked only when a Prefect API is configured (never starts an
+        ephemeral server); no block or no server leaves the key unset, which the provider reports as a
+        credential error."""
+        block = secret_block_name(type(self))
+        if self.api_key is not None or block is None:
             return self
         from prefect.settings import PREFECT_API_URL
 
@@ -301,7 +301,7 @@ class ProviderSettings(BaseSettings):
         try:
             from prefect.blocks.system import Secret
 
-            value = Secret.load(f"{prefix}-api-key", _sync=True).get()
+            value = Secret.load(block, _sync=True).get()
         except Exception:  # noqa: BLE001 - a missing block or an unreachable server: no key
             return self
         if value:
@@ -309,12 +309,20 @@ class ProviderSettings(BaseSettings):
         return self
 
 
+def secret_block_name(settings_class: type[ProviderSettings]) -> str | None:
+    """The Prefect Secret block holding a provider's credential, named from the same env prefix as its
+    variable (``PIXII_`` -> ``PIXII_API_KEY`` and ``pixii-api-key``): the one name the settings read
+    and ``listingflow bootstrap`` and the deployments' pull step write and load. None without a prefix."""
+    prefix = str(settings_class.model_config.get("env_prefix") or "").rstrip("_").lower()
+    return f"{prefix}-api-key" if prefix else None
+
+
 class WebhookSettings(ProviderSettings):
     """A provider that can finish jobs by signed webhook (``providers/webhooks.py``) instead of polls."""
 
     webhook_url: str | None = Field(
         None, description="public URL the provider POSTs finished jobs to (routed to webhook_listen); "
-        "'auto' = a loopback listener (sandboxes). Unset: jobs are polled")  # fmt: skip
+        "'auto' = a loopback listener on a port the OS picks (sandboxes). Unset: jobs are polled")  # fmt: skip
     webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
     webhook_reconcile_seconds: float = Field(
         60.0, gt=0, description="with webhooks, poll a job whose event has not come after this long")

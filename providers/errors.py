@@ -11,6 +11,7 @@ bodies through ``redact`` before they reach an exception.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 from collections.abc import Mapping
@@ -229,9 +230,15 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - now)
+            pass
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):  # neither seconds nor a date: no hint
+            parsed = None
+        if parsed is not None:
+            if parsed.tzinfo is None:  # "-0000": UTC, not this host's local time
+                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+            return max(0.0, parsed.timestamp() - now)
     reset = _header(headers, "x-ratelimit-reset")
     if reset is not None:
         try:
@@ -252,7 +259,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def redact(text: str, secrets: list[str]) -> str:
     """Remove every secret (and its ``Bearer`` form) from a string bound for a message or log."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a secret containing another goes whole
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text

@@ -1,8 +1,9 @@
 """Discovers provider plugins through the ``listingflow.providers`` entry-point group.
 
 Built-ins are registered through the same entry points as third-party plugins. Each entry point is
-loaded in isolation: a plugin that fails to import, is not a ``Provider``, or speaks another major
-contract version is reported and skipped (or raised, in strict mode, for plugin authors).
+loaded in isolation: a plugin that fails to import, is not a ``Provider``, speaks another major
+contract version or shares its name with another plugin is reported and skipped (or raised, in strict
+mode, for plugin authors).
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ def _check(name: str, obj: object) -> type[Provider]:
     return obj
 
 
+def _clash(registry: Registry, name: str, targets: str, strict: bool) -> None:
+    """Two plugins claim one name: which one ran would depend on install order, and jobs would be paid
+    to the wrong API; neither is loaded."""
+    reason = f"name clash: {targets} both register provider {name!r}; neither is loaded"
+    if strict:
+        raise PluginLoadError(reason)
+    registry.providers.pop(name, None)
+    registry.failures[name] = reason
+    logger.warning("skipping provider plugin %r: %s", name, reason)
+
+
 def load_providers(
     *,
     allow: list[str] | None = None,
@@ -60,9 +72,15 @@ def load_providers(
     """Load every provider plugin (or only those in ``allow``)."""
     registry = Registry()
     found = eps if eps is not None else list(entry_points(group=ENTRY_POINT_GROUP))
+    claimed: dict[str, str] = {}  # name -> the first entry point's target
     for ep in found:
         if allow is not None and ep.name not in allow:
             continue
+        if ep.name in claimed:
+            if claimed[ep.name] != ep.value:  # the same target listed twice is one plugin
+                _clash(registry, ep.name, f"{claimed[ep.name]} and {ep.value}", strict)
+            continue
+        claimed[ep.name] = ep.value
         try:
             registry.providers[ep.name] = _check(ep.name, ep.load())
         except Exception as exc:  # noqa: BLE001 - isolation is the point: one plugin, one failure

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from providers.serving import ThreadedServer, free_port
+from providers.serving import ThreadedServer
 
 logger = logging.getLogger("listingflow.webhooks")
 
@@ -68,13 +68,11 @@ class WebhookInbox:
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         auto = self._public_url == "auto"
-        if auto:
-            self._host, self._port = "127.0.0.1", self._port or free_port()
-        elif not self._port:
-            self._port = free_port()
+        if auto:  # the URL is derived from the port: any free one (a fixed one collides on a shared host)
+            self._host, self._port = "127.0.0.1", 0
         app = Starlette(routes=[Route(self.path, self._receive, methods=["POST"])])
         self._server = ThreadedServer(app, host=self._host, port=self._port, name=f"{self.name}-webhooks")
-        await asyncio.to_thread(self._server.start)
+        self._port = await asyncio.to_thread(self._server.start)
         self.url = f"http://127.0.0.1:{self._port}{self.path}" if auto else self._public_url
 
     def expect(self, job_id: str) -> None:

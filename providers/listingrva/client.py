@@ -72,7 +72,8 @@ def verify_webhook_signature(raw_body: bytes, signature: str, secret: str) -> bo
     if not signature or not secret:
         return False
     expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    # as bytes: compare_digest refuses non-ASCII str (a garbled header must be a 401, not a 500)
+    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode("utf-8", "replace"))
 
 
 class TokenAuth(httpx.Auth):

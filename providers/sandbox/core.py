@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from providers.serving import ThreadedServer, free_port
+from providers.serving import ThreadedServer
 
 # --- configuration -----------------------------------------------------------------------------
 
@@ -502,10 +502,8 @@ class Sandbox:
 
     def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         """Serve on loopback in a background thread; returns the base URL of the server."""
-        port = port or free_port()
-        self.public_url = f"http://{host}:{port}"
         self._server = ThreadedServer(self.app, host=host, port=port, name=f"sandbox-{self.provider}")
-        self._server.start()
+        self.public_url = f"http://{host}:{self._server.start()}"
         return self.public_url
 
     def stop(self) -> None:

@@ -1,0 +1,115 @@
+"""Archived outputs: named by the image type the provider really returned, written with the usual file mode.
+
+Fast: ``_archive_outputs`` runs against a local archive and an in-memory download transport, no
+Prefect server.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from flows.archive import LocalArchive, SpooledArchive
+from flows.pipeline import _archive_outputs
+from listingflow.settings import RetryPolicy
+from providers.contract import JobRef, JobResult, OutputRef, Product, Step
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"j" * 64
+WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"w" * 64
+TYPES = {PNG: "image/png", JPEG: "image/jpeg", WEBP: "image/webp"}
+
+
+class Downloads:
+    """Serves one body per URL path and counts the requests (an archived output is not fetched again)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+        self.requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        body = self.bodies[request.url.path]
+        return httpx.Response(200, content=body, headers={"content-type": TYPES[body]})
+
+
+@pytest.fixture
+def downloads() -> Downloads:
+    return Downloads()
+
+
+@pytest.fixture
+async def run(tmp_path: Path, downloads: Downloads):
+    http = httpx.AsyncClient(transport=httpx.MockTransport(downloads))
+    settings = SimpleNamespace(sandbox_mode=True, download_max_bytes=1 << 20,
+                               retry=RetryPolicy(max_attempts=1))  # fmt: skip
+    archive = SpooledArchive(LocalArchive(tmp_path / "archive"), tmp_path / "spool")
+    yield SimpleNamespace(archive=archive, download_http=http, settings=settings)
+    await http.aclose()
+
+
+PRODUCT = Product(asin="B0EXT00001", country_code="US", title="A product")
+PLUGIN = SimpleNamespace(output_hosts=())
+
+
+def _result(job_id: str, *outputs: tuple[str, str]) -> JobResult:
+    """``outputs``: (label, the content type the provider's job response declared)."""
+    ref = JobRef(provider="prov", step=Step.IMAGES, job_id=job_id, kind="image")
+    return JobResult(ref=ref, status="completed", outputs=[
+        OutputRef(url=f"http://127.0.0.1/{label}", label=label, content_type=declared) for label, declared in outputs
+    ])  # fmt: skip
+
+
+async def test_each_image_is_named_and_typed_by_what_was_downloaded(run, downloads) -> None:
+    """The providers declare PNG by default; the bytes decide the name (a .png holding JPEG breaks viewers)."""
+    downloads.bodies.update({"/image-1": JPEG, "/image-2": WEBP, "/image-3": PNG})
+    result = _result("job-1", ("image-1", "image/png"), ("image-2", "image/png"), ("image-3", "image/png"))
+    archived = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    assert [(a.key, a.content_type) for a in archived] == [
+        ("US/B0EXT00001/images/prov-image-1.jpg", "image/jpeg"),
+        ("US/B0EXT00001/images/prov-image-2.webp", "image/webp"),
+        ("US/B0EXT00001/images/prov-image-3.png", "image/png"),
+    ]
+    assert (run.archive.archive.root / archived[0].key).read_bytes() == JPEG
+
+
+async def test_a_rerun_finds_the_archived_image_whatever_its_type(run, downloads) -> None:
+    """The name is known only after the download; the rerun check looks under every image type, so
+    an output of the same job is neither downloaded nor archived twice."""
+    downloads.bodies.update({"/image-1": JPEG, "/image-2": WEBP})
+    result = _result("job-2", ("image-1", "image/png"), ("image-2", "image/webp"))
+    first = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    assert downloads.requests == 2
+    again = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    assert downloads.requests == 2
+    assert [a.key for a in again] == [a.key for a in first]
+
+
+async def test_another_jobs_image_under_another_type_is_not_taken_for_this_one(run, downloads) -> None:
+    downloads.bodies["/image-1"] = PNG
+    await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-old", ("image-1", "image/png")))
+    downloads.bodies["/image-1"] = JPEG
+    [new] = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin,
+                                   _result("job-new", ("image-1", "image/png")))  # fmt: skip
+    assert downloads.requests == 2
+    assert new.key.endswith("prov-image-1.jpg") and new.job_id == "job-new"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_archive_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    """Anyone who may read the archive folder may read its files (an image server, a colleague),
+    as with any file the user writes; the umask decides, not a private temporary-file mode."""
+    old = os.umask(umask)
+    try:
+        stored = LocalArchive(tmp_path).put("US/B0X/images/p-image-1.png", PNG, content_type="image/png",
+                                            metadata={})  # fmt: skip
+    finally:
+        os.umask(old)
+    path = Path(stored.uri)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert stat.S_IMODE(path.with_name(path.name + ".meta.json").stat().st_mode) == mode

@@ -1,0 +1,132 @@
+"""Cross-product batching: how members are packed into paid batch jobs. Fast: a fake run, task set
+and plugin record what would be submitted; no Prefect server, no provider."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from flows.batching import Batcher
+from providers.contract import JobRef, JobResult, OutputRef, Step
+from providers.errors import InsufficientCredits
+
+MAX_ITEMS = 5
+
+
+class Images(BaseModel):
+    items: list[str]
+
+
+class Batch(BaseModel):
+    members: list[tuple[str, list[str]]]
+
+
+class Plugin:
+    limits = SimpleNamespace(max_batch_size=MAX_ITEMS)
+
+    def merge_requests(self, step: Step, members: list[tuple[str, BaseModel]]) -> list[BaseModel]:
+        return [Batch(members=[(member, request.items) for member, request in members])]  # type: ignore[attr-defined]
+
+    def split_result(self, result: JobResult, member: str) -> JobResult:
+        outputs = [o for o in result.outputs if o.label.startswith(f"{member}/")]
+        return result.model_copy(update={"outputs": outputs, "credits_charged": len(outputs)})
+
+
+class Limiter:
+    @contextlib.asynccontextmanager
+    async def job_slot(self) -> AsyncIterator[None]:
+        yield
+
+    def seconds_until_free(self) -> float:
+        return 0.0
+
+
+class Tasks:
+    """Submits record the batch; waits return one output per item; ``fail`` makes the submit fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.pointers: dict[str, JobRef] = {}
+        self.cache = SimpleNamespace(put=self._put)
+        self.fail: Exception | None = None
+
+    async def _put(self, key: str, ref: JobRef) -> None:
+        self.pointers[key] = ref
+
+    async def submit(self, provider: str, step: Step, batch: Batch, **kw: Any) -> JobRef:
+        if self.fail is not None:
+            raise self.fail
+        self.batches.append(batch)
+        return JobRef(provider=provider, step=step, job_id=f"batch-{len(self.batches)}", kind="batch",
+                      meta={"run_id": "run-1", "batch": batch.model_dump(mode="json")})  # fmt: skip
+
+    async def wait(self, ref: JobRef, version: str) -> JobResult:
+        batch = Batch.model_validate(ref.meta["batch"])
+        outputs = [OutputRef(url=f"https://cdn.example.com/{m}/{i}", label=f"{m}/{i}")
+                   for m, items in batch.members for i in items]  # fmt: skip
+        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=len(outputs))
+
+
+@pytest.fixture
+def tasks() -> Tasks:
+    return Tasks()
+
+
+def batcher(tasks: Tasks, linger: float = 0.01) -> Batcher:
+    run = SimpleNamespace(run_id="run-1", settings=SimpleNamespace(cache_version="1"),
+                          provider=lambda name: Plugin(), limiters={"prov": Limiter()})  # fmt: skip
+    return Batcher(run=run, tasks=tasks, provider="prov", step=Step.IMAGES, linger=linger)  # type: ignore[arg-type]
+
+
+async def submit_all(b: Batcher, items: dict[str, int]) -> dict[str, JobResult]:
+    async def one(member: str, count: int) -> JobResult:
+        request = Images(items=[f"i{n}" for n in range(count)])
+        share, reused = await b.submit(member, f"key-{member}", request, count, estimate=count)
+        assert not reused
+        return share
+
+    shares = await asyncio.wait_for(asyncio.gather(*(one(m, n) for m, n in items.items())), timeout=10)
+    return dict(zip(items, shares, strict=True))
+
+
+def packed(tasks: Tasks) -> list[list[str]]:
+    return [[member for member, _ in batch.members] for batch in tasks.batches]
+
+
+async def test_products_arriving_within_the_linger_share_one_batch(tasks: Tasks) -> None:
+    shares = await submit_all(batcher(tasks), {"a": 1, "b": 2})
+    assert packed(tasks) == [["a", "b"]]
+    assert [o.label for o in shares["b"].outputs] == ["b/i0", "b/i1"] and shares["a"].credits_charged == 1
+    assert {k: (p.job_id, p.meta["member"]) for k, p in tasks.pointers.items()} == {
+        "key-a": ("batch-1", "a"), "key-b": ("batch-1", "b")}  # fmt: skip
+
+
+async def test_a_full_batch_goes_at_once_without_waiting_out_the_linger(tasks: Tasks) -> None:
+    await submit_all(batcher(tasks, linger=3600), {"a": 2, "b": 3})  # 5 items: full
+    assert packed(tasks) == [["a", "b"]]
+
+
+async def test_one_products_items_are_never_split_across_batches(tasks: Tasks) -> None:
+    """c's 3 items would overflow a+b's batch: c goes in the next one, whole."""
+    counts = {"a": 1, "b": 2, "c": 3, "d": 7}
+    shares = await submit_all(batcher(tasks, linger=3600), counts)
+    sizes = [sum(len(items) for _, items in batch.members) for batch in tasks.batches]
+    assert packed(tasks) == [["a", "b"], ["c"], ["d"]]
+    assert sizes == [3, 3, 7]  # a product over the limit goes alone, whole
+    assert {m: len(share.outputs) for m, share in shares.items()} == counts
+
+
+async def test_a_failed_batch_fails_every_member_with_its_reason(tasks: Tasks) -> None:
+    tasks.fail = InsufficientCredits("out of credits", provider="prov")
+    b = batcher(tasks)
+    results = await asyncio.wait_for(asyncio.gather(
+        b.submit("a", "key-a", Images(items=["x"]), 1, 1), b.submit("b", "key-b", Images(items=["y"]), 1, 1),
+        return_exceptions=True), timeout=10)  # fmt: skip
+    assert [type(r) for r in results] == [InsufficientCredits, InsufficientCredits]
+    assert tasks.pointers == {}  # nothing was submitted, so no member points at a batch
