@@ -111,12 +111,15 @@ class Batcher:
             return exc.result
 
     async def _submit(self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None) -> JobRef:
+        # each member's own record of the batch on its way: a rerun may group the products otherwise
+        await self.run.intents.begin([m.key for m in members], self.run.run_id)
         ref: JobRef = forget(await self.tasks.submit(
             self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
             estimate=estimate,
         ))  # fmt: skip
         for m in members:
             await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+        await self.run.intents.end([m.key for m in members], self.run.run_id)
         return ref
 
     def _keep(self, members: list[_Member], ref: JobRef) -> None:

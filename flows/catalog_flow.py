@@ -50,6 +50,7 @@ from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
 from .held import HeldStore
+from .intents import Intents
 from .preflight import check_rows, check_run
 from .reconcile import balance_checks
 from .rerun import Rerun, log_rerun, plan_rerun
@@ -261,6 +262,7 @@ async def run_catalog(
             HOOKS["on_stoppable"](run.stop)
         try:
             tasks = await configure_tasks(settings)
+            run.intents = Intents(tasks.cache)
             if on_start:
                 on_start(len(products), archive.uri)
             records = await _run_products(run, tasks, products, on_product_done)

@@ -34,7 +34,7 @@ from providers.contract import (
     Step,
     StepContext,
 )
-from providers.errors import OutputExpired, ProviderError, QuotaExhausted
+from providers.errors import OutputExpired, ProviderError, QuotaExhausted, SubmitOutcomeUnknown
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
 from .batching import Batcher, batches_across_products, cached_share
@@ -43,7 +43,8 @@ from .download import IMAGE_EXTENSIONS, fetch_image
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
-from .submission import HeldSubmission
+from .reconcile import Verdict
+from .submission import HeldSubmission, held_ref, interrupted_submission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 logger = logging.getLogger("listingflow.pipeline")
@@ -413,6 +414,8 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
                     raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
                 if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
                     return found
+            if not force and (earlier := await run.intents.pending(job.member_key)) is not None:
+                raise await _held_interrupted_member(run, tasks, step, provider_name, request, job, earlier.started)
             items = len(getattr(request, "items", None) or [None])
             share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
                 job.member, job.member_key, request, items, job.estimate
@@ -476,6 +479,21 @@ async def _wait(run: RunContext, tasks: TaskSet, step: Step, ref: JobRef, job: _
 def _keep_in_flight(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
     run.stop.keep(InFlightJob(provider=ref.provider, step=str(step), job_id=ref.job_id,
                               products=(job.member.split("#")[0],)))  # fmt: skip
+
+
+async def _held_interrupted_member(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
+                                   request: BaseModel, job: _Job, started: float) -> HeldSubmission:  # fmt: skip
+    """A batch holding this product's items was on its way when an earlier run was stopped, and its
+    answer was never saved: batches cannot be looked up, so the member is held (never sent again by
+    itself; ``resubmit_unknown`` sends it)."""
+    found = await interrupted_submission(run.provider(provider_name), step, request, started)
+    why = found if isinstance(found, ProviderError) else SubmitOutcomeUnknown(
+        "an earlier run was stopped while a batch with this product's items was on its way", provider=provider_name)
+    ref = held_ref(provider_name, step, job.key, job.label, job.estimate, Verdict.UNKNOWN, why)
+    ref.meta["run_id"] = run.run_id
+    await tasks.cache.put(job.member_key, ref)
+    await run.intents.end([job.member_key], run.run_id)
+    return HeldSubmission(ref, earlier=False)
 
 
 def _resubmit_held(run: RunContext, pointer: JobRef) -> bool:

@@ -30,6 +30,7 @@ from .costs import CostLedger
 from .limits import ProviderLimiter
 from .params import RunParameters
 from .held import HeldStore
+from .intents import Intents, NoIntents
 from .reconcile import BalanceGate, Ticket
 from .stopping import RunStop
 
@@ -61,6 +62,7 @@ class RunContext:
     gates: dict[str, BalanceGate] = field(default_factory=dict)
     held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))
     stop: RunStop = field(default_factory=RunStop)
+    intents: Intents = field(default_factory=NoIntents)
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]

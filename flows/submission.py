@@ -12,6 +12,7 @@ cached under the submission's key like any job: no later run resends it unless t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +40,38 @@ class _Ambiguous(Exception):
 async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
                       cache_key: str, estimate: int | None) -> JobRef:  # fmt: skip
     """The job reference of one paid submission, or a held reference when its outcome is not known."""
+    if (earlier := await run.intents.pending(cache_key)) is not None:
+        found = await interrupted_submission(plugin, step, request, earlier.started)
+        if found is not None:
+            await run.intents.end([cache_key], run.run_id)
+            return found if isinstance(found, JobRef) else held_ref(
+                plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, found)  # fmt: skip
+    await run.intents.begin([cache_key], run.run_id)
+    ref = await _submit_resolved(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
+    await run.intents.end([cache_key], run.run_id)
+    return ref
+
+
+async def interrupted_submission(plugin: Provider, step: Step, request: BaseModel,
+                                 started: float) -> JobRef | ProviderError | None:  # fmt: skip
+    """An earlier run was stopped while this paid request was on its way: the job it created (the
+    plugin's lookup), None when the lookup shows there is none, or why its outcome is unknown."""
+    unknown = SubmitOutcomeUnknown(
+        "an earlier run was stopped while this paid request was on its way; the provider may have "
+        f"processed and billed it (sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(started))} UTC)",
+        provider=plugin.name,
+    )  # fmt: skip
+    try:
+        return await plugin.find_submitted(step, request, since=started)
+    except NotImplementedError:
+        return unknown
+    except ProviderError as exc:
+        logger.warning("%s lookup of an interrupted submission failed: %s", plugin.name, exc)
+        return unknown
+
+
+async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
+                           cache_key: str, estimate: int | None) -> JobRef:  # fmt: skip
     gate = run.gate(plugin.name)
     for resend in range(MAX_SAFE_RESENDS + 1):
         try:

@@ -450,6 +450,13 @@ class Provider(abc.ABC):
         """One member's share of a merged job's result: its outputs, errors and credits."""
         raise NotImplementedError(f"{self.name} does not batch across products")
 
+    async def find_submitted(self, step: Step, request: BaseModel, since: float) -> JobRef | None:
+        """The job ``request`` created at or after ``since`` (epoch seconds) although its submit's
+        answer was lost (an earlier run was killed meanwhile); None when the provider shows there is no
+        such job. Raises ``NotImplementedError`` when the provider cannot look jobs up: the submission
+        is then held as *outcome unknown* rather than sent again."""
+        raise NotImplementedError
+
     def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
         """A request for only the parts of ``result`` (the completed job of ``request``) that failed and
         were refunded, e.g. the A+ types missing from it; None when nothing failed or the provider

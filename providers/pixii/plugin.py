@@ -303,6 +303,15 @@ class PixiiProvider(Provider):
             detail=f"check GET /v1/api/jobs?asin={req.asin} before resubmitting",
         ) from exc
 
+    async def find_submitted(self, step: Step, request: BaseModel, since: float) -> JobRef | None:
+        """Look the job up by ASIN (contract §8), as after a lost submit response."""
+        model = _MODEL_BY_STEP[step]
+        if isinstance(request, BaseModel) and not isinstance(request, model):
+            request = request.model_dump(exclude_none=True)
+        req = validate_request(model, request)
+        lost = ProviderError("an earlier run stopped before the submit's answer was saved", provider=PROVIDER)
+        return await self._find_job(step, req, _KIND_BY_STEP[step], since - RECONCILE_SKEW_SECONDS, lost)
+
     async def _find_job(self, step: Step, req: Any, kind: str, since: float, exc: ProviderError) -> JobRef | None:
         """The unknown job of the same kind for this ASIN created since ``since``, or None: the list
         was read and no job of ours exists, so resending is safe."""

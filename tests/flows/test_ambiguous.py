@@ -135,3 +135,56 @@ async def test_balance_checks_cover_only_providers_with_a_balance_endpoint(
     assert set(checks) == {"listingrva", "prodvisual"}
     for name, check in checks.items():
         assert check.explained and check.spent == sandboxes[name].net_credits(), check.text()
+
+
+# ---- killed while a paid request was on its way: write-ahead intents ----------------------------------
+
+
+async def _kill_while_answer_is_delayed(box: Any, routes: tuple[str, ...], catalog: str, archive: str,
+                                        steps: list[str]) -> None:  # fmt: skip
+    """The provider processes (and bills) the request and answers 30 s later; the run is killed meanwhile."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import subprocess_env
+    from .test_reruns import _wait_for
+
+    box.reconfigure(faults=[FaultRule(route=r, sequence=[Fault(kind="slow", delay=30.0, after=True)]) for r in routes])
+    argv = [sys.executable, "-m", "listingflow.cli", "run", catalog, "--archive", archive,
+            *[a for s in steps for a in ("--step", s)]]  # fmt: skip
+    proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        await _wait_for(lambda: box.charges, 120, "the paid request to be processed")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    box.reconfigure(faults=[])
+
+
+async def test_a_pixii_submission_on_its_way_when_the_run_was_killed_is_looked_up_and_adopted(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
+    pixii = sandboxes["pixii"]
+    catalog, archive = write_catalog(tmp_path, ["B0KILLED01"]), str(tmp_path / "archive")
+    await _kill_while_answer_is_delayed(pixii, ("a_plus",), catalog, archive, ["aplus"])
+    state, summary = await run_flow(catalog=catalog, archive=archive, steps=["aplus"])
+    assert state.is_completed(), summary.failure_report()
+    assert submits(pixii, ("a_plus",)) <= 1 and len(pixii.paid_jobs()) == 1  # adopted, not sent again
+    assert any(r.route == "list_jobs" for r in pixii.requests)
+
+
+async def test_a_listingrva_submission_on_its_way_when_the_run_was_killed_is_held(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
+    rva = sandboxes["listingrva"]
+    catalog, archive = write_catalog(tmp_path, ["B0KILLED02"]), str(tmp_path / "archive")
+    await _kill_while_answer_is_delayed(rva, ("ai_listing",), catalog, archive, ["copy"])
+    state, summary = await run_flow(catalog=catalog, archive=archive, steps=["copy"])
+    copy = step_outcome(summary, "copy")
+    assert copy.status == "failed" and "outcome unknown" in (copy.error or ""), copy.error
+    assert len([j for j in rva.jobs.values() if j.kind == "listing"]) == 1  # not sent again
+    [held] = list(HeldStore(get_settings().held_path))
+    assert held.outcome == "unknown"

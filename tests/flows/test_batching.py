@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from flows.batching import Batcher
+from flows.intents import NoIntents
 from flows.stopping import RunStop
 from providers.contract import JobRef, JobResult, OutputRef, Step
 from providers.errors import InsufficientCredits
@@ -80,7 +81,7 @@ def tasks() -> Tasks:
 
 
 def batcher(tasks: Tasks, linger: float = 0.01) -> Batcher:
-    run = SimpleNamespace(run_id="run-1", settings=SimpleNamespace(cache_version="1"), stop=RunStop(),
+    run = SimpleNamespace(run_id="run-1", settings=SimpleNamespace(cache_version="1"), stop=RunStop(), intents=NoIntents(),
                           provider=lambda name: Plugin(), limiters={"prov": Limiter()})  # fmt: skip
     return Batcher(run=run, tasks=tasks, provider="prov", step=Step.IMAGES, linger=linger)  # type: ignore[arg-type]
 
