@@ -1,4 +1,4 @@
-"""The run's money guards: ``Budget`` and the submission key that makes a paid job submitted once."""
+"""The submission key that makes a paid job submitted once (the budget: tests/flows/test_budget.py)."""
 
 from __future__ import annotations
 
@@ -8,52 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flows.runtime import Budget, BudgetExceeded, reset_current_run, set_current_run, submission_key
+from flows.runtime import reset_current_run, set_current_run, submission_key
 from providers.contract import Step
-from providers.errors import PermanentError
-
-# ---- Budget -------------------------------------------------------------------------------------
-
-
-def test_a_job_that_would_pass_the_providers_cap_is_refused() -> None:
-    budget = Budget(per_provider={"pixii": 100})
-    budget.record("pixii", 60)
-    budget.check("pixii", 40)  # exactly up to the cap is allowed
-    with pytest.raises(BudgetExceeded, match="pixii has spent 60 of max 100 credits; this job would cost 41") as exc:
-        budget.check("pixii", 41)
-    assert exc.value.code == "BUDGET" and isinstance(exc.value, PermanentError)  # never retried
-    budget.check("prodvisual", 10_000)  # another provider's cap is its own
-
-
-def test_a_job_of_unknown_cost_is_refused_once_the_cap_is_spent() -> None:
-    budget = Budget(per_provider={"pixii": 100}, max_total=500)
-    budget.record("pixii", 99)
-    budget.check("pixii", None)
-    budget.record("pixii", 1)
-    with pytest.raises(BudgetExceeded, match="would cost an unknown amount"):
-        budget.check("pixii", None)
-
-
-def test_the_run_total_counts_every_provider() -> None:
-    budget = Budget(max_total=100)
-    budget.record("pixii", 50)
-    budget.record("listingrva", 30)
-    budget.check("prodvisual", 20)
-    with pytest.raises(BudgetExceeded, match="run has spent 80 of max 100 credits"):
-        budget.check("prodvisual", 21)
-    budget.record("prodvisual", 20)
-    with pytest.raises(BudgetExceeded):
-        budget.check("pixii", 0)
-
-
-def test_nothing_recorded_for_free_or_unreported_charges_and_no_caps_means_no_limit() -> None:
-    budget = Budget()
-    budget.record("pixii", None)
-    budget.record("pixii", 0)
-    assert budget.spent == {}
-    budget.record("pixii", 10**9)
-    budget.check("pixii", 10**9)
-
 
 # ---- submission_key -----------------------------------------------------------------------------
 

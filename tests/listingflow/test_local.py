@@ -43,7 +43,7 @@ def test_prefects_own_temporary_server_is_never_taken_for_ours(started: list[Sub
 def test_each_server_is_its_own_and_runs_the_services(started: list[SubprocessASGIServer],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     commands: list[dict[str, Any]] = []
-    monkeypatch.setattr(subprocess, "Popen", lambda args, env: commands.append(env))
+    monkeypatch.setattr(subprocess, "Popen", lambda args, env, **kw: commands.append(env))
     with prefect_server_with_services("sqlite+aiosqlite:///a.db", repossess_every=3.0) as outer:
         with prefect_server_with_services("sqlite+aiosqlite:///b.db") as inner:
             assert inner != outer

@@ -205,7 +205,8 @@ async def test_patch_falls_back_to_put_and_delete_accepts_204() -> None:
     assert methods == ["PATCH", "PUT", "DELETE"]
 
 
-async def test_provider_never_shows_the_key() -> None:
+async def test_provider_never_shows_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LISTINGRVA_BASE_URL", raising=False)  # the documented default, whatever ran before
     http = httpx.AsyncClient(transport=httpx.MockTransport(body(500, err("internal_error"))))
     provider = ListingRVAProvider(http, ListingRVASettings(api_key=TOKEN))
     assert provider.settings.base_url == "https://api.listingrvaai.com/api"
