@@ -111,11 +111,11 @@ class Batcher:
             return exc.result
 
     async def _submit(self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None) -> JobRef:
-        # each member's own record of the batch on its way: a rerun may group the products otherwise
-        await self.run.intents.begin([m.key for m in members], self.run.run_id)
+        # each member's own record of the batch on its way (written as it is sent): a rerun may group
+        # the products otherwise, and must still find that their items may have been paid for
         ref: JobRef = forget(await self.tasks.submit(
             self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
-            estimate=estimate,
+            estimate=estimate, intent_keys=[m.key for m in members],
         ))  # fmt: skip
         for m in members:
             await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))

@@ -174,12 +174,16 @@ class Ticket:
     def __init__(self, gate: BalanceGate) -> None:
         self.gate = gate
         self.entered = False
+        self.before_first_send: Callable[[], Awaitable[None]] | None = None  # e.g. write its intent
 
     async def on_wire(self) -> None:
         """Its request is about to be sent: wait out a balance check under way, then count it."""
         if not self.entered:
             await self.gate._enter()
             self.entered = True
+            first, self.before_first_send = self.before_first_send, None
+            if first is not None:
+                await first()
 
     def off_wire(self) -> None:
         if self.entered:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,7 +39,7 @@ class _Ambiguous(Exception):
 
 
 async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
-                      cache_key: str, estimate: int | None) -> JobRef:  # fmt: skip
+                      cache_key: str, estimate: int | None, intent_keys: list[str] | None = None) -> JobRef:  # fmt: skip
     """The job reference of one paid submission, or a held reference when its outcome is not known."""
     if (earlier := await run.intents.pending(cache_key)) is not None:
         found = await interrupted_submission(plugin, step, request, earlier.started)
@@ -46,9 +47,14 @@ async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: Ba
             await run.intents.end([cache_key], run.run_id)
             return found if isinstance(found, JobRef) else held_ref(
                 plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, found)  # fmt: skip
-    await run.intents.begin([cache_key], run.run_id)
-    ref = await _submit_resolved(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
-    await run.intents.end([cache_key], run.run_id)
+    keys = [cache_key, *(intent_keys or [])]
+    try:
+        ref = await _submit_resolved(run, plugin, step, request, label=label, cache_key=cache_key,
+                                     estimate=estimate, intent=lambda: run.intents.begin(keys, run.run_id))  # fmt: skip
+    except ProviderError:  # answered (refused, out of credits, quota): nothing on its way any more
+        await run.intents.end(keys, run.run_id)
+        raise
+    await run.intents.end([cache_key], run.run_id)  # a batch's members: once their pointers are saved
     return ref
 
 
@@ -71,12 +77,12 @@ async def interrupted_submission(plugin: Provider, step: Step, request: BaseMode
 
 
 async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
-                           cache_key: str, estimate: int | None) -> JobRef:  # fmt: skip
+                           cache_key: str, estimate: int | None, intent: Callable[[], Awaitable[None]]) -> JobRef:  # fmt: skip
     gate = run.gate(plugin.name)
     for resend in range(MAX_SAFE_RESENDS + 1):
         try:
-            ref = await call_with_retries(lambda: _send(plugin, gate, step, request), policy=run.settings.retry,
-                                          what=f"submit {plugin.name} {label}")  # fmt: skip
+            ref = await call_with_retries(lambda: _send(plugin, gate, step, request, intent),
+                                          policy=run.settings.retry, what=f"submit {plugin.name} {label}")  # fmt: skip
         except _Ambiguous as amb:
             verdict = await gate.decide(estimate)
             logger.warning("%s submit %s failed after it may have been processed (%s): %s",
@@ -91,8 +97,10 @@ async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, reques
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel) -> JobRef:
+async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel,
+                intent: Callable[[], Awaitable[None]]) -> JobRef:  # fmt: skip
     async with gate.sending() as ticket, submitting(plugin.name, ticket):
+        ticket.before_first_send = intent  # written only when the request really goes out
         try:
             return await plugin.submit(step, request)
         except RetryableError as exc:

@@ -172,7 +172,7 @@ async def prepare_task(provider: str, product: Product, cache_key: str) -> dict[
 
 @task(name="submit", task_run_name="submit {provider} {step} {label}", persist_result=True)
 async def submit_task(provider: str, step: Step, request: BaseModel, label: str, cache_key: str,
-                      estimate: int | None = None) -> JobRef:  # fmt: skip
+                      estimate: int | None = None, intent_keys: list[str] | None = None) -> JobRef:  # fmt: skip
     """The only task that spends credits. Its result, cached under ``cache_key``, is the job, or a
     held reference when the submission's outcome could not be known (``flows.submission``)."""
     run = current_run()
@@ -183,7 +183,8 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
     hold = await run.budget.reserve(provider, plugin.price_key(step, request), estimate)
     with run.budget.freed_on_error(hold):
         try:
-            ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate)
+            ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate,
+                                    intent_keys=intent_keys)
         except QuotaExhausted as exc:
             run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
                                                       provider=provider, retry_after=exc.retry_after))  # fmt: skip
