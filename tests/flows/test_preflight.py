@@ -53,8 +53,11 @@ def moto_url() -> Iterator[str]:
 async def test_an_unusable_s3_archive_stops_the_run_before_anything_is_paid(
     case: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
+    import boto3
+
     from listingflow.settings import reset_settings
 
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # credentials an earlier test's session cached
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(lf_env["tmp"] / "none"))
