@@ -271,11 +271,11 @@ class Baseline:
 async def run(catalog: str, out_dir: Path, *, concurrency: int = 50, linger: float = 1.0,
               styles: list[str] | None = None, limits: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     products = read_catalog(catalog)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    pool = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     started = time.perf_counter()
     started_epoch = time.time()
     failures = 0
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=60.0, limits=pool) as http:
         base = Baseline(http, out_dir, linger=linger, styles=styles or ["white_bg"], limits=limits)
         gate = asyncio.Semaphore(concurrency)
 
