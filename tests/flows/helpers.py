@@ -74,3 +74,15 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     env.update(extra or {})
     return env
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` (a sandbox ledger, a process) until it holds, or fail naming ``what``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)

@@ -148,8 +148,7 @@ async def _kill_while_answer_is_delayed(box: Any, routes: tuple[str, ...], catal
     import subprocess
     import sys
 
-    from .helpers import subprocess_env
-    from .test_reruns import _wait_for
+    from .helpers import subprocess_env, wait_for
 
     box.reconfigure(faults=[FaultRule(route=r, sequence=[Fault(kind="slow", delay=30.0, after=True)]) for r in routes])
     argv = [sys.executable, "-m", "listingflow.cli", "run", catalog, "--archive", archive,
@@ -157,7 +156,7 @@ async def _kill_while_answer_is_delayed(box: Any, routes: tuple[str, ...], catal
     proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     try:
-        await _wait_for(lambda: box.charges, 120, "the paid request to be processed")
+        await wait_for(lambda: box.charges, 120, "the paid request to be processed")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from .helpers import (
     paid_submissions,
     run_flow,
     subprocess_env,
+    wait_for,
 )
 from .test_faults import write_catalog
 
@@ -30,14 +30,6 @@ def _cli(archive: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "listingflow.cli", "run", EXAMPLE, "--archive", archive, *extra]
 
 
-async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     # Pixii jobs take long enough that the run is certainly polling when it is killed.
     sandboxes["pixii"].reconfigure(job_seconds=4.0)
@@ -46,7 +38,7 @@ async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(sandboxes: di
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         pixii = sandboxes["pixii"]
-        await _wait_for(lambda: len(pixii.jobs) >= 3, 120, "pixii jobs to be submitted")
+        await wait_for(lambda: len(pixii.jobs) >= 3, 120, "pixii jobs to be submitted")
         assert any(pixii.status_of(j) != "completed" for j in pixii.jobs.values()), "kill must land mid-poll"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

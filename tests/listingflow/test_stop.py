@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.flows.helpers import EXAMPLE, duplicate_payments, net_charged, subprocess_env
+from tests.flows.helpers import (
+    EXAMPLE,
+    duplicate_payments,
+    net_charged,
+    subprocess_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -30,14 +36,6 @@ FULL_RUN = {"listingrva": 60, "pixii": 144, "prodvisual": 7}
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "listingflow.cli", "run", *args]
-
-
-async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def _stopped_within(proc: subprocess.Popen[str], seconds: float) -> tuple[int, float]:
@@ -69,7 +67,7 @@ async def test_ctrl_c_with_jobs_in_flight_stops_within_10s_and_the_rerun_resumes
     proc = subprocess.Popen(_cli(EXAMPLE, "--archive", str(archive)), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=ROOT)  # fmt: skip
     try:
-        await _wait_for(lambda: len(rva.jobs) >= 2, 180, "ListingRVA jobs to be submitted")
+        await wait_for(lambda: len(rva.jobs) >= 2, 180, "ListingRVA jobs to be submitted")
         assert any(rva.status_of(j) != "completed" for j in rva.jobs.values()), "Ctrl-C must land mid-job"
         server = running_server(lf_env["home"])
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground process group
@@ -108,7 +106,7 @@ async def _signal_run(pixii: Any, archive: Path, signals: list[signal.Signals]) 
     proc = subprocess.Popen(_cli(EXAMPLE, "--archive", str(archive)), env=subprocess_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
-        await _wait_for(lambda s=seen: len(pixii.jobs) > s, 120, "a Pixii job to be submitted")
+        await wait_for(lambda s=seen: len(pixii.jobs) > s, 120, "a Pixii job to be submitted")
         for sig in signals:
             proc.send_signal(sig)
             await asyncio.sleep(0.2)
@@ -173,7 +171,7 @@ async def test_sandbox_runs_never_reuse_another_sandboxs_jobs(lf_env: dict[str, 
         return any(sandbox_state.glob("*/results/submit-*"))
 
     try:
-        await _wait_for(submitted, 120, "the interrupted run to submit")
+        await wait_for(submitted, 120, "the interrupted run to submit")
         interrupted.send_signal(signal.SIGINT)
         code, out = await asyncio.to_thread(_finish, interrupted, 30)
     finally:
