@@ -21,6 +21,8 @@ class Intent(BaseModel):
     run_id: str
     started: float
     done: bool = False
+    answer_by: float | None = None
+    """When the sending run would have given up waiting for the answer (its request timeout)."""
 
 
 class Intents:
@@ -40,8 +42,9 @@ class Intents:
             found = Intent.model_validate(found)
         return found if isinstance(found, Intent) and not found.done else None
 
-    async def begin(self, keys: list[str], run_id: str) -> None:
-        record = Intent(run_id=run_id, started=time.time()).model_dump()
+    async def begin(self, keys: list[str], run_id: str, *, timeout: float | None = None) -> None:
+        now = time.time()
+        record = Intent(run_id=run_id, started=now, answer_by=now + timeout if timeout else None).model_dump()
         for key in keys:
             await self.store.put(self._key(key), record)
 
@@ -60,7 +63,7 @@ class NoIntents(Intents):
     async def pending(self, key: str) -> Intent | None:
         return None
 
-    async def begin(self, keys: list[str], run_id: str) -> None:
+    async def begin(self, keys: list[str], run_id: str, *, timeout: float | None = None) -> None:
         return None
 
     async def end(self, keys: list[str], run_id: str) -> None:

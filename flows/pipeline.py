@@ -40,6 +40,7 @@ from .archive import ArchiveUnavailable, StoredObject, output_key, product_manif
 from .batching import Batcher, batches_across_products, cached_share
 from .costs import JobCost
 from .download import IMAGE_EXTENSIONS, fetch_image
+from .intents import Intent
 from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
@@ -415,7 +416,7 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
                 if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
                     return found
             if not force and (earlier := await run.intents.pending(job.member_key)) is not None:
-                raise await _held_interrupted_member(run, tasks, step, provider_name, request, job, earlier.started)
+                raise await _held_interrupted_member(run, tasks, step, provider_name, request, job, earlier)
             items = len(getattr(request, "items", None) or [None])
             share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
                 job.member, job.member_key, request, items, job.estimate
@@ -482,11 +483,11 @@ def _keep_in_flight(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None
 
 
 async def _held_interrupted_member(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
-                                   request: BaseModel, job: _Job, started: float) -> HeldSubmission:  # fmt: skip
+                                   request: BaseModel, job: _Job, earlier: Intent) -> HeldSubmission:  # fmt: skip
     """A batch holding this product's items was on its way when an earlier run was stopped, and its
     answer was never saved: batches cannot be looked up, so the member is held (never sent again by
     itself; ``resubmit_unknown`` sends it)."""
-    found = await interrupted_submission(run.provider(provider_name), step, request, started)
+    found = await interrupted_submission(run.provider(provider_name), step, request, earlier)
     why = found if isinstance(found, ProviderError) else SubmitOutcomeUnknown(
         "an earlier run was stopped while a batch with this product's items was on its way", provider=provider_name)
     ref = held_ref(provider_name, step, job.key, job.label, job.estimate, Verdict.UNKNOWN, why)

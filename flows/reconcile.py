@@ -53,6 +53,9 @@ class BalanceGate:
 
     provider: str
     read_balance: Callable[[], Awaitable[int | None]] | None
+    settle_seconds: float = 0.0
+    """How long after the answers a request that timed out may still be debited (a gateway's 5xx, a
+    read timeout or a dropped connection can leave the provider processing it)."""
     start_balance: int | None = None
     baseline: int | None = None
     debits: int = 0
@@ -129,6 +132,7 @@ class BalanceGate:
     async def _check(self) -> None:
         try:
             await self._drained.wait()  # the submissions already on the wire have answered
+            await asyncio.sleep(self.settle_seconds)  # and the ambiguous ones have had time to be debited
             batch, self._pending = self._pending, []
             verdict = await self._verdict([p.price for p in batch])
             for p in batch:

@@ -71,7 +71,8 @@ class RunContext:
         """The provider's paid submissions in this run and its expected balance (``flows.reconcile``)."""
         if name not in self.gates:
             plugin = self.providers[name]
-            self.gates[name] = BalanceGate(name, plugin.balance if plugin.balance_endpoint else None)
+            self.gates[name] = BalanceGate(name, plugin.balance if plugin.balance_endpoint else None,
+                                          settle_seconds=plugin.settings.settle_seconds)
         return self.gates[name]
 
     def secrets(self) -> list[str]:

@@ -11,6 +11,7 @@ cached under the submission's key like any job: no later run resends it unless t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from providers.contract import JobRef, Provider, Step
 from providers.errors import PermanentError, ProviderError, RetryableError, SubmitOutcomeUnknown, resend_is_safe
 
+from .intents import Intent
 from .reconcile import BalanceGate, Verdict
 from .retry import call_with_retries
 from .runtime import RunContext, submitting
@@ -42,7 +44,7 @@ async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: Ba
                       cache_key: str, estimate: int | None, intent_keys: list[str] | None = None) -> JobRef:  # fmt: skip
     """The job reference of one paid submission, or a held reference when its outcome is not known."""
     if (earlier := await run.intents.pending(cache_key)) is not None:
-        found = await interrupted_submission(plugin, step, request, earlier.started)
+        found = await interrupted_submission(plugin, step, request, earlier)
         if found is not None:
             await run.intents.end([cache_key], run.run_id)
             return found if isinstance(found, JobRef) else held_ref(
@@ -50,7 +52,8 @@ async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: Ba
     keys = [cache_key, *(intent_keys or [])]
     try:
         ref = await _submit_resolved(run, plugin, step, request, label=label, cache_key=cache_key,
-                                     estimate=estimate, intent=lambda: run.intents.begin(keys, run.run_id))  # fmt: skip
+                                     estimate=estimate, intent=lambda: run.intents.begin(
+                                         keys, run.run_id, timeout=plugin.settings.timeout_seconds))  # fmt: skip
     except ProviderError:  # answered (refused, out of credits, quota): nothing on its way any more
         await run.intents.end(keys, run.run_id)
         raise
@@ -59,21 +62,37 @@ async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: Ba
 
 
 async def interrupted_submission(plugin: Provider, step: Step, request: BaseModel,
-                                 started: float) -> JobRef | ProviderError | None:  # fmt: skip
+                                 earlier: Intent) -> JobRef | ProviderError | None:  # fmt: skip
     """An earlier run was stopped while this paid request was on its way: the job it created (the
-    plugin's lookup), None when the lookup shows there is none, or why its outcome is unknown."""
+    plugin's lookup), None when the lookup shows there is none, or why its outcome is unknown.
+
+    The request may still be on its way or queued at the provider when this run starts: a lookup that
+    finds nothing is trusted only once the sending run's answer deadline (its request timeout) and the
+    provider's ``settle_seconds`` have passed; before that it is asked again then."""
     unknown = SubmitOutcomeUnknown(
         "an earlier run was stopped while this paid request was on its way; the provider may have "
-        f"processed and billed it (sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(started))} UTC)",
+        f"processed and billed it (sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(earlier.started))} UTC)",
         provider=plugin.name,
     )  # fmt: skip
     try:
-        return await plugin.find_submitted(step, request, since=started)
+        found = await plugin.find_submitted(step, request, since=earlier.started)
+        if found is None and (wait := _settled_at(plugin, earlier) - time.time()) > 0:
+            logger.warning("%s: a paid %s request of a stopped run (%s) is not listed yet; it may still be "
+                           "processed: looking again in %.0f s", plugin.name, step, earlier.run_id, wait)  # fmt: skip
+            await asyncio.sleep(wait)
+            found = await plugin.find_submitted(step, request, since=earlier.started)
+        return found
     except NotImplementedError:
         return unknown
     except ProviderError as exc:
         logger.warning("%s lookup of an interrupted submission failed: %s", plugin.name, exc)
         return unknown
+
+
+def _settled_at(plugin: Provider, earlier: Intent) -> float:
+    """When a job list that does not show the earlier run's request can be believed."""
+    answer_by = earlier.answer_by or earlier.started + plugin.settings.timeout_seconds
+    return answer_by + plugin.settings.settle_seconds
 
 
 async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,

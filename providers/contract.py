@@ -281,6 +281,11 @@ class ProviderSettings(BaseSettings):
     timeout_seconds: float = Field(60.0, gt=0, le=600)
     poll_interval_seconds: float | None = Field(None, gt=0, description="override the advised cadence")
     max_wait_seconds: float = Field(900.0, gt=0, description="give up waiting (job stays resumable)")
+    settle_seconds: float = Field(
+        10.0, ge=0, le=600,
+        description="after a paid request's answer was lost, how long a job list that does not show it yet "
+        "is not trusted: the provider may still be processing the request",
+    )
 
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value()] if self.api_key else []

@@ -123,6 +123,10 @@ def lf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         "PIXII_MAX_WAIT_SECONDS": "20",
         "LISTINGRVA_MAX_WAIT_SECONDS": "20",
         "PRODVISUAL_MAX_WAIT_SECONDS": "20",
+        # how long an empty job list / unchanged balance is not believed after a lost answer (10 s real)
+        "PIXII_SETTLE_SECONDS": "0.3",
+        "LISTINGRVA_SETTLE_SECONDS": "0.3",
+        "PRODVISUAL_SETTLE_SECONDS": "0.3",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

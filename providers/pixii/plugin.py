@@ -289,7 +289,13 @@ class PixiiProvider(Provider):
         since = started - RECONCILE_SKEW_SECONDS
         for attempt in range(RECONCILE_ATTEMPTS):
             try:
-                return await self._find_job(step, req, kind, since, exc)
+                found = await self._find_job(step, req, kind, since, exc)
+                if found is None and self.settings.settle_seconds:
+                    # a gateway's 5xx, a timeout or a dropped connection: Pixii may still be creating
+                    # the job; an empty list is believed only once it has had time to appear
+                    await asyncio.sleep(self.settings.settle_seconds)
+                    found = await self._find_job(step, req, kind, since, exc)
+                return found
             except RetryableError as lookup:
                 logger.warning("pixii reconciliation for %s failed (%s), retrying", req.asin, lookup)
                 await asyncio.sleep(lookup.retry_after if lookup.retry_after is not None else 0.5 * 2**attempt)

@@ -198,6 +198,7 @@ class Sandbox:
         self.public_url = "http://sandbox.invalid"
         self.balance = self.config.starting_credits
         self.requests: list[RequestRecord] = []
+        self.arrivals: list[str] = []  # route names as requests arrive (``requests`` logs them once answered)
         self.charges: list[ChargeRecord] = []
         self.jobs: dict[str, Job] = {}
         self.files: dict[str, tuple[str, str]] = {}  # file id -> (seed, label)
@@ -261,11 +262,15 @@ class Sandbox:
         now = self.clock.now()
         record = RequestRecord(t=now, method=request.method, path=request.url.path, route=name,
                                status=0, groups=groups)  # fmt: skip
+        with self._lock:
+            self.arrivals.append(name)
         self.finalize_due()
         fault = self._next_fault(name)
         if fault is not None:
             record.fault = (fault.kind if fault.kind != "status" else str(fault.status)) + (
                 "-after" if fault.after else "")
+            if not fault.after:
+                await request.body()  # received whole (a stalled request is processed even if its client goes)
             if not fault.after and (response := await self._apply_fault(fault)) is not None:
                 return self._log(record, response)
         response = await self._process(request, record, handler, groups, authenticated)

@@ -17,7 +17,7 @@ from flows.held import HeldStore
 from listingflow.settings import get_settings
 from providers.sandbox.core import Fault, FaultRule
 
-from .helpers import duplicate_payments, paid_submissions, run_flow
+from .helpers import duplicate_payments, paid_submissions, run_flow, wait_for
 from .test_faults import PV_SUBMIT, settle, write_catalog
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -75,6 +75,32 @@ async def test_processed_then_lost_is_charged_once_and_never_resent(
     assert submits(box, routes) == 1 and paid_submissions({provider: box})[provider] == 1
     assert "charged, not retrievable" in (step_outcome(summary, step).error or "")
     assert summary.cost.total.net == 0
+
+
+PROCESSED_LATE = {**SUBMITS, "pixii": (("a_plus",), "aplus")}
+
+
+@pytest.mark.parametrize("provider", sorted(PROCESSED_LATE))
+async def test_a_request_processed_after_the_client_gave_up_is_not_paid_twice(
+    provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The client times out at 0.5 s; the provider, still holding the request, creates and bills the
+    job at 1.5 s. A job list or balance read right after the timeout shows nothing: only one read
+    after ``settle_seconds`` tells the truth."""
+    monkeypatch.setenv(f"{provider.upper()}_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv(f"{provider.upper()}_SETTLE_SECONDS", "3")
+    box, (routes, step) = sandboxes[provider], PROCESSED_LATE[provider]
+    lose_next_submit(box, routes, Fault(kind="slow", delay=1.5))
+    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG006"]), steps=[step])
+    await wait_for(lambda: sum(r.route in routes for r in box.requests) == sum(a in routes for a in box.arrivals),
+                   10, "every submit that reached the provider to be processed")  # fmt: skip
+    assert paid_submissions({provider: box})[provider] == 1, "paid twice"
+    outcome = step_outcome(summary, step)
+    if provider == "pixii":
+        assert outcome.status == "done", outcome.error  # found by the lookup, adopted
+    else:
+        assert "charged, not retrievable" in (outcome.error or ""), outcome.error
 
 
 @pytest.mark.parametrize("provider", sorted(SUBMITS))
@@ -173,6 +199,38 @@ async def test_a_pixii_submission_on_its_way_when_the_run_was_killed_is_looked_u
     assert state.is_completed(), summary.failure_report()
     assert submits(pixii, ("a_plus",)) <= 1 and len(pixii.paid_jobs()) == 1  # adopted, not sent again
     assert any(r.route == "list_jobs" for r in pixii.requests)
+
+
+async def test_a_pixii_submission_still_queued_when_the_run_was_killed_is_not_sent_again(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst case of a killed run: its request reached Pixii, which creates the job only seconds
+    later, after the next run has already looked for it. That run must wait out the request's answer
+    deadline before believing an empty job list, then adopt the job instead of paying again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import subprocess_env, wait_for
+
+    pixii = sandboxes["pixii"]
+    catalog, archive = write_catalog(tmp_path, ["B0KILLED03"]), str(tmp_path / "archive")
+    monkeypatch.setenv("PIXII_TIMEOUT_SECONDS", "8")  # the killed run's answer deadline
+    pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(kind="slow", delay=6.0)])])
+    argv = [sys.executable, "-m", "listingflow.cli", "run", catalog, "--archive", archive, "--step", "aplus"]
+    proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        await wait_for(lambda: "a_plus" in pixii.arrivals, 120, "the paid request to reach Pixii")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not pixii.paid_jobs()  # not processed yet: the next run's first look finds nothing
+    state, summary = await run_flow(catalog=catalog, archive=archive, steps=["aplus"])
+    assert state.is_completed(), summary.failure_report()
+    assert len(pixii.paid_jobs()) == 1, [r.route for r in pixii.requests]
+    assert pixii.arrivals.count("a_plus") == 1  # adopted, never sent again
 
 
 async def test_a_listingrva_submission_on_its_way_when_the_run_was_killed_is_held(

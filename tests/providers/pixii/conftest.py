@@ -55,7 +55,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 def settings_for(url: str, **kw: Any) -> PixiiSettings:
     values: dict[str, Any] = {"base_url": url, "api_key": KEY, "poll_interval_seconds": 0.03,
-                              "max_wait_seconds": 10.0, "timeout_seconds": 5.0, **kw}
+                              "max_wait_seconds": 10.0, "timeout_seconds": 5.0, "settle_seconds": 0.05, **kw}
     return PixiiSettings(_env_file=None, **values)
 
 

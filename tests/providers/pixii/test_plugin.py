@@ -155,7 +155,8 @@ async def test_malformed_submit_answer_is_reconciled_then_reraised(sandbox, prov
     sandbox.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(kind="malformed")])])
     with pytest.raises(MalformedResponse):
         await provider.submit(Step.APLUS, provider.build_requests(Step.APLUS, ctx("B0LOST0005"))[0])
-    assert [r.route for r in sandbox.requests[-2:]] == ["a_plus", "list_jobs"]
+    # looked up, and looked up again once the job had time to appear (settle_seconds)
+    assert [r.route for r in sandbox.requests[-3:]] == ["a_plus", "list_jobs", "list_jobs"]
 
 
 async def test_reset_after_sending_submit_is_reconciled(sandbox, provider) -> None:
@@ -165,7 +166,7 @@ async def test_reset_after_sending_submit_is_reconciled(sandbox, provider) -> No
     with pytest.raises(ProviderConnectionError) as info:
         await provider.submit(Step.SCALE, provider.build_requests(Step.SCALE, c)[0])
     assert info.value.request_sent
-    assert [r.route for r in sandbox.requests[-2:]] == ["scale", "list_jobs"]
+    assert [r.route for r in sandbox.requests[-3:]] == ["scale", "list_jobs", "list_jobs"]
 
 
 async def test_connection_never_opened_reraises_without_lookup(sandbox, http) -> None:
@@ -178,13 +179,21 @@ async def test_connection_never_opened_reraises_without_lookup(sandbox, http) ->
 
 
 async def test_timeout_on_submit_is_reconciled(sandbox, make_provider) -> None:
-    provider = make_provider(timeout_seconds=0.2)
+    # Pixii still holds the request when the client gives up at 0.2 s and creates the job at 1.0 s:
+    # the first look finds nothing, the one after settle_seconds finds the job and adopts it.
+    provider = make_provider(timeout_seconds=0.2, settle_seconds=1.5)
     sandbox.reconfigure(faults=[FaultRule(route="listing_builder", sequence=[Fault(kind="slow", delay=1.0)])])
-    with pytest.raises(ProviderTimeout):
-        # the sandbox has not created the job yet when the client looks: nothing to adopt
-        await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0LOST0004"))[0])
-    assert "list_jobs" in [r.route for r in sandbox.requests if r.path == "/v1/api/jobs"][-1:]
-    assert not any(j.asin == "B0LOST0004" for j in sandbox.jobs.values())
+    ref = await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0LOST0004"))[0])
+    assert ref.meta["reconciled"]
+    assert [j.id for j in sandbox.jobs.values() if j.asin == "B0LOST0004"] == [ref.job_id]
+
+
+async def test_timeout_on_submit_without_a_job_reraises(sandbox, make_provider) -> None:
+    provider = make_provider(timeout_seconds=0.2)
+    sandbox.reconfigure(faults=[FaultRule(route="listing_builder", sequence=[Fault(kind="timeout", delay=1.0)])])
+    with pytest.raises(ProviderTimeout):  # refused after the delay: no job, safe to resend
+        await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0LOST0006"))[0])
+    assert not any(j.asin == "B0LOST0006" for j in sandbox.jobs.values())
 
 
 async def test_refresh_and_expiry(sandbox, provider, http) -> None:
