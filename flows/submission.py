@@ -108,12 +108,24 @@ async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, reques
                            plugin.name, label, amb.error, verdict.value)  # fmt: skip
             if verdict is Verdict.NOT_CHARGED and resend < MAX_SAFE_RESENDS:
                 continue
+            if verdict is not Verdict.NOT_CHARGED and (found := await _recovered(plugin, step, request, estimate)):
+                gate.watching()  # its debit is in the balance already read; it may still be refunded
+                return found
             return held_ref(plugin.name, step, cache_key, label, estimate, verdict, amb.error)
         except SubmitOutcomeUnknown as exc:  # the plugin's own lookup could not tell
             return held_ref(plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, exc)
         gate.charged(ref.credits_at_submit if ref.credits_at_submit is not None else estimate)
         return ref
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _recovered(plugin: Provider, step: Step, request: BaseModel, price: int | None) -> JobRef | None:
+    """The lost submission's job, if the provider still tells us about it (a webhook event)."""
+    try:
+        return await plugin.recover_lost(step, request, price=price)
+    except ProviderError as exc:
+        logger.warning("%s: recovering a lost submission failed: %s", plugin.name, exc)
+        return None
 
 
 async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel,

@@ -462,6 +462,14 @@ class Provider(abc.ABC):
         is then held as *outcome unknown* rather than sent again."""
         raise NotImplementedError
 
+    async def recover_lost(self, step: Step, request: BaseModel, *, price: int | None) -> JobRef | None:
+        """The job of a submission in this run whose answer was lost and that the balance showed was
+        (or may have been) processed, recovered from what the provider still sends: a webhook event
+        for a job this process never heard of that matches ``request``. None when nothing arrives within
+        the job's wait (the output stays *charged, not retrievable* or *unknown*) or the provider has
+        no such channel."""
+        return None
+
     def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
         """A request for only the parts of ``result`` (the completed job of ``request``) that failed and
         were refunded, e.g. the A+ types missing from it; None when nothing failed or the provider

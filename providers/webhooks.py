@@ -51,6 +51,7 @@ class WebhookInbox:
         self._events: dict[str, dict[str, Any]] = {}  # job id -> the latest event's data, until taken
         self._early: OrderedDict[str, dict[str, Any]] = OrderedDict()  # events no waiter expected yet
         self._arrived: dict[str, asyncio.Event] = {}
+        self._orphan: asyncio.Event = asyncio.Event()  # set when an event no waiter expects arrives
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ThreadedServer | None = None
         self._starting: asyncio.Future[None] | None = None
@@ -96,6 +97,23 @@ class WebhookInbox:
         arrived.clear()
         return self._events.pop(job_id, None)
 
+    async def claim(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> str | None:
+        """The job of an event no waiter expects that ``match`` recognises, once one has arrived (None
+        after ``timeout``). Such an event at this receiver is about a job this process submitted but
+        whose submit answer was lost; the job becomes expected, so ``wait`` returns that event."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._orphan.clear()
+            for job_id, data in list(self._early.items()):
+                if match(data):
+                    self.expect(job_id)  # takes the event out of the early ones
+                    return job_id
+            try:
+                await asyncio.wait_for(self._orphan.wait(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return None
+
     def forget(self, job_id: str) -> None:
         self._arrived.pop(job_id, None)
         self._events.pop(job_id, None)
@@ -129,6 +147,7 @@ class WebhookInbox:
             self._early[job_id] = data
             while len(self._early) > EARLY_EVENTS_KEPT:
                 self._early.popitem(last=False)
+            self._orphan.set()
             return
         self.received += 1
         self._events[job_id] = data

@@ -279,6 +279,25 @@ class ListingRVAProvider(BaseProvider):
                   "estimate": request.credits},
         )  # fmt: skip
 
+    async def recover_lost(self, step: Step, request: BaseModel, *, price: int | None) -> JobRef | None:
+        """An image job whose submit answer was lost: its ``image.generated`` event still reaches this
+        run's receiver (the hook is this run's own), naming the product (contract §9, ASSUMPTION on the
+        payload). Listing jobs have no event: they stay as the balance left them."""
+        if step != Step.IMAGES or not isinstance(request, ImageRequest) or self._inbox is None:
+            return None
+        job_id = await self._inbox.claim(lambda data: str(data.get("productId") or "") == request.product_id,
+                                         timeout=self.settings.max_wait_seconds)  # fmt: skip
+        if job_id is None:
+            return None
+        logger.warning("ListingRVA image job %s for product %s recovered from its webhook event after its "
+                       "submit answer was lost", job_id, request.product_id)  # fmt: skip
+        return JobRef(
+            provider=self.name, step=step, job_id=job_id, kind="image", credits_at_submit=price,
+            meta={"style": request.style, "size": request.effective_size, "kind": "image", "product_id":
+                  request.product_id, "webhook": True, "platform": request.platform or "general",
+                  "credit_cost": price, "estimate": request.credits, "reconciled": True},
+        )  # fmt: skip
+
     async def wait(self, ref: JobRef) -> JobResult:
         if self._inbox is not None and self._inbox.expects(ref.job_id):
             return await self._wait_for_event(ref, self._inbox)

@@ -11,6 +11,7 @@ Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -60,6 +61,8 @@ from .models import (
     default_labels,
 )
 from .webhooks import webhook_inbox
+
+logger = logging.getLogger("listingflow.prodvisual")
 
 CREDITS_PER_IMAGE = 1  # published price (contract §2)
 SINGLE_POLL_SECONDS = 2.0  # ASSUMPTION (contract §9): single generation polled every 2 s
@@ -280,6 +283,31 @@ class ProdVisualProvider(Provider):
                           credits_at_submit=used, balance_after=sub.credits_remaining, meta=meta)  # fmt: skip
         raise RequestValidationError(f"ProdVisual cannot submit a {type(request).__name__}", provider=PROVIDER,
                                      code="LOCAL_VALIDATION", field="request")  # fmt: skip
+
+    async def recover_lost(self, step: Step, request: BaseModel, *, price: int | None) -> JobRef | None:
+        """A batch whose submit answer was lost: with a webhook, its completion event still reaches this
+        run's receiver (the URL went out with the batch). It is taken as this batch's when its items
+        match this request's, in number and, position by position, in style (contract §11)."""
+        if not isinstance(request, BatchRequest) or self._inbox is None:
+            return None
+        styles = [item.style for item in request.items]
+
+        def same_batch(data: dict[str, Any]) -> bool:
+            try:
+                batch = BatchStatus.model_validate(data)
+            except ValidationError:
+                return False
+            got = [r.style for r in batch.results]
+            return (batch.total_items or len(got)) == len(styles) and got == styles
+
+        job_id = await self._inbox.claim(same_batch, timeout=self.settings.max_wait_seconds)
+        if job_id is None:
+            return None
+        logger.warning("ProdVisual batch %s recovered from its webhook event after its submit answer was lost",
+                       job_id)  # fmt: skip
+        meta = {"labels": request.item_labels(), "credits_used": price, "webhook": True, "total_items": len(styles),
+                "reconciled": True}  # fmt: skip
+        return JobRef(provider=self.name, step=step, job_id=job_id, kind="batch", credits_at_submit=price, meta=meta)
 
     async def wait(self, ref: JobRef) -> JobResult:
         if ref.kind == "generation" and ref.meta.get("response"):

@@ -103,6 +103,34 @@ async def test_a_request_processed_after_the_client_gave_up_is_not_paid_twice(
         assert "charged, not retrievable" in (outcome.error or ""), outcome.error
 
 
+# provider -> (its submit routes, the catalog, the run's options) for an image job that has a webhook
+WEBHOOKED = {
+    "listingrva": (("ai_image",), ["B0WEBHK001"], {"steps": ["copy", "images"], "providers": {"images": "listingrva"}}),
+    "prodvisual": (PV_SUBMIT, ["B0WEBHK002", "B0WEBHK003"], {"steps": ["images"]}),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(WEBHOOKED))
+async def test_a_lost_submission_is_recovered_from_its_webhook_event(
+    provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The balance shows the lost image submission was charged; the job's completion event still
+    reaches this run's receiver, so the output is archived instead of *charged, not retrievable*."""
+    monkeypatch.setenv(f"{provider.upper()}_WEBHOOK_URL", "auto")
+    box, (routes, asins, options) = sandboxes[provider], WEBHOOKED[provider]
+    lose_next_submit(box, routes, Fault(status=503, after=True))
+    state, summary = await run_flow(catalog=write_catalog(tmp_path, asins), **options)
+    assert state.is_completed(), summary.failure_report()
+    assert all(p.steps["images"].status == "done" for p in summary.products), summary.failure_report()
+    assert submits(box, routes) == 1, "the lost submission was sent again"
+    assert duplicate_payments({provider: box}) == []
+    line = {ln.provider: ln for ln in summary.cost.by("provider")}[provider]
+    assert line.net == box.net_credits() and line.held_jobs == 0
+    images = [f for f in (lf_env["archive"]).rglob("*") if "/images/" in str(f) and not f.name.endswith(".json")]
+    assert len(images) >= len(asins)
+
+
 @pytest.mark.parametrize("provider", sorted(SUBMITS))
 async def test_refused_before_processing_is_resent_once_the_balance_shows_no_debit(
     provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
