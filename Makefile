@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/flows/test_chaos.py tests/listingflow/test_stop.py
+	$(BIN)/python -m pytest -q -m slow tests/flows/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

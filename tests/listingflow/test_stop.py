@@ -127,13 +127,17 @@ async def test_sigterm_stops_with_143(sandboxes: dict[str, Any], lf_env: dict[st
     assert not (lf_env["home"] / "server.json").exists()  # PREFECT_API_URL wins: no local server
 
 
-@pytest.mark.slow  # seen failing once in three full suites under load (the second signal not acted on): `make chaos`
 async def test_a_second_signal_exits_at_once(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     sandboxes["pixii"].reconfigure(job_seconds=5.0)
     code, took, out = await _signal_run(sandboxes["pixii"], lf_env["tmp"] / "archive-twice",
                                         [signal.SIGINT, signal.SIGINT])  # fmt: skip
-    assert code == 130 and took < 3, out[-3000:]
-    assert "exited at once" in out
+    assert took < 3, out[-3000:]
+    if code == -signal.SIGINT:
+        # The first stop had already wound the run down and Python was finalizing (its signal handlers
+        # back to the default) when the second came: killed by SIGINT, which a shell reports as 130.
+        assert "run interrupted (SIGINT)" in out, out[-3000:]
+    else:
+        assert code == 130 and "exited at once" in out, out[-3000:]
 
 
 def _sandbox_run(catalog: Path, archive: Path, job_seconds: float = 0.2) -> subprocess.Popen[str]:
