@@ -224,6 +224,17 @@ async def test_s3_gallery_is_served_as_html(tmp_path: Path, monkeypatch: pytest.
     assert Page(text).images[0]["src"] == "../../US/B0TEST0001/images/prodvisual-white_bg-1.png"
 
 
+async def artifacts(flow_run_id: str, key: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),  # fmt: skip
+        )
+
+
 # ---- in a real browser -----------------------------------------------------------------------------------
 
 
@@ -261,6 +272,8 @@ async def test_every_image_of_a_sandbox_run_loads_in_a_real_browser(sandboxes: d
     assert seen == {"images": len(pngs), "loaded": len(pngs), "broken": []}
     cards = Page(page.read_text()).cards
     assert len(cards) == 6 and cards["US-B0BQRG7K5N"]["data-groups"] == "partial"
+    [report] = await artifacts(summary.run_id, "cost-summary-report")
+    assert f"**Review gallery:** [{summary.gallery}]({summary.gallery})" in report.data
 
     # the check can fail: an image missing from the archive is reported broken
     gone = lf_env["archive"] / "US" / "B0CHX1W1XY" / "images" / "prodvisual-white_bg-1.png"
