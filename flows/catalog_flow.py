@@ -447,7 +447,7 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
     if cost is not None:
         await _put_run_document(archive, summary, "cost-summary.json", cost)
     await _publish_gallery(summary, archive, manifest, cost)
-    del manifest, cost
+    del manifest, cost  # not held while Prefect serializes the artifacts below
     if FlowRunContext.get() is None or summary.cost is None:
         return
     await acreate_table_artifact(summary.cost.table(), key="cost-summary",

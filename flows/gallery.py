@@ -16,7 +16,7 @@ import json
 import posixpath
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -155,7 +155,7 @@ def run_cost(cost_doc: dict[str, Any] | None) -> str:
 def _when(timestamp: Any) -> str:
     if not isinstance(timestamp, (int, float)):
         return ""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def run_view(run_doc: dict[str, Any], cost: str) -> dict[str, Any]:
@@ -181,10 +181,12 @@ def product_view(entry: dict[str, Any], manifest: dict[str, Any] | None, costs: 
     (outputs, copy, variations, compliance); a product without a readable manifest still gets a card."""
     manifest = manifest or {}
     key = entry.get("key") or f"{entry.get('country_code', '')}/{entry.get('asin', '')}"
-    compliance_doc = manifest.get("compliance") if isinstance(manifest.get("compliance"), dict) else {}
+    checked = manifest.get("compliance")
+    compliance_doc: dict[str, Any] = checked if isinstance(checked, dict) else {}
     compliance = entry.get("compliance") or compliance_doc.get("status")
-    findings = [_finding(f, page_key) for f in compliance_doc.get("findings") or [] if isinstance(f, dict)]
-    flagged = {f.get("output_key") for f in compliance_doc.get("findings") or [] if isinstance(f, dict)}
+    raw_findings = [f for f in compliance_doc.get("findings") or [] if isinstance(f, dict)]
+    findings = [_finding(f, page_key) for f in raw_findings]
+    flagged = {f.get("output_key") for f in raw_findings if f.get("output_key")}
     status = str(entry.get("status", manifest.get("last_status", "unknown")))
     view = ProductView(
         anchor=key.replace("/", "-"), asin=str(entry.get("asin", manifest.get("asin", ""))),

@@ -229,10 +229,8 @@ async def artifacts(flow_run_id: str, key: str) -> list[Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     async with get_client() as client:
-        return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
-                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),  # fmt: skip
-        )
+        only = ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        return await client.read_artifacts(artifact_filter=only)
 
 
 # ---- in a real browser -----------------------------------------------------------------------------------
@@ -253,8 +251,8 @@ def images_seen_by_browser(page: Path, profile: Path) -> dict[str, Any]:
     """Open ``page?selftest`` headless and read what its self-test wrote: images, loaded, broken."""
     args = [chromium(), "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri() + "?selftest"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)  # fmt: skip
-    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.DOTALL)
     assert found, f"the page's self-test did not report (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return json.loads(html.unescape(found.group(1)))
 
