@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import posixpath
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -270,30 +270,24 @@ def _template() -> Any:
     return env.from_string(resources.files("flows").joinpath("gallery.html.j2").read_text(encoding="utf-8"))
 
 
-async def render(run_doc: dict[str, Any], cost: str, products: AsyncIterator[ProductView], *,
-                 page_key: str) -> bytes:  # fmt: skip
+async def render(run_doc: dict[str, Any], cost: str, products: AsyncIterator[ProductView]) -> bytes:
     """The page, written as the products arrive (``products`` is consumed once, in order)."""
     out = bytearray()
     stream = _template().generate_async(run=run_view(run_doc, cost), products=products, filters=FILTERS,
-                                        thumb=THUMB_PX, page_key=page_key)  # fmt: skip
+                                        thumb=THUMB_PX)  # fmt: skip
     async for chunk in stream:
         out += chunk.encode("utf-8")
     return bytes(out)
 
 
-async def product_views(archive: SpooledArchive, entries: Iterable[dict[str, Any]], costs: dict[str, str],
+async def product_views(archive: SpooledArchive, entries: list[dict[str, Any]], costs: dict[str, str],
                         page_key: str) -> AsyncIterator[ProductView]:  # fmt: skip
     """Each product's card, in the run manifest's order, reading ``MANIFEST_WINDOW`` manifests at a time."""
-    batch: list[dict[str, Any]] = []
-    for entry in [*entries, None]:
-        if entry is not None:
-            batch.append(entry)
-            if len(batch) < MANIFEST_WINDOW:
-                continue
+    for start in range(0, len(entries), MANIFEST_WINDOW):
+        batch = entries[start : start + MANIFEST_WINDOW]
         manifests = await asyncio.gather(*(_product_manifest(archive, e) for e in batch))
-        for e, manifest in zip(batch, manifests, strict=True):
-            yield product_view(e, manifest, costs, page_key)
-        batch = []
+        for entry, manifest in zip(batch, manifests, strict=True):
+            yield product_view(entry, manifest, costs, page_key)
 
 
 async def _product_manifest(archive: SpooledArchive, entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -315,7 +309,7 @@ async def publish_gallery(archive: SpooledArchive, run_doc: bytes, cost_doc: byt
     del costs_json  # its per-product lines are summed into ``costs``: not held while the page is written
     page_key = run_key(archive.prefix, run["run_id"], GALLERY_NAME)
     views = product_views(archive, run.get("products") or [], costs, page_key)
-    body = await render(run, total, views, page_key=page_key)
+    body = await render(run, total, views)
     return await archive.put(page_key, body, content_type="text/html; charset=utf-8", metadata={})
 
 
