@@ -46,6 +46,7 @@ from .archive import (
 from .catalog import Catalog, CatalogError, RowError, load_catalog
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
+from .gallery import gallery_link, publish_gallery
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .pipeline import ProductOutcome, ProductRecord, run_product
@@ -76,6 +77,7 @@ class RunSummary(BaseModel):
     notes: list[str] = Field(default_factory=list)
     interrupted: str | None = Field(None, description="why the run stopped early (SIGINT, SIGTERM)")
     in_flight: list[dict[str, Any]] = Field(default_factory=list, description="jobs left running, resumed next run")
+    gallery: str | None = Field(None, description="the run's review page: a file:// URL or an s3:// URI")
 
     def count(self, status: str) -> int:
         return sum(1 for p in self.products if p.status == status)
@@ -438,18 +440,44 @@ async def _progress_artifact(total: int) -> Any:
 
 
 async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledArchive) -> None:
-    """Run manifest and cost summary into the archive; artifacts into Prefect."""
-    await _put_run_document(archive, summary, "manifest.json", run_manifest(summary, params))
-    if summary.cost is not None:
-        await _put_run_document(archive, summary, "cost-summary.json", summary.cost.document())
+    """Run manifest, cost summary and review gallery into the archive; artifacts into Prefect."""
+    manifest = run_manifest(summary, params)
+    await _put_run_document(archive, summary, "manifest.json", manifest)
+    cost = summary.cost.document() if summary.cost is not None else None
+    if cost is not None:
+        await _put_run_document(archive, summary, "cost-summary.json", cost)
+    await _publish_gallery(summary, archive, manifest, cost)
+    del manifest, cost  # not held while Prefect serializes the artifacts below
     if FlowRunContext.get() is None or summary.cost is None:
         return
     await acreate_table_artifact(summary.cost.table(), key="cost-summary",
                                  description=f"Credits per provider, step and product, run {summary.run_id}")
     await acreate_markdown_artifact(
-        summary.cost.markdown() + "\n\n" + _failures_markdown(summary), key="cost-summary-report",
-        description="Cost summary and failures",
+        _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
+        key="cost-summary-report", description="Cost summary and failures",
     )  # fmt: skip
+
+
+async def _publish_gallery(summary: RunSummary, archive: SpooledArchive, manifest: bytes, cost: bytes | None) -> None:
+    """``runs/<id>/index.html``: a page for reviewing the run is worth a note, never the run's outcome."""
+    try:
+        summary.gallery = gallery_link(await publish_gallery(archive, manifest, cost))
+    except ArchiveUnavailable as exc:
+        summary.notes.append(f"run index.html kept in the local spool: {exc}")
+    except Exception as exc:  # noqa: BLE001 - e.g. a template error: the run itself succeeded
+        logger.warning("review gallery not written: %s: %s", type(exc).__name__, exc)
+        summary.notes.append(f"review gallery not written: {type(exc).__name__}: {exc}")
+
+
+def _gallery_markdown(summary: RunSummary) -> str:
+    """A link to the review gallery above the cost report. A ``file://`` link opens only on the machine
+    that holds the archive (and browsers may refuse it from the UI's page), so its text is the URL itself,
+    to copy; an ``s3://`` URI is shown as code."""
+    if not summary.gallery:
+        return ""
+    if summary.gallery.startswith("file://"):
+        return f"**Review gallery:** [{summary.gallery}]({summary.gallery})\n\n"
+    return f"**Review gallery:** `{summary.gallery}`\n\n"
 
 
 def run_manifest(summary: RunSummary, params: RunParameters) -> bytes:

@@ -345,6 +345,8 @@ def _print_summary(summary: Any, elapsed: float) -> None:
         console.print("[bold]not done:[/bold]")
         for line in failures:
             console.print(f"  {line}", markup=False, highlight=False)  # "[pixii] ..." is text, not markup
+    if summary.gallery:  # what to open next, after the failures (a long list must not bury it), on one line
+        console.print(f"review gallery: {summary.gallery}", soft_wrap=True, markup=False, highlight=False)
     if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
         console.print(f"[bold yellow]{summary.headline()}[/bold yellow] ({elapsed:.0f}s); manifest: {manifest}",
                       soft_wrap=True)  # fmt: skip

@@ -515,3 +515,4 @@ async def test_a_run_while_s3_is_down_spools_its_manifest_and_cost_summary(
     spool = [str(p) for p in lf_env["home"].rglob("*") if p.is_file()]
     assert any(p.endswith(f"runs/{down.run_id}/manifest.json") for p in spool)
     assert any(p.endswith(f"runs/{down.run_id}/cost-summary.json") for p in spool), spool
+    assert any(p.endswith(f"runs/{down.run_id}/index.html") for p in spool) and down.gallery is None, spool

@@ -51,6 +51,8 @@ def test_demo_run_prints_progress_outputs_and_costs_without_tracebacks(tmp_path:
     assert "Cost summary" in out and "pixii" in out
     assert "Traceback" not in out and "Warning" not in out and "WARNING" not in out
     assert list((tmp_path / "archive").rglob("*.png"))
+    gallery = next((tmp_path / "archive" / "runs").glob("*/index.html"))
+    assert f"review gallery: {gallery.resolve().as_uri()}\n" in out  # whole, on one line
 
 
 def test_readme_example_submits_an_aplus_job_and_waits() -> None:
