@@ -23,6 +23,7 @@ TITLE_LIMIT = {"amazon": 200}
 DEFAULT_TITLE_LIMIT = 150
 BULLET_LIMIT = 500
 KEYWORD_BYTES = 249
+STOPWORDS = {"with", "and", "for", "the", "set", "from", "into"}
 
 # language names as a persona may state them -> template key
 LANGUAGE_NAMES = {
@@ -158,7 +159,7 @@ def listing_copy(product: dict[str, Any], payload: dict[str, Any], *, promotiona
     raw_category = product.get("category") or ""
     category = CATEGORIES.get(lang, {}).get(raw_category.strip().lower(), raw_category) or DEFAULT_CATEGORY[lang]
     seeds = [k.strip() for k in (payload.get("seedKeywords") or "").split(",") if k.strip()]
-    words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", title) if len(w) > 2]
+    words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", title) if len(w) > 2 and w.lower() not in STOPWORDS]
     keywords = list(dict.fromkeys([*seeds, *t["keywords"], *words, category.lower()]))
     adjective = t["tone"][tone]
     audience = _persona(payload.get("targetAudience")) or t["audience"]
@@ -167,7 +168,7 @@ def listing_copy(product: dict[str, Any], payload: dict[str, Any], *, promotiona
               "platform": platform, "keywords": ", ".join(keywords[:4])}  # fmt: skip
     head = t["title"].format(**fields) + (f" - {', '.join(seeds[:3])}" if seeds else "")
     bullets = [t["bullets"][0].format(**fields)]
-    bullets += [t["bullets"][1].format(**fields, keyword=k, KEYWORD=k.upper()) for k in (seeds or keywords)[:2]]
+    bullets += [t["bullets"][1].format(**fields, keyword=k, KEYWORD=k.upper()) for k in (seeds or words or keywords)[:2]]
     bullets += [b.format(**fields) for b in t["bullets"][2:]]
     description = t["description"].format(**fields)
     if promotional:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import unicodedata
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
@@ -118,11 +119,16 @@ def caption_for(style: str, headline: str, details: str | None = None) -> str:
 
 
 def shape_for(subject: str) -> str:
+    """The shape the product's words name (see SHAPE_WORDS), else one picked by its hash."""
+    return _shape_word(subject) or FALLBACK_SHAPES[_digest(subject)[0] % len(FALLBACK_SHAPES)]
+
+
+def _shape_word(subject: str) -> str | None:
     words = _words(subject)
-    for shape, prefixes in SHAPE_WORDS:
-        if any(w.startswith(prefixes) or w.endswith(prefixes) for w in words):
+    for shape, affixes in SHAPE_WORDS:
+        if any(w.startswith(affixes) or w.endswith(affixes) for w in words):
             return shape
-    return FALLBACK_SHAPES[_digest(subject)[0] % len(FALLBACK_SHAPES)]
+    return None
 
 
 def colour_for(subject: str, colour: str = "") -> RGB:
@@ -135,7 +141,12 @@ def colour_for(subject: str, colour: str = "") -> RGB:
         d = _digest(colour.strip().lower())
         return (30 + d[0] % 180, 30 + d[1] % 180, 30 + d[2] % 180)
     known = [w for w in _words(subject) if w in COLOUR_WORDS]
-    return COLOUR_WORDS[known[0]] if known else SHAPE_COLOURS[shape_for(subject)]
+    if known:
+        return COLOUR_WORDS[known[0]]
+    if _shape_word(subject) is None:  # a product we know nothing about: a colour of its own
+        d = _digest(subject)
+        return (40 + d[3] % 160, 40 + d[4] % 160, 40 + d[5] % 160)
+    return SHAPE_COLOURS[shape_for(subject)]
 
 
 def render(look: Look, max_side: int | None = None) -> bytes:
@@ -157,7 +168,7 @@ def _render_cached(look: Look) -> bytes:
     box = _product_box(look)
     if look.scene in ("lifestyle", "kitchen", "outdoor", "dark", "marble", "studio", "gradient", "solid"):
         _shadow(draw, box, look)
-    _draw_product(draw, shape_for(look.subject), box, _lit(colour_for(look.subject, look.colour), look.shot), look)
+    _draw_product(draw, shape_for(look.subject), box, _lit(colour_for(look.subject, look.colour), look), look)
     if look.caption and look.scene not in ("white", "transparent"):
         _caption(draw, look)
     return _encode(image, look.fmt, transparent=look.scene == "transparent")
@@ -247,7 +258,7 @@ def _product_box(look: Look) -> tuple[int, int, int, int]:
     """Where the product goes: centred at 92% on white, standing on the floor in scenes, on the
     left of layouts (text on the right)."""
     w, h = look.size
-    aspect = SHAPE_ASPECT[shape_for(look.subject)] * (1 + (_digest(look.shot)[1] % 13 - 6) / 100)
+    aspect = SHAPE_ASPECT[shape_for(look.subject)] * (1 + (_shot(look)[1] % 13 - 6) / 100)
     if look.scene in ("white", "transparent"):
         area, cx, bottom = (w * FILL, h * FILL), w / 2, h * (1 + FILL) / 2
     elif look.scene == "layout":
@@ -256,6 +267,8 @@ def _product_box(look: Look) -> tuple[int, int, int, int]:
         area, cx, bottom = (w * 0.7, h * 0.74), w / 2, h * 0.86
     else:
         area, cx, bottom = (w * 0.5, h * 0.6), w * (0.42 + (_digest(look.subject)[1] % 16) / 100), h * 0.84
+    if look.caption and look.scene not in ("white", "transparent", "layout"):
+        area = (area[0], min(area[1], h * 0.56))  # leave the top to the caption
     bw, bh = (area[0], area[0] / aspect) if area[0] / aspect <= area[1] else (area[1] * aspect, area[1])
     x0, y0 = int(cx - bw / 2), int(bottom - bh)
     return x0, y0, max(x0 + 2, int(cx + bw / 2)), max(y0 + 2, int(bottom))
@@ -280,7 +293,7 @@ def _draw_product(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, in
     w, h = x1 - x0, y1 - y0
     dark, light = _mix(colour, (0, 0, 0), 0.45), _mix(colour, WHITE, 0.35)
     line = max(1, min(w, h) // 60)
-    pen = _Pen(draw, x0, y0, w, h, colour, dark, line, flip=bool(_digest(look.shot)[0] % 2))
+    pen = _Pen(draw, x0, y0, w, h, colour, dark, line, flip=bool(_shot(look)[0] % 2))
     if shape == "bottle":
         pen.rect(0.3, 0.0, 0.7, 0.09, dark)  # cap
         pen.rect(0.36, 0.08, 0.64, 0.2)  # neck
@@ -369,15 +382,32 @@ class _Pen:
 # --- text -----------------------------------------------------------------------------------------
 
 
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
 @lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=max(6, size))
+def _font(size: int) -> Font:
+    """DejaVu Sans where the system has it (accented Latin), else Pillow's built-in font (ASCII)."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", max(6, size))
+    except OSError:
+        return ImageFont.load_default(size=max(6, size))
+
+
+def _printable(text: str, font: Font) -> str:
+    """What the font can draw: CJK dropped (neither font has it), accents folded for the built-in one."""
+    text = "".join(c for c in text if ord(c) < 0x2E80).replace("–", "-").replace("—", "-")
+    if getattr(font, "path", "").endswith("DejaVuSans.ttf"):
+        return text
+    folded = unicodedata.normalize("NFKD", text.replace("…", "..."))
+    return "".join(c for c in folded if ord(c) < 128)
 
 
 def _badge(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, colour: RGB) -> None:
     """The variation's label printed on the product (like a tag), inside its outline."""
     x0, y0, x1, y1 = box
     font = _font(min(x1 - x0, y1 - y0) // 8)
+    text = _printable(text, font)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tw, th = right - left, bottom - top
     cx, cy = (x0 + x1) // 2, y0 + (y1 - y0) * 3 // 5
@@ -402,7 +432,7 @@ def _caption(draw: ImageDraw.ImageDraw, look: Look) -> None:
     width = int(w * (0.44 if look.scene == "layout" else 0.9))
     for n, text in enumerate(lines):
         font = _font(size if n == 0 else size * 2 // 3)
-        text = _fit(draw, text, font, width)
+        text = _fit(draw, _printable(text, font), font, width)
         if n and look.scene == "layout":  # callout bullet
             r = max(1, size // 6)
             draw.ellipse([x - 3 * r, y + size // 4, x - r, y + size // 4 + 2 * r], fill=colour_for(look.subject))
@@ -412,12 +442,13 @@ def _caption(draw: ImageDraw.ImageDraw, look: Look) -> None:
             break
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> str:
     if draw.textlength(text, font=font) <= width:
         return text
-    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+    ellipsis = _printable("…", font)
+    while len(text) > 1 and draw.textlength(text + ellipsis, font=font) > width:
         text = text[: max(1, len(text) * 4 // 5)]
-    return text + "…"
+    return text + ellipsis
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -436,9 +467,14 @@ def _encode(image: Image.Image, fmt: str, transparent: bool = False) -> bytes:
     return out.getvalue()
 
 
-def _lit(colour: RGB, shot: str) -> RGB:
+def _shot(look: Look) -> bytes:
+    """What makes two photos of a product differ: the product and the shot."""
+    return _digest(f"{look.subject}|{look.shot}")
+
+
+def _lit(colour: RGB, look: Look) -> RGB:
     """The colour under this shot's light: a little lighter or darker, never exactly the same."""
-    t = (_digest(shot)[2] % 8 - 3.5) / 40
+    t = (_shot(look)[2] % 8 - 3.5) / 40
     return _mix(colour, WHITE, t) if t > 0 else _mix(colour, (0, 0, 0), -t)
 
 
