@@ -268,7 +268,7 @@ def _product_box(look: Look) -> tuple[int, int, int, int]:
     else:
         area, cx, bottom = (w * 0.5, h * 0.6), w * (0.42 + (_digest(look.subject)[1] % 16) / 100), h * 0.84
     if look.caption and look.scene not in ("white", "transparent", "layout"):
-        area = (area[0], min(area[1], h * 0.56))  # leave the top to the caption
+        area = (area[0], min(area[1], h * 0.55))  # leave the top 29% to the caption
     bw, bh = (area[0], area[0] / aspect) if area[0] / aspect <= area[1] else (area[1] * aspect, area[1])
     x0, y0 = int(cx - bw / 2), int(bottom - bh)
     return x0, y0, max(x0 + 2, int(cx + bw / 2)), max(y0 + 2, int(bottom))
@@ -420,26 +420,44 @@ def _badge(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str,
 
 
 def _caption(draw: ImageDraw.ImageDraw, look: Look) -> None:
-    """Headline and a few callout lines: on the right of layouts, along the top of scenes."""
+    """Headline and a few callout lines (each wrapped to two lines at most): on the right of layouts,
+    along the top of scenes."""
     w, h = look.size
     lines = [s.strip() for s in look.caption.split("\n") if s.strip()][:6]
     if not lines:
         return
-    dark = look.scene == "dark"
-    ink = (245, 240, 230) if dark else (30, 34, 40)
-    size = max(6, min(h // 10, w // 18) if look.scene == "layout" else min(h // 14, w // 24))
-    x, y = (int(w * 0.52), int(h * 0.14)) if look.scene == "layout" else (int(w * 0.05), int(h * 0.05))
+    ink = (245, 240, 230) if look.scene == "dark" else (30, 34, 40)
+    size = max(6, min(h // 12, w // 22) if look.scene == "layout" else min(h // 14, w // 26))
+    x, y = (int(w * 0.52), int(h * 0.12)) if look.scene == "layout" else (int(w * 0.05), int(h * 0.05))
     width = int(w * (0.44 if look.scene == "layout" else 0.9))
+    bottom = h * (0.95 if look.scene == "layout" else 0.27)  # scenes: above the product (see _product_box)
     for n, text in enumerate(lines):
-        font = _font(size if n == 0 else size * 2 // 3)
-        text = _fit(draw, _printable(text, font), font, width)
+        line_size = size if n == 0 else size * 2 // 3
+        font = _font(line_size)
         if n and look.scene == "layout":  # callout bullet
             r = max(1, size // 6)
             draw.ellipse([x - 3 * r, y + size // 4, x - r, y + size // 4 + 2 * r], fill=colour_for(look.subject))
-        draw.text((x, y), text, fill=ink, font=font)
-        y += int((size if n == 0 else size * 2 // 3) * 1.6)
-        if y > h * 0.9:
-            break
+        for part in _wrap(draw, _printable(text, font), font, width):
+            if y + line_size > bottom:
+                return
+            draw.text((x, y), part, fill=ink, font=font)
+            y += int(line_size * 1.25)
+        y += int(line_size * 0.4)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int, max_lines: int = 2) -> list[str]:
+    """Words on up to ``max_lines`` lines of ``width``; the last one cut with an ellipsis if need be."""
+    lines: list[str] = []
+    words = text.split()
+    while words and len(lines) < max_lines:
+        n = len(words)
+        while n > 1 and draw.textlength(" ".join(words[:n]), font=font) > width:
+            n -= 1
+        lines.append(" ".join(words[:n]))
+        words = words[n:]
+    if words or (lines and draw.textlength(lines[-1], font=font) > width):
+        lines[-1] = _fit(draw, " ".join([lines[-1], *words]), font, width)
+    return lines
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> str:
