@@ -48,3 +48,14 @@ async def test_lifestyle_has_a_scene_and_noncompliant_asins_get_grey(full_size, 
     full_size.reconfigure(noncompliant_asins=["B0PVGREY01"])  # found in the source image URL, as fail_asins are
     grey = await image(http, provider, asin="B0PVGREY01", styles=["white_bg"])
     assert border_colours(grey) == {NONCOMPLIANT_GREY} and fill(grey) >= 0.9
+
+
+async def test_same_product_and_style_give_the_same_bytes(full_size, provider: ProdVisualProvider,
+                                                          http: httpx.AsyncClient) -> None:  # fmt: skip
+    async def png(**kw: object) -> bytes:
+        _, result = await run(provider, ctx(**kw))
+        return (await http.get(result.outputs[0].url)).content
+
+    first = await png(asin="B0PVSAME01", styles=["lifestyle"], size=1000)
+    assert await png(asin="B0PVSAME01", styles=["lifestyle"], size=1000) == first  # another job, same image
+    assert await png(asin="B0PVSAME01", styles=["kitchen"], size=1000) != first
