@@ -282,7 +282,7 @@ class PixiiSandbox(Sandbox):
             self.refund(job, job.charged - job.refunded)
             job.result = {"error_code": "GENERATION_FAILED"}
             return
-        body, asin = job.payload, job.asin
+        body = job.payload
         failure = {"code": "IMAGE_GENERATION_FAILED", "message": "Generation failed for this item."}
         ads: list[dict[str, Any]] = []
         if job.kind == "a_plus":
@@ -330,7 +330,7 @@ class PixiiSandbox(Sandbox):
         features = [line.lstrip("- ").strip() for line in prompt.splitlines() if line.startswith("- ")]
         sizes = APLUS_MODULE_SIZES[aplus_type]
         preview = (max(w for w, _ in sizes), sum(h for _, h in sizes))
-        looks = [Look(subject=subject, scene="layout", size=preview, caption="\n".join([headline, aplus_type]))]
+        looks = [Look(subject=subject, scene="layout", size=preview, caption=f"{headline}\n{aplus_type}")]
         for n, size in enumerate(sizes):
             caption = "\n".join([headline, *features[n : n + 2]]) if n % 2 == 0 else "\n".join(features[n : n + 3])
             looks.append(Look(subject=subject, scene=APLUS_MODULE_SCENES[n], size=size, caption=caption,

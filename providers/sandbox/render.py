@@ -67,6 +67,15 @@ COLOUR_WORDS: dict[str, RGB] = {
 }  # fmt: skip
 
 
+# rooms: wall gradient (top, bottom) and the floor the product stands on
+WALLS: dict[str, tuple[RGB, RGB]] = {
+    "lifestyle": ((236, 226, 210), (214, 200, 180)), "kitchen": ((232, 236, 236), (210, 216, 218)),
+    "outdoor": ((150, 200, 240), (220, 236, 248)), "marble": ((240, 238, 236), (222, 220, 218)),
+}  # fmt: skip
+FLOORS: dict[str, RGB] = {"lifestyle": (150, 110, 75), "kitchen": (90, 92, 96), "outdoor": (96, 150, 70),
+                          "marble": (236, 234, 232)}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Look:
     """What one sandbox image stands for."""
@@ -202,14 +211,10 @@ def _room(look: Look, size: tuple[int, int]) -> Image.Image:
     w, h = size
     d = _digest(f"{look.subject}|{look.scene}|{look.shot}")
     horizon = int(h * 0.66)
-    walls = {"lifestyle": ((236, 226, 210), (214, 200, 180)), "kitchen": ((232, 236, 236), (210, 216, 218)),
-             "outdoor": ((150, 200, 240), (220, 236, 248)), "marble": ((240, 238, 236), (222, 220, 218))}  # fmt: skip
-    floors = {"lifestyle": (150, 110, 75), "kitchen": (90, 92, 96), "outdoor": (96, 150, 70),
-              "marble": (236, 234, 232)}  # fmt: skip
-    top, bottom = walls[look.scene]
+    top, bottom = WALLS[look.scene]
     image = _vertical_gradient((w, h), top, bottom)
     draw = ImageDraw.Draw(image)
-    floor = floors[look.scene]
+    floor = FLOORS[look.scene]
     draw.rectangle([0, horizon, w, h], fill=floor)
     line = _mix(floor, (0, 0, 0), 0.15)
     if look.scene == "lifestyle":  # floorboards and a window
@@ -275,16 +280,12 @@ def _product_box(look: Look) -> tuple[int, int, int, int]:
 
 
 def _shadow(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], look: Look) -> None:
+    """A contact shadow under the product, a darker tone of the ground it stands on."""
     x0, y0, x1, y1 = box
     depth = max(1, (y1 - y0) // 14)
     tone = (40, 40, 44) if look.scene != "dark" else (4, 4, 6)
-    base = _canvas_colour_hint(look)
-    draw.ellipse([x0 - (x1 - x0) // 10, y1 - depth, x1 + (x1 - x0) // 10, y1 + depth], fill=_mix(base, tone, 0.35))
-
-
-def _canvas_colour_hint(look: Look) -> RGB:
-    return {"lifestyle": (150, 110, 75), "kitchen": (90, 92, 96), "outdoor": (96, 150, 70),
-            "dark": (20, 20, 22)}.get(look.scene, (236, 236, 236))  # fmt: skip
+    ground = FLOORS.get(look.scene, (20, 20, 22) if look.scene == "dark" else (236, 236, 236))
+    draw.ellipse([x0 - (x1 - x0) // 10, y1 - depth, x1 + (x1 - x0) // 10, y1 + depth], fill=_mix(ground, tone, 0.35))
 
 
 def _draw_product(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: RGB,
