@@ -119,6 +119,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         ],
         "description": "{title}は{category}の{adjective}な一品です。{audience}のために作られ、{keywords}が魅力です。",
         "keywords": ["ギフト", "高品質", "丈夫", "日常"],
+        "separator": "、",
     },
 }  # fmt: skip
 
@@ -165,10 +166,11 @@ def listing_copy(product: dict[str, Any], payload: dict[str, Any], *, promotiona
     audience = _persona(payload.get("targetAudience")) or t["audience"]
     fields = {"title": title, "category": category, "adjective": adjective, "adjective_lower": adjective.lower(),
               "ADJECTIVE": adjective.upper(), "CATEGORY": category.upper(), "audience": audience,
-              "platform": platform, "keywords": ", ".join(keywords[:4])}  # fmt: skip
+              "platform": platform, "keywords": t.get("separator", ", ").join(keywords[:4])}  # fmt: skip
     head = t["title"].format(**fields) + (f" - {', '.join(seeds[:3])}" if seeds else "")
     bullets = [t["bullets"][0].format(**fields)]
-    bullets += [t["bullets"][1].format(**fields, keyword=k, KEYWORD=k.upper()) for k in (seeds or words or keywords)[:2]]
+    topics = (seeds or words or keywords)[:2]
+    bullets += [t["bullets"][1].format(**fields, keyword=k, KEYWORD=k.upper()) for k in topics]
     bullets += [b.format(**fields) for b in t["bullets"][2:]]
     description = t["description"].format(**fields)
     if promotional:

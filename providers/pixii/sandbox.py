@@ -317,10 +317,11 @@ class PixiiSandbox(Sandbox):
         listing_type = body["listing_type"]
         subject = " ".join([body.get("main_image_url") or "", *(body.get("other_image_urls") or [])])
         mains = 2 if listing_type == "amazon_main_images" else 1
-        return [Look(subject=subject or body["asin"], scene="white" if n < mains else LISTING_SCENES[n % 5],
-                     size=LISTING_SIZES[listing_type], backdrop=self._backdrop(body["asin"]), shot=f"{listing_type}/{n}",
-                     caption="Product highlights" if LISTING_SCENES[n % 5] == "layout" else "")
-                for n in range(LB_IMAGES[listing_type])]  # fmt: skip
+        scenes = ["white" if n < mains else LISTING_SCENES[n % 5] for n in range(LB_IMAGES[listing_type])]
+        return [Look(subject=subject or body["asin"], scene=scene, size=LISTING_SIZES[listing_type],
+                     backdrop=self._backdrop(body["asin"]), shot=f"{listing_type}/{n}",
+                     caption="Product highlights" if scene == "layout" else "")
+                for n, scene in enumerate(scenes)]  # fmt: skip
 
     def _aplus_looks(self, body: dict[str, Any], aplus_type: str) -> list[Look]:
         """The preview, then one image per module at its A+ size, headed by the copy's title."""

@@ -33,8 +33,9 @@ async def sizes(http: httpx.AsyncClient, urls: list[str]) -> list[tuple[int, int
 
 
 @pytest.mark.parametrize("aplus_type", list(APLUS_MODULE_SIZES))
-async def test_aplus_modules_come_at_amazons_module_sizes(full_size, provider: PixiiProvider,
-                                                          http: httpx.AsyncClient, aplus_type: str) -> None:  # fmt: skip
+async def test_aplus_modules_come_at_amazons_module_sizes(
+    full_size, provider: PixiiProvider, http: httpx.AsyncClient, aplus_type: str
+) -> None:
     [result] = await run(provider, Step.APLUS, ctx("B0APLUS001", aplus_options=APlusOptions(types=[aplus_type])))
     modules = [o.url for o in result.outputs if "-module-" in o.label]
     [preview] = [o.url for o in result.outputs if o.label.endswith("-preview")]
@@ -66,8 +67,9 @@ def test_variation_attributes_are_read_from_the_plugins_prompt() -> None:
     assert variation_attributes("Translate all text into German. Variation B0X of Chair.") == {}
 
 
-async def test_listing_main_image_is_white_and_grey_for_noncompliant_asins(full_size, provider: PixiiProvider,
-                                                                           http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_listing_main_image_is_white_and_grey_for_noncompliant_asins(
+    full_size, provider: PixiiProvider, http: httpx.AsyncClient
+) -> None:
     [ok] = await run(provider, Step.IMAGES, ctx("B0LISTOK01"))
     main = open_rgb((await http.get(ok.outputs[0].url)).content)
     assert main.size == (2000, 2000) and border_colours(main) == {WHITE} and fill(main) >= 0.9
