@@ -118,6 +118,9 @@ def run(
     resubmit_unknown: ResubmitUnknown = False,
     sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
     sandbox_job_seconds: Annotated[float, typer.Option(help="sandbox job duration")] = 1.0,
+    sandbox_noncompliant: Annotated[list[str], typer.Option(
+        "--sandbox-noncompliant", help="ASIN whose sandbox outputs break Amazon's rules on purpose (grey main "
+        "image, promotional title), to try the compliance checks (repeat)")] = [],  # noqa: B006
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
 ) -> None:
     """Run the pipeline over a catalog, locally (a Prefect server is started if none is configured)."""
@@ -131,7 +134,8 @@ def run(
     if params.force:
         err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
                   "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
-    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose)
+    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose,
+                     noncompliant=sandbox_noncompliant)  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -214,14 +218,15 @@ def _mute_prefect_console() -> None:
                 handler.setLevel(logging.CRITICAL)
 
 
-def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False) -> int:
+def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False,
+              noncompliant: list[str] | None = None) -> int:  # fmt: skip
     from flows import catalog_flow as cf
 
     stopper = _StopOnSignals(mute_prefect=not verbose)
     stopper.install()
     cf.HOOKS["on_stoppable"] = stopper.attach
     try:
-        code = _run_local(params, sandbox=sandbox, job_seconds=job_seconds)
+        code = _run_local(params, sandbox=sandbox, job_seconds=job_seconds, noncompliant=noncompliant or [])
     except KeyboardInterrupt:
         if stopper.signum is None:
             raise
@@ -233,12 +238,18 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
     return stopper.exit_code if stopper.signum else code
 
 
-def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
+def _run_local(params: Any, *, sandbox: bool, job_seconds: float, noncompliant: list[str] | None = None) -> int:
     from contextlib import ExitStack
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server, running_sandboxes
+    from listingflow.local import (
+        configured_api_url,
+        discard_sandbox_state,
+        local_prefect_server,
+        noncompliant_products,
+        running_sandboxes,
+    )
     from listingflow.server import running_server
     from listingflow.settings import get_settings, reset_settings
     from providers.registry import load_providers
@@ -247,7 +258,13 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
         if sandbox:
             registry = load_providers()
             names = {params.providers.for_step(s) for s in params.ordered_steps()}
-            stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds))
+            updates: dict[str, dict[str, Any]] = {}
+            if noncompliant:  # the sandboxes' outputs for these products break the marketplace's rules
+                endpoint = get_settings().s3_endpoint_url
+                tokens = noncompliant_products(params.catalog, noncompliant, s3_endpoint_url=endpoint)
+                updates = {n: {"noncompliant_asins": tokens} for n in names}
+            stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds,
+                                                  config_updates=updates))  # fmt: skip
             for n in names:  # sandbox jobs take seconds, not minutes: poll at a matching cadence
                 prefix = registry.get(n).settings_class.model_config.get("env_prefix", f"{n.upper()}_")
                 os.environ.setdefault(f"{prefix}POLL_INTERVAL_SECONDS", str(max(0.2, job_seconds / 2)))

@@ -151,6 +151,20 @@ def sandbox_class(provider: type[Provider]) -> type[Sandbox]:
     return getattr(importlib.import_module(module), name)
 
 
+def noncompliant_products(catalog_uri: str, asins: list[str], *, s3_endpoint_url: str | None = None) -> list[str]:
+    """What identifies these products on each sandbox's wire, for ``SandboxConfig.noncompliant_asins``:
+    the ASIN (Pixii's requests carry it) and the product's main image URL (all ProdVisual and ListingRVA
+    see of it). A catalog that does not load leaves the ASINs alone (the run reports the catalog's error)."""
+    from flows.catalog import CatalogError, load_catalog
+
+    try:
+        products = load_catalog(catalog_uri, s3_endpoint_url=s3_endpoint_url).products
+    except (CatalogError, OSError):
+        return list(asins)
+    urls = [p.image_urls[0] for p in products if p.asin in asins and p.image_urls]
+    return list(dict.fromkeys([*asins, *urls]))
+
+
 @contextmanager
 def running_sandboxes(
     providers: dict[str, type[Provider]],

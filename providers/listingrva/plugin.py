@@ -75,6 +75,11 @@ RETRY_CAP_SECONDS = 60.0
 PAGE_SIZE = 100  # GET /products max limit (contract §8)
 MAX_PAGES = 1000
 INDEX_TTL_SECONDS = 600.0  # re-read the workspace's product records after this
+# The listing request has no language field (contract §6): the copy's language is asked for in the
+# free-text persona (targetAudience) for marketplaces whose language is not English.
+MARKETPLACE_LANGUAGES = {"DE": "German", "FR": "French", "BE": "French", "ES": "Spanish", "MX": "Spanish",
+                         "IT": "Italian", "JP": "Japanese", "BR": "Portuguese", "NL": "Dutch", "PL": "Polish",
+                         "SE": "Swedish", "TR": "Turkish", "CN": "Chinese", "EG": "Arabic", "SA": "Arabic"}  # fmt: skip
 _sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiting
 logger = logging.getLogger("listingflow.listingrva")
 
@@ -186,7 +191,7 @@ class ListingRVAProvider(BaseProvider):
                 build(ListingRequest, {
                     "productId": product_id, "platform": opts.platform, "tone": opts.tone,
                     "components": list(opts.components), "seedKeywords": keywords or None,
-                    "targetAudience": opts.target_audience,
+                    "targetAudience": _audience(opts.target_audience, ctx.product.country_code),
                 }, where=where)
             ]  # fmt: skip
         image = ctx.image_options
@@ -427,6 +432,14 @@ class ListingRVAProvider(BaseProvider):
         style = str(ref.meta.get("style") or "image").lower()
         outputs = [OutputRef(url=u, label=f"{style}-{n}", expires_at=_expiry(u)) for n, u in enumerate(urls, 1)]
         return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=ref.credits_at_submit)
+
+
+def _audience(persona: str | None, country_code: str) -> str | None:
+    """The persona, with "write in <language>" for a marketplace whose language is not English."""
+    language = MARKETPLACE_LANGUAGES.get(country_code)
+    if language is None or persona == "":  # "" stays as sent: the request's validation names it
+        return persona
+    return f"{persona}; write in {language}" if persona else f"write in {language}"
 
 
 def _prompt(copy: ListingCopy | None) -> str | None:

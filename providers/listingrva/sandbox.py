@@ -35,8 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..sandbox.core import Job, Sandbox, SandboxConfig, render_png
+from ..sandbox.core import Job, Sandbox, SandboxConfig
+from ..sandbox.render import NONCOMPLIANT_GREY, WHITE, Look, caption_for, scene_for
 from .models import COMPONENTS, IMAGE_STYLE_CREDITS, LISTING_CREDITS, SIZE_SURCHARGE
+from .sandbox_copy import listing_copy
 
 SANDBOX_JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzYW5kYm94Iiwid3MiOiJ0ZXN0IiwicGxhbiI6InBybyJ9"
@@ -45,7 +47,6 @@ SANDBOX_JWT = (
 FREE_PLAN_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJwbGFuIjoiZnJlZSJ9.free-plan"  # valid JWT, not Pro -> 403
 EXPORT_TTL = 3600.0  # ASSUMPTION (contract §8): export URLs live about one hour
 ASIN_RE = re.compile(r"\b(B0[A-Z0-9]{8})\b")
-HTML_PLATFORMS = {"shopify", "woocommerce", "bigcommerce", "etsy"}
 AI_MODELS = {"auto", "gemini", "openai"}
 TONES = {"professional", "casual", "luxury"}
 
@@ -201,7 +202,7 @@ class ListingRVASandbox(Sandbox):
 
     def _asin_of(self, product: dict[str, Any]) -> str | None:
         text = " ".join(str(product.get(k) or "") for k in ("title", "description", "imageUrl"))
-        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins]:
+        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins, *self.config.noncompliant_asins]:
             if asin and asin.upper() in text.upper():
                 return asin
         match = ASIN_RE.search(text)
@@ -235,12 +236,17 @@ class ListingRVASandbox(Sandbox):
             self.refund(job, job.charged - job.refunded)
             return
         product = self.products[job.payload["productId"]]
+        noncompliant = self.is_noncompliant(job.asin)
         if job.kind == "listing":
-            job.result = listing_copy(product, job.payload)
+            job.result = listing_copy(product, job.payload, promotional=noncompliant)
             return
-        style, platform = job.payload["style"], job.payload["platform"]
-        seed = f"{job.asin or product['id']}/{style}/{job.id}"
-        file_id = self.add_file(seed, f"{style} {platform} {product['title']}")
+        style, platform, px = job.payload["style"], job.payload["platform"], job.payload["px"]
+        file_id = self.add_file(Look(
+            subject=" ".join(str(product.get(k) or "") for k in ("title", "category", "imageUrl")),
+            scene=scene_for(style), size=(px, px),
+            caption=caption_for(style, product["title"], product.get("description")),
+            backdrop=NONCOMPLIANT_GREY if noncompliant else WHITE, shot=f"{style}/{platform}",
+        ))  # fmt: skip
         job.result = {"files": [file_id]}
         # ASSUMPTION: no approval endpoint is documented, so generated images count as approved.
         self.assets.append({"id": self.new_id("asset"), "file": file_id, "productId": product["id"],
@@ -313,8 +319,8 @@ class ListingRVASandbox(Sandbox):
         with zipfile.ZipFile(out, "w") as zf:  # per-platform subfolders (contract §8)
             for a in self.assets:
                 if a["productId"] == entry[0] and a["approved"]:
-                    png = render_png(*self.files[a["file"]], px=self.config.image_px)
-                    zf.writestr(f"{a['platform']}/{a['style'].lower()}-{a['id']}.png", png)
+                    ext = a["file"].rsplit(".", 1)[-1]
+                    zf.writestr(f"{a['platform']}/{a['style'].lower()}-{a['id']}.{ext}", self.file_bytes(a["file"]))
         return Response(out.getvalue(), media_type="application/zip")
 
     async def _credits(self, request: Request, body: dict[str, Any]) -> Response:
@@ -374,33 +380,6 @@ def _post(record: dict[str, Any]) -> None:
         record["status"] = response.status_code
     except httpx.HTTPError as exc:
         record["error"] = type(exc).__name__
-
-
-def listing_copy(product: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Copy that differs per product: built from its title, category and the seed keywords."""
-    title, category = product["title"], product.get("category") or "Everyday Essentials"
-    platform, tone = payload["platform"], payload["tone"]
-    seeds = [k.strip() for k in (payload.get("seedKeywords") or "").split(",") if k.strip()]
-    words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", title) if len(w) > 2]
-    keywords = list(dict.fromkeys([*seeds, *words, category.lower()]))[:12]
-    adjective = {"professional": "Reliable", "casual": "Easy", "luxury": "Exquisite"}[tone]
-    audience = payload.get("targetAudience") or "everyday shoppers"
-    full = {
-        "title": f"{title} | {adjective} {category}" + (f" - {', '.join(seeds[:3])}" if seeds else ""),
-        "bullets": [
-            f"{adjective.upper()} {category.upper()}: {title} made for {audience}",
-            *(f"{kw.upper()}: designed around {kw} for {platform} shoppers" for kw in keywords[:3]),
-            f"WHAT YOU GET: {title}, ready to use out of the box",
-        ],
-        "description": f"{title} is a {adjective.lower()} pick in {category}. "
-                       f"Built for {audience}, it covers {', '.join(keywords[:4])}.",
-        # a comma string for `general` exercises the documented alternative (contract §7)
-        "keywords": ", ".join(keywords) if platform == "general" else keywords,
-    }  # fmt: skip
-    full["title"] = full["title"][: 200 if platform == "amazon" else 150]
-    if platform in HTML_PLATFORMS:
-        full["description"] = f"<p>{full['description']}</p>"
-    return {k: v for k, v in full.items() if k in payload["components"]}
 
 
 def _public(product: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Unlike Pixii's test keys the sandbox keeps a credit ledger, so tests can check c
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from providers.contract import MARKETPLACES, SCALE_ALLOWED
 from providers.sandbox.core import Job, Sandbox, SandboxConfig
+from providers.sandbox.render import NONCOMPLIANT_GREY, WHITE, Look, Scene
 
 from .models import APLUS_CREDITS, LISTING_TYPES, iso
 
@@ -34,7 +36,26 @@ LB_CREDITS_PER_IMAGE = 3
 SCALE_CREDITS_PER_ITEM = 6
 LB_IMAGES = {"amazon_listing": 5, "amazon_main_images": 2, "amazon_mobile_listing": 5,
              "shopify_listing": 4, "tiktok_listing": 4}  # fmt: skip
-APLUS_MODULES = {"A+ Basic": 3, "A+ Premium": 5, "A+ Premium Mobile": 4}
+# A+ module images at Amazon's A+ module sizes (Seller Central's A+ module guidelines): Basic = Standard
+# Image Header with Text 970x600, Standard Image & Light Text Overlay 970x300, Standard Single Image &
+# Highlights 300x300; Premium = Premium Full Image / Background Image with Text / Simple Image Carousel /
+# Full Video poster 1464x600 and Premium Single Image with Text 650x350; Premium Mobile = the Premium
+# modules' mobile images, 600x450. The preview stacks a type's modules at the widest module's width.
+APLUS_MODULE_SIZES: dict[str, list[tuple[int, int]]] = {
+    "A+ Basic": [(970, 600), (970, 300), (300, 300)],
+    "A+ Premium": [(1464, 600), (1464, 600), (650, 350), (1464, 600), (1464, 600)],
+    "A+ Premium Mobile": [(600, 450)] * 4,
+}
+APLUS_MODULES = {t: len(sizes) for t, sizes in APLUS_MODULE_SIZES.items()}
+APLUS_MODULE_SCENES: list[Scene] = ["lifestyle", "layout", "studio", "layout", "dark"]
+# Output sizes Pixii does not document (sandbox choices): Amazon's 2000 px zoom size, Shopify's 2048 px
+# square, TikTok's 1080x1920 vertical.
+LISTING_SIZES = {"amazon_listing": (2000, 2000), "amazon_main_images": (2000, 2000),
+                 "amazon_mobile_listing": (2000, 2000), "shopify_listing": (2048, 2048),
+                 "tiktok_listing": (1080, 1920)}  # fmt: skip
+LISTING_SCENES: list[Scene] = ["white", "lifestyle", "layout", "kitchen", "studio"]
+SCALE_SIZES = {"Amazon": (2000, 2000), "Amazon Mobile": (2000, 2000), "Shopify": (2048, 2048),
+               "TikTok": (1080, 1920)}  # fmt: skip
 SCALE_MODES = ("catalog", "inspire", "variation", "language")
 
 _CODE_BY_STATUS = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 402: "INSUFFICIENT_CREDITS",
@@ -261,7 +282,7 @@ class PixiiSandbox(Sandbox):
             self.refund(job, job.charged - job.refunded)
             job.result = {"error_code": "GENERATION_FAILED"}
             return
-        body, asin = job.payload, job.asin
+        body = job.payload
         failure = {"code": "IMAGE_GENERATION_FAILED", "message": "Generation failed for this item."}
         ads: list[dict[str, Any]] = []
         if job.kind == "a_plus":
@@ -271,25 +292,79 @@ class PixiiSandbox(Sandbox):
                     self.refund(job, APLUS_CREDITS[t])
                     ads.append({"type": t, "preview": None, "modules": [], "error": failure})
                     continue
-                seed = f"{asin}|{t}|{job.id}"
-                ads.append({"type": t, "preview": self.add_file(seed, f"{asin} {t} preview"),
-                            "modules": [self.add_file(f"{seed}|{n}", f"{asin} {t} module {n}")
-                                        for n in range(1, APLUS_MODULES[t] + 1)], "error": None})  # fmt: skip
+                looks = self._aplus_looks(body, t)
+                ads.append({"type": t, "preview": self.add_file(looks[0]),
+                            "modules": [self.add_file(look) for look in looks[1:]], "error": None})  # fmt: skip
         else:
-            if job.kind == "listing_builder":
-                styles = [body["listing_type"]] * LB_IMAGES[body["listing_type"]]
-                unit = LB_CREDITS_PER_IMAGE
-            else:
-                styles = [f"{body['scale_mode']}/{i['platform']}/{i['asset_type']}" for i in body["items"]]
-                unit = SCALE_CREDITS_PER_ITEM
-            for n, style in enumerate(styles, start=1):
-                if job.partial and n == len(styles):  # the last image fails and is refunded
+            looks = self._listing_looks(body) if job.kind == "listing_builder" else self._scale_looks(body)
+            unit = LB_CREDITS_PER_IMAGE if job.kind == "listing_builder" else SCALE_CREDITS_PER_ITEM
+            for n, look in enumerate(looks, start=1):
+                if job.partial and n == len(looks):  # the last image fails and is refunded
                     self.refund(job, unit)
                     ads.append({"file": None, "error": failure})
                 else:
-                    ads.append({"file": self.add_file(f"{asin}|{style}|{job.id}|{n}", f"{asin} {style} {n}"),
-                                "error": None})  # fmt: skip
+                    ads.append({"file": self.add_file(look), "error": None})
         job.result = {"ads": ads}
+
+
+    # ---- what the outputs show ----
+
+    def _backdrop(self, asin: str) -> tuple[int, int, int]:
+        return NONCOMPLIANT_GREY if self.is_noncompliant(asin) else WHITE
+
+    def _listing_looks(self, body: dict[str, Any]) -> list[Look]:
+        """Main image on white first (both of ``amazon_main_images``), then the gallery's scenes."""
+        listing_type = body["listing_type"]
+        subject = " ".join([body.get("main_image_url") or "", *(body.get("other_image_urls") or [])])
+        mains = 2 if listing_type == "amazon_main_images" else 1
+        scenes = ["white" if n < mains else LISTING_SCENES[n % 5] for n in range(LB_IMAGES[listing_type])]
+        return [Look(subject=subject or body["asin"], scene=scene, size=LISTING_SIZES[listing_type],
+                     backdrop=self._backdrop(body["asin"]), shot=f"{listing_type}/{n}",
+                     caption="Product highlights" if scene == "layout" else "")
+                for n, scene in enumerate(scenes)]  # fmt: skip
+
+    def _aplus_looks(self, body: dict[str, Any], aplus_type: str) -> list[Look]:
+        """The preview, then one image per module at its A+ size, headed by the copy's title."""
+        prompt = body.get("user_prompt") or ""
+        subject = f"{prompt} {body.get('main_image_url') or ''}"
+        headline = re.sub(r"^Product:\s*", "", prompt.split("\n", 1)[0]).strip() or body["asin"]
+        features = [line.lstrip("- ").strip() for line in prompt.splitlines() if line.startswith("- ")]
+        sizes = APLUS_MODULE_SIZES[aplus_type]
+        preview = (max(w for w, _ in sizes), sum(h for _, h in sizes))
+        looks = [Look(subject=subject, scene="layout", size=preview, caption=f"{headline}\n{aplus_type}")]
+        for n, size in enumerate(sizes):
+            caption = "\n".join([headline, *features[n : n + 2]]) if n % 2 == 0 else "\n".join(features[n : n + 3])
+            looks.append(Look(subject=subject, scene=APLUS_MODULE_SCENES[n], size=size, caption=caption,
+                              shot=f"{aplus_type}/{n}"))  # fmt: skip
+        return looks
+
+    def _scale_looks(self, body: dict[str, Any]) -> list[Look]:
+        """One image per item in the variation's colour; its size printed on the product; Main Images on
+        white, Product Photos in a scene captioned with every attribute."""
+        prompt = body.get("user_prompt") or ""
+        attributes = variation_attributes(prompt)
+        colour = next((v for k, v in attributes.items() if k.lower() in ("color", "colour", "farbe", "couleur")), "")
+        size = next((v for k, v in attributes.items() if k.lower() in ("size", "größe", "taille", "talla")), "")
+        subject = f"{prompt} {body.get('main_image_input') or ''}"
+        looks = []
+        for n, item in enumerate(body["items"]):
+            main = item["asset_type"] == "Main Image"
+            looks.append(Look(
+                subject=subject, scene="white" if main else "lifestyle", size=SCALE_SIZES[item["platform"]],
+                colour=colour, badge=size, backdrop=self._backdrop(body["asin"]), shot=f"{item['platform']}/{n}",
+                caption="" if main else " · ".join(f"{k}: {v}" for k, v in attributes.items()),
+            ))  # fmt: skip
+        return looks
+
+
+def variation_attributes(prompt: str) -> dict[str, str]:
+    """``{"color": "Ocean Blue", "size": "M"}`` from the plugin's "Variation X of T (color: Ocean Blue,
+    size: M)" prompt: the last parenthesis holding "key: value" pairs."""
+    for group in reversed(re.findall(r"\(([^()]*)\)", prompt)):
+        pairs = [p.split(":", 1) for p in group.split(",") if ":" in p]
+        if pairs:
+            return {k.strip(): v.strip() for k, v in pairs if k.strip() and v.strip()}
+    return {}
 
 
 # --- request checks (Pixii's documented rules, independent of the client's models) -------------

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from providers.sandbox.core import Job, Sandbox, SandboxConfig
+from providers.sandbox.render import NONCOMPLIANT_GREY, WHITE, Look, caption_for, scene_for
 
 from .models import MAX_BATCH_ITEMS, PLATFORMS
 
@@ -274,7 +275,7 @@ class ProdVisualSandbox(Sandbox):
         query = parse_qs(urlparse(url).query).get("asin")
         if query:
             return query[0]
-        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins]:
+        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins, *self.config.noncompliant_asins]:
             if asin in url:
                 return asin
         match = _ASIN.search(url)
@@ -298,8 +299,7 @@ class ProdVisualSandbox(Sandbox):
         if fail:
             message = f"Generation failed for {asin} ({item['style']})"
             return {"credits_used": 0, "error": {"code": "generation_failed", "message": message}}
-        file_id = self.add_file(f"{asin}|{item['style']}|{job.id}|{n}|{item['image_url']}",
-                                f"{asin or 'product'} {item['style']} #{n + 1}")  # fmt: skip
+        file_id = self.add_file(self._look(item, asin))
         url = self.signed_url(file_id)
         expires = int(parse_qs(urlparse(url).query)["expires"][0])
         digest = hashlib.sha256(file_id.encode()).digest()
@@ -308,6 +308,19 @@ class ProdVisualSandbox(Sandbox):
             "file_size": 300_000 + int.from_bytes(digest[:3]) % 700_000,  # plausible, not the PNG's size
             "generation_time_ms": int((job.done - job.created) * 1000),
         }  # fmt: skip
+
+    def _look(self, item: dict[str, Any], asin: str | None) -> Look:
+        """The output image: the product named by its source image URL (the only product text on the
+        wire), on the style's scene, at the effective dimensions, in the requested format."""
+        style = item["style"]
+        width, height = (int(v) for v in (item.get("dimensions") or PRESET_SIZES[item.get("platform", "generic")]
+                                          ).split("x"))  # fmt: skip
+        name, description = next((n, d) for i, n, d in STYLES if i == style)
+        return Look(
+            subject=item["image_url"], scene=scene_for(style), size=(width, height),
+            caption=caption_for(style, name, description), fmt=item.get("format", "png"),
+            backdrop=NONCOMPLIANT_GREY if self.is_noncompliant(asin) else WHITE, shot=style,
+        )  # fmt: skip
 
     def _item_view(self, job: Job, n: int, status: str) -> dict[str, Any]:
         item = job.payload["items"][n]

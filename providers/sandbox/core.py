@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import itertools
 import json
 import random
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from providers.sandbox.render import Look, content_type, render
 from providers.serving import ThreadedServer
 
 # --- configuration -----------------------------------------------------------------------------
@@ -71,10 +71,18 @@ class SandboxConfig(BaseModel):
     job_seconds_by_kind: dict[str, float] = Field(default_factory=dict)
     start_delay_fraction: float = Field(0.2, ge=0, le=1, description="share of job time spent pending")
     url_ttl_seconds: float = 7 * 24 * 3600
-    image_px: int = Field(256, ge=16, le=2048, description="side of the PNGs actually rendered")
+    image_px: int | None = Field(
+        None, ge=16, le=4096, description="cap on the longest side actually rendered (None: the size the "
+        "request asked for); tests set a small cap to stay fast",
+    )
     fail_asins: list[str] = Field(default_factory=list, description="jobs for these ASINs fail")
     partial_fail_asins: list[str] = Field(
         default_factory=list, description="jobs for these ASINs complete with one failed item"
+    )
+    noncompliant_asins: list[str] = Field(
+        default_factory=list, description="outputs for these ASINs break Amazon's rules on purpose (to try "
+        "compliance checks): white-background main images on light grey (235), promotional wording in the "
+        "listing title",
     )
     faults: list[FaultRule] = Field(default_factory=list)
     seed: int = 7
@@ -164,25 +172,6 @@ class SlidingWindow:
         self.events.append(now)
 
 
-def render_png(seed: str, label: str, px: int = 256) -> bytes:
-    """A real PNG whose colours and text depend on the product, style and job."""
-    from PIL import Image, ImageDraw
-
-    digest = hashlib.sha256(seed.encode()).digest()
-    bg = tuple(digest[:3])
-    fg = tuple(255 - c for c in bg)
-    image = Image.new("RGB", (px, px), bg)
-    draw = ImageDraw.Draw(image)
-    stripe = px // 8
-    for i in range(0, px, stripe * 2):
-        draw.rectangle([i, 0, i + stripe // 2, px], fill=tuple(digest[3:6]))
-    for n, line in enumerate([label[i : i + 28] for i in range(0, min(len(label), 140), 28)]):
-        draw.text((8, 8 + 14 * n), line, fill=fg)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
 
@@ -201,8 +190,8 @@ class Sandbox:
         self.arrivals: list[str] = []  # route names as requests arrive (``requests`` logs them once answered)
         self.charges: list[ChargeRecord] = []
         self.jobs: dict[str, Job] = {}
-        self.files: dict[str, tuple[str, str]] = {}  # file id -> (seed, label)
-        self._png_cache: dict[str, bytes] = {}
+        self.files: dict[str, Look] = {}  # file id -> what it shows (rendered when first downloaded)
+        self._file_cache: dict[str, bytes] = {}
         self._signing_key = secrets.token_bytes(16)
         self._ids = itertools.count(1)
         self._windows = {g: SlidingWindow(n, w) for g, (n, w) in self.config.rate_limits.items()}
@@ -420,10 +409,19 @@ class Sandbox:
             job.finalized = True
             self.finalize(job)
 
-    def add_file(self, seed: str, label: str) -> str:
-        file_id = f"{self.new_id('f')}.png"
-        self.files[file_id] = (seed, label)
+    def add_file(self, look: Look) -> str:
+        file_id = f"{self.new_id('f')}.{'jpg' if look.fmt == 'jpeg' else look.fmt}"
+        self.files[file_id] = look
         return file_id
+
+    def file_bytes(self, file_id: str) -> bytes:
+        """The file's image at its requested size (capped by ``image_px``), rendered once."""
+        if file_id not in self._file_cache:
+            self._file_cache[file_id] = render(self.files[file_id], max_side=self.config.image_px)
+        return self._file_cache[file_id]
+
+    def is_noncompliant(self, asin: str | None) -> bool:
+        return asin is not None and asin in self.config.noncompliant_asins
 
     def signed_url(self, file_id: str) -> str:
         expires = int(self.clock.now() + self.config.url_ttl_seconds)
@@ -442,9 +440,7 @@ class Sandbox:
             return Response("AccessDenied", status_code=403)
         if self.clock.now() > expires:
             return Response("Request has expired", status_code=403)
-        if file_id not in self._png_cache:
-            self._png_cache[file_id] = render_png(*self.files[file_id], px=self.config.image_px)
-        return Response(self._png_cache[file_id], media_type="image/png")
+        return Response(self.file_bytes(file_id), media_type=content_type(self.files[file_id].fmt))
 
     # ---- what tests read ----
 

@@ -53,3 +53,12 @@ def test_each_server_is_its_own_and_runs_the_services(started: list[SubprocessAS
     assert "PREFECT__SERVER_EPHEMERAL" not in env  # an ephemeral server runs no services
     assert env["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"] == "3.0"
     assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == "sqlite+aiosqlite:///a.db"
+
+
+def test_noncompliant_products_are_named_as_each_sandbox_sees_them() -> None:
+    """Pixii's requests carry the ASIN; ProdVisual and ListingRVA see only the product's image URL."""
+    from listingflow.local import noncompliant_products
+
+    assert noncompliant_products("examples/catalog.csv", ["B0D1LMN8QR"]) == [
+        "B0D1LMN8QR", "https://m.media-amazon.com/images/I/61charger-main.jpg"]  # fmt: skip
+    assert noncompliant_products("no/such/catalog.csv", ["B0D1LMN8QR"]) == ["B0D1LMN8QR"]
