@@ -335,7 +335,7 @@ class SpooledArchive:
 
     async def replay_spool(self) -> list[str]:
         """Upload what an earlier run could not archive; returns the keys now archived."""
-        done = []
+        done: list[str] = []
         root = self.spool.root
         if not root.is_dir():
             return done

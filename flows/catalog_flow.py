@@ -247,9 +247,9 @@ async def run_catalog(
         summary.notes += notes
         products, rejected = await check_rows(params, catalog, products, providers, partial(_manifest, archive))
         summary.rejected_rows += rejected
-        refused = await _over_budget(params, products, providers, archive, names)
-        if refused:
-            return _refuse(summary, refused)
+        over_budget = await _over_budget(params, products, providers, archive, names)
+        if over_budget:
+            return _refuse(summary, over_budget)
 
         run = RunContext(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,

@@ -70,7 +70,7 @@ def test_every_package_an_install_pulls_in_is_pinned() -> None:
             requires = metadata.requires(req.name) or []
         except metadata.PackageNotFoundError:
             continue  # not installed here: its own dependencies cannot be read
-        for chosen in [""] + sorted(req.extras):
+        for chosen in ["", *sorted(req.extras)]:
             todo += [(Requirement(r), chosen) for r in requires]
     assert len(seen) > 50  # the walk reached the transitive dependencies
 
