@@ -7,12 +7,15 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # prefect is imported by the commands that need it (the CLI starts without it)
+    from prefect.states import State
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -172,7 +175,7 @@ class _StopOnSignals:
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
 
-    def handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - the signal module's signature
+    def handle(self, signum: int, frame: Any) -> None:  # the signal module's signature
         if self.signum is not None:
             self.exit_now()
         self.signum = signum
@@ -283,7 +286,7 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
         cf.HOOKS["on_product_done"] = on_done
         started = time.monotonic()
         try:
-            state = asyncio.run(cf.catalog_flow(**_flow_kwargs(params), return_state=True))
+            state = asyncio.run(_run_catalog_flow(params))
         finally:
             if progress.live.is_started:
                 progress.stop()
@@ -306,6 +309,13 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float) -> int:
 
 def _flow_kwargs(params: Any) -> dict[str, Any]:
     return params.model_dump(mode="json", by_alias=True)
+
+
+async def _run_catalog_flow(params: Any) -> State[Any]:
+    """The flow run's final state. A coroutine for ``asyncio.run`` (calling the flow gives an awaitable)."""
+    from flows import catalog_flow as cf
+
+    return await cf.catalog_flow(**_flow_kwargs(params), return_state=True)
 
 
 def _print_summary(summary: Any, elapsed: float) -> None:
