@@ -361,7 +361,8 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product],
             try:
                 outcome = await task
             except asyncio.CancelledError:
-                if not task.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
                     raise  # the run itself is being cancelled
                 outcome = _not_started(product, "stopped while running: the run was stopped")
             except Exception as exc:  # noqa: BLE001 - one product never stops the others

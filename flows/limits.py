@@ -200,8 +200,10 @@ class _SlotPool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), self.free[0][0] - now if self.free else None)
                 grower = self._grower
-                if grower is not None and grower.done() and not grower.cancelled() and grower.exception():
-                    raise grower.exception()  # type: ignore[misc]
+                if grower is not None and grower.done() and not grower.cancelled():
+                    failure = grower.exception()
+                    if failure is not None:
+                        raise failure
         finally:
             self.waiting -= 1
 
