@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -93,7 +93,7 @@ Marketplace = Literal[
     "AE", "AU", "BE", "BR", "CA", "CN", "DE", "EG", "ES", "FR", "GB", "IE", "IN",
     "IT", "JP", "MX", "NL", "PL", "SA", "SE", "SG", "TR", "UK", "US", "ZA",
 ]  # fmt: skip
-MARKETPLACES: frozenset[str] = frozenset(Marketplace.__args__)  # type: ignore[attr-defined]
+MARKETPLACES: frozenset[str] = frozenset(get_args(Marketplace))
 
 CopyPlatform = Literal["amazon", "flipkart", "shopify", "woocommerce", "etsy", "bigcommerce", "general"]
 CopyComponent = Literal["title", "bullets", "description", "keywords"]

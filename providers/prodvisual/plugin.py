@@ -232,8 +232,16 @@ class ProdVisualProvider(Provider):
         """Several products' image requests packed into batches of up to 50 images: throughput is
         then bounded by 60 requests x 50 images per minute instead of 60 images."""
         self._check_step(step)
-        pairs = [pair for member, request in members
-                 for pair in labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")]  # type: ignore[arg-type]
+        pairs: list[tuple[str, GenerateItem]] = []
+        for member, request in members:
+            if not isinstance(request, GenerateRequest | BatchRequest):
+                raise RequestValidationError(
+                    f"ProdVisual cannot batch a {type(request).__name__}",
+                    provider=PROVIDER,
+                    code="LOCAL_VALIDATION",
+                    field="request",
+                )
+            pairs += labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")
         return list(build_batch(pairs, max_items=self.limits.max_batch_size))
 
     def inputs(self, step: Step) -> frozenset[str]:
