@@ -439,11 +439,11 @@ def providers(
     settings = get_settings()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
     if as_json:
-        out = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
+        out: dict[str, Any] = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
                    "limits": p.limits.model_dump(mode="json"),
                    "prices": [x.model_dump(mode="json") for x in p.prices]}
                for n, p in registry.providers.items()}  # fmt: skip
-        out["_failed"] = registry.failures  # type: ignore[assignment]
+        out["_failed"] = registry.failures
         console.print_json(json.dumps(out))
         return
     for name, p in sorted(registry.providers.items()):
