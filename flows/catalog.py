@@ -82,8 +82,8 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise CatalogError(
-            f"{uri}:{line}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at line {line} column {column}); "
-            "save the catalog as UTF-8"
+            f"{uri}:{line}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at line {line} "
+            f"column {column}); save the catalog as UTF-8"
         ) from None
     name = uri.lower()
     if name.endswith((".jsonl", ".ndjson")):

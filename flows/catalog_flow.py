@@ -107,7 +107,8 @@ class RunSummary(BaseModel):
         line = f"{len(self.products)} products: " + ", ".join(parts)
         if self.interrupted:
             jobs = len(self.in_flight)
-            line = (f"run interrupted ({self.interrupted}): {line}; {jobs} job{'' if jobs == 1 else 's'} in flight "
+            line = (f"run interrupted ({self.interrupted}): {line}; "
+                    f"{jobs} job{'' if jobs == 1 else 's'} in flight "
                     "kept, the same command resumes them without paying again")  # fmt: skip
         return line
 

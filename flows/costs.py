@@ -88,7 +88,8 @@ class BalanceCheck(BaseModel):
     def text(self) -> str:
         if self.spent is None:
             return f"{self.provider}: balance not readable at {'start' if self.start is None else 'end'}"
-        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); summary: {self.net} net"
+        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); "
+                f"summary: {self.net} net"
                 + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else ""))  # fmt: skip
         return line if self.explained else f"{line}: {self.unexplained} NOT EXPLAINED (another user of the account?)"
 
