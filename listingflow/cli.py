@@ -101,8 +101,8 @@ Products = Annotated[list[str], typer.Option("--product", help="only this ASIN (
 ArchiveOpt = Annotated[str | None, typer.Option(help="local folder or s3://bucket/prefix")]
 Force = Annotated[list[str], typer.Option("--force", help="regenerate this step; SPENDS CREDITS AGAIN")]
 Rerun = Annotated[str | None, typer.Option(
-    help="only the failed products of this run id or manifest, with that run's parameters (options given here "
-    "with a non-default value override them)")]
+    help="only the failed products of this run id or manifest, with that run's parameters "
+    "(options given here with a non-default value override them)")]
 MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
 MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
 Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
@@ -231,7 +231,8 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
         err.print(f"[yellow]{stopper.name}: stopped before any product was started; nothing was submitted[/yellow]")
         return stopper.exit_code
     finally:
-        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still exits at once
+        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still
+        # exits at once
         cf.HOOKS["on_stoppable"] = None
     return stopper.exit_code if stopper.signum else code
 
@@ -448,10 +449,14 @@ def providers(
         return
     for name, p in sorted(registry.providers.items()):
         console.print(f"[bold]{name}[/bold] ({p.display_name}, contract {p.api_version})")
-        console.print(f"  capabilities: {', '.join(s for s in ('copy', 'images', 'aplus', 'scale') if s in p.capabilities)}")
+        steps = [s for s in ("copy", "images", "aplus", "scale") if s in p.capabilities]
+        console.print(f"  capabilities: {', '.join(steps)}")
         limits = ", ".join(f"{g.group} {g.requests}/{g.per_seconds:g}s" for g in p.limits.route_groups)
         daily = f"; {p.limits.daily_requests}/day ({p.limits.daily_counts})" if p.limits.daily_requests else ""
-        console.print(f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; batch {p.limits.max_batch_size}")
+        console.print(
+            f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; "
+            f"batch {p.limits.max_batch_size}"
+        )
         prices = ", ".join(f"{x.step}:{x.item}={'unknown' if x.credits is None else x.credits}" for x in p.prices)
         console.print(f"  prices (credits): {prices}")
     for name, reason in registry.failures.items():

@@ -365,7 +365,8 @@ class ListingRVAProvider(BaseProvider):
     # ---- helpers ----
 
     async def _poll_until(self, ref: JobRef, deadline: float) -> JobResult | None:
-        """One poll: the result once the job is finished, None while it runs, WaitTimeout past ``deadline``."""
+        """One poll: the result once the job is finished, None while it runs, WaitTimeout past
+        ``deadline``."""
         job = await self._poll(ref, deadline)
         if job.finished:
             return self._result(ref, job)

@@ -70,7 +70,8 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
 
 
 class ProdVisualSettings(WebhookSettings):
-    """``PRODVISUAL_WEBHOOK_URL``: batches finished by ProdVisual's webhook instead of polls (``webhooks.py``)."""
+    """``PRODVISUAL_WEBHOOK_URL``: batches finished by ProdVisual's webhook instead of polls
+    (``webhooks.py``)."""
 
     model_config = SettingsConfigDict(env_prefix="PRODVISUAL_", extra="ignore")
 
