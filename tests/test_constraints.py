@@ -47,7 +47,8 @@ def test_every_declared_dependency_is_pinned_within_its_range() -> None:
         name = canonicalize_name(req.name)
         assert name in pinned, f"{req.name} (pyproject.toml) has no pin in constraints.txt: run `make lock`"
         assert req.specifier.contains(pinned[name], prereleases=True), (
-            f"constraints.txt pins {req.name}=={pinned[name]}, outside pyproject.toml's {req}: run `make lock`"
+            f"constraints.txt pins {req.name}=={pinned[name]}, outside pyproject.toml's {req}: "
+            "run `make lock`"
         )
 
 
