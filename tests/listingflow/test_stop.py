@@ -127,8 +127,7 @@ async def test_sigterm_stops_with_143(sandboxes: dict[str, Any], lf_env: dict[st
     assert not (lf_env["home"] / "server.json").exists()  # PREFECT_API_URL wins: no local server
 
 
-# seen failing once in three full suites under load (the second signal not acted on): `make chaos`
-@pytest.mark.slow
+@pytest.mark.slow  # seen failing once in three full suites under load (the second signal not acted on): `make chaos`
 async def test_a_second_signal_exits_at_once(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     sandboxes["pixii"].reconfigure(job_seconds=5.0)
     code, took, out = await _signal_run(sandboxes["pixii"], lf_env["tmp"] / "archive-twice",
