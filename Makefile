@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # extras to install, e.g. `make install EXTRAS=dev,redis` on a worker host of a multi-host setup
 EXTRAS ?= dev
 
-.PHONY: demo test bench chaos install lock clean
+.PHONY: demo test lint format bench chaos install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,6 +21,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the formatter, the linter and the type checker, as configured in pyproject.toml (CI runs this before the tests)
+lint: $(STAMP)
+	$(BIN)/ruff format --check
+	$(BIN)/ruff check
+	$(BIN)/mypy
+
+# rewrite the tree the way `make lint` wants it: lint autofixes (import order, pyupgrade...), then the formatter
+format: $(STAMP)
+	$(BIN)/ruff check --fix --exit-zero
+	$(BIN)/ruff format
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests/flows/test_chaos.py
@@ -40,4 +51,4 @@ lock:
 	echo "constraints.txt: $$(grep -c '==' constraints.txt) exact versions"
 
 clean:
-	rm -rf $(VENV) .listingflow archive .pytest_cache
+	rm -rf $(VENV) .listingflow archive .pytest_cache .mypy_cache .ruff_cache

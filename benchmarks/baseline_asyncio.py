@@ -111,6 +111,7 @@ class Baseline:
         self.styles_checked: asyncio.Task[Any] | None = None
         self.queue: list[tuple[dict[str, Any], asyncio.Future[list[str]]]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.batches: set[asyncio.Task[None]] = set()  # the running batches (the loop keeps weak references)
         self.requests = 0
 
     def provider_of(self, url: str) -> str:
@@ -191,11 +192,16 @@ class Baseline:
         chunk: list[tuple[dict[str, Any], asyncio.Future[list[str]]]] = []
         for member in members:
             if chunk and len(self.styles) * (len(chunk) + 1) > MAX_BATCH_ITEMS:
-                asyncio.ensure_future(self.batch(chunk))
+                self._start_batch(chunk)
                 chunk = []
             chunk.append(member)
         if chunk:
-            asyncio.ensure_future(self.batch(chunk))
+            self._start_batch(chunk)
+
+    def _start_batch(self, members: list[tuple[dict[str, Any], asyncio.Future[list[str]]]]) -> None:
+        task = asyncio.ensure_future(self.batch(members))
+        self.batches.add(task)
+        task.add_done_callback(self.batches.discard)
 
     async def batch(self, members: list[tuple[dict[str, Any], asyncio.Future[list[str]]]]) -> None:
         try:

@@ -173,9 +173,12 @@ class Bench:
         if spec.get("profile"):
             result["profile"] = spec["profile"]
         self.log(f"{name}: {result.get('headline')} in {result.get('wall', float('nan')):.1f}s "
-                 f"(process {result['elapsed']:.1f}s, rc={result['returncode']}, timed_out={result['timed_out']}; CPU s: "
-                 f"flow {_fmt(result.get('cpu_seconds'), '{:.1f}')}, server {_fmt(result.get('server_cpu_seconds'), '{:.1f}')}, "
-                 f"sandboxes {_fmt(result.get('sandbox_cpu_seconds'), '{:.1f}')}; VmHWM {_fmt(result.get('peak_rss_mb'), '{:.0f}')} MB)")  # fmt: skip
+                 f"(process {result['elapsed']:.1f}s, rc={result['returncode']}, "
+                 f"timed_out={result['timed_out']}; CPU s: "
+                 f"flow {_fmt(result.get('cpu_seconds'), '{:.1f}')}, "
+                 f"server {_fmt(result.get('server_cpu_seconds'), '{:.1f}')}, "
+                 f"sandboxes {_fmt(result.get('sandbox_cpu_seconds'), '{:.1f}')}; "
+                 f"VmHWM {_fmt(result.get('peak_rss_mb'), '{:.0f}')} MB)")  # fmt: skip
         if result.get("error_tail"):
             self.log(f"{name} failed:\n{result['error_tail']}")
         return result
@@ -198,7 +201,8 @@ class Bench:
         cfg = sandbox_config(limits, {"listingrva": 1.0, "prodvisual": 2.0, "pixii": 1.0})
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="pv"))
         self.log(f"{'A' if webhooks else 'G'}: ProdVisual at its real rate (60/min), {products} products x "
-                 f"{len(TEN_STYLES)} styles, time box {box_s:.0f}s, batches {'finished by webhook' if webhooks else 'polled'}")  # fmt: skip
+                 f"{len(TEN_STYLES)} styles, time box {box_s:.0f}s, "
+                 f"batches {'finished by webhook' if webhooks else 'polled'}")  # fmt: skip
         with sandboxes(cfg) as boxes:
             env = self.env(name, limits, None)
             if webhooks:
@@ -254,7 +258,10 @@ class Bench:
         jobs = {p: s / scale for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / scale for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="lr"))
-        self.log(f"B: ListingRVA x{scale:g} time-scaled (30 /ai/* per {60 / scale:g}s), {products} products, copy only")
+        self.log(
+            f"B: ListingRVA x{scale:g} time-scaled (30 /ai/* per {60 / scale:g}s), {products} products, "
+            "copy only"
+        )
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
             env = self.env(name, limits, polls, **scaled_linger(scale))
             if local_only:
@@ -273,7 +280,8 @@ class Bench:
         ratio = None if wall is None else wall / bound
         if local_only:
             rs, ps = sat["request_saturation"], sat["paid_saturation"]
-            self.figure("1", f"diagnostic: listingrva ai (x{scale:g}) with LISTINGFLOW_USE_GLOBAL_LIMITS=false: requests / paid "
+            self.figure("1", f"diagnostic: listingrva ai (x{scale:g}) with LISTINGFLOW_USE_GLOBAL_LIMITS=false: "
+                        "requests / paid "
                         "per limit", f"{_fmt(rs, '{:.2f}')} / {_fmt(ps, '{:.2f}')}; wall/bound {_fmt(ratio, '{:.2f}')}; "
                         f"429s {sat['http_429']}", "(diagnostic)", None,
                         "process-local pacer only: what the Prefect global limit costs")  # fmt: skip
@@ -334,7 +342,10 @@ class Bench:
         jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", shape)
-        self.log(f"C: default pipeline x{SCALE:g} time-scaled, {shape.products} products, {shape.variations} variations")
+        self.log(
+            f"C: default pipeline x{SCALE:g} time-scaled, {shape.products} products, "
+            f"{shape.variations} variations"
+        )
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
             env = self.env(name, limits, polls, **scaled_linger(SCALE))
             first = self.flow(name, catalog, {}, env, timeout=min(420.0, max(90.0, self.left() - 300)))
@@ -374,9 +385,11 @@ class Bench:
         pv = [c.credits for c in A.paid_submissions(boxes["prodvisual"], until=end_first)]
         phase["prodvisual_images_per_request"] = (sum(pv) / len(pv)) if pv else None
         self.figure("3", "ProdVisual images per batch request inside the default pipeline (x10)",
-                    f"{_fmt(phase['prodvisual_images_per_request'], '{:.1f}')} ({sum(pv)} images in {len(pv)} batches)",
+                    f"{_fmt(phase['prodvisual_images_per_request'], '{:.1f}')} "
+                    f"({sum(pv)} images in {len(pv)} batches)",
                     "(report; bound 50)", None,
-                    "products reach the images step one by one, paced by copy; a batch waits 1 s, longer while ProdVisual's pace would hold it")  # fmt: skip
+                    "products reach the images step one by one, paced by copy; a batch waits 1 s, "
+                    "longer while ProdVisual's pace would hold it")  # fmt: skip
         paid = sum(paid_rerun.values())
         self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
         frac = None
@@ -423,7 +436,8 @@ class Bench:
             return min(times) if times else None
 
         self.figure("7", "first provider request after the run starts (s, x10): listingflow vs script",
-                    f"{_fmt(first_request(phase['timeline']), '{:.2f}')} vs {_fmt(first_request(script.get('timeline')), '{:.2f}')}",
+                    f"{_fmt(first_request(phase['timeline']), '{:.2f}')} vs "
+                    f"{_fmt(first_request(script.get('timeline')), '{:.2f}')}",
                     "(report)", None)  # fmt: skip
         pixii = (phase["timeline"] or {}).get("pixii", {}).get("paid_s") or []
         self.figure("7", "Pixii submissions in the first window (x10): listingflow",
@@ -548,9 +562,11 @@ class Bench:
         except (OSError, ValueError):
             res["checkpoints"] = {}
         self.memory_run = res
-        self.log(f"{name}: {res.get('headline')} in {_fmt(res.get('wall'), '{:.0f}')}s (rc={res.get('returncode')}, "
+        self.log(f"{name}: {res.get('headline')} in {_fmt(res.get('wall'), '{:.0f}')}s "
+                 f"(rc={res.get('returncode')}, "
                  f"timed_out={res.get('timed_out')}; CPU s: flow {_fmt(res.get('cpu_seconds'), '{:.0f}')}, server "
-                 f"{_fmt(res.get('server_cpu_seconds'), '{:.0f}')}; VmHWM {_fmt(res.get('peak_rss_mb'), '{:.0f}')} MB; "
+                 f"{_fmt(res.get('server_cpu_seconds'), '{:.0f}')}; "
+                 f"VmHWM {_fmt(res.get('peak_rss_mb'), '{:.0f}')} MB; "
                  f"checkpoints reached: {sorted(int(k) for k in res['checkpoints'])[-1:] or 'none'})")  # fmt: skip
         if res.get("error") or res.get("error_tail"):
             self.log(f"{name} failed: {res.get('error') or res.get('error_tail')}")
@@ -590,7 +606,8 @@ class Bench:
             growth = rss / base if base else None
             ok = (rss < 500 and growth is not None and growth < 1.5) if last else None
             self.figure("5", what, f"{rss:.0f} MB ({_fmt(growth, '{:.2f}')}x {base_label})", target, ok,
-                        f"{_fmt(memory[str(n)]['seconds_in_run'] if not last else res.get('wall'), '{:.0f}')}s into the run")  # fmt: skip
+                        f"{_fmt(res.get('wall') if last else memory[str(n)]['seconds_in_run'], '{:.0f}')}s "
+                        "into the run")  # fmt: skip
         measured = [(n, memory[str(n)]["peak_rss_mb_in_run"]) for n in sizes if memory[str(n)]["peak_rss_mb_in_run"]]
         if len(measured) >= 2:
             (n0, r0), (n1, r1) = measured[0], measured[-1]
@@ -699,8 +716,9 @@ def print_table(out: dict[str, Any]) -> None:
             print(line)
     print(line)
     m = out["machine"]
-    print(f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), Python {m['python']}, "
-          f"Prefect {m['prefect']}; load average start {m['loadavg_start'][0]:.2f}, end {m['loadavg_end'][0]:.2f}; "
+    print(f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), "
+          f"Python {m['python']}, Prefect {m['prefect']}; "
+          f"load average start {m['loadavg_start'][0]:.2f}, end {m['loadavg_end'][0]:.2f}; "
           f"total {out['total_seconds']:.0f}s")  # fmt: skip
     for note in out["notes"]:
         print("note:", note)
@@ -708,9 +726,11 @@ def print_table(out: dict[str, Any]) -> None:
 
 def figures_markdown(out: dict[str, Any], results_path: Path) -> str:
     m = out["machine"]
+    shown_path = results_path.relative_to(REPO) if results_path.is_relative_to(REPO) else results_path
     lines = [
-        f"Run of {out['started']} ({out['total_seconds']:.0f} s), `{results_path.relative_to(REPO) if results_path.is_relative_to(REPO) else results_path}`: "
-        f"{m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), {m.get('mem_total_mb', '?')} MB RAM, "
+        f"Run of {out['started']} ({out['total_seconds']:.0f} s), `{shown_path}`: "
+        f"{m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), "
+        f"{m.get('mem_total_mb', '?')} MB RAM, "
         f"Python {m['python']}, Prefect {m['prefect']}, {m['platform']}. Load average "
         f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end (the machine is shared).",
         "",

@@ -1,4 +1,5 @@
-"""The three sandboxes in a process of their own: ``python -m benchmarks.sandbox_process config.json out.json``.
+"""The three sandboxes in a process of their own:
+``python -m benchmarks.sandbox_process config.json out.json``.
 
 Phase E's zero-latency sandboxes answer dozens of requests a second for the whole budget. Run as
 threads of the orchestrator, they shared one GIL with the sandboxes of the rate-bound phases, which

@@ -108,6 +108,7 @@ async def _limits(providers: dict[str, Any], settings: Settings) -> list[str]:
 
 async def _secrets(providers: dict[str, Any]) -> list[str]:
     from prefect.blocks.system import Secret
+    from pydantic import SecretStr
 
     from .credentials import aload_api_key
 
@@ -128,7 +129,7 @@ async def _secrets(providers: dict[str, Any]) -> list[str]:
         if existing == value:
             lines.append(f"secret {block}: unchanged (from {var})")
             continue
-        await Secret(value=value).save(block, overwrite=True)
+        await Secret(value=SecretStr(value)).save(block, overwrite=True)
         lines.append(f"secret {block}: {'updated' if existing else 'created'} (from {var})")
     return lines
 

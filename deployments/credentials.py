@@ -2,11 +2,11 @@
 
 Naming, for every installed provider plugin: the environment variable is the plugin settings' env
 prefix + ``API_KEY`` (``PIXII_API_KEY``, ``LISTINGRVA_API_KEY``, ``PRODVISUAL_API_KEY``) and the Secret
-block is the prefix in lower case + ``-api-key`` (``pixii-api-key`` ...; ``providers.contract.secret_block_name``,
-which the plugin settings read too). ``listingflow bootstrap`` copies the variables
-into the blocks; the deployments' pull step :func:`deployments.steps.provider_credentials` does the
-reverse in the flow-run process when a worker host has no variable set, so workers on other machines
-need only ``PREFECT_API_URL``.
+block is the prefix in lower case + ``-api-key`` (``pixii-api-key`` ...;
+``providers.contract.secret_block_name``, which the plugin settings read too). ``listingflow
+bootstrap`` copies the variables into the blocks; the deployments' pull step
+:func:`deployments.steps.provider_credentials` does the reverse in the flow-run process when a worker
+host has no variable set, so workers on other machines need only ``PREFECT_API_URL``.
 
 Values are only ever put into the flow-run process environment, which the plugin settings read. They
 are never returned, logged, or written to parameters, artifacts or manifests.

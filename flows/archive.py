@@ -2,7 +2,8 @@
 
 Key layout (all identifiers sanitized, so no traversal and no collisions between products)::
 
-    <prefix>/<country>/<asin>/<step>/<provider>-<label>.<ext>     one output (images: png, jpg or webp, by content)
+    <prefix>/<country>/<asin>/<step>/<provider>-<label>.<ext>     one output (images: png, jpg or webp,
+                                                                    named by their content)
     <prefix>/<country>/<asin>/manifest.json                         what the product has, per step
     <prefix>/runs/<run_id>/manifest.json                            one run: products, failures
     <prefix>/runs/<run_id>/cost-summary.json                        one run: credits and money
@@ -335,7 +336,7 @@ class SpooledArchive:
 
     async def replay_spool(self) -> list[str]:
         """Upload what an earlier run could not archive; returns the keys now archived."""
-        done = []
+        done: list[str] = []
         root = self.spool.root
         if not root.is_dir():
             return done

@@ -155,7 +155,7 @@ class Batcher:
                 except (Interrupted, asyncio.CancelledError):
                     self._keep(members, ref)
                     raise
-        except BaseException as exc:  # noqa: BLE001 - every member learns why its batch failed
+        except BaseException as exc:  # every member learns why its batch failed
             for m in members:
                 if not m.future.done():
                     m.future.set_exception(exc)

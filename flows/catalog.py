@@ -82,8 +82,8 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise CatalogError(
-            f"{uri}:{line}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at line {line} column {column}); "
-            "save the catalog as UTF-8"
+            f"{uri}:{line}: not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at line {line} "
+            f"column {column}); save the catalog as UTF-8"
         ) from None
     name = uri.lower()
     if name.endswith((".jsonl", ".ndjson")):
@@ -95,7 +95,7 @@ def load_catalog(uri: str, *, s3_endpoint_url: str | None = None) -> Catalog:
     return _validate(uri, rows)
 
 
-def _csv_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
+def _csv_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if not any(header):
@@ -105,7 +105,7 @@ def _csv_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
         raise CatalogError(f"{uri}:1: missing required column(s): {', '.join(missing)} (header: {', '.join(header)})")
     reader.fieldnames = header
     lines = text.splitlines()
-    rows: list[tuple[int, dict[str, Any] | str | _RowProblem]] = []
+    rows: list[tuple[int, _Row]] = []
     end = reader.line_num
     for record in reader:
         # line_num is where the record *ends* (quoted cells may span lines): report where it starts.
@@ -132,8 +132,12 @@ class _RowProblem:
         self.field, self.reason, self.asin = field, reason, asin
 
 
-def _jsonl_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
-    rows: list[tuple[int, dict[str, Any] | str]] = []
+# one catalog row as read: its cells, a reason it is not a row, or a problem naming the column
+_Row = dict[str, Any] | str | _RowProblem
+
+
+def _jsonl_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
+    rows: list[tuple[int, _Row]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -146,7 +150,7 @@ def _jsonl_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
     return rows
 
 
-def _json_rows(uri: str, text: str) -> list[tuple[int, dict[str, Any] | str]]:
+def _json_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -215,7 +219,7 @@ def _line_numbers(text: str, offsets: list[int]) -> list[int]:
     return lines
 
 
-def _validate(uri: str, rows: list[tuple[int, dict[str, Any] | str | _RowProblem]]) -> Catalog:
+def _validate(uri: str, rows: list[tuple[int, _Row]]) -> Catalog:
     products: list[Product] = []
     rejected: list[RowError] = []
     seen: dict[str, int] = {}
@@ -275,17 +279,18 @@ def _product(row: dict[str, Any]) -> Product:
             raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is the product's own ASIN")
         if any(v.asin == variation.asin for v in variations[:i]):
             raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is listed twice")
+    images = _images(row)
     data = {
         "asin": asin,
         "country_code": country,
         "title": str(row["title"]).strip(),
         "category": (str(row.get("category") or "").strip() or None),
         "description": (str(row.get("description") or "").strip() or None),
-        "image_urls": _images(row),
+        "image_urls": images,
         "variations": variations,
         "overrides": _overrides(row.get("overrides")),
     }
-    for i, url in enumerate(data["image_urls"]):
+    for i, url in enumerate(images):
         if not url.startswith(("http://", "https://")):
             raise _FieldError("image_url" if i == 0 else f"image_url_{i + 1}", f"not an http(s) URL: {url!r}")
     try:
@@ -320,7 +325,7 @@ def _images(row: dict[str, Any]) -> list[str]:
 def _variations(value: Any) -> list[Variation]:
     if value in (None, "", []):
         return []
-    items: list[dict[str, Any]]
+    items: list[Any]  # from JSON: checked item by item below
     if isinstance(value, list):
         items = value
     elif isinstance(value, str) and value.strip().startswith("["):
@@ -331,12 +336,12 @@ def _variations(value: Any) -> list[Variation]:
     elif isinstance(value, str):
         items = []
         for part in value.split("|"):
-            asin, _, attrs = part.partition(":")
-            pairs = dict(a.split("=", 1) for a in attrs.split(";") if "=" in a)
+            asin, _, attr_text = part.partition(":")
+            pairs = dict(a.split("=", 1) for a in attr_text.split(";") if "=" in a)
             items.append({"asin": asin.strip(), **{k.strip(): v.strip() for k, v in pairs.items()}})
     else:
         raise _FieldError("variations", "expected a list of child ASINs")
-    out = []
+    out: list[Variation] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not item.get("asin"):
             raise _FieldError(f"variations[{i}]", "each variation needs an 'asin'")

@@ -109,7 +109,8 @@ class RunSummary(BaseModel):
         line = f"{len(self.products)} products: " + ", ".join(parts)
         if self.interrupted:
             jobs = len(self.in_flight)
-            line = (f"run interrupted ({self.interrupted}): {line}; {jobs} job{'' if jobs == 1 else 's'} in flight "
+            line = (f"run interrupted ({self.interrupted}): {line}; "
+                    f"{jobs} job{'' if jobs == 1 else 's'} in flight "
                     "kept, the same command resumes them without paying again")  # fmt: skip
         return line
 
@@ -249,9 +250,9 @@ async def run_catalog(
         summary.notes += notes
         products, rejected = await check_rows(params, catalog, products, providers, partial(_manifest, archive))
         summary.rejected_rows += rejected
-        refused = await _over_budget(params, products, providers, archive, names)
-        if refused:
-            return _refuse(summary, refused)
+        over_budget = await _over_budget(params, products, providers, archive, names)
+        if over_budget:
+            return _refuse(summary, over_budget)
 
         run = RunContext(
             run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
@@ -363,7 +364,8 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product],
             try:
                 outcome = await task
             except asyncio.CancelledError:
-                if not task.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
                     raise  # the run itself is being cancelled
                 outcome = _not_started(product, "stopped while running: the run was stopped")
             except Exception as exc:  # noqa: BLE001 - one product never stops the others

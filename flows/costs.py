@@ -34,8 +34,13 @@ class JobCost(BaseModel):
         return None if self.charged is None else self.charged - self.refunded
 
 
+# what a cost line sums over; the summary shows the provider, step and total lines (products on request)
+Scope = Literal["provider", "step", "product", "total"]
+SUMMARY_SCOPES: tuple[Scope, ...] = ("provider", "step", "total")
+
+
 class CostLine(BaseModel):
-    scope: Literal["provider", "step", "product", "total"]
+    scope: Scope
     provider: str = "*"
     step: str = "*"
     product: str = "*"
@@ -83,7 +88,8 @@ class BalanceCheck(BaseModel):
     def text(self) -> str:
         if self.spent is None:
             return f"{self.provider}: balance not readable at {'start' if self.start is None else 'end'}"
-        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); summary: {self.net} net"
+        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); "
+                f"summary: {self.net} net"
                 + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else ""))  # fmt: skip
         return line if self.explained else f"{line}: {self.unexplained} NOT EXPLAINED (another user of the account?)"
 
@@ -308,7 +314,7 @@ class CostLedger:
                 tally.refunded += job.refunded
                 tally.net += job.charged - job.refunded
 
-    def lines(self, scope: str, prices: dict[str, float]) -> Iterator[CostLine]:
+    def lines(self, scope: Scope, prices: dict[str, float]) -> Iterator[CostLine]:
         """The summary lines of one scope, sorted."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
         for key in sorted(k for k in self._tallies if k[0] == scope):
@@ -335,18 +341,18 @@ class CostLedger:
 
     def summary(self, run_id: str, *, price_per_credit: dict[str, float], currency: str = "USD",
                 requests: dict[str, int] | None = None, skipped: list[str] | None = None) -> CostSummary:  # fmt: skip
-        lines = [line for scope in ("provider", "step", "total") for line in self.lines(scope, price_per_credit)]
+        lines = [line for scope in SUMMARY_SCOPES for line in self.lines(scope, price_per_credit)]
         summary = CostSummary(run_id=run_id, currency=currency, lines=lines, requests=requests or {},
                               skipped=skipped or [])  # fmt: skip
         summary._ledger, summary._prices = self, dict(price_per_credit)
         return summary
 
 
-def _line(scope: str, provider: str, step: str, product: str, t: _Tally, paid: dict[str, int],
+def _line(scope: Scope, provider: str, step: str, product: str, t: _Tally, paid: dict[str, int],
           prices: dict[str, float]) -> CostLine:  # fmt: skip
     """Money is shown for a line only when every provider it paid has a price and no paid job's cost
     is unknown."""
-    line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,  # type: ignore[arg-type]
+    line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,
                     reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
                     refunded=t.refunded, net=t.net, reused_credits=t.reused_credits, held_jobs=t.held_jobs,
                     possibly_charged=t.possibly_charged, possibly_unknown_jobs=t.possibly_unknown_jobs)  # fmt: skip

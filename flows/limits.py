@@ -100,7 +100,7 @@ async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
             for attempt in range(3):
                 try:
                     return await _ensure_one(client, spec)
-                except Exception:  # noqa: BLE001 - a concurrent creator won: read again and update
+                except Exception:  # a concurrent creator won: read again and update
                     if attempt == 2:
                         raise
                     await asyncio.sleep(0.2 * (attempt + 1))
@@ -192,16 +192,18 @@ class _SlotPool:
                     lease = heapq.heappop(self.free)[2]
                     self.in_use[lease] += 1
                     return lease
-                if self.use_global and (self.limit is None or self.held < self.limit):
-                    if self._grower is None or self._grower.done():
-                        self._grower = asyncio.create_task(self._grow())
-                        self._grower.add_done_callback(_retrieve)
+                may_grow = self.use_global and (self.limit is None or self.held < self.limit)
+                if may_grow and (self._grower is None or self._grower.done()):
+                    self._grower = asyncio.create_task(self._grow())
+                    self._grower.add_done_callback(_retrieve)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), self.free[0][0] - now if self.free else None)
                 grower = self._grower
-                if grower is not None and grower.done() and not grower.cancelled() and grower.exception():
-                    raise grower.exception()  # type: ignore[misc]
+                if grower is not None and grower.done() and not grower.cancelled():
+                    failure = grower.exception()
+                    if failure is not None:
+                        raise failure
         finally:
             self.waiting -= 1
 

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from prefect.states import State
@@ -242,9 +243,8 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             if not contexts:
                 outcome.status = "not_applicable"
                 return outcome
-        if step == Step.APLUS or step == Step.SCALE:
-            if ctx.main_image_url is None and not product.image_urls:
-                raise _StepSkip("needs a main image: run the images step first or give image_url")
+        if step in (Step.APLUS, Step.SCALE) and ctx.main_image_url is None and not product.image_urls:
+            raise _StepSkip("needs a main image: run the images step first or give image_url")
         requests = [(c, r) for c in contexts for r in plugin.build_requests(step, c)]
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
@@ -612,8 +612,9 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
                     f"{provider} output {output.label} of job {result.ref.job_id} expired and the provider "
                     "cannot serve it again", provider=provider,
                 ) from None  # fmt: skip
-            data, ctype = await call_with_retries(lambda u=fresh.url: download(u), policy=run.settings.retry,
-                                                  what=what)  # fmt: skip
+            data, ctype = await call_with_retries(
+                partial(download, fresh.url), policy=run.settings.retry, what=what
+            )
         stored = await archive.put(keys[IMAGE_EXTENSIONS[ctype]], data, content_type=ctype, metadata=meta)
         out.append(_archived(stored, output.label, result, output.url, asin))
     return out

@@ -25,14 +25,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .costs import BalanceCheck, CostSummary
 
 logger = logging.getLogger("listingflow.reconcile")
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     NOT_CHARGED = "not_charged"
     CHARGED = "charged"
     UNKNOWN = "unknown"
@@ -137,7 +137,7 @@ class BalanceGate:
             verdict = await self._verdict([p.price for p in batch])
             for p in batch:
                 p.verdict.set_result(verdict)
-        except BaseException as exc:  # noqa: BLE001 - a failed check leaves every waiter unknown
+        except BaseException as exc:  # a failed check leaves every waiter unknown
             for p in [*self._pending]:
                 if not p.verdict.done():
                     p.verdict.set_result(Verdict.UNKNOWN)

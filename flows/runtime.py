@@ -127,19 +127,19 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
     async def gated(groups: list[str]) -> None:
         run = _current.get(None)
         sub = _submitting.get()
-        mine = sub is not None and sub.provider == provider
-        if run is None or (mine and sub.sent):  # type: ignore[union-attr]
+        mine = sub if sub is not None and sub.provider == provider else None  # this provider's submission
+        if run is None or (mine is not None and mine.sent):
             await throttle(groups)
         else:
             await run.stop.race(throttle(groups), f"{provider} request")
-        if mine and run is not None:
+        if mine is not None and run is not None:
             if provider in run.blocked:
                 raise run.blocked[provider]
-            if not sub.sent:  # type: ignore[union-attr]
+            if not mine.sent:
                 run.stop.check(f"{provider} submission")
-                sub.sent = True  # type: ignore[union-attr]
-            if sub.ticket is not None:  # type: ignore[union-attr]
-                await sub.ticket.on_wire()  # type: ignore[union-attr]
+                mine.sent = True
+            if mine.ticket is not None:
+                await mine.ticket.on_wire()
 
     return gated
 

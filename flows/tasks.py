@@ -300,7 +300,7 @@ async def result_storage(settings: Settings) -> Any:
     settings.results_path.mkdir(parents=True, exist_ok=True)
     name = "listingflow-results-" + hashlib.sha256(str(settings.results_path).encode()).hexdigest()[:10]
     try:  # saving registers the block type and schema again: only when missing or moved
-        saved = await LocalFileSystem.aload(name)
+        saved: LocalFileSystem = await LocalFileSystem.aload(name)  # prefect's inject_client loses the type
         if saved.basepath == str(settings.results_path):
             return saved
     except (ValueError, ObjectNotFound):

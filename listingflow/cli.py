@@ -7,12 +7,15 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # prefect is imported by the commands that need it (the CLI starts without it)
+    from prefect.states import State
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -98,8 +101,8 @@ Products = Annotated[list[str], typer.Option("--product", help="only this ASIN (
 ArchiveOpt = Annotated[str | None, typer.Option(help="local folder or s3://bucket/prefix")]
 Force = Annotated[list[str], typer.Option("--force", help="regenerate this step; SPENDS CREDITS AGAIN")]
 Rerun = Annotated[str | None, typer.Option(
-    help="only the failed products of this run id or manifest, with that run's parameters (options given here "
-    "with a non-default value override them)")]
+    help="only the failed products of this run id or manifest, with that run's parameters "
+    "(options given here with a non-default value override them)")]
 MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
 MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
 Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
@@ -176,7 +179,7 @@ class _StopOnSignals:
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
 
-    def handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - the signal module's signature
+    def handle(self, signum: int, frame: Any) -> None:  # the signal module's signature
         if self.signum is not None:
             self.exit_now()
         self.signum = signum
@@ -233,7 +236,8 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
         err.print(f"[yellow]{stopper.name}: stopped before any product was started; nothing was submitted[/yellow]")
         return stopper.exit_code
     finally:
-        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still exits at once
+        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still
+        # exits at once
         cf.HOOKS["on_stoppable"] = None
     return stopper.exit_code if stopper.signum else code
 
@@ -300,7 +304,7 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float, noncompliant: 
         cf.HOOKS["on_product_done"] = on_done
         started = time.monotonic()
         try:
-            state = asyncio.run(cf.catalog_flow(**_flow_kwargs(params), return_state=True))
+            state = asyncio.run(_run_catalog_flow(params))
         finally:
             if progress.live.is_started:
                 progress.stop()
@@ -323,6 +327,13 @@ def _run_local(params: Any, *, sandbox: bool, job_seconds: float, noncompliant: 
 
 def _flow_kwargs(params: Any) -> dict[str, Any]:
     return params.model_dump(mode="json", by_alias=True)
+
+
+async def _run_catalog_flow(params: Any) -> State[Any]:
+    """The flow run's final state. A coroutine for ``asyncio.run`` (calling the flow gives an awaitable)."""
+    from flows import catalog_flow as cf
+
+    return await cf.catalog_flow(**_flow_kwargs(params), return_state=True)
 
 
 def _print_summary(summary: Any, elapsed: float) -> None:
@@ -448,19 +459,23 @@ def providers(
     settings = get_settings()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
     if as_json:
-        out = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
+        out: dict[str, Any] = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
                    "limits": p.limits.model_dump(mode="json"),
                    "prices": [x.model_dump(mode="json") for x in p.prices]}
                for n, p in registry.providers.items()}  # fmt: skip
-        out["_failed"] = registry.failures  # type: ignore[assignment]
+        out["_failed"] = registry.failures
         console.print_json(json.dumps(out))
         return
     for name, p in sorted(registry.providers.items()):
         console.print(f"[bold]{name}[/bold] ({p.display_name}, contract {p.api_version})")
-        console.print(f"  capabilities: {', '.join(s for s in ('copy', 'images', 'aplus', 'scale') if s in p.capabilities)}")
+        steps = [s for s in ("copy", "images", "aplus", "scale") if s in p.capabilities]
+        console.print(f"  capabilities: {', '.join(steps)}")
         limits = ", ".join(f"{g.group} {g.requests}/{g.per_seconds:g}s" for g in p.limits.route_groups)
         daily = f"; {p.limits.daily_requests}/day ({p.limits.daily_counts})" if p.limits.daily_requests else ""
-        console.print(f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; batch {p.limits.max_batch_size}")
+        console.print(
+            f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; "
+            f"batch {p.limits.max_batch_size}"
+        )
         prices = ", ".join(f"{x.step}:{x.item}={'unknown' if x.credits is None else x.credits}" for x in p.prices)
         console.print(f"  prices (credits): {prices}")
     for name, reason in registry.failures.items():

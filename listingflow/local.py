@@ -75,7 +75,7 @@ def prefect_server_with_services(database_url: str, *, repossess_every: float = 
         finally:
             process = server.server_process
             server.stop()
-            _SERVERS.discard(process)  # type: ignore[arg-type]
+            _SERVERS.discard(process)
 
 
 @functools.cache
@@ -94,7 +94,8 @@ def _server_with_services() -> type[Any]:
     from prefect.settings import get_current_settings
 
     class ServerWithServices(SubprocessASGIServer):
-        _instances: dict[int | None, SubprocessASGIServer] = {}  # never registered: stop unregisters nothing
+        # never registered: stop unregisters nothing. Not a ClassVar: prefect's base declares it without one
+        _instances: dict[int | None, SubprocessASGIServer] = {}  # noqa: RUF012
 
         def __new__(cls, *args: Any, **kwargs: Any) -> ServerWithServices:
             return object.__new__(cls)
@@ -139,9 +140,9 @@ async def _drain() -> None:
             await result
     except RuntimeError:
         pass
-    result = EventsWorker.drain_all()
-    if inspect.isawaitable(result):
-        await result
+    events = EventsWorker.drain_all()
+    if inspect.isawaitable(events):
+        await events
 
 
 def sandbox_class(provider: type[Provider]) -> type[Sandbox]:

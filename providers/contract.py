@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -93,11 +93,19 @@ Marketplace = Literal[
     "AE", "AU", "BE", "BR", "CA", "CN", "DE", "EG", "ES", "FR", "GB", "IE", "IN",
     "IT", "JP", "MX", "NL", "PL", "SA", "SE", "SG", "TR", "UK", "US", "ZA",
 ]  # fmt: skip
-MARKETPLACES: frozenset[str] = frozenset(Marketplace.__args__)  # type: ignore[attr-defined]
+MARKETPLACES: frozenset[str] = frozenset(get_args(Marketplace))
 
 CopyPlatform = Literal["amazon", "flipkart", "shopify", "woocommerce", "etsy", "bigcommerce", "general"]
 CopyComponent = Literal["title", "bullets", "description", "keywords"]
 APlusType = Literal["A+ Basic", "A+ Premium", "A+ Premium Mobile"]
+
+
+def _every_component() -> list[CopyComponent]:
+    return ["title", "bullets", "description", "keywords"]
+
+
+def _basic_aplus() -> list[APlusType]:
+    return ["A+ Basic"]
 ScaleMode = Literal["catalog", "inspire", "variation", "language"]
 ScalePlatform = Literal["Amazon", "Amazon Mobile", "Shopify", "TikTok"]
 ScaleAssetType = Literal["Product Photo", "Main Image"]
@@ -144,7 +152,7 @@ class CopyOptions(BaseModel):
     platform: CopyPlatform = Field("amazon", title="Platform", description="marketplace the copy targets")
     tone: Literal["professional", "casual", "luxury"] = Field("professional", title="Tone")
     components: list[CopyComponent] = Field(
-        default_factory=lambda: ["title", "bullets", "description", "keywords"],
+        default_factory=_every_component,
         title="Components",
         min_length=1,
     )
@@ -165,7 +173,7 @@ class ImageOptions(BaseModel):
 
 class APlusOptions(BaseModel):
     types: list[APlusType] = Field(
-        default_factory=lambda: ["A+ Basic"], title="A+ types", min_length=1, max_length=3
+        default_factory=_basic_aplus, title="A+ types", min_length=1, max_length=3
     )
 
     @field_validator("types")
@@ -306,7 +314,10 @@ class ProviderSettings(BaseSettings):
         try:
             from prefect.blocks.system import Secret
 
-            value = Secret.load(block, _sync=True).get()
+            # `_sync` is prefect's async_dispatch switch (not in load's signature): load synchronously
+            # even when settings are built inside a running event loop
+            loaded = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+            value = loaded.get() if isinstance(loaded, Secret) else None
         except Exception:  # noqa: BLE001 - a missing block or an unreachable server: no key
             return self
         if value:
@@ -348,7 +359,7 @@ Throttle = Callable[[list[str]], Awaitable[None]]
 """Awaited before every request with the route groups it counts against."""
 
 
-async def no_throttle(groups: list[str]) -> None:  # noqa: ARG001 - the default throttle
+async def no_throttle(groups: list[str]) -> None:  # the default throttle
     return None
 
 
@@ -488,6 +499,7 @@ class Provider(abc.ABC):
         """Pre-flight: one free authenticated request proving that the base URL answers and the
         credential is accepted, before anything is paid; raises a ``ProviderError``
         (``AuthenticationError`` for a rejected key). Default: nothing to check."""
+        return None
 
     async def aclose(self) -> None:
         """Release what the plugin started for the run (e.g. a webhook receiver); called at its end."""

@@ -237,7 +237,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
             parsed = None
         if parsed is not None:
             if parsed.tzinfo is None:  # "-0000": UTC, not this host's local time
-                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+                parsed = parsed.replace(tzinfo=datetime.UTC)
             return max(0.0, parsed.timestamp() - now)
     reset = _header(headers, "x-ratelimit-reset")
     if reset is not None:

@@ -83,7 +83,7 @@ def load_providers(
         claimed[ep.name] = ep.value
         try:
             registry.providers[ep.name] = _check(ep.name, ep.load())
-        except Exception as exc:  # noqa: BLE001 - isolation is the point: one plugin, one failure
+        except Exception as exc:  # isolation is the point: one plugin, one failure
             reason = f"{type(exc).__name__}: {exc}"
             if strict:
                 raise PluginLoadError(f"provider plugin {ep.name!r} failed to load: {reason}") from exc

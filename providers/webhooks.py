@@ -46,7 +46,7 @@ class WebhookInbox:
         self.name, self.path = name, path
         self._public_url = public_url
         host, _, port = listen.rpartition(":")
-        self._host, self._port = host or "0.0.0.0", int(port or 0)  # noqa: S104 - a receiver must be reachable
+        self._host, self._port = host or "0.0.0.0", int(port or 0)  # a receiver must be reachable
         self._verify, self._parse = verify, parse
         self._events: dict[str, dict[str, Any]] = {}  # job id -> the latest event's data, until taken
         self._early: OrderedDict[str, dict[str, Any]] = OrderedDict()  # events no waiter expected yet

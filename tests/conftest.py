@@ -52,10 +52,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from listingflow.local import prefect_server_with_services
 
     db = tmp_path_factory.mktemp("prefect") / "prefect.db"
-    with prefect_server_with_services(f"sqlite+aiosqlite:///{db}", repossess_every=2.0) as api_url:
-        with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
-            yield api_url
-            drain_prefect_workers()
+    with (
+        prefect_server_with_services(f"sqlite+aiosqlite:///{db}", repossess_every=2.0) as api_url,
+        prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()),
+    ):
+        yield api_url
+        drain_prefect_workers()
 
 
 def drain_prefect_workers(timeout: float = 15.0) -> None:

@@ -47,7 +47,8 @@ def test_every_declared_dependency_is_pinned_within_its_range() -> None:
         name = canonicalize_name(req.name)
         assert name in pinned, f"{req.name} (pyproject.toml) has no pin in constraints.txt: run `make lock`"
         assert req.specifier.contains(pinned[name], prereleases=True), (
-            f"constraints.txt pins {req.name}=={pinned[name]}, outside pyproject.toml's {req}: run `make lock`"
+            f"constraints.txt pins {req.name}=={pinned[name]}, outside pyproject.toml's {req}: "
+            "run `make lock`"
         )
 
 
@@ -70,7 +71,7 @@ def test_every_package_an_install_pulls_in_is_pinned() -> None:
             requires = metadata.requires(req.name) or []
         except metadata.PackageNotFoundError:
             continue  # not installed here: its own dependencies cannot be read
-        for chosen in [""] + sorted(req.extras):
+        for chosen in ["", *sorted(req.extras)]:
             todo += [(Requirement(r), chosen) for r in requires]
     assert len(seen) > 50  # the walk reached the transitive dependencies
 

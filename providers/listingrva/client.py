@@ -290,8 +290,9 @@ class ListingRVAClient(ProviderClient):
     verify_webhook_signature = staticmethod(verify_webhook_signature)
 
 
-def _seg(value: str, field: str) -> str:
-    """An id as one path segment; empty ids are a local validation error."""
+def _seg(value: object, field: str) -> str:
+    """An id as one path segment; empty ids (or not a string, from an untyped caller) are a local
+    validation error."""
     if not isinstance(value, str) or not value.strip():
         raise RequestValidationError(f"{field} is required", provider=PROVIDER,
                                      code="LOCAL_VALIDATION", field=field)  # fmt: skip

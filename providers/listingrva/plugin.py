@@ -30,7 +30,6 @@ from ..contract import (
     Price,
     Product,
     ProviderLimits,
-    ProviderSettings,
     RouteLimit,
     Step,
     StepContext,
@@ -135,7 +134,8 @@ class ListingRVAProvider(BaseProvider):
             for platform, credits in LISTING_CREDITS.items()
         ),
     )  # fmt: skip
-    settings_class: ClassVar[type[ProviderSettings]] = ListingRVASettings
+    settings_class: ClassVar[type[ListingRVASettings]] = ListingRVASettings
+    settings: ListingRVASettings
     default_styles: ClassVar[tuple[str, ...]] = ("CLEAN_WHITE_BG",)
     output_hosts: ClassVar[tuple[str, ...]] = ("cdn.listingrvaai.com",)
     sandbox: ClassVar[str | None] = "providers.listingrva.sandbox:ListingRVASandbox"
@@ -148,7 +148,7 @@ class ListingRVAProvider(BaseProvider):
     def __init__(
         self,
         http: httpx.AsyncClient,
-        settings: ProviderSettings | None = None,
+        settings: ListingRVASettings | None = None,
         *,
         throttle: Throttle = no_throttle,
         token_provider: TokenProvider | None = None,
@@ -262,18 +262,21 @@ class ListingRVAProvider(BaseProvider):
         """Spend credits. A 5xx/timeout here may come after the job was enqueued and debited (contract
         §3, no idempotency key): the host resolves it from ``GET /billing/credits`` (``balance``)."""
         inbox = None
+        meta: dict[str, Any]
+        # an ambiguous failure of the send is the host's to resolve (flows.submission)
         if step == Step.IMAGES and isinstance(request, ImageRequest):
-            kind, send = "image", self.client.generate_image
+            kind = "image"
             meta = {"style": request.style, "size": request.effective_size}
             inbox = await self._webhooks()
+            submitted = await self.client.generate_image(request)
         elif step == Step.COPY and isinstance(request, ListingRequest):
-            kind, send = "listing", self.client.generate_listing
+            kind = "listing"
             meta = {"components": request.components}
+            submitted = await self.client.generate_listing(request)
         else:
             raise RequestValidationError(f"{step} needs a matching ListingRVA request, got "
                                          f"{type(request).__name__}", provider=PROVIDER,
                                          code="LOCAL_VALIDATION", field="request")  # fmt: skip
-        submitted = await send(request)  # an ambiguous failure is the host's to resolve (flows.submission)
         if inbox is not None:
             inbox.expect(submitted.job_id)
         return JobRef(
@@ -386,7 +389,8 @@ class ListingRVAProvider(BaseProvider):
     # ---- helpers ----
 
     async def _poll_until(self, ref: JobRef, deadline: float) -> JobResult | None:
-        """One poll: the result once the job is finished, None while it runs, WaitTimeout past ``deadline``."""
+        """One poll: the result once the job is finished, None while it runs, WaitTimeout past
+        ``deadline``."""
         job = await self._poll(ref, deadline)
         if job.finished:
             return self._result(ref, job)

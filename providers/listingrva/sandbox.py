@@ -279,9 +279,15 @@ class ListingRVASandbox(Sandbox):
         image = body.get("imageUrl")
         if image is not None and not image.startswith(("http://", "https://")):
             raise Invalid("imageUrl must be an http(s) URL")
-        product = {"id": self.new_id("prod"), "title": title.strip(), "category": body.get("category"),
-                   "description": body.get("description"), "imageUrl": image,
-                   "images": [{"url": image}] if image else [], "created_at": iso(self.clock.now())}  # fmt: skip
+        product: dict[str, Any] = {
+            "id": self.new_id("prod"),
+            "title": title.strip(),
+            "category": body.get("category"),
+            "description": body.get("description"),
+            "imageUrl": image,
+            "images": [{"url": image}] if image else [],
+            "created_at": iso(self.clock.now()),
+        }
         with self._lock:
             self.products[product["id"]] = product
         return JSONResponse({**_public(product), "description": product["description"]}, status_code=201)
@@ -335,7 +341,7 @@ class ListingRVASandbox(Sandbox):
 
     async def _webhooks_create(self, request: Request, body: dict[str, Any]) -> Response:
         url, events = _webhook_fields(body, partial=False)
-        hook = {"id": self.new_id("wh"), "url": url, "events": events,
+        hook: dict[str, Any] = {"id": self.new_id("wh"), "url": url, "events": events,
                 "secret": f"whsec_{secrets.token_hex(16)}", "created_at": iso(self.clock.now())}  # fmt: skip
         self.webhooks[hook["id"]] = hook
         return JSONResponse(hook, status_code=201)  # the secret is shown only here

@@ -51,7 +51,8 @@ def parse_event(raw: bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     if not isinstance(body, dict):
         return None
-    data = body.get("data") if isinstance(body.get("data"), dict) else body
+    inner = body.get("data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else body
     return _job_id(data), {**data, "_event": str(body.get("event") or body.get("type") or "")}
 
 

@@ -9,7 +9,7 @@ parsers accept every documented alternative and ignore unknown fields.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -31,7 +31,7 @@ PROVIDER = "pixii"
 ListingType = Literal[
     "amazon_listing", "amazon_main_images", "amazon_mobile_listing", "shopify_listing", "tiktok_listing"
 ]
-LISTING_TYPES: tuple[str, ...] = ListingType.__args__  # type: ignore[attr-defined]
+LISTING_TYPES: tuple[str, ...] = get_args(ListingType)
 
 APLUS_CREDITS: dict[str, int] = {"A+ Basic": 20, "A+ Premium": 20, "A+ Premium Mobile": 30}
 """Documented A+ prices (contract §5); Listing Builder and Scale prices are unpublished (§12)."""

@@ -70,7 +70,7 @@ RECONCILE_ATTEMPTS = 4  # reads of the job list before a submit's outcome is dec
 PREFLIGHT_ASIN = "LISTINGFLOW"  # a well-formed ASIN whose (empty) job list proves the key works
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
-_MODEL_BY_STEP: dict[Step, type[BaseModel]] = {
+_MODEL_BY_STEP: dict[Step, type[ListingBuilderRequest | APlusRequest | ScaleRequest]] = {
     Step.IMAGES: ListingBuilderRequest, Step.APLUS: APlusRequest, Step.SCALE: ScaleRequest,
 }  # fmt: skip
 
@@ -222,9 +222,9 @@ class PixiiProvider(Provider):
         model = _MODEL_BY_STEP.get(step)
         if model is None:
             raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
-        if isinstance(request, BaseModel) and not isinstance(request, model):
-            request = request.model_dump(exclude_none=True)  # a wrong model fails validation below
-        req = validate_request(model, request)
+        # a request of another model is re-read from its fields, and fails validation naming the field
+        data = request if isinstance(request, model) else request.model_dump(exclude_none=True)
+        req = validate_request(model, data)
         kind = _KIND_BY_STEP[step]
         started = time.time()
         try:
@@ -312,9 +312,8 @@ class PixiiProvider(Provider):
     async def find_submitted(self, step: Step, request: BaseModel, since: float) -> JobRef | None:
         """Look the job up by ASIN (contract §8), as after a lost submit response."""
         model = _MODEL_BY_STEP[step]
-        if isinstance(request, BaseModel) and not isinstance(request, model):
-            request = request.model_dump(exclude_none=True)
-        req = validate_request(model, request)
+        data = request if isinstance(request, model) else request.model_dump(exclude_none=True)
+        req = validate_request(model, data)
         lost = ProviderError("an earlier run stopped before the submit's answer was saved", provider=PROVIDER)
         return await self._find_job(step, req, _KIND_BY_STEP[step], since - RECONCILE_SKEW_SECONDS, lost)
 
@@ -474,4 +473,4 @@ def _item_error(label: str, ad: Any) -> ItemError:
 
 
 def _int(value: float | None) -> int | None:
-    return None if value is None else int(round(value))
+    return None if value is None else round(value)

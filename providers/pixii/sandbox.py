@@ -181,7 +181,7 @@ class PixiiSandbox(Sandbox):
                 if not isinstance(item, dict) or set(item) - {"preview_url", "platform", "asset_type"}:
                     raise _Invalid(f"items[{i}]: expected preview_url, platform, asset_type")
                 _url(item, "preview_url", required=True, where=f"items[{i}].")
-                allowed = SCALE_ALLOWED.get(item.get("platform"))  # type: ignore[arg-type]
+                allowed = SCALE_ALLOWED.get(str(item.get("platform")))
                 if allowed is None:
                     raise _Invalid(f"items[{i}].platform: must be one of {', '.join(SCALE_ALLOWED)}")
                 if item.get("asset_type") not in allowed:

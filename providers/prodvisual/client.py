@@ -225,7 +225,8 @@ class ProdVisualClient(ProviderClient):
     def _rate_limited(self, response: httpx.Response, body: Any, message: str, kw: dict[str, Any]) -> ProviderError:
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and isinstance(body, dict):
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            error = body.get("error")
+            err: dict[str, Any] = error if isinstance(error, dict) else {}
             raw = body.get("retry_after", err.get("retry_after"))
             retry_after = max(0.0, float(raw)) if isinstance(raw, int | float) else None
         # ASSUMPTION (contract §4): the daily cap also answers 429 with X-RateLimit-Reset pointing at

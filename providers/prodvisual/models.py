@@ -9,7 +9,7 @@ names the contract lists (§6).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -31,8 +31,8 @@ OUTPUT_TTL_SECONDS = 7 * 24 * 3600  # contract §10
 
 # contract §5: five presets documented; ASSUMPTION (contract §5): the v1.1.0 WooCommerce and
 # Mercado Libre presets use the ids `woocommerce` and `mercadolibre` (unverified).
-PLATFORMS: tuple[str, ...] = ("amazon", "ebay", "etsy", "shopify", "generic", "woocommerce", "mercadolibre")
 Platform = Literal["amazon", "ebay", "etsy", "shopify", "generic", "woocommerce", "mercadolibre"]
+PLATFORMS: tuple[Platform, ...] = get_args(Platform)
 ImageFormat = Literal["png", "jpeg", "webp"]
 TERMINAL = frozenset({"completed", "failed"})
 
@@ -169,7 +169,7 @@ def validate_request(model: type[M], value: M | dict[str, Any]) -> M:
     """A typed request, re-checked; a ``RequestValidationError`` naming the field otherwise."""
     try:
         data = value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
-        extra = {}
+        extra: dict[str, Any] = {}
         if isinstance(value, GenerateRequest) and value.label is not None:
             extra["label"] = value.label
         if isinstance(value, BatchRequest) and value.labels is not None:

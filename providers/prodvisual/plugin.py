@@ -30,7 +30,6 @@ from providers.contract import (
     Price,
     Provider,
     ProviderLimits,
-    ProviderSettings,
     RouteLimit,
     Step,
     StepContext,
@@ -53,6 +52,7 @@ from .models import (
     MAX_BATCH_ITEMS,
     PLATFORMS,
     PROVIDER,
+    Platform,
     BatchRequest,
     BatchStatus,
     GenerateItem,
@@ -73,7 +73,8 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
 
 
 class ProdVisualSettings(WebhookSettings):
-    """``PRODVISUAL_WEBHOOK_URL``: batches finished by ProdVisual's webhook instead of polls (``webhooks.py``)."""
+    """``PRODVISUAL_WEBHOOK_URL``: batches finished by ProdVisual's webhook instead of polls
+    (``webhooks.py``)."""
 
     model_config = SettingsConfigDict(env_prefix="PRODVISUAL_", extra="ignore")
 
@@ -88,10 +89,10 @@ class ProdVisualSettings(WebhookSettings):
         return v.strip().rstrip("/").removesuffix("/v1")
 
 
-def normalize_platform(value: str) -> str | None:
+def normalize_platform(value: str) -> Platform | None:
     """Map a platform name to a ProdVisual preset id ("Mercado Libre" -> mercadolibre); None if unknown."""
     key = re.sub(r"[\s_\-.]", "", value.strip().lower())
-    return key if key in PLATFORMS else None
+    return next((platform for platform in PLATFORMS if platform == key), None)
 
 
 MEMBER_SEPARATOR = "|"
@@ -148,7 +149,8 @@ class ProdVisualProvider(Provider):
               note="1 credit per successful generation, any style/platform/format (ASSUMPTION contract §5); "
                    "batches charge every item at submission and refund failed items (contract §6)"),
     )  # fmt: skip
-    settings_class: ClassVar[type[ProviderSettings]] = ProdVisualSettings
+    settings_class: ClassVar[type[ProdVisualSettings]] = ProdVisualSettings
+    settings: ProdVisualSettings
     default_styles: ClassVar[tuple[str, ...]] = ("white_bg",)
     output_hosts: ClassVar[tuple[str, ...]] = ("cdn.prodvisual.com",)
     sandbox: ClassVar[str | None] = "providers.prodvisual.sandbox:ProdVisualSandbox"
@@ -158,7 +160,11 @@ class ProdVisualProvider(Provider):
     labeled_items = staticmethod(labeled_items)
 
     def __init__(
-        self, http: httpx.AsyncClient, settings: ProviderSettings | None = None, *, throttle: Throttle = no_throttle
+        self,
+        http: httpx.AsyncClient,
+        settings: ProdVisualSettings | None = None,
+        *,
+        throttle: Throttle = no_throttle,
     ) -> None:
         super().__init__(http, settings, throttle=throttle)
         self.client = ProdVisualClient(
@@ -193,12 +199,22 @@ class ProdVisualProvider(Provider):
         if known is not None:
             check_style_ids(styles, [f"image_options.styles.{n}" for n in range(len(styles))], known)
         size = ctx.image_options.size
-        fields = {"image_url": image_url, "platform": platform, "dimensions": f"{size}x{size}"}
+        dimensions = f"{size}x{size}"
         labels = default_labels(styles)
         try:
             if len(styles) == 1:
-                return [GenerateRequest(**fields, style=styles[0], label=labels[0])]
-            items = [GenerateItem(**fields, style=s) for s in styles]
+                one = GenerateRequest(
+                    image_url=image_url,
+                    platform=platform,
+                    dimensions=dimensions,
+                    style=styles[0],
+                    label=labels[0],
+                )
+                return [one]
+            items = [
+                GenerateItem(image_url=image_url, platform=platform, dimensions=dimensions, style=style)
+                for style in styles
+            ]
         except ValidationError as exc:
             problems = [(f"{where}." + ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
             raise RequestValidationError(
@@ -220,8 +236,16 @@ class ProdVisualProvider(Provider):
         """Several products' image requests packed into batches of up to 50 images: throughput is
         then bounded by 60 requests x 50 images per minute instead of 60 images."""
         self._check_step(step)
-        pairs = [pair for member, request in members
-                 for pair in labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")]  # type: ignore[arg-type]
+        pairs: list[tuple[str, GenerateItem]] = []
+        for member, request in members:
+            if not isinstance(request, GenerateRequest | BatchRequest):
+                raise RequestValidationError(
+                    f"ProdVisual cannot batch a {type(request).__name__}",
+                    provider=PROVIDER,
+                    code="LOCAL_VALIDATION",
+                    field="request",
+                )
+            pairs += labeled_items(request, prefix=f"{member}{MEMBER_SEPARATOR}")
         return list(build_batch(pairs, max_items=self.limits.max_batch_size))
 
     def inputs(self, step: Step) -> frozenset[str]:
@@ -251,9 +275,9 @@ class ProdVisualProvider(Provider):
         # ASSUMPTION (contract §6): each failed item is refunded its credit, all of them if the batch failed.
         refunded = charged if result.status == "failed" and not result.outputs else CREDITS_PER_IMAGE * len(errors)
         meta = {**result.ref.meta, "member": member, "labels": [lbl[len(prefix):] for lbl in labels]}
-        status = "completed" if outputs else "failed"
         return JobResult(
-            ref=result.ref.model_copy(update={"meta": meta}), status=status, outputs=outputs, errors=errors,
+            ref=result.ref.model_copy(update={"meta": meta}), status="completed" if outputs else "failed",
+            outputs=outputs, errors=errors,
             credits_charged=charged, credits_refunded=refunded,
             error_code=None if outputs else (errors[0].code if errors else result.error_code),
             error_message=None if outputs else (errors[0].message if errors else result.error_message),
@@ -323,7 +347,11 @@ class ProdVisualProvider(Provider):
             interval = first = self.settings.webhook_reconcile_seconds
         deadline = time.monotonic() + self.settings.max_wait_seconds
         first = max(0.0, min(first, deadline - time.monotonic()))
-        event = await inbox.wait(ref.job_id, first) if inbox is not None else await asyncio.sleep(first)
+        event: dict[str, Any] | None = None
+        if inbox is not None:
+            event = await inbox.wait(ref.job_id, first)
+        else:
+            await asyncio.sleep(first)
         failures, status = 0, "pending"
         try:
             while True:
@@ -489,7 +517,7 @@ class ProdVisualProvider(Provider):
                          credits_refunded=refunded, error_code=code, error_message=message)  # fmt: skip
 
 
-def _error_of(state: Generation | BatchStatus, default_code: str) -> tuple[str, str]:
+def _error_of(state: Generation | BatchStatus, default_code: str | None) -> tuple[str, str]:
     """The provider's error, or unknown (contract §9: missing details are treated as unknown)."""
     err = state.error
     code = (err.code if err else None) or default_code or "unknown"

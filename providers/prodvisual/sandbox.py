@@ -27,6 +27,7 @@ import hmac
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -171,7 +172,7 @@ class ProdVisualSandbox(Sandbox):
             return self._bad(f"Missing required parameter: {where}style")
         if not isinstance(style, str) or style not in STYLE_IDS:
             return self._bad(f"{where}style: unknown style {style!r}. See /v1/styles for available options.")
-        checks = [
+        checks: list[tuple[str, Callable[[Any], bool], str]] = [
             ("platform", lambda v: v in PLATFORMS, f"one of {', '.join(PLATFORMS)}"),
             ("dimensions", lambda v: isinstance(v, str) and bool(_DIMENSIONS.match(v)), "WxH, e.g. 1500x1500"),
             ("background", lambda v: isinstance(v, str) and bool(_BACKGROUND.match(v)), "#rrggbb or transparent"),

@@ -311,10 +311,10 @@ class Sandbox:
 
     def _check_limits(self, groups: list[str], now: float) -> Response | None:
         cap = self.config.daily_limit
-        if cap is not None and set(groups) & set(self.config.daily_groups):
-            if self._day_counts[int(now // 86400)] >= cap:
-                reset = (int(now // 86400) + 1) * 86400 - now
-                return self.rate_limit_error("day", reset, True)
+        counted = bool(set(groups) & set(self.config.daily_groups))
+        if cap is not None and counted and self._day_counts[int(now // 86400)] >= cap:
+            reset = (int(now // 86400) + 1) * 86400 - now
+            return self.rate_limit_error("day", reset, True)
         for g in groups:
             window = self._windows.get(g)
             if window is not None and window.remaining(now) <= 0:

@@ -56,7 +56,7 @@ async def test_processed_then_lost_is_charged_once_and_never_resent(
     box, (routes, step) = sandboxes[provider], SUBMITS[provider]
     catalog = write_catalog(tmp_path, ["B0AMBIG001"])
     lose_next_submit(box, routes, AFTER[kind])
-    state, summary = await run_flow(catalog=catalog, steps=[step])
+    _, summary = await run_flow(catalog=catalog, steps=[step])
 
     await settle(box, routes, 1)  # a timed-out request is recorded when the sandbox finally answers it
     assert submits(box, routes) == 1, "an ambiguous paid submission was sent again"
@@ -71,7 +71,7 @@ async def test_processed_then_lost_is_charged_once_and_never_resent(
     assert [r.outcome for r in HeldStore(get_settings().held_path)] == ["charged_not_retrievable"]
 
     box.reconfigure(faults=[])
-    state, summary = await run_flow(catalog=catalog, steps=[step])  # a plain rerun pays nothing for it
+    _, summary = await run_flow(catalog=catalog, steps=[step])  # a plain rerun pays nothing for it
     assert submits(box, routes) == 1 and paid_submissions({provider: box})[provider] == 1
     assert "charged, not retrievable" in (step_outcome(summary, step).error or "")
     assert summary.cost.total.net == 0
@@ -267,7 +267,7 @@ async def test_a_listingrva_submission_on_its_way_when_the_run_was_killed_is_hel
     rva = sandboxes["listingrva"]
     catalog, archive = write_catalog(tmp_path, ["B0KILLED02"]), str(tmp_path / "archive")
     await _kill_while_answer_is_delayed(rva, ("ai_listing",), catalog, archive, ["copy"])
-    state, summary = await run_flow(catalog=catalog, archive=archive, steps=["copy"])
+    _, summary = await run_flow(catalog=catalog, archive=archive, steps=["copy"])
     copy = step_outcome(summary, "copy")
     assert copy.status == "failed" and "outcome unknown" in (copy.error or ""), copy.error
     assert len([j for j in rva.jobs.values() if j.kind == "listing"]) == 1  # not sent again

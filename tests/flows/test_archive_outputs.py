@@ -66,7 +66,8 @@ def _result(job_id: str, *outputs: tuple[str, str]) -> JobResult:
 
 
 async def test_each_image_is_named_and_typed_by_what_was_downloaded(run, downloads) -> None:
-    """The providers declare PNG by default; the bytes decide the name (a .png holding JPEG breaks viewers)."""
+    """The providers declare PNG by default; the bytes decide the name (a .png holding JPEG breaks
+    viewers)."""
     downloads.bodies.update({"/image-1": JPEG, "/image-2": WEBP, "/image-3": PNG})
     result = _result("job-1", ("image-1", "image/png"), ("image-2", "image/png"), ("image-3", "image/png"))
     archived = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)

@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -131,9 +132,9 @@ async def test_batch_limits(sandbox, http) -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[bytes, str]] = []
+    received: ClassVar[list[tuple[bytes, str]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:  # http.server API
         raw = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((raw, self.headers.get("X-ProdVisual-Signature", "")))
         self.send_response(204)

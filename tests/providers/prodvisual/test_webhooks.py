@@ -75,7 +75,7 @@ async def test_a_webhook_that_never_comes_falls_back_to_polling(http, clean) -> 
         await provider._webhooks()
         provider._inbox.url = "http://127.0.0.1:9" + PATH  # ProdVisual cannot reach us: nothing is delivered
         polls = count(clean, "generation")
-        ref, result = await _batch(provider, "B0HOOK0003")
+        _, result = await _batch(provider, "B0HOOK0003")
         assert result.status == "completed" and len(result.outputs) == 3
         assert count(clean, "generation") > polls  # confirmed by a status request after the reconcile delay
     finally:
