@@ -48,7 +48,6 @@ class Batcher:
     _timer: asyncio.TimerHandle | None = None
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
     _resumed: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
-    batches: int = 0
 
     @property
     def max_items(self) -> int:
@@ -143,7 +142,6 @@ class Batcher:
             key = submission_key(self.provider, self.step, batch, self.run.settings.cache_version)
             estimates = [m.estimate for m in members]
             estimate = None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
-            self.batches += 1
             async with self.run.limiters[self.provider].job_slot():
                 # finished even when the run stops meanwhile: the job and its members' pointers persist
                 ref = await self.run.stop.finish(self._submit(members, batch, key, estimate),

@@ -252,7 +252,7 @@ async def run_catalog(
             return _refuse(summary, refused)
 
         run = RunContext(
-            run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
+            run_id=run_id, settings=settings, params=params, providers=providers,
             limiters=limiters, download_http=download_http, archive=archive,
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
             held=HeldStore(settings.held_path),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +25,6 @@ from ..errors import (
     AuthenticationError,
     ContentRefused,
     InsufficientCredits,
-    MalformedResponse,
     NotFound,
     PermanentError,
     ProviderError,
@@ -39,10 +38,7 @@ from ..errors import (
 from ..http import ProviderClient
 from .models import (
     PROVIDER,
-    AssetPage,
-    AssetQuery,
     Credits,
-    ExportLink,
     ImageRequest,
     JobStatus,
     JobSubmitted,
@@ -53,7 +49,6 @@ from .models import (
     ProductQuery,
     Webhook,
     WebhookCreate,
-    WebhookUpdate,
     build,
     parse,
     unwrap,
@@ -103,12 +98,6 @@ class TokenAuth(httpx.Auth):
             token = await token
         return self._remember(token)
 
-    def _fetch_sync(self) -> str | None:
-        token = self._provider()
-        if inspect.isawaitable(token):
-            raise TypeError("an async token provider needs an httpx.AsyncClient")
-        return self._remember(token)
-
     def _apply(self, request: httpx.Request) -> None:
         request.headers.pop("Authorization", None)
         if self._token:
@@ -123,18 +112,6 @@ class TokenAuth(httpx.Auth):
         if response.status_code == 401:
             if self._token == used:  # another request may already have refreshed it
                 self._token = await self._fetch()
-            self._apply(request)
-            yield request
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._token is None:
-            self._token = self._fetch_sync()
-        used = self._token
-        self._apply(request)
-        response = yield request
-        if response.status_code == 401:
-            if self._token == used:
-                self._token = self._fetch_sync()
             self._apply(request)
             yield request
 
@@ -232,26 +209,12 @@ class ListingRVAClient(ProviderClient):
         data = await self.request("GET", "/products", groups=PRODUCTS, params=query.body())
         return parse(ProductPage, data, what="GET /products")
 
-    async def get_product(self, product_id: str) -> Product:
-        data = await self.request("GET", f"/products/{_seg(product_id, 'productId')}", groups=PRODUCTS)
-        return parse(Product, unwrap(data, "product"), what="GET /products/:id")
-
     async def create_product(self, request: ProductCreate | Mapping[str, Any]) -> Product:
         req = build(ProductCreate, request)
         data = await self.request("POST", "/products", groups=PRODUCTS, json_body=req.body())
         return parse(Product, unwrap(data, "product"), what="POST /products")
 
-    # ---- assets, export, billing (global only) ----
-
-    async def list_assets(self, query: AssetQuery | Mapping[str, Any] | None = None) -> AssetPage:
-        params = build(AssetQuery, query or {}).body()
-        data = await self.request("GET", "/assets", groups=GLOBAL, params=params or None)
-        return parse(AssetPage, data, what="GET /assets")
-
-    async def export(self, product_id: str) -> ExportLink:
-        """Signed ZIP URL of the product's approved images; it expires at ``expires_at``."""
-        data = await self.request("GET", f"/export/{_seg(product_id, 'productId')}", groups=GLOBAL)
-        return parse(ExportLink, data, what="GET /export/:productId")
+    # ---- billing (global only) ----
 
     async def credits(self) -> Credits:
         data = await self.request("GET", "/billing/credits", groups=GLOBAL)
@@ -264,25 +227,6 @@ class ListingRVAClient(ProviderClient):
         req = build(WebhookCreate, request)
         data = await self.request("POST", "/webhooks", groups=GLOBAL, json_body=req.body())
         return parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
-
-    async def list_webhooks(self) -> list[Webhook]:
-        data = await self.request("GET", "/webhooks", groups=GLOBAL)
-        items = data.get("webhooks") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise MalformedResponse("GET /webhooks returned an unexpected body", provider=PROVIDER)
-        return [parse(Webhook, w, what="GET /webhooks") for w in items]
-
-    async def update_webhook(self, webhook_id: str, request: WebhookUpdate | Mapping[str, Any]) -> Webhook:
-        """``PATCH /webhooks/:id``, falling back to ``PUT`` on 405 (ASSUMPTION contract §9)."""
-        req = build(WebhookUpdate, request)
-        path = f"/webhooks/{_seg(webhook_id, 'webhookId')}"
-        try:
-            data = await self.request("PATCH", path, groups=GLOBAL, json_body=req.body())
-        except PermanentError as exc:
-            if exc.status != 405:
-                raise
-            data = await self.request("PUT", path, groups=GLOBAL, json_body=req.body())
-        return parse(Webhook, unwrap(data, "webhook"), what="PATCH /webhooks/:id")
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.request("DELETE", f"/webhooks/{_seg(webhook_id, 'webhookId')}", groups=GLOBAL)

@@ -193,16 +193,6 @@ class ProductQuery(_Request):
     limit: int = Field(20, ge=1, le=100)
 
 
-class AssetQuery(_Request):
-    """``GET /assets`` filters; ``page``/``limit`` only if the service supports them (ASSUMPTION)."""
-
-    product_id: str | None = Field(None, alias="productId", min_length=1)
-    platform: Platform | None = None
-    style: ImageStyle | None = None
-    page: int | None = Field(None, ge=1)
-    limit: int | None = Field(None, ge=1, le=100)
-
-
 class WebhookCreate(_Request):
     """``POST /webhooks``; unknown event names are allowed (contract §9: names mostly unpublished)."""
 
@@ -218,29 +208,6 @@ class WebhookCreate(_Request):
     @classmethod
     def _check_events(cls, v: list[str] | None) -> list[str] | None:
         return _events(v)
-
-
-class WebhookUpdate(_Request):
-    """``PATCH /webhooks/:id`` (ASSUMPTION contract §9: path and body); at least one field."""
-
-    url: str | None = Field(None, min_length=1)
-    events: list[str] | None = Field(None, min_length=1)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, v: str | None) -> str | None:
-        return _url(v)
-
-    @field_validator("events")
-    @classmethod
-    def _check_events(cls, v: list[str] | None) -> list[str] | None:
-        return _events(v)
-
-    @model_validator(mode="after")
-    def _something(self) -> WebhookUpdate:
-        if self.url is None and self.events is None:
-            raise ValueError("give url and/or events")
-        return self
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -379,48 +346,6 @@ class ProductPage(_Response):
     @classmethod
     def _bare(cls, v: Any) -> Any:
         return {"products": v} if isinstance(v, list) else v
-
-
-class Asset(_Response):
-    """ASSUMPTION (contract §8): shape undocumented; at least id, URL, product, platform, style."""
-
-    id: str | None = None
-    url: str | None = None
-    product_id: str | None = Field(None, alias="productId")
-    platform: str | None = None
-    style: str | None = None
-    approved: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            v = dict(v)
-            v.setdefault("url", v.get("imageUrl"))
-            v.setdefault("productId", v.get("product_id"))
-        return v
-
-
-class AssetPage(_Response):
-    assets: list[Asset] = Field(default_factory=list)
-    total: int | None = None
-    page: int | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return {"assets": v}
-        if isinstance(v, dict) and "assets" not in v:
-            for key in ("images", "items", "data"):
-                if isinstance(v.get(key), list):
-                    return {**v, "assets": v[key]}
-        return v
-
-
-class ExportLink(_Response):
-    download_url: str = Field(alias="downloadUrl", min_length=1)
-    expires_at: str | None = Field(None, alias="expiresAt")
 
 
 class Credits(_Response):

@@ -112,9 +112,6 @@ class PixiiClient(ProviderClient):
                 return
             page += 1
 
-    async def all_jobs(self, asin: str) -> list[JobSummary]:
-        return [job async for job in self.iter_jobs(asin)]
-
     # ---- errors ----
 
     def error_from_response(self, response: httpx.Response) -> ProviderError:
