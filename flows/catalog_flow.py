@@ -239,7 +239,7 @@ async def run_catalog(
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )
-        problems = await check_run(providers, archive, run_id, settings.retry)  # pre-flight: nothing spent yet
+        problems = await check_run(providers, archive, run_id)  # pre-flight: nothing spent yet
         if problems:
             return _refuse(summary, problems)
         await _replay_spool(archive, summary)

@@ -597,9 +597,7 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
             data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
         except OutputExpired:
             try:
-                refreshed = refreshed or await call_with_retries(
-                    lambda: plugin.refresh(result.ref), policy=run.settings.retry, what=f"refresh {result.ref.job_id}"
-                )
+                refreshed = refreshed or await plugin.refresh(result.ref)  # retried by the client
             except ProviderError as exc:
                 raise OutputExpired(
                     f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "

@@ -22,6 +22,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .polling import JobClock, PollCadence
+from .retries import HttpRetry
+
 PLUGIN_API_VERSION = "1.2"  # 1.1: optional cross-product batching (merge_requests/split_result)
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
 
@@ -274,16 +277,26 @@ class JobResult(BaseModel):
 class ProviderSettings(BaseSettings):
     """Base URL and credential for one provider; subclasses set the env prefix (``PIXII_`` ...)."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8")
+    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8",
+                                      env_nested_delimiter="__")  # fmt: skip
 
     base_url: str
     api_key: SecretStr | None = Field(None, description="credential; never logged")
     timeout_seconds: float = Field(60.0, gt=0, le=600)
     poll_interval_seconds: float | None = Field(None, gt=0, description="override the advised cadence")
-    max_wait_seconds: float = Field(900.0, gt=0, description="give up waiting (job stays resumable)")
+    poll_cadence: PollCadence = Field(default_factory=PollCadence, description="the provider's advised cadence "
+                                      "(<PREFIX>POLL_CADENCE__FIRST_SECONDS ...)")  # fmt: skip
+    max_wait_seconds: float = Field(
+        900.0, gt=0, description="give up waiting this long after the job's submission (it stays resumable)")
+    http_retry: HttpRetry = Field(default_factory=HttpRetry, description="retries of transient HTTP failures "
+                                  "(<PREFIX>HTTP_RETRY__MAX_ATTEMPTS ...); paid submissions are never retried here")
 
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value()] if self.api_key else []
+
+    def cadence(self) -> PollCadence:
+        """The poll cadence in force: ``poll_interval_seconds`` when set, else the advised one."""
+        return self.poll_cadence.fixed(self.poll_interval_seconds)
 
     @model_validator(mode="after")
     def _api_key_from_secret_block(self) -> ProviderSettings:
@@ -378,6 +391,7 @@ class Provider(abc.ABC):
         self.http = http
         self.settings = settings or self.settings_class()
         self.throttle = throttle
+        self.created_at = time.time()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.settings.base_url}>"
@@ -431,7 +445,13 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def wait(self, ref: JobRef) -> JobResult:
-        """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
+        """Poll the job until it finishes; raises ``WaitTimeout`` past its deadline (``job_clock``)."""
+
+    def job_clock(self, ref: JobRef) -> JobClock:
+        """The one deadline of waiting for ``ref``: ``max_wait_seconds`` after its submission, or after
+        this plugin was created for a job of an earlier run (``providers.polling``)."""
+        return JobClock(ref.job_id, ref.submitted_at, self.settings.max_wait_seconds, since=self.created_at,
+                        provider=self.name)  # fmt: skip
 
     def inputs(self, step: Step) -> frozenset[str]:
         """The upstream outputs this provider's request for ``step`` reads: ``"copy"`` (the listing

@@ -36,6 +36,7 @@ from ..errors import (
     redact,
 )
 from ..http import ProviderClient
+from ..retries import HttpRetry
 from .models import (
     PROVIDER,
     Credits,
@@ -130,10 +131,11 @@ class ListingRVAClient(ProviderClient):
         throttle: Throttle = no_throttle,
         secrets: list[str] | None = None,
         timeout: float = 60.0,
+        retry: HttpRetry | None = None,
     ) -> None:
         self.token_auth = TokenAuth(token_provider)
         super().__init__(http, base_url=base_url, auth=self.token_auth, throttle=throttle,
-                         secrets=secrets, timeout=timeout)  # fmt: skip
+                         secrets=secrets, timeout=timeout, retry=retry)  # fmt: skip
 
     def _clean(self, text: str | None) -> str | None:
         return None if text is None else redact(text, [*self._secrets, *self.token_auth.seen])
@@ -188,13 +190,13 @@ class ListingRVAClient(ProviderClient):
     async def generate_image(self, request: ImageRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/image``; debits credits at enqueue. Do not blindly retry (contract §3)."""
         req = build(ImageRequest, request)
-        data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body())
+        data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body(), paid=True)
         return parse(JobSubmitted, data, what="POST /ai/image")
 
     async def generate_listing(self, request: ListingRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/listing``; debits credits at enqueue. Do not blindly retry (contract §3)."""
         req = build(ListingRequest, request)
-        data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body())
+        data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body(), paid=True)
         return parse(JobSubmitted, data, what="POST /ai/listing")
 
     async def get_job(self, job_id: str) -> JobStatus:

@@ -82,7 +82,7 @@ class PixiiClient(ProviderClient):
         return await self._submit("/v1/api/scale", req.body())
 
     async def _submit(self, path: str, body: dict[str, Any]) -> SubmitResponse:
-        raw = await self.request("POST", path, groups=[SUBMIT_GROUP], json_body=body)
+        raw = await self.request("POST", path, groups=[SUBMIT_GROUP], json_body=body, paid=True)
         return parse_response(SubmitResponse, unwrap(raw), what=f"POST {path}")
 
     # ---- jobs (not rate-limited) ----

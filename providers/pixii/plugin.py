@@ -9,7 +9,6 @@ Contract: docs/providers/pixii.md (cited below as "contract §N").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -38,10 +37,10 @@ from providers.errors import (
     RequestValidationError,
     RetryableError,
     SubmitOutcomeUnknown,
-    WaitTimeout,
     resend_is_safe,
 )
 from providers.http import BearerAuth
+from providers.polling import PollCadence
 
 from .client import SUBMIT_GROUP, PixiiClient
 from .models import (
@@ -60,13 +59,9 @@ from .models import (
 
 logger = logging.getLogger("listingflow.providers.pixii")
 
-ADVISED_POLL_SECONDS = 5.0  # contract §10: "poll every 5 seconds"
 URL_TTL_SECONDS = 7 * 24 * 3600  # contract §10: signed URLs valid 7 days
-MAX_POLL_RETRIES = 6  # consecutive retryable failures of GET /jobs/{id} before wait gives up
-MAX_BACKOFF_SECONDS = 60.0
 RECONCILE_SKEW_SECONDS = 30.0
 """How far before our submit a listed job may have been created and still be ours (clock skew)."""
-RECONCILE_ATTEMPTS = 4  # reads of the job list before a submit's outcome is declared unknown
 PREFLIGHT_ASIN = "LISTINGFLOW"  # a well-formed ASIN whose (empty) job list proves the key works
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
@@ -79,6 +74,8 @@ class PixiiSettings(ProviderSettings):
     model_config = SettingsConfigDict(env_prefix="PIXII_", extra="ignore")
 
     base_url: str = "https://api.pixii.ai"
+    # contract §10: "poll every 5 seconds"; the first poll at once (a job may be done by then)
+    poll_cadence: PollCadence = PollCadence(first_seconds=0.0, every_seconds=5.0)
 
     @field_validator("base_url")
     @classmethod
@@ -128,6 +125,7 @@ class PixiiProvider(Provider):
             throttle=throttle,
             secrets=self.settings.secret_values(),
             timeout=self.settings.timeout_seconds,
+            retry=self.settings.http_retry,
         )
         self._known_jobs: set[str] = set()
         self._remaining_credits: int | None = None
@@ -285,17 +283,12 @@ class PixiiProvider(Provider):
                       balance_after=remaining, meta=meta)  # fmt: skip
 
     async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
-        """Find a job for the same ASIN created since just before the submit that we do not know yet."""
-        since = started - RECONCILE_SKEW_SECONDS
-        for attempt in range(RECONCILE_ATTEMPTS):
-            try:
-                return await self._find_job(step, req, kind, since, exc)
-            except RetryableError as lookup:
-                logger.warning("pixii reconciliation for %s failed (%s), retrying", req.asin, lookup)
-                await asyncio.sleep(lookup.retry_after if lookup.retry_after is not None else 0.5 * 2**attempt)
-            except ProviderError as lookup:
-                logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
-                break
+        """Find a job for the same ASIN created since just before the submit that we do not know yet.
+        The job list's transient failures are retried by the HTTP layer (``providers.retries``)."""
+        try:
+            return await self._find_job(step, req, kind, started - RECONCILE_SKEW_SECONDS, exc)
+        except ProviderError as lookup:
+            logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
         # The job may exist and be charged, and we cannot tell: resending could pay twice.
         raise SubmitOutcomeUnknown(
             f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
@@ -333,31 +326,13 @@ class PixiiProvider(Provider):
     # ---- waiting ----
 
     async def wait(self, ref: JobRef) -> JobResult:
-        interval = self.settings.poll_interval_seconds or ADVISED_POLL_SECONDS
-        deadline = time.monotonic() + self.settings.max_wait_seconds
-        failures, status = 0, "pending"
+        clock, delays = self.job_clock(ref), self.settings.cadence().delays()
+        await clock.pause(next(delays), "pending", first=True)
         while True:
-            try:
-                job = await self.client.get_job(ref.job_id)
-                failures = 0
-            except RetryableError as exc:
-                failures += 1
-                if failures > MAX_POLL_RETRIES:
-                    raise
-                backoff = min(interval * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
-                await self._pause(ref, deadline, exc.retry_after if exc.retry_after is not None else backoff, status)
-                continue
+            job = await self.client.get_job(ref.job_id)
             if job.finished:
                 return self._result(ref, job)
-            status = job.status
-            await self._pause(ref, deadline, interval, status)
-
-    async def _pause(self, ref: JobRef, deadline: float, seconds: float, status: str) -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise WaitTimeout(f"job {ref.job_id} still {status} after {self.settings.max_wait_seconds:g}s; "
-                              "the job reference stays valid, resume waiting later", provider=PROVIDER)  # fmt: skip
-        await asyncio.sleep(max(0.0, min(seconds, left)))
+            await clock.pause(next(delays), job.status)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read the job for fresh signed URLs; NotFound once past the 7-day retention."""

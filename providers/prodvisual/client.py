@@ -40,6 +40,7 @@ from providers.errors import (
     parse_retry_after,
 )
 from providers.http import BearerAuth, ProviderClient
+from providers.retries import HttpRetry
 
 from .models import (
     PROVIDER,
@@ -110,12 +111,13 @@ class ProdVisualClient(ProviderClient):
         api_key: SecretStr | None,
         throttle: Throttle = no_throttle,
         timeout: float = 60.0,
+        retry: HttpRetry | None = None,
     ) -> None:
         # ASSUMPTION (contract §5): /v1/generate blocks until done; callers should allow >= 60 s
         # (the settings default).
         super().__init__(
             http, base_url=base_url, auth=BearerAuth(api_key), throttle=throttle,
-            secrets=[api_key.get_secret_value()] if api_key else [], timeout=timeout,
+            secrets=[api_key.get_secret_value()] if api_key else [], timeout=timeout, retry=retry,
         )  # fmt: skip
         self._styles: StyleList | None = None
         self._styles_at = 0.0
@@ -128,7 +130,7 @@ class ProdVisualClient(ProviderClient):
         ``webhook_url`` (or under load) ``pending``/``processing`` and must be polled."""
         req = validate_request(GenerateRequest, request)
         await self.check_styles([req.style], ["style"])
-        body = await self.request("POST", "/v1/generate", groups=[API_GROUP], json_body=req.body())
+        body = await self.request("POST", "/v1/generate", groups=[API_GROUP], json_body=req.body(), paid=True)
         gen = self._parse(Generation, unwrap(body), "POST /v1/generate")
         if not gen.id:
             raise MalformedResponse("POST /v1/generate returned no generation id", provider=PROVIDER)
@@ -138,7 +140,8 @@ class ProdVisualClient(ProviderClient):
         """POST /v1/generate/batch: 1-50 items, all charged at submission (contract §6)."""
         req = validate_request(BatchRequest, request)
         await self.check_styles([i.style for i in req.items], [f"items.{n}.style" for n in range(len(req.items))])
-        body = await self.request("POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body())
+        body = await self.request("POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body(),
+                                  paid=True)  # fmt: skip
         return self._parse(BatchSubmission, unwrap(body), "POST /v1/generate/batch")
 
     async def styles(self, *, refresh: bool = False) -> StyleList:
