@@ -20,23 +20,28 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from ..contract import Throttle, no_throttle
-from ..errors import (
+from providers import (
+    SERVER_ERRORS,
     AuthenticationError,
     ContentRefused,
+    ErrorMap,
+    ErrorRule,
+    HttpRetry,
     InsufficientCredits,
+    Kit,
     NotFound,
-    PermanentError,
+    ProviderClient,
     ProviderError,
     QuotaExhausted,
     RateLimited,
     RequestValidationError,
     ServerError,
+    Throttle,
+    no_throttle,
     parse_retry_after,
     redact,
 )
-from ..http import ProviderClient
-from ..retries import HttpRetry
+
 from .models import (
     PROVIDER,
     Credits,
@@ -50,10 +55,23 @@ from .models import (
     ProductQuery,
     Webhook,
     WebhookCreate,
-    build,
-    parse,
     unwrap,
 )
+
+KIT = Kit(PROVIDER, ErrorMap((
+    # Branch on HTTP status (contract §3); the ``error`` string code is informational.
+    ErrorRule(QuotaExhausted, statuses=frozenset({429}), pattern="daily|quota"),  # no daily cap is documented; be safe
+    ErrorRule(RateLimited, statuses=frozenset({429})),
+    ErrorRule(InsufficientCredits, statuses=frozenset({402})),
+    ErrorRule(InsufficientCredits, pattern="^insufficient_credits$"),
+    ErrorRule(AuthenticationError, statuses=frozenset({401, 403})),
+    ErrorRule(NotFound, statuses=frozenset({404})),
+    ErrorRule(ContentRefused, statuses=frozenset({422})),
+    ErrorRule(ContentRefused, pattern="content|policy|unsupported_image"),
+    ErrorRule(RequestValidationError, statuses=frozenset({400})),
+    ErrorRule(ServerError, statuses=SERVER_ERRORS),  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
+)))  # fmt: skip
+"""ListingRVA's request/response kit (``providers.kit``): validation, parsing and its error table."""
 
 AI = ["ai", "global"]
 PRODUCTS = ["products", "global"]
@@ -148,7 +166,7 @@ class ListingRVAClient(ProviderClient):
     # ---- errors ----
 
     def error_from_response(self, response: httpx.Response) -> ProviderError:
-        """Branch on HTTP status (contract §3); the ``error`` string code is informational."""
+        """The code and message read from ListingRVA's body; the class from its table (``KIT``)."""
         status = response.status_code
         body = self.error_body(response)
         code: str | None = None
@@ -164,71 +182,55 @@ class ListingRVAClient(ProviderClient):
             message = response.text[:200]
         where = f"{response.request.method} {response.request.url.path}"
         text = self._clean(f"{where}: {message or response.reason_phrase or 'error'}") or where
-        kw: dict[str, Any] = {"provider": self.provider, "code": self._clean(code), "status": status}
-        lowered = (code or "").lower()
-        if status == 429:
-            retry_after = parse_retry_after(response.headers) or _body_retry_after(body)
-            if "daily" in lowered or "quota" in lowered:  # no daily cap is documented; be safe
-                return QuotaExhausted(text, retry_after=retry_after, **kw)
-            return RateLimited(text, retry_after=retry_after, **kw)
-        if status == 402 or lowered == "insufficient_credits":
-            return InsufficientCredits(text, **kw)
-        if status in (401, 403):
-            return AuthenticationError(text, **kw)
-        if status == 404:
-            return NotFound(text, **kw)
-        if status == 422 or any(w in lowered for w in ("content", "policy", "unsupported_image")):
-            return ContentRefused(text, **kw)
-        if status == 400:
-            return RequestValidationError(text, **kw)
-        if status >= 500:  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
-            return ServerError(text, retry_after=parse_retry_after(response.headers), **kw)
-        return PermanentError(text, **kw)
+        retry_after = parse_retry_after(response.headers)
+        if status == 429 and retry_after is None:
+            retry_after = _body_retry_after(body)
+        return KIT.error(status, self._clean(code), text, retry_after=retry_after)
 
     # ---- AI jobs (route group ai + global) ----
 
     async def generate_image(self, request: ImageRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/image``; debits credits at enqueue. Do not blindly retry (contract §3)."""
-        req = build(ImageRequest, request)
+        req = KIT.build(ImageRequest, request)
         data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body(), paid=True)
-        return parse(JobSubmitted, data, what="POST /ai/image")
+        return KIT.parse(JobSubmitted, data, what="POST /ai/image")
 
     async def generate_listing(self, request: ListingRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/listing``; debits credits at enqueue. Do not blindly retry (contract §3)."""
-        req = build(ListingRequest, request)
+        req = KIT.build(ListingRequest, request)
         data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body(), paid=True)
-        return parse(JobSubmitted, data, what="POST /ai/listing")
+        return KIT.parse(JobSubmitted, data, what="POST /ai/listing")
 
     async def get_job(self, job_id: str) -> JobStatus:
         """``GET /ai/jobs/:jobId``. ASSUMPTION (contract §4): counts against the ai bucket."""
         data = await self.request("GET", f"/ai/jobs/{_seg(job_id, 'jobId')}", groups=AI)
-        return parse(JobStatus, unwrap(data, "job"), what="GET /ai/jobs")
+        return KIT.parse(JobStatus, unwrap(data, "job"), what="GET /ai/jobs")
 
     # ---- products (route group products + global) ----
 
     async def list_products(self, page: int = 1, limit: int = 20) -> ProductPage:
-        query = build(ProductQuery, {"page": page, "limit": limit})
+        query = KIT.build(ProductQuery, {"page": page, "limit": limit})
         data = await self.request("GET", "/products", groups=PRODUCTS, params=query.body())
-        return parse(ProductPage, data, what="GET /products")
+        return KIT.parse(ProductPage, data, what="GET /products")
 
     async def create_product(self, request: ProductCreate | Mapping[str, Any]) -> Product:
-        req = build(ProductCreate, request)
+        req = KIT.build(ProductCreate, request)
         data = await self.request("POST", "/products", groups=PRODUCTS, json_body=req.body())
-        return parse(Product, unwrap(data, "product"), what="POST /products")
+        return KIT.parse(Product, unwrap(data, "product"), what="POST /products")
 
     # ---- billing (global only) ----
 
     async def credits(self) -> Credits:
         data = await self.request("GET", "/billing/credits", groups=GLOBAL)
-        return parse(Credits, data, what="GET /billing/credits")
+        return KIT.parse(Credits, data, what="GET /billing/credits")
 
     # ---- webhooks (global only; ASSUMPTION contract §9 on every path but POST /webhooks) ----
 
     async def create_webhook(self, request: WebhookCreate | Mapping[str, Any]) -> Webhook:
         """The returned ``secret`` is shown only once: store it."""
-        req = build(WebhookCreate, request)
+        req = KIT.build(WebhookCreate, request)
         data = await self.request("POST", "/webhooks", groups=GLOBAL, json_body=req.body())
-        return parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
+        return KIT.parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.request("DELETE", f"/webhooks/{_seg(webhook_id, 'webhookId')}", groups=GLOBAL)

@@ -8,20 +8,17 @@ optional fields are not sent. Response models are tolerant: they accept the docu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from ..contract import ListingCopy
-from ..errors import MalformedResponse, RequestValidationError
 
 PROVIDER = "listingrva"
 
@@ -210,26 +207,6 @@ class WebhookCreate(_Request):
         return _events(v)
 
 
-R = TypeVar("R", bound=BaseModel)
-
-
-def build(model: type[R], data: Mapping[str, Any] | R, *, where: str = "") -> R:
-    """Validate ``data`` into ``model``; failures become ``RequestValidationError`` naming the field
-    (prefixed with ``where``, e.g. ``products[US/B0X]``)."""
-    if isinstance(data, model):
-        data = data.model_dump(by_alias=True, exclude_none=True)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = RequestValidationError.from_pydantic(exc, provider=PROVIDER, model=model.__name__)
-        if not where:
-            raise err from None
-        field = f"{where}.{err.field}"
-        raise RequestValidationError(
-            f"{where}: {err.message}", provider=PROVIDER, code=err.code, field=field
-        ) from None
-
-
 # --- responses ---------------------------------------------------------------------------------
 
 
@@ -376,14 +353,3 @@ def unwrap(data: Any, key: str) -> Any:
     if isinstance(data, dict) and isinstance(data.get(key), dict):
         return data[key]
     return data
-
-
-def parse(model: type[R], data: Any, *, what: str) -> R:
-    """Validate a response body; a body that breaks the contract is ``MalformedResponse``."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:3])
-        raise MalformedResponse(
-            f"{what} returned an unexpected body (problem at: {fields})", provider=PROVIDER
-        ) from None

@@ -22,15 +22,19 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from ..contract import (
+from providers import (
     JobRef,
     JobResult,
     ListingCopy,
+    MalformedResponse,
     OutputRef,
+    PollCadence,
     Price,
     Product,
+    ProviderError,
     ProviderLimits,
     ProviderSettings,
+    RequestValidationError,
     RouteLimit,
     Step,
     StepContext,
@@ -38,15 +42,10 @@ from ..contract import (
     WebhookSettings,
     no_throttle,
 )
-from ..contract import Provider as BaseProvider
-from ..errors import (
-    MalformedResponse,
-    ProviderError,
-    RequestValidationError,
-)
-from ..polling import PollCadence
+from providers import Provider as BaseProvider
+
 from ..webhooks import WebhookInbox
-from .client import ListingRVAClient, TokenProvider
+from .client import KIT, ListingRVAClient, TokenProvider
 from .models import (
     IMAGE_STYLE_CREDITS,
     LISTING_CREDITS,
@@ -56,7 +55,6 @@ from .models import (
     ListingRequest,
     ProductCreate,
     WebhookCreate,
-    build,
 )
 from .webhooks import IMAGE_EVENT, event_image_urls, webhook_inbox
 
@@ -178,7 +176,7 @@ class ListingRVAProvider(BaseProvider):
             opts = ctx.copy_options
             keywords = ", ".join(k.strip() for k in opts.seed_keywords if k.strip())
             return [
-                build(ListingRequest, {
+                KIT.build(ListingRequest, {
                     "productId": product_id, "platform": opts.platform, "tone": opts.tone,
                     "components": list(opts.components), "seedKeywords": keywords or None,
                     "targetAudience": opts.target_audience,
@@ -194,7 +192,7 @@ class ListingRVAProvider(BaseProvider):
             "customPrompt": _prompt(ctx.copy_result),
         }
         # one request per distinct style: one request is one variant (contract §5)
-        return [build(ImageRequest, {**common, "style": s}, where=where) for s in dict.fromkeys(styles)]
+        return [KIT.build(ImageRequest, {**common, "style": s}, where=where) for s in dict.fromkeys(styles)]
 
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
         """Exactly the published price; the returned ``creditCost`` still wins (contract §5)."""
@@ -220,7 +218,7 @@ class ListingRVAProvider(BaseProvider):
                 if key not in self._products:
                     await self._refresh_index()
                 if key not in self._products:
-                    request = build(ProductCreate, {
+                    request = KIT.build(ProductCreate, {
                         "title": product.title, "description": product.description,
                         "category": product.category,
                         "imageUrl": product.image_urls[0] if product.image_urls else None,

@@ -17,32 +17,30 @@ from typing import Any
 from pydantic import BaseModel, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from providers.contract import (
+from providers import (
+    BearerAuth,
     ItemError,
     JobRef,
     JobResult,
     OutputRef,
+    PollCadence,
     Price,
     Provider,
+    ProviderError,
     ProviderLimits,
     ProviderSettings,
+    RequestValidationError,
+    RetryableError,
     RouteLimit,
     Step,
     StepContext,
+    SubmitOutcomeUnknown,
     Throttle,
     no_throttle,
-)
-from providers.errors import (
-    ProviderError,
-    RequestValidationError,
-    RetryableError,
-    SubmitOutcomeUnknown,
     resend_is_safe,
 )
-from providers.http import BearerAuth
-from providers.polling import PollCadence
 
-from .client import SUBMIT_GROUP, PixiiClient
+from .client import KIT, SUBMIT_GROUP, PixiiClient
 from .models import (
     APLUS_CREDITS,
     JOB_TYPE_LISTING_BUILDER,
@@ -54,7 +52,6 @@ from .models import (
     ScaleRequest,
     SubmitResponse,
     parse_time,
-    validate_request,
 )
 
 logger = logging.getLogger("listingflow.providers.pixii")
@@ -151,7 +148,7 @@ class PixiiProvider(Provider):
             "main_image_url": urls[0] if urls else None,
             "other_image_urls": urls[1:] or None,
         }
-        return _build(ListingBuilderRequest, data, ctx)
+        return KIT.build(ListingBuilderRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def _aplus_request(self, ctx: StepContext) -> APlusRequest:
         product = ctx.product
@@ -165,7 +162,7 @@ class PixiiProvider(Provider):
             "other_image_urls": others or None,
             "user_prompt": _aplus_prompt(ctx),
         }
-        return _build(APlusRequest, data, ctx)
+        return KIT.build(APlusRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def _scale_request(self, ctx: StepContext) -> ScaleRequest:
         product, variation, options = ctx.product, ctx.variation, ctx.scale_options
@@ -197,7 +194,7 @@ class PixiiProvider(Provider):
             "items": [{"preview_url": reference, "platform": t.platform, "asset_type": t.asset_type}
                       for t in options.targets],  # fmt: skip
         }
-        return _build(ScaleRequest, data, ctx)
+        return KIT.build(ScaleRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
         if isinstance(request, APlusRequest):
@@ -220,9 +217,7 @@ class PixiiProvider(Provider):
         model = _MODEL_BY_STEP.get(step)
         if model is None:
             raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
-        if isinstance(request, BaseModel) and not isinstance(request, model):
-            request = request.model_dump(exclude_none=True)  # a wrong model fails validation below
-        req = validate_request(model, request)
+        req = KIT.build(model, request)  # a wrong model fails validation
         kind = _KIND_BY_STEP[step]
         started = time.time()
         try:
@@ -298,10 +293,7 @@ class PixiiProvider(Provider):
 
     async def find_submitted(self, step: Step, request: BaseModel, since: float) -> JobRef | None:
         """Look the job up by ASIN (contract §8), as after a lost submit response."""
-        model = _MODEL_BY_STEP[step]
-        if isinstance(request, BaseModel) and not isinstance(request, model):
-            request = request.model_dump(exclude_none=True)
-        req = validate_request(model, request)
+        req = KIT.build(_MODEL_BY_STEP[step], request)
         lost = ProviderError("an earlier run stopped before the submit's answer was saved", provider=PROVIDER)
         return await self._find_job(step, req, _KIND_BY_STEP[step], since - RECONCILE_SKEW_SECONDS, lost)
 
@@ -390,13 +382,9 @@ class PixiiProvider(Provider):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _build(model: type[BaseModel], data: dict[str, Any], ctx: StepContext) -> Any:
-    """Validate, naming the product in the message so a person can find the bad input row."""
-    try:
-        return validate_request(model, {k: v for k, v in data.items() if v is not None})
-    except RequestValidationError as exc:
-        raise RequestValidationError(f"products[{ctx.product.asin}]: {exc.message}", provider=PROVIDER,
-                                     code=exc.code, field=exc.field) from None  # fmt: skip
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    """Pixii rejects empty optional fields: leave them out."""
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _aplus_prompt(ctx: StepContext) -> str:

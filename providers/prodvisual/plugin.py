@@ -19,15 +19,21 @@ import httpx
 from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from providers.contract import (
+from providers import (
     ItemError,
+    JobClock,
     JobRef,
     JobResult,
+    MalformedResponse,
+    NotFound,
+    OutputExpired,
     OutputRef,
+    PollCadence,
     Price,
     Provider,
     ProviderLimits,
     ProviderSettings,
+    RequestValidationError,
     RouteLimit,
     Step,
     StepContext,
@@ -35,13 +41,6 @@ from providers.contract import (
     WebhookSettings,
     no_throttle,
 )
-from providers.errors import (
-    MalformedResponse,
-    NotFound,
-    OutputExpired,
-    RequestValidationError,
-)
-from providers.polling import JobClock, PollCadence
 from providers.webhooks import WebhookInbox
 
 from .client import API_GROUP, ProdVisualClient, check_style_ids
