@@ -63,15 +63,15 @@ class Batcher:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._linger_over)
         share = await future
-        return share, share.ref.meta.get("run_id") != self.run.run_id
+        return share, share.ref.host.run_id != self.run.run_id
 
     async def resume(self, pointer: JobRef) -> JobResult:
         """Wait on a batch job an earlier (crashed) run submitted; each batch is waited on once."""
-        job = pointer.model_copy(update={"meta": {k: v for k, v in pointer.meta.items() if k != "member"}})
+        job = pointer.model_copy(update={"host": pointer.host.model_copy(update={"member": None})})
         if job.job_id not in self._resumed:
             self._resumed[job.job_id] = asyncio.create_task(self._wait(job))
         result = await asyncio.shield(self._resumed[job.job_id])
-        return self.run.provider(self.provider).split_result(result, pointer.meta["member"])
+        return self.run.provider(self.provider).split_result(result, pointer.host.member)
 
     def _linger_over(self) -> None:
         """The linger is over; but while the provider's pace would hold the batch back anyway, keep
@@ -117,7 +117,7 @@ class Batcher:
             estimate=estimate, intent_keys=[m.key for m in members],
         ))  # fmt: skip
         for m in members:
-            await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+            await self.tasks.cache.put(m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})}))
         await self.run.intents.end([m.key for m in members], self.run.run_id)
         return ref
 
@@ -127,7 +127,7 @@ class Batcher:
         products = tuple(dict.fromkeys(m.id.split("#")[0] for m in members))
         self.run.stop.keep(InFlightJob(provider=self.provider, step=str(self.step), job_id=ref.job_id,
                                        products=products))  # fmt: skip
-        if ref.meta.get("run_id") == self.run.run_id:
+        if ref.host.run_id == self.run.run_id:
             for m in members:
                 self.run.costs.add(JobCost(provider=self.provider, step=str(self.step), product=m.id.split("#")[0],
                                            job_id=ref.job_id, charged=m.estimate, original_run=self.run.run_id))
@@ -147,7 +147,7 @@ class Batcher:
                 ref = await self.run.stop.finish(self._submit(members, batch, key, estimate),
                                                  orphaned=lambda r: self._keep(members, r))  # fmt: skip
                 if ref.held:  # every member's share is held with it
-                    raise HeldSubmission(ref, earlier=ref.meta.get("run_id") != self.run.run_id)
+                    raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
                 try:
                     result = await self._wait(ref)
                 except (Interrupted, asyncio.CancelledError):
@@ -170,7 +170,7 @@ async def cached_share(run: RunContext, tasks: TaskSet, pointer: JobRef) -> JobR
     result = await tasks.cache.get(wait_key(pointer, run.settings.cache_version))
     if not isinstance(result, JobResult):
         return None
-    share = run.provider(pointer.provider).split_result(result, pointer.meta["member"])
+    share = run.provider(pointer.provider).split_result(result, pointer.host.member)
     return share if share.status == "completed" else None
 
 

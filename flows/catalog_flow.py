@@ -283,8 +283,7 @@ async def _summarize(summary: RunSummary, run: RunContext, records: list[Product
     summary.cost = run.costs.summary(
         run.run_id, price_per_credit=params.price_per_credit, currency=params.currency,
         requests={n: run.limiters[n].requests for n in names},
-        skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
-                 if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
+        skipped=[line for p in summary.products for line in p.not_submitted()],
     )  # fmt: skip
     summary.cost.balances = await balance_checks(run.gates, summary.cost)
     summary.notes += [str(blocked) for blocked in run.blocked.values()]
@@ -400,10 +399,11 @@ async def _cancel_after_grace(stop: RunStop, running: set[asyncio.Task[Any]]) ->
 
 def _not_started(product: Product, why: str = "not started: the run was stopped") -> ProductOutcome:
     from .pipeline import StepOutcome
+    from .reasons import Reason
 
     outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title,
                              status="interrupted")  # fmt: skip
-    outcome.steps["run"] = StepOutcome(step=Step.COPY, provider="-", status="interrupted", error=why)
+    outcome.steps["run"] = StepOutcome(step=None, provider="-", status="interrupted", error=why, reason=Reason.NOT_STARTED)
     return outcome
 
 
@@ -420,8 +420,9 @@ POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_e
 
 def _crash_step(message: str) -> Any:
     from .pipeline import StepOutcome
+    from .reasons import Reason
 
-    return StepOutcome(step=Step.COPY, provider="-", status="failed", error=message)
+    return StepOutcome(step=None, provider="-", status="failed", error=message, reason=Reason.CRASH)
 
 
 async def _balance(provider: Any) -> int | None:

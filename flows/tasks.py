@@ -192,13 +192,13 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
             run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
                                                              provider=provider, code=exc.code))  # fmt: skip
             raise
-    ref.meta.setdefault("run_id", run.run_id)
-    ref.meta.setdefault("label", label)
+    ref.host.run_id = ref.host.run_id or run.run_id
+    ref.host.label = ref.host.label or label
     if ref.held:  # no job to wait on: what it may have cost counts as spent
         run.budget.release(hold, maybe_charged=True)
         return ref
     run.budget.submitted(hold, ref.credits_at_submit)
-    ref.meta["budget_hold"] = hold  # the wait task settles it
+    ref.host.budget_hold = hold  # the wait task settles it
     return ref
 
 
@@ -207,10 +207,10 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
     run = current_run()
     plugin = run.provider(ref.provider)
     gate = run.gate(ref.provider)
-    if ref.meta.get("run_id") != run.run_id:
+    if ref.host.run_id != run.run_id:
         gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
 
-    hold = ref.meta.get("budget_hold")
+    hold = ref.host.budget_hold
     try:  # one wait, never retried here: the plugin polls until the job's one deadline (providers.polling)
         # a stop abandons the polling, never the job: the next run resumes it
         result = await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")

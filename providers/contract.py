@@ -225,6 +225,21 @@ class StepContext(BaseModel):
 # --- job references and results ----------------------------------------------------------------
 
 
+class HostRecord(BaseModel):
+    """What the host running a plugin records about a job, apart from the plugin's own ``meta``.
+    Plugins neither read nor write it."""
+
+    run_id: str | None = Field(None, description="the run that submitted the job")
+    label: str | None = Field(None, description="the host's name for the submission")
+    budget_hold: str | None = Field(None, description="the run budget's hold that the wait settles")
+    member: str | None = Field(None, description="set on a batch member's pointer: its id in the merged job")
+
+    @classmethod
+    def from_legacy(cls, meta: dict[str, Any]) -> HostRecord:
+        """The record an earlier version kept in ``meta`` (cached job references stay readable)."""
+        return cls(**{k: meta[k] for k in cls.model_fields if isinstance(meta.get(k), str)})
+
+
 class JobRef(BaseModel):
     """A submitted job: serializable, so it can be persisted before waiting and resumed later."""
 
@@ -241,7 +256,25 @@ class JobRef(BaseModel):
         "submitted", description="'submitted': a job to wait on. Otherwise the submit failed after it may "
         "have been processed: charged (the balance shows it) but its job cannot be found, or unknown",
     )
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict, description="the plugin's own record of the job")
+    host: HostRecord = Field(default_factory=HostRecord, description="the host's record of the job")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_host(cls, data: Any) -> Any:
+        """A reference cached by an earlier version keeps the host's record in ``meta`` (it always has
+        a ``run_id`` there; a plugin's fresh reference never does)."""
+        if isinstance(data, dict) and "host" not in data and isinstance(data.get("meta"), dict) \
+                and "run_id" in data["meta"]:  # fmt: skip
+            return {**data, "host": HostRecord.from_legacy(data["meta"])}
+        return data
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling a reference an earlier version cached (Prefect's default result serializer)."""
+        fields = state.get("__dict__", {})
+        if "host" not in fields:
+            state = {**state, "__dict__": {**fields, "host": HostRecord.from_legacy(fields.get("meta") or {})}}
+        super().__setstate__(state)
 
     @property
     def held(self) -> bool:
