@@ -20,6 +20,7 @@ from typing import Any
 
 from providers.contract import ListingCopy, Product, Provider, Step, StepContext
 from providers.errors import AuthenticationError, ProviderError, redact
+from providers.retries import capped
 
 from .archive import ArchiveUnavailable, SpooledArchive, run_key
 from .catalog import Catalog, RowError
@@ -43,7 +44,8 @@ async def check_access(name: str, plugin: Provider) -> str | None:
     passing fault is retried by the client, as for any request)."""
     prefix = str(plugin.settings.model_config.get("env_prefix") or f"{name.upper()}_")
     try:
-        await plugin.check_access()
+        with capped(max_attempts=3, max_total_seconds=30.0):  # a passing fault, not an outage waited out
+            await plugin.check_access()
     except AuthenticationError as exc:
         if plugin.settings.api_key is None:
             return (f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "

@@ -29,7 +29,7 @@ from .errors import (
     RetryableError,
     redact,
 )
-from .retries import NO_RETRY, HttpRetry, may_resend
+from .retries import NO_RETRY, HttpRetry, in_force, may_resend
 
 logger = logging.getLogger("listingflow.providers.http")
 
@@ -96,13 +96,13 @@ class ProviderClient(abc.ABC):
 
         Transient failures are sent again here, as ``self.retry`` allows (``retries.may_resend``);
         a ``paid`` submission never is: whether it may be resent is the host's decision."""
-        attempt, waited = 1, 0.0
+        policy, attempt, waited = in_force(self.retry), 1, 0.0
         while True:
             try:
                 return await self._attempt(method, path, groups=groups, json_body=json_body, params=params,
                                            authenticated=authenticated)  # fmt: skip
             except RetryableError as exc:
-                delay = self.retry.next_delay(exc, attempt, waited, self._rng)
+                delay = policy.next_delay(exc, attempt, waited, self._rng)
                 if delay is None or not may_resend(method, exc, paid=paid):
                     raise
                 logger.info("%s %s: %s; attempt %d in %.1fs", method, path, exc, attempt + 1, delay)

@@ -17,7 +17,10 @@ decided in one place, by the host (``flows.submission``), under the money rule o
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import random
+from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
@@ -62,6 +65,29 @@ class HttpRetry(BaseModel):
 
 NO_RETRY = HttpRetry(max_attempts=1)
 """A client built without a policy sends each request once (its errors mapped, nothing repeated)."""
+
+_cap: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar("listingflow_http_retry_cap",
+                                                                                default=None)  # fmt: skip
+
+
+@contextlib.contextmanager
+def capped(max_attempts: int, max_total_seconds: float) -> Iterator[None]:
+    """Within this block (this task's context), no request is retried beyond these bounds: pre-flight
+    reports a provider that stays unreachable instead of waiting it out."""
+    token = _cap.set((max_attempts, max_total_seconds))
+    try:
+        yield
+    finally:
+        _cap.reset(token)
+
+
+def in_force(policy: HttpRetry) -> HttpRetry:
+    """``policy`` within the bounds of the enclosing ``capped`` block, if any."""
+    cap = _cap.get()
+    if cap is None:
+        return policy
+    return policy.model_copy(update={"max_attempts": min(policy.max_attempts, cap[0]),
+                                     "max_total_seconds": min(policy.max_total_seconds, cap[1])})  # fmt: skip
 
 
 def may_resend(method: str, exc: RetryableError, *, paid: bool) -> bool:

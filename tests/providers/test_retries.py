@@ -140,3 +140,17 @@ async def test_a_job_of_an_earlier_run_gets_a_full_wait(slept: list[float]) -> N
     ref = JobRef(provider="pixii", step=Step.IMAGES, job_id="job_1", kind="listing_builder",
                  submitted_at=time.time() - 3600)  # fmt: skip
     assert (await plugin.wait(ref)).status == "completed" and slept == [5.0, 5.0]
+
+
+async def test_a_capped_block_bounds_the_retries_of_its_requests() -> None:
+    """Pre-flight reports a provider that stays unreachable rather than waiting it out."""
+    from providers.retries import capped
+
+    server, waits = Server(error(503, "SERVICE_UNAVAILABLE")), []
+    c = client(server, waits, retry=RETRY.model_copy(update={"max_attempts": 10, "max_total_seconds": 1000.0}))
+    with capped(max_attempts=2, max_total_seconds=30.0), pytest.raises(ServerError):
+        await c.get_job("job_1")
+    assert len(server.requests) == 2
+    with pytest.raises(ServerError):
+        await c.get_job("job_1")
+    assert len(server.requests) == 2 + 10  # outside the block: the client's own policy
