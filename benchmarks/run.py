@@ -77,7 +77,7 @@ REAL_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
 REAL_JOB_SECONDS = {"listingrva": 20.0, "prodvisual": 3.0, "pixii": 120.0}
 # listingflow's own poll cadences (ListingRVA 10 s then 5 s, Pixii 5 s, ProdVisual batch 5 s).
 REAL_POLL_SECONDS = {"listingrva": 5.0, "prodvisual": 5.0, "pixii": 5.0}
-REAL_FIRST_POLL_SECONDS = {"listingrva": 20.0}  # providers/listingrva/plugin.py FIRST_POLL_SECONDS
+REAL_FIRST_POLL_SECONDS = {"listingrva": 20.0}  # ListingRVASettings.poll_cadence.first_seconds
 PROVIDER_ENV = {"listingrva": "LISTINGRVA", "prodvisual": "PRODVISUAL", "pixii": "PIXII"}
 TEN_STYLES = ["lifestyle", "white_bg", "mockup", "infographic", "social_square", "social_story", "hero_banner",
               "comparison", "studio_shadow", "flat_lay"]  # fmt: skip

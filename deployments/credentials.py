@@ -70,21 +70,3 @@ async def aexport_credentials(providers: dict[str, type[Provider]] | None = None
         else:
             sources[name] = "missing"
     return sources
-
-
-def load_api_key(block_name: str | None) -> str | None:
-    """Synchronous :func:`aload_api_key` for callers without an event loop of their own.
-
-    Only asks Prefect when an API URL is configured (it never starts an ephemeral server) and
-    treats any failure as "no block". Safe to call from inside a running event loop.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():
-        return None
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    try:
-        return run_coro_as_sync(aload_api_key(block_name))
-    except Exception:  # noqa: BLE001 - an unreachable server means "not available", not a crash
-        return None

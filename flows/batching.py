@@ -48,7 +48,6 @@ class Batcher:
     _timer: asyncio.TimerHandle | None = None
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
     _resumed: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
-    batches: int = 0
 
     @property
     def max_items(self) -> int:
@@ -64,15 +63,15 @@ class Batcher:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._linger_over)
         share = await future
-        return share, share.ref.meta.get("run_id") != self.run.run_id
+        return share, share.ref.host.run_id != self.run.run_id
 
     async def resume(self, pointer: JobRef) -> JobResult:
         """Wait on a batch job an earlier (crashed) run submitted; each batch is waited on once."""
-        job = pointer.model_copy(update={"meta": {k: v for k, v in pointer.meta.items() if k != "member"}})
+        job = pointer.model_copy(update={"host": pointer.host.model_copy(update={"member": None})})
         if job.job_id not in self._resumed:
             self._resumed[job.job_id] = asyncio.create_task(self._wait(job))
         result = await asyncio.shield(self._resumed[job.job_id])
-        return self.run.provider(self.provider).split_result(result, pointer.meta["member"])
+        return self.run.provider(self.provider).split_result(result, member_of(pointer))
 
     def _linger_over(self) -> None:
         """The linger is over; but while the provider's pace would hold the batch back anyway, keep
@@ -118,7 +117,7 @@ class Batcher:
             estimate=estimate, intent_keys=[m.key for m in members],
         ))  # fmt: skip
         for m in members:
-            await self.tasks.cache.put(m.key, ref.model_copy(update={"meta": {**ref.meta, "member": m.id}}))
+            await self.tasks.cache.put(m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})}))
         await self.run.intents.end([m.key for m in members], self.run.run_id)
         return ref
 
@@ -128,7 +127,7 @@ class Batcher:
         products = tuple(dict.fromkeys(m.id.split("#")[0] for m in members))
         self.run.stop.keep(InFlightJob(provider=self.provider, step=str(self.step), job_id=ref.job_id,
                                        products=products))  # fmt: skip
-        if ref.meta.get("run_id") == self.run.run_id:
+        if ref.host.run_id == self.run.run_id:
             for m in members:
                 self.run.costs.add(JobCost(provider=self.provider, step=str(self.step), product=m.id.split("#")[0],
                                            job_id=ref.job_id, charged=m.estimate, original_run=self.run.run_id))
@@ -143,13 +142,12 @@ class Batcher:
             key = submission_key(self.provider, self.step, batch, self.run.settings.cache_version)
             estimates = [m.estimate for m in members]
             estimate = None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
-            self.batches += 1
             async with self.run.limiters[self.provider].job_slot():
                 # finished even when the run stops meanwhile: the job and its members' pointers persist
                 ref = await self.run.stop.finish(self._submit(members, batch, key, estimate),
                                                  orphaned=lambda r: self._keep(members, r))  # fmt: skip
                 if ref.held:  # every member's share is held with it
-                    raise HeldSubmission(ref, earlier=ref.meta.get("run_id") != self.run.run_id)
+                    raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
                 try:
                     result = await self._wait(ref)
                 except (Interrupted, asyncio.CancelledError):
@@ -167,12 +165,19 @@ class Batcher:
                 m.future.set_result(plugin.split_result(result, m.id))
 
 
+def member_of(pointer: JobRef) -> str:
+    """The batch member a pointer record stands for (set on every member pointer)."""
+    if pointer.host.member is None:
+        raise ValueError(f"{pointer.provider} job {pointer.job_id} is not a batch member's pointer")
+    return pointer.host.member
+
+
 async def cached_share(run: RunContext, tasks: TaskSet, pointer: JobRef) -> JobResult | None:
     """A finished member share found through its pointer record, or None."""
     result = await tasks.cache.get(wait_key(pointer, run.settings.cache_version))
     if not isinstance(result, JobResult):
         return None
-    share = run.provider(pointer.provider).split_result(result, pointer.meta["member"])
+    share = run.provider(pointer.provider).split_result(result, member_of(pointer))
     return share if share.status == "completed" else None
 
 

@@ -242,7 +242,7 @@ async def run_catalog(
         download_http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
         )
-        problems = await check_run(providers, archive, run_id, settings.retry)  # pre-flight: nothing spent yet
+        problems = await check_run(providers, archive, run_id)  # pre-flight: nothing spent yet
         if problems:
             return _refuse(summary, problems)
         await _replay_spool(archive, summary)
@@ -255,7 +255,7 @@ async def run_catalog(
             return _refuse(summary, over_budget)
 
         run = RunContext(
-            run_id=run_id, settings=settings, params=params, registry=registry, providers=providers,
+            run_id=run_id, settings=settings, params=params, providers=providers,
             limiters=limiters, download_http=download_http, archive=archive,
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
             held=HeldStore(settings.held_path),
@@ -286,8 +286,7 @@ async def _summarize(summary: RunSummary, run: RunContext, records: list[Product
     summary.cost = run.costs.summary(
         run.run_id, price_per_credit=params.price_per_credit, currency=params.currency,
         requests={n: run.limiters[n].requests for n in names},
-        skipped=[f"{p.key} {f}" for p in summary.products for f in p.failures()
-                 if "budget" in f.lower() or "daily cap" in f.lower() or "out of credits" in f.lower()],
+        skipped=[line for p in summary.products for line in p.not_submitted()],
     )  # fmt: skip
     summary.cost.balances = await balance_checks(run.gates, summary.cost)
     summary.notes += [str(blocked) for blocked in run.blocked.values()]
@@ -404,10 +403,11 @@ async def _cancel_after_grace(stop: RunStop, running: set[asyncio.Task[Any]]) ->
 
 def _not_started(product: Product, why: str = "not started: the run was stopped") -> ProductOutcome:
     from .pipeline import StepOutcome
+    from .reasons import Reason
 
     outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title,
                              status="interrupted")  # fmt: skip
-    outcome.steps["run"] = StepOutcome(step=Step.COPY, provider="-", status="interrupted", error=why)
+    outcome.steps["run"] = StepOutcome(step=None, provider="-", status="interrupted", error=why, reason=Reason.NOT_STARTED)
     return outcome
 
 
@@ -424,8 +424,9 @@ POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_e
 
 def _crash_step(message: str) -> Any:
     from .pipeline import StepOutcome
+    from .reasons import Reason
 
-    return StepOutcome(step=Step.COPY, provider="-", status="failed", error=message)
+    return StepOutcome(step=None, provider="-", status="failed", error=message, reason=Reason.CRASH)
 
 
 async def _balance(provider: Any) -> int | None:

@@ -33,7 +33,6 @@ class EstimateLine(BaseModel):
 class Estimate(BaseModel):
     lines: list[EstimateLine] = Field(default_factory=list)
     invalid: list[str] = Field(default_factory=list, description="products whose requests fail validation")
-    balances: dict[str, int | None] = Field(default_factory=dict)
 
     def credits_for(self, provider: str | None = None) -> int:
         return sum(ln.credits for ln in self.lines if provider is None or ln.provider == provider)

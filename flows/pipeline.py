@@ -43,6 +43,7 @@ from .costs import JobCost
 from .download import IMAGE_EXTENSIONS, fetch_image
 from .intents import Intent
 from .retry import call_with_retries
+from .reasons import NOT_SUBMITTED, Reason, reason_of
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
 from .reconcile import Verdict
@@ -67,9 +68,10 @@ class ArchivedOutput(BaseModel):
 
 
 class StepOutcome(BaseModel):
-    step: Step
+    step: Step | None = Field(description="None: not a step's outcome (a crash, a run stopped first...)")
     provider: str
     status: StepStatus
+    reason: Reason | None = Field(None, description="why it was not done, as a code (flows.reasons)")
     jobs: list[str] = Field(default_factory=list)
     outputs: list[ArchivedOutput] = Field(default_factory=list)
     copy_result: ListingCopy | None = None
@@ -100,7 +102,7 @@ class ProductOutcome(BaseModel):
         return ProductRecord(
             asin=self.asin, country_code=self.country_code, status=self.status, manifest_key=self.manifest_key,
             steps={s: StepRecord(provider=o.provider, status=o.status, jobs=tuple(o.jobs), error=o.error,
-                                 item_errors=tuple(o.item_errors), output_count=len(o.outputs))
+                                 item_errors=tuple(o.item_errors), output_count=len(o.outputs), reason=o.reason)
                    for s, o in self.steps.items()},
         )  # fmt: skip
 
@@ -113,6 +115,7 @@ class StepRecord:
     error: str | None
     item_errors: tuple[str, ...]
     output_count: int
+    reason: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,10 @@ class ProductRecord:
     def failures(self) -> list[str]:
         return _failures(self.steps)
 
+    def not_submitted(self) -> list[str]:
+        """Work the run chose not to pay for (budget, daily cap, out of credits), one line per step."""
+        return [f"{self.key} {s}: {o.error}" for s, o in self.steps.items() if o.reason in NOT_SUBMITTED]
+
 
 def _failures(steps: dict[str, Any]) -> list[str]:
     out = [f"{s}: {o.error}" for s, o in steps.items() if o.status in ("failed", "deferred", "skipped")]
@@ -148,8 +155,8 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
         params = run.params.for_product(product.overrides)
     except ValueError as exc:
         outcome.status = "failed"
-        outcome.steps["overrides"] = StepOutcome(step=Step.COPY, provider="-", status="failed",
-                                                 error=f"invalid overrides: {exc}")  # fmt: skip
+        outcome.steps["overrides"] = StepOutcome(step=None, provider="-", status="failed", error=f"invalid overrides: {exc}",
+                                                 reason=Reason.INVALID_OVERRIDES)  # fmt: skip
         return outcome
     previous = await _read_manifest(run, product)
     ctx = StepContext(
@@ -270,7 +277,7 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             outcome.status = "interrupted"
             outcome.error = next(_describe(e) for e in errors if isinstance(e, Interrupted))
         elif any(isinstance(e, (Deferred, QuotaExhausted)) for e in errors):
-            outcome.status = "deferred"
+            outcome.status, outcome.reason = "deferred", Reason.DAILY_CAP
             outcome.error = "; ".join(_describe(e) for e in errors)
         else:
             _failed(outcome, errors[0], more=errors[1:])
@@ -337,7 +344,7 @@ def _add_credits(outcome: StepOutcome, result: JobResult) -> None:
 
 
 def _failed(outcome: StepOutcome, exc: BaseException, more: list[BaseException] | None = None) -> StepOutcome:
-    outcome.status = "failed"
+    outcome.status, outcome.reason = "failed", reason_of(exc, *(more or []))
     outcome.error = "; ".join(dict.fromkeys(_describe(e) for e in [exc, *(more or [])]))  # one line per reason
     return outcome
 
@@ -412,7 +419,7 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         try:
             if not force and (pointer := await _pointer(tasks, job)) is not None:
                 if pointer.held:
-                    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+                    raise HeldSubmission(pointer, earlier=pointer.host.run_id != run.run_id)
                 if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
                     return found
             if not force and (earlier := await run.intents.pending(job.member_key)) is not None:
@@ -431,7 +438,7 @@ async def _obtain(run: RunContext, tasks: TaskSet, step: Step, provider_name: st
         state, ref = await _submit(run, step, job, submit(provider_name, step, request, label=job.label,
                                                           cache_key=job.key, estimate=job.estimate,
                                                           return_state=True))  # fmt: skip
-        reused = state.name == "Cached" and ref.meta.get("run_id") != run.run_id
+        reused = state.name == "Cached" and ref.host.run_id != run.run_id
         if ref.held:  # held by this run, or by another run since this one looked
             raise HeldSubmission(ref, earlier=reused)
         try:
@@ -463,7 +470,7 @@ async def _submit(run: RunContext, step: Step, job: _Job, submission: Any) -> tu
     def orphaned(done: tuple[State, JobRef]) -> None:
         state, ref = done
         _keep_in_flight(run, step, ref, job)
-        if not (state.name == "Cached" and ref.meta.get("run_id") != run.run_id):
+        if not (state.name == "Cached" and ref.host.run_id != run.run_id):
             _record_unfinished(run, step, ref, job)
 
     return await run.stop.finish(submitted(), orphaned=orphaned)
@@ -491,7 +498,7 @@ async def _held_interrupted_member(run: RunContext, tasks: TaskSet, step: Step, 
     why = found if isinstance(found, ProviderError) else SubmitOutcomeUnknown(
         "an earlier run was stopped while a batch with this product's items was on its way", provider=provider_name)
     ref = held_ref(provider_name, step, job.key, job.label, job.estimate, Verdict.UNKNOWN, why)
-    ref.meta["run_id"] = run.run_id
+    ref.host.run_id, ref.host.label = run.run_id, job.label
     await tasks.cache.put(job.member_key, ref)
     await run.intents.end([job.member_key], run.run_id)
     return HeldSubmission(ref, earlier=False)
@@ -501,9 +508,9 @@ def _resubmit_held(run: RunContext, pointer: JobRef) -> bool:
     """True when the user asked to send this held submission again; otherwise it stays held."""
     if pointer.outcome == "unknown" and run.params.resubmit_unknown:
         logger.warning("resubmitting %s %s, held with an unknown outcome since run %s: this may pay twice",
-                       pointer.provider, pointer.meta.get("label"), pointer.meta.get("run_id"))  # fmt: skip
+                       pointer.provider, pointer.host.label, pointer.host.run_id)  # fmt: skip
         return True
-    raise HeldSubmission(pointer, earlier=pointer.meta.get("run_id") != run.run_id)
+    raise HeldSubmission(pointer, earlier=pointer.host.run_id != run.run_id)
 
 
 async def _pointer(tasks: TaskSet, job: _Job) -> JobRef | None:
@@ -517,8 +524,8 @@ async def _pointer(tasks: TaskSet, job: _Job) -> JobRef | None:
 async def _cached(run: RunContext, tasks: TaskSet, step: Step, provider_name: str,
                   pointer: JobRef) -> tuple[JobResult, bool] | None:  # fmt: skip
     """A finished (or resumable) result for this job's key from an earlier submission."""
-    earlier = pointer.meta.get("run_id") != run.run_id
-    if pointer.meta.get("member"):
+    earlier = pointer.host.run_id != run.run_id
+    if pointer.host.member:
         share = await cached_share(run, tasks, pointer)
         if share is None:
             share = await _batcher(run, tasks, provider_name, step, False).resume(pointer)
@@ -540,7 +547,7 @@ def _record_cost(run: RunContext, product: Product, step: Step, result: JobResul
         JobCost(
             provider=result.ref.provider, step=str(step), product=product.key, job_id=result.ref.job_id,
             charged=result.credits_charged, refunded=result.credits_refunded, reused=reused,
-            original_run=result.ref.meta.get("run_id"),
+            original_run=result.ref.host.run_id,
         )  # fmt: skip
     )
 
@@ -552,17 +559,17 @@ def _record_held(run: RunContext, product: Product, step: Step, held: HeldSubmis
     charged = ref.outcome == "charged_not_retrievable"
     run.costs.add(JobCost(provider=ref.provider, step=str(step), product=product.key, job_id=ref.job_id,
                           charged=job.estimate if charged else 0, reused=held.earlier, held=True,
-                          possibly_charged=0 if charged else job.estimate, original_run=ref.meta.get("run_id")))  # fmt: skip
+                          possibly_charged=0 if charged else job.estimate, original_run=ref.host.run_id))  # fmt: skip
     run.held.record(ref, product=product.key, key=job.key, label=job.label, credits=job.estimate)
 
 
 def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> None:
     """Paid at submission, result never seen (the wait timed out or failed): still this run's cost."""
     charged = ref.credits_at_submit if ref.credits_at_submit is not None else job.estimate
-    run.budget.settle(ref.meta.get("budget_hold"), charged)  # if the wait task never ran
+    run.budget.settle(ref.host.budget_hold, charged)  # if the wait task never ran
     run.costs.add(JobCost(provider=ref.provider, step=str(step), product=job.member.split("#")[0],
                             job_id=ref.job_id, charged=charged, reused=False,
-                            original_run=ref.meta.get("run_id")))  # fmt: skip
+                            original_run=ref.host.run_id))  # fmt: skip
 
 
 async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step: Step, asin: str,
@@ -598,9 +605,7 @@ async def _archive_outputs(run: RunContext, plugin: Any, product: Product, step:
             data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
         except OutputExpired:
             try:
-                refreshed = refreshed or await call_with_retries(
-                    lambda: plugin.refresh(result.ref), policy=run.settings.retry, what=f"refresh {result.ref.job_id}"
-                )
+                refreshed = refreshed or await plugin.refresh(result.ref)  # retried by the client
             except ProviderError as exc:
                 raise OutputExpired(
                     f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "

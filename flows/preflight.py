@@ -18,37 +18,34 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from listingflow.settings import RetryPolicy
 from providers.contract import ListingCopy, Product, Provider, Step, StepContext
 from providers.errors import AuthenticationError, ProviderError, redact
+from providers.retries import capped
 
 from .archive import ArchiveUnavailable, SpooledArchive, run_key
 from .catalog import Catalog, RowError
 from .params import RunParameters
-from .retry import call_with_retries
 
 PLACEHOLDER_IMAGE = "https://placeholder.invalid/main.png"
 PLACEHOLDER_PREPARED = {"product_id": "prod_preflight"}
 ReadManifest = Callable[[Product], Awaitable[dict[str, Any] | None]]
 
 
-async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str,
-                    policy: RetryPolicy) -> list[str]:  # fmt: skip
+async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str) -> list[str]:
     """Problems that stop the whole run, one line each: credentials and the archive, checked at once."""
-    # a few quick retries for a passing fault; a provider that stays unreachable is reported, not waited out
-    policy = policy.model_copy(update={"max_attempts": min(policy.max_attempts, 3),
-                                       "max_total_seconds": min(policy.max_total_seconds, 30.0)})  # fmt: skip
-    checks = [check_access(name, plugin, policy) for name, plugin in sorted(providers.items())]
+    checks = [check_access(name, plugin) for name, plugin in sorted(providers.items())]
     results = await asyncio.gather(check_archive(archive, run_id), *checks)
     secrets = [s for p in providers.values() for s in p.settings.secret_values()]
     return [redact(line, secrets) for line in results if line]
 
 
-async def check_access(name: str, plugin: Provider, policy: RetryPolicy) -> str | None:
-    """One line when the provider cannot be used with the configured base URL and credential."""
+async def check_access(name: str, plugin: Provider) -> str | None:
+    """One line when the provider cannot be used with the configured base URL and credential (a
+    passing fault is retried by the client, as for any request)."""
     prefix = str(plugin.settings.model_config.get("env_prefix") or f"{name.upper()}_")
     try:
-        await call_with_retries(plugin.check_access, policy=policy, what=f"pre-flight {name}")
+        with capped(max_attempts=3, max_total_seconds=30.0):  # a passing fault, not an outage waited out
+            await plugin.check_access()
     except AuthenticationError as exc:
         if plugin.settings.api_key is None:
             return (f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "

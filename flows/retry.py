@@ -1,10 +1,10 @@
-"""Retrying provider calls inside a task, honouring ``Retry-After``.
+"""Retrying what the provider HTTP layer does not: a paid submission the money rule lets be sent
+again (``flows.submission``), and output downloads (``flows.download``), honouring ``Retry-After``.
 
-Prefect's task retries cannot wait for a delay taken from the exception (no ``Retry-After`` support;
-see the Prefect facts note, section 2), and a per-minute rate-limit window is far longer than a fixed
-backoff list. So retryable errors are retried here, with the policy from settings, while Prefect's own
-task retries stay off (otherwise the attempts would multiply). Permanent errors and daily-quota errors
-are never retried.
+Every other provider request is retried inside the client call (``providers.retries``) and polls keep
+one deadline per job (``providers.polling``): nothing here wraps those again. Prefect's task retries
+cannot wait for a delay taken from the exception (no ``Retry-After`` support; see the Prefect facts
+note, section 2) and stay off. Permanent errors and daily-quota errors are never retried.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from listingflow.settings import RetryPolicy
-from providers.errors import RateLimited, RetryableError
+from providers.errors import RetryableError
+from providers.retries import backoff
 
 T = TypeVar("T")
 logger = logging.getLogger("listingflow.retry")
@@ -24,14 +25,8 @@ logger = logging.getLogger("listingflow.retry")
 
 def delay_for(exc: RetryableError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """The wait before attempt ``attempt + 1``: the provider's hint when given, else exponential."""
-    if exc.retry_after is not None:
-        base = exc.retry_after
-    elif isinstance(exc, RateLimited):
-        base = max(2.0, policy.base_delay_seconds) * 2 ** (attempt - 1)
-    else:
-        base = policy.base_delay_seconds * 2 ** (attempt - 1)
-    base = min(base, policy.max_delay_seconds)
-    return base + base * policy.jitter * rng.random()
+    return backoff(exc, attempt, base=policy.base_delay_seconds, cap=policy.max_delay_seconds,
+                   jitter=policy.jitter, rng=rng)  # fmt: skip
 
 
 async def call_with_retries(

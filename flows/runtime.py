@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from listingflow.settings import Settings
 from providers.contract import PLUGIN_API_VERSION, Provider, Step
 from providers.errors import PermanentError, QuotaExhausted
-from providers.registry import Registry
 
 from .archive import SpooledArchive
 from .budget import Budget, BudgetExceeded  # noqa: F401 - the run's budget, importable from here
@@ -48,7 +47,6 @@ class RunContext:
     run_id: str
     settings: Settings
     params: RunParameters
-    registry: Registry
     providers: dict[str, Provider]
     limiters: dict[str, ProviderLimiter]
     download_http: httpx.AsyncClient
@@ -56,7 +54,6 @@ class RunContext:
     budget: Budget
     costs: CostLedger = field(default_factory=CostLedger)
     blocked: dict[str, ProviderBlocked | Deferred] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
     on_product_done: Callable[[Any], None] | None = None
     batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
     gates: dict[str, BalanceGate] = field(default_factory=dict)

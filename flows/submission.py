@@ -162,7 +162,7 @@ class HeldSubmission(PermanentError):
     def __init__(self, ref: JobRef, *, earlier: bool) -> None:
         self.ref = ref
         self.earlier = earlier
-        note = (f" (held since run {ref.meta.get('run_id')}; `listingflow unknown` lists it, --resubmit-unknown "
+        note = (f" (held since run {ref.host.run_id}; `listingflow unknown` lists it, --resubmit-unknown "
                 "sends it again and may pay twice)" if earlier and ref.outcome == "unknown" else "")  # fmt: skip
         super().__init__(f"{ref.meta.get('reason', 'submission held')}{note}", provider=ref.provider,
                          code=ref.outcome)  # fmt: skip

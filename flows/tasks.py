@@ -10,7 +10,9 @@
 * ``prepare`` is the per-product set-up some providers need (ListingRVA's product record), cached
   the same way so reruns never create duplicates in the user's workspace.
 
-Retryable errors are retried inside the task (``flows.retry``); Prefect task retries stay off.
+Nothing here retries a provider call: transient HTTP failures are retried inside the client call
+(``providers.retries``), polls keep one deadline per job (``providers.polling``), and a paid
+submission is resent only under the money rule (``flows.submission``). Prefect task retries stay off.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ from pydantic import BaseModel
 
 from listingflow.settings import Settings
 from providers.contract import JobRef, JobResult, Product, Step
-from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
+from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted
 
-from .retry import call_with_retries
 from .runtime import Deferred, ProviderBlocked, current_run
 from .submission import submit_paid
 
@@ -165,9 +166,7 @@ def _wait_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 async def prepare_task(provider: str, product: Product, cache_key: str) -> dict[str, Any]:
     run = current_run()
     plugin = run.provider(provider)
-    return await call_with_retries(
-        lambda: plugin.prepare(product), policy=run.settings.retry, what=f"prepare {provider} {product.asin}"
-    )
+    return await plugin.prepare(product)  # its requests' transient failures are retried by the client
 
 
 @task(name="submit", task_run_name="submit {provider} {step} {label}", persist_result=True)
@@ -193,13 +192,13 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
             run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
                                                              provider=provider, code=exc.code))  # fmt: skip
             raise
-    ref.meta.setdefault("run_id", run.run_id)
-    ref.meta.setdefault("label", label)
+    ref.host.run_id = ref.host.run_id or run.run_id
+    ref.host.label = ref.host.label or label
     if ref.held:  # no job to wait on: what it may have cost counts as spent
         run.budget.release(hold, maybe_charged=True)
         return ref
     run.budget.submitted(hold, ref.credits_at_submit)
-    ref.meta["budget_hold"] = hold  # the wait task settles it
+    ref.host.budget_hold = hold  # the wait task settles it
     return ref
 
 
@@ -208,23 +207,15 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
     run = current_run()
     plugin = run.provider(ref.provider)
     gate = run.gate(ref.provider)
-    if ref.meta.get("run_id") != run.run_id:
+    if ref.host.run_id != run.run_id:
         gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
 
-    async def wait_once() -> JobResult:
-        try:  # a stop abandons the polling, never the job: the next run resumes it
-            return await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")
-        except WaitTimeout as exc:  # already waited max_wait_seconds: retrying would multiply it
-            raise _GaveUp(exc) from None
-
-    hold = ref.meta.get("budget_hold")
-    try:
-        result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
-    except _GaveUp as stop:
-        run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
-        raise stop.error from None
+    hold = ref.host.budget_hold
+    try:  # one wait, never retried here: the plugin polls until the job's one deadline (providers.polling)
+        # a stop abandons the polling, never the job: the next run resumes it
+        result = await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")
     except BaseException:
-        run.budget.settle(hold, ref.credits_at_submit)
+        run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
         raise
     gate.settled(result.credits_refunded)
     run.budget.settle(hold, result.credits_charged, result.credits_refunded)
@@ -266,12 +257,6 @@ def forget_empty_task_assets() -> None:
     if assets:
         for key in [k for k, v in assets.items() if not v]:
             del assets[key]
-
-
-class _GaveUp(Exception):
-    def __init__(self, error: WaitTimeout) -> None:
-        self.error = error
-        super().__init__(str(error))
 
 
 class TaskSet(BaseModel):

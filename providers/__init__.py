@@ -1,16 +1,119 @@
-"""Provider plugins: the contract, the shared error taxonomy, discovery, and the built-ins."""
+"""Provider plugins: the public face a plugin (built-in or installed) and its users import from.
 
-from .contract import PLUGIN_API_VERSION, JobRef, JobResult, Provider, Step
-from .errors import PermanentError, ProviderError, QuotaExhausted, RetryableError
+``from providers import ...`` gives the contract (``Provider``, ``JobRef``, ``Step`` and the step
+inputs), the shared error taxonomy, the request/response kit (``Kit``, ``ErrorMap``), the HTTP seam
+(``ProviderClient``, ``HttpRetry``), polling (``PollCadence``) and plugin discovery
+(``load_providers``). The modules behind it may move; these names stay.
+"""
+
+from .contract import (
+    PLUGIN_API_VERSION,
+    APlusOptions,
+    CopyOptions,
+    ImageOptions,
+    ItemError,
+    JobRef,
+    JobResult,
+    ListingCopy,
+    OutputRef,
+    Price,
+    Product,
+    Provider,
+    ProviderLimits,
+    ProviderSettings,
+    RouteLimit,
+    ScaleOptions,
+    Step,
+    StepContext,
+    Throttle,
+    Variation,
+    WebhookSettings,
+    no_throttle,
+)
+from .errors import (
+    AuthenticationError,
+    ContentRefused,
+    InsufficientCredits,
+    JobFailed,
+    MalformedResponse,
+    NotFound,
+    OutputExpired,
+    PermanentError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+    RequestValidationError,
+    RetryableError,
+    ServerError,
+    SubmitOutcomeUnknown,
+    WaitTimeout,
+    parse_retry_after,
+    redact,
+    resend_is_safe,
+)
+from .http import BearerAuth, ProviderClient
+from .kit import SERVER_ERRORS, ErrorMap, ErrorRule, Kit
+from .polling import JobClock, PollCadence
+from .registry import ENTRY_POINT_GROUP, PluginLoadError, Registry, load_providers
+from .retries import HttpRetry
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PLUGIN_API_VERSION",
+    "SERVER_ERRORS",
+    "APlusOptions",
+    "AuthenticationError",
+    "BearerAuth",
+    "ContentRefused",
+    "CopyOptions",
+    "ErrorMap",
+    "ErrorRule",
+    "HttpRetry",
+    "ImageOptions",
+    "InsufficientCredits",
+    "ItemError",
+    "JobClock",
+    "JobFailed",
     "JobRef",
     "JobResult",
+    "Kit",
+    "ListingCopy",
+    "MalformedResponse",
+    "NotFound",
+    "OutputExpired",
+    "OutputRef",
     "PermanentError",
+    "PluginLoadError",
+    "PollCadence",
+    "Price",
+    "Product",
     "Provider",
+    "ProviderClient",
+    "ProviderConnectionError",
     "ProviderError",
+    "ProviderLimits",
+    "ProviderSettings",
+    "ProviderTimeout",
     "QuotaExhausted",
+    "RateLimited",
+    "Registry",
+    "RequestValidationError",
     "RetryableError",
+    "RouteLimit",
+    "ScaleOptions",
+    "ServerError",
     "Step",
+    "StepContext",
+    "SubmitOutcomeUnknown",
+    "Throttle",
+    "Variation",
+    "WaitTimeout",
+    "WebhookSettings",
+    "load_providers",
+    "no_throttle",
+    "parse_retry_after",
+    "redact",
+    "resend_is_safe",
 ]

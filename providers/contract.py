@@ -19,8 +19,18 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal, get_args
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .polling import JobClock, PollCadence
+from .retries import HttpRetry
 
 PLUGIN_API_VERSION = "1.2"  # 1.1: optional cross-product batching (merge_requests/split_result)
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
@@ -223,6 +233,21 @@ class StepContext(BaseModel):
 # --- job references and results ----------------------------------------------------------------
 
 
+class HostRecord(BaseModel):
+    """What the host running a plugin records about a job, apart from the plugin's own ``meta``.
+    Plugins neither read nor write it."""
+
+    run_id: str | None = Field(None, description="the run that submitted the job")
+    label: str | None = Field(None, description="the host's name for the submission")
+    budget_hold: str | None = Field(None, description="the run budget's hold that the wait settles")
+    member: str | None = Field(None, description="set on a batch member's pointer: its id in the merged job")
+
+    @classmethod
+    def from_legacy(cls, meta: dict[str, Any]) -> HostRecord:
+        """The record an earlier version kept in ``meta`` (cached job references stay readable)."""
+        return cls(**{k: meta[k] for k in cls.model_fields if isinstance(meta.get(k), str)})
+
+
 class JobRef(BaseModel):
     """A submitted job: serializable, so it can be persisted before waiting and resumed later."""
 
@@ -239,7 +264,25 @@ class JobRef(BaseModel):
         "submitted", description="'submitted': a job to wait on. Otherwise the submit failed after it may "
         "have been processed: charged (the balance shows it) but its job cannot be found, or unknown",
     )
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict, description="the plugin's own record of the job")
+    host: HostRecord = Field(default_factory=HostRecord, description="the host's record of the job")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_host(cls, data: Any) -> Any:
+        """A reference cached by an earlier version keeps the host's record in ``meta`` (it always has
+        a ``run_id`` there; a plugin's fresh reference never does)."""
+        if isinstance(data, dict) and "host" not in data and isinstance(data.get("meta"), dict) \
+                and "run_id" in data["meta"]:  # fmt: skip
+            return {**data, "host": HostRecord.from_legacy(data["meta"])}
+        return data
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling a reference an earlier version cached (Prefect's default result serializer)."""
+        fields = state.get("__dict__", {})
+        if "host" not in fields:
+            state = {**state, "__dict__": {**fields, "host": HostRecord.from_legacy(fields.get("meta") or {})}}
+        super().__setstate__(state)
 
     @property
     def held(self) -> bool:
@@ -282,13 +325,19 @@ class JobResult(BaseModel):
 class ProviderSettings(BaseSettings):
     """Base URL and credential for one provider; subclasses set the env prefix (``PIXII_`` ...)."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8")
+    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8",
+                                      env_nested_delimiter="__")  # fmt: skip
 
     base_url: str
     api_key: SecretStr | None = Field(None, description="credential; never logged")
     timeout_seconds: float = Field(60.0, gt=0, le=600)
     poll_interval_seconds: float | None = Field(None, gt=0, description="override the advised cadence")
-    max_wait_seconds: float = Field(900.0, gt=0, description="give up waiting (job stays resumable)")
+    poll_cadence: PollCadence = Field(default_factory=PollCadence, description="the provider's advised cadence "
+                                      "(<PREFIX>POLL_CADENCE__FIRST_SECONDS ...)")  # fmt: skip
+    max_wait_seconds: float = Field(
+        900.0, gt=0, description="give up waiting this long after the job's submission (it stays resumable)")
+    http_retry: HttpRetry = Field(default_factory=HttpRetry, description="retries of transient HTTP failures "
+                                  "(<PREFIX>HTTP_RETRY__MAX_ATTEMPTS ...); paid submissions are never retried here")
     settle_seconds: float = Field(
         10.0, ge=0, le=600,
         description="after a paid request's answer was lost, how long a job list that does not show it yet "
@@ -297,6 +346,10 @@ class ProviderSettings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value()] if self.api_key else []
+
+    def cadence(self) -> PollCadence:
+        """The poll cadence in force: ``poll_interval_seconds`` when set, else the advised one."""
+        return self.poll_cadence.fixed(self.poll_interval_seconds)
 
     @model_validator(mode="after")
     def _api_key_from_secret_block(self) -> ProviderSettings:
@@ -394,6 +447,7 @@ class Provider(abc.ABC):
         self.http = http
         self.settings = settings or self.settings_class()
         self.throttle = throttle
+        self.created_at = time.time()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.settings.base_url}>"
@@ -447,7 +501,13 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def wait(self, ref: JobRef) -> JobResult:
-        """Poll the job until it finishes; raises ``WaitTimeout`` past ``max_wait_seconds``."""
+        """Poll the job until it finishes; raises ``WaitTimeout`` past its deadline (``job_clock``)."""
+
+    def job_clock(self, ref: JobRef) -> JobClock:
+        """The one deadline of waiting for ``ref``: ``max_wait_seconds`` after its submission, or after
+        this plugin was created for a job of an earlier run (``providers.polling``)."""
+        return JobClock(ref.job_id, ref.submitted_at, self.settings.max_wait_seconds, since=self.created_at,
+                        provider=self.name)  # fmt: skip
 
     def inputs(self, step: Step) -> frozenset[str]:
         """The upstream outputs this provider's request for ``step`` reads: ``"copy"`` (the listing

@@ -2,13 +2,18 @@
 
 Each client is built on an injected ``httpx.AsyncClient`` (tests pass one bound to a sandbox or a
 ``MockTransport``). This module turns transport failures and non-2xx responses into the shared error
-taxonomy, applies the throttle before every request, and keeps credentials out of every message.
+taxonomy, applies the throttle before every attempt, retries transient failures with the provider's
+``HttpRetry`` policy (``providers.retries``: the only retry of a provider request), and keeps
+credentials out of every message.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
+import logging
+import random
 from collections.abc import Generator
 from typing import Any
 
@@ -21,8 +26,12 @@ from .errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
+    RetryableError,
     redact,
 )
+from .retries import NO_RETRY, HttpRetry, in_force, may_resend
+
+logger = logging.getLogger("listingflow.providers.http")
 
 
 class BearerAuth(httpx.Auth):
@@ -54,6 +63,7 @@ class ProviderClient(abc.ABC):
         throttle: Throttle = no_throttle,
         secrets: list[str] | None = None,
         timeout: float = 60.0,
+        retry: HttpRetry | None = None,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
@@ -61,6 +71,9 @@ class ProviderClient(abc.ABC):
         self.throttle = throttle
         self._secrets = secrets or []
         self.timeout = timeout
+        self.retry = retry or NO_RETRY
+        self.sleep = asyncio.sleep  # the backoff's pause (a seam for tests)
+        self._rng = random.Random()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
@@ -77,8 +90,29 @@ class ProviderClient(abc.ABC):
         json_body: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         authenticated: bool = True,
+        paid: bool = False,
     ) -> Any:
-        """Send one request and return its parsed JSON body, or raise a ``ProviderError``."""
+        """Send one request and return its parsed JSON body, or raise a ``ProviderError``.
+
+        Transient failures are sent again here, as ``self.retry`` allows (``retries.may_resend``);
+        a ``paid`` submission never is: whether it may be resent is the host's decision."""
+        policy, attempt, waited = in_force(self.retry), 1, 0.0
+        while True:
+            try:
+                return await self._attempt(method, path, groups=groups, json_body=json_body, params=params,
+                                           authenticated=authenticated)  # fmt: skip
+            except RetryableError as exc:
+                delay = policy.next_delay(exc, attempt, waited, self._rng)
+                if delay is None or not may_resend(method, exc, paid=paid):
+                    raise
+                logger.info("%s %s: %s; attempt %d in %.1fs", method, path, exc, attempt + 1, delay)
+                await self.sleep(delay)
+                waited += delay
+                attempt += 1
+
+    async def _attempt(self, method: str, path: str, *, groups: list[str], json_body: dict[str, Any] | None,
+                       params: dict[str, Any] | None, authenticated: bool) -> Any:  # fmt: skip
+        """One attempt: the throttle's turn, the request, its body or the mapped error."""
         await self.throttle(groups)
         try:
             response = await self.http.request(

@@ -13,36 +13,38 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
-from ..contract import Throttle, no_throttle
-from ..errors import (
+from providers import (
+    SERVER_ERRORS,
     AuthenticationError,
     ContentRefused,
+    ErrorMap,
+    ErrorRule,
+    HttpRetry,
     InsufficientCredits,
-    MalformedResponse,
+    Kit,
     NotFound,
-    PermanentError,
+    ProviderClient,
     ProviderError,
     QuotaExhausted,
     RateLimited,
     RequestValidationError,
     ServerError,
+    Throttle,
+    no_throttle,
     parse_retry_after,
     redact,
 )
-from ..http import ProviderClient
+
 from .models import (
     PROVIDER,
-    AssetPage,
-    AssetQuery,
     Credits,
-    ExportLink,
     ImageRequest,
     JobStatus,
     JobSubmitted,
@@ -53,11 +55,23 @@ from .models import (
     ProductQuery,
     Webhook,
     WebhookCreate,
-    WebhookUpdate,
-    build,
-    parse,
     unwrap,
 )
+
+KIT = Kit(PROVIDER, ErrorMap((
+    # Branch on HTTP status (contract §3); the ``error`` string code is informational.
+    ErrorRule(QuotaExhausted, statuses=frozenset({429}), pattern="daily|quota"),  # no daily cap is documented; be safe
+    ErrorRule(RateLimited, statuses=frozenset({429})),
+    ErrorRule(InsufficientCredits, statuses=frozenset({402})),
+    ErrorRule(InsufficientCredits, pattern="^insufficient_credits$"),
+    ErrorRule(AuthenticationError, statuses=frozenset({401, 403})),
+    ErrorRule(NotFound, statuses=frozenset({404})),
+    ErrorRule(ContentRefused, statuses=frozenset({422})),
+    ErrorRule(ContentRefused, pattern="content|policy|unsupported_image"),
+    ErrorRule(RequestValidationError, statuses=frozenset({400})),
+    ErrorRule(ServerError, statuses=SERVER_ERRORS),  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
+)))  # fmt: skip
+"""ListingRVA's request/response kit (``providers.kit``): validation, parsing and its error table."""
 
 AI = ["ai", "global"]
 PRODUCTS = ["products", "global"]
@@ -103,12 +117,6 @@ class TokenAuth(httpx.Auth):
             token = await token
         return self._remember(token)
 
-    def _fetch_sync(self) -> str | None:
-        token = self._provider()
-        if inspect.isawaitable(token):
-            raise TypeError("an async token provider needs an httpx.AsyncClient")
-        return self._remember(token)
-
     def _apply(self, request: httpx.Request) -> None:
         request.headers.pop("Authorization", None)
         if self._token:
@@ -123,18 +131,6 @@ class TokenAuth(httpx.Auth):
         if response.status_code == 401:
             if self._token == used:  # another request may already have refreshed it
                 self._token = await self._fetch()
-            self._apply(request)
-            yield request
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._token is None:
-            self._token = self._fetch_sync()
-        used = self._token
-        self._apply(request)
-        response = yield request
-        if response.status_code == 401:
-            if self._token == used:
-                self._token = self._fetch_sync()
             self._apply(request)
             yield request
 
@@ -153,10 +149,11 @@ class ListingRVAClient(ProviderClient):
         throttle: Throttle = no_throttle,
         secrets: list[str] | None = None,
         timeout: float = 60.0,
+        retry: HttpRetry | None = None,
     ) -> None:
         self.token_auth = TokenAuth(token_provider)
         super().__init__(http, base_url=base_url, auth=self.token_auth, throttle=throttle,
-                         secrets=secrets, timeout=timeout)  # fmt: skip
+                         secrets=secrets, timeout=timeout, retry=retry)  # fmt: skip
 
     def _clean(self, text: str | None) -> str | None:
         return None if text is None else redact(text, [*self._secrets, *self.token_auth.seen])
@@ -169,7 +166,7 @@ class ListingRVAClient(ProviderClient):
     # ---- errors ----
 
     def error_from_response(self, response: httpx.Response) -> ProviderError:
-        """Branch on HTTP status (contract §3); the ``error`` string code is informational."""
+        """The code and message read from ListingRVA's body; the class from its table (``KIT``)."""
         status = response.status_code
         body = self.error_body(response)
         code: str | None = None
@@ -185,104 +182,55 @@ class ListingRVAClient(ProviderClient):
             message = response.text[:200]
         where = f"{response.request.method} {response.request.url.path}"
         text = self._clean(f"{where}: {message or response.reason_phrase or 'error'}") or where
-        kw: dict[str, Any] = {"provider": self.provider, "code": self._clean(code), "status": status}
-        lowered = (code or "").lower()
-        if status == 429:
-            retry_after = parse_retry_after(response.headers) or _body_retry_after(body)
-            if "daily" in lowered or "quota" in lowered:  # no daily cap is documented; be safe
-                return QuotaExhausted(text, retry_after=retry_after, **kw)
-            return RateLimited(text, retry_after=retry_after, **kw)
-        if status == 402 or lowered == "insufficient_credits":
-            return InsufficientCredits(text, **kw)
-        if status in (401, 403):
-            return AuthenticationError(text, **kw)
-        if status == 404:
-            return NotFound(text, **kw)
-        if status == 422 or any(w in lowered for w in ("content", "policy", "unsupported_image")):
-            return ContentRefused(text, **kw)
-        if status == 400:
-            return RequestValidationError(text, **kw)
-        if status >= 500:  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
-            return ServerError(text, retry_after=parse_retry_after(response.headers), **kw)
-        return PermanentError(text, **kw)
+        retry_after = parse_retry_after(response.headers)
+        if status == 429 and retry_after is None:
+            retry_after = _body_retry_after(body)
+        return KIT.error(status, self._clean(code), text, retry_after=retry_after)
 
     # ---- AI jobs (route group ai + global) ----
 
     async def generate_image(self, request: ImageRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/image``; debits credits at enqueue. Do not blindly retry (contract §3)."""
-        req = build(ImageRequest, request)
-        data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body())
-        return parse(JobSubmitted, data, what="POST /ai/image")
+        req = KIT.build(ImageRequest, request)
+        data = await self.request("POST", "/ai/image", groups=AI, json_body=req.body(), paid=True)
+        return KIT.parse(JobSubmitted, data, what="POST /ai/image")
 
     async def generate_listing(self, request: ListingRequest | Mapping[str, Any]) -> JobSubmitted:
         """``POST /ai/listing``; debits credits at enqueue. Do not blindly retry (contract §3)."""
-        req = build(ListingRequest, request)
-        data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body())
-        return parse(JobSubmitted, data, what="POST /ai/listing")
+        req = KIT.build(ListingRequest, request)
+        data = await self.request("POST", "/ai/listing", groups=AI, json_body=req.body(), paid=True)
+        return KIT.parse(JobSubmitted, data, what="POST /ai/listing")
 
     async def get_job(self, job_id: str) -> JobStatus:
         """``GET /ai/jobs/:jobId``. ASSUMPTION (contract §4): counts against the ai bucket."""
         data = await self.request("GET", f"/ai/jobs/{_seg(job_id, 'jobId')}", groups=AI)
-        return parse(JobStatus, unwrap(data, "job"), what="GET /ai/jobs")
+        return KIT.parse(JobStatus, unwrap(data, "job"), what="GET /ai/jobs")
 
     # ---- products (route group products + global) ----
 
     async def list_products(self, page: int = 1, limit: int = 20) -> ProductPage:
-        query = build(ProductQuery, {"page": page, "limit": limit})
+        query = KIT.build(ProductQuery, {"page": page, "limit": limit})
         data = await self.request("GET", "/products", groups=PRODUCTS, params=query.body())
-        return parse(ProductPage, data, what="GET /products")
-
-    async def get_product(self, product_id: str) -> Product:
-        data = await self.request("GET", f"/products/{_seg(product_id, 'productId')}", groups=PRODUCTS)
-        return parse(Product, unwrap(data, "product"), what="GET /products/:id")
+        return KIT.parse(ProductPage, data, what="GET /products")
 
     async def create_product(self, request: ProductCreate | Mapping[str, Any]) -> Product:
-        req = build(ProductCreate, request)
+        req = KIT.build(ProductCreate, request)
         data = await self.request("POST", "/products", groups=PRODUCTS, json_body=req.body())
-        return parse(Product, unwrap(data, "product"), what="POST /products")
+        return KIT.parse(Product, unwrap(data, "product"), what="POST /products")
 
-    # ---- assets, export, billing (global only) ----
-
-    async def list_assets(self, query: AssetQuery | Mapping[str, Any] | None = None) -> AssetPage:
-        params = build(AssetQuery, query or {}).body()
-        data = await self.request("GET", "/assets", groups=GLOBAL, params=params or None)
-        return parse(AssetPage, data, what="GET /assets")
-
-    async def export(self, product_id: str) -> ExportLink:
-        """Signed ZIP URL of the product's approved images; it expires at ``expires_at``."""
-        data = await self.request("GET", f"/export/{_seg(product_id, 'productId')}", groups=GLOBAL)
-        return parse(ExportLink, data, what="GET /export/:productId")
+    # ---- billing (global only) ----
 
     async def credits(self) -> Credits:
         data = await self.request("GET", "/billing/credits", groups=GLOBAL)
-        return parse(Credits, data, what="GET /billing/credits")
+        return KIT.parse(Credits, data, what="GET /billing/credits")
 
     # ---- webhooks (global only; ASSUMPTION contract §9 on every path but POST /webhooks) ----
 
     async def create_webhook(self, request: WebhookCreate | Mapping[str, Any]) -> Webhook:
         """The returned ``secret`` is shown only once: store it."""
-        req = build(WebhookCreate, request)
+        req = KIT.build(WebhookCreate, request)
         data = await self.request("POST", "/webhooks", groups=GLOBAL, json_body=req.body())
-        return parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
-
-    async def list_webhooks(self) -> list[Webhook]:
-        data = await self.request("GET", "/webhooks", groups=GLOBAL)
-        items = data.get("webhooks") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise MalformedResponse("GET /webhooks returned an unexpected body", provider=PROVIDER)
-        return [parse(Webhook, w, what="GET /webhooks") for w in items]
-
-    async def update_webhook(self, webhook_id: str, request: WebhookUpdate | Mapping[str, Any]) -> Webhook:
-        """``PATCH /webhooks/:id``, falling back to ``PUT`` on 405 (ASSUMPTION contract §9)."""
-        req = build(WebhookUpdate, request)
-        path = f"/webhooks/{_seg(webhook_id, 'webhookId')}"
-        try:
-            data = await self.request("PATCH", path, groups=GLOBAL, json_body=req.body())
-        except PermanentError as exc:
-            if exc.status != 405:
-                raise
-            data = await self.request("PUT", path, groups=GLOBAL, json_body=req.body())
-        return parse(Webhook, unwrap(data, "webhook"), what="PATCH /webhooks/:id")
+        return KIT.parse(Webhook, unwrap(data, "webhook"), what="POST /webhooks")
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.request("DELETE", f"/webhooks/{_seg(webhook_id, 'webhookId')}", groups=GLOBAL)

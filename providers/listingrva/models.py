@@ -8,20 +8,17 @@ optional fields are not sent. Response models are tolerant: they accept the docu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from ..contract import ListingCopy
-from ..errors import MalformedResponse, RequestValidationError
 
 PROVIDER = "listingrva"
 
@@ -193,16 +190,6 @@ class ProductQuery(_Request):
     limit: int = Field(20, ge=1, le=100)
 
 
-class AssetQuery(_Request):
-    """``GET /assets`` filters; ``page``/``limit`` only if the service supports them (ASSUMPTION)."""
-
-    product_id: str | None = Field(None, alias="productId", min_length=1)
-    platform: Platform | None = None
-    style: ImageStyle | None = None
-    page: int | None = Field(None, ge=1)
-    limit: int | None = Field(None, ge=1, le=100)
-
-
 class WebhookCreate(_Request):
     """``POST /webhooks``; unknown event names are allowed (contract §9: names mostly unpublished)."""
 
@@ -218,49 +205,6 @@ class WebhookCreate(_Request):
     @classmethod
     def _check_events(cls, v: list[str] | None) -> list[str] | None:
         return _events(v)
-
-
-class WebhookUpdate(_Request):
-    """``PATCH /webhooks/:id`` (ASSUMPTION contract §9: path and body); at least one field."""
-
-    url: str | None = Field(None, min_length=1)
-    events: list[str] | None = Field(None, min_length=1)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, v: str | None) -> str | None:
-        return _url(v)
-
-    @field_validator("events")
-    @classmethod
-    def _check_events(cls, v: list[str] | None) -> list[str] | None:
-        return _events(v)
-
-    @model_validator(mode="after")
-    def _something(self) -> WebhookUpdate:
-        if self.url is None and self.events is None:
-            raise ValueError("give url and/or events")
-        return self
-
-
-R = TypeVar("R", bound=BaseModel)
-
-
-def build(model: type[R], data: Mapping[str, Any] | R, *, where: str = "") -> R:
-    """Validate ``data`` into ``model``; failures become ``RequestValidationError`` naming the field
-    (prefixed with ``where``, e.g. ``products[US/B0X]``)."""
-    if isinstance(data, model):
-        data = data.model_dump(by_alias=True, exclude_none=True)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = RequestValidationError.from_pydantic(exc, provider=PROVIDER, model=model.__name__)
-        if not where:
-            raise err from None
-        field = f"{where}.{err.field}"
-        raise RequestValidationError(
-            f"{where}: {err.message}", provider=PROVIDER, code=err.code, field=field
-        ) from None
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -381,48 +325,6 @@ class ProductPage(_Response):
         return {"products": v} if isinstance(v, list) else v
 
 
-class Asset(_Response):
-    """ASSUMPTION (contract §8): shape undocumented; at least id, URL, product, platform, style."""
-
-    id: str | None = None
-    url: str | None = None
-    product_id: str | None = Field(None, alias="productId")
-    platform: str | None = None
-    style: str | None = None
-    approved: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            v = dict(v)
-            v.setdefault("url", v.get("imageUrl"))
-            v.setdefault("productId", v.get("product_id"))
-        return v
-
-
-class AssetPage(_Response):
-    assets: list[Asset] = Field(default_factory=list)
-    total: int | None = None
-    page: int | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return {"assets": v}
-        if isinstance(v, dict) and "assets" not in v:
-            for key in ("images", "items", "data"):
-                if isinstance(v.get(key), list):
-                    return {**v, "assets": v[key]}
-        return v
-
-
-class ExportLink(_Response):
-    download_url: str = Field(alias="downloadUrl", min_length=1)
-    expires_at: str | None = Field(None, alias="expiresAt")
-
-
 class Credits(_Response):
     credits_remaining: int = Field(alias="creditsRemaining")
     subscription_credits: int | None = Field(None, alias="subscriptionCredits")
@@ -451,14 +353,3 @@ def unwrap(data: Any, key: str) -> Any:
     if isinstance(data, dict) and isinstance(data.get(key), dict):
         return data[key]
     return data
-
-
-def parse(model: type[R], data: Any, *, what: str) -> R:
-    """Validate a response body; a body that breaks the contract is ``MalformedResponse``."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:3])
-        raise MalformedResponse(
-            f"{what} returned an unexpected body (problem at: {fields})", provider=PROVIDER
-        ) from None

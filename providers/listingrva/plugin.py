@@ -22,14 +22,18 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from ..contract import (
+from providers import (
     JobRef,
     JobResult,
     ListingCopy,
+    MalformedResponse,
     OutputRef,
+    PollCadence,
     Price,
     Product,
+    ProviderError,
     ProviderLimits,
+    RequestValidationError,
     RouteLimit,
     Step,
     StepContext,
@@ -37,16 +41,10 @@ from ..contract import (
     WebhookSettings,
     no_throttle,
 )
-from ..contract import Provider as BaseProvider
-from ..errors import (
-    MalformedResponse,
-    ProviderError,
-    RequestValidationError,
-    RetryableError,
-    WaitTimeout,
-)
+from providers import Provider as BaseProvider
+
 from ..webhooks import WebhookInbox
-from .client import ListingRVAClient, TokenProvider
+from .client import KIT, ListingRVAClient, TokenProvider
 from .models import (
     IMAGE_STYLE_CREDITS,
     LISTING_CREDITS,
@@ -56,21 +54,9 @@ from .models import (
     ListingRequest,
     ProductCreate,
     WebhookCreate,
-    build,
 )
 from .webhooks import IMAGE_EVENT, event_image_urls, webhook_inbox
 
-# Poll cadence. The docs give none (contract §7 assumes ~10 s, then every 5 s), but every poll is
-# counted against the same 30/min ``/ai/*`` bucket as submissions, and listing jobs have no webhook:
-# a poll before a job can be done spends a submission's budget. So the first poll waits for the low
-# end of the documented completion time (20-60 s), and later polls back off by 5 s up to 15 s.
-# Measured (benchmarks, x10 time-scaled): 3.1 polls per listing job at 10 s + 5 s, 1.0 with this.
-FIRST_POLL_SECONDS = 20.0
-POLL_SECONDS = 5.0
-POLL_MAX_SECONDS = 15.0
-POLL_RETRIES = 5  # transient errors tolerated on one poll before giving up
-RETRY_BASE_SECONDS = 2.0  # ASSUMPTION (contract §4): back off from ~2 s, cap ~60 s
-RETRY_CAP_SECONDS = 60.0
 PAGE_SIZE = 100  # GET /products max limit (contract §8)
 MAX_PAGES = 1000
 INDEX_TTL_SECONDS = 600.0  # re-read the workspace's product records after this
@@ -79,7 +65,6 @@ INDEX_TTL_SECONDS = 600.0  # re-read the workspace's product records after this
 MARKETPLACE_LANGUAGES = {"DE": "German", "FR": "French", "BE": "French", "ES": "Spanish", "MX": "Spanish",
                          "IT": "Italian", "JP": "Japanese", "BR": "Portuguese", "NL": "Dutch", "PL": "Polish",
                          "SE": "Swedish", "TR": "Turkish", "CN": "Chinese", "EG": "Arabic", "SA": "Arabic"}  # fmt: skip
-_sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiting
 logger = logging.getLogger("listingflow.listingrva")
 
 
@@ -91,6 +76,13 @@ class ListingRVASettings(WebhookSettings):
     base_url: str = "https://api.listingrvaai.com/api"
     # ASSUMPTION (contract §7): give up after ~5 minutes; the job id stays resumable.
     max_wait_seconds: float = 300.0
+    # Poll cadence. The docs give none (contract §7 assumes ~10 s, then every 5 s), but every poll is
+    # counted against the same 30/min ``/ai/*`` bucket as submissions, and listing jobs have no webhook:
+    # a poll before a job can be done spends a submission's budget. So the first poll waits for the low
+    # end of the documented completion time (20-60 s), and later polls back off by 5 s up to 15 s.
+    # Measured (benchmarks, x10 time-scaled): 3.1 polls per listing job at 10 s + 5 s, 1.0 with this.
+    poll_cadence: PollCadence = PollCadence(first_seconds=20.0, every_seconds=5.0, step_seconds=5.0,
+                                            max_seconds=15.0)  # fmt: skip
     first_poll_seconds: float | None = Field(None, gt=0, description="override the wait before the first poll")
     webhook_listen: str = Field("0.0.0.0:8788", description="host:port the webhook receiver listens on")
 
@@ -161,6 +153,7 @@ class ListingRVAProvider(BaseProvider):
             throttle=self.throttle,
             secrets=self.settings.secret_values(),
             timeout=self.settings.timeout_seconds,
+            retry=self.settings.http_retry,
         )
         self._products: dict[tuple[str, str], str] = {}  # (title, category) -> product id
         self._indexed_at: float | None = None
@@ -188,7 +181,7 @@ class ListingRVAProvider(BaseProvider):
             opts = ctx.copy_options
             keywords = ", ".join(k.strip() for k in opts.seed_keywords if k.strip())
             return [
-                build(ListingRequest, {
+                KIT.build(ListingRequest, {
                     "productId": product_id, "platform": opts.platform, "tone": opts.tone,
                     "components": list(opts.components), "seedKeywords": keywords or None,
                     "targetAudience": _audience(opts.target_audience, ctx.product.country_code),
@@ -204,7 +197,7 @@ class ListingRVAProvider(BaseProvider):
             "customPrompt": _prompt(ctx.copy_result),
         }
         # one request per distinct style: one request is one variant (contract §5)
-        return [build(ImageRequest, {**common, "style": s}, where=where) for s in dict.fromkeys(styles)]
+        return [KIT.build(ImageRequest, {**common, "style": s}, where=where) for s in dict.fromkeys(styles)]
 
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
         """Exactly the published price; the returned ``creditCost`` still wins (contract §5)."""
@@ -230,7 +223,7 @@ class ListingRVAProvider(BaseProvider):
                 if key not in self._products:
                     await self._refresh_index()
                 if key not in self._products:
-                    request = build(ProductCreate, {
+                    request = KIT.build(ProductCreate, {
                         "title": product.title, "description": product.description,
                         "category": product.category,
                         "imageUrl": product.image_urls[0] if product.image_urls else None,
@@ -309,21 +302,22 @@ class ListingRVAProvider(BaseProvider):
     async def wait(self, ref: JobRef) -> JobResult:
         if self._inbox is not None and self._inbox.expects(ref.job_id):
             return await self._wait_for_event(ref, self._inbox)
-        configured = self.settings.poll_interval_seconds
-        first = self.settings.first_poll_seconds or (configured if configured is not None else FIRST_POLL_SECONDS)
-        every = configured if configured is not None else POLL_SECONDS
-        step, cap = every, (every if configured is not None else POLL_MAX_SECONDS)
-        deadline = time.monotonic() + self.settings.max_wait_seconds
-        delay = min(first, max(0.0, ref.submitted_at + first - time.time()))  # resumed: poll now
+        cadence = self.settings.cadence()
+        if self.settings.first_poll_seconds:
+            cadence = cadence.model_copy(update={"first_seconds": self.settings.first_poll_seconds})
+        clock, delays = self.job_clock(ref), cadence.delays()
+        first = next(delays)
+        await clock.pause(min(first, max(0.0, ref.submitted_at + first - time.time())), "queued",
+                          first=True)  # resumed: poll now  # fmt: skip
         while True:
-            await _sleep(max(0.0, min(delay, deadline - time.monotonic())))
-            if (result := await self._poll_until(ref, deadline)) is not None:
-                return result
-            delay, every = every, min(every + step, cap)
+            job = await self.client.get_job(ref.job_id)
+            if job.finished:
+                return self._result(ref, job)
+            await clock.pause(next(delays), job.status)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read ``GET /ai/jobs/:id`` (the only way to read a job again); None if unfinished."""
-        job = await self._poll(ref, time.monotonic() + self.settings.max_wait_seconds)
+        job = await self.client.get_job(ref.job_id)
         return self._result(ref, job) if job.finished else None
 
     balance_endpoint = True
@@ -374,44 +368,21 @@ class ListingRVAProvider(BaseProvider):
     async def _wait_for_event(self, ref: JobRef, inbox: WebhookInbox) -> JobResult:
         """Wait for the job's signed event; a poll only when none came within the reconcile delay or
         the event did not carry this job's images."""
-        deadline = time.monotonic() + self.settings.max_wait_seconds
+        clock = self.job_clock(ref)
         try:
             while True:
-                timeout = min(self.settings.webhook_reconcile_seconds, deadline - time.monotonic())
-                data = await inbox.wait(ref.job_id, timeout)
+                data = await inbox.wait(ref.job_id, min(self.settings.webhook_reconcile_seconds, clock.left()))
                 if data is not None and (urls := event_image_urls(ref.job_id, data)):
                     return self._image_result(ref, urls)
-                if (result := await self._poll_until(ref, deadline)) is not None:
-                    return result
+                job = await self.client.get_job(ref.job_id)
+                if job.finished:
+                    return self._result(ref, job)
+                if clock.left() <= 0:
+                    raise clock.timeout(job.status)
         finally:
             inbox.forget(ref.job_id)
 
     # ---- helpers ----
-
-    async def _poll_until(self, ref: JobRef, deadline: float) -> JobResult | None:
-        """One poll: the result once the job is finished, None while it runs, WaitTimeout past
-        ``deadline``."""
-        job = await self._poll(ref, deadline)
-        if job.finished:
-            return self._result(ref, job)
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"job {ref.job_id} still {job.status} after {self.settings.max_wait_seconds:g}s",
-                              provider=PROVIDER, code=job.status)  # fmt: skip
-        return None
-
-    async def _poll(self, ref: JobRef, deadline: float) -> JobStatus:
-        """One GET with bounded retries on transient errors, honouring ``retry_after``."""
-        base = self.settings.poll_interval_seconds or RETRY_BASE_SECONDS
-        for attempt in range(POLL_RETRIES + 1):
-            try:
-                return await self.client.get_job(ref.job_id)
-            except RetryableError as exc:
-                pause = exc.retry_after if exc.retry_after is not None else base * 2**attempt
-                pause = min(pause, RETRY_CAP_SECONDS)
-                if attempt == POLL_RETRIES or time.monotonic() + pause > deadline:
-                    raise
-                await _sleep(pause)
-        raise AssertionError("unreachable")
 
     def _result(self, ref: JobRef, job: JobStatus) -> JobResult:
         charged = ref.credits_at_submit

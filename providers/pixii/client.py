@@ -15,12 +15,16 @@ from urllib.parse import quote
 
 import httpx
 
-from providers.errors import (
+from providers import (
+    SERVER_ERRORS,
     AuthenticationError,
     ContentRefused,
+    ErrorMap,
+    ErrorRule,
     InsufficientCredits,
+    Kit,
     NotFound,
-    PermanentError,
+    ProviderClient,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -28,7 +32,6 @@ from providers.errors import (
     ServerError,
     parse_retry_after,
 )
-from providers.http import ProviderClient
 
 from .models import (
     PROVIDER,
@@ -40,28 +43,35 @@ from .models import (
     ListJobsQuery,
     ScaleRequest,
     SubmitResponse,
-    parse_response,
     unwrap,
-    validate_request,
 )
 
 SUBMIT_GROUP = "submit"
 """The one rate-limited route group: the three submission POSTs (contract §11)."""
 
-_BY_CODE: dict[str, type[ProviderError]] = {
-    "VALIDATION_ERROR": RequestValidationError,
-    # No brand means every submission fails until the dashboard is fixed: an account-level stop,
-    # like a bad key, so it maps to AuthenticationError.
-    "NO_ACTIVE_BRAND": AuthenticationError,
-    "UNAUTHORIZED": AuthenticationError,
-    "INSUFFICIENT_CREDITS": InsufficientCredits,
-    "JOB_NOT_FOUND": NotFound,
-    "RATE_LIMIT_MINUTE_EXCEEDED": RateLimited,
-    "RATE_LIMIT_DAY_EXCEEDED": QuotaExhausted,
-    "INTERNAL_ERROR": ServerError,
-    "SERVICE_UNAVAILABLE": ServerError,
-}
-_CONTENT_CODE = re.compile(r"IMAGE|CONTENT|POLICY|NSFW|MEDIA|UNSAFE", re.IGNORECASE)
+KIT = Kit(PROVIDER, ErrorMap.of(
+    {  # by Pixii's code first (contract §9)
+        "VALIDATION_ERROR": RequestValidationError,
+        # No brand means every submission fails until the dashboard is fixed: an account-level stop,
+        # like a bad key, so it maps to AuthenticationError.
+        "NO_ACTIVE_BRAND": AuthenticationError,
+        "UNAUTHORIZED": AuthenticationError,
+        "INSUFFICIENT_CREDITS": InsufficientCredits,
+        "JOB_NOT_FOUND": NotFound,
+        "RATE_LIMIT_MINUTE_EXCEEDED": RateLimited,
+        "RATE_LIMIT_DAY_EXCEEDED": QuotaExhausted,
+        "INTERNAL_ERROR": ServerError,
+        "SERVICE_UNAVAILABLE": ServerError,
+    },
+    {400: RequestValidationError, 401: AuthenticationError, 403: AuthenticationError, 402: InsufficientCredits,
+     404: NotFound, 422: RequestValidationError},
+    # unknown codes: 429 limited, 5xx retryable, content problems refused, then the status
+    ErrorRule(RateLimited, statuses=frozenset({429})),
+    ErrorRule(ServerError, statuses=SERVER_ERRORS),
+    ErrorRule(ContentRefused, pattern=r"IMAGE|CONTENT|POLICY|NSFW|MEDIA|UNSAFE"),
+    ErrorRule(ContentRefused, statuses=frozenset({413, 415})),
+))  # fmt: skip
+"""Pixii's request/response kit (``providers.kit``): validation, parsing and its error table."""
 
 
 class PixiiClient(ProviderClient):
@@ -70,20 +80,20 @@ class PixiiClient(ProviderClient):
     # ---- submissions (rate-limited, spend credits) ----
 
     async def listing_builder(self, request: ListingBuilderRequest | dict[str, Any]) -> SubmitResponse:
-        req = validate_request(ListingBuilderRequest, request)
+        req = KIT.build(ListingBuilderRequest, request)
         return await self._submit("/v1/api/listing_builder", req.body())
 
     async def a_plus(self, request: APlusRequest | dict[str, Any]) -> SubmitResponse:
-        req = validate_request(APlusRequest, request)
+        req = KIT.build(APlusRequest, request)
         return await self._submit("/v1/api/a_plus", req.body())
 
     async def scale(self, request: ScaleRequest | dict[str, Any]) -> SubmitResponse:
-        req = validate_request(ScaleRequest, request)
+        req = KIT.build(ScaleRequest, request)
         return await self._submit("/v1/api/scale", req.body())
 
     async def _submit(self, path: str, body: dict[str, Any]) -> SubmitResponse:
-        raw = await self.request("POST", path, groups=[SUBMIT_GROUP], json_body=body)
-        return parse_response(SubmitResponse, unwrap(raw), what=f"POST {path}")
+        raw = await self.request("POST", path, groups=[SUBMIT_GROUP], json_body=body, paid=True)
+        return KIT.parse(SubmitResponse, unwrap(raw), what=f"POST {path}")
 
     # ---- jobs (not rate-limited) ----
 
@@ -92,14 +102,14 @@ class PixiiClient(ProviderClient):
             raise RequestValidationError("job_id is required", provider=PROVIDER, field="job_id")
         path = f"/v1/api/jobs/{quote(job_id, safe='')}"
         raw = await self.request("GET", path, groups=[])
-        return parse_response(Job, unwrap(raw), what="GET /v1/api/jobs/{id}")
+        return KIT.parse(Job, unwrap(raw), what="GET /v1/api/jobs/{id}")
 
     async def list_jobs(self, asin: str, *, page: int = 1, limit: int = 20) -> JobList:
         """One page of the ASIN's jobs, most recent first."""
-        query = validate_request(ListJobsQuery, {"asin": asin, "page": page, "limit": limit})
+        query = KIT.build(ListJobsQuery, asin=asin, page=page, limit=limit)
         # ASSUMPTION (contract §2): the list endpoint is not rate-limited; a 429 still maps normally.
         raw = await self.request("GET", "/v1/api/jobs", groups=[], params=query.body())
-        return parse_response(JobList, raw, what="GET /v1/api/jobs")
+        return KIT.parse(JobList, raw, what="GET /v1/api/jobs")
 
     async def iter_jobs(self, asin: str, *, limit: int = 20) -> AsyncIterator[JobSummary]:
         """Every job of the ASIN, paging until ``page * limit >= total`` (contract §8)."""
@@ -111,9 +121,6 @@ class PixiiClient(ProviderClient):
             if not listing.has_more:
                 return
             page += 1
-
-    async def all_jobs(self, asin: str) -> list[JobSummary]:
-        return [job async for job in self.iter_jobs(asin)]
 
     # ---- errors ----
 
@@ -128,26 +135,7 @@ class PixiiClient(ProviderClient):
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and isinstance(err.get("retry_after"), int | float):
             retry_after = max(0.0, float(err["retry_after"]))
-        cls = _BY_CODE.get(code or "") or self._class_for(status, code)
-        kw: dict[str, Any] = {"provider": PROVIDER, "code": code, "status": status, "detail": detail}
-        if cls in (RateLimited, ServerError, QuotaExhausted):
-            kw["retry_after"] = retry_after
-        elif issubclass(cls, RequestValidationError):
-            kw["field"] = _field_from(detail)
-        return cls(message, **kw)
-
-    @staticmethod
-    def _class_for(status: int, code: str | None) -> type[ProviderError]:
-        """Unknown codes: 429 limited, 5xx retryable, other 4xx permanent."""
-        if status == 429:
-            return RateLimited
-        if status >= 500:
-            return ServerError
-        if (code and _CONTENT_CODE.search(code)) or status in (413, 415):
-            return ContentRefused
-        return {400: RequestValidationError, 401: AuthenticationError, 403: AuthenticationError,
-                402: InsufficientCredits, 404: NotFound, 422: RequestValidationError}.get(
-                    status, PermanentError)  # fmt: skip
+        return KIT.error(status, code, message, retry_after=retry_after, field=_field_from(detail), detail=detail)
 
     def _fallback_message(self, response: httpx.Response, body: Any) -> str:
         if body is None:

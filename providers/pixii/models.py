@@ -9,7 +9,7 @@ parsers accept every documented alternative and ignore unknown fields.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -17,14 +17,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from providers.contract import SCALE_ALLOWED, APlusType, Marketplace, ScaleAssetType, ScaleMode, ScalePlatform
-from providers.errors import MalformedResponse, RequestValidationError
+from providers.contract import (
+    SCALE_ALLOWED,
+    APlusType,
+    Marketplace,
+    ScaleAssetType,
+    ScaleMode,
+    ScalePlatform,
+)
 
 PROVIDER = "pixii"
 
@@ -145,19 +150,6 @@ class ListJobsQuery(_Request):
 
 
 SubmitRequest = ListingBuilderRequest | APlusRequest | ScaleRequest
-M = TypeVar("M", bound=BaseModel)
-
-
-def validate_request(model: type[M], data: Any) -> M:
-    """Build a request model, turning pydantic's error into one that names the offending field."""
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError.from_pydantic(exc, provider=PROVIDER, model=model.__name__) from None
-
-
 # --- responses ---------------------------------------------------------------------------------
 
 
@@ -271,16 +263,6 @@ def unwrap(body: Any) -> Any:
     if isinstance(body, dict) and isinstance(body.get("data"), dict):
         return body["data"]
     return body
-
-
-def parse_response(model: type[M], body: Any, *, what: str) -> M:
-    """A 2xx body that does not fit the contract is malformed (retryable), not a crash."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:5])
-        raise MalformedResponse(f"{what}: response does not match the contract ({fields})",
-                                provider=PROVIDER) from None  # fmt: skip
 
 
 def parse_time(value: str | None) -> float | None:

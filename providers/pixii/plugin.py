@@ -18,32 +18,30 @@ from typing import Any
 from pydantic import BaseModel, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from providers.contract import (
+from providers import (
+    BearerAuth,
     ItemError,
     JobRef,
     JobResult,
     OutputRef,
+    PollCadence,
     Price,
     Provider,
+    ProviderError,
     ProviderLimits,
     ProviderSettings,
+    RequestValidationError,
+    RetryableError,
     RouteLimit,
     Step,
     StepContext,
+    SubmitOutcomeUnknown,
     Throttle,
     no_throttle,
-)
-from providers.errors import (
-    ProviderError,
-    RequestValidationError,
-    RetryableError,
-    SubmitOutcomeUnknown,
-    WaitTimeout,
     resend_is_safe,
 )
-from providers.http import BearerAuth
 
-from .client import SUBMIT_GROUP, PixiiClient
+from .client import KIT, SUBMIT_GROUP, PixiiClient
 from .models import (
     APLUS_CREDITS,
     JOB_TYPE_LISTING_BUILDER,
@@ -55,18 +53,13 @@ from .models import (
     ScaleRequest,
     SubmitResponse,
     parse_time,
-    validate_request,
 )
 
 logger = logging.getLogger("listingflow.providers.pixii")
 
-ADVISED_POLL_SECONDS = 5.0  # contract §10: "poll every 5 seconds"
 URL_TTL_SECONDS = 7 * 24 * 3600  # contract §10: signed URLs valid 7 days
-MAX_POLL_RETRIES = 6  # consecutive retryable failures of GET /jobs/{id} before wait gives up
-MAX_BACKOFF_SECONDS = 60.0
 RECONCILE_SKEW_SECONDS = 30.0
 """How far before our submit a listed job may have been created and still be ours (clock skew)."""
-RECONCILE_ATTEMPTS = 4  # reads of the job list before a submit's outcome is declared unknown
 PREFLIGHT_ASIN = "LISTINGFLOW"  # a well-formed ASIN whose (empty) job list proves the key works
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
@@ -79,6 +72,8 @@ class PixiiSettings(ProviderSettings):
     model_config = SettingsConfigDict(env_prefix="PIXII_", extra="ignore")
 
     base_url: str = "https://api.pixii.ai"
+    # contract §10: "poll every 5 seconds"; the first poll at once (a job may be done by then)
+    poll_cadence: PollCadence = PollCadence(first_seconds=0.0, every_seconds=5.0)
 
     @field_validator("base_url")
     @classmethod
@@ -128,6 +123,7 @@ class PixiiProvider(Provider):
             throttle=throttle,
             secrets=self.settings.secret_values(),
             timeout=self.settings.timeout_seconds,
+            retry=self.settings.http_retry,
         )
         self._known_jobs: set[str] = set()
         self._remaining_credits: int | None = None
@@ -153,7 +149,7 @@ class PixiiProvider(Provider):
             "main_image_url": urls[0] if urls else None,
             "other_image_urls": urls[1:] or None,
         }
-        return _build(ListingBuilderRequest, data, ctx)
+        return KIT.build(ListingBuilderRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def _aplus_request(self, ctx: StepContext) -> APlusRequest:
         product = ctx.product
@@ -167,7 +163,7 @@ class PixiiProvider(Provider):
             "other_image_urls": others or None,
             "user_prompt": _aplus_prompt(ctx),
         }
-        return _build(APlusRequest, data, ctx)
+        return KIT.build(APlusRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def _scale_request(self, ctx: StepContext) -> ScaleRequest:
         product, variation, options = ctx.product, ctx.variation, ctx.scale_options
@@ -199,7 +195,7 @@ class PixiiProvider(Provider):
             "items": [{"preview_url": reference, "platform": t.platform, "asset_type": t.asset_type}
                       for t in options.targets],  # fmt: skip
         }
-        return _build(ScaleRequest, data, ctx)
+        return KIT.build(ScaleRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
         if isinstance(request, APlusRequest):
@@ -222,9 +218,7 @@ class PixiiProvider(Provider):
         model = _MODEL_BY_STEP.get(step)
         if model is None:
             raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
-        # a request of another model is re-read from its fields, and fails validation naming the field
-        data = request if isinstance(request, model) else request.model_dump(exclude_none=True)
-        req = validate_request(model, data)
+        req = KIT.build(model, request)  # a wrong model fails validation
         kind = _KIND_BY_STEP[step]
         started = time.time()
         try:
@@ -285,23 +279,19 @@ class PixiiProvider(Provider):
                       balance_after=remaining, meta=meta)  # fmt: skip
 
     async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
-        """Find a job for the same ASIN created since just before the submit that we do not know yet."""
+        """Find a job for the same ASIN created since just before the submit that we do not know yet.
+        The job list's transient failures are retried by the HTTP layer (``providers.retries``)."""
         since = started - RECONCILE_SKEW_SECONDS
-        for attempt in range(RECONCILE_ATTEMPTS):
-            try:
+        try:
+            found = await self._find_job(step, req, kind, since, exc)
+            if found is None and self.settings.settle_seconds:
+                # a gateway's 5xx, a timeout or a dropped connection: Pixii may still be creating the
+                # job; an empty list is believed only once it has had time to appear
+                await asyncio.sleep(self.settings.settle_seconds)
                 found = await self._find_job(step, req, kind, since, exc)
-                if found is None and self.settings.settle_seconds:
-                    # a gateway's 5xx, a timeout or a dropped connection: Pixii may still be creating
-                    # the job; an empty list is believed only once it has had time to appear
-                    await asyncio.sleep(self.settings.settle_seconds)
-                    found = await self._find_job(step, req, kind, since, exc)
-                return found
-            except RetryableError as lookup:
-                logger.warning("pixii reconciliation for %s failed (%s), retrying", req.asin, lookup)
-                await asyncio.sleep(lookup.retry_after if lookup.retry_after is not None else 0.5 * 2**attempt)
-            except ProviderError as lookup:
-                logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
-                break
+            return found
+        except ProviderError as lookup:
+            logger.warning("pixii reconciliation for %s failed: %s", req.asin, lookup)
         # The job may exist and be charged, and we cannot tell: resending could pay twice.
         raise SubmitOutcomeUnknown(
             f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
@@ -311,9 +301,7 @@ class PixiiProvider(Provider):
 
     async def find_submitted(self, step: Step, request: BaseModel, since: float) -> JobRef | None:
         """Look the job up by ASIN (contract §8), as after a lost submit response."""
-        model = _MODEL_BY_STEP[step]
-        data = request if isinstance(request, model) else request.model_dump(exclude_none=True)
-        req = validate_request(model, data)
+        req = KIT.build(_MODEL_BY_STEP[step], request)
         lost = ProviderError("an earlier run stopped before the submit's answer was saved", provider=PROVIDER)
         return await self._find_job(step, req, _KIND_BY_STEP[step], since - RECONCILE_SKEW_SECONDS, lost)
 
@@ -338,31 +326,13 @@ class PixiiProvider(Provider):
     # ---- waiting ----
 
     async def wait(self, ref: JobRef) -> JobResult:
-        interval = self.settings.poll_interval_seconds or ADVISED_POLL_SECONDS
-        deadline = time.monotonic() + self.settings.max_wait_seconds
-        failures, status = 0, "pending"
+        clock, delays = self.job_clock(ref), self.settings.cadence().delays()
+        await clock.pause(next(delays), "pending", first=True)
         while True:
-            try:
-                job = await self.client.get_job(ref.job_id)
-                failures = 0
-            except RetryableError as exc:
-                failures += 1
-                if failures > MAX_POLL_RETRIES:
-                    raise
-                backoff = min(interval * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
-                await self._pause(ref, deadline, exc.retry_after if exc.retry_after is not None else backoff, status)
-                continue
+            job = await self.client.get_job(ref.job_id)
             if job.finished:
                 return self._result(ref, job)
-            status = job.status
-            await self._pause(ref, deadline, interval, status)
-
-    async def _pause(self, ref: JobRef, deadline: float, seconds: float, status: str) -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise WaitTimeout(f"job {ref.job_id} still {status} after {self.settings.max_wait_seconds:g}s; "
-                              "the job reference stays valid, resume waiting later", provider=PROVIDER)  # fmt: skip
-        await asyncio.sleep(max(0.0, min(seconds, left)))
+            await clock.pause(next(delays), job.status)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read the job for fresh signed URLs; NotFound once past the 7-day retention."""
@@ -420,13 +390,9 @@ class PixiiProvider(Provider):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _build(model: type[BaseModel], data: dict[str, Any], ctx: StepContext) -> Any:
-    """Validate, naming the product in the message so a person can find the bad input row."""
-    try:
-        return validate_request(model, {k: v for k, v in data.items() if v is not None})
-    except RequestValidationError as exc:
-        raise RequestValidationError(f"products[{ctx.product.asin}]: {exc.message}", provider=PROVIDER,
-                                     code=exc.code, field=exc.field) from None  # fmt: skip
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    """Pixii rejects empty optional fields: leave them out."""
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _aplus_prompt(ctx: StepContext) -> str:

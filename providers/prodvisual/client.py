@@ -22,24 +22,28 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
-from providers.contract import Throttle, no_throttle
-from providers.errors import (
+from providers import (
     AuthenticationError,
+    BearerAuth,
     ContentRefused,
+    ErrorMap,
+    HttpRetry,
     InsufficientCredits,
+    Kit,
     MalformedResponse,
     NotFound,
-    PermanentError,
+    ProviderClient,
     ProviderError,
     QuotaExhausted,
     RateLimited,
     RequestValidationError,
     ServerError,
+    Throttle,
+    no_throttle,
     parse_retry_after,
 )
-from providers.http import BearerAuth, ProviderClient
 
 from .models import (
     PROVIDER,
@@ -52,7 +56,6 @@ from .models import (
     StyleList,
     is_batch_body,
     unwrap,
-    validate_request,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,26 +67,30 @@ STYLES_TTL_SECONDS = 24 * 3600  # contract §7: "cache it (e.g. 24 h)"
 STYLES_RETRY_SECONDS = 300.0  # after a failed styles fetch, rely on the server for this long
 DAILY_RESET_THRESHOLD_SECONDS = 3600.0
 
-_BY_CODE: dict[str, type[ProviderError]] = {
-    "invalid_request": RequestValidationError,
-    "unauthorized": AuthenticationError,
-    "forbidden": AuthenticationError,
-    "insufficient_credits": InsufficientCredits,
-    "not_found": NotFound,
-    "file_too_large": ContentRefused,
-    "invalid_image": ContentRefused,
-    "server_error": ServerError,
-}
-_BY_STATUS: dict[int, type[ProviderError]] = {
-    400: RequestValidationError,
-    401: AuthenticationError,
-    # ASSUMPTION (contract §3): 403 is undocumented; treated as a non-retryable auth problem.
-    403: AuthenticationError,
-    402: InsufficientCredits,
-    404: NotFound,
-    413: ContentRefused,
-    422: ContentRefused,
-}
+KIT = Kit(PROVIDER, ErrorMap.of(
+    {
+        "invalid_request": RequestValidationError,
+        "unauthorized": AuthenticationError,
+        "forbidden": AuthenticationError,
+        "insufficient_credits": InsufficientCredits,
+        "not_found": NotFound,
+        "file_too_large": ContentRefused,
+        "invalid_image": ContentRefused,
+        "server_error": ServerError,
+    },
+    {
+        400: RequestValidationError,
+        401: AuthenticationError,
+        # ASSUMPTION (contract §3): 403 is undocumented; treated as a non-retryable auth problem.
+        403: AuthenticationError,
+        402: InsufficientCredits,
+        404: NotFound,
+        413: ContentRefused,
+        422: ContentRefused,
+    },
+))  # fmt: skip
+"""ProdVisual's request/response kit (``providers.kit``): validation, parsing and its error table; 429
+and 5xx are decided before it (``error_from_response``)."""
 
 
 def verify_webhook_signature(raw_body: bytes, header: str | None, api_key: str | SecretStr) -> bool:
@@ -110,12 +117,13 @@ class ProdVisualClient(ProviderClient):
         api_key: SecretStr | None,
         throttle: Throttle = no_throttle,
         timeout: float = 60.0,
+        retry: HttpRetry | None = None,
     ) -> None:
         # ASSUMPTION (contract §5): /v1/generate blocks until done; callers should allow >= 60 s
         # (the settings default).
         super().__init__(
             http, base_url=base_url, auth=BearerAuth(api_key), throttle=throttle,
-            secrets=[api_key.get_secret_value()] if api_key else [], timeout=timeout,
+            secrets=[api_key.get_secret_value()] if api_key else [], timeout=timeout, retry=retry,
         )  # fmt: skip
         self._styles: StyleList | None = None
         self._styles_at = 0.0
@@ -126,34 +134,35 @@ class ProdVisualClient(ProviderClient):
     async def generate(self, request: GenerateRequest | dict[str, Any]) -> Generation:
         """POST /v1/generate (1 credit on success). Usually ``completed`` in the response; with a
         ``webhook_url`` (or under load) ``pending``/``processing`` and must be polled."""
-        req = validate_request(GenerateRequest, request)
+        req = KIT.build(GenerateRequest, request)
         await self.check_styles([req.style], ["style"])
-        body = await self.request("POST", "/v1/generate", groups=[API_GROUP], json_body=req.body())
-        gen = self._parse(Generation, unwrap(body), "POST /v1/generate")
+        body = await self.request("POST", "/v1/generate", groups=[API_GROUP], json_body=req.body(), paid=True)
+        gen = KIT.parse(Generation, unwrap(body), what="POST /v1/generate")
         if not gen.id:
             raise MalformedResponse("POST /v1/generate returned no generation id", provider=PROVIDER)
         return gen
 
     async def generate_batch(self, request: BatchRequest | dict[str, Any]) -> BatchSubmission:
         """POST /v1/generate/batch: 1-50 items, all charged at submission (contract §6)."""
-        req = validate_request(BatchRequest, request)
+        req = KIT.build(BatchRequest, request)
         await self.check_styles([i.style for i in req.items], [f"items.{n}.style" for n in range(len(req.items))])
-        body = await self.request("POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body())
-        return self._parse(BatchSubmission, unwrap(body), "POST /v1/generate/batch")
+        body = await self.request("POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body(),
+                                  paid=True)  # fmt: skip
+        return KIT.parse(BatchSubmission, unwrap(body), what="POST /v1/generate/batch")
 
     async def styles(self, *, refresh: bool = False) -> StyleList:
         """GET /v1/styles (no auth), cached on this client for 24 h."""
         if not refresh and self._styles is not None and time.monotonic() - self._styles_at < STYLES_TTL_SECONDS:
             return self._styles
         body = await self.request("GET", "/v1/styles", groups=[API_GROUP], authenticated=False)
-        styles = self._parse(StyleList, unwrap(body), "GET /v1/styles")
+        styles = KIT.parse(StyleList, unwrap(body), what="GET /v1/styles")
         self._styles, self._styles_at, self._styles_failed_at = styles, time.monotonic(), None
         return styles
 
     async def credits(self) -> Credits:
         """GET /v1/account/credits."""
         body = await self.request("GET", "/v1/account/credits", groups=[API_GROUP])
-        return self._parse(Credits, unwrap(body), "GET /v1/account/credits")
+        return KIT.parse(Credits, unwrap(body), what="GET /v1/account/credits")
 
     async def generation(self, generation_id: str) -> Generation | BatchStatus:
         """GET /v1/generations/{id}: a single generation (``gen_…``) or a batch (``batch_…``)."""
@@ -164,8 +173,8 @@ class ProdVisualClient(ProviderClient):
         path = f"/v1/generations/{quote(generation_id, safe='')}"
         body = unwrap(await self.request("GET", path, groups=[API_GROUP]))
         if isinstance(body, dict) and (generation_id.startswith("batch_") or is_batch_body(body)):
-            return self._parse(BatchStatus, body, f"GET {path}")
-        return self._parse(Generation, body, f"GET {path}")
+            return KIT.parse(BatchStatus, body, what=f"GET {path}")
+        return KIT.parse(Generation, body, what=f"GET {path}")
 
     verify_webhook_signature = staticmethod(verify_webhook_signature)
 
@@ -206,23 +215,17 @@ class ProdVisualClient(ProviderClient):
         code = str(err.get("code")) if err.get("code") is not None else None
         message = self._clean(str(err.get("message") or response.reason_phrase or "request failed"))
         where = f"{response.request.method} {response.request.url.path}"
-        kw: dict[str, Any] = {"provider": PROVIDER, "code": code, "status": status}
         if status == 429 or code == "rate_limited":
-            return self._rate_limited(response, body, f"{where}: {message}", kw)
+            return self._rate_limited(response, body, f"{where}: {message}", code)
         if status >= 500:
             # X-RateLimit-Reset (sent on every response) says nothing about a 5xx: only Retry-After does.
             hint = response.headers.get("retry-after")
             retry_after = parse_retry_after({"retry-after": hint}) if hint else None
-            return ServerError(f"{where}: {message}", retry_after=retry_after, **kw)
-        cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status) or PermanentError
-        if cls is ServerError:  # a documented retryable code on an unexpected status
-            return ServerError(f"{where}: {message}", **kw)
-        if cls is RequestValidationError:
-            field = err.get("param") or err.get("field")
-            return RequestValidationError(f"{where}: {message}", field=str(field) if field else None, **kw)
-        return cls(f"{where}: {message}", **kw)
+            return KIT.error(status, code, f"{where}: {message}", retry_after=retry_after, error=ServerError)
+        field = err.get("param") or err.get("field")
+        return KIT.error(status, code, f"{where}: {message}", field=str(field) if field else None)
 
-    def _rate_limited(self, response: httpx.Response, body: Any, message: str, kw: dict[str, Any]) -> ProviderError:
+    def _rate_limited(self, response: httpx.Response, body: Any, message: str, code: str | None) -> ProviderError:
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and isinstance(body, dict):
             error = body.get("error")
@@ -231,18 +234,9 @@ class ProdVisualClient(ProviderClient):
             retry_after = max(0.0, float(raw)) if isinstance(raw, int | float) else None
         # ASSUMPTION (contract §4): the daily cap also answers 429 with X-RateLimit-Reset pointing at
         # the daily reset; a reset more than an hour away can only be the daily cap -> QuotaExhausted.
-        if retry_after is not None and retry_after > DAILY_RESET_THRESHOLD_SECONDS:
-            return QuotaExhausted(message, retry_after=retry_after, **kw)
-        return RateLimited(message, retry_after=retry_after, **kw)
-
-    def _parse(self, model: type[M], body: Any, where: str) -> M:
-        try:
-            return model.model_validate(body)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:5])
-            raise MalformedResponse(
-                f"{where} returned an unexpected body (bad fields: {fields})", provider=PROVIDER
-            ) from None
+        daily = retry_after is not None and retry_after > DAILY_RESET_THRESHOLD_SECONDS
+        return KIT.error(response.status_code, code, message, retry_after=retry_after,
+                         error=QuotaExhausted if daily else RateLimited)  # fmt: skip
 
 
 def check_style_ids(styles: list[str], fields: list[str], known: frozenset[str]) -> None:

@@ -9,7 +9,7 @@ names the contract lists (§6).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -18,12 +18,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from providers.errors import RequestValidationError
 
 PROVIDER = "prodvisual"
 MAX_BATCH_ITEMS = 50  # contract §4/§6 (raised from 20 in v1.2.0)
@@ -160,23 +157,6 @@ def default_labels(styles: list[str]) -> list[str]:
         seen[s] = seen.get(s, 0) + 1
         out.append(f"{s}-{seen[s]}")
     return out
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validate_request(model: type[M], value: M | dict[str, Any]) -> M:
-    """A typed request, re-checked; a ``RequestValidationError`` naming the field otherwise."""
-    try:
-        data = value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
-        extra: dict[str, Any] = {}
-        if isinstance(value, GenerateRequest) and value.label is not None:
-            extra["label"] = value.label
-        if isinstance(value, BatchRequest) and value.labels is not None:
-            extra["labels"] = value.labels
-        return model.model_validate({**data, **extra})
-    except ValidationError as exc:
-        raise RequestValidationError.from_pydantic(exc, provider=PROVIDER, model=model.__name__) from None
 
 
 # --- responses ---------------------------------------------------------------------------------

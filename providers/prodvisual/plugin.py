@@ -10,9 +10,7 @@ Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import Iterable
@@ -22,28 +20,26 @@ import httpx
 from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from providers.contract import (
+from providers import (
     ItemError,
+    JobClock,
     JobRef,
     JobResult,
+    MalformedResponse,
+    NotFound,
+    OutputExpired,
     OutputRef,
+    PollCadence,
     Price,
     Provider,
     ProviderLimits,
+    RequestValidationError,
     RouteLimit,
     Step,
     StepContext,
     Throttle,
     WebhookSettings,
     no_throttle,
-)
-from providers.errors import (
-    MalformedResponse,
-    NotFound,
-    OutputExpired,
-    RequestValidationError,
-    RetryableError,
-    WaitTimeout,
 )
 from providers.webhooks import WebhookInbox
 
@@ -65,10 +61,6 @@ from .webhooks import webhook_inbox
 logger = logging.getLogger("listingflow.prodvisual")
 
 CREDITS_PER_IMAGE = 1  # published price (contract §2)
-SINGLE_POLL_SECONDS = 2.0  # ASSUMPTION (contract §9): single generation polled every 2 s
-BATCH_POLL_SECONDS = 5.0  # ASSUMPTION (contract §9): batch first after estimated_time_ms, then 5 s
-MAX_POLL_RETRIES = 6  # consecutive retryable failures tolerated on status polls
-MAX_BACKOFF_SECONDS = 60.0
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -80,6 +72,10 @@ class ProdVisualSettings(WebhookSettings):
 
     # Paths carry the /v1 prefix (contract §1: base URL https://api.prodvisual.com/v1).
     base_url: str = "https://api.prodvisual.com"
+    # ASSUMPTION (contract §9): a single generation polled every 2 s; a batch first after its
+    # estimated_time_ms (counted from the submission), then every 5 s
+    poll_cadence: PollCadence = PollCadence(first_seconds=2.0, every_seconds=2.0)
+    batch_poll_cadence: PollCadence = PollCadence(first_seconds=0.0, every_seconds=5.0)
 
     @field_validator("base_url")
     @classmethod
@@ -169,7 +165,7 @@ class ProdVisualProvider(Provider):
         super().__init__(http, settings, throttle=throttle)
         self.client = ProdVisualClient(
             http, base_url=self.settings.base_url, api_key=self.settings.api_key,
-            throttle=self.throttle, timeout=self.settings.timeout_seconds,
+            throttle=self.throttle, timeout=self.settings.timeout_seconds, retry=self.settings.http_retry,
         )  # fmt: skip
         self._inbox: WebhookInbox | None = None
 
@@ -341,40 +337,17 @@ class ProdVisualProvider(Provider):
                 result = None  # completed without a URL: ask the status endpoint instead
             if result is not None:  # completed inside the POST: no request needed
                 return result
-        interval, first = self._cadence(ref)
         inbox = self._inbox if self._inbox is not None and self._inbox.expects(ref.job_id) else None
-        if inbox is not None:  # the event ends the pause; a poll only if it does not come (or says too little)
-            interval = first = self.settings.webhook_reconcile_seconds
-        deadline = time.monotonic() + self.settings.max_wait_seconds
-        first = max(0.0, min(first, deadline - time.monotonic()))
-        event: dict[str, Any] | None = None
-        if inbox is not None:
-            event = await inbox.wait(ref.job_id, first)
-        else:
-            await asyncio.sleep(first)
-        failures, status = 0, "pending"
+        clock, delays = self.job_clock(ref), self._cadence(ref, inbox).delays()
         try:
+            event = await self._pause(clock, next(delays), "pending", inbox, first=True)
             while True:
                 if event is not None and (result := self._event_result(ref, event)) is not None:
                     return result
-                try:
-                    state = await self.client.generation(ref.job_id)
-                    status = state.status
-                    result = self._result(ref, state)
-                except RetryableError as exc:
-                    failures += 1
-                    if failures > MAX_POLL_RETRIES:
-                        raise
-                    if exc.retry_after is not None:  # contract §4: wait until X-RateLimit-Reset, plus a little jitter
-                        delay = exc.retry_after + random.uniform(0.0, 0.25)
-                    else:
-                        delay = min(MAX_BACKOFF_SECONDS, interval * 2 ** (failures - 1)) * random.uniform(1.0, 1.25)
-                    event = await self._pause(delay, deadline, ref, status, inbox)
-                    continue
-                failures = 0
-                if result is not None:
+                state = await self.client.generation(ref.job_id)
+                if (result := self._result(ref, state)) is not None:
                     return result
-                event = await self._pause(interval, deadline, ref, status, inbox)
+                event = await self._pause(clock, next(delays), state.status, inbox)
         finally:
             if inbox is not None:
                 inbox.forget(ref.job_id)
@@ -436,33 +409,29 @@ class ProdVisualProvider(Provider):
             raise RequestValidationError(f"ProdVisual does not run step {step}", provider=PROVIDER,
                                          code="LOCAL_VALIDATION", field="step")  # fmt: skip
 
-    def _cadence(self, ref: JobRef) -> tuple[float, float]:
-        """(poll interval, delay before the first poll); settings.poll_interval_seconds overrides."""
-        override = self.settings.poll_interval_seconds
-        if override is not None:
-            return override, override
-        if ref.kind == "batch":
-            estimate = (ref.meta.get("estimated_time_ms") or 0) / 1000
-            return BATCH_POLL_SECONDS, max(0.0, ref.submitted_at + estimate - time.time())
-        return SINGLE_POLL_SECONDS, SINGLE_POLL_SECONDS
+    def _cadence(self, ref: JobRef, inbox: WebhookInbox | None) -> PollCadence:
+        """With webhooks, the event ends each pause and a poll comes only when it does not (or says
+        too little); a batch's first poll waits for its estimated time; ``poll_interval_seconds`` overrides."""
+        settings = self.settings
+        if inbox is not None:
+            every = settings.webhook_reconcile_seconds
+            return PollCadence(first_seconds=every, every_seconds=every)
+        if settings.poll_interval_seconds is not None or ref.kind != "batch":
+            return settings.cadence()
+        estimate = (ref.meta.get("estimated_time_ms") or 0) / 1000
+        first = max(0.0, ref.submitted_at + estimate - time.time())
+        return settings.batch_poll_cadence.model_copy(update={"first_seconds": first})
 
-    async def _pause(self, seconds: float, deadline: float, ref: JobRef, status: str,
-                     inbox: WebhookInbox | None) -> dict[str, Any] | None:  # fmt: skip
+    async def _pause(self, clock: JobClock, seconds: float, status: str, inbox: WebhookInbox | None, *,
+                     first: bool = False) -> dict[str, Any] | None:  # fmt: skip
         """Sleep, or with webhooks wait up to ``seconds`` for the job's event (returned when it comes)."""
         if inbox is None:
-            await self._sleep(seconds, deadline, ref, status)
+            await clock.pause(seconds, status, first=first)
             return None
-        remaining = deadline - time.monotonic()
-        event = await inbox.wait(ref.job_id, min(seconds, max(0.0, remaining)))
-        if event is None and seconds > remaining:
-            await self._sleep(seconds, deadline, ref, status)  # past the deadline: raises WaitTimeout
+        event = await inbox.wait(clock.job_id, min(seconds, clock.left()))
+        if event is None and seconds > clock.left():
+            await clock.pause(seconds, status, first=first)  # past the deadline: raises WaitTimeout
         return event
-
-    async def _sleep(self, seconds: float, deadline: float, ref: JobRef, status: str) -> None:
-        if time.monotonic() + seconds > deadline:
-            raise WaitTimeout(f"job {ref.job_id} still {status} after {self.settings.max_wait_seconds:g}s; "
-                              "the job reference stays valid", provider=PROVIDER)  # fmt: skip
-        await asyncio.sleep(seconds)
 
     def _result(self, ref: JobRef, state: Generation | BatchStatus) -> JobResult | None:
         """The finished job's result, or None while it is still running."""

@@ -607,7 +607,7 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
     from prefect_aws import S3Bucket
 
     from deployments.bootstrap import BootstrapError, bootstrap
-    from deployments.credentials import load_api_key
+    from deployments.credentials import aload_api_key
     from listingflow.settings import reset_settings
 
     block = f"results-{lf_env['prefix']}"
@@ -633,8 +633,8 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
                and ("created" in line or "updated" in line) for line in lines), lines  # fmt: skip
     assert not [line for line in lines if rotated in line]
     assert (await Secret.aload("pixii-api-key")).get() == rotated
-    assert load_api_key("pixii-api-key") == rotated  # what a run without PIXII_API_KEY would use
-    assert load_api_key("no-such-provider-api-key") is None
+    assert await aload_api_key("pixii-api-key") == rotated  # what a run without PIXII_API_KEY would use
+    assert await aload_api_key("no-such-provider-api-key") is None
     saved = await S3Bucket.aload(block)
     assert saved.bucket_name == "cache-one"
     assert saved.credentials.aws_client_parameters.endpoint_url == "http://127.0.0.1:9000"

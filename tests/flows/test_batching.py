@@ -66,7 +66,7 @@ class Tasks:
             raise self.fail
         self.batches.append(batch)
         return JobRef(provider=provider, step=step, job_id=f"batch-{len(self.batches)}", kind="batch",
-                      meta={"run_id": "run-1", "batch": batch.model_dump(mode="json")})  # fmt: skip
+                      host={"run_id": "run-1"}, meta={"batch": batch.model_dump(mode="json")})  # fmt: skip
 
     async def wait(self, ref: JobRef, version: str) -> JobResult:
         batch = Batch.model_validate(ref.meta["batch"])
@@ -105,7 +105,7 @@ async def test_products_arriving_within_the_linger_share_one_batch(tasks: Tasks)
     shares = await submit_all(batcher(tasks), {"a": 1, "b": 2})
     assert packed(tasks) == [["a", "b"]]
     assert [o.label for o in shares["b"].outputs] == ["b/i0", "b/i1"] and shares["a"].credits_charged == 1
-    assert {k: (p.job_id, p.meta["member"]) for k, p in tasks.pointers.items()} == {
+    assert {k: (p.job_id, p.host.member) for k, p in tasks.pointers.items()} == {
         "key-a": ("batch-1", "a"), "key-b": ("batch-1", "b")}  # fmt: skip
 
 

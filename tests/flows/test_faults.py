@@ -94,19 +94,34 @@ async def test_429_bursts_wait_for_retry_after_or_back_off(sandboxes: dict[str, 
 async def test_5xx_streaks_on_polls_are_ridden_out_without_resubmitting(sandboxes: dict[str, Any],
                                                                         lf_env: dict[str, Any]) -> None:  # fmt: skip
     pixii, rva, pv = sandboxes["pixii"], sandboxes["listingrva"], sandboxes["prodvisual"]
-    streak = [Fault(status=503)] * 6 + [Fault(status=500)] * 4  # longer than one wait's poll-retry budget
+    streak = [Fault(status=503)] * 2 + [Fault(status=500)] * 2  # within one request's retries (5 attempts)
     pixii.reconfigure(faults=[FaultRule(route="get_job", sequence=streak)])
     rva.reconfigure(faults=[FaultRule(route="ai_job", sequence=[Fault(status=500), Fault(status=503)] * 2)])
     pv.reconfigure(faults=[FaultRule(route="generation", sequence=[Fault(status=503)] * 4)])
     state, summary = await run_flow(products=[MATCHA], steps=["copy", "images", "aplus"],
                                     image_options={"styles": ["white_bg", "lifestyle"]})  # a batch: polled  # fmt: skip
     assert state.is_completed(), summary.failure_report()
-    assert sum(1 for r in calls(pixii, "get_job") if r.fault) == 10
+    assert sum(1 for r in calls(pixii, "get_job") if r.fault) == 4
     assert sum(1 for r in calls(rva, "ai_job") if r.fault) == 4
     assert sum(1 for r in calls(pv, "generation") if r.fault) == 4
     assert len(calls(pixii, "a_plus")) == 1 and len(calls(rva, "ai_listing")) == 1
     assert len(calls(pv, PV_SUBMIT)) == 1
     assert_costs_match_ledgers(summary, sandboxes)
+
+
+async def test_a_poll_that_keeps_failing_is_sent_max_attempts_times_not_multiplied(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One retry layer: the client sends a failing poll PIXII_HTTP_RETRY__MAX_ATTEMPTS times and the
+    wait ends; nothing around it (the wait task, the plugin's loop) sends it again, nothing is resubmitted."""
+    pixii = sandboxes["pixii"]
+    monkeypatch.setenv("PIXII_HTTP_RETRY__MAX_ATTEMPTS", "3")
+    pixii.reconfigure(faults=[FaultRule(route="get_job", sequence=[Fault(status=500)] * 50)])
+    state, summary = await run_flow(products=[MATCHA], steps=["aplus"])
+    assert state.is_failed()
+    assert [r.fault for r in calls(pixii, "get_job")] == ["500"] * 3
+    assert "injected fault" in (summary.products[0].steps["aplus"].error or "")
+    assert len(calls(pixii, "a_plus")) == 1 and len(pixii.paid_jobs()) == 1
 
 
 async def test_read_timeouts_are_retried_and_pixii_submissions_reconciled(

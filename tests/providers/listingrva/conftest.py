@@ -15,8 +15,11 @@ from providers.contract import Product
 from providers.listingrva.client import ListingRVAClient
 from providers.listingrva.plugin import ListingRVAProvider, ListingRVASettings
 from providers.listingrva.sandbox import ListingRVASandbox
+from providers.retries import HttpRetry
 
 KEY = ListingRVAProvider.sandbox_key
+
+FAST_RETRY = HttpRetry(base_delay_seconds=0.01, max_delay_seconds=0.2, jitter=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_settings(sandbox: ListingRVASandbox, **kw: object) -> ListingRVASettings:
-    values = {"base_url": sandbox.api_url, "api_key": KEY, "poll_interval_seconds": 0.02, "max_wait_seconds": 5.0}
+    values = {"base_url": sandbox.api_url, "api_key": KEY, "poll_interval_seconds": 0.02, "max_wait_seconds": 5.0,
+              "http_retry": FAST_RETRY}
     return ListingRVASettings(**{**values, **kw})
 
 

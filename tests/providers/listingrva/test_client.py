@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import zipfile
 
 import httpx
 import pytest
 
 from providers.errors import AuthenticationError, InsufficientCredits, NotFound
 from providers.listingrva.client import ListingRVAClient, verify_webhook_signature
-from providers.listingrva.models import AssetQuery, ImageRequest, ListingRequest, ProductCreate
+from providers.listingrva.models import ImageRequest, ListingRequest, ProductCreate
 from providers.listingrva.sandbox import FREE_PLAN_JWT, ListingRVASandbox
 
 from .conftest import KEY
@@ -34,8 +32,6 @@ async def test_products_create_get_and_page(client: ListingRVAClient, sandbox: L
     created = [await new_product(client, f"Paged product {i}", imageUrl="https://img.example.com/a.jpg")
                for i in range(3)]  # fmt: skip
     assert created[0].id.startswith("prod_") and created[0].images[0].url == "https://img.example.com/a.jpg"
-    got = await client.get_product(created[1].id)
-    assert (got.id, got.title, got.category) == (created[1].id, "Paged product 1", "Kitchen")
     total = len(sandbox.products)
     page = await client.list_products(page=2, limit=2)
     assert page.page == 2 and page.total == total and len(page.products) == min(2, total - 2)
@@ -85,26 +81,6 @@ async def test_listing_components_subset(client: ListingRVAClient) -> None:
     assert set(job.result) == {"title", "description"} and job.result["description"].startswith("<p>")
 
 
-async def test_assets_export_and_expiry(client: ListingRVAClient, sandbox: ListingRVASandbox,
-                                        http: httpx.AsyncClient) -> None:  # fmt: skip
-    prod = await new_product(client, "Ceramic Mug")
-    with pytest.raises(NotFound):  # ASSUMPTION: nothing approved yet
-        await client.export(prod.id)
-    for style in ("CLEAN_WHITE_BG", "BEFORE_AFTER"):
-        job = await client.generate_image(ImageRequest(productId=prod.id, style=style, platform="etsy"))
-        await finished(client, job.job_id)
-    assets = await client.list_assets(AssetQuery(productId=prod.id))
-    assert sorted(a.style for a in assets.assets) == ["BEFORE_AFTER", "CLEAN_WHITE_BG"]
-    only = await client.list_assets({"productId": prod.id, "style": "BEFORE_AFTER", "platform": "etsy"})
-    assert [a.style for a in only.assets] == ["BEFORE_AFTER"] and only.assets[0].url
-    link = await client.export(prod.id)
-    assert link.expires_at and link.expires_at.endswith("Z")
-    archive = zipfile.ZipFile(io.BytesIO((await http.get(link.download_url)).content))
-    assert sorted(n.split("-")[0] for n in archive.namelist()) == ["etsy/before_after", "etsy/clean_white_bg"]
-    sandbox.clock.advance(3601)
-    assert (await http.get(link.download_url)).status_code == 403
-
-
 async def test_credits(client: ListingRVAClient, sandbox: ListingRVASandbox) -> None:
     credits = await client.credits()
     assert credits.credits_remaining == sandbox.balance
@@ -131,18 +107,12 @@ async def test_unknown_ids_are_not_found(client: ListingRVAClient) -> None:
     with pytest.raises(NotFound):
         await client.get_job("job_nope")
     with pytest.raises(NotFound):
-        await client.get_product("prod_nope")
-    with pytest.raises(NotFound):
         await client.generate_image(ImageRequest(productId="prod_nope", style="CLEAN_WHITE_BG"))
 
 
 async def test_webhooks_lifecycle_and_signed_delivery(client: ListingRVAClient, sandbox: ListingRVASandbox) -> None:
     hook = await client.create_webhook({"url": f"{sandbox.public_url}/hook", "events": ["image.generated"]})
     assert hook.secret and hook.secret not in repr(hook)
-    listed = await client.list_webhooks()
-    assert [w.id for w in listed] == [hook.id] and listed[0].secret is None
-    updated = await client.update_webhook(hook.id, {"events": ["image.generated", "job.completed"]})
-    assert updated.events == ["image.generated", "job.completed"]
     prod = await new_product(client, "Webhook Lamp")
     job = await client.generate_image(ImageRequest(productId=prod.id, style="CLEAN_WHITE_BG"))
     await finished(client, job.job_id)
@@ -150,7 +120,6 @@ async def test_webhooks_lifecycle_and_signed_delivery(client: ListingRVAClient, 
     assert verify_webhook_signature(delivery["body"], delivery["signature"], hook.secret)
     assert not verify_webhook_signature(delivery["body"] + b" ", delivery["signature"], hook.secret)
     assert await client.delete_webhook(hook.id) is None
-    assert await client.list_webhooks() == []
     with pytest.raises(NotFound):
         await client.delete_webhook(hook.id)
 

@@ -139,16 +139,16 @@ async def test_requests_carry_bearer_json_and_groups() -> None:
             return httpx.Response(200, json={"jobId": "job_1", "status": "queued", "creditCost": 6})
         if request.url.path.endswith("/products"):
             return httpx.Response(201, json={"product": {"id": "prod_1", "title": "T", "images": ["https://i/x"]}})
-        return httpx.Response(200, json={"assets": []})
+        return httpx.Response(200, json={"creditsRemaining": 7})
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     client = ListingRVAClient(http, base_url="https://api.test/api/", token_provider=lambda: TOKEN, throttle=throttle)
     job = await client.generate_listing({"productId": "prod_1", "platform": "general"})
     prod = await client.create_product({"title": "T"})  # wrapped body accepted
-    await client.list_assets()
+    await client.credits()
     assert job.job_id == "job_1" and prod.id == "prod_1" and prod.images[0].url == "https://i/x"
     assert [str(r.url) for r in seen] == ["https://api.test/api/ai/listing", "https://api.test/api/products",
-                                          "https://api.test/api/assets"]  # fmt: skip
+                                          "https://api.test/api/billing/credits"]  # fmt: skip
     assert json.loads(seen[0].content) == {"productId": "prod_1", "platform": "general"}
     assert seen[0].headers["content-type"] == "application/json"
     assert groups == [["ai", "global"], ["products", "global"], ["global"]]
@@ -157,24 +157,17 @@ async def test_requests_carry_bearer_json_and_groups() -> None:
 async def test_tolerant_bodies() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if path.endswith("/products/prod_1"):
-            return httpx.Response(200, json={"id": "prod_1", "title": "T", "images": None, "extra": 1})
+        if path.endswith("/products") and request.method == "POST":
+            return httpx.Response(201, json={"id": "prod_1", "title": "T", "images": None, "extra": 1})
         if path.endswith("/products"):
             return httpx.Response(200, json=[{"id": "prod_2", "title": "U"}])  # bare list
-        if path.endswith("/assets"):
-            return httpx.Response(200, json={"images": [{"id": "a1", "imageUrl": "https://cdn/x.png", "product_id": "p"}]})
-        if path.endswith("/webhooks"):
-            return httpx.Response(200, json=[{"id": "wh_1", "url": "https://h", "events": ["image.generated"]}])
         return httpx.Response(200, json={"job": {"id": "job_1", "status": "completed", "result": {
             "imageUrl": "https://cdn/a.png", "title": "T", "bullets": "- one\n- two", "keywords": "a, b,,c"}}})  # fmt: skip
 
     client = ListingRVAClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)),
                               base_url="https://api.test/api", token_provider=lambda: TOKEN)  # fmt: skip
-    assert (await client.get_product("prod_1")).images == []
+    assert (await client.create_product({"title": "T"})).images == []
     assert [p.id for p in (await client.list_products()).products] == ["prod_2"]
-    [asset] = (await client.list_assets()).assets
-    assert (asset.url, asset.product_id) == ("https://cdn/x.png", "p")
-    assert [w.id for w in await client.list_webhooks()] == ["wh_1"]
     job = await client.get_job("job_1")
     assert job.image_urls() == ["https://cdn/a.png"]
     copy = job.listing_copy()
@@ -187,22 +180,17 @@ async def test_failed_job_fields() -> None:
     assert (job.error_code(), job.error_message()) == ("job_failed", "unknown failure")
 
 
-async def test_patch_falls_back_to_put_and_delete_accepts_204() -> None:
+async def test_delete_accepts_204() -> None:
     methods: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         methods.append(request.method)
-        if request.method == "PATCH":
-            return httpx.Response(405, json={"error": "method_not_allowed", "message": "use PUT"})
-        if request.method == "DELETE":
-            return httpx.Response(204)
-        return httpx.Response(200, json={"id": "wh_1", "url": "https://h", "events": ["x"]})
+        return httpx.Response(204)
 
     client = ListingRVAClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)),
                               base_url="https://api.test/api", token_provider=lambda: TOKEN)  # fmt: skip
-    assert (await client.update_webhook("wh_1", {"events": ["x"]})).id == "wh_1"
     assert await client.delete_webhook("wh_1") is None
-    assert methods == ["PATCH", "PUT", "DELETE"]
+    assert methods == ["DELETE"]
 
 
 async def test_provider_never_shows_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -270,7 +270,7 @@ async def test_resumed_wait_polls_at_once(provider: ListingRVAProvider, sandbox:
 async def test_default_cadence(sandbox: ListingRVASandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without an override: first poll at the low end of the typical duration (20 s), then back off
     5 s, 10 s, 15 s: polls share the submissions' 30/min bucket."""
-    import providers.listingrva.plugin as plugin
+    import providers.polling as polling
 
     provider = ListingRVAProvider(http, make_settings(sandbox, poll_interval_seconds=None, max_wait_seconds=300))
     statuses = iter(["queued", "processing", "processing", "processing", "processing", "completed"])
@@ -284,7 +284,7 @@ async def test_default_cadence(sandbox: ListingRVASandbox, http: httpx.AsyncClie
 
         return JobStatus(id=job_id, status=next(statuses), result={"title": "T"})
 
-    monkeypatch.setattr(plugin, "_sleep", fake_sleep)
+    monkeypatch.setattr(polling, "_sleep", fake_sleep)
     monkeypatch.setattr(provider.client, "get_job", fake_get_job)
     ref = JobRef(provider="listingrva", step=Step.COPY, job_id="job_x", kind="listing", credits_at_submit=6)
     result = await provider.wait(ref)

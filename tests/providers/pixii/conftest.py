@@ -11,10 +11,13 @@ import pytest
 from providers.contract import Product, StepContext
 from providers.pixii.plugin import PixiiProvider, PixiiSettings
 from providers.pixii.sandbox import PixiiSandbox
+from providers.retries import HttpRetry
 
 KEY = PixiiProvider.sandbox_key
 FAIL_ASIN = "B0FAIL0001"
 PARTIAL_ASIN = "B0PART0001"
+
+FAST_RETRY = HttpRetry(base_delay_seconds=0.01, max_delay_seconds=0.2, jitter=0.0)
 
 
 def make_sandbox(**changes: Any) -> PixiiSandbox:
@@ -55,7 +58,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 def settings_for(url: str, **kw: Any) -> PixiiSettings:
     values: dict[str, Any] = {"base_url": url, "api_key": KEY, "poll_interval_seconds": 0.03,
-                              "max_wait_seconds": 10.0, "timeout_seconds": 5.0, "settle_seconds": 0.05, **kw}
+                              "max_wait_seconds": 10.0, "timeout_seconds": 5.0,
+                              "settle_seconds": 0.05, "http_retry": FAST_RETRY, **kw}
     return PixiiSettings(_env_file=None, **values)
 
 

@@ -120,7 +120,7 @@ def test_images_one_request_per_style(provider) -> None:
 def test_images_unknown_style_names_field_and_product(provider) -> None:
     with pytest.raises(RequestValidationError) as info:
         provider.build_requests(Step.IMAGES, ctx(style="lifestyle"))
-    assert info.value.field == "listing_type"
+    assert info.value.field == "products[B0TEST0001].listing_type"  # the product, then the field
     assert "products[B0TEST0001]" in str(info.value)
 
 

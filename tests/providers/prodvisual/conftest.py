@@ -11,8 +11,11 @@ from pydantic import SecretStr
 from providers.contract import ImageOptions, Product, StepContext
 from providers.prodvisual.plugin import ProdVisualProvider, ProdVisualSettings
 from providers.prodvisual.sandbox import ProdVisualSandbox
+from providers.retries import HttpRetry
 
 KEY = ProdVisualProvider.sandbox_key
+
+FAST_RETRY = HttpRetry(base_delay_seconds=0.01, max_delay_seconds=0.2, jitter=0.0)
 
 
 def fast_config(**changes: object):
@@ -47,7 +50,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_settings(base_url: str, **kw: object) -> ProdVisualSettings:
-    values = {"base_url": base_url, "api_key": SecretStr(KEY), "poll_interval_seconds": 0.05, "max_wait_seconds": 10}
+    values = {"base_url": base_url, "api_key": SecretStr(KEY), "poll_interval_seconds": 0.05, "max_wait_seconds": 10,
+              "http_retry": FAST_RETRY}
     return ProdVisualSettings(**{**values, **kw})
 
 

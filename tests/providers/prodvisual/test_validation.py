@@ -7,7 +7,8 @@ import pytest
 
 from providers.contract import Step
 from providers.errors import RequestValidationError
-from providers.prodvisual.models import BatchRequest, GenerateRequest, validate_request
+from providers.prodvisual.client import KIT
+from providers.prodvisual.models import BatchRequest, GenerateRequest
 from providers.prodvisual.plugin import ProdVisualProvider, build_batch, labeled_items
 
 from .conftest import count, ctx
@@ -85,7 +86,7 @@ async def test_batch_rules(provider, sandbox, body, field) -> None:
 def test_batch_never_sends_labels_or_item_webhooks() -> None:
     batch = BatchRequest(items=[GenerateRequest(**OK, webhook_url="https://hooks.example.com/x")], labels=["a"])
     assert batch.body() == {"items": [OK]}
-    assert validate_request(BatchRequest, batch).labels == ["a"]
+    assert KIT.build(BatchRequest, batch).labels == ["a"]
 
 
 async def test_unknown_style_rejected_from_the_styles_list(provider, sandbox) -> None:
