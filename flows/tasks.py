@@ -38,10 +38,11 @@ from pydantic import BaseModel
 
 from listingflow.settings import Settings
 from providers.contract import JobRef, JobResult, Product, Step
-from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted, WaitTimeout
+from providers.errors import InsufficientCredits, JobFailed, ProviderError, QuotaExhausted, WaitTimeout
 
 from .retry import call_with_retries
 from .runtime import Deferred, ProviderBlocked, current_run
+from .stopping import Interrupted
 from .submission import submit_paid
 
 _T = TypeVar("_T")
@@ -192,6 +193,11 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         except InsufficientCredits as exc:
             run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
                                                              provider=provider, code=exc.code))  # fmt: skip
+            run.observer.on_job_event(provider, str(step), "rejected")
+            raise
+        except ProviderError as exc:
+            if not isinstance(exc, Interrupted):
+                run.observer.on_job_event(provider, str(step), "rejected")
             raise
     ref.meta.setdefault("run_id", run.run_id)
     ref.meta.setdefault("label", label)
@@ -199,6 +205,7 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         run.budget.release(hold, maybe_charged=True)
         return ref
     run.budget.submitted(hold, ref.credits_at_submit)
+    run.observer.on_job_event(provider, str(step), "submitted")
     ref.meta["budget_hold"] = hold  # the wait task settles it
     return ref
 
@@ -210,6 +217,7 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
     gate = run.gate(ref.provider)
     if ref.meta.get("run_id") != run.run_id:
         gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
+        run.observer.on_job_event(ref.provider, str(ref.step), "resumed")
 
     async def wait_once() -> JobResult:
         try:  # a stop abandons the polling, never the job: the next run resumes it
@@ -222,12 +230,16 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
         result = await call_with_retries(wait_once, policy=run.settings.retry, what=f"wait {ref.provider} {ref.job_id}")
     except _GaveUp as stop:
         run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
+        run.observer.on_job_event(ref.provider, str(ref.step), "failed")
         raise stop.error from None
-    except BaseException:
+    except BaseException as exc:
         run.budget.settle(hold, ref.credits_at_submit)
+        if isinstance(exc, ProviderError) and not isinstance(exc, Interrupted):
+            run.observer.on_job_event(ref.provider, str(ref.step), "failed")
         raise
     gate.settled(result.credits_refunded)
     run.budget.settle(hold, result.credits_charged, result.credits_refunded)
+    run.observer.on_job_event(ref.provider, str(ref.step), "failed" if result.status == "failed" else "done")
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result

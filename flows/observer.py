@@ -1,0 +1,66 @@
+"""What a run tells whoever started it in the same process (the CLI's progress display).
+
+The observer is an argument of the flow the CLI calls (``observed_catalog_flow``), never module state: a
+run started by a worker from a deployment has none, and gets ``RunObserver()``, which does nothing.
+Every callback runs on the flow's event loop and must return at once (no I/O that waits).
+
+Events are per provider job, as the providers see them: ``submitted`` (a paid submission accepted),
+``rejected`` (a submission refused or failed), ``resumed`` (an earlier run's job waited on again),
+``done`` and ``failed`` (a job seen finished), and ``reused`` (an output an earlier run paid for).
+Rate use and the next window are read from the providers' limiters when a display asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .limits import ProviderLimiter
+from .stopping import RunStop
+
+if TYPE_CHECKING:
+    from .pipeline import ProductOutcome
+
+JobEvent = Literal["submitted", "rejected", "resumed", "done", "failed", "reused"]
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """One provider's share of the run: the jobs it is expected to take and the limits it runs under."""
+
+    name: str
+    jobs: int  # requests the run expects to send or reuse (the estimate's jobs)
+    batch_size: int = 1
+    limiter: ProviderLimiter | None = None
+
+    @property
+    def submissions(self) -> int:
+        """Submissions the planned jobs take: a provider batching across products sends one per batch."""
+        return -(-self.jobs // max(1, self.batch_size))
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """The run is under way: what it will do, and where its outputs go."""
+
+    run_id: str
+    products: int
+    archive: str
+    providers: dict[str, ProviderPlan]
+
+
+class RunObserver:
+    """Progress callbacks of a run; each does nothing here. Subclass and override what you need."""
+
+    def on_stoppable(self, stop: RunStop) -> None:
+        """The run's stop switch, once the flow is running (the CLI binds Ctrl-C and SIGTERM to it then:
+        Prefect's flow engine installs its own SIGTERM handler when a flow run starts)."""
+
+    def on_start(self, start: RunStart) -> None:
+        """Pre-flight checks passed; products are about to start."""
+
+    def on_job_event(self, provider: str, step: str, event: JobEvent) -> None:
+        """A provider job changed state (see the module's docstring)."""
+
+    def on_product_done(self, outcome: ProductOutcome, done: int, total: int) -> None:
+        """A product's chain ended (``done`` of ``total``), whatever its status."""
