@@ -355,6 +355,7 @@ class RateUse:
     limit: int
     window: float
     next_slot_seconds: float  # 0 when a request could go now
+    waiting: int = 0  # requests waiting for a slot (room held by this run's window or by other runs)
 
 
 @dataclass
@@ -409,8 +410,8 @@ class ProviderLimiter:
         out = []
         for name, group in self.groups.items():
             pool = self._windows.get(name)
-            used, wait = (pool.used(now), pool.seconds_until_ready()) if pool else (0, 0.0)
-            out.append(RateUse(name, used, group.requests, group.per_seconds, wait))
+            used, wait, waiting = (pool.used(now), pool.seconds_until_ready(), pool.waiting) if pool else (0, 0.0, 0)
+            out.append(RateUse(name, used, group.requests, group.per_seconds, wait, waiting))
         return out
 
     def _window(self, group: str) -> _SlotPool:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 from rich.table import Table
 
 HELP = "Generate listing copy, images, A+ content and variation images for a catalog, on Prefect."
@@ -19,6 +20,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP, rich_ma
                   pretty_exceptions_enable=False)  # fmt: skip
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+
+class _PlainHelpCommand(TyperCommand):
+    """Help that lists an argument by its name: typer adds its Python type (``CATALOG <str>``)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name == "argument":
+                args.append((getattr(param, "display_name_raw", record[0]), record[1]))
+            elif record is not None:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 def _print_version(value: bool) -> None:
@@ -123,7 +141,7 @@ ResubmitUnknown = Annotated[bool, typer.Option(
     "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def run(
     catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
     step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
@@ -314,6 +332,8 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
         api = stack.enter_context(local_prefect_server(settings.state_dir))
         board.note(f"Prefect API: {api}")
         board.phase("starting the flow run: pre-flight checks...")
+        import flows.catalog_flow  # noqa: F401 - Prefect sets up its logging on import: mute it after
+
         if not verbose:
             _mute_prefect_console()  # the flow run's failure is reported here once, in one line
         started = time.monotonic()
@@ -353,7 +373,7 @@ async def _run_flow(params: Any, board: Any) -> Any:
     return result
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def estimate(
     catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
     step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006

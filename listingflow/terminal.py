@@ -149,8 +149,10 @@ class Board(RunObserver):
         rates = limiter.rate_use() if limiter else []
         if not rates:
             return "no rate limit"
-        busiest = max(rates, key=lambda r: r.used / r.limit)
+        busiest = max(rates, key=lambda r: (r.waiting, r.used / r.limit))
         text = f"{busiest.group} {busiest.used}/{busiest.limit} per {busiest.window:g}s"
+        if busiest.waiting:
+            text += f", {busiest.waiting} waiting for a slot"
         if busiest.used >= busiest.limit and busiest.next_slot_seconds > 0:
             text += f", next window in {busiest.next_slot_seconds:.0f}s"
         return text
