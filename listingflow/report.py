@@ -62,7 +62,8 @@ def print_costs(console: Console, cost: CostSummary) -> None:
     """The provider-and-step, provider and total lines, as a table when it fits the console's width."""
     rows = [*cost.by("step"), *cost.by("provider"), cost.total]
     columns = [(name, cell) for name, cell in _COLUMNS if _says_something(name, cost)]
-    table = Table(title="Cost summary (credits)", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(title="Cost summary (credits)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, 1, 0, 0))  # two spaces between columns, none at the edges
     table.add_column("provider", no_wrap=True)
     table.add_column("step", no_wrap=True)
     for name, _ in columns:
@@ -70,12 +71,12 @@ def print_costs(console: Console, cost: CostSummary) -> None:
     for line in rows:
         table.add_row(*_names(line), *[cell(line, cost) for _, cell in columns],
                       style="bold" if line.scope != "step" else None)  # fmt: skip
-    if console.measure(table).maximum <= console.width:
+    if console.measure(table, options=console.options.update_width(10_000)).maximum <= console.width:
         console.print(table)
     else:  # too narrow for the table: the same figures, one line per row, never cut
         console.print("Cost summary (credits)", style="bold")
         for line in rows:
-            cells = ", ".join(f"{name} {cell(line, cost)}" for name, cell in columns)
+            cells = ", ".join(f"{name} {text}" for name, cell in columns if (text := cell(line, cost)))
             console.print(f"  {' '.join(_names(line)).strip()}: {cells}", soft_wrap=True, markup=False,
                           highlight=False)  # fmt: skip
     if cost.money_note():
