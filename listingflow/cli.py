@@ -120,23 +120,31 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
         _fail_before_start(problems)
 
 
-Steps = Annotated[list[str] | None, typer.Option("--step", "-s", metavar="STEP", help="step to run (repeat): copy, images, aplus, scale")]
-ProviderOpt = Annotated[list[str], typer.Option("--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii")]
+# Each option has a metavar: without one, typer's help shows the Python type (``<list[str]>``).
+Steps = Annotated[list[str] | None, typer.Option(
+    "--step", "-s", metavar="STEP", help="step to run (repeat): copy, images, aplus, scale")]
+ProviderOpt = Annotated[list[str], typer.Option(
+    "--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii")]
 Styles = Annotated[list[str], typer.Option("--style", metavar="STYLE", help="image style id (repeat)")]
 Size = Annotated[int | None, typer.Option(metavar="PX", help="image size in px: 1000, 1200, 1500 or 2000")]
-Platform = Annotated[str | None, typer.Option(metavar="PLATFORM", help="target platform for copy and images, e.g. amazon")]
-APlus = Annotated[list[str], typer.Option("--aplus-type", metavar="TYPE", help="'A+ Basic', 'A+ Premium' or 'A+ Premium Mobile' (repeat)")]
-ScaleMode = Annotated[str | None, typer.Option(metavar="MODE", help="scale mode: catalog, inspire, variation or language")]
+Platform = Annotated[str | None, typer.Option(
+    metavar="PLATFORM", help="target platform for copy and images, e.g. amazon")]
+APlus = Annotated[list[str], typer.Option(
+    "--aplus-type", metavar="TYPE", help="'A+ Basic', 'A+ Premium' or 'A+ Premium Mobile' (repeat)")]
+ScaleMode = Annotated[str | None, typer.Option(
+    metavar="MODE", help="scale mode: catalog, inspire, variation or language")]
 Language = Annotated[str | None, typer.Option(metavar="LANG", help="target language for scale mode 'language'")]
 Products = Annotated[list[str], typer.Option("--product", metavar="ASIN", help="only this ASIN (repeat)")]
 ArchiveOpt = Annotated[str | None, typer.Option(metavar="FOLDER|S3URI", help="local folder or s3://bucket/prefix")]
 Force = Annotated[list[str], typer.Option("--force", metavar="STEP", help="regenerate this step; SPENDS CREDITS AGAIN")]
 Rerun = Annotated[str | None, typer.Option(
-    metavar="RUN", help="only the failed products of this run id or manifest, with that run's parameters (options given here "
-    "with a non-default value override them)")]
+    metavar="RUN", help="only the failed products of this run id or manifest, with that run's parameters (options "
+    "given here with a non-default value override them)")]
 MaxCredits = Annotated[int | None, typer.Option(metavar="N", help="stop submitting past this many credits in total")]
-MaxFor = Annotated[list[str], typer.Option("--max-credits-for", metavar="PROVIDER=N", help="stop submitting to PROVIDER past N credits")]
-Price = Annotated[list[str], typer.Option("--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary")]
+MaxFor = Annotated[list[str], typer.Option(
+    "--max-credits-for", metavar="PROVIDER=N", help="stop submitting to PROVIDER past N credits")]
+Price = Annotated[list[str], typer.Option(
+    "--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary")]
 ResubmitUnknown = Annotated[bool, typer.Option(
     "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
 
@@ -493,7 +501,7 @@ def unknown(
 
 @app.command()
 def sandbox(
-    port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="port of a sandbox (repeat)")] = [],  # noqa: B006
+    port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="a sandbox's port")] = [],  # noqa: B006
     job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""

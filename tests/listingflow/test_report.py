@@ -25,7 +25,8 @@ def _summary() -> object:
 
 def _render(width: int) -> list[str]:
     out = io.StringIO()
-    print_costs(Console(file=out, width=width, force_terminal=False, color_system=None), _summary())  # type: ignore[arg-type]
+    console = Console(file=out, width=width, force_terminal=False, color_system=None)
+    print_costs(console, _summary())  # type: ignore[arg-type]
     return out.getvalue().splitlines()
 
 
