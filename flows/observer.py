@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .limits import ProviderLimiter
-from .stopping import RunStop
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for annotations: the CLI imports this module before Prefect, to show progress sooner
+    from .limits import ProviderLimiter
     from .pipeline import ProductOutcome
+    from .stopping import RunStop
 
 JobEvent = Literal["submitted", "rejected", "resumed", "done", "failed", "reused"]
 

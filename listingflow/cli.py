@@ -326,8 +326,8 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
 
     with ExitStack() as stack:
         stack.callback(board.close)
+        board.phase("starting the sandboxes..." if sandbox else "connecting to Prefect...")
         if sandbox:
-            board.phase("starting the sandboxes...")
             _start_sandboxes(stack, params, job_seconds, board)
         reset_settings()
         settings = get_settings()
@@ -335,8 +335,6 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
             stack.callback(discard_sandbox_state, settings.sandbox_dir)
         if not configured_api_url() and running_server(settings.state_dir) is None:
             board.phase("starting the local Prefect server (later runs reuse it; listingflow server stop stops it)...")
-        else:
-            board.phase("connecting to the Prefect server...")
         api = stack.enter_context(local_prefect_server(settings.state_dir))
         board.note(f"Prefect API: {api}")
         board.phase("starting the flow run: pre-flight checks...")
