@@ -250,19 +250,24 @@ async def run_catalog(
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
             held=HeldStore(settings.held_path), observer=observer,
         )  # fmt: skip
-        token = set_current_run(run)
-        observer.on_stoppable(run.stop)
-        try:
-            tasks = await configure_tasks(settings)
-            run.intents = Intents(tasks.cache)
-            observer.on_start(_run_start(run, products, names))
-            records = await _run_products(run, tasks, products)
-            await _summarize(summary, run, records, names)
-        finally:
-            reset_current_run(token)
+        await _run_checked(run, products, summary, names)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
     return summary
+
+
+async def _run_checked(run: RunContext, products: list[Product], summary: RunSummary, names: list[str]) -> None:
+    """The products of a run that passed its pre-flight checks, told to the observer; fills in the summary."""
+    token = set_current_run(run)
+    run.observer.on_stoppable(run.stop)
+    try:
+        tasks = await configure_tasks(run.settings)
+        run.intents = Intents(tasks.cache)
+        run.observer.on_start(_run_start(run, products, names))
+        records = await _run_products(run, tasks, products)
+        await _summarize(summary, run, records, names)
+    finally:
+        reset_current_run(token)
 
 
 def _run_start(run: RunContext, products: list[Product], names: list[str]) -> RunStart:
