@@ -326,9 +326,10 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
 
     with ExitStack() as stack:
         stack.callback(board.close)
-        board.phase("starting the sandboxes..." if sandbox else "connecting to Prefect...")
         if sandbox:
+            board.phase("starting the sandboxes...")
             _start_sandboxes(stack, params, job_seconds, board)
+        board.phase("connecting to Prefect...")
         reset_settings()
         settings = get_settings()
         if sandbox:  # these sandboxes' jobs end with this command: so does what was cached about them
@@ -345,9 +346,11 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
         started = time.monotonic()
         summary = asyncio.run(_run_flow(params, board))
         board.close()
-    if summary.refused:
-        err.print("run refused, nothing was submitted: " + "; ".join(summary.refused), markup=False,
-                  highlight=False)  # fmt: skip
+    if summary.refused:  # one line; several problems, one line each under a header
+        head = "run refused, nothing was submitted:"
+        lines = [f"{head} {summary.refused[0]}"] if len(summary.refused) == 1 else [head, *summary.refused]
+        for line in lines:
+            err.print(line if line.startswith(head) else f"  {line}", markup=False, highlight=False)
         return 2
     print_summary(console, summary, time.monotonic() - started)
     return 0 if summary.ok else 1
