@@ -36,6 +36,9 @@ def print_summary(console: Console, summary: Any, elapsed: float) -> None:
         console.print("not done:", style="bold")
         for line in failures:
             say(f"  {line}")  # "[pixii] ..." is text, not markup
+    gallery = getattr(summary, "gallery", None)  # RunSummary.gallery: the review page (flows/gallery.py)
+    if gallery:  # what to open next, after the failures (a long list must not bury it), on one line
+        say(f"review gallery: {gallery}")
     if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
         say(f"{summary.headline()} ({elapsed:.0f}s); manifest: {manifest}", style="bold yellow")
 
