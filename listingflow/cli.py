@@ -22,8 +22,20 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
+_UsageError = typer.BadParameter.__mro__[1]  # typer's (vendored click's) UsageError: a bad or missing option
+
+
 class _PlainHelpCommand(TyperCommand):
-    """Help that lists an argument by its name: typer adds its Python type (``CATALOG <str>``)."""
+    """A bad option in one line (not a usage block), and help that lists an argument by its name (typer
+    adds its Python type: ``CATALOG <str>``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:
+            err.print(f"listingflow {ctx.info_name}: {exc.format_message()} (--help lists the options)",
+                      markup=False, highlight=False)  # fmt: skip
+            raise typer.Exit(2) from None
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         args, opts = [], []

@@ -29,6 +29,10 @@ def test_bad_parameters_are_refused_with_the_field_named() -> None:
     assert result.exit_code == 2
     [line] = result.output.splitlines()  # one line, no usage block
     assert line.startswith("listingflow: ") and "scale_options.language is required" in line
+    result = CliRunner().invoke(app, ["run", "examples/catalog.csv", "--size", "big"], prog_name="listingflow")
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("listingflow run: Invalid value for '--size'"), line
 
 
 def test_version_is_the_installed_package_version() -> None:
