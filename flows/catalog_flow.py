@@ -48,7 +48,7 @@ from .estimate import estimate_run, over_budget
 from .batching import batches_across_products
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
-from .observer import ProviderPlan, RunObserver, RunStart
+from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
 from .pipeline import ProductOutcome, ProductRecord, run_product
 from .held import HeldStore
 from .intents import Intents
@@ -195,7 +195,7 @@ async def run_catalog(
     observer: RunObserver | None = None,
 ) -> RunSummary:
     settings = settings or get_settings()
-    observer = observer or RunObserver()
+    observer = GuardedObserver(observer or RunObserver())
     started = time.time()
     run_id = _run_id()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
@@ -275,7 +275,7 @@ def _run_start(run: RunContext, products: list[Product], names: list[str]) -> Ru
     without reading manifests: reused jobs count as soon as they are found) and its limiter. Not
     estimated for an observer that ignores it (a deployment's run: thousands of products)."""
     jobs: dict[str, int] = dict.fromkeys(names, 0)
-    if type(run.observer).on_start is not RunObserver.on_start:
+    if run.observer.wants_plan():
         for line in estimate_run(run.params, products, run.providers).lines:
             jobs[line.provider] = jobs.get(line.provider, 0) + line.jobs
     plans = {n: ProviderPlan(name=n, jobs=jobs.get(n, 0), limiter=run.limiters[n],

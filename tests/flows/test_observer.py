@@ -60,3 +60,23 @@ async def test_the_observer_hears_each_provider_job_and_product(sandboxes: dict[
     state, _ = await run_flow(again)
     assert state.is_completed()
     assert again.events[("pixii", "reused")] == 10 and not again.events[("pixii", "submitted")]
+
+
+async def test_a_broken_observer_never_fails_or_double_pays_the_run(sandboxes: dict[str, Any], lf_env: dict) -> None:
+    """A callback runs inside the submit task, after the provider was paid: its error must not fail the
+    task (the paid job would not be cached, and the next run would pay again)."""
+
+    class Broken(RunObserver):
+        calls = 0
+
+        def on_job_event(self, provider: str, step: str, event: str) -> None:
+            Broken.calls += 1
+            raise RuntimeError("display bug")
+
+    state, summary = await run_flow(Broken(), steps=["copy"])
+    assert state.is_completed(), summary.failure_report()
+    assert Broken.calls == 1  # the first error is logged; the observer is not called again
+    paid = paid_submissions(sandboxes)["listingrva"]
+    state, again = await run_flow(steps=["copy"])
+    assert state.is_completed() and paid_submissions(sandboxes)["listingrva"] == paid == 6
+    assert again.cost.total.reused_jobs == 6
