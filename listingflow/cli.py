@@ -22,7 +22,8 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-_UsageError = typer.BadParameter.__mro__[1]  # typer's (vendored click's) UsageError: a bad or missing option
+# typer's (vendored click's) UsageError: a bad or missing option; typer exports only its BadParameter subclass
+_UsageError: Any = typer.BadParameter.__mro__[1]
 
 
 class _PlainHelpCommand(TyperCommand):
