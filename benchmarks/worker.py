@@ -79,8 +79,20 @@ def _write_census_growth(path: str, before: dict[str, int], after: dict[str, int
     Path(path).write_text("\n".join(lines))
 
 
+def _product_hooks(hooks: list[Any]) -> Any:
+    """An observer calling each diagnosis hook as a product finishes, in the order they were added."""
+    from flows.observer import RunObserver
+
+    class ProductHooks(RunObserver):
+        def on_product_done(self, outcome: Any, done: int, total: int) -> None:
+            for hook in hooks:
+                hook(outcome, done, total)
+
+    return ProductHooks()
+
+
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
-    from flows.catalog_flow import LAST_SUMMARY, catalog_flow
+    from flows.catalog_flow import observed_catalog_flow
     from flows.params import RunParameters
     from listingflow.settings import reset_settings
 
@@ -93,11 +105,10 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
         profiler = Profiler(async_mode="enabled")
         profiler.start()
+    hooks: list[Any] = []
     trace = os.environ.get("LISTINGFLOW_BENCH_TRACEMALLOC")  # diagnosis: where retained memory lives
     if trace:
         import tracemalloc
-
-        from flows.catalog_flow import HOOKS
 
         early: list[Any] = []
 
@@ -109,12 +120,10 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
             if done == max(1, total * 9 // 10):
                 _write_snapshot(f"{trace}-{spec['name']}-during.txt", since=early[0] if early else None)
 
-        HOOKS["on_product_done"] = snapshot_near_the_end
+        hooks.append(snapshot_near_the_end)
         tracemalloc.start(8)
     census = os.environ.get("LISTINGFLOW_BENCH_CENSUS")  # diagnosis without tracemalloc's 10x slowdown
     if census:
-        from flows.catalog_flow import HOOKS
-
         counts: list[dict[str, int]] = []
 
         def census_hook(outcome: Any, done: int, total: int) -> None:
@@ -123,7 +132,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
                 if len(counts) == 2:
                     _write_census_growth(f"{census}-{spec['name']}.txt", counts[0], counts[1], total * 9 // 10 - total // 4)
 
-        HOOKS["on_product_done"] = census_hook
+        hooks.append(census_hook)
     cprofile = os.environ.get("LISTINGFLOW_BENCH_CPROFILE")  # diagnosis: CPU by function (main thread)
     if cprofile:
         import cProfile
@@ -132,22 +141,17 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         cprofiler.enable()
     checkpoints = set(spec.get("checkpoints") or [])
     if checkpoints:  # peak RSS as the run passes given numbers of finished products, written as it goes
-        from flows.catalog_flow import HOOKS
-
         reached: dict[str, Any] = {}
-        previous_hook = HOOKS.get("on_product_done")
 
         def checkpoint(outcome: Any, done: int, total: int) -> None:
-            if previous_hook:
-                previous_hook(outcome, done, total)
             if done in checkpoints:
                 reached[str(done)] = {"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0}
                 Path(spec["progress"]).write_text(json.dumps(reached))
 
-        HOOKS["on_product_done"] = checkpoint
+        hooks.append(checkpoint)
     started_epoch = time.time()
     t0 = time.perf_counter()
-    state = await catalog_flow(**params.model_dump(mode="json", by_alias=True), return_state=True)
+    state = await observed_catalog_flow(params, _product_hooks(hooks), return_state=True)
     wall = time.perf_counter() - t0
     if cprofile:
         cprofiler.disable()
@@ -157,7 +161,8 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     if profiler is not None:
         profiler.stop()
         Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
-    summary = LAST_SUMMARY.get("last")
+    summary = await state.aresult(raise_on_failure=False)
+    summary = summary if hasattr(summary, "products") else None  # a crashed run's result is its exception
     statuses: dict[str, int] = {}
     failures: list[str] = []
     if summary is not None:

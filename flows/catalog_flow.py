@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Annotated, Any
@@ -47,8 +46,10 @@ from .catalog import Catalog, CatalogError, RowError, load_catalog
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .gallery import gallery_link, publish_gallery
+from .batching import batches_across_products
 from .limits import ProviderLimiter, ensure_limits, limit_specs
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
+from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
 from .pipeline import ProductOutcome, ProductRecord, run_product
 from .held import HeldStore
 from .intents import Intents
@@ -125,12 +126,6 @@ class RunSummary(BaseModel):
         return lines
 
 
-LAST_SUMMARY: dict[str, RunSummary] = {}
-"""The most recent summary per process, for the local CLI (flow results may be Failed states)."""
-HOOKS: dict[str, Callable[..., None] | None] = {"on_start": None, "on_product_done": None, "on_stoppable": None}
-"""Progress callbacks of the local CLI; flow parameters cannot carry callables. ``on_stoppable`` receives
-the run's ``RunStop`` once the flow is running (the CLI binds Ctrl-C and SIGTERM to it then: Prefect's
-flow engine installs its own SIGTERM handler when a flow run starts)."""
 STOP_GRACE_SECONDS = 4.0
 """After a stop request, products still running this long (waiting for an in-flight slot, a download)
 are cancelled; paid calls in progress are still let finish (``RunStop.finish``)."""
@@ -200,12 +195,10 @@ async def run_catalog(
     params: RunParameters,
     *,
     settings: Settings | None = None,
-    on_product_done: Callable[[ProductOutcome, int, int], None] | None = None,
-    on_start: Callable[[int, str], None] | None = None,
+    observer: RunObserver | None = None,
 ) -> RunSummary:
     settings = settings or get_settings()
-    on_product_done = on_product_done or HOOKS["on_product_done"]
-    on_start = on_start or HOOKS["on_start"]
+    observer = GuardedObserver(observer or RunObserver())
     started = time.time()
     run_id = _run_id()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
@@ -258,24 +251,40 @@ async def run_catalog(
             run_id=run_id, settings=settings, params=params, providers=providers,
             limiters=limiters, download_http=download_http, archive=archive,
             budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
-            held=HeldStore(settings.held_path),
+            held=HeldStore(settings.held_path), observer=observer,
         )  # fmt: skip
-        token = set_current_run(run)
-        if HOOKS["on_stoppable"]:
-            HOOKS["on_stoppable"](run.stop)
-        try:
-            tasks = await configure_tasks(settings)
-            run.intents = Intents(tasks.cache)
-            if on_start:
-                on_start(len(products), archive.uri)
-            records = await _run_products(run, tasks, products, on_product_done)
-            await _summarize(summary, run, records, names)
-        finally:
-            reset_current_run(token)
+        await _run_checked(run, products, summary, names)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
-    LAST_SUMMARY["last"] = summary
     return summary
+
+
+async def _run_checked(run: RunContext, products: list[Product], summary: RunSummary, names: list[str]) -> None:
+    """The products of a run that passed its pre-flight checks, told to the observer; fills in the summary."""
+    token = set_current_run(run)
+    run.observer.on_stoppable(run.stop)
+    try:
+        tasks = await configure_tasks(run.settings)
+        run.intents = Intents(tasks.cache)
+        run.observer.on_start(_run_start(run, products, names))
+        records = await _run_products(run, tasks, products)
+        await _summarize(summary, run, records, names)
+    finally:
+        reset_current_run(token)
+
+
+def _run_start(run: RunContext, products: list[Product], names: list[str]) -> RunStart:
+    """What the observer is told at the start: the jobs each provider is expected to take (the estimate,
+    without reading manifests: reused jobs count as soon as they are found) and its limiter. Not
+    estimated for an observer that ignores it (a deployment's run: thousands of products)."""
+    jobs: dict[str, int] = dict.fromkeys(names, 0)
+    if run.observer.wants_plan():
+        for line in estimate_run(run.params, products, run.providers).lines:
+            jobs[line.provider] = jobs.get(line.provider, 0) + line.jobs
+    plans = {n: ProviderPlan(name=n, jobs=jobs.get(n, 0), limiter=run.limiters[n],
+                             batch_size=run.providers[n].limits.max_batch_size
+                             if batches_across_products(run, n) else 1) for n in names}  # fmt: skip
+    return RunStart(run_id=run.run_id, products=len(products), archive=run.archive.uri, providers=plans)
 
 
 async def _summarize(summary: RunSummary, run: RunContext, records: list[ProductRecord | None], names: list[str]) -> None:
@@ -317,7 +326,6 @@ def _refuse(summary: RunSummary, problems: list[str]) -> RunSummary:
     """The run does not start: nothing was submitted, and each problem is one line of the summary."""
     summary.refused = problems
     summary.finished_at = time.time()
-    LAST_SUMMARY["last"] = summary
     return summary
 
 
@@ -337,8 +345,7 @@ async def _manifest(archive: SpooledArchive, product: Product) -> dict[str, Any]
         return None
 
 
-async def _run_products(run: RunContext, tasks: Any, products: list[Product],
-                        on_product_done: Callable[[ProductOutcome, int, int], None] | None) -> list[ProductRecord | None]:  # fmt: skip
+async def _run_products(run: RunContext, tasks: Any, products: list[Product]) -> list[ProductRecord | None]:
     """Every product's chain, ``product_concurrency`` at a time; on a stop request the products not
     started are recorded as interrupted, and those still running after ``STOP_GRACE_SECONDS`` are
     cancelled."""
@@ -376,8 +383,7 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product],
             records[index] = outcome.record()
             forget_empty_task_assets()
             done += 1
-            if on_product_done:
-                on_product_done(outcome, done, len(products))
+            run.observer.on_product_done(outcome, done, len(products))
             if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
                 last_update = time.monotonic()
                 await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
@@ -516,13 +522,14 @@ def _failures_markdown(summary: RunSummary) -> str:
 
 
 def final_state(summary: RunSummary) -> State:
+    """The flow run's final state; its result is the summary (``await state.aresult(raise_on_failure=False)``)."""
     if summary.refused:
-        return Failed(message=summary.headline())
+        return Failed(message=summary.headline(), data=summary)
     if summary.interrupted:
-        return Cancelled(message=summary.headline())
+        return Cancelled(message=summary.headline(), data=summary)
     if not summary.ok:
-        return Failed(message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]))
-    return Completed(message=summary.headline())
+        return Failed(message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]), data=summary)
+    return Completed(message=summary.headline(), data=summary)
 
 
 def _title(name: str) -> Any:
@@ -532,7 +539,7 @@ def _title(name: str) -> Any:
     return Field(json_schema_extra={"title": RunParameters.model_fields[name].title})
 
 
-@flow(name="listingflow-catalog", log_prints=False, validate_parameters=True)
+@flow(name="listingflow-catalog", log_prints=False, validate_parameters=True, persist_result=False)
 async def catalog_flow(
     catalog: Annotated[str, _title("catalog")] = DEFAULT_CATALOG,
     steps: Annotated[list[Step], _title("steps")] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006
@@ -580,7 +587,19 @@ async def catalog_flow(
             "currency": currency,
         }  # fmt: skip
     )
-    summary = await run_catalog(params)
+    return await _run_and_report(params, None)
+
+
+@flow(name="listingflow-catalog", log_prints=False, validate_parameters=False, persist_result=False)
+async def observed_catalog_flow(params: RunParameters, observer: RunObserver | None = None) -> State:
+    """The catalog flow for a run started in this process (``listingflow run``): the same run, with the
+    parameters already validated and ``observer`` told its progress. Deployments run ``catalog_flow``."""
+    return await _run_and_report(params, observer)
+
+
+async def _run_and_report(params: RunParameters, observer: RunObserver | None) -> State:
+    """Run the catalog; log the headline and failures to the flow run; the final state carries the summary."""
+    summary = await run_catalog(params, observer=observer)
     log = get_run_logger()
     log.info("%s; archive: %s", summary.headline(), summary.archive)
     for line in summary.failure_report():

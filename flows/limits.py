@@ -214,6 +214,10 @@ class _SlotPool:
             heapq.heappush(self.free, (time.monotonic() + self.hold, next(self._seq), lease))
         self._changed.set()
 
+    def used(self, now: float) -> int:
+        """Slots taken here within their window: requests this process sent in the current window."""
+        return sum(self.in_use.values()) + sum(1 for at, _, _ in self.free if at > now)
+
     def seconds_until_ready(self) -> float:
         """0 when a slot is ready here or more could be asked for; else until the next one is ready."""
         if not self.free or (self.use_global and (self.limit is None or self.held < self.limit)):
@@ -344,6 +348,18 @@ class LimitMissing(RuntimeError):
         super().__init__(f"global concurrency limit {name!r} {why}; it is created at flow start (ensure_limits)")
 
 
+@dataclass(frozen=True)
+class RateUse:
+    """One route group's rate use, as a progress display shows it."""
+
+    group: str
+    used: int
+    limit: int
+    window: float
+    next_slot_seconds: float  # 0 when a request could go now
+    waiting: int = 0  # requests waiting for a slot (room held by this run's window or by other runs)
+
+
 @dataclass
 class ProviderLimiter:
     """The throttle and in-flight guard one provider's calls go through in this process."""
@@ -388,6 +404,17 @@ class ProviderLimiter:
         """How long until this process could send this provider's next request in its busiest group
         (0 when a request could go now). Batching keeps collecting items while this is positive."""
         return max([0.0] + [w.seconds_until_ready() for w in self._windows.values()])
+
+    def rate_use(self) -> list[RateUse]:
+        """Each route group's requests in its current window against its limit, and when its next slot
+        is ready (for progress displays; read on the run's event loop)."""
+        now = time.monotonic()
+        out = []
+        for name, group in self.groups.items():
+            pool = self._windows.get(name)
+            used, wait, waiting = (pool.used(now), pool.seconds_until_ready(), pool.waiting) if pool else (0, 0.0, 0)
+            out.append(RateUse(name, used, group.requests, group.per_seconds, wait, waiting))
+        return out
 
     def _window(self, group: str) -> _SlotPool:
         if group not in self._windows:

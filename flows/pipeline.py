@@ -379,7 +379,9 @@ async def _run_job(run: RunContext, tasks: TaskSet, product: Product, step: Step
         _record_held(run, product, step, exc, job)
         raise
     _record_cost(run, product, step, result, reused=reused)
-    if not reused:
+    if reused:
+        run.observer.on_job_event(provider_name, str(step), "reused")
+    else:
         run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
     archived = await _archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived

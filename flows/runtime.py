@@ -12,7 +12,7 @@ import contextvars
 import hashlib
 import json
 from pathlib import Path
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from .limits import ProviderLimiter
 from .params import RunParameters
 from .held import HeldStore
 from .intents import Intents, NoIntents
+from .observer import RunObserver
 from .reconcile import BalanceGate, Ticket
 from .stopping import RunStop
 
@@ -54,7 +55,7 @@ class RunContext:
     budget: Budget
     costs: CostLedger = field(default_factory=CostLedger)
     blocked: dict[str, ProviderBlocked | Deferred] = field(default_factory=dict)
-    on_product_done: Callable[[Any], None] | None = None
+    observer: RunObserver = field(default_factory=RunObserver)
     batchers: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
     gates: dict[str, BalanceGate] = field(default_factory=dict)
     held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))

@@ -40,9 +40,10 @@ from pydantic import BaseModel
 
 from listingflow.settings import Settings
 from providers.contract import JobRef, JobResult, Product, Step
-from providers.errors import InsufficientCredits, JobFailed, QuotaExhausted
+from providers.errors import InsufficientCredits, JobFailed, ProviderError, QuotaExhausted
 
 from .runtime import Deferred, ProviderBlocked, current_run
+from .stopping import Interrupted
 from .submission import submit_paid
 
 _T = TypeVar("_T")
@@ -191,6 +192,11 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         except InsufficientCredits as exc:
             run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
                                                              provider=provider, code=exc.code))  # fmt: skip
+            run.observer.on_job_event(provider, str(step), "rejected")
+            raise
+        except ProviderError as exc:
+            if not isinstance(exc, Interrupted):
+                run.observer.on_job_event(provider, str(step), "rejected")
             raise
     ref.host.run_id = ref.host.run_id or run.run_id
     ref.host.label = ref.host.label or label
@@ -198,6 +204,7 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
         run.budget.release(hold, maybe_charged=True)
         return ref
     run.budget.submitted(hold, ref.credits_at_submit)
+    run.observer.on_job_event(provider, str(step), "submitted")
     ref.host.budget_hold = hold  # the wait task settles it
     return ref
 
@@ -209,16 +216,20 @@ async def wait_task(ref: JobRef, version: str) -> JobResult:
     gate = run.gate(ref.provider)
     if ref.host.run_id != run.run_id:
         gate.watching()  # an earlier run's job: a refund of it could land while this run checks a balance
+        run.observer.on_job_event(ref.provider, str(ref.step), "resumed")
 
     hold = ref.host.budget_hold
     try:  # one wait, never retried here: the plugin polls until the job's one deadline (providers.polling)
         # a stop abandons the polling, never the job: the next run resumes it
         result = await run.stop.race(plugin.wait(ref), f"wait {ref.provider} {ref.job_id}")
-    except BaseException:
+    except BaseException as exc:
         run.budget.settle(hold, ref.credits_at_submit)  # paid at submission, result not seen
+        if isinstance(exc, ProviderError) and not isinstance(exc, Interrupted):
+            run.observer.on_job_event(ref.provider, str(ref.step), "failed")
         raise
     gate.settled(result.credits_refunded)
     run.budget.settle(hold, result.credits_charged, result.credits_refunded)
+    run.observer.on_job_event(ref.provider, str(ref.step), "failed" if result.status == "failed" else "done")
     if result.status == "failed":
         raise JobFailedWithResult(result)
     return result

@@ -1,4 +1,4 @@
-"""The ``listingflow`` command: run, estimate, providers, sandbox, bootstrap."""
+"""The listingflow command: run, estimate, providers, unknown, sandbox, server, bootstrap."""
 
 from __future__ import annotations
 
@@ -7,23 +7,67 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
+from typer.core import TyperCommand
 from rich.table import Table
 
-if TYPE_CHECKING:  # prefect is imported by the commands that need it (the CLI starts without it)
-    from prefect.states import State
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+HELP = "Generate listing copy, images, A+ content and variation images for a catalog, on Prefect."
+# Plain help (no rich panels, no markup): it reads the same at 80 columns, piped, and in a log.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)  # fmt: skip
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+# typer's (vendored click's) UsageError: a bad or missing option; typer exports only its BadParameter subclass
+_UsageError: Any = typer.BadParameter.__mro__[1]
+
+
+class _PlainHelpCommand(TyperCommand):
+    """A bad option in one line (not a usage block), and help that lists an argument by its name (typer
+    adds its Python type: ``CATALOG <str>``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:
+            err.print(f"listingflow {ctx.info_name}: {exc.format_message()} (--help lists the options)",
+                      markup=False, highlight=False)  # fmt: skip
+            raise typer.Exit(2) from None
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name == "argument":
+                args.append((getattr(param, "display_name_raw", record[0]), record[1]))
+            elif record is not None:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"listingflow {version('listingflow')}")
+        except PackageNotFoundError:
+            print("listingflow (not installed: no version)")
+        raise typer.Exit()
 
 
 @app.callback()
-def _keep_prefect_files_local() -> None:
+def _keep_prefect_files_local(
+    show_version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
+                                               callback=_print_version)] = False,  # fmt: skip
+) -> None:
     """Prefect's local files (telemetry id, result storage, memo store) go under the listingflow state
     folder, not ~/.prefect, unless PREFECT_HOME is set; runs before any command imports Prefect."""
     from listingflow.prefect_home import use_state_dir_for_prefect
@@ -45,7 +89,7 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"{what}: expected NAME=VALUE, got {item!r}")
+            _fail_before_start(f"{what}: expected NAME=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -86,33 +130,41 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
         return RunParameters.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors())
-        raise typer.BadParameter(problems) from None
+        _fail_before_start(problems)
 
 
-Steps = Annotated[list[str] | None, typer.Option("--step", "-s", help="step to run (repeat): copy, images, aplus, scale")]
-ProviderOpt = Annotated[list[str], typer.Option("--provider", "-p", help="STEP=PROVIDER, e.g. images=pixii")]
-Styles = Annotated[list[str], typer.Option("--style", help="image style id (repeat)")]
-Size = Annotated[int | None, typer.Option(help="image size in px: 1000, 1200, 1500 or 2000")]
-Platform = Annotated[str | None, typer.Option(help="target platform for copy and images, e.g. amazon")]
-APlus = Annotated[list[str], typer.Option("--aplus-type", help="'A+ Basic', 'A+ Premium', 'A+ Premium Mobile'")]
-ScaleMode = Annotated[str | None, typer.Option(help="catalog, inspire, variation or language")]
-Language = Annotated[str | None, typer.Option(help="target language for scale mode 'language'")]
-Products = Annotated[list[str], typer.Option("--product", help="only this ASIN (repeat)")]
-ArchiveOpt = Annotated[str | None, typer.Option(help="local folder or s3://bucket/prefix")]
-Force = Annotated[list[str], typer.Option("--force", help="regenerate this step; SPENDS CREDITS AGAIN")]
+# Each option has a metavar: without one, typer's help shows the Python type (``<list[str]>``).
+Steps = Annotated[list[str] | None, typer.Option(
+    "--step", "-s", metavar="STEP", help="step to run (repeat): copy, images, aplus, scale")]
+ProviderOpt = Annotated[list[str], typer.Option(
+    "--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii")]
+Styles = Annotated[list[str], typer.Option("--style", metavar="STYLE", help="image style id (repeat)")]
+Size = Annotated[int | None, typer.Option(metavar="PX", help="image size in px: 1000, 1200, 1500 or 2000")]
+Platform = Annotated[str | None, typer.Option(
+    metavar="PLATFORM", help="target platform for copy and images, e.g. amazon")]
+APlus = Annotated[list[str], typer.Option(
+    "--aplus-type", metavar="TYPE", help="'A+ Basic', 'A+ Premium' or 'A+ Premium Mobile' (repeat)")]
+ScaleMode = Annotated[str | None, typer.Option(
+    metavar="MODE", help="scale mode: catalog, inspire, variation or language")]
+Language = Annotated[str | None, typer.Option(metavar="LANG", help="target language for scale mode 'language'")]
+Products = Annotated[list[str], typer.Option("--product", metavar="ASIN", help="only this ASIN (repeat)")]
+ArchiveOpt = Annotated[str | None, typer.Option(metavar="FOLDER|S3URI", help="local folder or s3://bucket/prefix")]
+Force = Annotated[list[str], typer.Option("--force", metavar="STEP", help="regenerate this step; SPENDS CREDITS AGAIN")]
 Rerun = Annotated[str | None, typer.Option(
-    help="only the failed products of this run id or manifest, with that run's parameters "
-    "(options given here with a non-default value override them)")]
-MaxCredits = Annotated[int | None, typer.Option(help="stop submitting past this many credits in total")]
-MaxFor = Annotated[list[str], typer.Option("--max-credits-for", help="PROVIDER=N")]
-Price = Annotated[list[str], typer.Option("--price", help="PROVIDER=money per credit, for the cost summary")]
+    metavar="RUN", help="only the failed products of this run id or manifest, with that run's parameters (options "
+    "given here with a non-default value override them)")]
+MaxCredits = Annotated[int | None, typer.Option(metavar="N", help="stop submitting past this many credits in total")]
+MaxFor = Annotated[list[str], typer.Option(
+    "--max-credits-for", metavar="PROVIDER=N", help="stop submitting to PROVIDER past N credits")]
+Price = Annotated[list[str], typer.Option(
+    "--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary")]
 ResubmitUnknown = Annotated[bool, typer.Option(
     "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def run(
-    catalog: Annotated[str, typer.Argument(help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
+    catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
     step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
     platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
     language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
@@ -120,11 +172,12 @@ def run(
     max_credits_for: MaxFor = [], price: Price = [],  # noqa: B006
     resubmit_unknown: ResubmitUnknown = False,
     sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
-    sandbox_job_seconds: Annotated[float, typer.Option(help="sandbox job duration")] = 1.0,
+    sandbox_job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="sandbox job duration")] = 1.0,
     sandbox_noncompliant: Annotated[list[str], typer.Option(
-        "--sandbox-noncompliant", help="ASIN whose sandbox outputs break Amazon's rules on purpose (grey main "
-        "image, promotional title), to try the compliance checks (repeat)")] = [],  # noqa: B006
+        "--sandbox-noncompliant", metavar="ASIN", help="a product whose sandbox outputs break Amazon's rules on "
+        "purpose (grey main image, promotional title), to try the compliance checks (repeat)")] = [],  # noqa: B006
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a failure")] = False,
 ) -> None:
     """Run the pipeline over a catalog, locally (a Prefect server is started if none is configured)."""
     _quiet_prefect(verbose)
@@ -137,9 +190,47 @@ def run(
     if params.force:
         err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
                   "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
-    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose,
+    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose, debug=debug,
                      noncompliant=sandbox_noncompliant)  # fmt: skip
     raise typer.Exit(code)
+
+
+def _fail_before_start(message: str) -> None:
+    """Bad input: one line naming what is wrong, exit 2, nothing started."""
+    err.print(f"listingflow: {message}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+def _report_failure(exc: BaseException, *, started: bool, debug: bool) -> int:
+    """An unexpected failure in one line (exit 2 before the run started, 1 after); its traceback goes to
+    a log file under the state folder, and to the screen with --debug."""
+    import traceback
+
+    log = _write_traceback(exc)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    what = "the run failed" if started else "the run could not start"
+    where = f"; traceback in {log}" if log else ""
+    hint = "" if debug else " (--debug shows it)"
+    message = " ".join(str(exc).split()) or "no message"
+    err.print(f"listingflow: {what}: {type(exc).__name__}: {message}{where}{hint}", markup=False, highlight=False)
+    return 1 if started else 2
+
+
+def _write_traceback(exc: BaseException) -> Any:
+    """The failure's traceback in ``<state folder>/logs/``; None when it cannot be written."""
+    import traceback
+
+    try:
+        from listingflow.settings import get_settings
+
+        folder = get_settings().state_dir / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(exc)))
+        return path
+    except Exception:  # noqa: BLE001 - the one line still says what failed
+        return None
 
 
 class _StopOnSignals:
@@ -221,173 +312,105 @@ def _mute_prefect_console() -> None:
                 handler.setLevel(logging.CRITICAL)
 
 
-def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False,
+def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False, debug: bool = False,
               noncompliant: list[str] | None = None) -> int:  # fmt: skip
-    from flows import catalog_flow as cf
+    from listingflow.terminal import make_board
 
     stopper = _StopOnSignals(mute_prefect=not verbose)
     stopper.install()
-    cf.HOOKS["on_stoppable"] = stopper.attach
+    # the handlers stay after the run: a second Ctrl-C while the command drains Prefect's logs still exits
+    board = make_board(console, bind_stop=stopper.attach)
     try:
-        code = _run_local(params, sandbox=sandbox, job_seconds=job_seconds, noncompliant=noncompliant or [])
+        code = _run_local(params, board, sandbox=sandbox, job_seconds=job_seconds, verbose=verbose,
+                          noncompliant=noncompliant or [])  # fmt: skip
     except KeyboardInterrupt:
+        board.close()
         if stopper.signum is None:
             raise
-        err.print(f"[yellow]{stopper.name}: stopped before any product was started; nothing was submitted[/yellow]")
+        err.print(f"{stopper.name}: stopped before any product was started; nothing was submitted", style="yellow")
         return stopper.exit_code
-    finally:
-        # the handlers stay: a second Ctrl-C while the command drains Prefect's logs and exits still
-        # exits at once
-        cf.HOOKS["on_stoppable"] = None
+    except Exception as exc:  # noqa: BLE001 - one line, the traceback in a log file
+        board.close()
+        return _report_failure(exc, started=board.started, debug=debug)
     return stopper.exit_code if stopper.signum else code
 
 
-def _run_local(params: Any, *, sandbox: bool, job_seconds: float, noncompliant: list[str] | None = None) -> int:
+def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, verbose: bool,
+               noncompliant: list[str]) -> int:  # fmt: skip
     from contextlib import ExitStack
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from listingflow.local import (
-        configured_api_url,
-        discard_sandbox_state,
-        local_prefect_server,
-        noncompliant_products,
-        running_sandboxes,
-    )
+    from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server
+    from listingflow.report import print_summary
     from listingflow.server import running_server
     from listingflow.settings import get_settings, reset_settings
-    from providers.registry import load_providers
 
     with ExitStack() as stack:
+        stack.callback(board.close)
         if sandbox:
-            registry = load_providers()
-            names = {params.providers.for_step(s) for s in params.ordered_steps()}
-            updates: dict[str, dict[str, Any]] = {}
-            if noncompliant:  # the sandboxes' outputs for these products break the marketplace's rules
-                endpoint = get_settings().s3_endpoint_url
-                tokens = noncompliant_products(params.catalog, noncompliant, s3_endpoint_url=endpoint)
-                updates = {n: {"noncompliant_asins": tokens} for n in names}
-            stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds,
-                                                  config_updates=updates))  # fmt: skip
-            for n in names:  # sandbox jobs take seconds, not minutes: poll at a matching cadence
-                prefix = registry.get(n).settings_class.model_config.get("env_prefix", f"{n.upper()}_")
-                os.environ.setdefault(f"{prefix}POLL_INTERVAL_SECONDS", str(max(0.2, job_seconds / 2)))
-            console.print(f"[dim]sandboxes on loopback: {', '.join(sorted(names))}[/dim]")
+            board.phase("starting the sandboxes...")
+            _start_sandboxes(stack, params, job_seconds, board, noncompliant)
+        board.phase("connecting to Prefect...")
         reset_settings()
         settings = get_settings()
         if sandbox:  # these sandboxes' jobs end with this command: so does what was cached about them
             stack.callback(discard_sandbox_state, settings.sandbox_dir)
         if not configured_api_url() and running_server(settings.state_dir) is None:
-            console.print("[dim]starting a local Prefect server in the background (later runs reuse it; "
-                          "`listingflow server stop` stops it)...[/dim]")  # fmt: skip
+            board.phase("starting the local Prefect server (later runs reuse it; listingflow server stop stops it)...")
         api = stack.enter_context(local_prefect_server(settings.state_dir))
-        console.print(f"[dim]Prefect API: {api}[/dim]")
+        board.note(f"Prefect API: {api}")
+        board.phase("starting the flow run: pre-flight checks...")
+        import flows.catalog_flow  # noqa: F401 - Prefect sets up its logging on import: mute it after
 
-        from flows import catalog_flow as cf
-
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=False)  # fmt: skip
-        bar: dict[str, Any] = {}
-
-        def on_start(total: int, archive_uri: str) -> None:
-            progress.start()
-            bar["id"] = progress.add_task("products", total=total)
-
-        def on_done(outcome: Any, done: int, total: int) -> None:
-            mark = {"complete": "[green]done[/green]", "deferred": "[yellow]deferred[/yellow]",
-                    "interrupted": "[yellow]interrupted[/yellow]"}.get(
-                outcome.status, f"[red]{outcome.status}[/red]")
-            progress.console.print(f"  {outcome.key:<18} {mark}")
-            progress.update(bar["id"], completed=done)
-
-        cf.HOOKS["on_start"] = on_start
-        cf.HOOKS["on_product_done"] = on_done
+        if not verbose:
+            _mute_prefect_console()  # the flow run's failure is reported here once, in one line
         started = time.monotonic()
-        try:
-            state = asyncio.run(_run_catalog_flow(params))
-        finally:
-            if progress.live.is_started:
-                progress.stop()
-        summary = cf.LAST_SUMMARY.get("last")
-        if summary is None:
-            err.print(f"[red]run failed before it started: {state.message}[/red]")
-            try:
-                state.result()
-            except Exception as exc:  # noqa: BLE001 - show the reason, not a traceback
-                err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
-            return 2
-        if summary.refused:
-            err.print("[bold red]run refused, nothing was submitted:[/bold red]")
-            for problem in summary.refused:
-                err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-            return 2
-        _print_summary(summary, time.monotonic() - started)
-        return 0 if summary.ok else 1
+        summary = asyncio.run(_run_flow(params, board))
+        board.close()
+    if summary.refused:  # one line; several problems, one line each under a header
+        head = "run refused, nothing was submitted:"
+        lines = [f"{head} {summary.refused[0]}"] if len(summary.refused) == 1 else [head, *summary.refused]
+        for line in lines:
+            err.print(line if line.startswith(head) else f"  {line}", markup=False, highlight=False)
+        return 2
+    print_summary(console, summary, time.monotonic() - started)
+    return 0 if summary.ok else 1
 
 
-def _flow_kwargs(params: Any) -> dict[str, Any]:
-    return params.model_dump(mode="json", by_alias=True)
+def _start_sandboxes(stack: Any, params: Any, job_seconds: float, board: Any, noncompliant: list[str]) -> None:
+    from listingflow.local import noncompliant_products, running_sandboxes
+    from listingflow.settings import get_settings
+    from providers.registry import load_providers
+
+    registry = load_providers()
+    names = {params.providers.for_step(s) for s in params.ordered_steps()}
+    updates: dict[str, dict[str, Any]] = {}
+    if noncompliant:  # the sandboxes' outputs for these products break the marketplace's rules
+        tokens = noncompliant_products(params.catalog, noncompliant, s3_endpoint_url=get_settings().s3_endpoint_url)
+        updates = {n: {"noncompliant_asins": tokens} for n in names}
+    stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds,
+                                          config_updates=updates))  # fmt: skip
+    for n in names:  # sandbox jobs take seconds, not minutes: poll at a matching cadence
+        prefix = registry.get(n).settings_class.model_config.get("env_prefix", f"{n.upper()}_")
+        os.environ.setdefault(f"{prefix}POLL_INTERVAL_SECONDS", str(max(0.2, job_seconds / 2)))
+    board.note(f"sandboxes on loopback: {', '.join(sorted(names))}")
 
 
-async def _run_catalog_flow(params: Any) -> State[Any]:
-    """The flow run's final state. A coroutine for ``asyncio.run`` (calling the flow gives an awaitable)."""
-    from flows import catalog_flow as cf
+async def _run_flow(params: Any, board: Any) -> Any:
+    """The flow run's summary (its result); a crashed flow run's exception is raised here."""
+    from flows.catalog_flow import RunSummary, observed_catalog_flow
 
-    return await cf.catalog_flow(**_flow_kwargs(params), return_state=True)
-
-
-def _print_summary(summary: Any, elapsed: float) -> None:
-    console.print()
-    style = "green" if summary.ok else ("red" if summary.refused else "yellow")
-    manifest = f"{summary.archive}/runs/{summary.run_id}/manifest.json"
-    if not summary.interrupted:
-        console.print(f"[bold {style}]{summary.headline()}[/bold {style}]  ({elapsed:.0f}s)")
-        if summary.refused:
-            return
-        console.print(f"outputs: [bold]{summary.archive}[/bold]")
-        console.print(f"run manifest: {manifest}")
-    for note in summary.notes:
-        console.print(f"note: {note}", style="dim", markup=False, highlight=False)
-    if summary.cost is not None:
-        table = Table(title="Cost summary (credits)", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("provider", "step", "jobs", "charged", "refunded", "net", "reused", "money", "requests"):
-            table.add_column(col, justify="right" if col not in ("provider", "step") else "left")
-        cost = summary.cost
-        for line in cost.by("step"):
-            table.add_row(line.provider, line.step, str(line.jobs), _credits(line.charged, line.unknown_jobs),
-                          str(line.refunded), _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
-                          line.money_text(cost.currency), "")  # fmt: skip
-        for line in cost.by("provider"):
-            table.add_row(f"[bold]{line.provider}[/bold]", "all", str(line.jobs),
-                          _credits(line.charged, line.unknown_jobs), str(line.refunded),
-                          _credits(line.net, line.unknown_jobs), str(line.reused_jobs),
-                          line.money_text(cost.currency), str(cost.requests.get(line.provider, 0)))  # fmt: skip
-        t = cost.total
-        table.add_row("[bold]total[/bold]", "", str(t.jobs), _credits(t.charged, t.unknown_jobs), str(t.refunded),
-                      _credits(t.net, t.unknown_jobs), str(t.reused_jobs), cost.money_cell(t),
-                      str(sum(cost.requests.values())))  # fmt: skip
-        console.print(table)
-        console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
-    failures = summary.failure_report(include_interrupted=False)
-    if failures:
-        console.print("[bold]not done:[/bold]")
-        for line in failures:
-            console.print(f"  {line}", markup=False, highlight=False)  # "[pixii] ..." is text, not markup
-    if summary.gallery:  # what to open next, after the failures (a long list must not bury it), on one line
-        console.print(f"review gallery: {summary.gallery}", soft_wrap=True, markup=False, highlight=False)
-    if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
-        console.print(f"[bold yellow]{summary.headline()}[/bold yellow] ({elapsed:.0f}s); manifest: {manifest}",
-                      soft_wrap=True)  # fmt: skip
+    state = await observed_catalog_flow(params, board, return_state=True)
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    if not isinstance(result, RunSummary):
+        raise RuntimeError(f"the flow run ended {state.name} without a summary: {state.message}")
+    return result
 
 
-def _credits(value: int, unknown: int) -> str:
-    return f"{value} + {unknown} unknown" if unknown else str(value)
-
-
-
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def estimate(
-    catalog: Annotated[str, typer.Argument(help="CSV/JSON/JSONL catalog")],
+    catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
     step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
     platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
     language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
@@ -509,8 +532,8 @@ def unknown(
 
 @app.command()
 def sandbox(
-    port: Annotated[list[str], typer.Option(help="PROVIDER=PORT")] = [],  # noqa: B006
-    job_seconds: Annotated[float, typer.Option(help="job duration")] = 2.0,
+    port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="a sandbox's port")] = [],  # noqa: B006
+    job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
     from listingflow.local import discard_sandbox_state, new_sandbox_instance, running_sandboxes, sandbox_base_url
@@ -538,8 +561,8 @@ def sandbox(
             discard_sandbox_state(Settings(sandbox_instance=instance).sandbox_dir)
 
 
-server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server `listingflow run` starts in the "
-                                                     "background when PREFECT_API_URL is not set.")  # fmt: skip
+server_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The local Prefect server that "
+                         "listingflow run starts in the background when PREFECT_API_URL is not set.")  # fmt: skip
 app.add_typer(server_app, name="server")
 
 
@@ -573,7 +596,7 @@ def server_stop() -> None:
 
 @app.command()
 def bootstrap(
-    work_pool: Annotated[str, typer.Option(help="process work pool to create")] = "listingflow",
+    work_pool: Annotated[str, typer.Option(metavar="NAME", help="process work pool to create")] = "listingflow",
 ) -> None:
     """Idempotently create the work pool, global concurrency limits, Secret blocks and result storage."""
     from deployments.bootstrap import BootstrapError

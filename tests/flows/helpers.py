@@ -6,18 +6,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.catalog_flow import LAST_SUMMARY, RunSummary, catalog_flow
+from flows.catalog_flow import RunSummary, catalog_flow, observed_catalog_flow
+from flows.observer import RunObserver
 from flows.params import RunParameters
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.csv")
 
 
-async def run_flow(**params: Any) -> tuple[Any, RunSummary]:
+async def run_flow(observer: RunObserver | None = None, **params: Any) -> tuple[Any, RunSummary]:
+    """The deployment's flow with these parameters (the CLI's, ``observed_catalog_flow``, when an
+    ``observer`` is given): its final state and its result, the run's summary."""
     params.setdefault("catalog", EXAMPLE)
     model = RunParameters.model_validate(params)
-    LAST_SUMMARY.pop("last", None)
-    state = await catalog_flow(**model.model_dump(mode="json", by_alias=True), return_state=True)
-    return state, LAST_SUMMARY["last"]
+    if observer is None:
+        state = await catalog_flow(**model.model_dump(mode="json", by_alias=True), return_state=True)
+    else:
+        state = await observed_catalog_flow(model, observer, return_state=True)
+    summary = await state.aresult(raise_on_failure=False)
+    assert isinstance(summary, RunSummary), f"the flow run ended without a summary: {state!r}"
+    return state, summary
 
 
 def paid_submissions(sandboxes: dict[str, Any]) -> dict[str, int]:

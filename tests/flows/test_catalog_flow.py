@@ -127,24 +127,24 @@ async def test_images_of_many_products_go_out_in_one_batch(sandboxes: dict[str, 
     assert len(sandboxes["prodvisual"].jobs) == 1 and again.cost.total.reused_jobs == 6
 
 
-async def test_a_finished_product_leaves_only_its_record_in_memory(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+async def test_a_finished_product_leaves_only_its_record_in_memory(sandboxes: dict[str, Any],
+                                                                  lf_env: dict[str, Any]) -> None:
     """Memory grows with the catalog only by a small record per finished product: Prefect's per-task
     bookkeeping of finished products is dropped (benchmarks, phase E), the outputs live in the archive."""
     from prefect.context import FlowRunContext
 
-    from flows.catalog_flow import HOOKS
+    from flows.observer import RunObserver
     from flows.pipeline import ProductRecord
 
     held: list[int] = []
 
-    def at_each_product(outcome: Any, done: int, total: int) -> None:
-        context = FlowRunContext.get()
-        assert context is not None
-        held.append(len(context.task_run_assets))
+    class AtEachProduct(RunObserver):
+        def on_product_done(self, outcome: Any, done: int, total: int) -> None:
+            context = FlowRunContext.get()
+            assert context is not None
+            held.append(len(context.task_run_assets))
 
-    monkeypatch.setitem(HOOKS, "on_product_done", at_each_product)
-    state, summary = await run_flow()
+    state, summary = await run_flow(AtEachProduct())
     assert state.is_completed(), summary.failure_report()
     assert len(held) == 6 and held[-1] == 0, held  # the last product: nothing in flight, nothing held
     assert all(isinstance(p, ProductRecord) for p in summary.products)

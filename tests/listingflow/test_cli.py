@@ -27,7 +27,66 @@ def test_providers_lists_the_three_builtins_with_capabilities() -> None:
 def test_bad_parameters_are_refused_with_the_field_named() -> None:
     result = CliRunner().invoke(app, ["run", "examples/catalog.csv", "--scale-mode", "language", "--sandbox"])
     assert result.exit_code == 2
-    assert "scale_options.language is required" in result.output
+    [line] = result.output.splitlines()  # one line, no usage block
+    assert line.startswith("listingflow: ") and "scale_options.language is required" in line
+    result = CliRunner().invoke(app, ["run", "examples/catalog.csv", "--size", "big"], prog_name="listingflow")
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("listingflow run: Invalid value for '--size'"), line
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"listingflow {version('listingflow')}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["estimate"], ["providers"], ["unknown"], ["sandbox"],
+                                     ["bootstrap"], ["server"], ["server", "status"]])  # fmt: skip
+def test_help_is_plain_text_without_markup_or_python_types(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, prog_name="listingflow")
+    assert result.exit_code == 0, result.output
+    assert "Usage: listingflow" in result.output
+    for raw in ("``", "`", "[bold", "[/", "╭", "<str>", "<int>", "<float>", "<bool>", "list[str]", "Annotated"):
+        assert raw not in result.output, (raw, result.output)
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+
+
+def _run_cli(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``listingflow`` in a subprocess, its output piped (as in CI or ``| tee``), 80 columns."""
+    return subprocess.run([sys.executable, "-m", "listingflow.cli", *args], env={**env, "COLUMNS": "80"},
+                          capture_output=True, text=True, timeout=300, cwd=cwd)  # fmt: skip
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_refused_run_says_why_in_one_line(tmp_path: Path, lf_env: dict) -> None:
+    from tests.flows.helpers import subprocess_env
+
+    catalog = tmp_path / "bad.csv"
+    catalog.write_text("asin,colour\nB0X,red\n")
+    proc = _run_cli(["run", str(catalog), "--sandbox"], subprocess_env())
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"run refused, nothing was submitted: {catalog}:1: missing required "
+                                        "column(s): country_code, title (header: asin, colour)"]  # fmt: skip
+    assert "Traceback" not in proc.stdout + proc.stderr and "Finished in state" not in proc.stdout
+
+
+def test_a_failure_before_the_start_is_one_line_and_the_traceback_is_in_a_log(tmp_path: Path, lf_env: dict) -> None:
+    import os
+
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens there
+    proc = _run_cli(["run", "examples/catalog.csv"], env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("listingflow: the run could not start: RuntimeError: Failed to reach API at"), line
+    assert line.endswith("(--debug shows it)") and "Traceback" not in proc.stdout + proc.stderr
+    log = Path(line.split("traceback in ")[1].split(" (--debug")[0])
+    assert log.parent == lf_env["home"] / "logs" and "Traceback (most recent call last)" in log.read_text()
+    debug = _run_cli(["run", "examples/catalog.csv", "--debug"], env)
+    assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.count("Failed to reach API at") == 2  # the traceback's last line and the one line
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -39,20 +98,28 @@ def test_demo_run_prints_progress_outputs_and_costs_without_tracebacks(tmp_path:
     catalog.write_text("\n".join(rows[:3]) + "\n")
     env = subprocess_env({"LISTINGFLOW_RATE_LIMITS": ""})  # the real documented limits, as in the demo
     env.pop("LISTINGFLOW_RATE_LIMITS")
-    proc = subprocess.run(
-        [sys.executable, "-m", "listingflow.cli", "run", str(catalog), "--sandbox", "--sandbox-job-seconds", "0.5",
-         "--archive", str(tmp_path / "archive"), "--price", "pixii=0.01"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+    archive = tmp_path / ("an-archive-folder-whose-name-is-longer-than-a-line-of-eighty-columns-" * 2)
+    proc = _run_cli(["run", str(catalog), "--sandbox", "--sandbox-job-seconds", "0.5", "--archive", str(archive),
+                     "--price", "pixii=0.01"], env)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    lines = [line.rstrip() for line in proc.stdout.splitlines()]
     assert "2 products: 2 complete" in out
-    assert f"outputs: {tmp_path / 'archive'}" in out.replace("\n", "")
-    assert "Cost summary" in out and "pixii" in out
-    assert "Traceback" not in out and "Warning" not in out and "WARNING" not in out
-    assert list((tmp_path / "archive").rglob("*.png"))
-    gallery = next((tmp_path / "archive" / "runs").glob("*/index.html"))
-    assert f"review gallery: {gallery.resolve().as_uri()}\n" in out  # whole, on one line
+    assert f"outputs: {archive}" in lines  # whole, on one line: piped output is never wrapped
+    assert any(line.startswith(f"run manifest: {archive}/runs/") for line in lines)
+    assert {"product 1/2", "product 2/2"} <= {" ".join(line.split()[:2]) for line in lines}
+    assert "pixii: submitted 4, in flight 0, done 4, failed 0; submit 4/10 per 60s" in lines  # 2 A+, 2 Scale
+    assert any(line.startswith("products 2/2, elapsed") for line in lines)
+    start = lines.index("Cost summary (credits)")
+    table = lines[start : next(i for i in range(start, len(lines)) if lines[i].startswith("total")) + 1]
+    assert all(len(line) <= 80 for line in table)
+    for name in ("listingrva", "pixii", "prodvisual"):
+        assert any(line.split()[:2] == [name, "all"] for line in table), table
+    assert any(line.split()[:2] == ["pixii", "all"] and line.endswith("0.52 USD") for line in table), table
+    assert "Traceback" not in out and "Warning" not in out and "WARNING" not in out and "\x1b" not in out
+    assert list(archive.rglob("*.png"))
+    gallery = next((archive / "runs").glob("*/index.html"))
+    assert f"review gallery: {gallery.resolve().as_uri()}" in lines  # whole, on one line
 
 
 def test_readme_example_submits_an_aplus_job_and_waits() -> None:
