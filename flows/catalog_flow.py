@@ -44,6 +44,7 @@ from .archive import (
     run_key,
 )
 from .catalog import Catalog, CatalogError, RowError, load_catalog
+from .compliance import report as compliance_report
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .limits import ProviderLimiter, ensure_limits, limit_specs
@@ -448,7 +449,7 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
                                  description=f"Credits per provider, step and product, run {summary.run_id}")
     await acreate_markdown_artifact(
         summary.cost.markdown() + "\n\n" + _failures_markdown(summary), key="cost-summary-report",
-        description="Cost summary and failures",
+        description="Cost summary, failures and compliance",
     )  # fmt: skip
 
 
@@ -461,9 +462,12 @@ def run_manifest(summary: RunSummary, params: RunParameters) -> bytes:
         "headline": summary.headline(), "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
         "spooled": summary.spooled, "notes": summary.notes, "status": summary.status,
         "interrupted_by": summary.interrupted, "in_flight": summary.in_flight,
+        "compliance": dict(compliance_report.tally(summary.products)),
     }  # fmt: skip
     products = ({"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
                  "failures": p.failures(), "manifest": p.manifest_key,
+                 "compliance": p.compliance, "compliance_findings": p.compliance_findings,
+                 "compliance_reasons": list(p.compliance_reasons),
                  "jobs": {s: list(o.jobs) for s, o in p.steps.items()}} for p in summary.products)  # fmt: skip
     return json_with_list(head, "products", products)
 
@@ -479,6 +483,8 @@ async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: 
 def _failures_markdown(summary: RunSummary) -> str:
     lines = [f"**{summary.headline()}**", ""]
     lines += [f"- {line}" for line in summary.failure_report()]
+    if compliance := compliance_report.markdown(summary.products):
+        lines += ["", compliance]
     if summary.notes:  # e.g. what a rerun kept of the failed run's parameters and what it overrode
         lines += ["", "**Notes:**", *[f"- {note}" for note in summary.notes]]
     return "\n".join(lines)
@@ -554,4 +560,6 @@ async def catalog_flow(
     log.info("%s; archive: %s", summary.headline(), summary.archive)
     for line in summary.failure_report():
         log.warning("%s", line)
+    if compliance := compliance_report.summary_line(summary.products):
+        log.info("%s", compliance)
     return final_state(summary)

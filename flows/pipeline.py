@@ -38,6 +38,7 @@ from providers.errors import OutputExpired, ProviderError, QuotaExhausted, Submi
 
 from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
 from .batching import Batcher, batches_across_products, cached_share
+from .compliance import ComplianceResult, check_product
 from .costs import JobCost
 from .download import IMAGE_EXTENSIONS, fetch_image
 from .retry import call_with_retries
@@ -86,6 +87,7 @@ class ProductOutcome(BaseModel):
     steps: dict[str, StepOutcome] = Field(default_factory=dict)
     manifest_key: str | None = None
     finished_at: float | None = None
+    compliance: ComplianceResult | None = None
 
     @property
     def key(self) -> str:
@@ -97,6 +99,9 @@ class ProductOutcome(BaseModel):
     def record(self) -> ProductRecord:
         return ProductRecord(
             asin=self.asin, country_code=self.country_code, status=self.status, manifest_key=self.manifest_key,
+            compliance=self.compliance.status if self.compliance else None,
+            compliance_findings=len(self.compliance.findings) if self.compliance else 0,
+            compliance_reasons=self.compliance.reasons() if self.compliance else (),
             steps={s: StepRecord(provider=o.provider, status=o.status, jobs=tuple(o.jobs), error=o.error,
                                  item_errors=tuple(o.item_errors), output_count=len(o.outputs))
                    for s, o in self.steps.items()},
@@ -126,6 +131,10 @@ class ProductRecord:
     status: str
     manifest_key: str | None
     steps: dict[str, StepRecord]
+    compliance: str | None = None
+    """pass / warn / fail, None when not checked; apart from ``status``: a non-compliant product is complete"""
+    compliance_findings: int = 0
+    compliance_reasons: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -174,7 +183,10 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     elif any(o.item_errors for o in outcome.steps.values()):
         outcome.status = "partial"
     outcome.finished_at = time.time()
-    outcome.manifest_key = await _write_manifest(run, product, outcome, previous)
+    steps = _manifest_steps(outcome, previous)
+    if outcome.status != "interrupted":  # a stopping run does not read its outputs back
+        outcome.compliance = await check_product(run.archive, product.country_code, product.asin, steps, previous)
+    outcome.manifest_key = await _write_manifest(run, product, outcome, previous, steps)
     return outcome
 
 
@@ -661,20 +673,29 @@ async def _read_manifest(run: RunContext, product: Product) -> dict[str, Any] | 
         return None
 
 
-async def _write_manifest(run: RunContext, product: Product, outcome: ProductOutcome,
-                          previous: dict[str, Any] | None) -> str | None:  # fmt: skip
+def _manifest_steps(outcome: ProductOutcome, previous: dict[str, Any] | None) -> dict[str, Any]:
     """The product manifest keeps the latest successful result of every step across runs."""
-    key = product_manifest_key(run.archive.prefix, product.country_code, product.asin)
     steps = dict((previous or {}).get("steps", {}))
     for step, step_outcome in outcome.steps.items():
         if step_outcome.status in ("done", "reused") or step not in steps:
             steps[step] = step_outcome.model_dump(mode="json")
+    return steps
+
+
+async def _write_manifest(run: RunContext, product: Product, outcome: ProductOutcome,
+                          previous: dict[str, Any] | None, steps: dict[str, Any]) -> str | None:  # fmt: skip
+    """The product's manifest: its steps across runs and, when checked, its compliance."""
+    key = product_manifest_key(run.archive.prefix, product.country_code, product.asin)
     manifest = {
         "asin": product.asin, "country_code": product.country_code, "title": product.title,
         "variations": [v.model_dump() for v in product.variations],
         "last_run_id": run.run_id, "last_status": outcome.status, "updated_at": time.time(),
         "steps": steps,
     }  # fmt: skip
+    if outcome.compliance is not None:
+        manifest["compliance"] = outcome.compliance.model_dump(mode="json")
+    elif previous and "compliance" in previous:
+        manifest["compliance"] = previous["compliance"]  # this run checked nothing (e.g. it was stopped)
     try:
         await run.archive.put_json(key, manifest)
     except ArchiveUnavailable:

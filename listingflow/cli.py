@@ -340,6 +340,7 @@ def _print_summary(summary: Any, elapsed: float) -> None:
                       str(sum(cost.requests.values())))  # fmt: skip
         console.print(table)
         console.print(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
+    _print_compliance(summary.products)
     failures = summary.failure_report(include_interrupted=False)
     if failures:
         console.print("[bold]not done:[/bold]")
@@ -348,6 +349,18 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
         console.print(f"[bold yellow]{summary.headline()}[/bold yellow] ({elapsed:.0f}s); manifest: {manifest}",
                       soft_wrap=True)  # fmt: skip
+
+
+def _print_compliance(products: list[Any]) -> None:
+    """One line of counts, then the non-compliant products with their reasons (flows/compliance)."""
+    from flows.compliance import report
+
+    line = report.summary_line(products)
+    if line is None:
+        return
+    console.print(line, markup=False, highlight=False)
+    for flagged in report.noncompliant(products, limit=20):
+        console.print(f"  {flagged}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _credits(value: int, unknown: int) -> str:
