@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from providers.contract import MARKETPLACES, ListingCopy
 
-from .model import CheckedOutput, Finding, ProductContent
+from .model import CheckedOutput, Finding, ProductContent, Severity
 from .rules import RuleSet
 
 MB = 1024 * 1024
@@ -58,8 +58,17 @@ APLUS_MODULE_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
     # Standard (Basic) modules: image header 970x600, light/dark text overlay 970x300, company logo
     # 600x180, single image & sidebar 300x400 and 350x175, three images / highlights / single image
     # 300x300, four images 220x220, comparison chart 150x300, four-image quadrant 135x135.
-    "a-plus-basic": ((970, 600), (970, 300), (600, 180), (300, 400), (350, 175), (300, 300), (220, 220),
-                     (150, 300), (135, 135)),  # fmt: skip
+    "a-plus-basic": (
+        (970, 600),
+        (970, 300),
+        (600, 180),
+        (300, 400),
+        (350, 175),
+        (300, 300),
+        (220, 220),
+        (150, 300),
+        (135, 135),
+    ),
     # Premium modules: full-width image, carousel, background image with text 1464x600; single or
     # dual image with text 650x350.
     "a-plus-premium": ((1464, 600), (650, 350)),
@@ -81,9 +90,9 @@ PROMOTIONAL = re.compile(
 """Promotional wording and price claims: Amazon refuses them in titles and bullets."""
 TITLE_SPECIAL = re.compile(r"[!$?_{}^¬¦]")
 STOP_WORDS = frozenset(
-    "and the for with of to in an or by on at und für mit der die das den ein eine et pour avec le la les de des"
-    " du y para con el los las e per il di da".split()
-)  # fmt: skip
+    "and the for with of to in an or by on at und für mit der die das den ein eine"
+    " et pour avec le la les de des du y para con el los las e per il di da".split()
+)
 
 
 class AmazonRules(RuleSet):
@@ -112,35 +121,62 @@ class AmazonRules(RuleSet):
 
 
 def check_copy(copy: ListingCopy, limits: AmazonLimits, key: str | None) -> list[Finding]:
-    def finding(rule: str, message: str, severity: str = "fail") -> Finding:
-        return Finding(rule=rule, severity=severity, message=message, output_key=key, step="copy")  # type: ignore[arg-type]
+    def finding(rule: str, message: str, severity: Severity = "fail") -> Finding:
+        return Finding(rule=rule, severity=severity, message=message, output_key=key, step="copy")
 
     out: list[Finding] = []
     title = (copy.title or "").strip()
     if title:
         if len(title) > limits.title_max_chars:
-            out.append(finding("title-length", f"title has {len(title)} characters (at most {limits.title_max_chars})"))
-        out += [finding("title-promotional", f"title has promotional wording {m!r}") for m in _promotional(title)]
+            out.append(
+                finding(
+                    "title-length", f"title has {len(title)} characters (at most {limits.title_max_chars})"
+                )
+            )
+        out += [
+            finding("title-promotional", f"title has promotional wording {m!r}") for m in _promotional(title)
+        ]
         if special := sorted(set(TITLE_SPECIAL.findall(title))):
-            out.append(finding("title-characters", f"title has special characters {' '.join(special)}", "warn"))
+            out.append(
+                finding("title-characters", f"title has special characters {' '.join(special)}", "warn")
+            )
         if repeated := _repeated_words(title):
-            out.append(finding("title-repeats", f"title repeats {', '.join(repeated)} more than twice", "warn"))
+            out.append(
+                finding("title-repeats", f"title repeats {', '.join(repeated)} more than twice", "warn")
+            )
     if len(copy.bullets) > limits.bullets_max:
         out.append(finding("bullets-count", f"{len(copy.bullets)} bullets (at most {limits.bullets_max})"))
     for n, bullet in enumerate(copy.bullets, start=1):
         if len(bullet) > limits.bullet_max_chars:
-            out.append(finding("bullet-length", f"bullet {n} has {len(bullet)} characters "
-                                                f"(at most {limits.bullet_max_chars})"))  # fmt: skip
-        out += [finding("bullet-promotional", f"bullet {n} has promotional wording {m!r}") for m in _promotional(bullet)]
+            out.append(
+                finding(
+                    "bullet-length",
+                    f"bullet {n} has {len(bullet)} characters (at most {limits.bullet_max_chars})",
+                )
+            )
+        out += [
+            finding("bullet-promotional", f"bullet {n} has promotional wording {m!r}")
+            for m in _promotional(bullet)
+        ]
     description = copy.description or ""
     if len(description) > limits.description_max_chars:
-        out.append(finding("description-length", f"description has {len(description)} characters "
-                                                 f"(at most {limits.description_max_chars})"))  # fmt: skip
-    out += [finding("description-promotional", f"description has promotional wording {m!r}", "warn")
-            for m in _promotional(description)]  # fmt: skip
+        out.append(
+            finding(
+                "description-length",
+                f"description has {len(description)} characters (at most {limits.description_max_chars})",
+            )
+        )
+    out += [
+        finding("description-promotional", f"description has promotional wording {m!r}", "warn")
+        for m in _promotional(description)
+    ]
     size = len(" ".join(k.strip() for k in copy.keywords if k.strip()).encode("utf-8"))
     if size > limits.keywords_max_bytes:
-        out.append(finding("keywords-bytes", f"backend keywords take {size} bytes (at most {limits.keywords_max_bytes})"))
+        out.append(
+            finding(
+                "keywords-bytes", f"backend keywords take {size} bytes (at most {limits.keywords_max_bytes})"
+            )
+        )
     return out
 
 
@@ -156,30 +192,56 @@ def _repeated_words(title: str) -> list[str]:
 # --- images ---------------------------------------------------------------------------------------
 
 
-def _finding(image: CheckedOutput, rule: str, message: str, severity: str = "fail") -> Finding:
-    return Finding(rule=rule, severity=severity, message=f"{image.name}: {message}",  # type: ignore[arg-type]
-                   output_key=image.key, step=image.step)  # fmt: skip
+def _finding(image: CheckedOutput, rule: str, message: str, severity: Severity = "fail") -> Finding:
+    return Finding(
+        rule=rule,
+        severity=severity,
+        message=f"{image.name}: {message}",
+        output_key=image.key,
+        step=image.step,
+    )
 
 
 def check_image(image: CheckedOutput, limits: AmazonLimits) -> list[Finding]:
     """Every product image (main, gallery, variation): readable, an accepted type, big enough."""
     facts = image.facts
     if image.unchecked or facts is None:
-        return [_finding(image, "image-unchecked", f"not checked: {image.unchecked or 'not measured'}", "warn")]
+        return [
+            _finding(image, "image-unchecked", f"not checked: {image.unchecked or 'not measured'}", "warn")
+        ]
     if facts.error or facts.format is None:
         return [_finding(image, "image-type", facts.error or "not a readable image")]
     out = []
     if facts.format not in limits.image_types:
-        out.append(_finding(image, "image-type", f"file type {facts.format} is not accepted "
-                                                 f"({', '.join(limits.image_types)})"))  # fmt: skip
+        out.append(
+            _finding(
+                image,
+                "image-type",
+                f"file type {facts.format} is not accepted ({', '.join(limits.image_types)})",
+            )
+        )
     if facts.longest_side < limits.image_min_side:
-        out.append(_finding(image, "image-size", f"longest side {facts.longest_side} px "
-                                                 f"(at least {limits.image_min_side})"))  # fmt: skip
+        out.append(
+            _finding(
+                image,
+                "image-size",
+                f"longest side {facts.longest_side} px (at least {limits.image_min_side})",
+            )
+        )
     elif facts.longest_side > limits.image_max_side:
-        out.append(_finding(image, "image-size", f"longest side {facts.longest_side} px "
-                                                 f"(at most {limits.image_max_side})"))  # fmt: skip
+        out.append(
+            _finding(
+                image, "image-size", f"longest side {facts.longest_side} px (at most {limits.image_max_side})"
+            )
+        )
     if image.size > limits.image_max_bytes:
-        out.append(_finding(image, "image-bytes", f"{image.size / MB:.1f} MB (at most {limits.image_max_bytes / MB:.0f} MB)"))
+        out.append(
+            _finding(
+                image,
+                "image-bytes",
+                f"{image.size / MB:.1f} MB (at most {limits.image_max_bytes / MB:.0f} MB)",
+            )
+        )
     return out
 
 
@@ -197,17 +259,39 @@ def check_main_image(image: CheckedOutput, limits: AmazonLimits) -> list[Finding
     if facts is None or facts.error or image.unchecked:
         return []  # already reported by check_image
     if is_white_main_style(image) is False:
-        return [_finding(image, "main-image-style", "the first image is not a white-background style: Amazon's "
-                         "main image must be on pure white (not checked for background and fill)", "warn")]  # fmt: skip
+        return [
+            _finding(
+                image,
+                "main-image-style",
+                "the first image is not a white-background style: Amazon's "
+                "main image must be on pure white (not checked for background and fill)",
+                "warn",
+            )
+        ]
     out = []
     if facts.border_transparent:
-        out.append(_finding(image, "main-background", "main image is transparent at the border (must be white RGB 255)"))
+        out.append(
+            _finding(
+                image, "main-background", "main image is transparent at the border (must be white RGB 255)"
+            )
+        )
     elif not facts.border_white:
-        out.append(_finding(image, "main-background", f"main image background is not pure white at the border "
-                                                      f"(darkest value {facts.border_darkest}, must be 255)"))  # fmt: skip
+        out.append(
+            _finding(
+                image,
+                "main-background",
+                f"main image background is not pure white at the border "
+                f"(darkest value {facts.border_darkest}, must be 255)",
+            )
+        )
     if facts.fill < limits.main_min_fill:
-        out.append(_finding(image, "main-fill", f"product fills {facts.fill:.0%} of the frame "
-                                                f"(at least {limits.main_min_fill:.0%})"))  # fmt: skip
+        out.append(
+            _finding(
+                image,
+                "main-fill",
+                f"product fills {facts.fill:.0%} of the frame (at least {limits.main_min_fill:.0%})",
+            )
+        )
     return out
 
 
@@ -218,27 +302,56 @@ def check_aplus(module: CheckedOutput, limits: AmazonLimits) -> list[Finding]:
         return []
     facts = module.facts
     if module.unchecked or facts is None:
-        return [_finding(module, "image-unchecked", f"not checked: {module.unchecked or 'not measured'}", "warn")]
+        return [
+            _finding(module, "image-unchecked", f"not checked: {module.unchecked or 'not measured'}", "warn")
+        ]
     if facts.error or facts.format is None:
         return [_finding(module, "aplus-type", facts.error or "not a readable image")]
     out = []
     if facts.format not in limits.aplus_types:
-        out.append(_finding(module, "aplus-type", f"file type {facts.format} is not accepted for A+ "
-                                                  f"({', '.join(limits.aplus_types)})"))  # fmt: skip
+        out.append(
+            _finding(
+                module,
+                "aplus-type",
+                f"file type {facts.format} is not accepted for A+ ({', '.join(limits.aplus_types)})",
+            )
+        )
     if module.size > limits.aplus_max_bytes:
-        out.append(_finding(module, "aplus-bytes", f"{module.size / MB:.1f} MB (at most {limits.aplus_max_bytes / MB:.0f} MB)"))
+        out.append(
+            _finding(
+                module,
+                "aplus-bytes",
+                f"{module.size / MB:.1f} MB (at most {limits.aplus_max_bytes / MB:.0f} MB)",
+            )
+        )
     return out + _aplus_dimensions(module, facts.width, facts.height)
 
 
 def _aplus_dimensions(module: CheckedOutput, width: int, height: int) -> list[Finding]:
-    kind = next((k for k in sorted(APLUS_MODULE_SIZES, key=len, reverse=True) if module.label.startswith(k)), None)
+    kind = next(
+        (k for k in sorted(APLUS_MODULE_SIZES, key=len, reverse=True) if module.label.startswith(k)), None
+    )
     sizes = APLUS_MODULE_SIZES[kind] if kind else tuple(s for v in APLUS_MODULE_SIZES.values() for s in v)
     fits = [(w, h) for w, h in sizes if width >= w and height >= h]
-    listed = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (f" and {len(sizes) - 3} more" if len(sizes) > 3 else "")
+    listed = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (
+        f" and {len(sizes) - 3} more" if len(sizes) > 3 else ""
+    )
     if not fits:
-        return [_finding(module, "aplus-dimensions", f"{width}x{height} px is smaller than any "
-                                                     f"{kind or 'A+'} module image ({listed})")]  # fmt: skip
+        return [
+            _finding(
+                module,
+                "aplus-dimensions",
+                f"{width}x{height} px is smaller than any {kind or 'A+'} module image ({listed})",
+            )
+        ]
     if not any(abs(width / height - w / h) <= ASPECT_TOLERANCE * (w / h) for w, h in fits):
-        return [_finding(module, "aplus-dimensions", f"{width}x{height} px matches no {kind or 'A+'} module's "
-                                                     f"proportions ({listed}): Amazon crops it", "warn")]  # fmt: skip
+        return [
+            _finding(
+                module,
+                "aplus-dimensions",
+                f"{width}x{height} px matches no {kind or 'A+'} module's "
+                f"proportions ({listed}): Amazon crops it",
+                "warn",
+            )
+        ]
     return []

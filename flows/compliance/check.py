@@ -23,9 +23,14 @@ class ArchiveReader(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
 
-async def check_product(archive: ArchiveReader, marketplace: str, asin: str, steps: dict[str, Any],
-                        previous: dict[str, Any] | None = None,
-                        registry: RuleRegistry | None = None) -> ComplianceResult | None:  # fmt: skip
+async def check_product(
+    archive: ArchiveReader,
+    marketplace: str,
+    asin: str,
+    steps: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+    registry: RuleRegistry | None = None,
+) -> ComplianceResult | None:
     """The product's compliance from its manifest's ``steps`` (step -> recorded outcome); None when
     no rule set covers the marketplace or there is nothing to check."""
     rules = (registry or installed_rulesets()).for_marketplace(marketplace)
@@ -38,33 +43,54 @@ async def check_product(archive: ArchiveReader, marketplace: str, asin: str, ste
         findings = rules.check(content)
     except Exception as exc:  # noqa: BLE001 - a broken rule set flags the product, never fails it
         logger.warning("rule set %r failed on %s/%s: %s", rules.name, marketplace, asin, exc)
-        findings = [Finding(rule="ruleset-error", severity="warn", step="-",
-                            message=f"rule set {rules.name} failed: {type(exc).__name__}: {exc}")]  # fmt: skip
+        findings = [
+            Finding(
+                rule="ruleset-error",
+                severity="warn",
+                step="-",
+                message=f"rule set {rules.name} failed: {type(exc).__name__}: {exc}",
+            )
+        ]
     return ComplianceResult.of(findings, ruleset=rules.name, content=content)
 
 
-async def _content(archive: ArchiveReader, marketplace: str, asin: str, steps: dict[str, Any],
-                   known: dict[str, ImageFacts]) -> ProductContent:  # fmt: skip
+async def _content(
+    archive: ArchiveReader, marketplace: str, asin: str, steps: dict[str, Any], known: dict[str, ImageFacts]
+) -> ProductContent:
     copy_step = steps.get("copy") or {}
     copy = copy_step.get("copy_result")
     copy_key = next((o["key"] for o in copy_step.get("outputs") or [] if o.get("label") == "copy"), None)
-    content = ProductContent(marketplace=marketplace, asin=asin, copy_key=copy_key,
-                             copy_result=ListingCopy.model_validate(copy) if copy else None)  # fmt: skip
+    content = ProductContent(
+        marketplace=marketplace,
+        asin=asin,
+        copy_key=copy_key,
+        copy_result=ListingCopy.model_validate(copy) if copy else None,
+    )
     for step in CHECKED_STEPS:
-        recorded = [o for o in (steps.get(step) or {}).get("outputs") or []
-                    if str(o.get("content_type", "")).startswith("image/")]  # fmt: skip
+        recorded = [
+            o
+            for o in (steps.get(step) or {}).get("outputs") or []
+            if str(o.get("content_type", "")).startswith("image/")
+        ]
         provider = str((steps.get(step) or {}).get("provider") or "")
         checked = await asyncio.gather(*(_checked(archive, step, provider, o, known) for o in recorded))
         setattr(content, step, list(checked))
     return content
 
 
-async def _checked(archive: ArchiveReader, step: str, provider: str, output: dict[str, Any],
-                   known: dict[str, ImageFacts]) -> CheckedOutput:  # fmt: skip
+async def _checked(
+    archive: ArchiveReader, step: str, provider: str, output: dict[str, Any], known: dict[str, ImageFacts]
+) -> CheckedOutput:
     key = output["key"]
-    checked = CheckedOutput(key=key, step=step, label=output.get("label", ""), provider=provider,
-                            sha256=output.get("sha256", ""), size=int(output.get("size", 0)),
-                            content_type=output.get("content_type", ""))  # fmt: skip
+    checked = CheckedOutput(
+        key=key,
+        step=step,
+        label=output.get("label", ""),
+        provider=provider,
+        sha256=output.get("sha256", ""),
+        size=int(output.get("size", 0)),
+        content_type=output.get("content_type", ""),
+    )
     if checked.sha256 in known:
         checked.facts = known[checked.sha256]
         return checked
@@ -83,4 +109,8 @@ async def _checked(archive: ArchiveReader, step: str, provider: str, output: dic
 def _measured(previous: dict[str, Any] | None) -> dict[str, ImageFacts]:
     """Facts an earlier check measured, by SHA-256 of the bytes."""
     outputs = ((previous or {}).get("compliance") or {}).get("outputs") or []
-    return {o["sha256"]: ImageFacts.model_validate(o["facts"]) for o in outputs if o.get("sha256") and o.get("facts")}
+    return {
+        o["sha256"]: ImageFacts.model_validate(o["facts"])
+        for o in outputs
+        if o.get("sha256") and o.get("facts")
+    }

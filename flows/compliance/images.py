@@ -7,6 +7,7 @@ min-channel image), never per pixel in Python: a 2000x2000 PNG is measured in te
 from __future__ import annotations
 
 import io
+from typing import cast
 
 from PIL import Image, ImageChops, UnidentifiedImageError
 from pydantic import BaseModel, Field
@@ -57,15 +58,27 @@ def _measure_pixels(image: Image.Image, fmt: str | None, width: int, height: int
     red, green, blue = rgb.split()
     darkest = ImageChops.darker(ImageChops.darker(red, green), blue)  # per pixel: its lowest channel
     frame = _frame(width, height, min(BORDER_PX, width, height))
-    border_min = min(darkest.crop(box).getextrema()[0] for box in frame)  # type: ignore[index]
-    transparent = alpha is not None and min(alpha.crop(box).getextrema()[0] for box in frame) < 255  # type: ignore[index]
+    border_min = _lowest(darkest, frame)
+    transparent = alpha is not None and _lowest(alpha, frame) < 255
     product = darkest.point(lambda v: 255 if v < PRODUCT_THRESHOLD else 0).getbbox()
     fill = 0.0
     if product is not None:
         left, top, right, bottom = product
         fill = max((right - left) / width, (bottom - top) / height)
-    return ImageFacts(format=fmt, width=width, height=height, border_white=border_min == 255 and not transparent,
-                      border_darkest=border_min, border_transparent=transparent, fill=round(fill, 4))  # fmt: skip
+    return ImageFacts(
+        format=fmt,
+        width=width,
+        height=height,
+        border_white=border_min == 255 and not transparent,
+        border_darkest=border_min,
+        border_transparent=transparent,
+        fill=round(fill, 4),
+    )
+
+
+def _lowest(band: Image.Image, boxes: list[tuple[int, int, int, int]]) -> int:
+    """The lowest value of a one-band image within ``boxes``."""
+    return min(int(cast(tuple[int, int], band.crop(box).getextrema())[0]) for box in boxes)
 
 
 def _alpha(image: Image.Image) -> Image.Image | None:
@@ -76,4 +89,9 @@ def _alpha(image: Image.Image) -> Image.Image | None:
 
 def _frame(width: int, height: int, k: int) -> list[tuple[int, int, int, int]]:
     """The four strips of a ``k``-pixel frame (top, bottom, left, right)."""
-    return [(0, 0, width, k), (0, height - k, width, height), (0, 0, k, height), (width - k, 0, width, height)]
+    return [
+        (0, 0, width, k),
+        (0, height - k, width, height),
+        (0, 0, k, height),
+        (width - k, 0, width, height),
+    ]

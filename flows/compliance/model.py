@@ -3,6 +3,7 @@ one shape."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -54,7 +55,9 @@ class ProductContent(BaseModel):
     asin: str
     copy_result: ListingCopy | None = None
     copy_key: str | None = Field(None, description="archive key of the copy JSON")
-    images: list[CheckedOutput] = Field(default_factory=list, description="images step, in order: [0] is the main")
+    images: list[CheckedOutput] = Field(
+        default_factory=list, description="images step, in order: [0] is the main"
+    )
     aplus: list[CheckedOutput] = Field(default_factory=list)
     scale: list[CheckedOutput] = Field(default_factory=list)
 
@@ -70,25 +73,36 @@ class ComplianceResult(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     ruleset: str = Field("", description="the rule set that checked it, e.g. 'amazon'")
     marketplace: str = ""
-    outputs: list[CheckedOutput] = Field(default_factory=list, description="every checked output, with its status")
+    outputs: list[CheckedOutput] = Field(
+        default_factory=list, description="every checked output, with its status"
+    )
 
     @classmethod
     def of(cls, findings: list[Finding], *, ruleset: str, content: ProductContent) -> ComplianceResult:
-        outputs = [o.model_copy(update={"status": worst(f.severity for f in findings if f.output_key == o.key)})
-                   for o in content.outputs()]  # fmt: skip
-        return cls(status=worst(f.severity for f in findings), findings=findings, ruleset=ruleset,
-                   marketplace=content.marketplace, outputs=outputs)  # fmt: skip
+        outputs = [
+            o.model_copy(update={"status": worst(f.severity for f in findings if f.output_key == o.key)})
+            for o in content.outputs()
+        ]
+        return cls(
+            status=worst(f.severity for f in findings),
+            findings=findings,
+            ruleset=ruleset,
+            marketplace=content.marketplace,
+            outputs=outputs,
+        )
 
     def reasons(self, limit: int = 5) -> tuple[str, ...]:
         """Short reasons, failures first, one per rule (``and N more`` where a rule hit several outputs)."""
         by_rule: dict[str, list[Finding]] = {}
         for f in sorted(self.findings, key=lambda f: f.severity != "fail"):
             by_rule.setdefault(f.rule, []).append(f)
-        lines = [f"{found[0].message}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
-                 for found in by_rule.values()]  # fmt: skip
+        lines = [
+            f"{found[0].message}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+            for found in by_rule.values()
+        ]
         return tuple(lines[:limit]) + ((f"+{len(lines) - limit} more rules",) if len(lines) > limit else ())
 
 
-def worst(severities: object) -> Status:
-    seen = set(severities)  # type: ignore[call-overload]
+def worst(severities: Iterable[Severity]) -> Status:
+    seen = set(severities)
     return "fail" if "fail" in seen else "warn" if "warn" in seen else "pass"

@@ -47,7 +47,9 @@ class RuleRegistry:
         claiming = sorted(n for n, r in self.rulesets.items() if marketplace in r.marketplaces)
         plugins = [n for n in claiming if n != BUILTIN]
         if len(plugins) > 1:
-            logger.warning("rule sets %s all claim marketplace %s; using %s", plugins, marketplace, plugins[0])
+            logger.warning(
+                "rule sets %s all claim marketplace %s; using %s", plugins, marketplace, plugins[0]
+            )
         chosen = plugins[0] if plugins else (claiming[0] if claiming else None)
         return self.rulesets[chosen]() if chosen else None
 
@@ -69,7 +71,9 @@ def load_rulesets(*, eps: list[EntryPoint] | None = None) -> RuleRegistry:
         if ep.name in claimed:
             if claimed[ep.name] != ep.value:
                 registry.rulesets.pop(ep.name, None)
-                registry.failures[ep.name] = f"name clash: {claimed[ep.name]} and {ep.value}; neither is loaded"
+                registry.failures[ep.name] = (
+                    f"name clash: {claimed[ep.name]} and {ep.value}; neither is loaded"
+                )
                 logger.warning("skipping rule set %r: %s", ep.name, registry.failures[ep.name])
             continue
         claimed[ep.name] = ep.value

@@ -18,7 +18,9 @@ from .helpers import run_flow
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-async def test_run_records_compliance_per_output_and_product(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_run_records_compliance_per_output_and_product(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     state, summary = await run_flow(products=["B0BQRG7K5N", "B0CHX1W1XY"])
     assert state.is_completed(), summary.failure_report()
     assert {p.status for p in summary.products} == {"complete"}  # compliance never changes the run status
@@ -36,11 +38,17 @@ async def test_run_records_compliance_per_output_and_product(sandboxes: dict[str
                 assert (output["facts"]["width"], output["facts"]["height"]) == image.size
                 assert output["facts"]["format"] == image.format
         main = manifest["steps"]["images"]["outputs"][0]["key"]
-        size_fails = [f for f in compliance["findings"] if f["rule"] == "image-size" and f["output_key"] == main]
+        size_fails = [
+            f for f in compliance["findings"] if f["rule"] == "image-size" and f["output_key"] == main
+        ]
         if max(checked[main]["facts"]["width"], checked[main]["facts"]["height"]) < 1000:
             # today's sandboxes render small images: the main image fails Amazon's size rule
             assert compliance["status"] == "fail" and checked[main]["status"] == "fail"
-            assert size_fails and size_fails[0]["severity"] == "fail" and "at least 1000" in size_fails[0]["message"]
+            assert (
+                size_fails
+                and size_fails[0]["severity"] == "fail"
+                and "at least 1000" in size_fails[0]["message"]
+            )
         else:
             assert not size_fails
 
@@ -54,4 +62,3 @@ async def test_run_records_compliance_per_output_and_product(sandboxes: dict[str
     assert line is not None and line.startswith("compliance: ")
     flagged = report.noncompliant(summary.products)
     assert len(flagged) == sum(1 for p in summary.products if p.compliance in ("warn", "fail"))
-

@@ -7,8 +7,7 @@ from typing import Any, ClassVar
 import pytest
 
 from flows.archive import ArchiveUnavailable
-from flows.compliance import Finding, ProductContent, RuleRegistry, RuleSet, check_product
-from flows.compliance import report
+from flows.compliance import Finding, ProductContent, RuleRegistry, RuleSet, check_product, report
 from flows.compliance.amazon import AmazonRules
 from flows.pipeline import ProductRecord
 
@@ -27,18 +26,41 @@ class DictArchive:
 
 
 def output(key: str, data: bytes, label: str) -> dict[str, Any]:
-    return {"key": key, "label": label, "sha256": f"sha-{key}", "size": len(data), "content_type": "image/png"}
+    return {
+        "key": key,
+        "label": label,
+        "sha256": f"sha-{key}",
+        "size": len(data),
+        "content_type": "image/png",
+    }
 
 
-MAIN, SMALL = "US/B0TEST0001/images/prodvisual-white_bg-1.png", "US/B0TEST0001/images/prodvisual-lifestyle-1.png"
+MAIN, SMALL = (
+    "US/B0TEST0001/images/prodvisual-white_bg-1.png",
+    "US/B0TEST0001/images/prodvisual-lifestyle-1.png",
+)
 OBJECTS = {MAIN: product_image((1500, 1500)), SMALL: product_image((600, 600), background=(80, 90, 100))}
 STEPS = {
-    "copy": {"provider": "listingrva", "status": "done", "copy_result": {"title": "Acme Bottle, 750 ml", "bullets": []},
-             "outputs": [{"key": "US/B0TEST0001/copy/listingrva-copy.json", "label": "copy", "sha256": "c", "size": 2,
-                          "content_type": "application/json"}]},
-    "images": {"provider": "prodvisual", "status": "done",
-               "outputs": [output(MAIN, OBJECTS[MAIN], "white_bg-1"), output(SMALL, OBJECTS[SMALL], "lifestyle-1")]},
-}  # fmt: skip
+    "copy": {
+        "provider": "listingrva",
+        "status": "done",
+        "copy_result": {"title": "Acme Bottle, 750 ml", "bullets": []},
+        "outputs": [
+            {
+                "key": "US/B0TEST0001/copy/listingrva-copy.json",
+                "label": "copy",
+                "sha256": "c",
+                "size": 2,
+                "content_type": "application/json",
+            }
+        ],
+    },
+    "images": {
+        "provider": "prodvisual",
+        "status": "done",
+        "outputs": [output(MAIN, OBJECTS[MAIN], "white_bg-1"), output(SMALL, OBJECTS[SMALL], "lifestyle-1")],
+    },
+}
 
 
 async def test_checks_archived_bytes_and_records_facts_for_the_next_run() -> None:
@@ -47,7 +69,9 @@ async def test_checks_archived_bytes_and_records_facts_for_the_next_run() -> Non
     assert result is not None and result.status == "fail" and result.ruleset == "amazon"
     assert [(f.rule, f.output_key) for f in result.findings] == [("image-size", SMALL)]
     assert {o.key: o.status for o in result.outputs} == {MAIN: "pass", SMALL: "fail"}
-    assert sorted(archive.reads) == sorted(OBJECTS)  # the copy JSON is not read: its result is in the manifest
+    assert sorted(archive.reads) == sorted(
+        OBJECTS
+    )  # the copy JSON is not read: its result is in the manifest
 
     # a rerun with the same outputs (same SHA-256) reuses the measurements: nothing is read again
     again = DictArchive(OBJECTS)
@@ -78,26 +102,43 @@ async def test_a_failing_rule_set_flags_the_product_as_warn() -> None:
     assert result.findings[0].rule == "ruleset-error" and "bug in a plugin" in result.findings[0].message
 
 
-@pytest.mark.parametrize(("steps", "registry"), [({}, None), (STEPS, RuleRegistry(rulesets={"amazon": AmazonRules}))])
+@pytest.mark.parametrize(
+    ("steps", "registry"), [({}, None), (STEPS, RuleRegistry(rulesets={"amazon": AmazonRules}))]
+)
 async def test_nothing_to_check_or_no_rules_is_not_checked(steps: dict[str, Any], registry: Any) -> None:
     marketplace = "XX" if registry is not None else "US"  # a marketplace no rule set claims
-    assert await check_product(DictArchive(OBJECTS), marketplace, "B0TEST0001", steps, registry=registry) is None
+    assert (
+        await check_product(DictArchive(OBJECTS), marketplace, "B0TEST0001", steps, registry=registry) is None
+    )
 
 
 def record(asin: str, compliance: str | None, *reasons: str) -> ProductRecord:
-    return ProductRecord(asin=asin, country_code="US", status="complete", manifest_key=None, steps={},
-                         compliance=compliance, compliance_findings=len(reasons), compliance_reasons=reasons)  # fmt: skip
+    return ProductRecord(
+        asin=asin,
+        country_code="US",
+        status="complete",
+        manifest_key=None,
+        steps={},
+        compliance=compliance,
+        compliance_findings=len(reasons),
+        compliance_reasons=reasons,
+    )
 
 
 def test_report_counts_and_lists_failures_first() -> None:
-    products = [record("B0PASS0001", "pass"), record("B0WARN0001", "warn", "title has special characters !"),
-                record("B0FAIL0001", "fail", "images/x.png: longest side 32 px (at least 1000)", "title too long"),
-                record("B0NONE0001", None)]  # fmt: skip
+    products = [
+        record("B0PASS0001", "pass"),
+        record("B0WARN0001", "warn", "title has special characters !"),
+        record("B0FAIL0001", "fail", "images/x.png: longest side 32 px (at least 1000)", "title too long"),
+        record("B0NONE0001", None),
+    ]
     assert report.summary_line(products) == "compliance: 1 pass, 1 warn, 1 fail, 1 not checked"
     assert report.noncompliant(products) == [
         "US/B0FAIL0001 fail: images/x.png: longest side 32 px (at least 1000); title too long",
         "US/B0WARN0001 warn: title has special characters !",
     ]
     assert report.noncompliant(products, limit=1)[-1].startswith("... and 1 more")
-    assert "**Compliance: 1 pass" in report.markdown(products) and "- US/B0FAIL0001 fail" in report.markdown(products)
+    assert "**Compliance: 1 pass" in report.markdown(products) and "- US/B0FAIL0001 fail" in report.markdown(
+        products
+    )
     assert report.summary_line([record("B0NONE0001", None)]) is None and report.markdown([]) == ""

@@ -5,7 +5,14 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint
 from typing import ClassVar
 
-from flows.compliance import ENTRY_POINT_GROUP, Finding, ProductContent, RuleSet, installed_rulesets, load_rulesets
+from flows.compliance import (
+    ENTRY_POINT_GROUP,
+    Finding,
+    ProductContent,
+    RuleSet,
+    installed_rulesets,
+    load_rulesets,
+)
 from flows.compliance.amazon import AmazonRules
 
 HERE = "tests.flows.compliance.test_rules"
@@ -36,15 +43,23 @@ def test_installed_rulesets_include_amazon_for_every_marketplace() -> None:
 
 
 def test_a_plugin_claiming_a_marketplace_replaces_the_builtin_there_only() -> None:
-    registry = load_rulesets(eps=[ep("amazon", "flows.compliance.amazon:AmazonRules"), ep("otto", f"{HERE}:OttoRules")])
+    registry = load_rulesets(
+        eps=[ep("amazon", "flows.compliance.amazon:AmazonRules"), ep("otto", f"{HERE}:OttoRules")]
+    )
     assert isinstance(registry.for_marketplace("DE"), OttoRules)
     assert isinstance(registry.for_marketplace("US"), AmazonRules)
 
 
 def test_broken_plugins_are_reported_and_skipped() -> None:
-    registry = load_rulesets(eps=[ep("gone", "no_such_module:Rules"), ep("odd", f"{HERE}:NotARuleSet"),
-                                  ep("otto", f"{HERE}:OttoRules"), ep("otto", "flows.compliance.amazon:AmazonRules"),
-                                  ep("mislabelled", f"{HERE}:OttoRules")])  # fmt: skip
+    registry = load_rulesets(
+        eps=[
+            ep("gone", "no_such_module:Rules"),
+            ep("odd", f"{HERE}:NotARuleSet"),
+            ep("otto", f"{HERE}:OttoRules"),
+            ep("otto", "flows.compliance.amazon:AmazonRules"),
+            ep("mislabelled", f"{HERE}:OttoRules"),
+        ]
+    )
     assert set(registry.failures) == {"gone", "odd", "otto", "mislabelled"}
     assert "ModuleNotFoundError" in registry.failures["gone"]
     assert "not point at a RuleSet" in registry.failures["odd"]
