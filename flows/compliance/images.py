@@ -1,7 +1,7 @@
 """Measurements of one image, taken once from its archived bytes and kept in the product's manifest.
 
-Everything is done by Pillow on whole images or strips (``getextrema``, ``getbbox`` on a thresholded
-min-channel image), never per pixel in Python: a 2000x2000 PNG is measured in tens of milliseconds.
+Everything is done by Pillow on whole images or strips (``getextrema`` on the frame, ``getbbox`` on a
+thresholded copy), never per pixel in Python: a 2000x2000 PNG is measured in tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from typing import cast
 
-from PIL import Image, ImageChops, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 BORDER_PX = 2
@@ -55,12 +55,12 @@ def _measure_pixels(image: Image.Image, fmt: str | None, width: int, height: int
     rgb = image.convert("RGB")
     if alpha is not None:  # transparent pixels are background for the fill, never white for the border
         rgb = Image.composite(rgb, Image.new("RGB", rgb.size, (255, 255, 255)), alpha)
-    red, green, blue = rgb.split()
-    darkest = ImageChops.darker(ImageChops.darker(red, green), blue)  # per pixel: its lowest channel
     frame = _frame(width, height, min(BORDER_PX, width, height))
-    border_min = _lowest(darkest, frame)
+    border_min = _lowest(rgb, frame)
     transparent = alpha is not None and _lowest(alpha, frame) < 255
-    product = darkest.point(lambda v: 255 if v < PRODUCT_THRESHOLD else 0).getbbox()
+    # a pixel is product when any channel is below the threshold: getbbox of an RGB image spans the
+    # pixels with any non-zero band
+    product = rgb.point(lambda v: 255 if v < PRODUCT_THRESHOLD else 0).getbbox()
     fill = 0.0
     if product is not None:
         left, top, right, bottom = product
@@ -76,9 +76,14 @@ def _measure_pixels(image: Image.Image, fmt: str | None, width: int, height: int
     )
 
 
-def _lowest(band: Image.Image, boxes: list[tuple[int, int, int, int]]) -> int:
-    """The lowest value of a one-band image within ``boxes``."""
-    return min(int(cast(tuple[int, int], band.crop(box).getextrema())[0]) for box in boxes)
+def _lowest(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> int:
+    """The lowest value of any band of ``image`` within ``boxes``."""
+    lows = []
+    for box in boxes:
+        extrema = image.crop(box).getextrema()
+        bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+        lows += [int(cast(tuple[int, int], band)[0]) for band in bands]
+    return min(lows)
 
 
 def _alpha(image: Image.Image) -> Image.Image | None:
