@@ -521,6 +521,7 @@ async def catalog_flow(
     force: Annotated[list[Step], _title("force")] = [],  # noqa: B006
     rerun_failed_of: Annotated[str | None, _title("rerun_failed_of")] = None,
     resubmit_unknown: Annotated[bool, _title("resubmit_unknown")] = False,
+    regenerate_noncompliant: Annotated[bool, _title("regenerate_noncompliant")] = False,
     budget: Annotated[Budget, _title("budget")] = Budget(),  # noqa: B008
     price_per_credit: Annotated[dict[str, float], _title("price_per_credit")] = {},  # noqa: B006
     currency: Annotated[str, _title("currency")] = "USD",
@@ -543,6 +544,8 @@ async def catalog_flow(
             products run, with that run's parameters except those set here to a non-default value.
         resubmit_unknown: Send again the submissions an earlier run held with an unknown outcome: the
             provider may have processed and billed them, so this MAY PAY TWICE.
+        regenerate_noncompliant: Pay once more for a step whose output fails its marketplace's
+            compliance rules, if the budget allows (SPENDS CREDITS AGAIN; once per step).
         budget: Stop submitting past these credits, in total and per provider.
         price_per_credit: Money per credit for each provider, e.g. {"pixii": 0.05}, for the cost summary.
         currency: Currency of the prices per credit.
@@ -551,7 +554,9 @@ async def catalog_flow(
         {
             "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
             "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
-            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown, "budget": budget, "price_per_credit": price_per_credit,
+            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown,
+            "regenerate_noncompliant": regenerate_noncompliant, "budget": budget,
+            "price_per_credit": price_per_credit,
             "currency": currency,
         }  # fmt: skip
     )

@@ -8,7 +8,7 @@ Rule sets are plugins (``listingflow.compliance`` entry points, ``RuleSet`` subc
 
 from .check import check_product
 from .images import ImageFacts, measure
-from .model import CheckedOutput, ComplianceResult, Finding, ProductContent, Severity, Status
+from .model import CheckedOutput, ComplianceResult, Finding, ProductContent, Regeneration, Severity, Status
 from .rules import ENTRY_POINT_GROUP, RuleRegistry, RuleSet, installed_rulesets, load_rulesets
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Finding",
     "ImageFacts",
     "ProductContent",
+    "Regeneration",
     "RuleRegistry",
     "RuleSet",
     "Severity",

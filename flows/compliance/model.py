@@ -65,6 +65,21 @@ class ProductContent(BaseModel):
         return [*self.images, *self.aplus, *self.scale]
 
 
+class Regeneration(BaseModel):
+    """A step paid for once more because its output failed (``regenerate_noncompliant``)."""
+
+    step: str
+    run_id: str
+    jobs: list[str] = Field(default_factory=list)
+    done: bool = Field(description="the new job's outputs replaced the failing ones")
+    reason: str | None = Field(None, description="why not (e.g. the budget did not allow it)")
+
+    def text(self) -> str:
+        if self.done:
+            return f"{self.step} regenerated once"
+        return f"{self.step} not regenerated ({self.reason})"
+
+
 class ComplianceResult(BaseModel):
     """A product's compliance: ``fail`` if any finding fails, ``warn`` if any warns, else ``pass``.
     A separate status from the run's: a non-compliant product is still complete and archived."""
@@ -73,6 +88,7 @@ class ComplianceResult(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     ruleset: str = Field("", description="the rule set that checked it, e.g. 'amazon'")
     marketplace: str = ""
+    regenerated: list[Regeneration] = Field(default_factory=list, description="steps paid for again, per run")
     outputs: list[CheckedOutput] = Field(
         default_factory=list, description="every checked output, with its status"
     )
@@ -92,7 +108,8 @@ class ComplianceResult(BaseModel):
         )
 
     def reasons(self, limit: int = 5) -> tuple[str, ...]:
-        """Short reasons, failures first, one per rule (``and N more`` where a rule hit several outputs)."""
+        """Short reasons, failures first, one per rule (``and N more`` where a rule hit several outputs),
+        then the steps regenerated for them."""
         by_rule: dict[str, list[Finding]] = {}
         for f in sorted(self.findings, key=lambda f: f.severity != "fail"):
             by_rule.setdefault(f.rule, []).append(f)
@@ -100,7 +117,8 @@ class ComplianceResult(BaseModel):
             f"{found[0].message}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
             for found in by_rule.values()
         ]
-        return tuple(lines[:limit]) + ((f"+{len(lines) - limit} more rules",) if len(lines) > limit else ())
+        more = (f"+{len(lines) - limit} more rules",) if len(lines) > limit else ()
+        return tuple(lines[:limit]) + more + tuple(r.text() for r in self.regenerated)
 
 
 def worst(severities: Iterable[Severity]) -> Status:

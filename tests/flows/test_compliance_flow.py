@@ -6,14 +6,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
 
-from flows.compliance import report
+from flows.compliance import Finding, ProductContent, RuleRegistry, RuleSet, report
 
-from .helpers import run_flow
+from .helpers import net_charged, paid_submissions, run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -62,3 +62,52 @@ async def test_run_records_compliance_per_output_and_product(
     assert line is not None and line.startswith("compliance: ")
     flagged = report.noncompliant(summary.products)
     assert len(flagged) == sum(1 for p in summary.products if p.compliance in ("warn", "fail"))
+
+
+class FailEveryImage(RuleSet):
+    """Fails every image of the images step, whatever the sandboxes render."""
+
+    name: ClassVar[str] = "strict"
+    marketplaces: ClassVar[frozenset[str]] = frozenset({"US"})
+
+    def check(self, content: ProductContent) -> list[Finding]:
+        return [Finding(rule="strict", severity="fail", message="no", output_key=o.key, step=o.step)
+                for o in content.images]  # fmt: skip
+
+
+async def test_regenerating_noncompliant_outputs_pays_once_within_the_budget(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "flows.compliance.check.installed_rulesets", lambda: RuleRegistry({"strict": FailEveryImage})
+    )
+    one = {"products": ["B0BQRG7K5N"], "steps": ["images"], "regenerate_noncompliant": True}
+    manifest = lf_env["archive"] / "US" / "B0BQRG7K5N" / "manifest.json"
+
+    # the budget leaves no room for a second job: not regenerated, and the report says why
+    state, summary = await run_flow(**one, budget={"per_provider": {"prodvisual": 1}})
+    assert state.is_completed() and summary.products[0].status == "complete"
+    assert paid_submissions(sandboxes)["prodvisual"] == 1
+    [refused] = json.loads(manifest.read_text())["compliance"]["regenerated"]
+    assert refused["step"] == "images" and not refused["done"] and "budget" in refused["reason"]
+    assert any(r.startswith("images not regenerated (") for r in summary.products[0].compliance_reasons)
+
+    # without the cap: one new paid job replaces the failing output; still failing, it is said so
+    first_job = json.loads(manifest.read_text())["steps"]["images"]["jobs"]
+    state, summary = await run_flow(**one)
+    assert state.is_completed() and summary.products[0].status == "complete"
+    assert paid_submissions(sandboxes)["prodvisual"] == 2
+    assert net_charged(sandboxes)["prodvisual"] == 2
+    assert (summary.cost.total.net, summary.cost.total.reused_jobs) == (
+        1,
+        1,
+    )  # the regeneration is this run's cost
+    recorded = json.loads(manifest.read_text())
+    assert [r["done"] for r in recorded["compliance"]["regenerated"]] == [False, True]
+    assert recorded["steps"]["images"]["jobs"] != first_job and recorded["compliance"]["status"] == "fail"
+    assert "images regenerated once" in summary.products[0].compliance_reasons
+
+    # once: a later run with the same flag reuses the regenerated output and pays nothing
+    state, summary = await run_flow(**one)
+    assert state.is_completed() and paid_submissions(sandboxes)["prodvisual"] == 2
+    assert json.loads(manifest.read_text())["steps"]["images"]["jobs"] == recorded["steps"]["images"]["jobs"]
