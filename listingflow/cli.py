@@ -367,7 +367,7 @@ def _print_compliance(products: list[Any]) -> None:
     if line is None:
         return
     console.print(line, markup=False, highlight=False)
-    for flagged in report.noncompliant(products, limit=20):
+    for flagged in report.noncompliant(products, limit=20, reasons=3):
         console.print(f"  {flagged}", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -28,12 +28,13 @@ def summary_line(products: list[Any]) -> str | None:
     return "compliance: " + ", ".join(parts)
 
 
-def noncompliant(products: Iterable[Any], limit: int = MAX_LISTED) -> list[str]:
-    """``US/B0... fail: reason; reason`` per failing then warning product, at most ``limit`` lines."""
+def noncompliant(products: Iterable[Any], limit: int = MAX_LISTED, reasons: int | None = None) -> list[str]:
+    """``US/B0... fail: reason; reason`` per failing then warning product, at most ``limit`` lines and
+    ``reasons`` reasons each (all recorded ones by default)."""
     flagged = sorted(
         (p for p in products if p.compliance in ("fail", "warn")), key=lambda p: p.compliance != "fail"
     )
-    lines = [f"{p.key} {p.compliance}: " + "; ".join(p.compliance_reasons) for p in flagged[:limit]]
+    lines = [f"{p.key} {p.compliance}: " + "; ".join(p.compliance_reasons[:reasons]) for p in flagged[:limit]]
     if len(flagged) > limit:
         lines.append(f"... and {len(flagged) - limit} more (run manifest: products[].compliance)")
     return lines

@@ -63,6 +63,24 @@ async def test_run_records_compliance_per_output_and_product(
     flagged = report.noncompliant(summary.products)
     assert len(flagged) == sum(1 for p in summary.products if p.compliance in ("warn", "fail"))
 
+    # the report artifact (the UI) has the compliance section, with each non-compliant product
+    markdown = await report_artifact(summary.run_id)
+    assert f"**Compliance: {line.removeprefix('compliance: ')}**" in markdown
+    assert all(f"- {f}" in markdown for f in flagged)
+
+
+async def report_artifact(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:  # flow-level artifacts: the filter posted as the API takes it
+        wanted = {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": ["cost-summary-report"]}}
+        response = await client._client.post(
+            "/artifacts/filter", json={"artifacts": wanted, "limit": 5, "offset": 0}
+        )
+        response.raise_for_status()
+    [artifact] = response.json()
+    return str(artifact["data"])
+
 
 class FailEveryImage(RuleSet):
     """Fails every image of the images step, whatever the sandboxes render."""

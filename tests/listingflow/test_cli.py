@@ -49,6 +49,7 @@ def test_demo_run_prints_progress_outputs_and_costs_without_tracebacks(tmp_path:
     assert "2 products: 2 complete" in out
     assert f"outputs: {tmp_path / 'archive'}" in out.replace("\n", "")
     assert "Cost summary" in out and "pixii" in out
+    assert re.search(r"compliance: \d+ pass, \d+ warn, \d+ fail", out), out  # flows/compliance, one line
     assert "Traceback" not in out and "Warning" not in out and "WARNING" not in out
     assert list((tmp_path / "archive").rglob("*.png"))
 

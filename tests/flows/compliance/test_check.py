@@ -138,6 +138,10 @@ def test_report_counts_and_lists_failures_first() -> None:
         "US/B0WARN0001 warn: title has special characters !",
     ]
     assert report.noncompliant(products, limit=1)[-1].startswith("... and 1 more")
+    assert (
+        report.noncompliant(products, reasons=1)[0]
+        == "US/B0FAIL0001 fail: images/x.png: longest side 32 px (at least 1000)"
+    )
     assert "**Compliance: 1 pass" in report.markdown(products) and "- US/B0FAIL0001 fail" in report.markdown(
         products
     )
