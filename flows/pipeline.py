@@ -101,7 +101,7 @@ class ProductOutcome(BaseModel):
             asin=self.asin, country_code=self.country_code, status=self.status, manifest_key=self.manifest_key,
             compliance=self.compliance.status if self.compliance else None,
             compliance_findings=len(self.compliance.findings) if self.compliance else 0,
-            compliance_reasons=self.compliance.reasons() if self.compliance else (),
+            compliance_reasons=self.compliance.reasons(limit=3) if self.compliance else (),
             steps={s: StepRecord(provider=o.provider, status=o.status, jobs=tuple(o.jobs), error=o.error,
                                  item_errors=tuple(o.item_errors), output_count=len(o.outputs))
                    for s, o in self.steps.items()},

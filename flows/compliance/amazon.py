@@ -121,67 +121,41 @@ class AmazonRules(RuleSet):
 
 
 def check_copy(copy: ListingCopy, limits: AmazonLimits, key: str | None) -> list[Finding]:
-    def finding(rule: str, message: str, severity: Severity = "fail") -> Finding:
-        return Finding(rule=rule, severity=severity, message=message, output_key=key, step="copy")
-
-    out: list[Finding] = []
+    """The listing copy: title, bullets, description and backend keywords."""
+    found: list[tuple[str, str, Severity]] = []
     title = (copy.title or "").strip()
     if title:
-        if len(title) > limits.title_max_chars:
-            out.append(
-                finding(
-                    "title-length", f"title has {len(title)} characters (at most {limits.title_max_chars})"
-                )
-            )
-        out += [
-            finding("title-promotional", f"title has promotional wording {m!r}") for m in _promotional(title)
-        ]
+        found += _over("title-length", "title", len(title), limits.title_max_chars)
+        found += _promotion("title-promotional", "title", title, "fail")
         if special := sorted(set(TITLE_SPECIAL.findall(title))):
-            out.append(
-                finding("title-characters", f"title has special characters {' '.join(special)}", "warn")
-            )
+            found.append(("title-characters", f"title has special characters {' '.join(special)}", "warn"))
         if repeated := _repeated_words(title):
-            out.append(
-                finding("title-repeats", f"title repeats {', '.join(repeated)} more than twice", "warn")
-            )
-    if len(copy.bullets) > limits.bullets_max:
-        out.append(finding("bullets-count", f"{len(copy.bullets)} bullets (at most {limits.bullets_max})"))
+            found.append(("title-repeats", f"title repeats {', '.join(repeated)} more than twice", "warn"))
+    found += _over("bullets-count", "bullets", len(copy.bullets), limits.bullets_max, "")
     for n, bullet in enumerate(copy.bullets, start=1):
-        if len(bullet) > limits.bullet_max_chars:
-            out.append(
-                finding(
-                    "bullet-length",
-                    f"bullet {n} has {len(bullet)} characters (at most {limits.bullet_max_chars})",
-                )
-            )
-        out += [
-            finding("bullet-promotional", f"bullet {n} has promotional wording {m!r}")
-            for m in _promotional(bullet)
-        ]
+        found += _over("bullet-length", f"bullet {n}", len(bullet), limits.bullet_max_chars)
+        found += _promotion("bullet-promotional", f"bullet {n}", bullet, "fail")
     description = copy.description or ""
-    if len(description) > limits.description_max_chars:
-        out.append(
-            finding(
-                "description-length",
-                f"description has {len(description)} characters (at most {limits.description_max_chars})",
-            )
-        )
-    out += [
-        finding("description-promotional", f"description has promotional wording {m!r}", "warn")
-        for m in _promotional(description)
-    ]
+    found += _over("description-length", "description", len(description), limits.description_max_chars)
+    found += _promotion("description-promotional", "description", description, "warn")
     size = len(" ".join(k.strip() for k in copy.keywords if k.strip()).encode("utf-8"))
-    if size > limits.keywords_max_bytes:
-        out.append(
-            finding(
-                "keywords-bytes", f"backend keywords take {size} bytes (at most {limits.keywords_max_bytes})"
-            )
-        )
-    return out
+    found += _over("keywords-bytes", "backend keywords", size, limits.keywords_max_bytes, " bytes")
+    return [Finding(rule=r, severity=s, message=m, output_key=key, step="copy") for r, m, s in found]
 
 
-def _promotional(text: str) -> list[str]:
-    return list(dict.fromkeys(m.group(0).strip() for m in PROMOTIONAL.finditer(text)))
+def _over(
+    rule: str, what: str, value: int, limit: int, unit: str = " characters"
+) -> list[tuple[str, str, Severity]]:
+    """``title: 201 characters (at most 200)`` when ``value`` is past ``limit``."""
+    return [(rule, f"{what}: {value}{unit} (at most {limit})", "fail")] if value > limit else []
+
+
+def _promotion(rule: str, where: str, text: str, severity: Severity) -> list[tuple[str, str, Severity]]:
+    """One finding naming every promotional phrase of ``text``."""
+    phrases = list(dict.fromkeys(m.group(0).strip() for m in PROMOTIONAL.finditer(text)))
+    if not phrases:
+        return []
+    return [(rule, f"{where} has promotional wording " + ", ".join(repr(p) for p in phrases), severity)]
 
 
 def _repeated_words(title: str) -> list[str]:

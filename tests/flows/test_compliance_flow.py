@@ -13,7 +13,7 @@ from PIL import Image
 
 from flows.compliance import Finding, ProductContent, RuleRegistry, RuleSet, report
 
-from .helpers import net_charged, paid_submissions, run_flow
+from .helpers import EXAMPLE, net_charged, paid_submissions, run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -129,3 +129,29 @@ async def test_regenerating_noncompliant_outputs_pays_once_within_the_budget(
     state, summary = await run_flow(**one)
     assert state.is_completed() and paid_submissions(sandboxes)["prodvisual"] == 2
     assert json.loads(manifest.read_text())["steps"]["images"]["jobs"] == recorded["steps"]["images"]["jobs"]
+
+
+async def test_a_deliberately_noncompliant_sandbox_product_is_flagged(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
+    from providers.sandbox.core import SandboxConfig
+
+    if "noncompliant_asins" not in SandboxConfig.model_fields:
+        pytest.skip("these sandboxes cannot render a non-compliant product (issue 17, item 1)")
+    from listingflow import local
+
+    # what names the product on each sandbox's wire (ProdVisual and ListingRVA see its image URL)
+    marks = getattr(local, "noncompliant_products", lambda _, asins: asins)(EXAMPLE, ["B0BQRG7K5N"])
+    for box in sandboxes.values():  # at full size: a compliant product passes, the marked one fails
+        box.reconfigure(noncompliant_asins=marks, image_px=None)
+    state, summary = await run_flow(products=["B0BQRG7K5N", "B0CHX1W1XY"], steps=["copy", "images"])
+    assert state.is_completed() and {p.status for p in summary.products} == {"complete"}
+    manifests = {
+        p.asin: json.loads((lf_env["archive"] / str(p.manifest_key)).read_text()) for p in summary.products
+    }
+    flagged = {
+        f["rule"] for f in manifests["B0BQRG7K5N"]["compliance"]["findings"] if f["severity"] == "fail"
+    }
+    assert {"main-background", "title-promotional"} <= flagged
+    clean = manifests["B0CHX1W1XY"]["compliance"]
+    assert clean["status"] != "fail", clean["findings"]

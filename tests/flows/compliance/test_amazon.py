@@ -241,3 +241,15 @@ def test_status_is_the_worst_finding_and_reasons_are_grouped() -> None:
         "title has special characters !",
     )
     assert [o.status for o in result.outputs] == ["fail", "fail", "fail"]
+
+
+def test_findings_name_the_value_and_the_limit() -> None:
+    copy = GOOD.model_copy(
+        update={"title": "Best Seller - Free Shipping | " + "A" * 180, "keywords": ["k" * 300]}
+    )
+    content = ProductContent(marketplace="US", asin="B0TEST0001", copy_result=copy, copy_key="US/x/copy.json")
+    assert [f.message for f in AmazonRules().check(content)] == [
+        "title: 210 characters (at most 200)",
+        "title has promotional wording 'Best Seller', 'Free Shipping'",
+        "backend keywords: 300 bytes (at most 249)",
+    ]
