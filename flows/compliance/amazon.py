@@ -232,6 +232,8 @@ def check_main_image(image: CheckedOutput, limits: AmazonLimits) -> list[Finding
     facts = image.facts
     if facts is None or facts.error or image.unchecked:
         return []  # already reported by check_image
+    if facts.fill is None or facts.border_white is None:
+        return [_finding(image, "image-unchecked", "not checked: its pixels were not measured", "warn")]
     if is_white_main_style(image) is False:
         return [
             _finding(

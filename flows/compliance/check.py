@@ -17,6 +17,8 @@ from .rules import RuleRegistry, installed_rulesets
 logger = logging.getLogger("listingflow.compliance")
 
 CHECKED_STEPS = ("images", "aplus", "scale")
+MAIN = ("images", 0)
+"""The main image, the only output whose pixels are decoded (the others: type and size, from the header)."""
 
 
 class ArchiveReader(Protocol):
@@ -73,13 +75,24 @@ async def _content(
             if str(o.get("content_type", "")).startswith("image/")
         ]
         provider = str((steps.get(step) or {}).get("provider") or "")
-        checked = await asyncio.gather(*(_checked(archive, step, provider, o, known) for o in recorded))
+        checked = await asyncio.gather(
+            *(
+                _checked(archive, step, provider, o, known, pixels=(step, n) == MAIN)
+                for n, o in enumerate(recorded)
+            )
+        )
         setattr(content, step, list(checked))
     return content
 
 
 async def _checked(
-    archive: ArchiveReader, step: str, provider: str, output: dict[str, Any], known: dict[str, ImageFacts]
+    archive: ArchiveReader,
+    step: str,
+    provider: str,
+    output: dict[str, Any],
+    known: dict[str, ImageFacts],
+    *,
+    pixels: bool,
 ) -> CheckedOutput:
     key = output["key"]
     checked = CheckedOutput(
@@ -91,8 +104,9 @@ async def _checked(
         size=int(output.get("size", 0)),
         content_type=output.get("content_type", ""),
     )
-    if checked.sha256 in known:
-        checked.facts = known[checked.sha256]
+    earlier = known.get(checked.sha256)
+    if earlier is not None and (earlier.pixels_measured or earlier.error or not pixels):
+        checked.facts = earlier
         return checked
     try:
         data = await archive.get(key)
@@ -102,7 +116,9 @@ async def _checked(
     if data is None:
         checked.unchecked = "not in the archive"
         return checked
-    checked.facts = await asyncio.to_thread(measure, data)
+    checked.facts = (
+        await asyncio.to_thread(measure, data, pixels=pixels) if pixels else measure(data, pixels=False)
+    )
     return checked
 
 

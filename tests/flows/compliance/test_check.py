@@ -69,9 +69,11 @@ async def test_checks_archived_bytes_and_records_facts_for_the_next_run() -> Non
     assert result is not None and result.status == "fail" and result.ruleset == "amazon"
     assert [(f.rule, f.output_key) for f in result.findings] == [("image-size", SMALL)]
     assert {o.key: o.status for o in result.outputs} == {MAIN: "pass", SMALL: "fail"}
-    assert sorted(archive.reads) == sorted(
-        OBJECTS
-    )  # the copy JSON is not read: its result is in the manifest
+    # the copy JSON is not read (its result is in the manifest)
+    assert sorted(archive.reads) == sorted(OBJECTS)
+    facts = {o.key: o.facts for o in result.outputs}
+    assert facts[MAIN] is not None and facts[MAIN].pixels_measured  # the main image's pixels are decoded
+    assert facts[SMALL] is not None and not facts[SMALL].pixels_measured  # the others': type and size only
 
     # a rerun with the same outputs (same SHA-256) reuses the measurements: nothing is read again
     again = DictArchive(OBJECTS)
@@ -146,3 +148,16 @@ def test_report_counts_and_lists_failures_first() -> None:
         products
     )
     assert report.summary_line([record("B0NONE0001", None)]) is None and report.markdown([]) == ""
+
+
+async def test_an_output_measured_by_header_only_is_decoded_once_it_is_the_main_image() -> None:
+    first = await check_product(DictArchive(OBJECTS), "US", "B0TEST0001", STEPS)
+    assert first is not None
+    swapped = {**STEPS, "images": {**STEPS["images"], "outputs": STEPS["images"]["outputs"][::-1]}}
+    archive = DictArchive(OBJECTS)
+    again = await check_product(
+        archive, "US", "B0TEST0001", swapped, {"compliance": first.model_dump(mode="json")}
+    )
+    assert archive.reads == [SMALL]  # the new main image: read and decoded; the other reuses its facts
+    assert again is not None and again.outputs[0].key == SMALL
+    assert again.outputs[0].facts is not None and again.outputs[0].facts.pixels_measured

@@ -52,3 +52,9 @@ def test_type_is_sniffed_from_the_bytes() -> None:
     assert measure(product_image(fmt="GIF", mode="P")).format == "GIF"
     broken = measure(b"\x89PNG\r\n\x1a\n not really")
     assert broken.format is None and broken.error
+
+
+def test_header_only_gives_type_and_size_without_decoding() -> None:
+    facts = measure(product_image((1500, 1000), fmt="JPEG"), pixels=False)
+    assert (facts.format, facts.width, facts.height) == ("JPEG", 1500, 1000)
+    assert not facts.pixels_measured and facts.border_white is None and facts.fill is None
