@@ -132,7 +132,8 @@ class ProductRecord:
     manifest_key: str | None
     steps: dict[str, StepRecord]
     compliance: str | None = None
-    """pass / warn / fail, None when not checked; apart from ``status``: a non-compliant product is complete"""
+    """pass / warn / fail, None when not checked; apart from ``status`` (a non-compliant product is
+    still complete)"""
     compliance_findings: int = 0
     compliance_reasons: tuple[str, ...] = ()
 
@@ -189,9 +190,16 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     return outcome
 
 
-async def _comply(run: RunContext, tasks: TaskSet, product: Product, ctx: StepContext,
-                  outcome: ProductOutcome, previous: dict[str, Any] | None,
-                  prepared: dict[str, asyncio.Task[dict[str, Any]]], regenerate: bool) -> dict[str, Any]:  # fmt: skip
+async def _comply(
+    run: RunContext,
+    tasks: TaskSet,
+    product: Product,
+    ctx: StepContext,
+    outcome: ProductOutcome,
+    previous: dict[str, Any] | None,
+    prepared: dict[str, asyncio.Task[dict[str, Any]]],
+    regenerate: bool,
+) -> dict[str, Any]:
     """The product's compliance (flows/compliance), checked on its archived outputs before it is
     reported done; its manifest's steps. With ``regenerate``, each step of this run with a failing
     output is paid for once more (within the budget, never twice across runs) and checked again. The
