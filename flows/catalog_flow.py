@@ -43,6 +43,7 @@ from .archive import (
     run_key,
 )
 from .catalog import Catalog, CatalogError, RowError, load_catalog
+from .compliance import report as compliance_report
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .gallery import gallery_link, publish_gallery
@@ -463,7 +464,7 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
                                  description=f"Credits per provider, step and product, run {summary.run_id}")
     await acreate_markdown_artifact(
         _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
-        key="cost-summary-report", description="Cost summary and failures",
+        key="cost-summary-report", description="Cost summary, failures and compliance",
     )  # fmt: skip
 
 
@@ -498,9 +499,12 @@ def run_manifest(summary: RunSummary, params: RunParameters) -> bytes:
         "headline": summary.headline(), "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
         "spooled": summary.spooled, "notes": summary.notes, "status": summary.status,
         "interrupted_by": summary.interrupted, "in_flight": summary.in_flight,
+        "compliance": dict(compliance_report.tally(summary.products)),
     }  # fmt: skip
     products = ({"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
                  "failures": p.failures(), "manifest": p.manifest_key,
+                 "compliance": p.compliance, "compliance_findings": p.compliance_findings,
+                 "compliance_reasons": list(p.compliance_reasons),
                  "jobs": {s: list(o.jobs) for s, o in p.steps.items()}} for p in summary.products)  # fmt: skip
     return json_with_list(head, "products", products)
 
@@ -516,6 +520,8 @@ async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: 
 def _failures_markdown(summary: RunSummary) -> str:
     lines = [f"**{summary.headline()}**", ""]
     lines += [f"- {line}" for line in summary.failure_report()]
+    if compliance := compliance_report.markdown(summary.products):
+        lines += ["", compliance]
     if summary.notes:  # e.g. what a rerun kept of the failed run's parameters and what it overrode
         lines += ["", "**Notes:**", *[f"- {note}" for note in summary.notes]]
     return "\n".join(lines)
@@ -553,6 +559,7 @@ async def catalog_flow(
     force: Annotated[list[Step], _title("force")] = [],  # noqa: B006
     rerun_failed_of: Annotated[str | None, _title("rerun_failed_of")] = None,
     resubmit_unknown: Annotated[bool, _title("resubmit_unknown")] = False,
+    regenerate_noncompliant: Annotated[bool, _title("regenerate_noncompliant")] = False,
     budget: Annotated[Budget, _title("budget")] = Budget(),  # noqa: B008
     price_per_credit: Annotated[dict[str, float], _title("price_per_credit")] = {},  # noqa: B006
     currency: Annotated[str, _title("currency")] = "USD",
@@ -575,6 +582,8 @@ async def catalog_flow(
             products run, with that run's parameters except those set here to a non-default value.
         resubmit_unknown: Send again the submissions an earlier run held with an unknown outcome: the
             provider may have processed and billed them, so this MAY PAY TWICE.
+        regenerate_noncompliant: Pay once more for a step whose output fails its marketplace's
+            compliance rules, if the budget allows (SPENDS CREDITS AGAIN; once per step).
         budget: Stop submitting past these credits, in total and per provider.
         price_per_credit: Money per credit for each provider, e.g. {"pixii": 0.05}, for the cost summary.
         currency: Currency of the prices per credit.
@@ -583,7 +592,9 @@ async def catalog_flow(
         {
             "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
             "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
-            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown, "budget": budget, "price_per_credit": price_per_credit,
+            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown,
+            "regenerate_noncompliant": regenerate_noncompliant, "budget": budget,
+            "price_per_credit": price_per_credit,
             "currency": currency,
         }  # fmt: skip
     )
@@ -604,4 +615,6 @@ async def _run_and_report(params: RunParameters, observer: RunObserver | None) -
     log.info("%s; archive: %s", summary.headline(), summary.archive)
     for line in summary.failure_report():
         log.warning("%s", line)
+    if compliance := compliance_report.summary_line(summary.products):
+        log.info("%s", compliance)
     return final_state(summary)

@@ -107,6 +107,11 @@ class RunParameters(BaseModel):
         description="send again the submissions an earlier run held with an unknown outcome (the provider "
         "may have processed and billed them: this MAY PAY TWICE; `listingflow unknown` lists them)",
     )
+    regenerate_noncompliant: bool = Field(
+        False, title="Regenerate non-compliant outputs",
+        description="pay once more for a step whose output fails its marketplace's compliance rules, if the "
+        "budget allows (SPENDS CREDITS AGAIN; once per step, never again in later runs)",
+    )
     budget: Budget = Field(default_factory=Budget, title="Credit budget")
     price_per_credit: dict[str, float] = Field(
         default_factory=dict, title="Price per credit", description="provider -> money per credit"

@@ -30,7 +30,7 @@ from listingflow.settings import get_settings
 from .archive import SpooledArchive, run_key
 from .params import RunParameters
 
-NOT_KEPT = ("rerun_failed_of", "force", "resubmit_unknown")
+NOT_KEPT = ("rerun_failed_of", "force", "resubmit_unknown", "regenerate_noncompliant")
 RERUN_STATUSES = ("failed", "partial", "deferred", "interrupted")
 logger = logging.getLogger("listingflow")
 

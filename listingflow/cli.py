@@ -98,13 +98,14 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
             platform: str | None, aplus_types: list[str], scale_mode: str | None, language: str | None,
             products: list[str], archive: str | None, force: list[str], rerun_failed_of: str | None,
             max_credits: int | None, max_credits_for: list[str], price: list[str],
-            resubmit_unknown: bool = False) -> Any:  # fmt: skip
+            resubmit_unknown: bool = False, regenerate_noncompliant: bool = False) -> Any:  # fmt: skip
     from pydantic import ValidationError
 
     from flows.params import RunParameters
 
     data: dict[str, Any] = {"catalog": catalog, "products": products, "archive": archive, "force": force,
-                            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown}  # fmt: skip
+                            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown,
+                            "regenerate_noncompliant": regenerate_noncompliant}  # fmt: skip
     if steps:
         data["steps"] = steps
     if provider:
@@ -160,6 +161,9 @@ Price = Annotated[list[str], typer.Option(
     "--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary")]
 ResubmitUnknown = Annotated[bool, typer.Option(
     "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
+Regenerate = Annotated[bool, typer.Option(
+    "--regenerate-noncompliant",
+    help="pay once more for a step whose output fails the marketplace's compliance rules, within the budget")]
 
 
 @app.command(cls=_PlainHelpCommand)
@@ -171,6 +175,7 @@ def run(
     force: Force = [], rerun_failed_of: Rerun = None, max_credits: MaxCredits = None,  # noqa: B006
     max_credits_for: MaxFor = [], price: Price = [],  # noqa: B006
     resubmit_unknown: ResubmitUnknown = False,
+    regenerate_noncompliant: Regenerate = False,
     sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
     sandbox_job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="sandbox job duration")] = 1.0,
     sandbox_noncompliant: Annotated[list[str], typer.Option(
@@ -183,13 +188,16 @@ def run(
     _quiet_prefect(verbose)
     params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
                      archive, force, rerun_failed_of, max_credits, max_credits_for, price,
-                     resubmit_unknown)  # fmt: skip
+                     resubmit_unknown, regenerate_noncompliant)  # fmt: skip
     if params.resubmit_unknown:
         err.print("[yellow]--resubmit-unknown: submissions held with an unknown outcome are sent again; the "
                   "provider may already have billed them, so this MAY PAY TWICE.[/yellow]")  # fmt: skip
     if params.force:
         err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
                   "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
+    if params.regenerate_noncompliant:
+        err.print("[yellow]--regenerate-noncompliant: a step whose output fails the compliance rules is paid "
+                  "for once more, within the budget.[/yellow]")  # fmt: skip
     code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose, debug=debug,
                      noncompliant=sandbox_noncompliant)  # fmt: skip
     raise typer.Exit(code)

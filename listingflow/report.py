@@ -31,6 +31,7 @@ def print_summary(console: Console, summary: Any, elapsed: float) -> None:
     if summary.cost is not None:
         print_costs(console, summary.cost)
         say(f"cost summary: {summary.archive}/runs/{summary.run_id}/cost-summary.json")
+    _print_compliance(say, summary.products)
     failures = summary.failure_report(include_interrupted=False)
     if failures:
         console.print("not done:", style="bold")
@@ -41,6 +42,18 @@ def print_summary(console: Console, summary: Any, elapsed: float) -> None:
         say(f"review gallery: {gallery}")
     if summary.interrupted:  # last, in one line: what the person who pressed Ctrl-C looks for
         say(f"{summary.headline()} ({elapsed:.0f}s); manifest: {manifest}", style="bold yellow")
+
+
+def _print_compliance(say: Any, products: list[Any]) -> None:
+    """One line of counts, then the non-compliant products with their reasons (flows/compliance)."""
+    from flows.compliance import report
+
+    line = report.summary_line(products)
+    if line is None:
+        return
+    say(line)
+    for flagged in report.noncompliant(products, limit=20, reasons=3):
+        say(f"  {flagged}")
 
 
 def _say(console: Console) -> Any:

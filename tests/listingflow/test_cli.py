@@ -116,6 +116,7 @@ def test_demo_run_prints_progress_outputs_and_costs_without_tracebacks(tmp_path:
     for name in ("listingrva", "pixii", "prodvisual"):
         assert any(line.split()[:2] == [name, "all"] for line in table), table
     assert any(line.split()[:2] == ["pixii", "all"] and line.endswith("0.52 USD") for line in table), table
+    assert re.search(r"compliance: \d+ pass, \d+ warn, \d+ fail", out), out  # flows/compliance, one line
     assert "Traceback" not in out and "Warning" not in out and "WARNING" not in out and "\x1b" not in out
     assert list(archive.rglob("*.png"))
     gallery = next((archive / "runs").glob("*/index.html"))
