@@ -369,8 +369,8 @@ class ProviderSettings(BaseSettings):
 
             # `_sync` is prefect's async_dispatch switch (not in load's signature): load synchronously
             # even when settings are built inside a running event loop
-            loaded = Secret.load(block, _sync=True)  # type: ignore[call-arg]
-            value = loaded.get() if isinstance(loaded, Secret) else None
+            loaded: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+            value = loaded.get()
         except Exception:  # noqa: BLE001 - a missing block or an unreachable server: no key
             return self
         if value:

@@ -10,6 +10,8 @@ The copy keeps Amazon's limits so a compliance check passes on it: title <= 200 
 other platforms), at most 5 bullets of <= 500 characters, backend keywords <= 249 bytes (UTF-8, as
 Amazon counts them). For ``SandboxConfig.noncompliant_asins`` the title starts with promotional
 wording ("Best Seller - Free Shipping") that Amazon forbids.
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N").
 """
 
 from __future__ import annotations

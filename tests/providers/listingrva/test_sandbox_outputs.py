@@ -1,6 +1,8 @@
 """What the ListingRVA sandbox writes and draws: copy in the marketplace's language within Amazon's
 limits, a CLEAN_WHITE_BG image on pure white at the forced 2000 px, and the deliberately non-compliant
-outputs (promotional title, grey background) for the ASINs configured so."""
+outputs (promotional title, grey background) for the ASINs configured so.
+
+Contract: docs/providers/listingrva.md (cited below as "contract §N")."""
 
 from __future__ import annotations
 
