@@ -1,0 +1,33 @@
+"""What keeps the code base easy to change: short functions in the packages a newcomer edits.
+
+Benchmarks may keep longer ones (they read as one scenario each); tests are not counted.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FUNCTION_LINES = 60
+PACKAGES = ("flows", "providers", "listingflow", "deployments")
+
+
+def _long_functions(source: str) -> list[tuple[str, int]]:
+    tree = ast.parse(source)
+    return [(node.name, (node.end_lineno or node.lineno) - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES]  # fmt: skip
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    found = [f"{path.relative_to(ROOT)}::{name} ({lines} lines)"
+             for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+             for name, lines in _long_functions(path.read_text(encoding="utf-8"))]  # fmt: skip
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines: {found}"
+
+
+def test_the_check_sees_a_long_function() -> None:
+    body = "\n".join(f"    x{n} = {n}" for n in range(MAX_FUNCTION_LINES))
+    assert _long_functions(f"def f():\n{body}\n") == [("f", MAX_FUNCTION_LINES + 1)]
+    assert _long_functions("def g():\n    return 1\n") == []
