@@ -368,6 +368,7 @@ class Bench:
         also gives Pixii's saturation, the batching figure and the rerun."""
         configs = C_CONFIGS_QUICK if self.quick else parse_configs(self.args.c_configs)
         runs: dict[str, Any] = {}
+        load_start = os.getloadavg()[0]
         for n, (scale, products) in enumerate(configs):
             if n and self.left() < self._c_estimate(scale, products) + 60:
                 note = f"phase C x{scale:g} on {products} products skipped: {self.left():.0f}s of the budget left"
@@ -376,6 +377,11 @@ class Bench:
                 continue
             runs[f"x{scale:g}-{products}"] = self._versus(scale, products, primary=n == 0)
         self.out["phases"]["C"] = {"configs": runs}
+        self.out["notes"].append(
+            f"phase C: listingflow and the script ran side by side (load average {load_start:.1f} at the start of "
+            f"C, {os.getloadavg()[0]:.1f} at its end, on {os.cpu_count()} CPUs): contention on a shared machine "
+            "slows both, but weighs more on listingflow, whose flow process and Prefect server spend ~0.2 s of "
+            "CPU per product (phase D) where the script spends ~0.03 s, and more at x10 than at x2")  # fmt: skip
         for key, phase in runs.items():
             self._versus_figures(key, phase)
         if runs:
@@ -453,8 +459,8 @@ class Bench:
         theirs = {p: sum(r.values()) for p, r in phase["script_routes"].items()}
         return [f"wall {_fmt(wall, '{:.1f}')}s vs script {_fmt(base, '{:.1f}')}s vs bound {bound:.1f}s",
                 "requests " + ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
-                f"first request {_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')}s vs "
-                f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}s",
+                (f"first request {_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')}s vs "
+                 f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}s"),
                 f"Pixii per window {pixii_windows(phase, 'listingflow')} vs {pixii_windows(phase, 'script')}"]  # fmt: skip
 
     def _versus_figures(self, key: str, phase: dict[str, Any]) -> None:
