@@ -53,6 +53,16 @@ def rate_per_window(times: list[float], window: float) -> float | None:
     return (len(times) - 1) / (times[-1] - times[0]) * window
 
 
+def per_window(times: list[float], window: float) -> list[int]:
+    """Events in consecutive windows of ``window`` seconds, counted from the first event."""
+    if not times:
+        return []
+    counts = [0] * (int((times[-1] - times[0]) // window) + 1)
+    for t in times:
+        counts[int((t - times[0]) // window)] += 1
+    return counts
+
+
 def max_in_window(times: list[float], window: float) -> int:
     best, lo = 0, 0
     for hi, t in enumerate(times):

@@ -13,9 +13,11 @@ H. ListingRVA time-scaled x5: one image per product, finished by the signed ``im
    webhook, so the bucket goes to paid submissions. Saturation (item 1), wall vs bound (item 2).
 F. Diagnostic (``--diagnostics``): phase B again with ``LISTINGFLOW_USE_GLOBAL_LIMITS=false``
    (process-local pacing only), to show what the Prefect global limits cost.
-C. The default pipeline (copy -> images -> A+ -> Scale) on all three providers, time-scaled x10:
-   Pixii binds. Saturation of Pixii (item 1), wall time vs the lower bound (item 2); then a rerun of
-   the finished catalog (item 6).
+C. The default pipeline (copy, images, A+, Scale per variation) on all three providers, time-scaled
+   (x10 on 60 and 20 products, x2 on 20), listingflow and the plain asyncio script side by side on
+   their own sandboxes: wall vs the script and vs the lower bound of the graph schedule, requests per
+   provider, first request, Pixii submissions per window (items 1, 2, 7); on the first configuration
+   also Pixii's saturation, batching and a rerun of the finished catalog (items 1, 3, 6).
 D. Orchestration overhead: zero-latency, unlimited sandboxes; the plain asyncio + httpx baseline vs
    listingflow as shipped (with ``--diagnostics`` also with global limits off) on the same catalog (item 4).
 E. Memory: peak RSS (VmHWM) of one listingflow process running 5,000 products at zero latency, as
@@ -65,7 +67,14 @@ from .harness import (
 
 RESULTS = REPO / "benchmarks" / "results"
 BUDGET_S = 15 * 60
-SCALE = 10.0  # time-scaled phase C: every window, job, poll interval and batch linger divided by this
+# Phase C configurations (time scale, products): every window, job, poll interval and batch linger is
+# divided by the scale. The first one also gives Pixii's saturation, the batching figure and the rerun.
+# x2 on 60 products (100 Pixii submissions: ~335 s per side) does not fit the 15-minute budget beside
+# the other phases; run it with --c-configs x2:60 (see the README).
+C_CONFIGS_DEFAULT = "x10:60,x10:20,x2:20"
+C_CONFIGS_QUICK = [(10.0, 20)]
+TIMELINE_CONFIG = "x2-20"  # the configuration whose request timeline the table shows
+C_VARIATION_EVERY = 3  # every third product has two variations (Pixii Scale once per variation)
 SCALE_B = 5.0  # phases B and F: a chunk of ListingRVA's global limit covers 12 s, not 6 (see the README)
 
 REAL_LIMITS: dict[str, dict[str, tuple[int, float]]] = {
@@ -105,6 +114,31 @@ def scaled_linger(scale: float) -> dict[str, str]:
     the run (windows, jobs, polls) in the time-scaled phases."""
     default = Settings.model_fields["batch_linger_seconds"].default
     return {"LISTINGFLOW_BATCH_LINGER_SECONDS": f"{default / scale:g}"}
+
+
+def parse_configs(text: str) -> list[tuple[float, int]]:
+    """``"x10:60,x2:20"`` -> ``[(10.0, 60), (2.0, 20)]``."""
+    configs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        scale, _, products = part.lstrip("x").partition(":")
+        configs.append((float(scale), int(products)))
+    return configs
+
+
+def c_shape(products: int) -> CatalogShape:
+    return CatalogShape(products, variation_every=C_VARIATION_EVERY, tag=f"pl{products}")
+
+
+def first_request(timeline: dict[str, Any] | None) -> float | None:
+    """Seconds from the run's start to its first request to any provider."""
+    times = [t["first_request_s"] for t in (timeline or {}).values() if t.get("first_request_s") is not None]
+    return min(times) if times else None
+
+
+def pixii_windows(phase: dict[str, Any], side: str) -> list[int]:
+    """Pixii paid submissions per window, windows counted from the side's first submission."""
+    paid = ((phase.get(side + "_timeline") or {}).get("pixii") or {}).get("paid_s") or []
+    return A.per_window(paid, phase["pixii_window_s"])
 
 
 def unlimited() -> dict[str, dict[str, tuple[int, float]]]:
@@ -333,72 +367,178 @@ class Bench:
                     f"{_fmt(phase['polls_per_job'], '{:.2f}')} polls per job; "
                     f"{phase['webhook_delivered_ok']}/{phase['webhook_deliveries']} events delivered")  # fmt: skip
 
-    # ---- C. the default pipeline, time-scaled; then the rerun ----
+    # ---- C. the default pipeline beside the plain asyncio script, several scales and sizes; a rerun ----
 
     def phase_c(self) -> None:
-        name = "c-pipeline-x10"
-        shape = CatalogShape(20 if self.quick else 72, variation_every=2 if self.quick else 3, tag="pl")
-        limits = scaled_limits(SCALE)
-        jobs = {p: s / SCALE for p, s in REAL_JOB_SECONDS.items()}
-        polls = {p: s / SCALE for p, s in REAL_POLL_SECONDS.items()}
+        """Each configuration (time scale, catalog size) runs listingflow and the plain asyncio script
+        (``benchmarks/baseline_asyncio.py``) side by side, each on its own fresh sandboxes with the same
+        limits and job durations, so load on the machine weighs on both alike. The first configuration
+        also gives Pixii's saturation, the batching figure and the rerun."""
+        configs = C_CONFIGS_QUICK if self.quick else parse_configs(self.args.c_configs)
+        runs: dict[str, Any] = {}
+        load_start = os.getloadavg()[0]
+        for n, (scale, products) in enumerate(configs):
+            if n and self.left() < self._c_estimate(scale, products) + 60:
+                note = f"phase C x{scale:g} on {products} products skipped: {self.left():.0f}s of the budget left"
+                self.log(note)
+                self.out["notes"].append(note)
+                continue
+            runs[f"x{scale:g}-{products}"] = self._versus(scale, products, primary=n == 0)
+        self.out["phases"]["C"] = {"configs": runs}
+        self.out["notes"].append(
+            f"phase C: listingflow and the script ran side by side (load average {load_start:.1f} at the start of "
+            f"C, {os.getloadavg()[0]:.1f} at its end, on {os.cpu_count()} CPUs): contention on a shared machine "
+            "slows both, but weighs more on listingflow, whose flow process and Prefect server spend ~0.2 s of "
+            "CPU per product (phase D) where the script spends ~0.03 s, and more at x10 than at x2")  # fmt: skip
+        for key, phase in runs.items():
+            self._versus_figures(key, phase)
+        if runs:
+            self._primary_figures(next(iter(runs.values())))
+        if (timeline_key := TIMELINE_CONFIG if TIMELINE_CONFIG in runs else next(iter(runs), None)) is not None:
+            self._timeline_figures(timeline_key, runs[timeline_key])
+
+    def _c_estimate(self, scale: float, products: int) -> float:
+        shape = c_shape(products)
+        limits = scaled_limits(scale)
+        return A.pipeline_lower_bound(
+            products=shape.products, variations=shape.variations, styles=1,
+            limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
+            job={p: s / scale for p, s in REAL_JOB_SECONDS.items()}, any_without_variations=True,
+        )["bound_s"] * 1.1 + 10  # fmt: skip
+
+    def _versus(self, scale: float, products: int, *, primary: bool) -> dict[str, Any]:
+        """listingflow and the script side by side on one configuration; with ``primary``, then a
+        rerun of listingflow's finished catalog on the same state and sandboxes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        name = f"c-pipeline-x{scale:g}-{products}"
+        shape = c_shape(products)
+        limits = scaled_limits(scale)
+        jobs = {p: s / scale for p, s in REAL_JOB_SECONDS.items()}
+        polls = {p: s / scale for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", shape)
-        self.log(
-            f"C: default pipeline x{SCALE:g} time-scaled, {shape.products} products, "
-            f"{shape.variations} variations"
-        )
-        with sandboxes(sandbox_config(limits, jobs)) as boxes:
-            env = self.env(name, limits, polls, **scaled_linger(SCALE))
-            first = self.flow(name, catalog, {}, env, timeout=min(420.0, max(90.0, self.left() - 300)))
+        bound = A.pipeline_lower_bound(
+            products=shape.products, variations=shape.variations, styles=1,
+            limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
+            job=jobs, any_without_variations=shape.products_with_variations() < shape.products,
+        )  # fmt: skip
+        timeout = bound["bound_s"] * 2 + 60
+        self.log(f"C: default pipeline x{scale:g} time-scaled, {shape.products} products, {shape.variations} "
+                 f"variations: listingflow and the asyncio script side by side (bound {bound['bound_s']:.1f}s)")  # fmt: skip
+        with ExitStack() as stack:
+            ours = stack.enter_context(sandboxes(sandbox_config(limits, jobs)))
+            env = self.env(name, limits, polls, **scaled_linger(scale))
+            theirs = stack.enter_context(sandboxes(sandbox_config(limits, jobs)))
+            script_env = self.env(name + "-script", limits, polls, **scaled_linger(scale))
+            spec = {"name": name + "-script", "catalog": str(catalog), "out_dir": str(self.tmp / name / "script"),
+                    "limits": {p: {g: [n, w] for g, (n, w) in groups.items()} for p, groups in limits.items()},
+                    "linger": 1.0 / scale}  # fmt: skip
+            with ThreadPoolExecutor(2) as pool:
+                ours_run = pool.submit(self.flow, name, catalog, {}, env, timeout=timeout)
+                script_run = pool.submit(self.measured, "benchmarks.baseline_asyncio", spec, script_env, timeout=timeout)
+                first, script = ours_run.result(), script_run.result()
             end_first = time.time()
-            paid_first = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
-            rerun = self.flow(name + "-rerun", catalog, {}, env, timeout=120.0)
-            paid_rerun = {p: len(A.paid_submissions(b, since=end_first)) for p, b in boxes.items()}
-            sats = {
-                p: A.saturation(boxes[p], g, n, w, until=end_first)
-                for p, groups in limits.items() for g, (n, w) in groups.items()
-                if (p, g) in {("pixii", "submit"), ("listingrva", "ai"), ("prodvisual", "api")}
-            }  # fmt: skip
-            bound = A.pipeline_lower_bound(
-                products=shape.products, variations=shape.variations, styles=1,
-                limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
-                job=jobs, any_without_variations=shape.products_with_variations() < shape.products,
-            )  # fmt: skip
-            phase = {
-                "products": shape.products, "variations": shape.variations, "first": first, "rerun": rerun,
-                "paid_first": paid_first, "paid_rerun": paid_rerun, "saturation": sats, "bound": bound,
-                "routes": {p: A.route_counts(b, until=end_first) for p, b in boxes.items()},
-                "routes_rerun": {p: A.route_counts(b, since=end_first) for p, b in boxes.items()},
-                "http_429": {p: A.status_count(b, 429) for p, b in boxes.items()},
-                "timeline": {p: A.timeline(b, first["started_epoch"], end_first) for p, b in boxes.items()}
-                if first.get("started_epoch") else None,
-            }  # fmt: skip
-        phase["script"] = self._script_run(name, catalog, limits, jobs, polls, end_first_of=first)
-        self.out["phases"]["C"] = phase
-        self._sat_figures("pixii", sats["pixii"], scale=SCALE, where="default pipeline")
-        self._script_figures(phase, shape)
-        wall = first.get("wall")
+            self.log(f"{name}-script: {script.get('products')} products in {_fmt(script.get('wall'), '{:.1f}')}s "
+                     f"(failures {script.get('failures')})")  # fmt: skip
+            phase: dict[str, Any] = {"scale": scale, "products": shape.products, "variations": shape.variations,
+                                     "bound": bound, "first": first, "script": script}  # fmt: skip
+            for side, boxes, run in (("listingflow", ours, first), ("script", theirs, script)):
+                phase[side + "_routes"] = {p: A.route_counts(b, until=end_first) for p, b in boxes.items()}
+                phase[side + "_http_429"] = {p: A.status_count(b, 429, until=end_first) for p, b in boxes.items()}
+                phase[side + "_timeline"] = ({p: A.timeline(b, run["started_epoch"], end_first) for p, b in boxes.items()}
+                                             if run.get("started_epoch") else None)  # fmt: skip
+            phase["pixii_window_s"] = limits["pixii"]["submit"][1]
+            pv = [c.credits for c in A.paid_submissions(ours["prodvisual"], until=end_first)]
+            phase["prodvisual_batches"] = pv
+            if primary:
+                phase["saturation"] = {p: A.saturation(ours[p], g, n, w, until=end_first)
+                                       for p, groups in limits.items() for g, (n, w) in groups.items()
+                                       if (p, g) in {("pixii", "submit"), ("listingrva", "ai"), ("prodvisual", "api")}}  # fmt: skip
+                phase["rerun"] = self.flow(name + "-rerun", catalog, {}, env, timeout=120.0)
+                phase["paid_rerun"] = {p: len(A.paid_submissions(b, since=end_first)) for p, b in ours.items()}
+                phase["routes_rerun"] = {p: A.route_counts(b, since=end_first) for p, b in ours.items()}
+        self.log(f"{name}: " + "; ".join(self._versus_summary(phase)))
+        return phase
+
+    @staticmethod
+    def _versus_summary(phase: dict[str, Any]) -> list[str]:
+        wall, base, bound = phase["first"].get("wall"), phase["script"].get("wall"), phase["bound"]["bound_s"]
+        ours = {p: sum(r.values()) for p, r in phase["listingflow_routes"].items()}
+        theirs = {p: sum(r.values()) for p, r in phase["script_routes"].items()}
+        return [f"wall {_fmt(wall, '{:.1f}')}s vs script {_fmt(base, '{:.1f}')}s vs bound {bound:.1f}s",
+                "requests " + ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
+                (f"first request {_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')}s vs "
+                 f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}s"),
+                f"Pixii per window {pixii_windows(phase, 'listingflow')} vs {pixii_windows(phase, 'script')}"]  # fmt: skip
+
+    def _versus_figures(self, key: str, phase: dict[str, Any]) -> None:
+        where = f"x{phase['scale']:g}, {phase['products']} products, {phase['variations']} variations"
+        wall, base = phase["first"].get("wall"), phase["script"].get("wall")
+        failed = phase["first"].get("failures") or phase["script"].get("failures")
+        ratio = None if wall is None or not base else wall / base
+        self.figure("7", f"wall / plain asyncio script, same chain ({where})",
+                    _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {_fmt(base, '{:.1f}')}s)", "<= 1.0",
+                    None if ratio is None else ratio <= 1.0, f"failures: {failed}" if failed else "")  # fmt: skip
+        bound = phase["bound"]
         ratio = None if wall is None else wall / bound["bound_s"]
-        self.figure("2", "wall / bound: default pipeline (x10)",
+        self.figure("2", f"wall / lower bound, graph schedule ({where})",
                     _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound['bound_s']:.1f}s, {bound['binding']})",
-                    "<= 1.10", None if ratio is None else ratio <= 1.10,
-                    f"{shape.products} products, {shape.variations} variations")  # fmt: skip
-        pv = [c.credits for c in A.paid_submissions(boxes["prodvisual"], until=end_first)]
-        phase["prodvisual_images_per_request"] = (sum(pv) / len(pv)) if pv else None
-        self.figure("3", "ProdVisual images per batch request inside the default pipeline (x10)",
-                    f"{_fmt(phase['prodvisual_images_per_request'], '{:.1f}')} "
-                    f"({sum(pv)} images in {len(pv)} batches)",
+                    "<= 1.05", None if ratio is None else ratio <= 1.05,
+                    f"script {_fmt(None if base is None else base / bound['bound_s'], '{:.2f}')}")  # fmt: skip
+        ours = {p: sum(r.values()) for p, r in phase["listingflow_routes"].items()}
+        theirs = {p: sum(r.values()) for p, r in phase["script_routes"].items()}
+        fewer = bool(ours) and all(ours[p] <= theirs.get(p, 0) for p in ours)
+        balance = sum(r.get("credits", 0) for r in phase["listingflow_routes"].values())
+        self.figure("7", f"provider requests, listingflow vs script ({where})",
+                    ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)), "fewer or equal", fewer,
+                    f"listingflow's include {balance} balance reads (pre-flight, before the first paid "
+                    f"submission, at the end); ProdVisual batches {len(phase['prodvisual_batches'])}")  # fmt: skip
+        self.figure("7", f"first provider request after the flow call, listingflow vs script (s, {where})",
+                    f"{_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')} vs "
+                    f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}", "(report)", None,
+                    "not scaled: wall seconds")  # fmt: skip
+        windows = pixii_windows(phase, "listingflow")
+        first_window_ok = len(windows) > 0 and windows[0] == min(10, sum(windows))
+        self.figure("1", f"Pixii submissions per window ({where}): listingflow vs script",
+                    f"{windows} vs {pixii_windows(phase, 'script')}; 429s "
+                    f"{sum(phase['listingflow_http_429'].values())} vs {sum(phase['script_http_429'].values())}",
+                    "first window = 10, 0 429s", first_window_ok and sum(phase["listingflow_http_429"].values()) == 0)  # fmt: skip
+
+    def _timeline_figures(self, key: str, phase: dict[str, Any]) -> None:
+        """Where the time of one run goes: the first request, the first Pixii submission and the last,
+        on both sides (seconds after the flow call; nominal seconds are these times the scale)."""
+        scale = phase["scale"]
+        rows = []
+        for side in ("listingflow", "script"):
+            tl = phase[side + "_timeline"] or {}
+            paid = (tl.get("pixii") or {}).get("paid_s") or []
+            wall = (phase["first"] if side == "listingflow" else phase["script"]).get("wall")
+            rows.append(f"{side}: first request {_fmt(first_request(tl), '{:.2f}')}s, first Pixii submission "
+                        f"{_fmt(paid[0] if paid else None, '{:.2f}')}s, last {_fmt(paid[-1] if paid else None, '{:.1f}')}s, "
+                        f"end {_fmt(wall, '{:.1f}')}s")  # fmt: skip
+        self.figure("7", f"request timeline (x{scale:g}, {phase['products']} products; x{scale:g} for nominal seconds)",
+                    "; ".join(rows), "(report)", None)  # fmt: skip
+
+    def _primary_figures(self, phase: dict[str, Any]) -> None:
+        """The figures phase C always had, from its first configuration: Pixii's saturation, the
+        batching inside the pipeline and the rerun."""
+        scale = phase["scale"]
+        self._sat_figures("pixii", phase["saturation"]["pixii"], scale=scale, where="default pipeline")
+        pv = phase["prodvisual_batches"]
+        self.figure("3", f"ProdVisual images per batch request inside the default pipeline (x{scale:g})",
+                    f"{_fmt(sum(pv) / len(pv) if pv else None, '{:.1f}')} ({sum(pv)} images in {len(pv)} batches: {pv})",
                     "(report; bound 50)", None,
-                    "products reach the images step one by one, paced by copy; a batch waits 1 s, "
-                    "longer while ProdVisual's pace would hold it")  # fmt: skip
-        paid = sum(paid_rerun.values())
+                    f"at most {Settings.model_fields['product_concurrency'].default} products in progress: the rest "
+                    "reach the images step as earlier ones finish")  # fmt: skip
+        paid = sum(phase["paid_rerun"].values())
         self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
-        frac = None
-        if rerun.get("wall") is not None and wall:
-            frac = rerun["wall"] / wall
+        wall, rerun = phase["first"].get("wall"), phase["rerun"]
+        frac = None if rerun.get("wall") is None or not wall else rerun["wall"] / wall
         self.figure("6", "rerun: wall / first run", _fmt(frac, "{:.3f}") +
                     f" ({_fmt(rerun.get('wall'), '{:.1f}')}s vs {_fmt(wall, '{:.1f}')}s)", "<= 0.10",
                     None if frac is None else frac <= 0.10, rerun.get("headline") or "")  # fmt: skip
 
+<<<<<<< HEAD
     def _script_run(self, name: str, catalog: Path, limits: dict[str, dict[str, tuple[int, float]]],
                     jobs: dict[str, float], polls: dict[str, float], *, end_first_of: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
         """The plain asyncio script (benchmarks/baseline_asyncio.py) through the same chain, on fresh
@@ -444,6 +584,8 @@ class Bench:
                     sum(1 for t in pixii if pixii and t - pixii[0] < 60.0 / SCALE), "= 10 (N at once)",
                     len(pixii) < 10 or sum(1 for t in pixii if t - pixii[0] < 60.0 / SCALE) == 10)  # fmt: skip
 
+=======
+>>>>>>> bench
     def _sat_figures(self, provider: str, sat: dict[str, Any], *, scale: float = 1.0, where: str = "") -> None:
         scale_text = "real rate" if scale == 1.0 else f"x{scale:g} time-scaled"
         label = f"{provider} {sat['group']} ({sat['limit']}/{sat['window_s'] * scale:g}s, {scale_text}"
@@ -770,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto",
                         help="the Prefect server's database: PostgreSQL (as deployed; auto when the machine has "
                         "its server binaries) or SQLite (a local dev server)")
+    parser.add_argument("--c-configs", default=C_CONFIGS_DEFAULT, help="phase C configurations, time scale and "
+                        f"products, e.g. 'x10:60,x2:20,x2:60' (default {C_CONFIGS_DEFAULT})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state, archives and logs")
     parser.add_argument("--output", default=None, help="results file (default benchmarks/results/<date>.json)")
     args = parser.parse_args(argv)
@@ -784,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(bench.tmp, ignore_errors=True)
     print_table(out)
-    full = not args.quick and not args.only and not args.no_global_limits
+    full = not args.quick and not args.only and not args.no_global_limits and args.c_configs == C_CONFIGS_DEFAULT
     # a partial run never overwrites the day's full results
     suffix = "" if full else "-quick" if args.quick else "-partial"
     path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{suffix}.json"
