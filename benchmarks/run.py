@@ -538,54 +538,6 @@ class Bench:
                     f" ({_fmt(rerun.get('wall'), '{:.1f}')}s vs {_fmt(wall, '{:.1f}')}s)", "<= 0.10",
                     None if frac is None else frac <= 0.10, rerun.get("headline") or "")  # fmt: skip
 
-<<<<<<< HEAD
-    def _script_run(self, name: str, catalog: Path, limits: dict[str, dict[str, tuple[int, float]]],
-                    jobs: dict[str, float], polls: dict[str, float], *, end_first_of: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-        """The plain asyncio script (benchmarks/baseline_asyncio.py) through the same chain, on fresh
-        sandboxes with the same limits and job durations: what a user would run instead."""
-        with sandboxes(sandbox_config(limits, jobs)) as boxes:
-            env = self.env(name + "-script", limits, polls, **scaled_linger(SCALE))
-            spec = {"name": name + "-script", "catalog": str(catalog), "out_dir": str(self.tmp / name / "script"),
-                    "limits": {p: {g: [n, w] for g, (n, w) in groups.items()} for p, groups in limits.items()},
-                    "linger": 1.0 / SCALE}  # fmt: skip
-            res = self.measured("benchmarks.baseline_asyncio", spec, env, timeout=min(420.0, max(90.0, self.left() - 200)))
-            ended = time.time()
-            res["routes"] = {p: A.route_counts(b, until=ended) for p, b in boxes.items()}
-            res["http_429"] = {p: A.status_count(b, 429) for p, b in boxes.items()}
-            res["timeline"] = ({p: A.timeline(b, res["started_epoch"], ended) for p, b in boxes.items()}
-                               if res.get("started_epoch") else None)  # fmt: skip
-        self.log(f"{name}-script: {res.get('products')} products in {_fmt(res.get('wall'), '{:.1f}')}s "
-                 f"(failures {res.get('failures')})")  # fmt: skip
-        return res
-
-    def _script_figures(self, phase: dict[str, Any], shape: Any) -> None:
-        script, first = phase["script"], phase["first"]
-        wall, base = first.get("wall"), script.get("wall")
-        ratio = None if wall is None or not base else wall / base
-        self.figure("7", "wall / plain asyncio script, same chain (x10)",
-                    _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {_fmt(base, '{:.1f}')}s)", "<= 1.0",
-                    None if ratio is None else ratio <= 1.0, f"{shape.products} products, {shape.variations} variations")  # fmt: skip
-        ours = {p: sum(r.values()) for p, r in (phase["routes"] or {}).items()}
-        theirs = {p: sum(r.values()) for p, r in (script.get("routes") or {}).items()}
-        fewer = bool(ours) and all(ours[p] <= theirs.get(p, 0) for p in ours)
-        self.figure("7", "provider requests: listingflow vs script (x10)",
-                    ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)), "fewer or equal", fewer)  # fmt: skip
-
-        def first_request(timeline: dict[str, Any] | None) -> float | None:
-            times = [t["first_request_s"] for t in (timeline or {}).values() if t.get("first_request_s") is not None]
-            return min(times) if times else None
-
-        self.figure("7", "first provider request after the run starts (s, x10): listingflow vs script",
-                    f"{_fmt(first_request(phase['timeline']), '{:.2f}')} vs "
-                    f"{_fmt(first_request(script.get('timeline')), '{:.2f}')}",
-                    "(report)", None)  # fmt: skip
-        pixii = (phase["timeline"] or {}).get("pixii", {}).get("paid_s") or []
-        self.figure("7", "Pixii submissions in the first window (x10): listingflow",
-                    sum(1 for t in pixii if pixii and t - pixii[0] < 60.0 / SCALE), "= 10 (N at once)",
-                    len(pixii) < 10 or sum(1 for t in pixii if t - pixii[0] < 60.0 / SCALE) == 10)  # fmt: skip
-
-=======
->>>>>>> bench
     def _sat_figures(self, provider: str, sat: dict[str, Any], *, scale: float = 1.0, where: str = "") -> None:
         scale_text = "real rate" if scale == 1.0 else f"x{scale:g} time-scaled"
         label = f"{provider} {sat['group']} ({sat['limit']}/{sat['window_s'] * scale:g}s, {scale_text}"
