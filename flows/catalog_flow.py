@@ -31,7 +31,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from listingflow.settings import Settings, get_settings
-from providers.contract import APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
+from providers.contract import STEP_ORDER, APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
 from providers.errors import redact
 from providers.registry import load_providers
 
@@ -532,7 +532,7 @@ def _title(name: str) -> Any:
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=True)
 async def catalog_flow(
     catalog: Annotated[str, _title("catalog")] = DEFAULT_CATALOG,
-    steps: Annotated[list[Step], _title("steps")] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006
+    steps: Annotated[list[Step], _title("steps")] = list(STEP_ORDER),  # noqa: B008
     providers: Annotated[StepProviders, _title("providers")] = StepProviders(),  # noqa: B008
     copy_options: Annotated[CopyOptions, _title("copy_options")] = CopyOptions(),  # noqa: B008
     image_options: Annotated[ImageOptions, _title("image_options")] = ImageOptions(),  # noqa: B008
