@@ -532,7 +532,7 @@ def _title(name: str) -> Any:
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=True)
 async def catalog_flow(
     catalog: Annotated[str, _title("catalog")] = DEFAULT_CATALOG,
-    steps: Annotated[list[Step], _title("steps")] = list(STEP_ORDER),  # noqa: B008
+    steps: Annotated[list[Step], _title("steps")] = list(STEP_ORDER),  # noqa: B006
     providers: Annotated[StepProviders, _title("providers")] = StepProviders(),  # noqa: B008
     copy_options: Annotated[CopyOptions, _title("copy_options")] = CopyOptions(),  # noqa: B008
     image_options: Annotated[ImageOptions, _title("image_options")] = ImageOptions(),  # noqa: B008

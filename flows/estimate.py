@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from providers.contract import ListingCopy, Product, Provider, Step, StepContext
+from providers.contract import STEP_SPECS, ListingCopy, Product, Provider, StepContext
 from providers.errors import ProviderError
 
 from .params import RunParameters
@@ -55,8 +55,7 @@ def estimate_run(
         p = params.for_product(product.overrides)
         done = (manifests.get(product.key) or {}).get("steps", {})
         ctx = StepContext(
-            product=product, copy_options=p.copy_options, image_options=p.image_options, aplus_options=p.aplus_options,
-            scale_options=p.scale_options, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+            product=product, **p.step_options(), copy_result=ListingCopy(title=product.title, bullets=[product.title]),
             main_image_url=(product.image_urls[0] if product.image_urls else PLACEHOLDER_IMAGE),
             prepared={"product_id": "prod_estimate"},
         )  # fmt: skip
@@ -68,9 +67,7 @@ def estimate_run(
                 line.already_done += 1
                 continue
             plugin = providers[name]
-            contexts = [ctx]
-            if step == Step.SCALE:
-                contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
+            contexts = STEP_SPECS[step].fan_out(ctx)
             try:
                 requests = [r for c in contexts for r in plugin.build_requests(step, c)]
             except ProviderError as exc:
