@@ -14,6 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from providers.contract import STEP_ORDER
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
@@ -86,7 +88,7 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
         raise typer.BadParameter(problems) from None
 
 
-Steps = Annotated[list[str] | None, typer.Option("--step", "-s", help="step to run (repeat): copy, images, aplus, scale")]
+Steps = Annotated[list[str] | None, typer.Option("--step", "-s", help=f"step to run (repeat): {', '.join(STEP_ORDER)}")]
 ProviderOpt = Annotated[list[str], typer.Option("--provider", "-p", help="STEP=PROVIDER, e.g. images=pixii")]
 Styles = Annotated[list[str], typer.Option("--style", help="image style id (repeat)")]
 Size = Annotated[int | None, typer.Option(help="image size in px: 1000, 1200, 1500 or 2000")]
