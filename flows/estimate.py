@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from providers.contract import STEP_SPECS, ListingCopy, Product, Provider, StepContext
+from providers.contract import STEP_SPECS, ListingCopy, Product, Provider
 from providers.errors import ProviderError
 
 from .params import RunParameters
@@ -54,8 +54,8 @@ def estimate_run(
     for product in products:
         p = params.for_product(product.overrides)
         done = (manifests.get(product.key) or {}).get("steps", {})
-        ctx = StepContext(
-            product=product, **p.step_options(), copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+        ctx = p.context_for(
+            product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
             main_image_url=(product.image_urls[0] if product.image_urls else PLACEHOLDER_IMAGE),
             prepared={"product_id": "prod_estimate"},
         )  # fmt: skip

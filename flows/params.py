@@ -18,8 +18,10 @@ from providers.contract import (
     APlusOptions,
     CopyOptions,
     ImageOptions,
+    Product,
     ScaleOptions,
     Step,
+    StepContext,
     StepSpec,
 )
 
@@ -149,11 +151,15 @@ class RunParameters(BaseModel):
         return self
 
     def options_for(self, step: Step) -> BaseModel:
-        return getattr(self, STEP_SPECS[step].options_field)  # type: ignore[no-any-return]
+        return getattr(self, STEP_SPECS[step].options_field)
 
     def step_options(self) -> dict[str, BaseModel]:
         """Every step's options by parameter name, as ``StepContext`` takes them."""
         return {s.options_field: self.options_for(s.step) for s in STEPS}
+
+    def context_for(self, product: Product, **fields: Any) -> StepContext:
+        """The context a provider builds ``product``'s requests from, with every step's options."""
+        return StepContext.model_validate({"product": product, **self.step_options(), **fields})
 
     def ordered_steps(self) -> list[Step]:
         return [s for s in STEP_ORDER if s in self.steps]

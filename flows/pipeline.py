@@ -153,9 +153,7 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
                                                  error=f"invalid overrides: {exc}")  # fmt: skip
         return outcome
     previous = await _read_manifest(run, product)
-    ctx = StepContext(
-        product=product, **params.step_options(),
-    )  # fmt: skip
+    ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
     prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
@@ -241,9 +239,8 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
         if not contexts:  # a per-variation step for a product without variations
             outcome.status = "not_applicable"
             return outcome
-        if "image" in STEP_SPECS[step].requires:
-            if ctx.main_image_url is None and not product.image_urls:
-                raise _StepSkip("needs a main image: run the images step first or give image_url")
+        if "image" in STEP_SPECS[step].requires and ctx.main_image_url is None and not product.image_urls:
+            raise _StepSkip("needs a main image: run the images step first or give image_url")
         requests = [(c, r) for c in contexts for r in plugin.build_requests(step, c)]
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)

@@ -106,8 +106,8 @@ async def _row_problem(params: RunParameters, product: Product, providers: dict[
     steps = p.ordered_steps()
     needs_image = any("image" in STEP_SPECS[s].requires for s in steps)
     main_image = await _main_image(product, producer("image") in steps, read_manifest) if needs_image else None
-    ctx = StepContext(
-        product=product, **p.step_options(), copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+    ctx = p.context_for(
+        product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
         main_image_url=main_image, prepared=dict(PLACEHOLDER_PREPARED),
     )  # fmt: skip
     for step in steps:
