@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from providers.contract import STEP_SPECS, ListingCopy, Product, Provider
+from providers.contract import STEP_SPECS, ListingCopy, Product, Provider, report_order
 from providers.errors import ProviderError
 
 from .params import RunParameters
@@ -80,7 +80,8 @@ def estimate_run(
                     line.unknown_jobs += 1
                 else:
                     line.credits += credits
-    return Estimate(lines=sorted(lines.values(), key=lambda ln: (ln.provider, ln.step)), invalid=invalid)
+    ordered = sorted(lines.values(), key=lambda ln: (ln.provider, report_order(ln.step)))
+    return Estimate(lines=ordered, invalid=invalid)
 
 
 def over_budget(estimate: Estimate, *, max_total: int | None, per_provider: dict[str, int],

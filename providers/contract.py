@@ -286,6 +286,11 @@ def producer(output: str) -> Step:
     return UPSTREAM_OUTPUTS[output]
 
 
+def report_order(step: str) -> tuple[int, str]:
+    """Sort key putting steps in the table's order in reports (anything else, e.g. ``*``, after)."""
+    return (STEP_ORDER.index(Step(step)) if step in STEP_ORDER else len(STEP_ORDER), step)
+
+
 # --- job references and results ----------------------------------------------------------------
 
 
