@@ -313,7 +313,8 @@ class CostLedger:
     def lines(self, scope: str, prices: dict[str, float]) -> Iterator[CostLine]:
         """The summary lines of one scope, sorted."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
-        for key in sorted((k for k in self._tallies if k[0] == scope), key=_report_key):
+        keys = [k for k in self._tallies if k[0] == scope]  # by provider, its steps in the table's order, product
+        for key in sorted(keys, key=lambda k: (k[1], report_order(k[2]), k[3])):
             _, provider, step, product = key
             t = self._tallies[key]
             paid = paid_net if scope == "total" else ({provider: t.net} if t.jobs else {})
@@ -342,12 +343,6 @@ class CostLedger:
                               skipped=skipped or [])  # fmt: skip
         summary._ledger, summary._prices = self, dict(price_per_credit)
         return summary
-
-
-def _report_key(key: tuple[str, str, str, str]) -> tuple[str, tuple[int, str], str]:
-    """Provider, then its steps in the steps' table order (copy -> images -> A+ -> scale), then product."""
-    _, provider, step, product = key
-    return provider, report_order(step), product
 
 
 def _line(scope: str, provider: str, step: str, product: str, t: _Tally, paid: dict[str, int],
