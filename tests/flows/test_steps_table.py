@@ -60,7 +60,7 @@ def test_every_consumer_lists_exactly_the_steps_of_the_table() -> None:
     assert set(signature.parameters) == set(RunParameters.model_fields)
     assert signature.parameters["steps"].default == list(STEP_ORDER)
     # the pipeline's graph: each output a later step can read comes from the step declaring it
-    assert UPSTREAM_OUTPUTS == {s.produces: s.step for s in STEPS if s.produces}
+    assert {s.produces: s.step for s in STEPS if s.produces} == UPSTREAM_OUTPUTS
     # reports: the gallery's sections, in the table's order and with its titles
     assert list(STEP_TITLES.items()) == [(str(s.step), s.title) for s in STEPS]
 
@@ -144,7 +144,7 @@ def test_a_steps_option_rule_comes_from_the_table_and_holds_only_when_it_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     language = {"scale_options": {"mode": "language"}}
-    with pytest.raises(ValueError, match="scale_options.language is required"):
+    with pytest.raises(ValueError, match=r"scale_options\.language is required"):
         RunParameters.model_validate(language)
     RunParameters.model_validate({**language, "steps": ["copy"]})  # Scale does not run: no rule
     swap(monkeypatch, Step.COPY, check=lambda options: f"tone {options.tone} refused")
