@@ -22,8 +22,8 @@ from providers.contract import JobRef, JobResult, Step
 
 from .costs import JobCost
 from .runtime import RunContext, submission_key
-from .submission import HeldSubmission
 from .stopping import InFlightJob, Interrupted
+from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from providers.contract import MARKETPLACES, Product, Variation
+from providers.contract import MARKETPLACES, STEPS, Product, Variation
 
 REQUIRED_COLUMNS = ("asin", "country_code", "title")
-KNOWN_OVERRIDES = {"steps", "providers", "copy_options", "image_options", "aplus_options", "scale_options"}
+KNOWN_OVERRIDES = {"steps", "providers", *(s.options_field for s in STEPS)}
 
 
 class CatalogError(ValueError):
@@ -387,23 +387,14 @@ def _overrides(value: Any) -> dict[str, Any]:
 def _override_models() -> dict[str, Any]:
     from pydantic import TypeAdapter
 
-    from providers.contract import (
-        APlusOptions,
-        CopyOptions,
-        ImageOptions,
-        ScaleOptions,
-        Step,
-    )
+    from providers.contract import Step
 
     from .params import StepProviders
 
     return {
         "steps": TypeAdapter(list[Step]),
         "providers": TypeAdapter(StepProviders),
-        "copy_options": TypeAdapter(CopyOptions),
-        "image_options": TypeAdapter(ImageOptions),
-        "aplus_options": TypeAdapter(APlusOptions),
-        "scale_options": TypeAdapter(ScaleOptions),
+        **{s.options_field: TypeAdapter(s.options_model) for s in STEPS},
     }
 
 

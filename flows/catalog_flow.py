@@ -30,7 +30,15 @@ from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from listingflow.settings import Settings, get_settings
-from providers.contract import APlusOptions, CopyOptions, ImageOptions, Product, ScaleOptions, Step
+from providers.contract import (
+    STEP_ORDER,
+    APlusOptions,
+    CopyOptions,
+    ImageOptions,
+    Product,
+    ScaleOptions,
+    Step,
+)
 from providers.errors import redact
 from providers.registry import load_providers
 
@@ -42,18 +50,18 @@ from .archive import (
     product_manifest_key,
     run_key,
 )
+from .batching import batches_across_products
 from .catalog import Catalog, CatalogError, RowError, load_catalog
 from .compliance import report as compliance_report
 from .costs import CostSummary
 from .estimate import estimate_run, over_budget
 from .gallery import gallery_link, publish_gallery
-from .batching import batches_across_products
-from .limits import ProviderLimiter, ensure_limits, limit_specs
-from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
-from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
-from .pipeline import ProductOutcome, ProductRecord, run_product
 from .held import HeldStore
 from .intents import Intents
+from .limits import ProviderLimiter, ensure_limits, limit_specs
+from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
+from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
+from .pipeline import ProductOutcome, ProductRecord, run_product
 from .preflight import check_rows, check_run
 from .reconcile import balance_checks
 from .rerun import Rerun, log_rerun, plan_rerun
@@ -548,7 +556,7 @@ def _title(name: str) -> Any:
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=True, persist_result=False)
 async def catalog_flow(
     catalog: Annotated[str, _title("catalog")] = DEFAULT_CATALOG,
-    steps: Annotated[list[Step], _title("steps")] = [Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE],  # noqa: B006
+    steps: Annotated[list[Step], _title("steps")] = list(STEP_ORDER),  # noqa: B006
     providers: Annotated[StepProviders, _title("providers")] = StepProviders(),  # noqa: B008
     copy_options: Annotated[CopyOptions, _title("copy_options")] = CopyOptions(),  # noqa: B008
     image_options: Annotated[ImageOptions, _title("image_options")] = ImageOptions(),  # noqa: B008

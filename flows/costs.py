@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from providers.contract import report_order
+
 from .archive import json_with_list
 
 
@@ -317,7 +319,8 @@ class CostLedger:
     def lines(self, scope: Scope, prices: dict[str, float]) -> Iterator[CostLine]:
         """The summary lines of one scope, sorted."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
-        for key in sorted(k for k in self._tallies if k[0] == scope):
+        keys = [k for k in self._tallies if k[0] == scope]  # by provider, its steps in the table's order, product
+        for key in sorted(keys, key=lambda k: (k[1], report_order(k[2]), k[3])):
             _, provider, step, product = key
             t = self._tallies[key]
             paid = paid_net if scope == "total" else ({provider: t.net} if t.jobs else {})

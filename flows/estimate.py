@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from providers.contract import ListingCopy, Product, Provider, Step, StepContext
+from providers.contract import STEP_SPECS, ListingCopy, Product, Provider, report_order
 from providers.errors import ProviderError
 
 from .params import RunParameters
@@ -53,9 +53,8 @@ def estimate_run(
     for product in products:
         p = params.for_product(product.overrides)
         done = (manifests.get(product.key) or {}).get("steps", {})
-        ctx = StepContext(
-            product=product, copy_options=p.copy_options, image_options=p.image_options, aplus_options=p.aplus_options,
-            scale_options=p.scale_options, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+        ctx = p.context_for(
+            product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
             main_image_url=(product.image_urls[0] if product.image_urls else PLACEHOLDER_IMAGE),
             prepared={"product_id": "prod_estimate"},
         )  # fmt: skip
@@ -67,9 +66,7 @@ def estimate_run(
                 line.already_done += 1
                 continue
             plugin = providers[name]
-            contexts = [ctx]
-            if step == Step.SCALE:
-                contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
+            contexts = STEP_SPECS[step].fan_out(ctx)
             try:
                 requests = [r for c in contexts for r in plugin.build_requests(step, c)]
             except ProviderError as exc:
@@ -82,7 +79,8 @@ def estimate_run(
                     line.unknown_jobs += 1
                 else:
                     line.credits += credits
-    return Estimate(lines=sorted(lines.values(), key=lambda ln: (ln.provider, ln.step)), invalid=invalid)
+    ordered = sorted(lines.values(), key=lambda ln: (ln.provider, report_order(ln.step)))
+    return Estimate(lines=ordered, invalid=invalid)
 
 
 def over_budget(estimate: Estimate, *, max_total: int | None, per_provider: dict[str, int],

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from providers.contract import STEP_SPECS, STEPS
+
 from .archive import ArchiveUnavailable, SpooledArchive, StoredObject, run_key
 
 GALLERY_NAME = "index.html"
@@ -32,7 +34,7 @@ lazily loaded images never shift the page as they arrive."""
 MANIFEST_WINDOW = 16
 """Product manifests read at once (concurrent GETs against S3; the rest wait their turn)."""
 NOT_DONE = frozenset({"failed", "deferred", "interrupted", "skipped"})
-STEP_TITLES = {"copy": "Listing copy", "images": "Images", "aplus": "A+ modules", "scale": "Variations"}
+STEP_TITLES = {str(s.step): s.title for s in STEPS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +223,10 @@ def _section(name: str, step: dict[str, Any], manifest: dict[str, Any], page_key
     outputs = [o for o in step.get("outputs") or [] if isinstance(o, dict) and o.get("key")]
     section = SectionView(title=STEP_TITLES.get(name, name), provider=str(step.get("provider", "")),
                           status=str(step.get("status", "")), error=step.get("error"))  # fmt: skip
-    if name == "copy" and isinstance(step.get("copy_result"), dict):
+    spec = STEP_SPECS.get(name)  # type: ignore[call-overload]
+    if spec and spec.produces == "copy" and isinstance(step.get("copy_result"), dict):
         section.copy = _copy_view(step["copy_result"])
-    if name != "scale":
+    if not (spec and spec.per_variation):
         section.thumbs = [_thumb(o, page_key, flagged) for o in outputs]
         return section
     own = str(manifest.get("asin", ""))

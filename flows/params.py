@@ -7,17 +7,22 @@ Credentials are never parameters: they come from settings or Secret blocks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from providers.contract import (
     STEP_ORDER,
+    STEP_SPECS,
+    STEPS,
     APlusOptions,
     CopyOptions,
     ImageOptions,
+    Product,
     ScaleOptions,
     Step,
+    StepContext,
+    StepSpec,
 )
 
 DEFAULT_CATALOG = "examples/catalog.csv"
@@ -43,27 +48,44 @@ def installed_choices(step: Step) -> Callable[[dict[str, Any]], None]:
     return add_enum
 
 
-class StepProviders(BaseModel):
-    """Which installed provider runs each step."""
+def provider_field(step: Step) -> str:
+    """``StepProviders``' field for a step: the step's name, or ``<name>_provider`` where the name is
+    taken by pydantic (``copy``); the step's name stays the alias the form, the CLI and saved runs use."""
+    return f"{step}_provider" if hasattr(BaseModel, str(step)) else str(step)
 
-    copy_provider: str = Field("listingrva", alias="copy", title="Listing copy", description="provider for listing copy",
-                               json_schema_extra=installed_choices(Step.COPY))  # fmt: skip
-    images: str = Field("prodvisual", title="Images", description="provider for product images",
-                        json_schema_extra=installed_choices(Step.IMAGES))  # fmt: skip
-    aplus: str = Field("pixii", title="A+ content", description="provider for A+ content",
-                       json_schema_extra=installed_choices(Step.APLUS))  # fmt: skip
-    scale: str = Field("pixii", title="Variation scaling", description="provider for variation scaling",
-                       json_schema_extra=installed_choices(Step.SCALE))  # fmt: skip
 
+class _StepProvidersBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def for_step(self, step: Step) -> str:
-        return {
-            Step.COPY: self.copy_provider,
-            Step.IMAGES: self.images,
-            Step.APLUS: self.aplus,
-            Step.SCALE: self.scale,
-        }[step]
+        return str(getattr(self, provider_field(step)))
+
+
+def _provider_choice(spec: StepSpec) -> Any:
+    alias = str(spec.step) if provider_field(spec.step) != spec.step else None
+    return (str, Field(spec.default_provider, alias=alias, title=spec.provider_title,
+                       description=spec.provider_description, json_schema_extra=installed_choices(spec.step)))  # fmt: skip
+
+
+if TYPE_CHECKING:  # a type checker sees the base; the code reads a step's provider with for_step
+
+    class StepProviders(_StepProvidersBase):
+        def __init__(self, **data: Any) -> None: ...
+
+else:
+    StepProviders = create_model(  # one field per step of the table, in its order
+        "StepProviders",
+        __base__=_StepProvidersBase,
+        __doc__="Which installed provider runs each step.",
+        __module__=__name__,
+        **{provider_field(s.step): _provider_choice(s) for s in STEPS},
+    )
+
+
+def options_field(step: Step) -> Any:
+    """A run parameter holding a step's options, as the table declares it (model and title)."""
+    spec = STEP_SPECS[step]
+    return Field(default_factory=spec.options_model, title=spec.options_title)
 
 
 class Budget(BaseModel):
@@ -81,10 +103,11 @@ class RunParameters(BaseModel):
     catalog: str = Field(DEFAULT_CATALOG, title="Catalog", description="CSV/JSON/JSONL path or s3:// URI")
     steps: list[Step] = Field(default_factory=lambda: list(STEP_ORDER), title="Steps to run", min_length=1)
     providers: StepProviders = Field(default_factory=StepProviders, title="Providers")
-    copy_options: CopyOptions = Field(default_factory=CopyOptions, title="Listing copy options")
-    image_options: ImageOptions = Field(default_factory=ImageOptions, title="Image options")
-    aplus_options: APlusOptions = Field(default_factory=APlusOptions, title="A+ options")
-    scale_options: ScaleOptions = Field(default_factory=ScaleOptions, title="Scale options")
+    # typed here for the code that reads them; model and title come from the table (checked below)
+    copy_options: CopyOptions = options_field(Step.COPY)
+    image_options: ImageOptions = options_field(Step.IMAGES)
+    aplus_options: APlusOptions = options_field(Step.APLUS)
+    scale_options: ScaleOptions = options_field(Step.SCALE)
     products: list[str] = Field(
         default_factory=list, title="Products", description="ASINs to run; empty = the whole catalog"
     )
@@ -125,9 +148,23 @@ class RunParameters(BaseModel):
         unknown = [s for s in self.force if s not in self.steps]
         if unknown:
             raise ValueError(f"force names steps that are not run: {[str(s) for s in unknown]}")
-        if Step.SCALE in self.steps and self.scale_options.mode == "language" and not self.scale_options.language:
-            raise ValueError("scale_options.language is required when scale.mode is 'language'")
+        for step in self.ordered_steps():
+            check = STEP_SPECS[step].check
+            reason = check(self.options_for(step)) if check else None
+            if reason:
+                raise ValueError(reason)
         return self
+
+    def options_for(self, step: Step) -> BaseModel:
+        return getattr(self, STEP_SPECS[step].options_field)
+
+    def step_options(self) -> dict[str, BaseModel]:
+        """Every step's options by parameter name, as ``StepContext`` takes them."""
+        return {s.options_field: self.options_for(s.step) for s in STEPS}
+
+    def context_for(self, product: Product, **fields: Any) -> StepContext:
+        """The context a provider builds ``product``'s requests from, with every step's options."""
+        return StepContext.model_validate({"product": product, **self.step_options(), **fields})
 
     def ordered_steps(self) -> list[Step]:
         return [s for s in STEP_ORDER if s in self.steps]
@@ -143,3 +180,8 @@ class RunParameters(BaseModel):
             else:
                 data[key] = value
         return RunParameters.model_validate(data)
+
+
+_declared = {n for n in RunParameters.model_fields if n.endswith("_options")}
+if _declared != {s.options_field for s in STEPS}:  # a step added to the table needs its typed field
+    raise RuntimeError(f"RunParameters' options {sorted(_declared)} differ from the steps' table")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from providers.contract import (
     STEP_ORDER,
+    STEP_SPECS,
     UPSTREAM_OUTPUTS,
     JobRef,
     JobResult,
@@ -34,6 +35,7 @@ from providers.contract import (
     Provider,
     Step,
     StepContext,
+    producer,
 )
 from providers.errors import OutputExpired, ProviderError, QuotaExhausted, SubmitOutcomeUnknown
 
@@ -43,11 +45,11 @@ from .compliance import ComplianceResult, Regeneration, check_product
 from .costs import JobCost
 from .download import IMAGE_EXTENSIONS, fetch_image
 from .intents import Intent
-from .retry import call_with_retries
 from .reasons import NOT_SUBMITTED, Reason, reason_of
+from .reconcile import Verdict
+from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
-from .reconcile import Verdict
 from .submission import HeldSubmission, held_ref, interrupted_submission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
@@ -169,10 +171,7 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
                                                  reason=Reason.INVALID_OVERRIDES)  # fmt: skip
         return outcome
     previous = await _read_manifest(run, product)
-    ctx = StepContext(
-        product=product, copy_options=params.copy_options, image_options=params.image_options,
-        aplus_options=params.aplus_options, scale_options=params.scale_options,
-    )  # fmt: skip
+    ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
     prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
@@ -268,9 +267,9 @@ async def _run_when_ready(run: RunContext, tasks: TaskSet, product: Product, ctx
         ):
             return StepOutcome(step=step, provider=provider_name, status="skipped",
                                error=f"not run: {need} {upstream.status}")  # fmt: skip
-        if need == Step.COPY and upstream.copy_result is not None:
+        if STEP_SPECS[need].produces == "copy" and upstream.copy_result is not None:
             ctx.copy_result = upstream.copy_result
-        if need == Step.IMAGES and upstream.outputs:
+        if STEP_SPECS[need].produces == "image" and upstream.outputs:
             ctx.main_image_url = upstream.outputs[0].source_url
     return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
 
@@ -292,10 +291,10 @@ def _reuse_upstream(ctx: StepContext, previous: dict[str, Any] | None) -> None:
     if not previous:
         return
     steps = previous.get("steps", {})
-    copy = steps.get(Step.COPY, {}).get("copy_result")
+    copy = steps.get(producer("copy"), {}).get("copy_result")
     if copy:
         ctx.copy_result = ListingCopy.model_validate(copy)
-    images = steps.get(Step.IMAGES, {}).get("outputs") or []
+    images = steps.get(producer("image"), {}).get("outputs") or []
     if images and images[0].get("source_url"):
         ctx.main_image_url = images[0]["source_url"]
 
@@ -310,13 +309,11 @@ async def _run_step(run: RunContext, tasks: TaskSet, product: Product, ctx: Step
             if provider_name not in prepared:  # once per product and provider, shared by its steps
                 prepared[provider_name] = asyncio.ensure_future(_prepare(run, tasks, product, provider_name))
             ctx.prepared = {**ctx.prepared, provider_name: True, **await asyncio.shield(prepared[provider_name])}
-        contexts = [ctx]
-        if step == Step.SCALE:
-            contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations]
-            if not contexts:
-                outcome.status = "not_applicable"
-                return outcome
-        if step in (Step.APLUS, Step.SCALE) and ctx.main_image_url is None and not product.image_urls:
+        contexts = STEP_SPECS[step].fan_out(ctx)
+        if not contexts:  # a per-variation step for a product without variations
+            outcome.status = "not_applicable"
+            return outcome
+        if "image" in STEP_SPECS[step].requires and ctx.main_image_url is None and not product.image_urls:
             raise _StepSkip("needs a main image: run the images step first or give image_url")
         requests = [(c, r) for c in contexts for r in plugin.build_requests(step, c)]
     except Interrupted as exc:

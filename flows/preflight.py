@@ -18,7 +18,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from providers.contract import ListingCopy, Product, Provider, Step, StepContext
+from providers.contract import (
+    STEP_SPECS,
+    ListingCopy,
+    Product,
+    Provider,
+    Step,
+    StepContext,
+    producer,
+)
 from providers.errors import AuthenticationError, ProviderError, redact
 from providers.retries import capped
 
@@ -93,11 +101,10 @@ async def _row_problem(params: RunParameters, product: Product, providers: dict[
     except ValueError as exc:
         return "overrides", f"invalid overrides: {exc}"
     steps = p.ordered_steps()
-    needs_image = Step.APLUS in steps or Step.SCALE in steps
-    main_image = await _main_image(product, Step.IMAGES in steps, read_manifest) if needs_image else None
-    ctx = StepContext(
-        product=product, copy_options=p.copy_options, image_options=p.image_options, aplus_options=p.aplus_options,
-        scale_options=p.scale_options, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+    needs_image = any("image" in STEP_SPECS[s].requires for s in steps)
+    main_image = await _main_image(product, producer("image") in steps, read_manifest) if needs_image else None
+    ctx = p.context_for(
+        product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
         main_image_url=main_image, prepared=dict(PLACEHOLDER_PREPARED),
     )  # fmt: skip
     for step in steps:
@@ -105,8 +112,8 @@ async def _row_problem(params: RunParameters, product: Product, providers: dict[
         plugin = providers.get(name)
         if plugin is None:
             return "overrides.providers", f"{step}: provider {name!r} is not one of this run's ({', '.join(sorted(providers))})"
-        contexts = [ctx.model_copy(update={"variation": v}) for v in product.variations] if step == Step.SCALE else [ctx]
-        if step in (Step.APLUS, Step.SCALE) and contexts and main_image is None:
+        contexts = STEP_SPECS[step].fan_out(ctx)
+        if "image" in STEP_SPECS[step].requires and contexts and main_image is None:
             return "image_url", f"{step} ({name}) needs a main image: run the images step first or give image_url"
         for context in contexts:
             reason = _checked(plugin, step, context)
@@ -130,5 +137,5 @@ async def _main_image(product: Product, images_run: bool, read_manifest: ReadMan
     if product.image_urls:
         return product.image_urls[0]
     previous = await read_manifest(product) or {}
-    outputs = previous.get("steps", {}).get(Step.IMAGES, {}).get("outputs") or []
+    outputs = previous.get("steps", {}).get(producer("image"), {}).get("outputs") or []
     return outputs[0].get("source_url") if outputs else None

@@ -11,9 +11,9 @@ import contextlib
 import contextvars
 import hashlib
 import json
-from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,11 +26,11 @@ from providers.errors import PermanentError, QuotaExhausted
 from .archive import SpooledArchive
 from .budget import Budget, BudgetExceeded  # noqa: F401 - the run's budget, importable from here
 from .costs import CostLedger
-from .limits import ProviderLimiter
-from .params import RunParameters
 from .held import HeldStore
 from .intents import Intents, NoIntents
+from .limits import ProviderLimiter
 from .observer import RunObserver
+from .params import RunParameters
 from .reconcile import BalanceGate, Ticket
 from .stopping import RunStop
 

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from providers.contract import JobRef, Provider, Step
-from providers.errors import PermanentError, ProviderError, RetryableError, SubmitOutcomeUnknown, resend_is_safe
+from providers.errors import (
+    PermanentError,
+    ProviderError,
+    RetryableError,
+    SubmitOutcomeUnknown,
+    resend_is_safe,
+)
 
 from .intents import Intent
 from .reconcile import BalanceGate, Verdict

@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
 from rich.table import Table
+from typer.core import TyperCommand
+
+from providers.contract import STEP_ORDER
 
 HELP = "Generate listing copy, images, A+ content and variation images for a catalog, on Prefect."
 # Plain help (no rich panels, no markup): it reads the same at 80 columns, piped, and in a log.
@@ -136,7 +138,7 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
 
 # Each option has a metavar: without one, typer's help shows the Python type (``<list[str]>``).
 Steps = Annotated[list[str] | None, typer.Option(
-    "--step", "-s", metavar="STEP", help="step to run (repeat): copy, images, aplus, scale")]
+    "--step", "-s", metavar="STEP", help=f"step to run (repeat): {', '.join(STEP_ORDER)}")]
 ProviderOpt = Annotated[list[str], typer.Option(
     "--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii")]
 Styles = Annotated[list[str], typer.Option("--style", metavar="STYLE", help="image style id (repeat)")]
@@ -544,7 +546,12 @@ def sandbox(
     job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
-    from listingflow.local import discard_sandbox_state, new_sandbox_instance, running_sandboxes, sandbox_base_url
+    from listingflow.local import (
+        discard_sandbox_state,
+        new_sandbox_instance,
+        running_sandboxes,
+        sandbox_base_url,
+    )
     from listingflow.settings import Settings
     from providers.registry import load_providers
 

@@ -15,6 +15,7 @@ import abc
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, get_args
 
@@ -36,7 +37,7 @@ PLUGIN_API_VERSION = "1.2"  # 1.1: optional cross-product batching (merge_reques
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
 
 
-class Step(StrEnum):
+class Step(StrEnum):  # names only: what each step is, is declared once in ``STEPS`` below
     """The four pipeline steps, in chain order."""
 
     COPY = "copy"
@@ -44,11 +45,6 @@ class Step(StrEnum):
     APLUS = "aplus"
     SCALE = "scale"
 
-
-STEP_ORDER: tuple[Step, ...] = (Step.COPY, Step.IMAGES, Step.APLUS, Step.SCALE)
-
-# What a step produces that a later step's request can read (``Provider.inputs``).
-UPSTREAM_OUTPUTS: dict[str, Step] = {"copy": Step.COPY, "image": Step.IMAGES}
 
 
 # --- declared limits and prices ----------------------------------------------------------------
@@ -228,6 +224,89 @@ class StepContext(BaseModel):
     aplus_options: APlusOptions = Field(default_factory=APlusOptions)
     scale_options: ScaleOptions = Field(default_factory=ScaleOptions)
     prepared: dict[str, Any] = Field(default_factory=dict, description="what prepare() returned")
+
+
+# --- the steps, declared once ------------------------------------------------------------------
+
+
+def one_per_product(ctx: StepContext) -> list[StepContext]:
+    """The step's requests are built once for the product."""
+    return [ctx]
+
+
+def one_per_variation(ctx: StepContext) -> list[StepContext]:
+    """The step's requests are built once per child ASIN; none for a product without variations."""
+    return [ctx.model_copy(update={"variation": v}) for v in ctx.product.variations]
+
+
+def _scale_check(options: ScaleOptions) -> str | None:
+    if options.mode == "language" and not options.language:
+        return "scale_options.language is required when scale.mode is 'language'"
+    return None
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One pipeline step. The run parameters, the flow's form, catalog overrides, the pipeline's
+    graph, the estimate, pre-flight, the CLI and the reports read this table rather than naming
+    steps, so a step is added here (plus a ``Step`` name and a provider that implements it)."""
+
+    step: Step
+    title: str
+    """Its label in reports (the gallery's section title)."""
+    provider_title: str
+    provider_description: str
+    default_provider: str
+    options_field: str
+    """The run parameter (and ``StepContext`` field) holding its options, e.g. ``copy_options``."""
+    options_model: type[BaseModel]
+    options_title: str
+    produces: str | None = None
+    """The output a later step's request can read (``Provider.inputs``): ``"copy"``, ``"image"``."""
+    requires: frozenset[str] = frozenset()
+    """Outputs it cannot run without, from this run or an earlier one (A+ and Scale need an image)."""
+    fan_out: Callable[[StepContext], list[StepContext]] = one_per_product
+    """The contexts its requests are built from: one per product, or one per variation (Scale)."""
+    check: Callable[[Any], str | None] | None = None
+    """A rule on its options that holds only when the step runs; the reason when it does not."""
+
+    @property
+    def per_variation(self) -> bool:
+        return self.fan_out is one_per_variation
+
+
+STEPS: tuple[StepSpec, ...] = (
+    StepSpec(Step.COPY, "Listing copy", "Listing copy", "provider for listing copy", "listingrva",
+             "copy_options", CopyOptions, "Listing copy options", produces="copy"),
+    StepSpec(Step.IMAGES, "Images", "Images", "provider for product images", "prodvisual",
+             "image_options", ImageOptions, "Image options", produces="image"),
+    StepSpec(Step.APLUS, "A+ modules", "A+ content", "provider for A+ content", "pixii",
+             "aplus_options", APlusOptions, "A+ options", requires=frozenset({"image"})),
+    StepSpec(Step.SCALE, "Variations", "Variation scaling", "provider for variation scaling", "pixii",
+             "scale_options", ScaleOptions, "Scale options", requires=frozenset({"image"}),
+             fan_out=one_per_variation, check=_scale_check),
+)  # fmt: skip
+"""In logical order (copy -> images -> A+ -> scale): the order of reports, manifests and the form;
+a step runs as soon as the outputs its provider reads exist, whatever its place here."""
+
+STEP_SPECS: dict[Step, StepSpec] = {s.step: s for s in STEPS}
+if set(STEP_SPECS) != set(Step) or len(STEP_SPECS) != len(STEPS):
+    raise RuntimeError("providers.contract.STEPS must declare every Step exactly once")
+
+STEP_ORDER: tuple[Step, ...] = tuple(s.step for s in STEPS)
+
+# What a step produces that a later step's request can read (``Provider.inputs``).
+UPSTREAM_OUTPUTS: dict[str, Step] = {s.produces: s.step for s in STEPS if s.produces}
+
+
+def producer(output: str) -> Step:
+    """The step that produces ``output`` (``"copy"``, ``"image"``)."""
+    return UPSTREAM_OUTPUTS[output]
+
+
+def report_order(step: str) -> tuple[int, str]:
+    """Sort key putting steps in the table's order in reports (anything else, e.g. ``*``, after)."""
+    return (STEP_ORDER.index(Step(step)) if step in STEP_ORDER else len(STEP_ORDER), step)
 
 
 # --- job references and results ----------------------------------------------------------------

@@ -48,12 +48,12 @@ from .models import (
     MAX_BATCH_ITEMS,
     PLATFORMS,
     PROVIDER,
-    Platform,
     BatchRequest,
     BatchStatus,
     GenerateItem,
     GenerateRequest,
     Generation,
+    Platform,
     default_labels,
 )
 from .webhooks import webhook_inbox

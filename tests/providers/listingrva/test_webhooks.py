@@ -15,8 +15,8 @@ import pytest
 from providers.contract import JobRef, Step, StepContext
 from providers.listingrva.plugin import ListingRVAProvider
 from providers.listingrva.sandbox import ListingRVASandbox
-from providers.sandbox.core import Fault, FaultRule
 from providers.listingrva.webhooks import PATH, event_image_urls
+from providers.sandbox.core import Fault, FaultRule
 
 from .conftest import make_settings, product
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from providers.sandbox.render import NONCOMPLIANT_GREY, Look, _render_cached, colour_for, render, scene_for, shape_for
+from providers.sandbox.render import (
+    NONCOMPLIANT_GREY,
+    Look,
+    _render_cached,
+    colour_for,
+    render,
+    scene_for,
+    shape_for,
+)
 
 from .images import border_colours, centre, fill, off_white_outside_the_product, open_rgb
 
