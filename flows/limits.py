@@ -26,7 +26,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -341,6 +341,13 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _release_all(taken: list[tuple[_SlotPool, Any]]) -> None:
+    """Give back each slot once (a second call finds none left)."""
+    while taken:
+        window, lease = taken.pop()
+        window.release(lease)
+
+
 class LimitMissing(RuntimeError):
     """A global limit listingflow relies on does not exist (or is not a rate limit): never run unthrottled."""
 
@@ -370,6 +377,7 @@ class ProviderLimiter:
     prefix: str
     use_global: bool = True
     margin: float = 0.01
+    answer_timeout: float = 120.0  # a request's slots are handed back by then even if never answered
     _windows: dict[str, _SlotPool] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
     _pool: _SlotPool | None = None
@@ -390,15 +398,30 @@ class ProviderLimiter:
     def global_acquisitions(self) -> int:
         return sum(w.acquisitions for w in self._windows.values())
 
-    async def throttle(self, groups: list[str]) -> None:
-        """Awaited right before every request: a slot of each group it counts against, held for that
-        group's window from now. The slowest group first: its turn decides when the request goes."""
+    async def throttle(self, groups: list[str]) -> Callable[[], None]:
+        """Awaited right before every request: a slot of each group it counts against. The slowest group
+        first: its turn decides when the request goes. Returns what to call once the answer is in: the
+        slots are ready again a window after that (the provider counted the request at some moment
+        between sending and answering). Not called within ``answer_timeout`` (a plugin's own code, a
+        lost task), the slots are handed back then."""
         self.requests += 1
         limited = sorted((g for g in groups if g in self.groups),
                          key=lambda g: (self.groups[g].requests / self.groups[g].per_seconds, g))  # fmt: skip
-        taken = [(self._window(g), await self._window(g).acquire()) for g in limited]
-        for window, lease in taken:
-            window.release(lease)  # ready again a window after this request leaves
+        taken: list[tuple[_SlotPool, Any]] = []
+        try:
+            for g in limited:
+                window = self._window(g)
+                taken.append((window, await window.acquire()))
+        except BaseException:
+            _release_all(taken)
+            raise
+        fallback = asyncio.get_running_loop().call_later(self.answer_timeout, _release_all, taken)
+
+        def answered() -> None:
+            fallback.cancel()
+            _release_all(taken)
+
+        return answered
 
     def seconds_until_free(self) -> float:
         """How long until this process could send this provider's next request in its busiest group

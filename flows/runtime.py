@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,24 +122,37 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
     sent), except the later requests of a submission whose first request has gone out (a lookup that
     tells whether it was paid)."""
 
-    async def gated(groups: list[str]) -> None:
+    async def gated(groups: list[str]) -> Callable[[], None] | None:
         run = _current.get(None)
         sub = _submitting.get()
         mine = sub if sub is not None and sub.provider == provider else None  # this provider's submission
         if run is None or (mine is not None and mine.sent):
-            await throttle(groups)
+            answered = await throttle(groups)
         else:
-            await run.stop.race(throttle(groups), f"{provider} request")
-        if mine is not None and run is not None:
-            if provider in run.blocked:
-                raise run.blocked[provider]
-            if not mine.sent:
-                run.stop.check(f"{provider} submission")
-                mine.sent = True
-            if mine.ticket is not None:
-                await mine.ticket.on_wire()
+            answered = await run.stop.race(throttle(groups), f"{provider} request")
+        try:
+            await _before_sending(run, provider, mine)
+        except BaseException:
+            if answered is not None:
+                answered()  # not sent: its slots go back (ready a window later, as if it had been)
+            raise
+        return answered
 
     return gated
+
+
+async def _before_sending(run: RunContext | None, provider: str, mine: Any) -> None:
+    """A submission's last checks once its turn has come: the provider still takes submissions, the run
+    is not stopping, and its balance gate counts it on the wire."""
+    if mine is None or run is None:
+        return
+    if provider in run.blocked:
+        raise run.blocked[provider]
+    if not mine.sent:
+        run.stop.check(f"{provider} submission")
+        mine.sent = True
+    if mine.ticket is not None:
+        await mine.ticket.on_wire()
 
 
 def set_current_run(run: RunContext) -> contextvars.Token[RunContext]:

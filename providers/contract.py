@@ -487,8 +487,11 @@ class WebhookSettings(ProviderSettings):
         return v
 
 
-Throttle = Callable[[list[str]], Awaitable[None]]
-"""Awaited before every request with the route groups it counts against."""
+Throttle = Callable[[list[str]], Awaitable[Callable[[], None] | None]]
+"""Awaited before every request with the route groups it counts against. It may return a callable to
+call once the request's answer (or its failure) is in: a provider counts the request when it arrives,
+somewhere between sending and answering, so a rate window measured from the answer never overlaps the
+provider's. A throttle must not depend on it being called (a plugin's own code may not)."""
 
 
 async def no_throttle(groups: list[str]) -> None:  # the default throttle

@@ -113,9 +113,21 @@ class ProviderClient(abc.ABC):
     async def _attempt(self, method: str, path: str, *, groups: list[str], json_body: dict[str, Any] | None,
                        params: dict[str, Any] | None, authenticated: bool) -> Any:  # fmt: skip
         """One attempt: the throttle's turn, the request, its body or the mapped error."""
-        await self.throttle(groups)
+        answered = await self.throttle(groups)
         try:
-            response = await self.http.request(
+            response = await self._send(method, path, json_body=json_body, params=params,
+                                        authenticated=authenticated)  # fmt: skip
+        finally:
+            if answered is not None:
+                answered()  # the request's rate window counts from its answer
+        if not response.is_success:
+            raise self.error_from_response(response)
+        return self.parse_json(response)
+
+    async def _send(self, method: str, path: str, *, json_body: dict[str, Any] | None, params: dict[str, Any] | None,
+                    authenticated: bool) -> httpx.Response:  # fmt: skip
+        try:
+            return await self.http.request(
                 method,
                 self.url(path),
                 json=json_body,
@@ -134,9 +146,6 @@ class ProviderClient(abc.ABC):
                 provider=self.provider,
                 request_sent=not isinstance(exc, httpx.ConnectError),
             ) from None
-        if not response.is_success:
-            raise self.error_from_response(response)
-        return self.parse_json(response)
 
     def parse_json(self, response: httpx.Response) -> Any:
         try:

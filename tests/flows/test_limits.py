@@ -36,8 +36,9 @@ async def _limits(prefix: str, *groups: RouteLimit) -> None:
 
 async def _send(limiter: ProviderLimiter, n: int, sent: list[float], groups: tuple[str, ...] = ("api",)) -> None:
     async def one() -> None:
-        await limiter.throttle(list(groups))
+        answered = await limiter.throttle(list(groups))
         sent.append(time.monotonic())
+        answered()
 
     await asyncio.gather(*(one() for _ in range(n)))
 
@@ -106,6 +107,28 @@ async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
     limiter = _limiter(f"missing{uuid.uuid4().hex[:8]}")
     with pytest.raises(LimitMissing, match="does not exist"):
         await asyncio.wait_for(limiter.throttle(["api"]), 30)
+
+
+async def test_a_window_counts_from_the_answer_not_from_the_send() -> None:
+    """The provider counts a request when it arrives, which may be just before it answers: a slot is
+    ready again a window after the answer, so a slow answer can never make the next window overlap."""
+    limiter = ProviderLimiter(provider="fake", groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.5)},
+                              inflight=5, prefix="unused", use_global=False, margin=0.0)  # fmt: skip
+    began = time.monotonic()
+    answered = await limiter.throttle(["api"])
+    await asyncio.sleep(0.4)  # the request is on its way, then answered
+    answered()
+    await limiter.throttle(["api"])
+    assert time.monotonic() - began >= 0.4 + 0.5
+
+
+async def test_slots_of_a_request_never_answered_go_back_after_the_answer_timeout() -> None:
+    limiter = ProviderLimiter(provider="fake", groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.1)},
+                              inflight=5, prefix="unused", use_global=False, answer_timeout=0.3)  # fmt: skip
+    began = time.monotonic()
+    await limiter.throttle(["api"])  # e.g. a plugin's own code that ignores what the throttle returns
+    await asyncio.wait_for(limiter.throttle(["api"]), 5)
+    assert 0.3 + 0.1 <= time.monotonic() - began < 2.0
 
 
 async def test_without_global_limits_the_local_window_still_holds() -> None:

@@ -25,7 +25,7 @@ def _limiter(requests: int = 10, window: float = 60.0, inflight: int = 10) -> Pr
 async def test_the_expected_end_follows_the_rate_limit_and_the_in_flight_cap() -> None:
     limiter = _limiter()
     for _ in range(3):
-        await limiter.throttle(["submit"])  # three submissions in the current window: 7 more may go now
+        (await limiter.throttle(["submit"]))()  # three submissions in the current window: 7 more may go now
     plan = ProviderPlan(name="pixii", jobs=30, limiter=limiter)
     tally = ProviderTally(submitted=3, done=1, busy_seconds=5.0)  # one job took 5 s; two in flight
     # 27 left: 7 now, the other 20 at 10 a minute (120 s), then one job's time
