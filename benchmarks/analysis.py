@@ -18,7 +18,9 @@ def counted_times(box: Any, group: str, since: float = 0.0, until: float = math.
 
 def paid_submissions(box: Any, since: float = 0.0, until: float = math.inf) -> list[Any]:
     """Charge records of paid submissions (one per job or batch), oldest first."""
-    return sorted((c for c in list(box.charges) if c.kind == "charge" and since <= c.t < until), key=lambda c: c.t)
+    return sorted(
+        (c for c in list(box.charges) if c.kind == "charge" and since <= c.t < until), key=lambda c: c.t
+    )
 
 
 def status_count(box: Any, status: int, since: float = 0.0, until: float = math.inf) -> int:
@@ -42,8 +44,12 @@ def timeline(box: Any, start: float, until: float = math.inf) -> dict[str, Any]:
         routes.setdefault(r.route, []).append(round(r.t - start, 3))
     paid = [round(c.t - start, 3) for c in paid_submissions(box, start, until)]
     gaps = sorted((round(b - a, 3) for a, b in itertools.pairwise(paid)), reverse=True)
-    return {"first_request_s": min((t[0] for t in routes.values()), default=None), "paid_s": paid,
-            "largest_paid_gaps_s": gaps[:5], "routes_s": routes}  # fmt: skip
+    return {
+        "first_request_s": min((t[0] for t in routes.values()), default=None),
+        "paid_s": paid,
+        "largest_paid_gaps_s": gaps[:5],
+        "routes_s": routes,
+    }
 
 
 def rate_per_window(times: list[float], window: float) -> float | None:
@@ -72,8 +78,9 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
-def saturation(box: Any, group: str, limit: int, window: float, *, since: float = 0.0,
-               until: float = math.inf) -> dict[str, Any]:  # fmt: skip
+def saturation(
+    box: Any, group: str, limit: int, window: float, *, since: float = 0.0, until: float = math.inf
+) -> dict[str, Any]:
     """Paid submissions and counted requests per window vs the limit of ``group``."""
     paid = [c.t for c in paid_submissions(box, since, until)]
     counted = counted_times(box, group, since, until)
@@ -110,8 +117,15 @@ class Limit:
         return math.floor(max(0, requests - 1) / self.requests) * self.window
 
 
-def pipeline_lower_bound(*, products: int, variations: int, styles: int, limits: dict[str, Limit],
-                         job: dict[str, float], any_without_variations: bool) -> dict[str, Any]:  # fmt: skip
+def pipeline_lower_bound(
+    *,
+    products: int,
+    variations: int,
+    styles: int,
+    limits: dict[str, Limit],
+    job: dict[str, float],
+    any_without_variations: bool,
+) -> dict[str, Any]:
     """Lower bound of the default pipeline scheduled by data (copy: ListingRVA and images: ProdVisual
     batches at once; A+ on Pixii once both exist; Scale on Pixii once the image exists), from the
     catalog's minimal request counts, the limits and the job durations.
@@ -142,13 +156,20 @@ def pipeline_lower_bound(*, products: int, variations: int, styles: int, limits:
         if limit is None:
             continue
         parts[f"{provider}.{group}"] = {
-            "requests": requests, "head_s": head, "tail_s": tail,
+            "requests": requests,
+            "head_s": head,
+            "tail_s": tail,
             "bound_s": head + limit.span(requests) + tail,
-        }  # fmt: skip
+        }
     chain = max(d_l, d_p) + d_x
     binding = max(parts, key=lambda k: parts[k]["bound_s"])
     bound = max(chain, parts[binding]["bound_s"])
-    return {"bound_s": bound, "binding": binding if bound > chain else "chain", "chain_s": chain, "groups": parts}
+    return {
+        "bound_s": bound,
+        "binding": binding if bound > chain else "chain",
+        "chain_s": chain,
+        "groups": parts,
+    }
 
 
 def single_group_bound(*, requests: int, limit: Limit, head: float = 0.0, tail: float = 0.0) -> float:

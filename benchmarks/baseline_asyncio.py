@@ -53,11 +53,17 @@ def read_catalog(path: str) -> list[dict[str, Any]]:
             for part in (row.get("variations") or "").split("|"):
                 if part.strip():
                     variations.append(part.split(":", 1)[0].strip())
-            products.append({
-                "asin": row["asin"].strip(), "country_code": row["country_code"].strip(), "title": row["title"].strip(),
-                "category": (row.get("category") or "").strip(), "description": (row.get("description") or "").strip(),
-                "image_url": (row.get("image_url") or "").strip(), "variations": variations,
-            })  # fmt: skip
+            products.append(
+                {
+                    "asin": row["asin"].strip(),
+                    "country_code": row["country_code"].strip(),
+                    "title": row["title"].strip(),
+                    "category": (row.get("category") or "").strip(),
+                    "description": (row.get("description") or "").strip(),
+                    "image_url": (row.get("image_url") or "").strip(),
+                    "variations": variations,
+                }
+            )
     return products
 
 
@@ -83,17 +89,33 @@ class Window:
 def route_groups(provider: str, method: str, url: str) -> list[str]:
     """The documented route groups a request counts against (docs/providers/*.md, rate limits)."""
     if provider == "listingrva":
-        return ["ai", "global"] if "/ai/" in url else ["products", "global"] if "/products" in url else ["global"]
+        return (
+            ["ai", "global"]
+            if "/ai/" in url
+            else ["products", "global"]
+            if "/products" in url
+            else ["global"]
+        )
     if provider == "prodvisual":
         return ["api"]
     return ["submit"] if method == "POST" else []
 
 
 class Baseline:
-    def __init__(self, http: httpx.AsyncClient, out_dir: Path, *, linger: float, styles: list[str],
-                 limits: dict[str, dict[str, list[float]]] | None = None) -> None:  # fmt: skip
-        self.windows = {(p, g): Window(int(n), float(w)) for p, groups in (limits or {}).items()
-                        for g, (n, w) in groups.items()}  # fmt: skip
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        out_dir: Path,
+        *,
+        linger: float,
+        styles: list[str],
+        limits: dict[str, dict[str, list[float]]] | None = None,
+    ) -> None:
+        self.windows = {
+            (p, g): Window(int(n), float(w))
+            for p, groups in (limits or {}).items()
+            for g, (n, w) in groups.items()
+        }
         self.http = http
         self.out = out_dir
         self.linger = linger
@@ -105,7 +127,9 @@ class Baseline:
         self.h_pv = {"Authorization": f"Bearer {_env('PRODVISUAL_API_KEY', '')}"}
         self.h_px = {"Authorization": f"Bearer {_env('PIXII_API_KEY', '')}"}
         self.poll_lrva = float(_env("LISTINGRVA_POLL_INTERVAL_SECONDS", "5"))
-        self.first_lrva = float(_env("LISTINGRVA_FIRST_POLL_SECONDS", _env("LISTINGRVA_POLL_INTERVAL_SECONDS", "20")))
+        self.first_lrva = float(
+            _env("LISTINGRVA_FIRST_POLL_SECONDS", _env("LISTINGRVA_POLL_INTERVAL_SECONDS", "20"))
+        )
         self.poll_pv = float(_env("PRODVISUAL_POLL_INTERVAL_SECONDS", "5"))
         self.poll_px = float(_env("PIXII_POLL_INTERVAL_SECONDS", "5"))
         self.styles_checked: asyncio.Task[Any] | None = None
@@ -115,7 +139,13 @@ class Baseline:
         self.requests = 0
 
     def provider_of(self, url: str) -> str:
-        return "listingrva" if url.startswith(self.lrva) else "prodvisual" if url.startswith(self.pv) else "pixii"
+        return (
+            "listingrva"
+            if url.startswith(self.lrva)
+            else "prodvisual"
+            if url.startswith(self.pv)
+            else "pixii"
+        )
 
     async def call(self, method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
         provider = self.provider_of(url)
@@ -145,10 +175,15 @@ class Baseline:
         product_id = None
         seen, page = 0, 1
         while product_id is None:
-            data = await self.call("GET", f"{self.lrva}/products", self.h_lrva, params={"page": page, "limit": PAGE_SIZE})
+            data = await self.call(
+                "GET", f"{self.lrva}/products", self.h_lrva, params={"page": page, "limit": PAGE_SIZE}
+            )
             items = data.get("products", [])
             for item in items:
-                if item.get("title", "").strip() == p["title"] and (item.get("category") or "").strip() == p["category"]:
+                if (
+                    item.get("title", "").strip() == p["title"]
+                    and (item.get("category") or "").strip() == p["category"]
+                ):
                     product_id = item["id"]
                     break
             seen += len(items)
@@ -156,11 +191,19 @@ class Baseline:
                 break
             page += 1
         if product_id is None:
-            body = {"title": p["title"], "description": p["description"], "category": p["category"],
-                    "imageUrl": p["image_url"]}  # fmt: skip
+            body = {
+                "title": p["title"],
+                "description": p["description"],
+                "category": p["category"],
+                "imageUrl": p["image_url"],
+            }
             product_id = (await self.call("POST", f"{self.lrva}/products", self.h_lrva, json=body))["id"]
-        body = {"productId": product_id, "platform": "amazon", "tone": "professional",
-                "components": ["title", "bullets", "description", "keywords"]}  # fmt: skip
+        body = {
+            "productId": product_id,
+            "platform": "amazon",
+            "tone": "professional",
+            "components": ["title", "bullets", "description", "keywords"],
+        }
         job = await self.call("POST", f"{self.lrva}/ai/listing", self.h_lrva, json=body)
         job_id = job.get("jobId") or job.get("job_id") or job.get("id")
         await asyncio.sleep(self.first_lrva)
@@ -205,8 +248,11 @@ class Baseline:
 
     async def batch(self, members: list[tuple[dict[str, Any], asyncio.Future[list[str]]]]) -> None:
         try:
-            items = [{"image_url": p["image_url"], "style": s, "platform": "amazon", "dimensions": "1500x1500"}
-                     for p, _ in members for s in self.styles]  # fmt: skip
+            items = [
+                {"image_url": p["image_url"], "style": s, "platform": "amazon", "dimensions": "1500x1500"}
+                for p, _ in members
+                for s in self.styles
+            ]
             sub = await self.call("POST", f"{self.pv}/v1/generate/batch", self.h_pv, json={"items": items})
             await asyncio.sleep(self.poll_pv)
             while True:
@@ -246,36 +292,62 @@ class Baseline:
         except BaseException:
             copy_job.cancel()
             raise
-        await asyncio.gather(*[self.download(u, folder / f"images-{n}.png") for n, u in enumerate(image_urls)])
+        await asyncio.gather(
+            *[self.download(u, folder / f"images-{n}.png") for n, u in enumerate(image_urls)]
+        )
         main = image_urls[0] if image_urls else p["image_url"]
 
         async def aplus_job() -> tuple[dict[str, Any], list[str]]:
             copy = await copy_job
             bullets = "\n".join(f"- {b}" for b in (copy.get("bullets") or []))
             prompt = f"Product: {copy.get('title') or p['title']}\nKey features:\n{bullets}"
-            aplus = await self.pixii_job("/v1/api/a_plus", {
-                "asin": p["asin"], "country_code": p["country_code"], "types": ["A+ Basic"], "main_image_url": main,
-                "other_image_urls": [p["image_url"]], "user_prompt": prompt,
-            })  # fmt: skip
+            aplus = await self.pixii_job(
+                "/v1/api/a_plus",
+                {
+                    "asin": p["asin"],
+                    "country_code": p["country_code"],
+                    "types": ["A+ Basic"],
+                    "main_image_url": main,
+                    "other_image_urls": [p["image_url"]],
+                    "user_prompt": prompt,
+                },
+            )
             await asyncio.gather(*[self.download(u, folder / f"aplus-{n}.png") for n, u in enumerate(aplus)])
             return copy, aplus
 
         async def scale(variation: str) -> None:
-            urls = await self.pixii_job("/v1/api/scale", {
-                "asin": variation, "country_code": p["country_code"], "scale_mode": "variation",
-                "main_image_input": main, "user_prompt": f"Variation {variation} of {p['title']}.",
-                "items": [{"preview_url": main, "platform": "Amazon", "asset_type": "Main Image"}],
-            })  # fmt: skip
-            await asyncio.gather(*[self.download(u, self.out / p["country_code"] / variation / f"scale-{n}.png")
-                                   for n, u in enumerate(urls)])  # fmt: skip
+            urls = await self.pixii_job(
+                "/v1/api/scale",
+                {
+                    "asin": variation,
+                    "country_code": p["country_code"],
+                    "scale_mode": "variation",
+                    "main_image_input": main,
+                    "user_prompt": f"Variation {variation} of {p['title']}.",
+                    "items": [{"preview_url": main, "platform": "Amazon", "asset_type": "Main Image"}],
+                },
+            )
+            await asyncio.gather(
+                *[
+                    self.download(u, self.out / p["country_code"] / variation / f"scale-{n}.png")
+                    for n, u in enumerate(urls)
+                ]
+            )
 
         (copy, aplus), *_ = await asyncio.gather(aplus_job(), *[scale(v) for v in p["variations"]])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps({"copy": copy, "images": image_urls, "aplus": aplus}))
 
 
-async def run(catalog: str, out_dir: Path, *, concurrency: int = 50, linger: float = 1.0,
-              styles: list[str] | None = None, limits: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+async def run(
+    catalog: str,
+    out_dir: Path,
+    *,
+    concurrency: int = 50,
+    linger: float = 1.0,
+    styles: list[str] | None = None,
+    limits: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     products = read_catalog(catalog)
     pool = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     started = time.perf_counter()
@@ -296,15 +368,27 @@ async def run(catalog: str, out_dir: Path, *, concurrency: int = 50, linger: flo
 
         await asyncio.gather(*[one(p) for p in products])
     wall = time.perf_counter() - started
-    return {"wall": wall, "products": len(products), "failures": failures, "requests": base.requests,
-            "started_epoch": started_epoch}
+    return {
+        "wall": wall,
+        "products": len(products),
+        "failures": failures,
+        "requests": base.requests,
+        "started_epoch": started_epoch,
+    }
 
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    result = asyncio.run(run(spec["catalog"], Path(spec["out_dir"]), concurrency=spec.get("concurrency", 50),
-                             linger=spec.get("linger", 1.0), styles=spec.get("styles"),
-                             limits=spec.get("limits")))  # fmt: skip
+    result = asyncio.run(
+        run(
+            spec["catalog"],
+            Path(spec["out_dir"]),
+            concurrency=spec.get("concurrency", 50),
+            linger=spec.get("linger", 1.0),
+            styles=spec.get("styles"),
+            limits=spec.get("limits"),
+        )
+    )
     from .worker import peak_rss_mb
 
     result["peak_rss_mb"] = peak_rss_mb()

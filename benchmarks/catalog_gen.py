@@ -12,7 +12,13 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-CATEGORIES = ("Home & Kitchen", "Sports & Outdoors", "Office Products", "Grocery & Gourmet Food", "Toys & Games")
+CATEGORIES = (
+    "Home & Kitchen",
+    "Sports & Outdoors",
+    "Office Products",
+    "Grocery & Gourmet Food",
+    "Toys & Games",
+)
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -40,14 +46,20 @@ class CatalogShape:
         return sum(self.variations_per_product for n in range(self.products) if n % self.variation_every == 0)
 
     def products_with_variations(self) -> int:
-        return 0 if not self.variation_every else sum(1 for n in range(self.products) if n % self.variation_every == 0)
+        return (
+            0
+            if not self.variation_every
+            else sum(1 for n in range(self.products) if n % self.variation_every == 0)
+        )
 
 
 def write_catalog(path: Path, shape: CatalogShape) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["asin", "country_code", "title", "category", "description", "image_url", "variations"])
+        writer.writerow(
+            ["asin", "country_code", "title", "category", "description", "image_url", "variations"]
+        )
         for n in range(shape.products):
             a = asin(n)
             variations = ""
@@ -55,9 +67,15 @@ def write_catalog(path: Path, shape: CatalogShape) -> Path:
                 variations = "|".join(
                     f"{asin(n, salt=v + 1)}:color=Colour {v + 1}" for v in range(shape.variations_per_product)
                 )
-            writer.writerow([
-                a, "US", f"{shape.tag} product {n:06d} stainless insulated bottle", CATEGORIES[n % len(CATEGORIES)],
-                f"Benchmark product {n}: double-wall vacuum insulated, leak-proof lid, BPA-free.",
-                f"https://m.media-amazon.com/images/I/{a}-main.jpg", variations,
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    a,
+                    "US",
+                    f"{shape.tag} product {n:06d} stainless insulated bottle",
+                    CATEGORIES[n % len(CATEGORIES)],
+                    f"Benchmark product {n}: double-wall vacuum insulated, leak-proof lid, BPA-free.",
+                    f"https://m.media-amazon.com/images/I/{a}-main.jpg",
+                    variations,
+                ]
+            )
     return path

@@ -32,7 +32,9 @@ def postgres_bindir() -> Path | None:
     initdb = shutil.which("initdb")
     if initdb and shutil.which("postgres"):
         return Path(initdb).resolve().parent
-    installs = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "postgres").exists()]
+    installs = [
+        p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "postgres").exists()
+    ]
     return max(installs, key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0, default=None)
 
 
@@ -71,15 +73,51 @@ def postgres(home: Path) -> Iterator[str]:
     as_user = _cluster_user()
     if as_user:
         subprocess.run(["chown", "-R", as_user[2], str(cluster)], check=True)
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "prefect"], check=True,
-                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    proc = subprocess.Popen([*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
-                             "-c", "fsync=off", "-c", "synchronous_commit=off"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "prefect"],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    proc = subprocess.Popen(
+        [
+            *as_user,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(sock),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(100):
-            ready = subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                    "-U", "prefect", "prefect"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            ready = subprocess.run(
+                [
+                    *as_user,
+                    str(bindir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    "prefect",
+                    "prefect",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             if ready.returncode == 0:
                 break
             time.sleep(0.2)
@@ -104,8 +142,12 @@ def create_database(url: str, name: str) -> str:
 
     port = urlsplit(url).port
     createdb = str((postgres_bindir() or Path()) / "createdb")
-    subprocess.run([*_cluster_user(), createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    subprocess.run(
+        [*_cluster_user(), createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     return url.rsplit("/", 1)[0] + "/" + name
 
 
@@ -129,21 +171,42 @@ def prefect_server(home: Path, database_url: str | None = None, *, nice: int = 0
     port = free_port()
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
-    env.update({
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT_HOME": str(home / "prefect-home"),
-        "PREFECT__SERVER_FINAL": "1",
-    })  # fmt: skip
+    env.update(
+        {
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url
+            or f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT_HOME": str(home / "prefect-home"),
+            "PREFECT__SERVER_FINAL": "1",
+        }
+    )
     import prefect
 
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-         "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_niced(nice),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(Path(prefect.__file__).parent.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_niced(nice),
+    )
     server = PrefectServer(api_url=f"http://127.0.0.1:{port}/api", pid=proc.pid)
     try:
         deadline = time.monotonic() + 180
@@ -177,7 +240,6 @@ class PrefectServer:
             return None
 
 
-
 def provider_classes() -> dict[str, Any]:
     from providers.registry import load_providers
 
@@ -196,7 +258,9 @@ def sandboxes(config_updates: dict[str, dict[str, Any]]) -> Iterator[dict[str, A
 
 
 @contextmanager
-def sandbox_process(config_updates: dict[str, dict[str, Any]], workdir: Path, *, nice: int = 0) -> Iterator[dict[str, Any]]:
+def sandbox_process(
+    config_updates: dict[str, dict[str, Any]], workdir: Path, *, nice: int = 0
+) -> Iterator[dict[str, Any]]:
     """The three sandboxes in their own process (``benchmarks/sandbox_process.py``: why). Yields
     ``{"env": ...}``, the variables that point a run at them; ``paid`` is added once they stopped."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -204,9 +268,13 @@ def sandbox_process(config_updates: dict[str, dict[str, Any]], workdir: Path, *,
     config.write_text(json.dumps(config_updates))
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sandbox_process", str(config), str(out)],
-                            stdin=subprocess.PIPE, env=env, cwd=str(workdir),
-                            preexec_fn=_niced(nice))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.sandbox_process", str(config), str(out)],
+        stdin=subprocess.PIPE,
+        env=env,
+        cwd=str(workdir),
+        preexec_fn=_niced(nice),
+    )
     info: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 60
@@ -229,23 +297,29 @@ def sandbox_process(config_updates: dict[str, dict[str, Any]], workdir: Path, *,
 
 def base_env(api_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR",
-        "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-    })  # fmt: skip
+    env.update(
+        {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR",
+            "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        }
+    )
     return env
 
 
 def limits_env(limits: dict[str, dict[str, tuple[int, float]]]) -> dict[str, str]:
-    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()} for p, groups in limits.items()}
+    overrides = {
+        p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
+        for p, groups in limits.items()
+    }
     return {"LISTINGFLOW_RATE_LIMITS": json.dumps(overrides)}
 
 
-def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float,
-                   workdir: Path, nice: int = 0) -> dict[str, Any]:  # fmt: skip
+def run_subprocess(
+    module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float, workdir: Path, nice: int = 0
+) -> dict[str, Any]:
     """Run ``python -m module spec.json out.json``; returns the JSON it wrote plus ``elapsed`` (process
     wall time), ``returncode`` and ``timed_out``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -256,8 +330,14 @@ def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, ti
     log_path = workdir / f"{spec.get('name', 'run')}.log"
     started = time.monotonic()
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(out_path)], env=env,
-                                cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_niced(nice))  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(spec_path), str(out_path)],
+            env=env,
+            cwd=str(REPO),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_niced(nice),
+        )
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -270,8 +350,9 @@ def run_subprocess(module: str, spec: dict[str, Any], env: dict[str, str], *, ti
             result = json.loads(out_path.read_text())
         except ValueError:
             result = {}
-    result.update(elapsed=time.monotonic() - started, returncode=proc.returncode, timed_out=timed_out,
-                  log=str(log_path))  # fmt: skip
+    result.update(
+        elapsed=time.monotonic() - started, returncode=proc.returncode, timed_out=timed_out, log=str(log_path)
+    )
     if proc.returncode != 0 and not timed_out:
         tail = log_path.read_text(errors="replace")[-3000:]
         result["error_tail"] = tail

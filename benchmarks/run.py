@@ -88,8 +88,18 @@ REAL_JOB_SECONDS = {"listingrva": 20.0, "prodvisual": 3.0, "pixii": 120.0}
 REAL_POLL_SECONDS = {"listingrva": 5.0, "prodvisual": 5.0, "pixii": 5.0}
 REAL_FIRST_POLL_SECONDS = {"listingrva": 20.0}  # ListingRVASettings.poll_cadence.first_seconds
 PROVIDER_ENV = {"listingrva": "LISTINGRVA", "prodvisual": "PRODVISUAL", "pixii": "PIXII"}
-TEN_STYLES = ["lifestyle", "white_bg", "mockup", "infographic", "social_square", "social_story", "hero_banner",
-              "comparison", "studio_shadow", "flat_lay"]  # fmt: skip
+TEN_STYLES = [
+    "lifestyle",
+    "white_bg",
+    "mockup",
+    "infographic",
+    "social_square",
+    "social_story",
+    "hero_banner",
+    "comparison",
+    "studio_shadow",
+    "flat_lay",
+]
 HUGE = 1_000_000
 MEMORY_SIZES = [100, 1000, 5000]
 MEMORY_SIZES_QUICK = [20, 100]
@@ -100,13 +110,20 @@ def scaled_limits(scale: float) -> dict[str, dict[str, tuple[int, float]]]:
     return {p: {g: (n, w / scale) for g, (n, w) in groups.items()} for p, groups in REAL_LIMITS.items()}
 
 
-def sandbox_config(limits: dict[str, dict[str, tuple[int, float]]], job_seconds: dict[str, float],
-                   **extra: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+def sandbox_config(
+    limits: dict[str, dict[str, tuple[int, float]]], job_seconds: dict[str, float], **extra: Any
+) -> dict[str, dict[str, Any]]:
     return {
-        p: {"rate_limits": dict(limits[p]), "job_seconds": job_seconds[p], "job_seconds_by_kind": {},
-            "image_px": 32, "daily_limit": None, **extra}
+        p: {
+            "rate_limits": dict(limits[p]),
+            "job_seconds": job_seconds[p],
+            "job_seconds_by_kind": {},
+            "image_px": 32,
+            "daily_limit": None,
+            **extra,
+        }
         for p in REAL_LIMITS
-    }  # fmt: skip
+    }
 
 
 def scaled_linger(scale: float) -> dict[str, str]:
@@ -165,15 +182,24 @@ class Bench:
     def log(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.0f}s] {msg}", flush=True)
 
-    def env(self, name: str, limits: dict[str, dict[str, tuple[int, float]]], polls: dict[str, float] | None,
-            *, api: str | None = None, **extra: str) -> dict[str, str]:  # fmt: skip
+    def env(
+        self,
+        name: str,
+        limits: dict[str, dict[str, tuple[int, float]]],
+        polls: dict[str, float] | None,
+        *,
+        api: str | None = None,
+        **extra: str,
+    ) -> dict[str, str]:
         env = base_env(api or self.api)
         env.update(limits_env(limits))
-        env.update({
-            "LISTINGFLOW_HOME": str(self.tmp / name / "state"),
-            "LISTINGFLOW_ARCHIVE": str(self.tmp / name / "archive"),
-            "LISTINGFLOW_LIMIT_PREFIX": f"bench-{name}",
-        })  # fmt: skip
+        env.update(
+            {
+                "LISTINGFLOW_HOME": str(self.tmp / name / "state"),
+                "LISTINGFLOW_ARCHIVE": str(self.tmp / name / "archive"),
+                "LISTINGFLOW_LIMIT_PREFIX": f"bench-{name}",
+            }
+        )
         for p, seconds in (polls or {}).items():
             env[f"{PROVIDER_ENV[p]}_POLL_INTERVAL_SECONDS"] = f"{seconds:g}"
             if p in REAL_FIRST_POLL_SECONDS:  # the advised first poll, scaled like the interval
@@ -184,7 +210,9 @@ class Bench:
         env.update(extra)
         return env
 
-    def measured(self, module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float) -> dict[str, Any]:
+    def measured(
+        self, module: str, spec: dict[str, Any], env: dict[str, str], *, timeout: float
+    ) -> dict[str, Any]:
         """One subprocess run, with the CPU seconds spent meanwhile by the Prefect server and by this
         process (the sandboxes' threads) next to the run's own."""
         import resource
@@ -198,28 +226,34 @@ class Bench:
         result["loadavg_after"] = os.getloadavg()[0]
         return result
 
-    def flow(self, name: str, catalog: Path, params: dict[str, Any], env: dict[str, str], *,
-             timeout: float) -> dict[str, Any]:  # fmt: skip
+    def flow(
+        self, name: str, catalog: Path, params: dict[str, Any], env: dict[str, str], *, timeout: float
+    ) -> dict[str, Any]:
         spec = {"name": name, "catalog": str(catalog), "params": params}
         if self.args.profile and name in self.args.profile:
             spec["profile"] = str(self.tmp / f"{name}-profile.txt")
         result = self.measured("benchmarks.worker", spec, env, timeout=timeout)
         if spec.get("profile"):
             result["profile"] = spec["profile"]
-        self.log(f"{name}: {result.get('headline')} in {result.get('wall', float('nan')):.1f}s "
-                 f"(process {result['elapsed']:.1f}s, rc={result['returncode']}, "
-                 f"timed_out={result['timed_out']}; CPU s: "
-                 f"flow {_fmt(result.get('cpu_seconds'), '{:.1f}')}, "
-                 f"server {_fmt(result.get('server_cpu_seconds'), '{:.1f}')}, "
-                 f"sandboxes {_fmt(result.get('sandbox_cpu_seconds'), '{:.1f}')}; "
-                 f"VmHWM {_fmt(result.get('peak_rss_mb'), '{:.0f}')} MB)")  # fmt: skip
+        self.log(
+            f"{name}: {result.get('headline')} in {result.get('wall', float('nan')):.1f}s "
+            f"(process {result['elapsed']:.1f}s, rc={result['returncode']}, "
+            f"timed_out={result['timed_out']}; CPU s: "
+            f"flow {_fmt(result.get('cpu_seconds'), '{:.1f}')}, "
+            f"server {_fmt(result.get('server_cpu_seconds'), '{:.1f}')}, "
+            f"sandboxes {_fmt(result.get('sandbox_cpu_seconds'), '{:.1f}')}; "
+            f"VmHWM {_fmt(result.get('peak_rss_mb'), '{:.0f}')} MB)"
+        )
         if result.get("error_tail"):
             self.log(f"{name} failed:\n{result['error_tail']}")
         return result
 
-    def figure(self, item: str, figure: str, measured: Any, target: str, ok: bool | None, note: str = "") -> None:
-        self.out["figures"].append({"item": item, "figure": figure, "measured": measured, "target": target,
-                                    "pass": ok, "note": note})  # fmt: skip
+    def figure(
+        self, item: str, figure: str, measured: Any, target: str, ok: bool | None, note: str = ""
+    ) -> None:
+        self.out["figures"].append(
+            {"item": item, "figure": figure, "measured": measured, "target": target, "pass": ok, "note": note}
+        )
 
     # ---- A. ProdVisual at the real rate, batching ----
 
@@ -234,17 +268,27 @@ class Bench:
         limits = dict(REAL_LIMITS)
         cfg = sandbox_config(limits, {"listingrva": 1.0, "prodvisual": 2.0, "pixii": 1.0})
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="pv"))
-        self.log(f"{'A' if webhooks else 'G'}: ProdVisual at its real rate (60/min), {products} products x "
-                 f"{len(TEN_STYLES)} styles, time box {box_s:.0f}s, "
-                 f"batches {'finished by webhook' if webhooks else 'polled'}")  # fmt: skip
+        self.log(
+            f"{'A' if webhooks else 'G'}: ProdVisual at its real rate (60/min), {products} products x "
+            f"{len(TEN_STYLES)} styles, time box {box_s:.0f}s, "
+            f"batches {'finished by webhook' if webhooks else 'polled'}"
+        )
         with sandboxes(cfg) as boxes:
             env = self.env(name, limits, None)
             if webhooks:
                 env["PRODVISUAL_WEBHOOK_URL"] = "auto"
             t_start = time.time()
-            res = self.flow(name, catalog, {"steps": ["images"], "providers": {"images": "prodvisual"},
-                                            "image_options": {"styles": TEN_STYLES}},
-                            env, timeout=box_s + 25)  # fmt: skip
+            res = self.flow(
+                name,
+                catalog,
+                {
+                    "steps": ["images"],
+                    "providers": {"images": "prodvisual"},
+                    "image_options": {"styles": TEN_STYLES},
+                },
+                env,
+                timeout=box_s + 25,
+            )
             box = boxes["prodvisual"]
             first = min((r.t for r in box.requests), default=t_start)
             sat = A.saturation(box, "api", 60, 60.0)
@@ -258,27 +302,45 @@ class Bench:
                 img_rate = images[0] / max(1e-9, (times[0] - first)) * 60.0 if times[0] > first else None
             per_batch = (sum(images) / len(images)) if images else None
             phase = {
-                "products": products, "styles": len(TEN_STYLES), "time_box_s": box_s, "run": res,
-                "saturation": sat, "images_charged": sum(images), "batches": len(images),
-                "images_per_batch": per_batch, "images_per_minute": img_rate, "bound_images_per_minute": 60 * 50,
-                "routes": A.route_counts(box), "finished_inside_box": not res["timed_out"],
-            }  # fmt: skip
+                "products": products,
+                "styles": len(TEN_STYLES),
+                "time_box_s": box_s,
+                "run": res,
+                "saturation": sat,
+                "images_charged": sum(images),
+                "batches": len(images),
+                "images_per_batch": per_batch,
+                "images_per_minute": img_rate,
+                "bound_images_per_minute": 60 * 50,
+                "routes": A.route_counts(box),
+                "finished_inside_box": not res["timed_out"],
+            }
         ratio = None if img_rate is None else img_rate / 3000.0
         if not webhooks:
             self.out["phases"]["G"] = phase
             ps = sat["paid_saturation"]
-            self.figure("1", "diagnostic: prodvisual api (real rate) with batches polled instead of finished by "
-                        "webhook: paid submissions / limit; images/min", f"{_fmt(ps, '{:.2f}')}; "
-                        f"{_fmt(img_rate, '{:.0f}/min')} ({_fmt(ratio, '{:.2f}')} of 3000); 429s {sat['http_429']}",
-                        "(diagnostic)", None, "each batch's status poll counts against the same 60/min")  # fmt: skip
+            self.figure(
+                "1",
+                "diagnostic: prodvisual api (real rate) with batches polled instead of finished by "
+                "webhook: paid submissions / limit; images/min",
+                f"{_fmt(ps, '{:.2f}')}; "
+                f"{_fmt(img_rate, '{:.0f}/min')} ({_fmt(ratio, '{:.2f}')} of 3000); 429s {sat['http_429']}",
+                "(diagnostic)",
+                None,
+                "each batch's status poll counts against the same 60/min",
+            )
             return
         self.out["phases"]["A"] = phase
         self._sat_figures("prodvisual", sat, where="batches finished by webhook")
-        self.figure("3", "ProdVisual images/min vs 60 req x 50 images/min (real rate)",
-                    _fmt(img_rate, "{:.0f}/min") + f" ({_fmt(ratio, '{:.2f}')} of 3000; "
-                    f"{_fmt(per_batch, '{:.1f}')} images/request)", ">= 0.95 of 3000/min",
-                    None if ratio is None else ratio >= 0.95,
-                    "batches finished by ProdVisual's webhook: no status polls")  # fmt: skip
+        self.figure(
+            "3",
+            "ProdVisual images/min vs 60 req x 50 images/min (real rate)",
+            _fmt(img_rate, "{:.0f}/min") + f" ({_fmt(ratio, '{:.2f}')} of 3000; "
+            f"{_fmt(per_batch, '{:.1f}')} images/request)",
+            ">= 0.95 of 3000/min",
+            None if ratio is None else ratio >= 0.95,
+            "batches finished by ProdVisual's webhook: no status polls",
+        )
 
     # ---- B. ListingRVA, time-scaled ----
 
@@ -300,30 +362,51 @@ class Bench:
             env = self.env(name, limits, polls, **scaled_linger(scale))
             if local_only:
                 env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = "false"
-            res = self.flow(name, catalog, {"steps": ["copy"]}, env, timeout=min(240.0, max(60.0, self.left() - 420)))
+            res = self.flow(
+                name, catalog, {"steps": ["copy"]}, env, timeout=min(240.0, max(60.0, self.left() - 420))
+            )
             box = boxes["listingrva"]
             n, w = limits["listingrva"]["ai"]
             sat = A.saturation(box, "ai", n, w)
             bound = A.single_group_bound(requests=2 * products, limit=A.Limit(n, w), tail=0.0)
             bound = max(bound, jobs["listingrva"])
-            phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
-                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing"),
-                     "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None}  # fmt: skip
+            phase = {
+                "products": products,
+                "run": res,
+                "saturation": sat,
+                "routes": A.route_counts(box),
+                "bound_s": bound,
+                "polls_per_job": _polls_per_job(box, "ai_job", "ai_listing"),
+                "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None,
+            }
         self.out["phases"]["B2" if local_only else "B"] = phase
         wall = res.get("wall")
         ratio = None if wall is None else wall / bound
         if local_only:
             rs, ps = sat["request_saturation"], sat["paid_saturation"]
-            self.figure("1", f"diagnostic: listingrva ai (x{scale:g}) with LISTINGFLOW_USE_GLOBAL_LIMITS=false: "
-                        "requests / paid "
-                        "per limit", f"{_fmt(rs, '{:.2f}')} / {_fmt(ps, '{:.2f}')}; wall/bound {_fmt(ratio, '{:.2f}')}; "
-                        f"429s {sat['http_429']}", "(diagnostic)", None,
-                        "process-local pacer only: what the Prefect global limit costs")  # fmt: skip
+            self.figure(
+                "1",
+                f"diagnostic: listingrva ai (x{scale:g}) with LISTINGFLOW_USE_GLOBAL_LIMITS=false: "
+                "requests / paid "
+                "per limit",
+                f"{_fmt(rs, '{:.2f}')} / {_fmt(ps, '{:.2f}')}; wall/bound {_fmt(ratio, '{:.2f}')}; "
+                f"429s {sat['http_429']}",
+                "(diagnostic)",
+                None,
+                "process-local pacer only: what the Prefect global limit costs",
+            )
             return
         self._sat_figures("listingrva", sat, scale=scale)
-        self.figure("2", f"wall / bound: ListingRVA copy only (x{scale:g})", _fmt(ratio, "{:.2f}") +
-                    f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
-                    f"{phase['polls_per_job']:.1f} polls per job share the /ai/* bucket" if phase["polls_per_job"] else "")  # fmt: skip
+        self.figure(
+            "2",
+            f"wall / bound: ListingRVA copy only (x{scale:g})",
+            _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)",
+            "<= 1.10",
+            None if ratio is None else ratio <= 1.10,
+            f"{phase['polls_per_job']:.1f} polls per job share the /ai/* bucket"
+            if phase["polls_per_job"]
+            else "",
+        )
 
     # ---- H. ListingRVA images finished by webhook, time-scaled ----
 
@@ -338,34 +421,52 @@ class Bench:
         jobs = {p: s / scale for p, s in REAL_JOB_SECONDS.items()}
         polls = {p: s / scale for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(products, tag="li"))
-        self.log(f"H: ListingRVA x{scale:g} time-scaled (30 /ai/* per {60 / scale:g}s), {products} products, "
-                 "one image each, finished by webhook")  # fmt: skip
+        self.log(
+            f"H: ListingRVA x{scale:g} time-scaled (30 /ai/* per {60 / scale:g}s), {products} products, "
+            "one image each, finished by webhook"
+        )
         with sandboxes(sandbox_config(limits, jobs)) as boxes:
             env = self.env(name, limits, polls, **scaled_linger(scale))
             env["LISTINGRVA_WEBHOOK_URL"] = "auto"
             # a lost delivery is reconciled by one poll after this long (60 s real)
             env["LISTINGRVA_WEBHOOK_RECONCILE_SECONDS"] = f"{60.0 / scale:g}"
-            res = self.flow(name, catalog, {"steps": ["images"], "providers": {"images": "listingrva"}}, env,
-                            timeout=min(240.0, max(60.0, self.left() - 300)))  # fmt: skip
+            res = self.flow(
+                name,
+                catalog,
+                {"steps": ["images"], "providers": {"images": "listingrva"}},
+                env,
+                timeout=min(240.0, max(60.0, self.left() - 300)),
+            )
             box = boxes["listingrva"]
             n, w = limits["listingrva"]["ai"]
             sat = A.saturation(box, "ai", n, w)
             # every submission at the pace, then the last job's duration
             bound = A.single_group_bound(requests=products, limit=A.Limit(n, w), tail=jobs["listingrva"])
             deliveries = [d for d in box.deliveries if d["event"] == "image.generated"]
-            phase = {"products": products, "run": res, "saturation": sat, "routes": A.route_counts(box),
-                     "bound_s": bound, "polls_per_job": _polls_per_job(box, "ai_job", "ai_image"),
-                     "webhook_deliveries": len(deliveries),
-                     "webhook_delivered_ok": sum(1 for d in deliveries if d["status"] == 200),
-                     "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None}  # fmt: skip
+            phase = {
+                "products": products,
+                "run": res,
+                "saturation": sat,
+                "routes": A.route_counts(box),
+                "bound_s": bound,
+                "polls_per_job": _polls_per_job(box, "ai_job", "ai_image"),
+                "webhook_deliveries": len(deliveries),
+                "webhook_delivered_ok": sum(1 for d in deliveries if d["status"] == 200),
+                "timeline": A.timeline(box, res["started_epoch"]) if res.get("started_epoch") else None,
+            }
         self.out["phases"]["H"] = phase
         wall = res.get("wall")
         ratio = None if wall is None else wall / bound
         self._sat_figures("listingrva", sat, scale=scale, where="image jobs finished by webhook")
-        self.figure("2", f"wall / bound: ListingRVA images by webhook (x{scale:g})", _fmt(ratio, "{:.2f}") +
-                    f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)", "<= 1.10", None if ratio is None else ratio <= 1.10,
-                    f"{_fmt(phase['polls_per_job'], '{:.2f}')} polls per job; "
-                    f"{phase['webhook_delivered_ok']}/{phase['webhook_deliveries']} events delivered")  # fmt: skip
+        self.figure(
+            "2",
+            f"wall / bound: ListingRVA images by webhook (x{scale:g})",
+            _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound:.1f}s)",
+            "<= 1.10",
+            None if ratio is None else ratio <= 1.10,
+            f"{_fmt(phase['polls_per_job'], '{:.2f}')} polls per job; "
+            f"{phase['webhook_delivered_ok']}/{phase['webhook_deliveries']} events delivered",
+        )
 
     # ---- C. the default pipeline beside the plain asyncio script, several scales and sizes; a rerun ----
 
@@ -379,32 +480,48 @@ class Bench:
         load_start = os.getloadavg()[0]
         for n, (scale, products) in enumerate(configs):
             if n and self.left() < self._c_estimate(scale, products) + 60:
-                note = f"phase C x{scale:g} on {products} products skipped: {self.left():.0f}s of the budget left"
+                note = (
+                    f"phase C x{scale:g} on {products} products skipped: "
+                    f"{self.left():.0f}s of the budget left"
+                )
                 self.log(note)
                 self.out["notes"].append(note)
                 continue
             runs[f"x{scale:g}-{products}"] = self._versus(scale, products, primary=n == 0)
         self.out["phases"]["C"] = {"configs": runs}
         self.out["notes"].append(
-            f"phase C: listingflow and the script ran side by side (load average {load_start:.1f} at the start of "
-            f"C, {os.getloadavg()[0]:.1f} at its end, on {os.cpu_count()} CPUs): contention on a shared machine "
-            "slows both, but weighs more on listingflow, whose flow process and Prefect server spend ~0.2 s of "
-            "CPU per product (phase D) where the script spends ~0.03 s, and more at x10 than at x2")  # fmt: skip
+            f"phase C: listingflow and the script ran side by side (load average {load_start:.1f} at the "
+            f"start of C, {os.getloadavg()[0]:.1f} at its end, on {os.cpu_count()} CPUs): contention on a "
+            "shared machine slows both, but weighs more on listingflow, whose flow process and Prefect "
+            "server spend ~0.2 s of CPU per product (phase D) where the script spends ~0.03 s, and more at "
+            "x10 than at x2"
+        )
         for key, phase in runs.items():
             self._versus_figures(key, phase)
         if runs:
             self._primary_figures(next(iter(runs.values())))
-        if (timeline_key := TIMELINE_CONFIG if TIMELINE_CONFIG in runs else next(iter(runs), None)) is not None:
+        if (
+            timeline_key := TIMELINE_CONFIG if TIMELINE_CONFIG in runs else next(iter(runs), None)
+        ) is not None:
             self._timeline_figures(timeline_key, runs[timeline_key])
 
     def _c_estimate(self, scale: float, products: int) -> float:
         shape = c_shape(products)
         limits = scaled_limits(scale)
-        return A.pipeline_lower_bound(
-            products=shape.products, variations=shape.variations, styles=1,
-            limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
-            job={p: s / scale for p, s in REAL_JOB_SECONDS.items()}, any_without_variations=True,
-        )["bound_s"] * 1.1 + 10  # fmt: skip
+        return (
+            A.pipeline_lower_bound(
+                products=shape.products,
+                variations=shape.variations,
+                styles=1,
+                limits={
+                    f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()
+                },
+                job={p: s / scale for p, s in REAL_JOB_SECONDS.items()},
+                any_without_variations=True,
+            )["bound_s"]
+            * 1.1
+            + 10
+        )
 
     def _versus(self, scale: float, products: int, *, primary: bool) -> dict[str, Any]:
         """listingflow and the script side by side on one configuration; with ``primary``, then a
@@ -418,44 +535,75 @@ class Bench:
         polls = {p: s / scale for p, s in REAL_POLL_SECONDS.items()}
         catalog = write_catalog(self.tmp / name / "catalog.csv", shape)
         bound = A.pipeline_lower_bound(
-            products=shape.products, variations=shape.variations, styles=1,
-            limits={f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()},
-            job=jobs, any_without_variations=shape.products_with_variations() < shape.products,
-        )  # fmt: skip
+            products=shape.products,
+            variations=shape.variations,
+            styles=1,
+            limits={
+                f"{p}.{g}": A.Limit(n, w) for p, groups in limits.items() for g, (n, w) in groups.items()
+            },
+            job=jobs,
+            any_without_variations=shape.products_with_variations() < shape.products,
+        )
         timeout = bound["bound_s"] * 2 + 60
-        self.log(f"C: default pipeline x{scale:g} time-scaled, {shape.products} products, {shape.variations} "
-                 f"variations: listingflow and the asyncio script side by side (bound {bound['bound_s']:.1f}s)")  # fmt: skip
+        self.log(
+            f"C: default pipeline x{scale:g} time-scaled, {shape.products} products, {shape.variations} "
+            f"variations: listingflow and the asyncio script side by side (bound {bound['bound_s']:.1f}s)"
+        )
         with ExitStack() as stack:
             ours = stack.enter_context(sandboxes(sandbox_config(limits, jobs)))
             env = self.env(name, limits, polls, **scaled_linger(scale))
             theirs = stack.enter_context(sandboxes(sandbox_config(limits, jobs)))
             script_env = self.env(name + "-script", limits, polls, **scaled_linger(scale))
-            spec = {"name": name + "-script", "catalog": str(catalog), "out_dir": str(self.tmp / name / "script"),
-                    "limits": {p: {g: [n, w] for g, (n, w) in groups.items()} for p, groups in limits.items()},
-                    "linger": 1.0 / scale}  # fmt: skip
+            spec = {
+                "name": name + "-script",
+                "catalog": str(catalog),
+                "out_dir": str(self.tmp / name / "script"),
+                "limits": {p: {g: [n, w] for g, (n, w) in groups.items()} for p, groups in limits.items()},
+                "linger": 1.0 / scale,
+            }
             with ThreadPoolExecutor(2) as pool:
                 ours_run = pool.submit(self.flow, name, catalog, {}, env, timeout=timeout)
-                script_run = pool.submit(self.measured, "benchmarks.baseline_asyncio", spec, script_env, timeout=timeout)
+                script_run = pool.submit(
+                    self.measured, "benchmarks.baseline_asyncio", spec, script_env, timeout=timeout
+                )
                 first, script = ours_run.result(), script_run.result()
             end_first = time.time()
-            self.log(f"{name}-script: {script.get('products')} products in {_fmt(script.get('wall'), '{:.1f}')}s "
-                     f"(failures {script.get('failures')})")  # fmt: skip
-            phase: dict[str, Any] = {"scale": scale, "products": shape.products, "variations": shape.variations,
-                                     "bound": bound, "first": first, "script": script}  # fmt: skip
+            self.log(
+                f"{name}-script: {script.get('products')} products in {_fmt(script.get('wall'), '{:.1f}')}s "
+                f"(failures {script.get('failures')})"
+            )
+            phase: dict[str, Any] = {
+                "scale": scale,
+                "products": shape.products,
+                "variations": shape.variations,
+                "bound": bound,
+                "first": first,
+                "script": script,
+            }
             for side, boxes, run in (("listingflow", ours, first), ("script", theirs, script)):
                 phase[side + "_routes"] = {p: A.route_counts(b, until=end_first) for p, b in boxes.items()}
-                phase[side + "_http_429"] = {p: A.status_count(b, 429, until=end_first) for p, b in boxes.items()}
-                phase[side + "_timeline"] = ({p: A.timeline(b, run["started_epoch"], end_first) for p, b in boxes.items()}
-                                             if run.get("started_epoch") else None)  # fmt: skip
+                phase[side + "_http_429"] = {
+                    p: A.status_count(b, 429, until=end_first) for p, b in boxes.items()
+                }
+                phase[side + "_timeline"] = (
+                    {p: A.timeline(b, run["started_epoch"], end_first) for p, b in boxes.items()}
+                    if run.get("started_epoch")
+                    else None
+                )
             phase["pixii_window_s"] = limits["pixii"]["submit"][1]
             pv = [c.credits for c in A.paid_submissions(ours["prodvisual"], until=end_first)]
             phase["prodvisual_batches"] = pv
             if primary:
-                phase["saturation"] = {p: A.saturation(ours[p], g, n, w, until=end_first)
-                                       for p, groups in limits.items() for g, (n, w) in groups.items()
-                                       if (p, g) in {("pixii", "submit"), ("listingrva", "ai"), ("prodvisual", "api")}}  # fmt: skip
+                phase["saturation"] = {
+                    p: A.saturation(ours[p], g, n, w, until=end_first)
+                    for p, groups in limits.items()
+                    for g, (n, w) in groups.items()
+                    if (p, g) in {("pixii", "submit"), ("listingrva", "ai"), ("prodvisual", "api")}
+                }
                 phase["rerun"] = self.flow(name + "-rerun", catalog, {}, env, timeout=120.0)
-                phase["paid_rerun"] = {p: len(A.paid_submissions(b, since=end_first)) for p, b in ours.items()}
+                phase["paid_rerun"] = {
+                    p: len(A.paid_submissions(b, since=end_first)) for p, b in ours.items()
+                }
                 phase["routes_rerun"] = {p: A.route_counts(b, since=end_first) for p, b in ours.items()}
         self.log(f"{name}: " + "; ".join(self._versus_summary(phase)))
         return phase
@@ -465,44 +613,72 @@ class Bench:
         wall, base, bound = phase["first"].get("wall"), phase["script"].get("wall"), phase["bound"]["bound_s"]
         ours = {p: sum(r.values()) for p, r in phase["listingflow_routes"].items()}
         theirs = {p: sum(r.values()) for p, r in phase["script_routes"].items()}
-        return [f"wall {_fmt(wall, '{:.1f}')}s vs script {_fmt(base, '{:.1f}')}s vs bound {bound:.1f}s",
-                "requests " + ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
-                (f"first request {_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')}s vs "
-                 f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}s"),
-                f"Pixii per window {pixii_windows(phase, 'listingflow')} vs {pixii_windows(phase, 'script')}"]  # fmt: skip
+        return [
+            f"wall {_fmt(wall, '{:.1f}')}s vs script {_fmt(base, '{:.1f}')}s vs bound {bound:.1f}s",
+            "requests " + ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
+            (
+                f"first request {_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')}s vs "
+                f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}s"
+            ),
+            f"Pixii per window {pixii_windows(phase, 'listingflow')} vs {pixii_windows(phase, 'script')}",
+        ]
 
     def _versus_figures(self, key: str, phase: dict[str, Any]) -> None:
         where = f"x{phase['scale']:g}, {phase['products']} products, {phase['variations']} variations"
         wall, base = phase["first"].get("wall"), phase["script"].get("wall")
         failed = phase["first"].get("failures") or phase["script"].get("failures")
         ratio = None if wall is None or not base else wall / base
-        self.figure("7", f"wall / plain asyncio script, same chain ({where})",
-                    _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {_fmt(base, '{:.1f}')}s)", "<= 1.0",
-                    None if ratio is None else ratio <= 1.0, f"failures: {failed}" if failed else "")  # fmt: skip
+        self.figure(
+            "7",
+            f"wall / plain asyncio script, same chain ({where})",
+            _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {_fmt(base, '{:.1f}')}s)",
+            "<= 1.0",
+            None if ratio is None else ratio <= 1.0,
+            f"failures: {failed}" if failed else "",
+        )
         bound = phase["bound"]
         ratio = None if wall is None else wall / bound["bound_s"]
-        self.figure("2", f"wall / lower bound, graph schedule ({where})",
-                    _fmt(ratio, "{:.2f}") + f" ({_fmt(wall, '{:.1f}')}s vs {bound['bound_s']:.1f}s, {bound['binding']})",
-                    "<= 1.05", None if ratio is None else ratio <= 1.05,
-                    f"script {_fmt(None if base is None else base / bound['bound_s'], '{:.2f}')}")  # fmt: skip
+        self.figure(
+            "2",
+            f"wall / lower bound, graph schedule ({where})",
+            _fmt(ratio, "{:.2f}")
+            + f" ({_fmt(wall, '{:.1f}')}s vs {bound['bound_s']:.1f}s, {bound['binding']})",
+            "<= 1.05",
+            None if ratio is None else ratio <= 1.05,
+            f"script {_fmt(None if base is None else base / bound['bound_s'], '{:.2f}')}",
+        )
         ours = {p: sum(r.values()) for p, r in phase["listingflow_routes"].items()}
         theirs = {p: sum(r.values()) for p, r in phase["script_routes"].items()}
         fewer = bool(ours) and all(ours[p] <= theirs.get(p, 0) for p in ours)
         balance = sum(r.get("credits", 0) for r in phase["listingflow_routes"].values())
-        self.figure("7", f"provider requests, listingflow vs script ({where})",
-                    ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)), "fewer or equal", fewer,
-                    f"listingflow's include {balance} balance reads (pre-flight, before the first paid "
-                    f"submission, at the end); ProdVisual batches {len(phase['prodvisual_batches'])}")  # fmt: skip
-        self.figure("7", f"first provider request after the flow call, listingflow vs script (s, {where})",
-                    f"{_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')} vs "
-                    f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}", "(report)", None,
-                    "not scaled: wall seconds")  # fmt: skip
+        self.figure(
+            "7",
+            f"provider requests, listingflow vs script ({where})",
+            ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
+            "fewer or equal",
+            fewer,
+            f"listingflow's include {balance} balance reads (pre-flight, before the first paid "
+            f"submission, at the end); ProdVisual batches {len(phase['prodvisual_batches'])}",
+        )
+        self.figure(
+            "7",
+            f"first provider request after the flow call, listingflow vs script (s, {where})",
+            f"{_fmt(first_request(phase['listingflow_timeline']), '{:.2f}')} vs "
+            f"{_fmt(first_request(phase['script_timeline']), '{:.2f}')}",
+            "(report)",
+            None,
+            "not scaled: wall seconds",
+        )
         windows = pixii_windows(phase, "listingflow")
         first_window_ok = len(windows) > 0 and windows[0] == min(10, sum(windows))
-        self.figure("1", f"Pixii submissions per window ({where}): listingflow vs script",
-                    f"{windows} vs {pixii_windows(phase, 'script')}; 429s "
-                    f"{sum(phase['listingflow_http_429'].values())} vs {sum(phase['script_http_429'].values())}",
-                    "first window = 10, 0 429s", first_window_ok and sum(phase["listingflow_http_429"].values()) == 0)  # fmt: skip
+        self.figure(
+            "1",
+            f"Pixii submissions per window ({where}): listingflow vs script",
+            f"{windows} vs {pixii_windows(phase, 'script')}; 429s "
+            f"{sum(phase['listingflow_http_429'].values())} vs {sum(phase['script_http_429'].values())}",
+            "first window = 10, 0 429s",
+            first_window_ok and sum(phase["listingflow_http_429"].values()) == 0,
+        )
 
     def _timeline_figures(self, key: str, phase: dict[str, Any]) -> None:
         """Where the time of one run goes: the first request, the first Pixii submission and the last,
@@ -513,11 +689,19 @@ class Bench:
             tl = phase[side + "_timeline"] or {}
             paid = (tl.get("pixii") or {}).get("paid_s") or []
             wall = (phase["first"] if side == "listingflow" else phase["script"]).get("wall")
-            rows.append(f"{side}: first request {_fmt(first_request(tl), '{:.2f}')}s, first Pixii submission "
-                        f"{_fmt(paid[0] if paid else None, '{:.2f}')}s, last {_fmt(paid[-1] if paid else None, '{:.1f}')}s, "
-                        f"end {_fmt(wall, '{:.1f}')}s")  # fmt: skip
-        self.figure("7", f"request timeline (x{scale:g}, {phase['products']} products; x{scale:g} for nominal seconds)",
-                    "; ".join(rows), "(report)", None)  # fmt: skip
+            rows.append(
+                f"{side}: first request {_fmt(first_request(tl), '{:.2f}')}s, first Pixii submission "
+                f"{_fmt(paid[0] if paid else None, '{:.2f}')}s, "
+                f"last {_fmt(paid[-1] if paid else None, '{:.1f}')}s, "
+                f"end {_fmt(wall, '{:.1f}')}s"
+            )
+        self.figure(
+            "7",
+            f"request timeline (x{scale:g}, {phase['products']} products; x{scale:g} for nominal seconds)",
+            "; ".join(rows),
+            "(report)",
+            None,
+        )
 
     def _primary_figures(self, phase: dict[str, Any]) -> None:
         """The figures phase C always had, from its first configuration: Pixii's saturation, the
@@ -525,30 +709,57 @@ class Bench:
         scale = phase["scale"]
         self._sat_figures("pixii", phase["saturation"]["pixii"], scale=scale, where="default pipeline")
         pv = phase["prodvisual_batches"]
-        self.figure("3", f"ProdVisual images per batch request inside the default pipeline (x{scale:g})",
-                    f"{_fmt(sum(pv) / len(pv) if pv else None, '{:.1f}')} ({sum(pv)} images in {len(pv)} batches: {pv})",
-                    "(report; bound 50)", None,
-                    f"at most {Settings.model_fields['product_concurrency'].default} products in progress: the rest "
-                    "reach the images step as earlier ones finish")  # fmt: skip
+        self.figure(
+            "3",
+            f"ProdVisual images per batch request inside the default pipeline (x{scale:g})",
+            f"{_fmt(sum(pv) / len(pv) if pv else None, '{:.1f}')} "
+            f"({sum(pv)} images in {len(pv)} batches: {pv})",
+            "(report; bound 50)",
+            None,
+            f"at most {Settings.model_fields['product_concurrency'].default} products in progress: the rest "
+            "reach the images step as earlier ones finish",
+        )
         paid = sum(phase["paid_rerun"].values())
         self.figure("6", "rerun: paid submissions", paid, "0", paid == 0)
         wall, rerun = phase["first"].get("wall"), phase["rerun"]
         frac = None if rerun.get("wall") is None or not wall else rerun["wall"] / wall
-        self.figure("6", "rerun: wall / first run", _fmt(frac, "{:.3f}") +
-                    f" ({_fmt(rerun.get('wall'), '{:.1f}')}s vs {_fmt(wall, '{:.1f}')}s)", "<= 0.10",
-                    None if frac is None else frac <= 0.10, rerun.get("headline") or "")  # fmt: skip
+        self.figure(
+            "6",
+            "rerun: wall / first run",
+            _fmt(frac, "{:.3f}") + f" ({_fmt(rerun.get('wall'), '{:.1f}')}s vs {_fmt(wall, '{:.1f}')}s)",
+            "<= 0.10",
+            None if frac is None else frac <= 0.10,
+            rerun.get("headline") or "",
+        )
 
-    def _sat_figures(self, provider: str, sat: dict[str, Any], *, scale: float = 1.0, where: str = "") -> None:
+    def _sat_figures(
+        self, provider: str, sat: dict[str, Any], *, scale: float = 1.0, where: str = ""
+    ) -> None:
         scale_text = "real rate" if scale == 1.0 else f"x{scale:g} time-scaled"
         label = f"{provider} {sat['group']} ({sat['limit']}/{sat['window_s'] * scale:g}s, {scale_text}"
         label += f", {where})" if where else ")"
         ps, rs = sat["paid_saturation"], sat["request_saturation"]
-        self.figure("1", f"saturation {label}: paid submissions / limit", _fmt(ps, "{:.2f}") +
-                    f" ({sat['paid_submissions']} paid)", ">= 0.95", None if ps is None else ps >= 0.95)  # fmt: skip
-        self.figure("1", f"saturation {label}: all counted requests / limit", _fmt(rs, "{:.2f}") +
-                    f" (max {sat['max_counted_in_any_window']} in any window)", "(info)", None)  # fmt: skip
-        self.figure("1", f"429s provoked by listingflow: {provider} ({scale_text})", sat["http_429"], "0",
-                    sat["http_429"] == 0)  # fmt: skip
+        self.figure(
+            "1",
+            f"saturation {label}: paid submissions / limit",
+            _fmt(ps, "{:.2f}") + f" ({sat['paid_submissions']} paid)",
+            ">= 0.95",
+            None if ps is None else ps >= 0.95,
+        )
+        self.figure(
+            "1",
+            f"saturation {label}: all counted requests / limit",
+            _fmt(rs, "{:.2f}") + f" (max {sat['max_counted_in_any_window']} in any window)",
+            "(info)",
+            None,
+        )
+        self.figure(
+            "1",
+            f"429s provoked by listingflow: {provider} ({scale_text})",
+            sat["http_429"],
+            "0",
+            sat["http_429"] == 0,
+        )
 
     # ---- D. orchestration overhead ----
 
@@ -560,25 +771,39 @@ class Bench:
         zero = {p: 0.0 for p in REAL_LIMITS}
         inflight = json.dumps({p: 10_000 for p in REAL_LIMITS})
         limits = {p: {g: (100_000, 1.0) for g in groups} for p, groups in REAL_LIMITS.items()}
-        self.log(f"D: overhead at zero latency: baseline vs listingflow, {products} products"
-                 + (" (global limits off and on)" if self.args.diagnostics else ""))  # fmt: skip
+        self.log(
+            f"D: overhead at zero latency: baseline vs listingflow, {products} products"
+            + (" (global limits off and on)" if self.args.diagnostics else "")
+        )
         runs: dict[str, Any] = {}
         plan = [
             ("baseline", catalog, products, None),
-            *([("listingflow-no-global-limits", catalog, products, "false")] if self.args.diagnostics else []),
+            *(
+                [("listingflow-no-global-limits", catalog, products, "false")]
+                if self.args.diagnostics
+                else []
+            ),
             ("listingflow-as-shipped", catalog, products, "true"),
         ]
         for label, cat, n, use_global in plan:
             with sandboxes(sandbox_config(unlimited(), zero)) as boxes:
                 env = self.env(f"d-{label}", limits, polls, LISTINGFLOW_INFLIGHT_LIMITS=inflight)
                 if use_global is None:
-                    spec = {"name": f"d-{label}", "catalog": str(cat), "out_dir": str(self.tmp / f"d-{label}" / "out")}
+                    spec = {
+                        "name": f"d-{label}",
+                        "catalog": str(cat),
+                        "out_dir": str(self.tmp / f"d-{label}" / "out"),
+                    }
                     res = self.measured("benchmarks.baseline_asyncio", spec, env, timeout=300)
-                    self.log(f"d-{label}: {res.get('products')} products in {res.get('wall', float('nan')):.2f}s "
-                             f"(failures {res.get('failures')})")  # fmt: skip
+                    self.log(
+                        f"d-{label}: {res.get('products')} products in {res.get('wall', float('nan')):.2f}s "
+                        f"(failures {res.get('failures')})"
+                    )
                 else:
                     env["LISTINGFLOW_USE_GLOBAL_LIMITS"] = use_global
-                    res = self.flow(f"d-{label}", cat, {}, env, timeout=min(400.0, max(60.0, self.left() - 200)))
+                    res = self.flow(
+                        f"d-{label}", cat, {}, env, timeout=min(400.0, max(60.0, self.left() - 200))
+                    )
                 res["products"] = n
                 res["routes"] = {p: A.route_counts(b) for p, b in boxes.items()}
                 res["paid"] = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
@@ -591,21 +816,34 @@ class Bench:
 
         base, lf_off = per("baseline"), per("listingflow-no-global-limits")
         lf_on = per("listingflow-as-shipped")  # against the same baseline run: same catalog, same calls
-        same = _same_calls(runs.get("baseline", {}).get("routes"), runs.get("listingflow-as-shipped", {}).get("routes"))
+        same = _same_calls(
+            runs.get("baseline", {}).get("routes"), runs.get("listingflow-as-shipped", {}).get("routes")
+        )
         if "listingflow-no-global-limits" in runs:
-            self.figure("4", f"time/product: baseline vs listingflow, global limits off ({products} products)",
-                        f"{_fmt(base, '{:.3f}')}s vs {_fmt(lf_off, '{:.3f}')}s = "
-                        f"{_fmt(None if not base or lf_off is None else lf_off / base, '{:.1f}')}x", "(diagnostic)",
-                        None)  # fmt: skip
-        self.figure("4", f"time/product: baseline vs listingflow as shipped, global limits on ({products} products)",
-                    f"{_fmt(base, '{:.3f}')}s vs {_fmt(lf_on, '{:.3f}')}s = "
-                    f"{_fmt(None if not base or lf_on is None else lf_on / base, '{:.1f}')}x", "(report)", None,
-                    same)  # fmt: skip
+            self.figure(
+                "4",
+                f"time/product: baseline vs listingflow, global limits off ({products} products)",
+                f"{_fmt(base, '{:.3f}')}s vs {_fmt(lf_off, '{:.3f}')}s = "
+                f"{_fmt(None if not base or lf_off is None else lf_off / base, '{:.1f}')}x",
+                "(diagnostic)",
+                None,
+            )
+        self.figure(
+            "4",
+            f"time/product: baseline vs listingflow as shipped, global limits on ({products} products)",
+            f"{_fmt(base, '{:.3f}')}s vs {_fmt(lf_on, '{:.3f}')}s = "
+            f"{_fmt(None if not base or lf_on is None else lf_on / base, '{:.1f}')}x",
+            "(report)",
+            None,
+            same,
+        )
         rss = runs.get("listingflow-as-shipped", {}).get("peak_rss_mb")
         if rss is not None:
-            self.out.setdefault("memory", {})[str(products)] = {"peak_rss_mb": rss,
-                                                                "wall": runs["listingflow-as-shipped"].get("wall"),
-                                                                "source": "phase D (same run)"}  # fmt: skip
+            self.out.setdefault("memory", {})[str(products)] = {
+                "peak_rss_mb": rss,
+                "wall": runs["listingflow-as-shipped"].get("wall"),
+                "source": "phase D (same run)",
+            }
 
     # ---- E. memory ----
 
@@ -616,7 +854,9 @@ class Bench:
         5,000-product figure fits in the budget. It has its own Prefect server (and database), so its
         stream of task-run events does not queue the other phases' requests."""
         sizes = MEMORY_SIZES_QUICK if self.quick else MEMORY_SIZES
-        thread = threading.Thread(target=self._memory_run, args=(sizes, pg_url), name="memory-run", daemon=True)
+        thread = threading.Thread(
+            target=self._memory_run, args=(sizes, pg_url), name="memory-run", daemon=True
+        )
         thread.start()
         return thread
 
@@ -630,22 +870,40 @@ class Bench:
         inflight = json.dumps({p: 10_000 for p in REAL_LIMITS})
         res: dict[str, Any] = {}
         try:
-            catalog = write_catalog(self.tmp / name / "catalog.csv", CatalogShape(n, variation_every=2, tag="mem"))
+            catalog = write_catalog(
+                self.tmp / name / "catalog.csv", CatalogShape(n, variation_every=2, tag="mem")
+            )
             db = create_database(pg_url, "prefect_e") if pg_url else None
-            with prefect_server(self.tmp / "server-e", db, nice=MEMORY_NICE) as server, \
-                    sandbox_process(sandbox_config(unlimited(), zero), self.tmp / name / "sandboxes",
-                                    nice=MEMORY_NICE) as boxes:  # fmt: skip
-                self.log(f"E: memory, one run of {n} products (peak RSS recorded at {sizes}), default pipeline, "
-                         f"zero latency, in the background at nice {MEMORY_NICE}")  # fmt: skip
+            with (
+                prefect_server(self.tmp / "server-e", db, nice=MEMORY_NICE) as server,
+                sandbox_process(
+                    sandbox_config(unlimited(), zero), self.tmp / name / "sandboxes", nice=MEMORY_NICE
+                ) as boxes,
+            ):
+                self.log(
+                    f"E: memory, one run of {n} products (peak RSS recorded at {sizes}), default pipeline, "
+                    f"zero latency, in the background at nice {MEMORY_NICE}"
+                )
                 env = self.env(name, limits, polls, api=server.api_url, LISTINGFLOW_INFLIGHT_LIMITS=inflight)
                 env.update(boxes["env"])  # its own sandboxes, whatever the phase running beside it set
                 every = sorted({*sizes, *range(250, n, 250)})
-                spec = {"name": name, "catalog": str(catalog), "params": {}, "checkpoints": every,
-                        "progress": str(progress)}  # fmt: skip
+                spec = {
+                    "name": name,
+                    "catalog": str(catalog),
+                    "params": {},
+                    "checkpoints": every,
+                    "progress": str(progress),
+                }
                 cpu0 = server.cpu_seconds()
                 timeout = max(30.0, self.memory_deadline - (time.monotonic() - self.t0))
-                res = run_subprocess("benchmarks.worker", spec, env, timeout=timeout, workdir=self.tmp / "work",
-                                     nice=MEMORY_NICE)  # fmt: skip
+                res = run_subprocess(
+                    "benchmarks.worker",
+                    spec,
+                    env,
+                    timeout=timeout,
+                    workdir=self.tmp / "work",
+                    nice=MEMORY_NICE,
+                )
                 cpu1 = server.cpu_seconds()
                 res["server_cpu_seconds"] = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
             res["paid"] = boxes.get("paid")
@@ -656,12 +914,14 @@ class Bench:
         except (OSError, ValueError):
             res["checkpoints"] = {}
         self.memory_run = res
-        self.log(f"{name}: {res.get('headline')} in {_fmt(res.get('wall'), '{:.0f}')}s "
-                 f"(rc={res.get('returncode')}, "
-                 f"timed_out={res.get('timed_out')}; CPU s: flow {_fmt(res.get('cpu_seconds'), '{:.0f}')}, server "
-                 f"{_fmt(res.get('server_cpu_seconds'), '{:.0f}')}; "
-                 f"VmHWM {_fmt(res.get('peak_rss_mb'), '{:.0f}')} MB; "
-                 f"checkpoints reached: {sorted(int(k) for k in res['checkpoints'])[-1:] or 'none'})")  # fmt: skip
+        self.log(
+            f"{name}: {res.get('headline')} in {_fmt(res.get('wall'), '{:.0f}')}s "
+            f"(rc={res.get('returncode')}, "
+            f"timed_out={res.get('timed_out')}; CPU s: flow {_fmt(res.get('cpu_seconds'), '{:.0f}')}, server "
+            f"{_fmt(res.get('server_cpu_seconds'), '{:.0f}')}; "
+            f"VmHWM {_fmt(res.get('peak_rss_mb'), '{:.0f}')} MB; "
+            f"checkpoints reached: {sorted(int(k) for k in res['checkpoints'])[-1:] or 'none'})"
+        )
         if res.get("error") or res.get("error_tail"):
             self.log(f"{name} failed: {res.get('error') or res.get('error_tail')}")
 
@@ -673,36 +933,72 @@ class Bench:
         points = res.get("checkpoints") or {}
         memory = self.out.setdefault("memory", {})
         standalone = memory.get(str(sizes[0]))  # phase D's as-shipped run: a process of exactly that size
-        run_info = {k: res.get(k) for k in ("wall", "headline", "failures", "timed_out", "returncode", "cpu_seconds",
-                                            "server_cpu_seconds", "rss_before_flow_mb", "error")}  # fmt: skip
+        run_info = {
+            k: res.get(k)
+            for k in (
+                "wall",
+                "headline",
+                "failures",
+                "timed_out",
+                "returncode",
+                "cpu_seconds",
+                "server_cpu_seconds",
+                "rss_before_flow_mb",
+                "error",
+            )
+        }
         self.out["phases"]["E"] = {"run": run_info, "checkpoints": points, "nice": MEMORY_NICE}
         for n in sizes:
             point = points.get(str(n)) or {}
             rss = res.get("peak_rss_mb") if n == sizes[-1] and finished else point.get("peak_rss_mb")
-            memory.setdefault(str(n), {}).update({"in_run_of": sizes[-1], "peak_rss_mb_in_run": rss,
-                                                  "seconds_in_run": point.get("seconds")})  # fmt: skip
+            memory.setdefault(str(n), {}).update(
+                {"in_run_of": sizes[-1], "peak_rss_mb_in_run": rss, "seconds_in_run": point.get("seconds")}
+            )
         base = (standalone or {}).get("peak_rss_mb") or memory[str(sizes[0])].get("peak_rss_mb_in_run")
-        base_label = f"the {sizes[0]}-product run of phase D" if standalone else f"{sizes[0]} products in the same run"
+        base_label = (
+            f"the {sizes[0]}-product run of phase D" if standalone else f"{sizes[0]} products in the same run"
+        )
         if standalone:
-            self.figure("5", f"peak RSS of a {sizes[0]}-product run (phase D, as shipped)",
-                        f"{standalone['peak_rss_mb']:.0f} MB (1.00x)", "(report)", None)  # fmt: skip
+            self.figure(
+                "5",
+                f"peak RSS of a {sizes[0]}-product run (phase D, as shipped)",
+                f"{standalone['peak_rss_mb']:.0f} MB (1.00x)",
+                "(report)",
+                None,
+            )
         for n in sizes:
             rss = memory[str(n)]["peak_rss_mb_in_run"]
             last = n == sizes[-1]
             target = "< 500 MB and < 1.5x" if last else "(report)"
-            what = f"peak RSS of one {sizes[-1]}-product run " + ("at its end" if last else f"once {n} products had finished")
+            what = f"peak RSS of one {sizes[-1]}-product run " + (
+                "at its end" if last else f"once {n} products had finished"
+            )
             if rss is None:
                 reached = max((int(k) for k in points), default=0)
                 why = "timed out" if res.get("timed_out") else (res.get("error") or "run failed")
-                self.figure("5", what, f"not measured ({why}; {reached} products finished in "
-                                       f"{_fmt(self.memory_deadline, '{:.0f}')}s)", target, False if last else None)  # fmt: skip
+                self.figure(
+                    "5",
+                    what,
+                    f"not measured ({why}; {reached} products finished in "
+                    f"{_fmt(self.memory_deadline, '{:.0f}')}s)",
+                    target,
+                    False if last else None,
+                )
                 continue
             growth = rss / base if base else None
             ok = (rss < 500 and growth is not None and growth < 1.5) if last else None
-            self.figure("5", what, f"{rss:.0f} MB ({_fmt(growth, '{:.2f}')}x {base_label})", target, ok,
-                        f"{_fmt(res.get('wall') if last else memory[str(n)]['seconds_in_run'], '{:.0f}')}s "
-                        "into the run")  # fmt: skip
-        measured = [(n, memory[str(n)]["peak_rss_mb_in_run"]) for n in sizes if memory[str(n)]["peak_rss_mb_in_run"]]
+            self.figure(
+                "5",
+                what,
+                f"{rss:.0f} MB ({_fmt(growth, '{:.2f}')}x {base_label})",
+                target,
+                ok,
+                f"{_fmt(res.get('wall') if last else memory[str(n)]['seconds_in_run'], '{:.0f}')}s "
+                "into the run",
+            )
+        measured = [
+            (n, memory[str(n)]["peak_rss_mb_in_run"]) for n in sizes if memory[str(n)]["peak_rss_mb_in_run"]
+        ]
         if len(measured) >= 2:
             (n0, r0), (n1, r1) = measured[0], measured[-1]
             self.out["memory_trend_mb_per_1000_products"] = (r1 - r0) / (n1 - n0) * 1000
@@ -713,10 +1009,13 @@ class Bench:
         import prefect
 
         info = {
-            "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "prefect": prefect.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "prefect": prefect.__version__,
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "loadavg_start": os.getloadavg(),
-        }  # fmt: skip
+        }
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():
                 if line.startswith("model name"):
@@ -731,13 +1030,22 @@ class Bench:
         self.out["machine"] = self.machine()
         self.out["started"] = dt.datetime.now().isoformat(timespec="seconds")
         self.out["mode"] = "quick" if self.quick else "full"
-        phases = {"A": self.phase_a, "G": lambda: self.phase_a(webhooks=False), "B": self.phase_b, "H": self.phase_h,
-                  "F": lambda: self.phase_b(local_only=True), "C": self.phase_c, "D": self.phase_d}
+        phases = {
+            "A": self.phase_a,
+            "G": lambda: self.phase_a(webhooks=False),
+            "B": self.phase_b,
+            "H": self.phase_h,
+            "F": lambda: self.phase_b(local_only=True),
+            "C": self.phase_c,
+            "D": self.phase_d,
+        }
         default = {"A", "B", "H", "C", "D", "E", *(("F", "G") if self.args.diagnostics else ())}
         only = set(self.args.only.upper()) if self.args.only else default
         use_pg = self.args.database == "postgres" or (self.args.database == "auto" and postgres_available())
         self.out["machine"]["prefect_database"] = "postgresql" if use_pg else "sqlite"
-        self.log(f"starting one Prefect server on {'PostgreSQL' if use_pg else 'SQLite'} (state in {self.tmp})")
+        self.log(
+            f"starting one Prefect server on {'PostgreSQL' if use_pg else 'SQLite'} (state in {self.tmp})"
+        )
         with ExitStack() as stack:
             url = stack.enter_context(postgres(self.tmp / "postgres")) if use_pg else None
             server = stack.enter_context(prefect_server(self.tmp / "server", url))
@@ -805,15 +1113,17 @@ def print_table(out: dict[str, Any]) -> None:
     print()
     print(line)
     for n, r in enumerate(rows):
-        print("  ".join(str(c)[:widths[i]].ljust(widths[i]) for i, c in enumerate(r)))
+        print("  ".join(str(c)[: widths[i]].ljust(widths[i]) for i, c in enumerate(r)))
         if n == 0:
             print(line)
     print(line)
     m = out["machine"]
-    print(f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), "
-          f"Python {m['python']}, Prefect {m['prefect']}; "
-          f"load average start {m['loadavg_start'][0]:.2f}, end {m['loadavg_end'][0]:.2f}; "
-          f"total {out['total_seconds']:.0f}s")  # fmt: skip
+    print(
+        f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', m.get('processor'))}), "
+        f"Python {m['python']}, Prefect {m['prefect']}; "
+        f"load average start {m['loadavg_start'][0]:.2f}, end {m['loadavg_end'][0]:.2f}; "
+        f"total {out['total_seconds']:.0f}s"
+    )
     for note in out["notes"]:
         print("note:", note)
 
@@ -830,7 +1140,7 @@ def figures_markdown(out: dict[str, Any], results_path: Path) -> str:
         "",
         "| # | Figure | Measured | Target | Result |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for f in out["figures"]:
         result = {True: "PASS", False: "**MISSED**", None: "-"}[f["pass"]]
         note = f" ({f['note']})" if f.get("note") else ""
@@ -854,20 +1164,43 @@ def update_readme(out: dict[str, Any], results_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the harness")
-    parser.add_argument("--only", default="", help="phases to run, e.g. 'CD' (default: DEABHC; diagnostics: F is "
-                        "ListingRVA without Prefect global limits, G ProdVisual polled)")
-    parser.add_argument("--diagnostics", action="store_true", help="also the diagnostic runs: F, G and D "
-                        "with global limits off (they take CPU from E, which then may not reach 5,000 products)")
-    parser.add_argument("--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument")
-    parser.add_argument("--no-global-limits", action="store_true",
-                        help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)")
-    parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto",
-                        help="the Prefect server's database: PostgreSQL (as deployed; auto when the machine has "
-                        "its server binaries) or SQLite (a local dev server)")
-    parser.add_argument("--c-configs", default=C_CONFIGS_DEFAULT, help="phase C configurations, time scale and "
-                        f"products, e.g. 'x10:60,x2:20,x2:60' (default {C_CONFIGS_DEFAULT})")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="phases to run, e.g. 'CD' (default: DEABHC; diagnostics: F is "
+        "ListingRVA without Prefect global limits, G ProdVisual polled)",
+    )
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also the diagnostic runs: F, G and D "
+        "with global limits off (they take CPU from E, which then may not reach 5,000 products)",
+    )
+    parser.add_argument(
+        "--profile", nargs="*", default=[], help="phase run names to profile with pyinstrument"
+    )
+    parser.add_argument(
+        "--no-global-limits",
+        action="store_true",
+        help="diagnosis: LISTINGFLOW_USE_GLOBAL_LIMITS=false in phases A-C (process-local pacing only)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=["auto", "postgres", "sqlite"],
+        default="auto",
+        help="the Prefect server's database: PostgreSQL (as deployed; auto when the machine has "
+        "its server binaries) or SQLite (a local dev server)",
+    )
+    parser.add_argument(
+        "--c-configs",
+        default=C_CONFIGS_DEFAULT,
+        help="phase C configurations, time scale and "
+        f"products, e.g. 'x10:60,x2:20,x2:60' (default {C_CONFIGS_DEFAULT})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary state, archives and logs")
-    parser.add_argument("--output", default=None, help="results file (default benchmarks/results/<date>.json)")
+    parser.add_argument(
+        "--output", default=None, help="results file (default benchmarks/results/<date>.json)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -880,7 +1213,9 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(bench.tmp, ignore_errors=True)
     print_table(out)
-    full = not args.quick and not args.only and not args.no_global_limits and args.c_configs == C_CONFIGS_DEFAULT
+    full = (
+        not args.quick and not args.only and not args.no_global_limits and args.c_configs == C_CONFIGS_DEFAULT
+    )
     # a partial run never overwrites the day's full results
     suffix = "" if full else "-quick" if args.quick else "-partial"
     path = Path(args.output) if args.output else RESULTS / f"{dt.date.today().isoformat()}{suffix}.json"

@@ -49,12 +49,18 @@ def _write_snapshot(path: str, since: Any = None) -> Any:
     total = sum(s.size for s in snapshot.statistics("filename"))
     stats = snapshot.statistics("traceback")[:30]
     lines = [f"{total / 1024 / 1024:.1f} MiB traced in all"]
-    lines += [f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:]) for s in stats]
+    lines += [
+        f"{s.size / 1024:.0f} KiB in {s.count} blocks\n  " + "\n  ".join(s.traceback.format()[-8:])
+        for s in stats
+    ]
     Path(path).write_text("\n\n".join(lines))
     if since is not None:
         diff = snapshot.compare_to(since, "traceback")[:40]
-        grown = [f"{d.size_diff / 1024:+.0f} KiB in {d.count_diff:+d} blocks\n  " + "\n  ".join(d.traceback.format()[-10:])
-                 for d in diff]  # fmt: skip
+        grown = [
+            f"{d.size_diff / 1024:+.0f} KiB in {d.count_diff:+d} blocks\n  "
+            + "\n  ".join(d.traceback.format()[-10:])
+            for d in diff
+        ]
         Path(f"{path}.growth.txt").write_text("\n\n".join(grown))
     return snapshot
 
@@ -130,7 +136,9 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
             if done in (max(1, total // 4), max(1, total * 9 // 10)):
                 counts.append(_census())
                 if len(counts) == 2:
-                    _write_census_growth(f"{census}-{spec['name']}.txt", counts[0], counts[1], total * 9 // 10 - total // 4)
+                    _write_census_growth(
+                        f"{census}-{spec['name']}.txt", counts[0], counts[1], total * 9 // 10 - total // 4
+                    )
 
         hooks.append(census_hook)
     cprofile = os.environ.get("LISTINGFLOW_BENCH_CPROFILE")  # diagnosis: CPU by function (main thread)

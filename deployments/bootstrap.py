@@ -99,7 +99,9 @@ async def _limits(providers: dict[str, Any], settings: Settings) -> list[str]:
         changed = await ensure_limits(specs)
         by_name = {c.split(" ", 1)[1]: c.split(" ", 1)[0] for c in changed}
         for spec in specs:
-            lines.append(f"concurrency limit {spec.name}: {by_name.get(spec.name, 'unchanged')} ({spec.describe()})")
+            lines.append(
+                f"concurrency limit {spec.name}: {by_name.get(spec.name, 'unchanged')} ({spec.describe()})"
+            )
     return lines
 
 
@@ -146,7 +148,9 @@ def local_result_block_name(settings: Settings) -> str:
 async def _result_storage(settings: Settings) -> str:
     slug = settings.result_storage
     if not slug:
-        return await _local_block(local_result_block_name(settings), settings, note=" (default; one host only)")
+        return await _local_block(
+            local_result_block_name(settings), settings, note=" (default; one host only)"
+        )
     block_type, _, name = slug.partition("/")
     if not name:
         raise BootstrapError(
@@ -187,7 +191,9 @@ async def _s3_block(name: str, settings: Settings) -> str:
     except ValueError:
         existing = None
     if not bucket:
-        state = "exists, left as is" if existing is not None else "NOT CREATED: flow runs will fail to load it"
+        state = (
+            "exists, left as is" if existing is not None else "NOT CREATED: flow runs will fail to load it"
+        )
         return f"result storage {slug}: skipped, {RESULT_BUCKET_ENV} is not set ({state})"
     endpoint = settings.s3_endpoint_url
     where = f"s3://{bucket}" + (f" at {endpoint}" if endpoint else "")

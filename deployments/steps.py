@@ -46,10 +46,12 @@ async def provider_credentials() -> dict[str, str]:
     missing = [name for name, source in sources.items() if source == "missing"]
     _run_logger().log(
         logging.WARNING if missing else logging.INFO,
-        "provider credentials: %s%s", summary,
+        "provider credentials: %s%s",
+        summary,
         f" (no {', '.join(missing)} key: set it on the worker host or run `listingflow bootstrap` with it)"
-        if missing else "",
-    )  # fmt: skip
+        if missing
+        else "",
+    )
     return {"provider_credentials": summary}
 
 

@@ -46,7 +46,9 @@ def output_key(prefix: str, country: str, asin: str, step: str, provider: str, l
 
 
 def product_manifest_key(prefix: str, country: str, asin: str) -> str:
-    return "/".join(([prefix.strip("/")] if prefix.strip("/") else []) + [safe(country), safe(asin), "manifest.json"])
+    return "/".join(
+        ([prefix.strip("/")] if prefix.strip("/") else []) + [safe(country), safe(asin), "manifest.json"]
+    )
 
 
 def run_key(prefix: str, run_id: str, name: str) -> str:
@@ -87,7 +89,7 @@ def json_with_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> byte
     three times over (objects, str, bytes); run manifests and cost summaries have one item per product."""
     out = io.BytesIO()
     out.write(json.dumps(head, sort_keys=True, default=str)[:-1].encode())
-    out.write(f'{", " if head else ""}{json.dumps(key)}: [\n'.encode())
+    out.write(f"{', ' if head else ''}{json.dumps(key)}: [\n".encode())
     for i, item in enumerate(items):
         out.write((b",\n" if i else b"") + json.dumps(item, sort_keys=True, default=str).encode())
     out.write(b"\n]}\n")
@@ -139,8 +141,10 @@ class LocalArchive:
             data = path.read_bytes()
         except (OSError, ValueError):
             return None
-        if not isinstance(meta, dict) or sha256(data) != meta.get("sha256") or str(len(data)) != str(
-            meta.get("size", len(data))
+        if (
+            not isinstance(meta, dict)
+            or sha256(data) != meta.get("sha256")
+            or str(len(data)) != str(meta.get("size", len(data)))
         ):
             return None  # a torn or tampered object is not archived (and never trusted)
         return path, data, meta
@@ -150,8 +154,14 @@ class LocalArchive:
         if found is None:
             return None
         path, data, meta = found
-        return StoredObject(key=key, uri=str(path), size=len(data), sha256=meta["sha256"],
-                            content_type=meta.get("content-type", ""), metadata=meta)  # fmt: skip
+        return StoredObject(
+            key=key,
+            uri=str(path),
+            size=len(data),
+            sha256=meta["sha256"],
+            content_type=meta.get("content-type", ""),
+            metadata=meta,
+        )
 
     def get(self, key: str) -> bytes | None:
         found = self._read(key)
@@ -216,9 +226,12 @@ class S3Archive:
         digest = sha256(data)
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
                 Metadata={**metadata, "sha256": digest},
-            )  # fmt: skip
+            )
         except (ClientError, BotoCoreError) as exc:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
         stored = self.stat(key)
@@ -238,9 +251,14 @@ class S3Archive:
         except BotoCoreError as exc:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
         meta = head.get("Metadata", {})
-        return StoredObject(key=key, uri=f"s3://{self.bucket}/{key}", size=head["ContentLength"],
-                            sha256=meta.get("sha256", ""), content_type=head.get("ContentType", ""),
-                            metadata=meta)  # fmt: skip
+        return StoredObject(
+            key=key,
+            uri=f"s3://{self.bucket}/{key}",
+            size=head["ContentLength"],
+            sha256=meta.get("sha256", ""),
+            content_type=head.get("ContentType", ""),
+            metadata=meta,
+        )
 
     def get(self, key: str) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -307,11 +325,15 @@ class SpooledArchive:
             self._mark_down(exc)
             raise
 
-    async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+    async def put(
+        self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]
+    ) -> StoredObject:
         try:
             return await self._call(self.archive.put, key, data, content_type=content_type, metadata=metadata)
         except ArchiveUnavailable:
-            stored = await asyncio.to_thread(self.spool.put, key, data, content_type=content_type, metadata=metadata)
+            stored = await asyncio.to_thread(
+                self.spool.put, key, data, content_type=content_type, metadata=metadata
+            )
             self.spooled.append(key)
             raise ArchiveUnavailable(f"{key} kept in local spool {stored.uri}; archive unreachable") from None
 

@@ -53,8 +53,9 @@ class Batcher:
     def max_items(self) -> int:
         return self.run.provider(self.provider).limits.max_batch_size
 
-    async def submit(self, member: str, key: str, request: BaseModel, items: int,
-                     estimate: int | None) -> tuple[JobResult, bool]:  # fmt: skip
+    async def submit(
+        self, member: str, key: str, request: BaseModel, items: int, estimate: int | None
+    ) -> tuple[JobResult, bool]:
         """This member's share of a batch job, and whether the batch was reused from an earlier run."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self.queue.append(_Member(member, key, request, items, estimate, future))
@@ -109,15 +110,26 @@ class Batcher:
         except JobFailedWithResult as exc:
             return exc.result
 
-    async def _submit(self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None) -> JobRef:
+    async def _submit(
+        self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None
+    ) -> JobRef:
         # each member's own record of the batch on its way (written as it is sent): a rerun may group
         # the products otherwise, and must still find that their items may have been paid for
-        ref: JobRef = forget(await self.tasks.submit(
-            self.provider, self.step, batch, label=f"batch-{len(members)}-products", cache_key=key,
-            estimate=estimate, intent_keys=[m.key for m in members],
-        ))  # fmt: skip
+        ref: JobRef = forget(
+            await self.tasks.submit(
+                self.provider,
+                self.step,
+                batch,
+                label=f"batch-{len(members)}-products",
+                cache_key=key,
+                estimate=estimate,
+                intent_keys=[m.key for m in members],
+            )
+        )
         for m in members:
-            await self.tasks.cache.put(m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})}))
+            await self.tasks.cache.put(
+                m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})})
+            )
         await self.run.intents.end([m.key for m in members], self.run.run_id)
         return ref
 
@@ -125,27 +137,41 @@ class Batcher:
         """A batch job this run stopped waiting for: kept for the next run; paid by this run unless an
         earlier run submitted it."""
         products = tuple(dict.fromkeys(m.id.split("#")[0] for m in members))
-        self.run.stop.keep(InFlightJob(provider=self.provider, step=str(self.step), job_id=ref.job_id,
-                                       products=products))  # fmt: skip
+        self.run.stop.keep(
+            InFlightJob(provider=self.provider, step=str(self.step), job_id=ref.job_id, products=products)
+        )
         if ref.host.run_id == self.run.run_id:
             for m in members:
-                self.run.costs.add(JobCost(provider=self.provider, step=str(self.step), product=m.id.split("#")[0],
-                                           job_id=ref.job_id, charged=m.estimate, original_run=self.run.run_id))
+                self.run.costs.add(
+                    JobCost(
+                        provider=self.provider,
+                        step=str(self.step),
+                        product=m.id.split("#")[0],
+                        job_id=ref.job_id,
+                        charged=m.estimate,
+                        original_run=self.run.run_id,
+                    )
+                )
 
     async def _run_batch(self, members: list[_Member]) -> None:
         plugin = self.run.provider(self.provider)
         try:
             merged = plugin.merge_requests(self.step, [(m.id, m.request) for m in members])
             if not merged or len(merged) != 1:
-                raise RuntimeError(f"{self.provider} merged {len(members)} members into {len(merged or [])} batches")
+                raise RuntimeError(
+                    f"{self.provider} merged {len(members)} members into {len(merged or [])} batches"
+                )
             [batch] = merged
             key = submission_key(self.provider, self.step, batch, self.run.settings.cache_version)
             estimates = [m.estimate for m in members]
-            estimate = None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
+            estimate = (
+                None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
+            )
             async with self.run.limiters[self.provider].job_slot():
                 # finished even when the run stops meanwhile: the job and its members' pointers persist
-                ref = await self.run.stop.finish(self._submit(members, batch, key, estimate),
-                                                 orphaned=lambda r: self._keep(members, r))  # fmt: skip
+                ref = await self.run.stop.finish(
+                    self._submit(members, batch, key, estimate), orphaned=lambda r: self._keep(members, r)
+                )
                 if ref.held:  # every member's share is held with it
                     raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
                 try:

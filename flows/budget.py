@@ -66,8 +66,14 @@ class Budget:
             out.append((f"max_credits {self.max_total}", self.max_total, sum(self.spent.values()), held))
         if provider in self.per_provider:
             held = sum(h.credits for h in self.holds.values() if h.provider == provider)
-            out.append((f"{provider}'s max {self.per_provider[provider]}", self.per_provider[provider],
-                        self.spent.get(provider, 0), held))  # fmt: skip
+            out.append(
+                (
+                    f"{provider}'s max {self.per_provider[provider]}",
+                    self.per_provider[provider],
+                    self.spent.get(provider, 0),
+                    held,
+                )
+            )
         return out
 
     def _verdict(self, provider: str, price: int | None) -> tuple[str, int]:
@@ -88,8 +94,11 @@ class Budget:
         for name, cap, settled, _ in self._caps(provider):
             if settled + (price or 0) > cap or (price is None and settled >= cap):
                 cost = f"this job costs {price}" if price is not None else "this job's price is unpublished"
-                return BudgetExceeded(f"budget: not submitted: {settled} of {name} credits spent, {cost}",
-                                      provider=provider, code="BUDGET")  # fmt: skip
+                return BudgetExceeded(
+                    f"budget: not submitted: {settled} of {name} credits spent, {cost}",
+                    provider=provider,
+                    code="BUDGET",
+                )
         return BudgetExceeded("budget: not submitted", provider=provider, code="BUDGET")
 
     # ---- the job's life: reserve -> submitted -> settle (or release) ----
@@ -155,9 +164,12 @@ class Budget:
         if not self.refused:
             return None
         caps = ([f"max_credits {self.max_total}"] if self.max_total is not None else []) + [
-            f"{p} max {c}" for p, c in sorted(self.per_provider.items())]  # fmt: skip
-        return (f"budget: {self.refused} job(s) not submitted ({', '.join(caps)}; "
-                f"{sum(self.spent.values())} credits spent)")  # fmt: skip
+            f"{p} max {c}" for p, c in sorted(self.per_provider.items())
+        ]
+        return (
+            f"budget: {self.refused} job(s) not submitted ({', '.join(caps)}; "
+            f"{sum(self.spent.values())} credits spent)"
+        )
 
     # ---- helpers ----
 

@@ -53,8 +53,13 @@ class Catalog(BaseModel):
 
     def reject(self, product: Product, reason: str, field: str | None = None) -> RowError:
         """A row error for a product that was read but cannot run, in the catalog's own format."""
-        return RowError(source=self.source, line=self.lines.get(product.key, 0), asin=product.asin, field=field,
-                        reason=reason)  # fmt: skip
+        return RowError(
+            source=self.source,
+            line=self.lines.get(product.key, 0),
+            asin=product.asin,
+            field=field,
+            reason=reason,
+        )
 
 
 def read_bytes(uri: str, *, s3_endpoint_url: str | None = None) -> bytes:
@@ -102,7 +107,9 @@ def _csv_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
         raise CatalogError(f"{uri}: empty catalog (no header row)")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise CatalogError(f"{uri}:1: missing required column(s): {', '.join(missing)} (header: {', '.join(header)})")
+        raise CatalogError(
+            f"{uri}:1: missing required column(s): {', '.join(missing)} (header: {', '.join(header)})"
+        )
     reader.fieldnames = header
     lines = text.splitlines()
     rows: list[tuple[int, _Row]] = []
@@ -115,9 +122,17 @@ def _csv_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
         end = reader.line_num
         if None in record:  # more cells than header columns
             asin = str(record.get("asin") or "").strip() or None
-            rows.append((line, _RowProblem(f"column {len(header) + 1}",
-                                           f"{len(header) + len(record[None])} cells for {len(header)} columns "
-                                           "(an unquoted comma?)", asin)))  # fmt: skip
+            rows.append(
+                (
+                    line,
+                    _RowProblem(
+                        f"column {len(header) + 1}",
+                        f"{len(header) + len(record[None])} cells for {len(header)} columns "
+                        "(an unquoted comma?)",
+                        asin,
+                    ),
+                )
+            )
             continue
         if all((v or "").strip() == "" for v in record.values()):
             continue
@@ -154,15 +169,18 @@ def _json_rows(uri: str, text: str) -> list[tuple[int, _Row]]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CatalogError(f"{uri}:{exc.lineno}: malformed JSON at line {exc.lineno} column {exc.colno}: "
-                           f"{exc.msg}") from None
+        raise CatalogError(
+            f"{uri}:{exc.lineno}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     if isinstance(value, dict) and isinstance(value.get("products"), list):
         value = value["products"]
     if not isinstance(value, list):
-        raise CatalogError(f"{uri}: expected a JSON array of products (or {{\"products\": [...]}})")
+        raise CatalogError(f'{uri}: expected a JSON array of products (or {{"products": [...]}})')
     lines = _item_lines(text, len(value))
-    return [(line, v if isinstance(v, dict) else f"item {i} is not a JSON object")
-            for i, (line, v) in enumerate(zip(lines, value, strict=True), 1)]  # fmt: skip
+    return [
+        (line, v if isinstance(v, dict) else f"item {i} is not a JSON object")
+        for i, (line, v) in enumerate(zip(lines, value, strict=True), 1)
+    ]
 
 
 def _item_lines(text: str, count: int) -> list[int]:
@@ -226,7 +244,9 @@ def _validate(uri: str, rows: list[tuple[int, _Row]]) -> Catalog:
     children: dict[str, int] = {}  # country/child ASIN -> line of the row that owns it
     for line, row in rows:
         if isinstance(row, _RowProblem):
-            rejected.append(RowError(source=uri, line=line, asin=row.asin, field=row.field, reason=row.reason))
+            rejected.append(
+                RowError(source=uri, line=line, asin=row.asin, field=row.field, reason=row.reason)
+            )
             continue
         if isinstance(row, str):
             rejected.append(RowError(source=uri, line=line, field="row", reason=row))
@@ -238,15 +258,24 @@ def _validate(uri: str, rows: list[tuple[int, _Row]]) -> Catalog:
                 owner = children.get(f"{product.country_code}/{variation.asin}")
                 if owner is not None:
                     # its Scale outputs would land on the same archive keys as the other row's
-                    raise _FieldError(f"variations[{i}].asin", f"{variation.asin} is already a variation "
-                                                               f"of the product on line {owner}")  # fmt: skip
+                    raise _FieldError(
+                        f"variations[{i}].asin",
+                        f"{variation.asin} is already a variation of the product on line {owner}",
+                    )
         except _FieldError as exc:
             rejected.append(RowError(source=uri, line=line, asin=asin, field=exc.field, reason=exc.reason))
             continue
         key = product.key
         if key in seen:
-            rejected.append(RowError(source=uri, line=line, asin=asin, field="asin",
-                                     reason=f"duplicate of line {seen[key]} ({key})"))  # fmt: skip
+            rejected.append(
+                RowError(
+                    source=uri,
+                    line=line,
+                    asin=asin,
+                    field="asin",
+                    reason=f"duplicate of line {seen[key]} ({key})",
+                )
+            )
             continue
         seen[key] = line
         for variation in product.variations:
@@ -271,8 +300,11 @@ def _product(row: dict[str, Any]) -> Product:
         raise _FieldError("country_code", f"unknown marketplace {row['country_code']!r}")
     asin = str(row["asin"]).strip().upper()  # ASINs are case-insensitive: one product, one archive key
     if not asin.isascii() or not asin.isalnum() or not 5 <= len(asin) <= 15:
-        raise _FieldError("asin", f"invalid ASIN {str(row['asin']).strip()!r}: 5-15 letters and digits "
-                                  "(Amazon ASINs are 10, e.g. B0CHX1W1XY)")  # fmt: skip
+        raise _FieldError(
+            "asin",
+            f"invalid ASIN {str(row['asin']).strip()!r}: 5-15 letters and digits "
+            "(Amazon ASINs are 10, e.g. B0CHX1W1XY)",
+        )
     variations = _variations(row.get("variations"))
     for i, variation in enumerate(variations):
         if variation.asin == asin:
@@ -349,11 +381,16 @@ def _variations(value: Any) -> list[Variation]:
         if not isinstance(attrs, dict):
             raise _FieldError(f"variations[{i}].attributes", "expected an object of attribute: value")
         try:
-            out.append(Variation(asin=str(item["asin"]).strip().upper(),
-                                 attributes={str(k): str(v) for k, v in attrs.items()}))  # fmt: skip
+            out.append(
+                Variation(
+                    asin=str(item["asin"]).strip().upper(),
+                    attributes={str(k): str(v) for k, v in attrs.items()},
+                )
+            )
         except ValidationError as exc:
-            raise _FieldError(f"variations[{i}].asin", f"invalid ASIN {str(item['asin'])!r}: "
-                                                       f"{exc.errors()[0]['msg']}") from None  # fmt: skip
+            raise _FieldError(
+                f"variations[{i}].asin", f"invalid ASIN {str(item['asin'])!r}: {exc.errors()[0]['msg']}"
+            ) from None
     return out
 
 
@@ -369,7 +406,9 @@ def _overrides(value: Any) -> dict[str, Any]:
         raise _FieldError("overrides", "expected a JSON object")
     unknown = set(value) - KNOWN_OVERRIDES
     if unknown:
-        raise _FieldError("overrides", f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KNOWN_OVERRIDES)}")
+        raise _FieldError(
+            "overrides", f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KNOWN_OVERRIDES)}"
+        )
     for key, model in _OVERRIDE_MODELS.items():
         if key not in value:
             continue

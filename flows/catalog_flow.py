@@ -86,7 +86,9 @@ class RunSummary(BaseModel):
     spooled: list[str] = Field(default_factory=list, description="outputs kept locally, archive down")
     notes: list[str] = Field(default_factory=list)
     interrupted: str | None = Field(None, description="why the run stopped early (SIGINT, SIGTERM)")
-    in_flight: list[dict[str, Any]] = Field(default_factory=list, description="jobs left running, resumed next run")
+    in_flight: list[dict[str, Any]] = Field(
+        default_factory=list, description="jobs left running, resumed next run"
+    )
     gallery: str | None = Field(None, description="the run's review page: a file:// URL or an s3:// URI")
 
     def count(self, status: str) -> int:
@@ -94,8 +96,10 @@ class RunSummary(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return not self.refused and not self.interrupted and not any(
-            p.status in ("failed", "partial") for p in self.products
+        return (
+            not self.refused
+            and not self.interrupted
+            and not any(p.status in ("failed", "partial") for p in self.products)
         )
 
     @property
@@ -119,9 +123,11 @@ class RunSummary(BaseModel):
         line = f"{len(self.products)} products: " + ", ".join(parts)
         if self.interrupted:
             jobs = len(self.in_flight)
-            line = (f"run interrupted ({self.interrupted}): {line}; "
-                    f"{jobs} job{'' if jobs == 1 else 's'} in flight "
-                    "kept, the same command resumes them without paying again")  # fmt: skip
+            line = (
+                f"run interrupted ({self.interrupted}): {line}; "
+                f"{jobs} job{'' if jobs == 1 else 's'} in flight "
+                "kept, the same command resumes them without paying again"
+            )
         return line
 
     def failure_report(self, include_interrupted: bool = True) -> list[str]:
@@ -147,7 +153,9 @@ def _run_id() -> str:
     return uuid.uuid4().hex
 
 
-async def _select_products(params: RunParameters, catalog: Catalog, rerun: Rerun | None) -> tuple[list[Product], list[str]]:
+async def _select_products(
+    params: RunParameters, catalog: Catalog, rerun: Rerun | None
+) -> tuple[list[Product], list[str]]:
     notes = []
     products = catalog.products
     if params.products:
@@ -163,7 +171,9 @@ async def _select_products(params: RunParameters, catalog: Catalog, rerun: Rerun
     return products, notes
 
 
-async def _resolve_rerun(params: RunParameters, settings: Settings) -> tuple[RunParameters, SpooledArchive, Rerun | None]:
+async def _resolve_rerun(
+    params: RunParameters, settings: Settings
+) -> tuple[RunParameters, SpooledArchive, Rerun | None]:
     """The run's parameters and archive. A rerun's parameters are the original run's where this run does
     not give them (flows/rerun.py), so they are settled before anything reads them."""
     archive = _open_archive(params, settings)
@@ -182,7 +192,9 @@ async def _resolve_rerun(params: RunParameters, settings: Settings) -> tuple[Run
 def _open_archive(params: RunParameters, settings: Settings) -> SpooledArchive:
     destination = params.archive or settings.archive
     try:
-        return SpooledArchive(open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path)
+        return SpooledArchive(
+            open_archive(destination, endpoint_url=settings.s3_endpoint_url), settings.spool_path
+        )
     except Exception as exc:  # noqa: BLE001 - e.g. an archive URI without a bucket: one line, no traceback
         raise _Refused(f"archive {destination}: {exc}") from None
 
@@ -196,7 +208,9 @@ def _check_providers(params: RunParameters, registry: Any) -> list[str]:
             problems.append(f"providers.{step}: provider {name!r} is unavailable ({why})")
         elif step not in registry.providers[name].capabilities:
             able = ", ".join(registry.for_step(step)) or "none installed"
-            problems.append(f"providers.{step}: {name!r} does not implement {step} (providers that do: {able})")
+            problems.append(
+                f"providers.{step}: {name!r} does not implement {step} (providers that do: {able})"
+            )
     return problems
 
 
@@ -211,8 +225,13 @@ async def run_catalog(
     started = time.time()
     run_id = _run_id()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
-    summary = RunSummary(run_id=run_id, catalog=params.catalog, archive=params.archive or settings.archive,
-                         started_at=started, finished_at=started)  # fmt: skip
+    summary = RunSummary(
+        run_id=run_id,
+        catalog=params.catalog,
+        archive=params.archive or settings.archive,
+        started_at=started,
+        finished_at=started,
+    )
     try:
         params, archive, rerun = await _resolve_rerun(params, settings)
     except _Refused as refused:
@@ -250,25 +269,37 @@ async def run_catalog(
         await _replay_spool(archive, summary)
         products, notes = await _select_products(params, catalog, rerun)
         summary.notes += notes
-        products, rejected = await check_rows(params, catalog, products, providers, partial(_manifest, archive))
+        products, rejected = await check_rows(
+            params, catalog, products, providers, partial(_manifest, archive)
+        )
         summary.rejected_rows += rejected
         over_budget = await _over_budget(params, products, providers, archive, names)
         if over_budget:
             return _refuse(summary, over_budget)
 
         run = RunContext(
-            run_id=run_id, settings=settings, params=params, providers=providers,
-            limiters=limiters, download_http=download_http, archive=archive,
-            budget=RunBudget(max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)),
-            held=HeldStore(settings.held_path), observer=observer,
-        )  # fmt: skip
+            run_id=run_id,
+            settings=settings,
+            params=params,
+            providers=providers,
+            limiters=limiters,
+            download_http=download_http,
+            archive=archive,
+            budget=RunBudget(
+                max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)
+            ),
+            held=HeldStore(settings.held_path),
+            observer=observer,
+        )
         await _run_checked(run, products, summary, names)
     summary.finished_at = time.time()
     await _publish(summary, params, archive)
     return summary
 
 
-async def _run_checked(run: RunContext, products: list[Product], summary: RunSummary, names: list[str]) -> None:
+async def _run_checked(
+    run: RunContext, products: list[Product], summary: RunSummary, names: list[str]
+) -> None:
     """The products of a run that passed its pre-flight checks, told to the observer; fills in the summary."""
     token = set_current_run(run)
     run.observer.on_stoppable(run.stop)
@@ -290,22 +321,32 @@ def _run_start(run: RunContext, products: list[Product], names: list[str]) -> Ru
     if run.observer.wants_plan():
         for line in estimate_run(run.params, products, run.providers).lines:
             jobs[line.provider] = jobs.get(line.provider, 0) + line.jobs
-    plans = {n: ProviderPlan(name=n, jobs=jobs.get(n, 0), limiter=run.limiters[n],
-                             batch_size=run.providers[n].limits.max_batch_size
-                             if batches_across_products(run, n) else 1) for n in names}  # fmt: skip
+    plans = {
+        n: ProviderPlan(
+            name=n,
+            jobs=jobs.get(n, 0),
+            limiter=run.limiters[n],
+            batch_size=run.providers[n].limits.max_batch_size if batches_across_products(run, n) else 1,
+        )
+        for n in names
+    }
     return RunStart(run_id=run.run_id, products=len(products), archive=run.archive.uri, providers=plans)
 
 
-async def _summarize(summary: RunSummary, run: RunContext, records: list[ProductRecord | None], names: list[str]) -> None:
+async def _summarize(
+    summary: RunSummary, run: RunContext, records: list[ProductRecord | None], names: list[str]
+) -> None:
     """Products, costs, balances and notes of a run that ran."""
     params = run.params
     summary.products = [r for r in records if r is not None]
     summary.spooled = list(run.archive.spooled)
     summary.cost = run.costs.summary(
-        run.run_id, price_per_credit=params.price_per_credit, currency=params.currency,
+        run.run_id,
+        price_per_credit=params.price_per_credit,
+        currency=params.currency,
         requests={n: run.limiters[n].requests for n in names},
         skipped=[line for p in summary.products for line in p.not_submitted()],
-    )  # fmt: skip
+    )
     summary.cost.balances = await balance_checks(run.gates, summary.cost)
     summary.notes += [str(blocked) for blocked in run.blocked.values()]
     summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
@@ -315,16 +356,25 @@ async def _summarize(summary: RunSummary, run: RunContext, records: list[Product
         summary.in_flight = [dataclasses.asdict(j) for j in run.stop.in_flight.values()]
 
 
-async def _over_budget(params: RunParameters, products: list[Product], providers: dict[str, Any],
-                       archive: SpooledArchive, names: list[str]) -> list[str]:  # fmt: skip
+async def _over_budget(
+    params: RunParameters,
+    products: list[Product],
+    providers: dict[str, Any],
+    archive: SpooledArchive,
+    names: list[str],
+) -> list[str]:
     """Why the run's estimate does not fit its budget or a provider's balance (empty: it fits)."""
     if params.budget.max_credits is None and not params.budget.per_provider:
         return []
     manifests = {p.key: await _manifest(archive, p) for p in products}
     estimate = estimate_run(params, products, providers, manifests)
     balances = {n: await _balance(providers[n]) for n in names}
-    return over_budget(estimate, max_total=params.budget.max_credits, per_provider=params.budget.per_provider,
-                       balances=balances)  # fmt: skip
+    return over_budget(
+        estimate,
+        max_total=params.budget.max_credits,
+        per_provider=params.budget.per_provider,
+        balances=balances,
+    )
 
 
 class _Refused(Exception):
@@ -349,7 +399,9 @@ async def _replay_spool(archive: SpooledArchive, summary: RunSummary) -> None:
 
 async def _manifest(archive: SpooledArchive, product: Product) -> dict[str, Any] | None:
     try:
-        return await archive.get_json(product_manifest_key(archive.prefix, product.country_code, product.asin))
+        return await archive.get_json(
+            product_manifest_key(archive.prefix, product.country_code, product.asin)
+        )
     except (ArchiveUnavailable, ValueError):
         return None
 
@@ -384,8 +436,9 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product]) ->
                     raise  # the run itself is being cancelled
                 outcome = _not_started(product, "stopped while running: the run was stopped")
             except Exception as exc:  # noqa: BLE001 - one product never stops the others
-                outcome = ProductOutcome(asin=product.asin, country_code=product.country_code,
-                                         title=product.title, status="failed")  # fmt: skip
+                outcome = ProductOutcome(
+                    asin=product.asin, country_code=product.country_code, title=product.title, status="failed"
+                )
                 outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
             finally:
                 running.discard(task)
@@ -395,8 +448,11 @@ async def _run_products(run: RunContext, tasks: Any, products: list[Product]) ->
             run.observer.on_product_done(outcome, done, len(products))
             if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
                 last_update = time.monotonic()
-                await aupdate_progress_artifact(progress, 100.0 * done / max(1, len(products)),
-                                                description=f"{done}/{len(products)} products finished")
+                await aupdate_progress_artifact(
+                    progress,
+                    100.0 * done / max(1, len(products)),
+                    description=f"{done}/{len(products)} products finished",
+                )
 
     watcher = asyncio.create_task(_cancel_after_grace(run.stop, running))
     try:
@@ -420,9 +476,12 @@ def _not_started(product: Product, why: str = "not started: the run was stopped"
     from .pipeline import StepOutcome
     from .reasons import Reason
 
-    outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title,
-                             status="interrupted")  # fmt: skip
-    outcome.steps["run"] = StepOutcome(step=None, provider="-", status="interrupted", error=why, reason=Reason.NOT_STARTED)
+    outcome = ProductOutcome(
+        asin=product.asin, country_code=product.country_code, title=product.title, status="interrupted"
+    )
+    outcome.steps["run"] = StepOutcome(
+        step=None, provider="-", status="interrupted", error=why, reason=Reason.NOT_STARTED
+    )
     return outcome
 
 
@@ -468,15 +527,21 @@ async def _publish(summary: RunSummary, params: RunParameters, archive: SpooledA
     del manifest, cost  # not held while Prefect serializes the artifacts below
     if FlowRunContext.get() is None or summary.cost is None:
         return
-    await acreate_table_artifact(summary.cost.table(), key="cost-summary",
-                                 description=f"Credits per provider, step and product, run {summary.run_id}")
+    await acreate_table_artifact(
+        summary.cost.table(),
+        key="cost-summary",
+        description=f"Credits per provider, step and product, run {summary.run_id}",
+    )
     await acreate_markdown_artifact(
         _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
-        key="cost-summary-report", description="Cost summary, failures and compliance",
-    )  # fmt: skip
+        key="cost-summary-report",
+        description="Cost summary, failures and compliance",
+    )
 
 
-async def _publish_gallery(summary: RunSummary, archive: SpooledArchive, manifest: bytes, cost: bytes | None) -> None:
+async def _publish_gallery(
+    summary: RunSummary, archive: SpooledArchive, manifest: bytes, cost: bytes | None
+) -> None:
     """``runs/<id>/index.html``: a page for reviewing the run is worth a note, never the run's outcome."""
     try:
         summary.gallery = gallery_link(await publish_gallery(archive, manifest, cost))
@@ -502,25 +567,43 @@ def run_manifest(summary: RunSummary, params: RunParameters) -> bytes:
     """``runs/<id>/manifest.json``, one product line at a time (``json_with_list``: as one dict, it was
     ~3.7 MB of the publishing peak per 1,000 products, measured with tracemalloc)."""
     head = {
-        "run_id": summary.run_id, "catalog": summary.catalog, "started_at": summary.started_at,
-        "finished_at": summary.finished_at, "parameters": params.model_dump(mode="json", by_alias=True),
-        "headline": summary.headline(), "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
-        "spooled": summary.spooled, "notes": summary.notes, "status": summary.status,
-        "interrupted_by": summary.interrupted, "in_flight": summary.in_flight,
+        "run_id": summary.run_id,
+        "catalog": summary.catalog,
+        "started_at": summary.started_at,
+        "finished_at": summary.finished_at,
+        "parameters": params.model_dump(mode="json", by_alias=True),
+        "headline": summary.headline(),
+        "rejected_rows": [r.model_dump() for r in summary.rejected_rows],
+        "spooled": summary.spooled,
+        "notes": summary.notes,
+        "status": summary.status,
+        "interrupted_by": summary.interrupted,
+        "in_flight": summary.in_flight,
         "compliance": dict(compliance_report.tally(summary.products)),
-    }  # fmt: skip
-    products = ({"key": p.key, "asin": p.asin, "country_code": p.country_code, "status": p.status,
-                 "failures": p.failures(), "manifest": p.manifest_key,
-                 "compliance": p.compliance, "compliance_findings": p.compliance_findings,
-                 "compliance_reasons": list(p.compliance_reasons),
-                 "jobs": {s: list(o.jobs) for s, o in p.steps.items()}} for p in summary.products)  # fmt: skip
+    }
+    products = (
+        {
+            "key": p.key,
+            "asin": p.asin,
+            "country_code": p.country_code,
+            "status": p.status,
+            "failures": p.failures(),
+            "manifest": p.manifest_key,
+            "compliance": p.compliance,
+            "compliance_findings": p.compliance_findings,
+            "compliance_reasons": list(p.compliance_reasons),
+            "jobs": {s: list(o.jobs) for s, o in p.steps.items()},
+        }
+        for p in summary.products
+    )
     return json_with_list(head, "products", products)
 
 
 async def _put_run_document(archive: SpooledArchive, summary: RunSummary, name: str, body: bytes) -> None:
     try:
-        await archive.put(run_key(archive.prefix, summary.run_id, name), body, content_type="application/json",
-                          metadata={})  # fmt: skip
+        await archive.put(
+            run_key(archive.prefix, summary.run_id, name), body, content_type="application/json", metadata={}
+        )
     except ArchiveUnavailable as exc:
         summary.notes.append(f"run {name} kept in the local spool: {exc}")
 
@@ -536,13 +619,16 @@ def _failures_markdown(summary: RunSummary) -> str:
 
 
 def final_state(summary: RunSummary) -> State:
-    """The flow run's final state; its result is the summary (``await state.aresult(raise_on_failure=False)``)."""
+    """The flow run's final state; its result is the summary
+    (``await state.aresult(raise_on_failure=False)``)."""
     if summary.refused:
         return Failed(message=summary.headline(), data=summary)
     if summary.interrupted:
         return Cancelled(message=summary.headline(), data=summary)
     if not summary.ok:
-        return Failed(message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]), data=summary)
+        return Failed(
+            message=summary.headline() + " | " + "; ".join(summary.failure_report()[:20]), data=summary
+        )
     return Completed(message=summary.headline(), data=summary)
 
 
@@ -598,13 +684,23 @@ async def catalog_flow(
     """
     params = RunParameters.model_validate(
         {
-            "catalog": catalog, "steps": steps, "providers": providers, "copy_options": copy_options,
-            "image_options": image_options, "aplus_options": aplus_options, "scale_options": scale_options, "products": products, "archive": archive, "force": force,
-            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown,
-            "regenerate_noncompliant": regenerate_noncompliant, "budget": budget,
+            "catalog": catalog,
+            "steps": steps,
+            "providers": providers,
+            "copy_options": copy_options,
+            "image_options": image_options,
+            "aplus_options": aplus_options,
+            "scale_options": scale_options,
+            "products": products,
+            "archive": archive,
+            "force": force,
+            "rerun_failed_of": rerun_failed_of,
+            "resubmit_unknown": resubmit_unknown,
+            "regenerate_noncompliant": regenerate_noncompliant,
+            "budget": budget,
             "price_per_credit": price_per_credit,
             "currency": currency,
-        }  # fmt: skip
+        }
     )
     return await _run_and_report(params, None)
 

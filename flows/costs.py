@@ -28,7 +28,9 @@ class JobCost(BaseModel):
     refunded: int = 0
     reused: bool = False
     held: bool = Field(False, description="a held submission: charged and lost, or outcome unknown")
-    possibly_charged: int | None = Field(0, description="credits an unknown outcome may have cost; None: unknown")
+    possibly_charged: int | None = Field(
+        0, description="credits an unknown outcome may have cost; None: unknown"
+    )
     original_run: str | None = None
 
     @property
@@ -90,10 +92,16 @@ class BalanceCheck(BaseModel):
     def text(self) -> str:
         if self.spent is None:
             return f"{self.provider}: balance not readable at {'start' if self.start is None else 'end'}"
-        line = (f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); "
-                f"summary: {self.net} net"
-                + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else ""))  # fmt: skip
-        return line if self.explained else f"{line}: {self.unexplained} NOT EXPLAINED (another user of the account?)"
+        line = (
+            f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); "
+            f"summary: {self.net} net"
+            + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else "")
+        )
+        return (
+            line
+            if self.explained
+            else f"{line}: {self.unexplained} NOT EXPLAINED (another user of the account?)"
+        )
 
 
 class CostSummary(BaseModel):
@@ -106,7 +114,9 @@ class CostSummary(BaseModel):
     lines: list[CostLine] = Field(description="provider, step and total lines")
     requests: dict[str, int] = Field(default_factory=dict, description="HTTP requests per provider")
     skipped: list[str] = Field(default_factory=list, description="work not submitted (budget, quota)")
-    balances: list[BalanceCheck] = Field(default_factory=list, description="providers with a balance endpoint")
+    balances: list[BalanceCheck] = Field(
+        default_factory=list, description="providers with a balance endpoint"
+    )
     _ledger: CostLedger | None = PrivateAttr(default=None)
     _prices: dict[str, float] = PrivateAttr(default_factory=dict)
 
@@ -160,10 +170,13 @@ class CostSummary(BaseModel):
             out += ["", f"The money total covers {self.money_note()}."]
         t = self.total
         if t.held_jobs:
-            out += ["", f"**Held submissions:** {t.held_jobs} (charged, not retrievable, or outcome unknown; "
-                    f"up to {t.possibly_charged} credits possibly charged"
-                    + (f", {t.possibly_unknown_jobs} of unknown price" if t.possibly_unknown_jobs else "")
-                    + "): `listingflow unknown` lists them"]  # fmt: skip
+            out += [
+                "",
+                f"**Held submissions:** {t.held_jobs} (charged, not retrievable, or outcome unknown; "
+                f"up to {t.possibly_charged} credits possibly charged"
+                + (f", {t.possibly_unknown_jobs} of unknown price" if t.possibly_unknown_jobs else "")
+                + "): `listingflow unknown` lists them",
+            ]
         if self.balances:
             out += ["", "**Balances:**", *[f"- {b.text()}" for b in self.balances]]
         if self.skipped:
@@ -225,6 +238,7 @@ TABLE_COLUMNS: tuple[Column, ...] = (
     Column("held", lambda line, s: line.held_jobs),
     Column("unknown cost jobs", lambda line, s: line.unknown_jobs),
 )
+
 
 def _md_provider(line: CostLine, summary: CostSummary) -> str:
     return {"step": line.provider, "provider": f"**{line.provider}**"}.get(line.scope, "**total**")
@@ -319,7 +333,9 @@ class CostLedger:
     def lines(self, scope: Scope, prices: dict[str, float]) -> Iterator[CostLine]:
         """The summary lines of one scope, sorted."""
         paid_net = {key[1]: t.net for key, t in self._tallies.items() if key[0] == "provider" and t.jobs}
-        keys = [k for k in self._tallies if k[0] == scope]  # by provider, its steps in the table's order, product
+        keys = [
+            k for k in self._tallies if k[0] == scope
+        ]  # by provider, its steps in the table's order, product
         for key in sorted(keys, key=lambda k: (k[1], report_order(k[2]), k[3])):
             _, provider, step, product = key
             t = self._tallies[key]
@@ -342,23 +358,50 @@ class CostLedger:
             total, nets = totals[product]
             yield _line("product", "*", "*", product, total, nets, prices)
 
-    def summary(self, run_id: str, *, price_per_credit: dict[str, float], currency: str = "USD",
-                requests: dict[str, int] | None = None, skipped: list[str] | None = None) -> CostSummary:  # fmt: skip
+    def summary(
+        self,
+        run_id: str,
+        *,
+        price_per_credit: dict[str, float],
+        currency: str = "USD",
+        requests: dict[str, int] | None = None,
+        skipped: list[str] | None = None,
+    ) -> CostSummary:
         lines = [line for scope in SUMMARY_SCOPES for line in self.lines(scope, price_per_credit)]
-        summary = CostSummary(run_id=run_id, currency=currency, lines=lines, requests=requests or {},
-                              skipped=skipped or [])  # fmt: skip
+        summary = CostSummary(
+            run_id=run_id, currency=currency, lines=lines, requests=requests or {}, skipped=skipped or []
+        )
         summary._ledger, summary._prices = self, dict(price_per_credit)
         return summary
 
 
-def _line(scope: Scope, provider: str, step: str, product: str, t: _Tally, paid: dict[str, int],
-          prices: dict[str, float]) -> CostLine:  # fmt: skip
+def _line(
+    scope: Scope,
+    provider: str,
+    step: str,
+    product: str,
+    t: _Tally,
+    paid: dict[str, int],
+    prices: dict[str, float],
+) -> CostLine:
     """Money is shown for a line only when every provider it paid has a price and no paid job's cost
     is unknown."""
-    line = CostLine(scope=scope, provider=provider, step=step, product=product, jobs=t.jobs,
-                    reused_jobs=t.reused_jobs, unknown_jobs=t.unknown_jobs, charged=t.charged,
-                    refunded=t.refunded, net=t.net, reused_credits=t.reused_credits, held_jobs=t.held_jobs,
-                    possibly_charged=t.possibly_charged, possibly_unknown_jobs=t.possibly_unknown_jobs)  # fmt: skip
+    line = CostLine(
+        scope=scope,
+        provider=provider,
+        step=step,
+        product=product,
+        jobs=t.jobs,
+        reused_jobs=t.reused_jobs,
+        unknown_jobs=t.unknown_jobs,
+        charged=t.charged,
+        refunded=t.refunded,
+        net=t.net,
+        reused_credits=t.reused_credits,
+        held_jobs=t.held_jobs,
+        possibly_charged=t.possibly_charged,
+        possibly_unknown_jobs=t.possibly_unknown_jobs,
+    )
     if any(p not in prices for p in paid):
         line.money_status = "no_price"
     elif t.unknown_jobs:

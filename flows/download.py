@@ -85,41 +85,61 @@ async def fetch_image(
     host = parts.hostname or ""
     loopback_ok = sandbox_mode and host in LOOPBACK_HOSTS
     if parts.scheme != "https" and not (loopback_ok and parts.scheme == "http"):
-        raise OutputRejected(f"refusing non-https output URL from {provider}: scheme {parts.scheme!r}", provider=provider)
+        raise OutputRejected(
+            f"refusing non-https output URL from {provider}: scheme {parts.scheme!r}", provider=provider
+        )
     if not loopback_ok:
         if not _host_allowed(host, allowed_hosts):
-            raise OutputRejected(f"output host {host!r} is not one of {provider}'s output hosts", provider=provider)
+            raise OutputRejected(
+                f"output host {host!r} is not one of {provider}'s output hosts", provider=provider
+            )
         await _check_address(host)
     try:
         async with http.stream("GET", url, follow_redirects=False, timeout=60) as response:
             if response.is_redirect:
                 raise OutputRejected(f"{provider} output URL redirects elsewhere; refused", provider=provider)
             if response.status_code in (403, 404, 410):
-                raise OutputExpired(f"{provider} output URL expired or gone (HTTP {response.status_code})",
-                                    provider=provider, status=response.status_code)  # fmt: skip
+                raise OutputExpired(
+                    f"{provider} output URL expired or gone (HTTP {response.status_code})",
+                    provider=provider,
+                    status=response.status_code,
+                )
             if response.status_code >= 500:
-                raise ServerError(f"{provider} output host error", provider=provider, status=response.status_code)
+                raise ServerError(
+                    f"{provider} output host error", provider=provider, status=response.status_code
+                )
             if not response.is_success:
-                raise OutputRejected(f"{provider} output URL answered HTTP {response.status_code}", provider=provider)
+                raise OutputRejected(
+                    f"{provider} output URL answered HTTP {response.status_code}", provider=provider
+                )
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise OutputRejected(f"{provider} output is {declared} bytes, over the {max_bytes} cap", provider=provider)
+                raise OutputRejected(
+                    f"{provider} output is {declared} bytes, over the {max_bytes} cap", provider=provider
+                )
             chunks, total = [], 0
             async for chunk in response.aiter_bytes():
                 total += len(chunk)
                 if total > max_bytes:
-                    raise OutputRejected(f"{provider} output exceeds the {max_bytes}-byte cap", provider=provider)
+                    raise OutputRejected(
+                        f"{provider} output exceeds the {max_bytes}-byte cap", provider=provider
+                    )
                 chunks.append(chunk)
     except httpx.TimeoutException:
         raise ProviderTimeout(f"downloading a {provider} output timed out", provider=provider) from None
     except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise ProviderConnectionError(f"downloading a {provider} output failed: {type(exc).__name__}",
-                                      provider=provider) from None  # fmt: skip
+        raise ProviderConnectionError(
+            f"downloading a {provider} output failed: {type(exc).__name__}", provider=provider
+        ) from None
     data = b"".join(chunks)
     kind = sniff(data)
     if kind is None:
-        raise OutputRejected(f"{provider} output is not a PNG, JPEG or WebP image ({len(data)} bytes)", provider=provider)
+        raise OutputRejected(
+            f"{provider} output is not a PNG, JPEG or WebP image ({len(data)} bytes)", provider=provider
+        )
     declared_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if declared_type.startswith("image/") and declared_type != kind[0]:
-        raise OutputRejected(f"{provider} output declared {declared_type} but is {kind[0]}", provider=provider)
+        raise OutputRejected(
+            f"{provider} output declared {declared_type} but is {kind[0]}", provider=provider
+        )
     return data, kind[0], kind[1]

@@ -54,15 +54,20 @@ def estimate_run(
         p = params.for_product(product.overrides)
         done = (manifests.get(product.key) or {}).get("steps", {})
         ctx = p.context_for(
-            product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+            product,
+            copy_result=ListingCopy(title=product.title, bullets=[product.title]),
             main_image_url=(product.image_urls[0] if product.image_urls else PLACEHOLDER_IMAGE),
             prepared={"product_id": "prod_estimate"},
-        )  # fmt: skip
+        )
         for step in p.ordered_steps():
             name = p.providers.for_step(step)
             line = lines.setdefault((name, str(step)), EstimateLine(provider=name, step=str(step)))
             previous = done.get(str(step)) or {}
-            if step not in p.force and previous.get("status") in ("done", "reused") and previous.get("provider") == name:
+            if (
+                step not in p.force
+                and previous.get("status") in ("done", "reused")
+                and previous.get("provider") == name
+            ):
                 line.already_done += 1
                 continue
             plugin = providers[name]
@@ -83,8 +88,13 @@ def estimate_run(
     return Estimate(lines=ordered, invalid=invalid)
 
 
-def over_budget(estimate: Estimate, *, max_total: int | None, per_provider: dict[str, int],
-                balances: dict[str, int | None]) -> list[str]:  # fmt: skip
+def over_budget(
+    estimate: Estimate,
+    *,
+    max_total: int | None,
+    per_provider: dict[str, int],
+    balances: dict[str, int | None],
+) -> list[str]:
     """Reasons the run must not start; empty when it may."""
     reasons = []
     by_provider: dict[str, int] = defaultdict(int)

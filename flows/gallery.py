@@ -43,8 +43,13 @@ class Filter:
     label: str
 
 
-FILTERS = (Filter("all", "All"), Filter("failed", "Failed / not done"), Filter("partial", "Partial"),
-           Filter("noncompliant", "Non-compliant"), Filter("warnings", "Compliance warnings"))  # fmt: skip
+FILTERS = (
+    Filter("all", "All"),
+    Filter("failed", "Failed / not done"),
+    Filter("partial", "Partial"),
+    Filter("noncompliant", "Non-compliant"),
+    Filter("warnings", "Compliance warnings"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,9 @@ def product_costs(cost_doc: dict[str, Any] | None) -> dict[str, str]:
     for line in cost_doc.get("lines", []):
         if line.get("scope") != "product":
             continue
-        t = totals.setdefault(line["product"], {"net": 0, "unknown": 0, "reused": 0, "money": 0.0, "priced": True})
+        t = totals.setdefault(
+            line["product"], {"net": 0, "unknown": 0, "reused": 0, "money": 0.0, "priced": True}
+        )
         t["net"] += line.get("net", 0)
         t["unknown"] += line.get("unknown_jobs", 0)
         t["reused"] += line.get("reused_jobs", 0)
@@ -147,10 +154,11 @@ def _cost_text(t: dict[str, Any], currency: str) -> str:
 
 def run_cost(cost_doc: dict[str, Any] | None) -> str:
     """The run's total, e.g. ``211 credits net (10.55 USD)``."""
-    total = next((x for x in (cost_doc or {}).get("lines", []) if x.get("scope") == "total"), None)
+    doc = cost_doc or {}
+    total = next((x for x in doc.get("lines", []) if x.get("scope") == "total"), None)
     if total is None:
         return "not recorded"
-    money = f" ({total['money']:.2f} {cost_doc.get('currency', '')})" if total.get("money_status") == "ok" else ""  # type: ignore[union-attr]
+    money = f" ({total['money']:.2f} {doc.get('currency', '')})" if total.get("money_status") == "ok" else ""
     return f"{total.get('net', 0)} credits net{money}"
 
 
@@ -163,12 +171,16 @@ def _when(timestamp: Any) -> str:
 def run_view(run_doc: dict[str, Any], cost: str) -> dict[str, Any]:
     """The page header: what the run was, how it ended, what it cost."""
     return {
-        "run_id": run_doc.get("run_id", ""), "headline": run_doc.get("headline", ""),
-        "status": run_doc.get("status", ""), "catalog": run_doc.get("catalog", ""),
-        "started": _when(run_doc.get("started_at")), "finished": _when(run_doc.get("finished_at")),
-        "cost": cost, "notes": list(run_doc.get("notes") or []),
+        "run_id": run_doc.get("run_id", ""),
+        "headline": run_doc.get("headline", ""),
+        "status": run_doc.get("status", ""),
+        "catalog": run_doc.get("catalog", ""),
+        "started": _when(run_doc.get("started_at")),
+        "finished": _when(run_doc.get("finished_at")),
+        "cost": cost,
+        "notes": list(run_doc.get("notes") or []),
         "rejected": [_rejected_text(r) for r in run_doc.get("rejected_rows") or []],
-    }  # fmt: skip
+    }
 
 
 def _rejected_text(row: Any) -> str:
@@ -177,8 +189,9 @@ def _rejected_text(row: Any) -> str:
     return str(row)
 
 
-def product_view(entry: dict[str, Any], manifest: dict[str, Any] | None, costs: dict[str, str],
-                 page_key: str) -> ProductView:  # fmt: skip
+def product_view(
+    entry: dict[str, Any], manifest: dict[str, Any] | None, costs: dict[str, str], page_key: str
+) -> ProductView:
     """One product's card: the run manifest's entry (status, failures) with its product manifest
     (outputs, copy, variations, compliance); a product without a readable manifest still gets a card."""
     manifest = manifest or {}
@@ -191,13 +204,18 @@ def product_view(entry: dict[str, Any], manifest: dict[str, Any] | None, costs: 
     flagged = {f.get("output_key") for f in raw_findings if f.get("output_key")}
     status = str(entry.get("status", manifest.get("last_status", "unknown")))
     view = ProductView(
-        anchor=key.replace("/", "-"), asin=str(entry.get("asin", manifest.get("asin", ""))),
+        anchor=key.replace("/", "-"),
+        asin=str(entry.get("asin", manifest.get("asin", ""))),
         country=str(entry.get("country_code", manifest.get("country_code", ""))),
-        title=str(manifest.get("title") or ""), status=status, cost=costs.get(key, "nothing charged this run"),
+        title=str(manifest.get("title") or ""),
+        status=status,
+        cost=costs.get(key, "nothing charged this run"),
         groups=filter_groups(status, compliance),
         manifest_href=relative_href(entry["manifest"], page_key) if entry.get("manifest") else None,
-        failures=[str(f) for f in entry.get("failures") or []], compliance=compliance, findings=findings,
-    )  # fmt: skip
+        failures=[str(f) for f in entry.get("failures") or []],
+        compliance=compliance,
+        findings=findings,
+    )
     if not manifest and entry.get("manifest"):
         view.failures.append("product manifest not readable from the archive")
     steps = manifest.get("steps") or {}
@@ -214,15 +232,25 @@ def _nothing_to_show(step: dict[str, Any]) -> bool:
 
 def _finding(f: dict[str, Any], page_key: str) -> FindingView:
     href = relative_href(f["output_key"], page_key) if f.get("output_key") else None
-    return FindingView(rule=str(f.get("rule", "")), severity=str(f.get("severity", "")),
-                       message=str(f.get("message", "")), step=str(f.get("step", "")), href=href)  # fmt: skip
+    return FindingView(
+        rule=str(f.get("rule", "")),
+        severity=str(f.get("severity", "")),
+        message=str(f.get("message", "")),
+        step=str(f.get("step", "")),
+        href=href,
+    )
 
 
-def _section(name: str, step: dict[str, Any], manifest: dict[str, Any], page_key: str,
-             flagged: set[Any]) -> SectionView:  # fmt: skip
+def _section(
+    name: str, step: dict[str, Any], manifest: dict[str, Any], page_key: str, flagged: set[Any]
+) -> SectionView:
     outputs = [o for o in step.get("outputs") or [] if isinstance(o, dict) and o.get("key")]
-    section = SectionView(title=STEP_TITLES.get(name, name), provider=str(step.get("provider", "")),
-                          status=str(step.get("status", "")), error=step.get("error"))  # fmt: skip
+    section = SectionView(
+        title=STEP_TITLES.get(name, name),
+        provider=str(step.get("provider", "")),
+        status=str(step.get("status", "")),
+        error=step.get("error"),
+    )
     spec = STEP_SPECS.get(name)  # type: ignore[call-overload]
     if spec and spec.produces == "copy" and isinstance(step.get("copy_result"), dict):
         section.copy = _copy_view(step["copy_result"])
@@ -246,8 +274,12 @@ def _copy_view(copy: dict[str, Any]) -> dict[str, Any]:
     def texts(value: Any) -> list[str]:
         return [str(v) for v in value] if isinstance(value, list) else ([str(value)] if value else [])
 
-    return {"title": str(copy.get("title") or ""), "bullets": texts(copy.get("bullets")),
-            "description": str(copy.get("description") or ""), "keywords": texts(copy.get("keywords"))}  # fmt: skip
+    return {
+        "title": str(copy.get("title") or ""),
+        "bullets": texts(copy.get("bullets")),
+        "description": str(copy.get("description") or ""),
+        "keywords": texts(copy.get("keywords")),
+    }
 
 
 def _thumb(output: dict[str, Any], page_key: str, flagged: set[Any]) -> Thumb:
@@ -261,8 +293,14 @@ def _thumb(output: dict[str, Any], page_key: str, flagged: set[Any]) -> Thumb:
     if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
         scale = THUMB_PX / max(w, h)
         width, height = max(1, round(w * scale)), max(1, round(h * scale))
-    return Thumb(href=relative_href(output["key"], page_key), label=label, is_image=is_image, width=width,
-                 height=height, flagged=output["key"] in flagged)  # fmt: skip
+    return Thumb(
+        href=relative_href(output["key"], page_key),
+        label=label,
+        is_image=is_image,
+        width=width,
+        height=height,
+        flagged=output["key"] in flagged,
+    )
 
 
 @cache
@@ -276,15 +314,17 @@ def _template() -> Any:
 async def render(run_doc: dict[str, Any], cost: str, products: AsyncIterator[ProductView]) -> bytes:
     """The page, written as the products arrive (``products`` is consumed once, in order)."""
     out = bytearray()
-    stream = _template().generate_async(run=run_view(run_doc, cost), products=products, filters=FILTERS,
-                                        thumb=THUMB_PX)  # fmt: skip
+    stream = _template().generate_async(
+        run=run_view(run_doc, cost), products=products, filters=FILTERS, thumb=THUMB_PX
+    )
     async for chunk in stream:
         out += chunk.encode("utf-8")
     return bytes(out)
 
 
-async def product_views(archive: SpooledArchive, entries: list[dict[str, Any]], costs: dict[str, str],
-                        page_key: str) -> AsyncIterator[ProductView]:  # fmt: skip
+async def product_views(
+    archive: SpooledArchive, entries: list[dict[str, Any]], costs: dict[str, str], page_key: str
+) -> AsyncIterator[ProductView]:
     """Each product's card, in the run manifest's order, reading ``MANIFEST_WINDOW`` manifests at a time."""
     for start in range(0, len(entries), MANIFEST_WINDOW):
         batch = entries[start : start + MANIFEST_WINDOW]

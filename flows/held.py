@@ -42,9 +42,18 @@ class HeldStore:
         """Index a held submission (again: a later run that finds it held keeps the first record)."""
         if self._path(key).exists():
             return
-        rec = HeldRecord(key=key, provider=ref.provider, step=str(ref.step), product=product, label=label,
-                         outcome=ref.outcome, credits=credits, reason=str(ref.meta.get("reason", "")),
-                         run_id=ref.host.run_id, held_at=time.time())  # fmt: skip
+        rec = HeldRecord(
+            key=key,
+            provider=ref.provider,
+            step=str(ref.step),
+            product=product,
+            label=label,
+            outcome=ref.outcome,
+            credits=credits,
+            reason=str(ref.meta.get("reason", "")),
+            run_id=ref.host.run_id,
+            held_at=time.time(),
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self._path(key).with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(rec.model_dump_json(indent=2))

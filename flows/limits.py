@@ -63,7 +63,9 @@ def route_limits(provider: type[Provider], settings: Settings) -> list[RouteLimi
     out = []
     for group in provider.limits.route_groups:
         o = overrides.get(group.group)
-        out.append(RouteLimit(group=group.group, requests=o.requests, per_seconds=o.per_seconds) if o else group)
+        out.append(
+            RouteLimit(group=group.group, requests=o.requests, per_seconds=o.per_seconds) if o else group
+        )
     return out
 
 
@@ -85,8 +87,10 @@ def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]
     """One plain limit of N slots per route group (N requests per window: each request holds a slot
     for the window) and one in-flight limit per provider."""
     prefix = settings.limit_prefix
-    specs = [LimitSpec(f"{prefix}-{provider.name}-{_slug(g.group)}", g.requests, None, g.per_seconds)
-             for g in route_limits(provider, settings)]  # fmt: skip
+    specs = [
+        LimitSpec(f"{prefix}-{provider.name}-{_slug(g.group)}", g.requests, None, g.per_seconds)
+        for g in route_limits(provider, settings)
+    ]
     specs.append(LimitSpec(f"{prefix}-{provider.name}-inflight", inflight_limit(provider, settings), None))
     return specs
 
@@ -117,10 +121,16 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
         existing = await client.read_global_concurrency_limit_by_name(spec.name)
     except ObjectNotFound:
         await client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay)
+            GlobalConcurrencyLimitCreate(
+                name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay
+            )
         )
         return f"created {spec.name}"
-    if existing.limit == spec.limit and existing.active and abs((existing.slot_decay_per_second or 0.0) - decay) < 1e-9:
+    if (
+        existing.limit == spec.limit
+        and existing.active
+        and abs((existing.slot_decay_per_second or 0.0) - decay) < 1e-9
+    ):
         return None
     await client.update_global_concurrency_limit(
         spec.name, GlobalConcurrencyLimitUpdate(limit=spec.limit, active=True, slot_decay_per_second=decay)
@@ -352,7 +362,9 @@ class LimitMissing(RuntimeError):
     """A global limit listingflow relies on does not exist (or is not a rate limit): never run unthrottled."""
 
     def __init__(self, name: str, why: str = "does not exist") -> None:
-        super().__init__(f"global concurrency limit {name!r} {why}; it is created at flow start (ensure_limits)")
+        super().__init__(
+            f"global concurrency limit {name!r} {why}; it is created at flow start (ensure_limits)"
+        )
 
 
 @dataclass(frozen=True)
@@ -405,8 +417,10 @@ class ProviderLimiter:
         between sending and answering). Not called within ``answer_timeout`` (a plugin's own code, a
         lost task), the slots are handed back then."""
         self.requests += 1
-        limited = sorted((g for g in groups if g in self.groups),
-                         key=lambda g: (self.groups[g].requests / self.groups[g].per_seconds, g))  # fmt: skip
+        limited = sorted(
+            (g for g in groups if g in self.groups),
+            key=lambda g: (self.groups[g].requests / self.groups[g].per_seconds, g),
+        )
         taken: list[tuple[_SlotPool, Any]] = []
         try:
             for g in limited:
@@ -435,7 +449,9 @@ class ProviderLimiter:
         out = []
         for name, group in self.groups.items():
             pool = self._windows.get(name)
-            used, wait, waiting = (pool.used(now), pool.seconds_until_ready(), pool.waiting) if pool else (0, 0.0, 0)
+            used, wait, waiting = (
+                (pool.used(now), pool.seconds_until_ready(), pool.waiting) if pool else (0, 0.0, 0)
+            )
             out.append(RateUse(name, used, group.requests, group.per_seconds, wait, waiting))
         return out
 
@@ -443,9 +459,11 @@ class ProviderLimiter:
         if group not in self._windows:
             g = self.groups[group]
             self._windows[group] = _SlotPool(
-                name=f"{self.prefix}-{self.provider}-{_slug(group)}", hold=window_hold(g, self.margin),
-                use_global=self.use_global, local_slots=g.requests,
-            )  # fmt: skip
+                name=f"{self.prefix}-{self.provider}-{_slug(group)}",
+                hold=window_hold(g, self.margin),
+                use_global=self.use_global,
+                local_slots=g.requests,
+            )
         return self._windows[group]
 
     @asynccontextmanager

@@ -89,10 +89,11 @@ class GuardedObserver(RunObserver):
             return
         try:
             getattr(self.inner, name)(*args)
-        except Exception:  # noqa: BLE001 - a display's bug must not fail (or double-pay) a run
+        except Exception:
             self.broken = True
-            logger.exception("progress observer %s failed in %s; it is not called again", type(self.inner).__name__,
-                             name)  # fmt: skip
+            logger.exception(
+                "progress observer %s failed in %s; it is not called again", type(self.inner).__name__, name
+            )
 
     def on_stoppable(self, stop: RunStop) -> None:
         self._call("on_stoppable", stop)

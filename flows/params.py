@@ -63,8 +63,16 @@ class _StepProvidersBase(BaseModel):
 
 def _provider_choice(spec: StepSpec) -> Any:
     alias = str(spec.step) if provider_field(spec.step) != spec.step else None
-    return (str, Field(spec.default_provider, alias=alias, title=spec.provider_title,
-                       description=spec.provider_description, json_schema_extra=installed_choices(spec.step)))  # fmt: skip
+    return (
+        str,
+        Field(
+            spec.default_provider,
+            alias=alias,
+            title=spec.provider_title,
+            description=spec.provider_description,
+            json_schema_extra=installed_choices(spec.step),
+        ),
+    )
 
 
 if TYPE_CHECKING:  # a type checker sees the base; the code reads a step's provider with for_step
@@ -93,7 +101,7 @@ class Budget(BaseModel):
 
     max_credits: int | None = Field(None, ge=0, title="Max credits (total)", description="all providers")
     per_provider: dict[str, int] = Field(
-        default_factory=dict, title="Max credits per provider", description="e.g. {\"pixii\": 500}"
+        default_factory=dict, title="Max credits per provider", description='e.g. {"pixii": 500}'
     )
 
 
@@ -126,12 +134,14 @@ class RunParameters(BaseModel):
         "products run, with its parameters except those set to a non-default value here",
     )
     resubmit_unknown: bool = Field(
-        False, title="Resubmit unknown outcomes",
+        False,
+        title="Resubmit unknown outcomes",
         description="send again the submissions an earlier run held with an unknown outcome (the provider "
         "may have processed and billed them: this MAY PAY TWICE; `listingflow unknown` lists them)",
     )
     regenerate_noncompliant: bool = Field(
-        False, title="Regenerate non-compliant outputs",
+        False,
+        title="Regenerate non-compliant outputs",
         description="pay once more for a step whose output fails its marketplace's compliance rules, if the "
         "budget allows (SPENDS CREDITS AGAIN; once per step, never again in later runs)",
     )

@@ -56,8 +56,10 @@ async def check_access(name: str, plugin: Provider) -> str | None:
             await plugin.check_access()
     except AuthenticationError as exc:
         if plugin.settings.api_key is None:
-            return (f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "
-                    f"'{prefix.rstrip('_').lower()}-api-key')")  # fmt: skip
+            return (
+                f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "
+                f"'{prefix.rstrip('_').lower()}-api-key')"
+            )
         return f"{name}: credential rejected ({exc.message}): check {prefix}API_KEY"
     except ProviderError as exc:
         return f"{name}: {plugin.settings.base_url} cannot be used ({exc.message}): check {prefix}BASE_URL"
@@ -71,16 +73,22 @@ async def check_archive(archive: SpooledArchive, run_id: str) -> str | None:
     target = archive.archive
     key = run_key(archive.prefix, run_id, ".preflight")
     try:
-        await asyncio.to_thread(target.put, key, b"listingflow pre-flight\n", content_type="text/plain",
-                                metadata={})  # fmt: skip
+        await asyncio.to_thread(
+            target.put, key, b"listingflow pre-flight\n", content_type="text/plain", metadata={}
+        )
         await asyncio.to_thread(target.delete, key)
     except (ArchiveUnavailable, OSError, ValueError) as exc:
         return f"archive {archive.uri} is not writable: {exc}"
     return None
 
 
-async def check_rows(params: RunParameters, catalog: Catalog, products: list[Product],
-                     providers: dict[str, Provider], read_manifest: ReadManifest) -> tuple[list[Product], list[RowError]]:  # fmt: skip
+async def check_rows(
+    params: RunParameters,
+    catalog: Catalog,
+    products: list[Product],
+    providers: dict[str, Provider],
+    read_manifest: ReadManifest,
+) -> tuple[list[Product], list[RowError]]:
     """The products every chosen provider can serve, and a row error for each other one."""
     servable: list[Product] = []
     rejected: list[RowError] = []
@@ -93,8 +101,9 @@ async def check_rows(params: RunParameters, catalog: Catalog, products: list[Pro
     return servable, rejected
 
 
-async def _row_problem(params: RunParameters, product: Product, providers: dict[str, Provider],
-                       read_manifest: ReadManifest) -> tuple[str | None, str] | None:  # fmt: skip
+async def _row_problem(
+    params: RunParameters, product: Product, providers: dict[str, Provider], read_manifest: ReadManifest
+) -> tuple[str | None, str] | None:
     """(field, reason) of the first step the product cannot run, or None."""
     try:
         p = params.for_product(product.overrides)
@@ -102,19 +111,29 @@ async def _row_problem(params: RunParameters, product: Product, providers: dict[
         return "overrides", f"invalid overrides: {exc}"
     steps = p.ordered_steps()
     needs_image = any("image" in STEP_SPECS[s].requires for s in steps)
-    main_image = await _main_image(product, producer("image") in steps, read_manifest) if needs_image else None
+    main_image = (
+        await _main_image(product, producer("image") in steps, read_manifest) if needs_image else None
+    )
     ctx = p.context_for(
-        product, copy_result=ListingCopy(title=product.title, bullets=[product.title]),
-        main_image_url=main_image, prepared=dict(PLACEHOLDER_PREPARED),
-    )  # fmt: skip
+        product,
+        copy_result=ListingCopy(title=product.title, bullets=[product.title]),
+        main_image_url=main_image,
+        prepared=dict(PLACEHOLDER_PREPARED),
+    )
     for step in steps:
         name = p.providers.for_step(step)
         plugin = providers.get(name)
         if plugin is None:
-            return "overrides.providers", f"{step}: provider {name!r} is not one of this run's ({', '.join(sorted(providers))})"
+            return (
+                "overrides.providers",
+                f"{step}: provider {name!r} is not one of this run's ({', '.join(sorted(providers))})",
+            )
         contexts = STEP_SPECS[step].fan_out(ctx)
         if "image" in STEP_SPECS[step].requires and contexts and main_image is None:
-            return "image_url", f"{step} ({name}) needs a main image: run the images step first or give image_url"
+            return (
+                "image_url",
+                f"{step} ({name}) needs a main image: run the images step first or give image_url",
+            )
         for context in contexts:
             reason = _checked(plugin, step, context)
             if reason:

@@ -159,8 +159,15 @@ class BalanceGate:
         if balance is None:
             return Verdict.UNKNOWN
         unexplained = expected - balance
-        logger.info("%s balance %s, expected %s: unexplained debit %s for %d ambiguous submission(s) of %s",
-                    self.provider, balance, expected, unexplained, len(prices), prices)
+        logger.info(
+            "%s balance %s, expected %s: unexplained debit %s for %d ambiguous submission(s) of %s",
+            self.provider,
+            balance,
+            expected,
+            unexplained,
+            len(prices),
+            prices,
+        )
         if unexplained == 0 and self.unsettled_jobs == 0:
             return Verdict.NOT_CHARGED
         if None not in prices and unexplained == sum(p for p in prices if p is not None) and unexplained > 0:
@@ -211,7 +218,13 @@ async def balance_checks(gates: dict[str, BalanceGate], summary: CostSummary) ->
         if gate.read_balance is None or gate.start_balance is None:
             continue
         line = lines.get(name)
-        checks.append(BalanceCheck(provider=name, start=gate.start_balance, end=await gate.end_balance(),
-                                   net=line.net if line else 0,
-                                   possibly_charged=line.possibly_charged if line else 0))  # fmt: skip
+        checks.append(
+            BalanceCheck(
+                provider=name,
+                start=gate.start_balance,
+                end=await gate.end_balance(),
+                net=line.net if line else 0,
+                possibly_charged=line.possibly_charged if line else 0,
+            )
+        )
     return checks

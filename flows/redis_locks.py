@@ -30,19 +30,26 @@ class ExpiringRedisLockManager(RedisLockManager):
     def __init__(self, url: str, hold_seconds: float) -> None:
         parts = urlsplit(url)
         self.hold_seconds = hold_seconds
-        super().__init__(host=parts.hostname or "localhost", port=parts.port or 6379,
-                         db=int((parts.path or "/0").strip("/") or 0), username=parts.username or None,
-                         password=parts.password, ssl=parts.scheme == "rediss")  # fmt: skip
+        super().__init__(
+            host=parts.hostname or "localhost",
+            port=parts.port or 6379,
+            db=int((parts.path or "/0").strip("/") or 0),
+            username=parts.username or None,
+            password=parts.password,
+            ssl=parts.scheme == "rediss",
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "hold_seconds": self.hold_seconds}
 
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                     hold_timeout: float | None = None) -> bool:  # fmt: skip
+    def acquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
         return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
 
-    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                            hold_timeout: float | None = None) -> bool:  # fmt: skip
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
         return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
 
     def release_lock(self, key: str, holder: str) -> None:

@@ -47,10 +47,14 @@ class Rerun:
     dropped: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        parts = [f"kept {_values(self.kept)}" if self.kept else "kept no parameters (that run used the defaults)",
-                 f"overridden: {_values(self.overridden)}" if self.overridden else "overridden: none"]  # fmt: skip
+        parts = [
+            f"kept {_values(self.kept)}" if self.kept else "kept no parameters (that run used the defaults)",
+            f"overridden: {_values(self.overridden)}" if self.overridden else "overridden: none",
+        ]
         if self.dropped:
-            parts.append(f"not kept: {_values(self.dropped)} (pass force again to regenerate; SPENDS CREDITS)")
+            parts.append(
+                f"not kept: {_values(self.dropped)} (pass force again to regenerate; SPENDS CREDITS)"
+            )
         return f"rerun of {self.of}: " + "; ".join(parts)
 
 
@@ -78,13 +82,21 @@ async def plan_rerun(params: RunParameters, archive: SpooledArchive) -> Rerun:
     try:
         rerun.params = RunParameters.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors()
+        )
         raise ValueError(f"rerun of {of}: its parameters with this run's do not fit: {problems}") from None
     return rerun
 
 
-def _merge(model: type[BaseModel], given: dict[str, Any], defaults: dict[str, Any], original: dict[str, Any],
-           prefix: str, rerun: Rerun) -> dict[str, Any]:  # fmt: skip
+def _merge(
+    model: type[BaseModel],
+    given: dict[str, Any],
+    defaults: dict[str, Any],
+    original: dict[str, Any],
+    prefix: str,
+    rerun: Rerun,
+) -> dict[str, Any]:
     """``given`` where it differs from ``defaults``, else ``original``; nested models field by field."""
     out = dict(given)
     for name, info in model.model_fields.items():

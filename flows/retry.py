@@ -25,8 +25,14 @@ logger = logging.getLogger("listingflow.retry")
 
 def delay_for(exc: RetryableError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """The wait before attempt ``attempt + 1``: the provider's hint when given, else exponential."""
-    return backoff(exc, attempt, base=policy.base_delay_seconds, cap=policy.max_delay_seconds,
-                   jitter=policy.jitter, rng=rng)  # fmt: skip
+    return backoff(
+        exc,
+        attempt,
+        base=policy.base_delay_seconds,
+        cap=policy.max_delay_seconds,
+        jitter=policy.jitter,
+        rng=rng,
+    )
 
 
 async def call_with_retries(

@@ -69,8 +69,11 @@ class RunContext:
         """The provider's paid submissions in this run and its expected balance (``flows.reconcile``)."""
         if name not in self.gates:
             plugin = self.providers[name]
-            self.gates[name] = BalanceGate(name, plugin.balance if plugin.balance_endpoint else None,
-                                          settle_seconds=plugin.settings.settle_seconds)
+            self.gates[name] = BalanceGate(
+                name,
+                plugin.balance if plugin.balance_endpoint else None,
+                settle_seconds=plugin.settings.settle_seconds,
+            )
         return self.gates[name]
 
     def secrets(self) -> list[str]:
@@ -99,8 +102,9 @@ class _Submission:
     sent: bool = False
 
 
-_submitting: contextvars.ContextVar[_Submission | None] = contextvars.ContextVar("listingflow_submitting",
-                                                                                  default=None)  # fmt: skip
+_submitting: contextvars.ContextVar[_Submission | None] = contextvars.ContextVar(
+    "listingflow_submitting", default=None
+)
 
 
 @contextlib.asynccontextmanager

@@ -46,20 +46,39 @@ class _Ambiguous(Exception):
         super().__init__(str(error))
 
 
-async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
-                      cache_key: str, estimate: int | None, intent_keys: list[str] | None = None) -> JobRef:  # fmt: skip
+async def submit_paid(
+    run: RunContext,
+    plugin: Provider,
+    step: Step,
+    request: BaseModel,
+    *,
+    label: str,
+    cache_key: str,
+    estimate: int | None,
+    intent_keys: list[str] | None = None,
+) -> JobRef:
     """The job reference of one paid submission, or a held reference when its outcome is not known."""
     if (earlier := await run.intents.pending(cache_key)) is not None:
         found = await interrupted_submission(plugin, step, request, earlier)
         if found is not None:
             await run.intents.end([cache_key], run.run_id)
-            return found if isinstance(found, JobRef) else held_ref(
-                plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, found)  # fmt: skip
+            return (
+                found
+                if isinstance(found, JobRef)
+                else held_ref(plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, found)
+            )
     keys = [cache_key, *(intent_keys or [])]
     try:
-        ref = await _submit_resolved(run, plugin, step, request, label=label, cache_key=cache_key,
-                                     estimate=estimate, intent=lambda: run.intents.begin(
-                                         keys, run.run_id, timeout=plugin.settings.timeout_seconds))  # fmt: skip
+        ref = await _submit_resolved(
+            run,
+            plugin,
+            step,
+            request,
+            label=label,
+            cache_key=cache_key,
+            estimate=estimate,
+            intent=lambda: run.intents.begin(keys, run.run_id, timeout=plugin.settings.timeout_seconds),
+        )
     except ProviderError:  # answered (refused, out of credits, quota): nothing on its way any more
         await run.intents.end(keys, run.run_id)
         raise
@@ -67,8 +86,9 @@ async def submit_paid(run: RunContext, plugin: Provider, step: Step, request: Ba
     return ref
 
 
-async def interrupted_submission(plugin: Provider, step: Step, request: BaseModel,
-                                 earlier: Intent) -> JobRef | ProviderError | None:  # fmt: skip
+async def interrupted_submission(
+    plugin: Provider, step: Step, request: BaseModel, earlier: Intent
+) -> JobRef | ProviderError | None:
     """An earlier run was stopped while this paid request was on its way: the job it created (the
     plugin's lookup), None when the lookup shows there is none, or why its outcome is unknown.
 
@@ -77,14 +97,21 @@ async def interrupted_submission(plugin: Provider, step: Step, request: BaseMode
     provider's ``settle_seconds`` have passed; before that it is asked again then."""
     unknown = SubmitOutcomeUnknown(
         "an earlier run was stopped while this paid request was on its way; the provider may have "
-        f"processed and billed it (sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(earlier.started))} UTC)",
+        "processed and billed it "
+        f"(sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(earlier.started))} UTC)",
         provider=plugin.name,
-    )  # fmt: skip
+    )
     try:
         found = await plugin.find_submitted(step, request, since=earlier.started)
         if found is None and (wait := _settled_at(plugin, earlier) - time.time()) > 0:
-            logger.warning("%s: a paid %s request of a stopped run (%s) is not listed yet; it may still be "
-                           "processed: looking again in %.0f s", plugin.name, step, earlier.run_id, wait)  # fmt: skip
+            logger.warning(
+                "%s: a paid %s request of a stopped run (%s) is not listed yet; it may still be "
+                "processed: looking again in %.0f s",
+                plugin.name,
+                step,
+                earlier.run_id,
+                wait,
+            )
             await asyncio.sleep(wait)
             found = await plugin.find_submitted(step, request, since=earlier.started)
         return found
@@ -101,20 +128,39 @@ def _settled_at(plugin: Provider, earlier: Intent) -> float:
     return answer_by + plugin.settings.settle_seconds
 
 
-async def _submit_resolved(run: RunContext, plugin: Provider, step: Step, request: BaseModel, *, label: str,
-                           cache_key: str, estimate: int | None, intent: Callable[[], Awaitable[None]]) -> JobRef:  # fmt: skip
+async def _submit_resolved(
+    run: RunContext,
+    plugin: Provider,
+    step: Step,
+    request: BaseModel,
+    *,
+    label: str,
+    cache_key: str,
+    estimate: int | None,
+    intent: Callable[[], Awaitable[None]],
+) -> JobRef:
     gate = run.gate(plugin.name)
     for resend in range(MAX_SAFE_RESENDS + 1):
         try:
-            ref = await call_with_retries(lambda: _send(plugin, gate, step, request, intent),
-                                          policy=run.settings.retry, what=f"submit {plugin.name} {label}")  # fmt: skip
+            ref = await call_with_retries(
+                lambda: _send(plugin, gate, step, request, intent),
+                policy=run.settings.retry,
+                what=f"submit {plugin.name} {label}",
+            )
         except _Ambiguous as amb:
             verdict = await gate.decide(estimate)
-            logger.warning("%s submit %s failed after it may have been processed (%s): %s",
-                           plugin.name, label, amb.error, verdict.value)  # fmt: skip
+            logger.warning(
+                "%s submit %s failed after it may have been processed (%s): %s",
+                plugin.name,
+                label,
+                amb.error,
+                verdict.value,
+            )
             if verdict is Verdict.NOT_CHARGED and resend < MAX_SAFE_RESENDS:
                 continue
-            if verdict is not Verdict.NOT_CHARGED and (found := await _recovered(plugin, step, request, estimate)):
+            if verdict is not Verdict.NOT_CHARGED and (
+                found := await _recovered(plugin, step, request, estimate)
+            ):
                 gate.watching()  # its debit is in the balance already read; it may still be refunded
                 return found
             return held_ref(plugin.name, step, cache_key, label, estimate, verdict, amb.error)
@@ -134,8 +180,9 @@ async def _recovered(plugin: Provider, step: Step, request: BaseModel, price: in
         return None
 
 
-async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel,
-                intent: Callable[[], Awaitable[None]]) -> JobRef:  # fmt: skip
+async def _send(
+    plugin: Provider, gate: BalanceGate, step: Step, request: BaseModel, intent: Callable[[], Awaitable[None]]
+) -> JobRef:
     async with gate.sending() as ticket, submitting(plugin.name, ticket):
         ticket.before_first_send = intent  # written only when the request really goes out
         try:
@@ -146,20 +193,39 @@ async def _send(plugin: Provider, gate: BalanceGate, step: Step, request: BaseMo
             raise _Ambiguous(exc) from exc
 
 
-def held_ref(provider: str, step: Step, cache_key: str, label: str, price: int | None, verdict: Verdict,
-             error: ProviderError) -> JobRef:  # fmt: skip
+def held_ref(
+    provider: str,
+    step: Step,
+    cache_key: str,
+    label: str,
+    price: int | None,
+    verdict: Verdict,
+    error: ProviderError,
+) -> JobRef:
     charged = verdict is Verdict.CHARGED
     reason = (
         f"charged, not retrievable: the response to the submit was lost ({error.message}) and the balance "
-        f"shows it was debited {price} credits" if charged else
-        f"outcome unknown: the submit failed after it may have been processed ({error.message}); it may "
+        f"shows it was debited {price} credits"
+        if charged
+        else f"outcome unknown: the submit failed after it may have been processed ({error.message}); it may "
         f"have cost {price if price is not None else 'an unknown number of'} credits"
-    )  # fmt: skip
-    meta: dict[str, Any] = {"label": label, "reason": reason, "possible_credits": price, "cache_key": cache_key,
-                            "error": error.to_dict()}  # fmt: skip
-    return JobRef(provider=provider, step=step, job_id=f"held-{cache_key.rsplit('-', 1)[-1][:16]}", kind="held",
-                  outcome="charged_not_retrievable" if charged else "unknown",
-                  credits_at_submit=price if charged else None, meta=meta)  # fmt: skip
+    )
+    meta: dict[str, Any] = {
+        "label": label,
+        "reason": reason,
+        "possible_credits": price,
+        "cache_key": cache_key,
+        "error": error.to_dict(),
+    }
+    return JobRef(
+        provider=provider,
+        step=step,
+        job_id=f"held-{cache_key.rsplit('-', 1)[-1][:16]}",
+        kind="held",
+        outcome="charged_not_retrievable" if charged else "unknown",
+        credits_at_submit=price if charged else None,
+        meta=meta,
+    )
 
 
 class HeldSubmission(PermanentError):
@@ -168,7 +234,12 @@ class HeldSubmission(PermanentError):
     def __init__(self, ref: JobRef, *, earlier: bool) -> None:
         self.ref = ref
         self.earlier = earlier
-        note = (f" (held since run {ref.host.run_id}; `listingflow unknown` lists it, --resubmit-unknown "
-                "sends it again and may pay twice)" if earlier and ref.outcome == "unknown" else "")  # fmt: skip
-        super().__init__(f"{ref.meta.get('reason', 'submission held')}{note}", provider=ref.provider,
-                         code=ref.outcome)  # fmt: skip
+        note = (
+            f" (held since run {ref.host.run_id}; `listingflow unknown` lists it, --resubmit-unknown "
+            "sends it again and may pay twice)"
+            if earlier and ref.outcome == "unknown"
+            else ""
+        )
+        super().__init__(
+            f"{ref.meta.get('reason', 'submission held')}{note}", provider=ref.provider, code=ref.outcome
+        )

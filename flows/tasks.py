@@ -120,16 +120,20 @@ class CrashSafeFileSystemLockManager(FileSystemLockManager):
             return False
         return True
 
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                     hold_timeout: float | None = None) -> bool:  # fmt: skip
+    def acquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
         acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
         if acquired:
             self._claim(key)
         return acquired
 
-    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                            hold_timeout: float | None = None) -> bool:  # fmt: skip
-        acquired = await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        acquired = await super().aacquire_lock(
+            key, holder, acquire_timeout, hold_timeout or self.hold_seconds
+        )
         if acquired:
             self._claim(key)
         return acquired
@@ -171,8 +175,15 @@ async def prepare_task(provider: str, product: Product, cache_key: str) -> dict[
 
 
 @task(name="submit", task_run_name="submit {provider} {step} {label}", persist_result=True)
-async def submit_task(provider: str, step: Step, request: BaseModel, label: str, cache_key: str,
-                      estimate: int | None = None, intent_keys: list[str] | None = None) -> JobRef:  # fmt: skip
+async def submit_task(
+    provider: str,
+    step: Step,
+    request: BaseModel,
+    label: str,
+    cache_key: str,
+    estimate: int | None = None,
+    intent_keys: list[str] | None = None,
+) -> JobRef:
     """The only task that spends credits. Its result, cached under ``cache_key``, is the job, or a
     held reference when the submission's outcome could not be known (``flows.submission``)."""
     run = current_run()
@@ -183,15 +194,33 @@ async def submit_task(provider: str, step: Step, request: BaseModel, label: str,
     hold = await run.budget.reserve(provider, plugin.price_key(step, request), estimate)
     with run.budget.freed_on_error(hold):
         try:
-            ref = await submit_paid(run, plugin, step, request, label=label, cache_key=cache_key, estimate=estimate,
-                                    intent_keys=intent_keys)
+            ref = await submit_paid(
+                run,
+                plugin,
+                step,
+                request,
+                label=label,
+                cache_key=cache_key,
+                estimate=estimate,
+                intent_keys=intent_keys,
+            )
         except QuotaExhausted as exc:
-            run.blocked.setdefault(provider, Deferred(f"{provider} daily cap reached: {exc.message}",
-                                                      provider=provider, retry_after=exc.retry_after))  # fmt: skip
+            run.blocked.setdefault(
+                provider,
+                Deferred(
+                    f"{provider} daily cap reached: {exc.message}",
+                    provider=provider,
+                    retry_after=exc.retry_after,
+                ),
+            )
             raise run.blocked[provider] from None
         except InsufficientCredits as exc:
-            run.blocked.setdefault(provider, ProviderBlocked(f"{provider} is out of credits: {exc.message}",
-                                                             provider=provider, code=exc.code))  # fmt: skip
+            run.blocked.setdefault(
+                provider,
+                ProviderBlocked(
+                    f"{provider} is out of credits: {exc.message}", provider=provider, code=exc.code
+                ),
+            )
             run.observer.on_job_event(provider, str(step), "rejected")
             raise
         except ProviderError as exc:

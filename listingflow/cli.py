@@ -18,8 +18,13 @@ from providers.contract import STEP_ORDER
 
 HELP = "Generate listing copy, images, A+ content and variation images for a catalog, on Prefect."
 # Plain help (no rich panels, no markup): it reads the same at 80 columns, piped, and in a log.
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP, rich_markup_mode=None,
-                  pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -36,8 +41,11 @@ class _PlainHelpCommand(TyperCommand):
         try:
             return super().parse_args(ctx, args)
         except _UsageError as exc:
-            err.print(f"listingflow {ctx.info_name}: {exc.format_message()} (--help lists the options)",
-                      markup=False, highlight=False)  # fmt: skip
+            err.print(
+                f"listingflow {ctx.info_name}: {exc.format_message()} (--help lists the options)",
+                markup=False,
+                highlight=False,
+            )
             raise typer.Exit(2) from None
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
@@ -67,8 +75,10 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _keep_prefect_files_local(
-    show_version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
-                                               callback=_print_version)] = False,  # fmt: skip
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="print the version and exit", is_eager=True, callback=_print_version),
+    ] = False,
 ) -> None:
     """Prefect's local files (telemetry id, result storage, memo store) go under the listingflow state
     folder, not ~/.prefect, unless PREFECT_HOME is set; runs before any command imports Prefect."""
@@ -96,18 +106,39 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: list[str], size: int | None,
-            platform: str | None, aplus_types: list[str], scale_mode: str | None, language: str | None,
-            products: list[str], archive: str | None, force: list[str], rerun_failed_of: str | None,
-            max_credits: int | None, max_credits_for: list[str], price: list[str],
-            resubmit_unknown: bool = False, regenerate_noncompliant: bool = False) -> Any:  # fmt: skip
+def _params(
+    catalog: str,
+    steps: list[str] | None,
+    provider: list[str],
+    styles: list[str],
+    size: int | None,
+    platform: str | None,
+    aplus_types: list[str],
+    scale_mode: str | None,
+    language: str | None,
+    products: list[str],
+    archive: str | None,
+    force: list[str],
+    rerun_failed_of: str | None,
+    max_credits: int | None,
+    max_credits_for: list[str],
+    price: list[str],
+    resubmit_unknown: bool = False,
+    regenerate_noncompliant: bool = False,
+) -> Any:
     from pydantic import ValidationError
 
     from flows.params import RunParameters
 
-    data: dict[str, Any] = {"catalog": catalog, "products": products, "archive": archive, "force": force,
-                            "rerun_failed_of": rerun_failed_of, "resubmit_unknown": resubmit_unknown,
-                            "regenerate_noncompliant": regenerate_noncompliant}  # fmt: skip
+    data: dict[str, Any] = {
+        "catalog": catalog,
+        "products": products,
+        "archive": archive,
+        "force": force,
+        "rerun_failed_of": rerun_failed_of,
+        "resubmit_unknown": resubmit_unknown,
+        "regenerate_noncompliant": regenerate_noncompliant,
+    }
     if steps:
         data["steps"] = steps
     if provider:
@@ -126,82 +157,173 @@ def _params(catalog: str, steps: list[str] | None, provider: list[str], styles: 
         data["aplus_options"] = {"types": aplus_types}
     if scale_mode or language:
         data["scale_options"] = {k: v for k, v in {"mode": scale_mode, "language": language}.items() if v}
-    data["budget"] = {"max_credits": max_credits,
-                      "per_provider": {k: int(v) for k, v in _kv(max_credits_for, "--max-credits-for").items()}}
+    data["budget"] = {
+        "max_credits": max_credits,
+        "per_provider": {k: int(v) for k, v in _kv(max_credits_for, "--max-credits-for").items()},
+    }
     data["price_per_credit"] = {k: float(v) for k, v in _kv(price, "--price").items()}
     try:
         return RunParameters.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors()
+        )
         _fail_before_start(problems)
 
 
 # Each option has a metavar: without one, typer's help shows the Python type (``<list[str]>``).
-Steps = Annotated[list[str] | None, typer.Option(
-    "--step", "-s", metavar="STEP", help=f"step to run (repeat): {', '.join(STEP_ORDER)}")]
-ProviderOpt = Annotated[list[str], typer.Option(
-    "--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii")]
+Steps = Annotated[
+    list[str] | None,
+    typer.Option("--step", "-s", metavar="STEP", help=f"step to run (repeat): {', '.join(STEP_ORDER)}"),
+]
+ProviderOpt = Annotated[
+    list[str],
+    typer.Option("--provider", "-p", metavar="STEP=PROVIDER", help="provider of a step, e.g. images=pixii"),
+]
 Styles = Annotated[list[str], typer.Option("--style", metavar="STYLE", help="image style id (repeat)")]
 Size = Annotated[int | None, typer.Option(metavar="PX", help="image size in px: 1000, 1200, 1500 or 2000")]
-Platform = Annotated[str | None, typer.Option(
-    metavar="PLATFORM", help="target platform for copy and images, e.g. amazon")]
-APlus = Annotated[list[str], typer.Option(
-    "--aplus-type", metavar="TYPE", help="'A+ Basic', 'A+ Premium' or 'A+ Premium Mobile' (repeat)")]
-ScaleMode = Annotated[str | None, typer.Option(
-    metavar="MODE", help="scale mode: catalog, inspire, variation or language")]
-Language = Annotated[str | None, typer.Option(metavar="LANG", help="target language for scale mode 'language'")]
+Platform = Annotated[
+    str | None, typer.Option(metavar="PLATFORM", help="target platform for copy and images, e.g. amazon")
+]
+APlus = Annotated[
+    list[str],
+    typer.Option(
+        "--aplus-type", metavar="TYPE", help="'A+ Basic', 'A+ Premium' or 'A+ Premium Mobile' (repeat)"
+    ),
+]
+ScaleMode = Annotated[
+    str | None, typer.Option(metavar="MODE", help="scale mode: catalog, inspire, variation or language")
+]
+Language = Annotated[
+    str | None, typer.Option(metavar="LANG", help="target language for scale mode 'language'")
+]
 Products = Annotated[list[str], typer.Option("--product", metavar="ASIN", help="only this ASIN (repeat)")]
-ArchiveOpt = Annotated[str | None, typer.Option(metavar="FOLDER|S3URI", help="local folder or s3://bucket/prefix")]
-Force = Annotated[list[str], typer.Option("--force", metavar="STEP", help="regenerate this step; SPENDS CREDITS AGAIN")]
-Rerun = Annotated[str | None, typer.Option(
-    metavar="RUN", help="only the failed products of this run id or manifest, with that run's parameters (options "
-    "given here with a non-default value override them)")]
-MaxCredits = Annotated[int | None, typer.Option(metavar="N", help="stop submitting past this many credits in total")]
-MaxFor = Annotated[list[str], typer.Option(
-    "--max-credits-for", metavar="PROVIDER=N", help="stop submitting to PROVIDER past N credits")]
-Price = Annotated[list[str], typer.Option(
-    "--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary")]
-ResubmitUnknown = Annotated[bool, typer.Option(
-    "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE")]
-Regenerate = Annotated[bool, typer.Option(
-    "--regenerate-noncompliant",
-    help="pay once more for a step whose output fails the marketplace's compliance rules, within the budget")]
+ArchiveOpt = Annotated[
+    str | None, typer.Option(metavar="FOLDER|S3URI", help="local folder or s3://bucket/prefix")
+]
+Force = Annotated[
+    list[str], typer.Option("--force", metavar="STEP", help="regenerate this step; SPENDS CREDITS AGAIN")
+]
+Rerun = Annotated[
+    str | None,
+    typer.Option(
+        metavar="RUN",
+        help="only the failed products of this run id or manifest, with that run's parameters (options "
+        "given here with a non-default value override them)",
+    ),
+]
+MaxCredits = Annotated[
+    int | None, typer.Option(metavar="N", help="stop submitting past this many credits in total")
+]
+MaxFor = Annotated[
+    list[str],
+    typer.Option(
+        "--max-credits-for", metavar="PROVIDER=N", help="stop submitting to PROVIDER past N credits"
+    ),
+]
+Price = Annotated[
+    list[str],
+    typer.Option("--price", metavar="PROVIDER=PRICE", help="money per credit, for the cost summary"),
+]
+ResubmitUnknown = Annotated[
+    bool,
+    typer.Option(
+        "--resubmit-unknown", help="send again submissions held with an unknown outcome; MAY PAY TWICE"
+    ),
+]
+Regenerate = Annotated[
+    bool,
+    typer.Option(
+        "--regenerate-noncompliant",
+        help="pay once more for a step whose output fails the marketplace's compliance rules, within the "
+        "budget",
+    ),
+]
 
 
 @app.command(cls=_PlainHelpCommand)
 def run(
-    catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
-    step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
-    platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
-    language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
-    force: Force = [], rerun_failed_of: Rerun = None, max_credits: MaxCredits = None,  # noqa: B006
-    max_credits_for: MaxFor = [], price: Price = [],  # noqa: B006
+    catalog: Annotated[
+        str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")
+    ],
+    step: Steps = None,
+    provider: ProviderOpt = [],
+    style: Styles = [],
+    size: Size = None,
+    platform: Platform = None,
+    aplus_type: APlus = [],
+    scale_mode: ScaleMode = None,
+    language: Language = None,
+    product: Products = [],
+    archive: ArchiveOpt = None,
+    force: Force = [],
+    rerun_failed_of: Rerun = None,
+    max_credits: MaxCredits = None,
+    max_credits_for: MaxFor = [],
+    price: Price = [],
     resubmit_unknown: ResubmitUnknown = False,
     regenerate_noncompliant: Regenerate = False,
-    sandbox: Annotated[bool, typer.Option(help="run against local sandboxes (no network, no real credits)")] = False,
+    sandbox: Annotated[
+        bool, typer.Option(help="run against local sandboxes (no network, no real credits)")
+    ] = False,
     sandbox_job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="sandbox job duration")] = 1.0,
-    sandbox_noncompliant: Annotated[list[str], typer.Option(
-        "--sandbox-noncompliant", metavar="ASIN", help="a product whose sandbox outputs break Amazon's rules on "
-        "purpose (grey main image, promotional title), to try the compliance checks (repeat)")] = [],  # noqa: B006
+    sandbox_noncompliant: Annotated[
+        list[str],
+        typer.Option(
+            "--sandbox-noncompliant",
+            metavar="ASIN",
+            help="a product whose sandbox outputs break Amazon's rules on "
+            "purpose (grey main image, promotional title), to try the compliance checks (repeat)",
+        ),
+    ] = [],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a failure")] = False,
 ) -> None:
     """Run the pipeline over a catalog, locally (a Prefect server is started if none is configured)."""
     _quiet_prefect(verbose)
-    params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
-                     archive, force, rerun_failed_of, max_credits, max_credits_for, price,
-                     resubmit_unknown, regenerate_noncompliant)  # fmt: skip
+    params = _params(
+        catalog,
+        step,
+        provider,
+        style,
+        size,
+        platform,
+        aplus_type,
+        scale_mode,
+        language,
+        product,
+        archive,
+        force,
+        rerun_failed_of,
+        max_credits,
+        max_credits_for,
+        price,
+        resubmit_unknown,
+        regenerate_noncompliant,
+    )
     if params.resubmit_unknown:
-        err.print("[yellow]--resubmit-unknown: submissions held with an unknown outcome are sent again; the "
-                  "provider may already have billed them, so this MAY PAY TWICE.[/yellow]")  # fmt: skip
+        err.print(
+            "[yellow]--resubmit-unknown: submissions held with an unknown outcome are sent again; the "
+            "provider may already have billed them, so this MAY PAY TWICE.[/yellow]"
+        )
     if params.force:
-        err.print(f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
-                  "AGAIN even where an earlier run already paid for them.[/yellow]")  # fmt: skip
+        err.print(
+            f"[yellow]--force {', '.join(params.force)}: these steps are regenerated and SPEND CREDITS "
+            "AGAIN even where an earlier run already paid for them.[/yellow]"
+        )
     if params.regenerate_noncompliant:
-        err.print("[yellow]--regenerate-noncompliant: a step whose output fails the compliance rules is paid "
-                  "for once more, within the budget.[/yellow]")  # fmt: skip
-    code = _run_sync(params, sandbox=sandbox, job_seconds=sandbox_job_seconds, verbose=verbose, debug=debug,
-                     noncompliant=sandbox_noncompliant)  # fmt: skip
+        err.print(
+            "[yellow]--regenerate-noncompliant: a step whose output fails the compliance rules is paid "
+            "for once more, within the budget.[/yellow]"
+        )
+    code = _run_sync(
+        params,
+        sandbox=sandbox,
+        job_seconds=sandbox_job_seconds,
+        verbose=verbose,
+        debug=debug,
+        noncompliant=sandbox_noncompliant,
+    )
     raise typer.Exit(code)
 
 
@@ -223,7 +345,9 @@ def _report_failure(exc: BaseException, *, started: bool, debug: bool) -> int:
     where = f"; traceback in {log}" if log else ""
     hint = "" if debug else " (--debug shows it)"
     message = " ".join(str(exc).split()) or "no message"
-    err.print(f"listingflow: {what}: {type(exc).__name__}: {message}{where}{hint}", markup=False, highlight=False)
+    err.print(
+        f"listingflow: {what}: {type(exc).__name__}: {message}{where}{hint}", markup=False, highlight=False
+    )
     return 1 if started else 2
 
 
@@ -292,8 +416,10 @@ class _StopOnSignals:
             self.loop.call_soon_threadsafe(self.stop.request, self.name)
         except RuntimeError:  # the loop is closed: the run has already ended
             return
-        console.print(f"[yellow]{self.name}: stopping - no new submissions; jobs in flight are kept for the next "
-                      "run. Press Ctrl-C again to exit at once.[/yellow]")  # fmt: skip
+        console.print(
+            f"[yellow]{self.name}: stopping - no new submissions; jobs in flight are kept for the next "
+            "run. Press Ctrl-C again to exit at once.[/yellow]"
+        )
 
     def exit_now(self) -> None:
         from listingflow.local import kill_local_servers
@@ -301,8 +427,10 @@ class _StopOnSignals:
         kill_local_servers()
         if sys.stdout.isatty():
             sys.stdout.write("\x1b[?25h")  # the progress bar hides the cursor
-        sys.stdout.write("\nexited at once on a second signal: no run manifest written; jobs already "
-                         "submitted are cached and resume on the next run\n")
+        sys.stdout.write(
+            "\nexited at once on a second signal: no run manifest written; jobs already "
+            "submitted are cached and resume on the next run\n"
+        )
         sys.stdout.flush()
         os._exit(self.exit_code)
 
@@ -314,16 +442,25 @@ def _mute_prefect_console() -> None:
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
-                                      if isinstance(lg, logging.Logger))]  # fmt: skip
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 handler.setLevel(logging.CRITICAL)
 
 
-def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool = False, debug: bool = False,
-              noncompliant: list[str] | None = None) -> int:  # fmt: skip
+def _run_sync(
+    params: Any,
+    *,
+    sandbox: bool,
+    job_seconds: float,
+    verbose: bool = False,
+    debug: bool = False,
+    noncompliant: list[str] | None = None,
+) -> int:
     from listingflow.terminal import make_board
 
     stopper = _StopOnSignals(mute_prefect=not verbose)
@@ -331,13 +468,21 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
     # the handlers stay after the run: a second Ctrl-C while the command drains Prefect's logs still exits
     board = make_board(console, bind_stop=stopper.attach)
     try:
-        code = _run_local(params, board, sandbox=sandbox, job_seconds=job_seconds, verbose=verbose,
-                          noncompliant=noncompliant or [])  # fmt: skip
+        code = _run_local(
+            params,
+            board,
+            sandbox=sandbox,
+            job_seconds=job_seconds,
+            verbose=verbose,
+            noncompliant=noncompliant or [],
+        )
     except KeyboardInterrupt:
         board.close()
         if stopper.signum is None:
             raise
-        err.print(f"{stopper.name}: stopped before any product was started; nothing was submitted", style="yellow")
+        err.print(
+            f"{stopper.name}: stopped before any product was started; nothing was submitted", style="yellow"
+        )
         return stopper.exit_code
     except Exception as exc:  # noqa: BLE001 - one line, the traceback in a log file
         board.close()
@@ -345,8 +490,9 @@ def _run_sync(params: Any, *, sandbox: bool, job_seconds: float, verbose: bool =
     return stopper.exit_code if stopper.signum else code
 
 
-def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, verbose: bool,
-               noncompliant: list[str]) -> int:  # fmt: skip
+def _run_local(
+    params: Any, board: Any, *, sandbox: bool, job_seconds: float, verbose: bool, noncompliant: list[str]
+) -> int:
     from contextlib import ExitStack
 
     from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server
@@ -365,7 +511,9 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
         if sandbox:  # these sandboxes' jobs end with this command: so does what was cached about them
             stack.callback(discard_sandbox_state, settings.sandbox_dir)
         if not configured_api_url() and running_server(settings.state_dir) is None:
-            board.phase("starting the local Prefect server (later runs reuse it; listingflow server stop stops it)...")
+            board.phase(
+                "starting the local Prefect server (later runs reuse it; listingflow server stop stops it)..."
+            )
         api = stack.enter_context(local_prefect_server(settings.state_dir))
         board.note(f"Prefect API: {api}")
         board.phase("starting the flow run: pre-flight checks...")
@@ -386,7 +534,9 @@ def _run_local(params: Any, board: Any, *, sandbox: bool, job_seconds: float, ve
     return 0 if summary.ok else 1
 
 
-def _start_sandboxes(stack: Any, params: Any, job_seconds: float, board: Any, noncompliant: list[str]) -> None:
+def _start_sandboxes(
+    stack: Any, params: Any, job_seconds: float, board: Any, noncompliant: list[str]
+) -> None:
     from listingflow.local import noncompliant_products, running_sandboxes
     from listingflow.settings import get_settings
     from providers.registry import load_providers
@@ -395,10 +545,15 @@ def _start_sandboxes(stack: Any, params: Any, job_seconds: float, board: Any, no
     names = {params.providers.for_step(s) for s in params.ordered_steps()}
     updates: dict[str, dict[str, Any]] = {}
     if noncompliant:  # the sandboxes' outputs for these products break the marketplace's rules
-        tokens = noncompliant_products(params.catalog, noncompliant, s3_endpoint_url=get_settings().s3_endpoint_url)
+        tokens = noncompliant_products(
+            params.catalog, noncompliant, s3_endpoint_url=get_settings().s3_endpoint_url
+        )
         updates = {n: {"noncompliant_asins": tokens} for n in names}
-    stack.enter_context(running_sandboxes({n: registry.get(n) for n in names}, job_seconds=job_seconds,
-                                          config_updates=updates))  # fmt: skip
+    stack.enter_context(
+        running_sandboxes(
+            {n: registry.get(n) for n in names}, job_seconds=job_seconds, config_updates=updates
+        )
+    )
     for n in names:  # sandbox jobs take seconds, not minutes: poll at a matching cadence
         prefix = registry.get(n).settings_class.model_config.get("env_prefix", f"{n.upper()}_")
         os.environ.setdefault(f"{prefix}POLL_INTERVAL_SECONDS", str(max(0.2, job_seconds / 2)))
@@ -420,16 +575,41 @@ async def _run_flow(params: Any, board: Any) -> Any:
 
 @app.command(cls=_PlainHelpCommand)
 def estimate(
-    catalog: Annotated[str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")],
-    step: Steps = None, provider: ProviderOpt = [], style: Styles = [], size: Size = None,  # noqa: B006
-    platform: Platform = None, aplus_type: APlus = [], scale_mode: ScaleMode = None,  # noqa: B006
-    language: Language = None, product: Products = [], archive: ArchiveOpt = None,  # noqa: B006
-    force: Force = [],  # noqa: B006
+    catalog: Annotated[
+        str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")
+    ],
+    step: Steps = None,
+    provider: ProviderOpt = [],
+    style: Styles = [],
+    size: Size = None,
+    platform: Platform = None,
+    aplus_type: APlus = [],
+    scale_mode: ScaleMode = None,
+    language: Language = None,
+    product: Products = [],
+    archive: ArchiveOpt = None,
+    force: Force = [],
     balances: Annotated[bool, typer.Option(help="read current balances from the providers")] = True,
 ) -> None:
     """Expected credits per provider and step, from published prices. Spends nothing."""
-    params = _params(catalog, step, provider, style, size, platform, aplus_type, scale_mode, language, product,
-                     archive, force, None, None, [], [])  # fmt: skip
+    params = _params(
+        catalog,
+        step,
+        provider,
+        style,
+        size,
+        platform,
+        aplus_type,
+        scale_mode,
+        language,
+        product,
+        archive,
+        force,
+        None,
+        None,
+        [],
+        [],
+    )
     asyncio.run(_estimate(params, balances))
 
 
@@ -451,10 +631,14 @@ async def _estimate(params: Any, balances: bool) -> None:
     registry = load_providers(allow=settings.providers)
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
     products = [p for p in catalog.products if not params.products or p.asin in params.products]
-    archive = SpooledArchive(open_archive(params.archive or settings.archive, endpoint_url=settings.s3_endpoint_url),
-                             settings.spool_path)  # fmt: skip
-    manifests = {p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
-                 for p in products}  # fmt: skip
+    archive = SpooledArchive(
+        open_archive(params.archive or settings.archive, endpoint_url=settings.s3_endpoint_url),
+        settings.spool_path,
+    )
+    manifests = {
+        p.key: await archive.get_json(product_manifest_key(archive.prefix, p.country_code, p.asin))
+        for p in products
+    }
     async with httpx.AsyncClient() as http:
         providers = {n: registry.get(n)(http) for n in names}
         est = estimate_run(params, products, providers, manifests)
@@ -462,9 +646,22 @@ async def _estimate(params: Any, balances: bool) -> None:
         for col in ("provider", "step", "jobs", "credits", "unknown-price jobs", "already done"):
             table.add_column(col)
         for ln in est.lines:
-            table.add_row(ln.provider, ln.step, str(ln.jobs), str(ln.credits), str(ln.unknown_jobs), str(ln.already_done))
-        table.add_row("[bold]total[/bold]", "", str(sum(ln.jobs for ln in est.lines)), str(est.credits_for()),
-                      str(est.unknown_for()), str(sum(ln.already_done for ln in est.lines)))  # fmt: skip
+            table.add_row(
+                ln.provider,
+                ln.step,
+                str(ln.jobs),
+                str(ln.credits),
+                str(ln.unknown_jobs),
+                str(ln.already_done),
+            )
+        table.add_row(
+            "[bold]total[/bold]",
+            "",
+            str(sum(ln.jobs for ln in est.lines)),
+            str(est.credits_for()),
+            str(est.unknown_for()),
+            str(sum(ln.already_done for ln in est.lines)),
+        )
         console.print(table)
         for problem in est.invalid:
             console.print(f"[yellow]not counted: {problem}[/yellow]")
@@ -477,8 +674,10 @@ async def _estimate(params: Any, balances: bool) -> None:
                     shown = "no balance endpoint" if bal is None else str(bal)
                 except Exception as exc:  # noqa: BLE001 - an unreachable provider is reported, not fatal
                     shown = f"unavailable ({type(exc).__name__})"
-                console.print(f"balance {n}: {shown}; this run needs {est.credits_for(n)}"
-                              + (f" + {est.unknown_for(n)} job(s) of unknown price" if est.unknown_for(n) else ""))
+                console.print(
+                    f"balance {n}: {shown}; this run needs {est.credits_for(n)}"
+                    + (f" + {est.unknown_for(n)} job(s) of unknown price" if est.unknown_for(n) else "")
+                )
 
 
 @app.command()
@@ -492,10 +691,15 @@ def providers(
     settings = get_settings()
     registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
     if as_json:
-        out: dict[str, Any] = {n: {"capabilities": sorted(p.capabilities), "api_version": p.api_version,
-                   "limits": p.limits.model_dump(mode="json"),
-                   "prices": [x.model_dump(mode="json") for x in p.prices]}
-               for n, p in registry.providers.items()}  # fmt: skip
+        out: dict[str, Any] = {
+            n: {
+                "capabilities": sorted(p.capabilities),
+                "api_version": p.api_version,
+                "limits": p.limits.model_dump(mode="json"),
+                "prices": [x.model_dump(mode="json") for x in p.prices],
+            }
+            for n, p in registry.providers.items()
+        }
         out["_failed"] = registry.failures
         console.print_json(json.dumps(out))
         return
@@ -504,12 +708,16 @@ def providers(
         steps = [s for s in ("copy", "images", "aplus", "scale") if s in p.capabilities]
         console.print(f"  capabilities: {', '.join(steps)}")
         limits = ", ".join(f"{g.group} {g.requests}/{g.per_seconds:g}s" for g in p.limits.route_groups)
-        daily = f"; {p.limits.daily_requests}/day ({p.limits.daily_counts})" if p.limits.daily_requests else ""
+        daily = (
+            f"; {p.limits.daily_requests}/day ({p.limits.daily_counts})" if p.limits.daily_requests else ""
+        )
         console.print(
             f"  limits: {limits}{daily}; in flight {p.limits.max_inflight_jobs}; "
             f"batch {p.limits.max_batch_size}"
         )
-        prices = ", ".join(f"{x.step}:{x.item}={'unknown' if x.credits is None else x.credits}" for x in p.prices)
+        prices = ", ".join(
+            f"{x.step}:{x.item}={'unknown' if x.credits is None else x.credits}" for x in p.prices
+        )
         console.print(f"  prices (credits): {prices}")
     for name, reason in registry.failures.items():
         err.print(f"[yellow]skipped {name}: {reason}[/yellow]")
@@ -536,13 +744,15 @@ def unknown(
         console.print(f"{r.outcome}: {r.provider} {r.step} {r.product} ({r.label}), {cost}, run {r.run_id}")
         console.print(f"  {r.reason}", soft_wrap=True)
     possible = sum(r.credits or 0 for r in records)
-    console.print(f"{len(records)} held, up to {possible} credits. Check the provider's dashboard; "
-                  "`listingflow run ... --resubmit-unknown` sends the unknown ones again (MAY PAY TWICE).")
+    console.print(
+        f"{len(records)} held, up to {possible} credits. Check the provider's dashboard; "
+        "`listingflow run ... --resubmit-unknown` sends the unknown ones again (MAY PAY TWICE)."
+    )
 
 
 @app.command()
 def sandbox(
-    port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="a sandbox's port")] = [],  # noqa: B006
+    port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="a sandbox's port")] = [],
     job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
@@ -558,12 +768,17 @@ def sandbox(
     registry = load_providers()
     ports = {k: int(v) for k, v in _kv(port, "--port").items()}
     instance = new_sandbox_instance()
-    with running_sandboxes(dict(registry.providers), job_seconds=job_seconds, ports=ports, set_env=False) as boxes:
+    with running_sandboxes(
+        dict(registry.providers), job_seconds=job_seconds, ports=ports, set_env=False
+    ) as boxes:
         for name, box in boxes.items():
             p = registry.get(name)
             prefix = p.settings_class.model_config.get("env_prefix", f"{name.upper()}_")
             # plain print: rich wraps long lines at the terminal width, which breaks copy-paste
-            print(f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}", flush=True)
+            print(
+                f"export {prefix}BASE_URL={sandbox_base_url(p, box)} {prefix}API_KEY={p.sandbox_key}",
+                flush=True,
+            )
         # runs against these sandboxes keep their cached jobs apart from real runs' (and drop them below)
         print(f"export LISTINGFLOW_SANDBOX_MODE=true LISTINGFLOW_SANDBOX_INSTANCE={instance}", flush=True)
         console.print("[dim]records: GET <base>/_sandbox/records; Ctrl-C to stop[/dim]")
@@ -576,8 +791,12 @@ def sandbox(
             discard_sandbox_state(Settings(sandbox_instance=instance).sandbox_dir)
 
 
-server_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The local Prefect server that "
-                         "listingflow run starts in the background when PREFECT_API_URL is not set.")  # fmt: skip
+server_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="The local Prefect server that "
+    "listingflow run starts in the background when PREFECT_API_URL is not set.",
+)
 app.add_typer(server_app, name="server")
 
 
@@ -589,14 +808,20 @@ def server_status() -> None:
     from listingflow.settings import get_settings
 
     if configured_api_url():
-        console.print(f"PREFECT_API_URL is set ({os.environ.get('PREFECT_API_URL', 'in the Prefect profile')}): "
-                      "runs use that server, not a local one", soft_wrap=True)  # fmt: skip
+        console.print(
+            f"PREFECT_API_URL is set ({os.environ.get('PREFECT_API_URL', 'in the Prefect profile')}): "
+            "runs use that server, not a local one",
+            soft_wrap=True,
+        )
     record = running_server(get_settings().state_dir)
     if record is None:
         console.print("local Prefect server: not running (the next `listingflow run` starts it)")
         raise typer.Exit(1)
-    console.print(f"local Prefect server: running at {record.url} (pid {record.pid}, up "
-                  f"{time.time() - record.started_at:.0f}s, log {record.log})", soft_wrap=True)  # fmt: skip
+    console.print(
+        f"local Prefect server: running at {record.url} (pid {record.pid}, up "
+        f"{time.time() - record.started_at:.0f}s, log {record.log})",
+        soft_wrap=True,
+    )
 
 
 @server_app.command("stop")
@@ -611,7 +836,9 @@ def server_stop() -> None:
 
 @app.command()
 def bootstrap(
-    work_pool: Annotated[str, typer.Option(metavar="NAME", help="process work pool to create")] = "listingflow",
+    work_pool: Annotated[
+        str, typer.Option(metavar="NAME", help="process work pool to create")
+    ] = "listingflow",
 ) -> None:
     """Idempotently create the work pool, global concurrency limits, Secret blocks and result storage."""
     from deployments.bootstrap import BootstrapError

@@ -104,14 +104,30 @@ def _server_with_services() -> type[Any]:
             # SubprocessASGIServer's own command, without its PREFECT__SERVER_EPHEMERAL marker, in a
             # session of its own (Ctrl-C reaches the run, not the server) and watching its parent
             proc = subprocess.Popen(
-                args=[sys.executable, str(Path(__file__).with_name("server_process.py")),
-                      "--app-dir", str(prefect.__module_path__.parent),
-                      "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-                      "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
-                     **get_current_settings().to_environment_variables(exclude_unset=True)},
+                args=[
+                    sys.executable,
+                    str(Path(__file__).with_name("server_process.py")),
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env={
+                    **os.environ,
+                    "PREFECT_UI_ENABLED": "0",
+                    "PREFECT__SERVER_FINAL": "1",
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
                 start_new_session=True,
-            )  # fmt: skip
+            )
             _SERVERS.add(proc)
             return proc
 
@@ -152,7 +168,9 @@ def sandbox_class(provider: type[Provider]) -> type[Sandbox]:
     return getattr(importlib.import_module(module), name)
 
 
-def noncompliant_products(catalog_uri: str, asins: list[str], *, s3_endpoint_url: str | None = None) -> list[str]:
+def noncompliant_products(
+    catalog_uri: str, asins: list[str], *, s3_endpoint_url: str | None = None
+) -> list[str]:
     """What identifies these products on each sandbox's wire, for ``SandboxConfig.noncompliant_asins``:
     the ASIN (Pixii's requests carry it) and the product's main image URL (all ProdVisual and ListingRVA
     see of it). A catalog that does not load leaves the ASINs alone (the run reports the catalog's error)."""

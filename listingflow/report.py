@@ -22,8 +22,13 @@ def print_summary(console: Console, summary: Any, elapsed: float) -> None:
     style = "green" if summary.ok else "yellow"
     manifest = f"{summary.archive}/runs/{summary.run_id}/manifest.json"
     if not summary.interrupted:
-        console.print(f"{summary.headline()}  ({elapsed:.0f}s)", style=f"bold {style}", soft_wrap=True,
-                      markup=False, highlight=False)  # fmt: skip
+        console.print(
+            f"{summary.headline()}  ({elapsed:.0f}s)",
+            style=f"bold {style}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
         say(f"outputs: {summary.archive}")
         say(f"run manifest: {manifest}")
     for note in summary.notes:
@@ -78,26 +83,41 @@ def print_costs(console: Console, cost: CostSummary) -> None:
     """The provider-and-step, provider and total lines, as a table when it fits the console's width."""
     rows = [*cost.by("step"), *cost.by("provider"), cost.total]
     columns = [(name, cell) for name, cell in _COLUMNS if _says_something(name, cost)]
-    table = Table(title="Cost summary (credits)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, padding=(0, 1, 0, 0))  # two spaces between columns, none at the edges
+    table = Table(
+        title="Cost summary (credits)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )  # two spaces between columns, none at the edges
     table.add_column("provider", no_wrap=True)
     table.add_column("step", no_wrap=True)
     for name, _ in columns:
         table.add_column(name, justify="right", no_wrap=True)
     for line in rows:
-        table.add_row(*_names(line), *[cell(line, cost) for _, cell in columns],
-                      style="bold" if line.scope != "step" else None)  # fmt: skip
+        table.add_row(
+            *_names(line),
+            *[cell(line, cost) for _, cell in columns],
+            style="bold" if line.scope != "step" else None,
+        )
     if console.measure(table, options=console.options.update_width(10_000)).maximum <= console.width:
         console.print(table)
     else:  # too narrow for the table: the same figures, one line per row, never cut
         console.print("Cost summary (credits)", style="bold")
         for line in rows:
             cells = ", ".join(f"{name} {text}" for name, cell in columns if (text := cell(line, cost)))
-            console.print(f"  {' '.join(_names(line)).strip()}: {cells}", soft_wrap=True, markup=False,
-                          highlight=False)  # fmt: skip
+            console.print(
+                f"  {' '.join(_names(line)).strip()}: {cells}", soft_wrap=True, markup=False, highlight=False
+            )
     if cost.money_note():
-        console.print(f"* the money total covers {cost.money_note()}", soft_wrap=True, markup=False,
-                      highlight=False, style="dim")  # fmt: skip
+        console.print(
+            f"* the money total covers {cost.money_note()}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+            style="dim",
+        )
 
 
 def _says_something(column: str, cost: CostSummary) -> bool:

@@ -126,21 +126,44 @@ def _start(home: Path) -> ServerRecord:
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = home / "server.log"
-    updates: dict[Any, Any] = {PREFECT_SERVER_DATABASE_CONNECTION_URL: database,
-                               PREFECT_SERVER_ANALYTICS_ENABLED: False,
-                               PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: 5.0}  # fmt: skip
+    updates: dict[Any, Any] = {
+        PREFECT_SERVER_DATABASE_CONNECTION_URL: database,
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS: 5.0,
+    }
     with temporary_settings(updates=updates):
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
-               "LISTINGFLOW_SERVER_RECORD": str(record_path(home).resolve()),
-               **get_current_settings().to_environment_variables(exclude_unset=True)}  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_FINAL": "1",
+            "LISTINGFLOW_SERVER_RECORD": str(record_path(home).resolve()),
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
     env.pop("PREFECT_API_URL", None)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("server_process.py")),
-             "--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(Path(__file__).with_name("server_process.py")),
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not _healthy(url, timeout=1.0):
         if proc.poll() is not None or time.monotonic() > deadline:

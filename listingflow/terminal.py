@@ -80,7 +80,7 @@ def provider_seconds_left(plan: ProviderPlan, tally: ProviderTally) -> float | N
 
 
 def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
@@ -140,8 +140,10 @@ class Board(RunObserver):
     def provider_counts(self, name: str) -> str:
         t = self.tallies[name]
         reused = f", reused {t.reused}" if t.reused else ""
-        return (f"submitted {t.submitted}, in flight {t.in_flight}, done {t.done}, "
-                f"failed {t.failed + t.rejected}{reused}")  # fmt: skip
+        return (
+            f"submitted {t.submitted}, in flight {t.in_flight}, done {t.done}, "
+            f"failed {t.failed + t.rejected}{reused}"
+        )
 
     def provider_rate(self, name: str) -> str:
         """The busiest route group: requests in its current window against its limit, and the next slot."""
@@ -171,8 +173,12 @@ class Board(RunObserver):
 class PlainBoard(Board):
     """Plain lines for a pipe or a log: never wrapped, never cut, no control characters."""
 
-    def __init__(self, console: Console, bind_stop: Callable[[Any], None] | None = None,
-                 every: float = PLAIN_STATUS_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        console: Console,
+        bind_stop: Callable[[Any], None] | None = None,
+        every: float = PLAIN_STATUS_SECONDS,
+    ) -> None:
         super().__init__(console, bind_stop)
         self.every = every
 

@@ -46,7 +46,6 @@ class Step(StrEnum):  # names only: what each step is, is declared once in ``STE
     SCALE = "scale"
 
 
-
 # --- declared limits and prices ----------------------------------------------------------------
 
 
@@ -112,6 +111,8 @@ def _every_component() -> list[CopyComponent]:
 
 def _basic_aplus() -> list[APlusType]:
     return ["A+ Basic"]
+
+
 ScaleMode = Literal["catalog", "inspire", "variation", "language"]
 ScalePlatform = Literal["Amazon", "Amazon Mobile", "Shopify", "TikTok"]
 ScaleAssetType = Literal["Product Photo", "Main Image"]
@@ -178,9 +179,7 @@ class ImageOptions(BaseModel):
 
 
 class APlusOptions(BaseModel):
-    types: list[APlusType] = Field(
-        default_factory=_basic_aplus, title="A+ types", min_length=1, max_length=3
-    )
+    types: list[APlusType] = Field(default_factory=_basic_aplus, title="A+ types", min_length=1, max_length=3)
 
     @field_validator("types")
     @classmethod
@@ -276,16 +275,53 @@ class StepSpec:
 
 
 STEPS: tuple[StepSpec, ...] = (
-    StepSpec(Step.COPY, "Listing copy", "Listing copy", "provider for listing copy", "listingrva",
-             "copy_options", CopyOptions, "Listing copy options", produces="copy"),
-    StepSpec(Step.IMAGES, "Images", "Images", "provider for product images", "prodvisual",
-             "image_options", ImageOptions, "Image options", produces="image"),
-    StepSpec(Step.APLUS, "A+ modules", "A+ content", "provider for A+ content", "pixii",
-             "aplus_options", APlusOptions, "A+ options", requires=frozenset({"image"})),
-    StepSpec(Step.SCALE, "Variations", "Variation scaling", "provider for variation scaling", "pixii",
-             "scale_options", ScaleOptions, "Scale options", requires=frozenset({"image"}),
-             fan_out=one_per_variation, check=_scale_check),
-)  # fmt: skip
+    StepSpec(
+        Step.COPY,
+        "Listing copy",
+        "Listing copy",
+        "provider for listing copy",
+        "listingrva",
+        "copy_options",
+        CopyOptions,
+        "Listing copy options",
+        produces="copy",
+    ),
+    StepSpec(
+        Step.IMAGES,
+        "Images",
+        "Images",
+        "provider for product images",
+        "prodvisual",
+        "image_options",
+        ImageOptions,
+        "Image options",
+        produces="image",
+    ),
+    StepSpec(
+        Step.APLUS,
+        "A+ modules",
+        "A+ content",
+        "provider for A+ content",
+        "pixii",
+        "aplus_options",
+        APlusOptions,
+        "A+ options",
+        requires=frozenset({"image"}),
+    ),
+    StepSpec(
+        Step.SCALE,
+        "Variations",
+        "Variation scaling",
+        "provider for variation scaling",
+        "pixii",
+        "scale_options",
+        ScaleOptions,
+        "Scale options",
+        requires=frozenset({"image"}),
+        fan_out=one_per_variation,
+        check=_scale_check,
+    ),
+)
 """In logical order (copy -> images -> A+ -> scale): the order of reports, manifests and the form;
 a step runs as soon as the outputs its provider reads exist, whatever its place here."""
 
@@ -340,7 +376,8 @@ class JobRef(BaseModel):
     )
     balance_after: int | None = Field(None, description="account balance the submit response reported")
     outcome: Literal["submitted", "charged_not_retrievable", "unknown"] = Field(
-        "submitted", description="'submitted': a job to wait on. Otherwise the submit failed after it may "
+        "submitted",
+        description="'submitted': a job to wait on. Otherwise the submit failed after it may "
         "have been processed: charged (the balance shows it) but its job cannot be found, or unknown",
     )
     meta: dict[str, Any] = Field(default_factory=dict, description="the plugin's own record of the job")
@@ -351,8 +388,12 @@ class JobRef(BaseModel):
     def _legacy_host(cls, data: Any) -> Any:
         """A reference cached by an earlier version keeps the host's record in ``meta`` (it always has
         a ``run_id`` there; a plugin's fresh reference never does)."""
-        if isinstance(data, dict) and "host" not in data and isinstance(data.get("meta"), dict) \
-                and "run_id" in data["meta"]:  # fmt: skip
+        if (
+            isinstance(data, dict)
+            and "host" not in data
+            and isinstance(data.get("meta"), dict)
+            and "run_id" in data["meta"]
+        ):
             return {**data, "host": HostRecord.from_legacy(data["meta"])}
         return data
 
@@ -360,7 +401,10 @@ class JobRef(BaseModel):
         """Unpickling a reference an earlier version cached (Prefect's default result serializer)."""
         fields = state.get("__dict__", {})
         if "host" not in fields:
-            state = {**state, "__dict__": {**fields, "host": HostRecord.from_legacy(fields.get("meta") or {})}}
+            state = {
+                **state,
+                "__dict__": {**fields, "host": HostRecord.from_legacy(fields.get("meta") or {})},
+            }
         super().__setstate__(state)
 
     @property
@@ -404,21 +448,30 @@ class JobResult(BaseModel):
 class ProviderSettings(BaseSettings):
     """Base URL and credential for one provider; subclasses set the env prefix (``PIXII_`` ...)."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8",
-                                      env_nested_delimiter="__")  # fmt: skip
+    model_config = SettingsConfigDict(
+        extra="ignore", env_file=".env", env_file_encoding="utf-8", env_nested_delimiter="__"
+    )
 
     base_url: str
     api_key: SecretStr | None = Field(None, description="credential; never logged")
     timeout_seconds: float = Field(60.0, gt=0, le=600)
     poll_interval_seconds: float | None = Field(None, gt=0, description="override the advised cadence")
-    poll_cadence: PollCadence = Field(default_factory=PollCadence, description="the provider's advised cadence "
-                                      "(<PREFIX>POLL_CADENCE__FIRST_SECONDS ...)")  # fmt: skip
+    poll_cadence: PollCadence = Field(
+        default_factory=PollCadence,
+        description="the provider's advised cadence (<PREFIX>POLL_CADENCE__FIRST_SECONDS ...)",
+    )
     max_wait_seconds: float = Field(
-        900.0, gt=0, description="give up waiting this long after the job's submission (it stays resumable)")
-    http_retry: HttpRetry = Field(default_factory=HttpRetry, description="retries of transient HTTP failures "
-                                  "(<PREFIX>HTTP_RETRY__MAX_ATTEMPTS ...); paid submissions are never retried here")
+        900.0, gt=0, description="give up waiting this long after the job's submission (it stays resumable)"
+    )
+    http_retry: HttpRetry = Field(
+        default_factory=HttpRetry,
+        description="retries of transient HTTP failures "
+        "(<PREFIX>HTTP_RETRY__MAX_ATTEMPTS ...); paid submissions are never retried here",
+    )
     settle_seconds: float = Field(
-        10.0, ge=0, le=600,
+        10.0,
+        ge=0,
+        le=600,
         description="after a paid request's answer was lost, how long a job list that does not show it yet "
         "is not trusted: the provider may still be processing the request",
     )
@@ -469,11 +522,14 @@ class WebhookSettings(ProviderSettings):
     """A provider that can finish jobs by signed webhook (``providers/webhooks.py``) instead of polls."""
 
     webhook_url: str | None = Field(
-        None, description="public URL the provider POSTs finished jobs to (routed to webhook_listen); "
-        "'auto' = a loopback listener on a port the OS picks (sandboxes). Unset: jobs are polled")  # fmt: skip
+        None,
+        description="public URL the provider POSTs finished jobs to (routed to webhook_listen); "
+        "'auto' = a loopback listener on a port the OS picks (sandboxes). Unset: jobs are polled",
+    )
     webhook_listen: str = Field("0.0.0.0:8787", description="host:port the webhook receiver listens on")
     webhook_reconcile_seconds: float = Field(
-        60.0, gt=0, description="with webhooks, poll a job whose event has not come after this long")
+        60.0, gt=0, description="with webhooks, poll a job whose event has not come after this long"
+    )
 
     @field_validator("webhook_url")
     @classmethod
@@ -588,8 +644,13 @@ class Provider(abc.ABC):
     def job_clock(self, ref: JobRef) -> JobClock:
         """The one deadline of waiting for ``ref``: ``max_wait_seconds`` after its submission, or after
         this plugin was created for a job of an earlier run (``providers.polling``)."""
-        return JobClock(ref.job_id, ref.submitted_at, self.settings.max_wait_seconds, since=self.created_at,
-                        provider=self.name)  # fmt: skip
+        return JobClock(
+            ref.job_id,
+            ref.submitted_at,
+            self.settings.max_wait_seconds,
+            since=self.created_at,
+            provider=self.name,
+        )
 
     def inputs(self, step: Step) -> frozenset[str]:
         """The upstream outputs this provider's request for ``step`` reads: ``"copy"`` (the listing

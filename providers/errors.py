@@ -73,8 +73,9 @@ class RetryableError(ProviderError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, resend_safe: bool | None = None,
-                 **kw: Any) -> None:  # fmt: skip
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, resend_safe: bool | None = None, **kw: Any
+    ) -> None:
         self.retry_after = retry_after
         self.resend_safe = resend_safe
         super().__init__(message, **kw)
@@ -217,7 +218,6 @@ def resend_is_safe(exc: ProviderError) -> bool:
     if isinstance(exc, ProviderConnectionError | ProviderTimeout):
         return not exc.request_sent
     return False
-
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

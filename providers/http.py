@@ -99,8 +99,14 @@ class ProviderClient(abc.ABC):
         policy, attempt, waited = in_force(self.retry), 1, 0.0
         while True:
             try:
-                return await self._attempt(method, path, groups=groups, json_body=json_body, params=params,
-                                           authenticated=authenticated)  # fmt: skip
+                return await self._attempt(
+                    method,
+                    path,
+                    groups=groups,
+                    json_body=json_body,
+                    params=params,
+                    authenticated=authenticated,
+                )
             except RetryableError as exc:
                 delay = policy.next_delay(exc, attempt, waited, self._rng)
                 if delay is None or not may_resend(method, exc, paid=paid):
@@ -110,13 +116,22 @@ class ProviderClient(abc.ABC):
                 waited += delay
                 attempt += 1
 
-    async def _attempt(self, method: str, path: str, *, groups: list[str], json_body: dict[str, Any] | None,
-                       params: dict[str, Any] | None, authenticated: bool) -> Any:  # fmt: skip
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        groups: list[str],
+        json_body: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        authenticated: bool,
+    ) -> Any:
         """One attempt: the throttle's turn, the request, its body or the mapped error."""
         answered = await self.throttle(groups)
         try:
-            response = await self._send(method, path, json_body=json_body, params=params,
-                                        authenticated=authenticated)  # fmt: skip
+            response = await self._send(
+                method, path, json_body=json_body, params=params, authenticated=authenticated
+            )
         finally:
             if answered is not None:
                 answered()  # the request's rate window counts from its answer
@@ -124,8 +139,15 @@ class ProviderClient(abc.ABC):
             raise self.error_from_response(response)
         return self.parse_json(response)
 
-    async def _send(self, method: str, path: str, *, json_body: dict[str, Any] | None, params: dict[str, Any] | None,
-                    authenticated: bool) -> httpx.Response:  # fmt: skip
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        authenticated: bool,
+    ) -> httpx.Response:
         try:
             return await self.http.request(
                 method,
@@ -137,7 +159,8 @@ class ProviderClient(abc.ABC):
             )
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(
-                f"{method} {path} timed out ({type(exc).__name__})", provider=self.provider,
+                f"{method} {path} timed out ({type(exc).__name__})",
+                provider=self.provider,
                 request_sent=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:

@@ -62,8 +62,12 @@ class ErrorMap:
     rules: tuple[ErrorRule, ...] = ()
 
     @classmethod
-    def of(cls, by_code: Mapping[str, type[ProviderError]] | None = None,
-           by_status: Mapping[int, type[ProviderError]] | None = None, *rules: ErrorRule) -> ErrorMap:  # fmt: skip
+    def of(
+        cls,
+        by_code: Mapping[str, type[ProviderError]] | None = None,
+        by_status: Mapping[int, type[ProviderError]] | None = None,
+        *rules: ErrorRule,
+    ) -> ErrorMap:
         """Exact codes first, then ``rules``, then statuses."""
         rows = [ErrorRule(e, codes=frozenset({c})) for c, e in (by_code or {}).items()]
         rows += list(rules)
@@ -86,8 +90,14 @@ class Kit:
     provider: str
     errors: ErrorMap = field(default_factory=ErrorMap)
 
-    def build(self, model: type[M], data: Mapping[str, Any] | BaseModel | None = None, *, where: str = "",
-              **fields: Any) -> M:  # fmt: skip
+    def build(
+        self,
+        model: type[M],
+        data: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        where: str = "",
+        **fields: Any,
+    ) -> M:
         """A validated ``model`` from ``data`` and/or ``fields`` (an instance of ``model`` is returned as
         is; another model is read through its fields)."""
         if isinstance(data, model) and not fields:
@@ -100,8 +110,12 @@ class Kit:
             err = RequestValidationError.from_pydantic(exc, provider=self.provider, model=model.__name__)
         if not where:
             raise err
-        raise RequestValidationError(f"{where}: {err.message}", provider=self.provider, code=err.code,
-                                     field=f"{where}.{err.field}" if err.field else where)  # fmt: skip
+        raise RequestValidationError(
+            f"{where}: {err.message}",
+            provider=self.provider,
+            code=err.code,
+            field=f"{where}.{err.field}" if err.field else where,
+        )
 
     def parse(self, model: type[M], body: Any, *, what: str) -> M:
         """A 2xx body that does not fit the contract is ``MalformedResponse`` (retryable), not a crash."""
@@ -109,12 +123,21 @@ class Kit:
             return model.model_validate(body)
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:5])
-            raise MalformedResponse(f"{what} returned an unexpected body (problem at: {fields})",
-                                    provider=self.provider) from None  # fmt: skip
+            raise MalformedResponse(
+                f"{what} returned an unexpected body (problem at: {fields})", provider=self.provider
+            ) from None
 
-    def error(self, status: int, code: str | None, message: str, *, retry_after: float | None = None,
-              field: str | None = None, detail: str | None = None,
-              error: type[ProviderError] | None = None) -> ProviderError:  # fmt: skip
+    def error(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        field: str | None = None,
+        detail: str | None = None,
+        error: type[ProviderError] | None = None,
+    ) -> ProviderError:
         """The error for a non-2xx answer: ``error`` when the caller decided, else the table's class."""
         cls = error or self.errors.classify(status, code)
         kw: dict[str, Any] = {"provider": self.provider, "code": code, "status": status, "detail": detail}

@@ -49,7 +49,9 @@ class PollCadence(BaseModel):
 class JobClock:
     """One job's wait: its deadline, and pauses that never run past it."""
 
-    def __init__(self, job_id: str, submitted_at: float, max_wait: float, *, since: float, provider: str) -> None:
+    def __init__(
+        self, job_id: str, submitted_at: float, max_wait: float, *, since: float, provider: str
+    ) -> None:
         self.job_id, self.max_wait, self.provider = job_id, max_wait, provider
         self.deadline = max(submitted_at, since) + max_wait
 
@@ -60,8 +62,10 @@ class JobClock:
     def timeout(self, status: str) -> WaitTimeout:
         return WaitTimeout(
             f"job {self.job_id} still {status} after {self.max_wait:g}s; the job reference stays valid, "
-            "resume waiting later", provider=self.provider, code=status or None,
-        )  # fmt: skip
+            "resume waiting later",
+            provider=self.provider,
+            code=status or None,
+        )
 
     async def pause(self, seconds: float, status: str, *, first: bool = False) -> None:
         """Sleep before the next poll, cut to the deadline; past it, ``WaitTimeout`` (the last poll is

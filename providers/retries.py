@@ -31,8 +31,9 @@ RATE_LIMIT_MIN_SECONDS = 2.0
 """A 429 without a hint waits at least this long: a per-minute window is not over in a second."""
 
 
-def backoff(exc: RetryableError, attempt: int, *, base: float, cap: float, jitter: float,
-            rng: random.Random) -> float:  # fmt: skip
+def backoff(
+    exc: RetryableError, attempt: int, *, base: float, cap: float, jitter: float, rng: random.Random
+) -> float:
     """The wait before attempt ``attempt + 1``: the provider's hint when given, else exponential,
     capped, plus up to ``jitter`` of itself at random (never less than the hint)."""
     if exc.retry_after is not None:
@@ -54,20 +55,29 @@ class HttpRetry(BaseModel):
     max_total_seconds: float = Field(120.0, ge=0, description="give up after this much waiting")
     jitter: float = Field(0.1, ge=0, le=1, description="fraction of random jitter added to each delay")
 
-    def next_delay(self, exc: RetryableError, attempt: int, waited: float, rng: random.Random) -> float | None:
+    def next_delay(
+        self, exc: RetryableError, attempt: int, waited: float, rng: random.Random
+    ) -> float | None:
         """How long to wait before sending again after failed attempt ``attempt``; None to give up."""
         if attempt >= self.max_attempts:
             return None
-        delay = backoff(exc, attempt, base=self.base_delay_seconds, cap=self.max_delay_seconds,
-                        jitter=self.jitter, rng=rng)  # fmt: skip
+        delay = backoff(
+            exc,
+            attempt,
+            base=self.base_delay_seconds,
+            cap=self.max_delay_seconds,
+            jitter=self.jitter,
+            rng=rng,
+        )
         return None if waited + delay > self.max_total_seconds else delay
 
 
 NO_RETRY = HttpRetry(max_attempts=1)
 """A client built without a policy sends each request once (its errors mapped, nothing repeated)."""
 
-_cap: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar("listingflow_http_retry_cap",
-                                                                                default=None)  # fmt: skip
+_cap: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar(
+    "listingflow_http_retry_cap", default=None
+)
 
 
 @contextlib.contextmanager
@@ -86,8 +96,12 @@ def in_force(policy: HttpRetry) -> HttpRetry:
     cap = _cap.get()
     if cap is None:
         return policy
-    return policy.model_copy(update={"max_attempts": min(policy.max_attempts, cap[0]),
-                                     "max_total_seconds": min(policy.max_total_seconds, cap[1])})  # fmt: skip
+    return policy.model_copy(
+        update={
+            "max_attempts": min(policy.max_attempts, cap[0]),
+            "max_total_seconds": min(policy.max_total_seconds, cap[1]),
+        }
+    )
 
 
 def may_resend(method: str, exc: RetryableError, *, paid: bool) -> bool:

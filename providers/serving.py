@@ -30,7 +30,9 @@ class ThreadedServer:
     connections (or raises within ``timeout``)."""
 
     def __init__(self, app: Any, *, host: str, port: int = 0, name: str) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)

@@ -42,7 +42,9 @@ EARLY_EVENTS_KEPT = 10_000  # events for jobs not (yet) expected: the oldest are
 class WebhookInbox:
     """Signed events for the jobs this process submitted, handed to whoever waits on them."""
 
-    def __init__(self, *, name: str, path: str, public_url: str, listen: str, verify: Verify, parse: Parse) -> None:
+    def __init__(
+        self, *, name: str, path: str, public_url: str, listen: str, verify: Verify, parse: Parse
+    ) -> None:
         self.name, self.path = name, path
         self._public_url = public_url
         host, _, port = listen.rpartition(":")

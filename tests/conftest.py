@@ -24,7 +24,9 @@ import pytest
 # Prefect reads its home and profiles once, when it is first imported (and creates the folder then), so
 # the session's own home is set here, before any test module imports Prefect.
 if "prefect" in sys.modules:
-    raise RuntimeError("prefect was imported before tests/conftest.py could give the session its own PREFECT_HOME")
+    raise RuntimeError(
+        "prefect was imported before tests/conftest.py could give the session its own PREFECT_HOME"
+    )
 SESSION_PREFECT_HOME = tempfile.mkdtemp(prefix="listingflow-tests-prefect-")
 os.environ["PREFECT_HOME"] = SESSION_PREFECT_HOME
 os.environ.pop("PREFECT_PROFILES_PATH", None)  # profiles come from the session home (none: the defaults)
@@ -110,8 +112,10 @@ def lf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     home = tmp_path / "state"
     archive = tmp_path / "archive"
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
-                 for p, groups in FAST_LIMITS.items()}
+    overrides = {
+        p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
+        for p, groups in FAST_LIMITS.items()
+    }
     values = {
         "LISTINGFLOW_HOME": str(home),
         "LISTINGFLOW_ARCHIVE": str(archive),
@@ -156,7 +160,9 @@ def sandboxes(lf_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
     from providers.registry import load_providers
 
     registry = load_providers()
-    with running_sandboxes(dict(registry.providers), job_seconds=0.3, config_updates=sandbox_updates()) as boxes:
+    with running_sandboxes(
+        dict(registry.providers), job_seconds=0.3, config_updates=sandbox_updates()
+    ) as boxes:
         reset_settings()
         yield boxes
     reset_settings()

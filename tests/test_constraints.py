@@ -38,7 +38,9 @@ def declared() -> list[Requirement]:
     """pyproject.toml's dependencies and every extra's."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project.get("optional-dependencies", {})
-    return [Requirement(r) for r in [*project["dependencies"], *(r for group in extras.values() for r in group)]]
+    return [
+        Requirement(r) for r in [*project["dependencies"], *(r for group in extras.values() for r in group)]
+    ]
 
 
 def test_every_declared_dependency_is_pinned_within_its_range() -> None:
@@ -82,6 +84,8 @@ def test_every_documented_install_uses_the_constraints() -> None:
     assert re.search(r"pip install -q -c constraints\.txt -e '\.\[\$\(EXTRAS\)\]'", makefile)
     assert re.search(r"^\$\(STAMP\): pyproject\.toml constraints\.txt$", makefile, re.M)
     for doc in ("README.md", "deployments/README.md"):
-        lines = [ln for ln in (ROOT / doc).read_text().splitlines() if re.search(r"pip install (-\S+ )*-e", ln)]
+        lines = [
+            ln for ln in (ROOT / doc).read_text().splitlines() if re.search(r"pip install (-\S+ )*-e", ln)
+        ]
         unconstrained = [ln.strip() for ln in lines if "-c constraints.txt" not in ln]
         assert not unconstrained, f"{doc} installs without constraints.txt: {unconstrained}"

@@ -58,19 +58,28 @@ from .models import (
     unwrap,
 )
 
-KIT = Kit(PROVIDER, ErrorMap((
-    # Branch on HTTP status (contract §3); the ``error`` string code is informational.
-    ErrorRule(QuotaExhausted, statuses=frozenset({429}), pattern="daily|quota"),  # no daily cap is documented; be safe
-    ErrorRule(RateLimited, statuses=frozenset({429})),
-    ErrorRule(InsufficientCredits, statuses=frozenset({402})),
-    ErrorRule(InsufficientCredits, pattern="^insufficient_credits$"),
-    ErrorRule(AuthenticationError, statuses=frozenset({401, 403})),
-    ErrorRule(NotFound, statuses=frozenset({404})),
-    ErrorRule(ContentRefused, statuses=frozenset({422})),
-    ErrorRule(ContentRefused, pattern="content|policy|unsupported_image"),
-    ErrorRule(RequestValidationError, statuses=frozenset({400})),
-    ErrorRule(ServerError, statuses=SERVER_ERRORS),  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
-)))  # fmt: skip
+KIT = Kit(
+    PROVIDER,
+    ErrorMap(
+        (
+            # Branch on HTTP status (contract §3); the ``error`` string code is informational.
+            ErrorRule(
+                QuotaExhausted, statuses=frozenset({429}), pattern="daily|quota"
+            ),  # no daily cap is documented; be safe
+            ErrorRule(RateLimited, statuses=frozenset({429})),
+            ErrorRule(InsufficientCredits, statuses=frozenset({402})),
+            ErrorRule(InsufficientCredits, pattern="^insufficient_credits$"),
+            ErrorRule(AuthenticationError, statuses=frozenset({401, 403})),
+            ErrorRule(NotFound, statuses=frozenset({404})),
+            ErrorRule(ContentRefused, statuses=frozenset({422})),
+            ErrorRule(ContentRefused, pattern="content|policy|unsupported_image"),
+            ErrorRule(RequestValidationError, statuses=frozenset({400})),
+            ErrorRule(
+                ServerError, statuses=SERVER_ERRORS
+            ),  # ASSUMPTION (contract §3): 502/503/504 retryable like 500
+        )
+    ),
+)
 """ListingRVA's request/response kit (``providers.kit``): validation, parsing and its error table."""
 
 AI = ["ai", "global"]
@@ -152,8 +161,15 @@ class ListingRVAClient(ProviderClient):
         retry: HttpRetry | None = None,
     ) -> None:
         self.token_auth = TokenAuth(token_provider)
-        super().__init__(http, base_url=base_url, auth=self.token_auth, throttle=throttle,
-                         secrets=secrets, timeout=timeout, retry=retry)  # fmt: skip
+        super().__init__(
+            http,
+            base_url=base_url,
+            auth=self.token_auth,
+            throttle=throttle,
+            secrets=secrets,
+            timeout=timeout,
+            retry=retry,
+        )
 
     def _clean(self, text: str | None) -> str | None:
         return None if text is None else redact(text, [*self._secrets, *self.token_auth.seen])
@@ -242,8 +258,9 @@ def _seg(value: object, field: str) -> str:
     """An id as one path segment; empty ids (or not a string, from an untyped caller) are a local
     validation error."""
     if not isinstance(value, str) or not value.strip():
-        raise RequestValidationError(f"{field} is required", provider=PROVIDER,
-                                     code="LOCAL_VALIDATION", field=field)  # fmt: skip
+        raise RequestValidationError(
+            f"{field} is required", provider=PROVIDER, code="LOCAL_VALIDATION", field=field
+        )
     return quote(value.strip(), safe="")
 
 

@@ -58,11 +58,23 @@ PLATFORMS: tuple[str, ...] = tuple(LISTING_CREDITS)
 COMPONENTS: tuple[str, ...] = ("title", "bullets", "description", "keywords")
 
 ImageStyle = Literal[
-    "CLEAN_WHITE_BG", "SHADOW_REFLECTION", "DIMENSION_SPEC", "INFOGRAPHIC_FEATURE", "COMPARISON_CHART",
-    "FEATURE_CALLOUT_GRID", "INGREDIENT_SPEC_LIST", "BEFORE_AFTER", "SEASONAL_VARIANT",
-    "LIFESTYLE_CONTEXTUAL", "PREMIUM_BRAND_STYLE", "MODEL_LIFESTYLE", "MODEL_STUDIO",
-    "LIFESTYLE_INFOGRAPHIC", "PACKAGING_DISPLAY", "MODEL_LIFESTYLE_INFOGRAPHIC",
-]  # fmt: skip
+    "CLEAN_WHITE_BG",
+    "SHADOW_REFLECTION",
+    "DIMENSION_SPEC",
+    "INFOGRAPHIC_FEATURE",
+    "COMPARISON_CHART",
+    "FEATURE_CALLOUT_GRID",
+    "INGREDIENT_SPEC_LIST",
+    "BEFORE_AFTER",
+    "SEASONAL_VARIANT",
+    "LIFESTYLE_CONTEXTUAL",
+    "PREMIUM_BRAND_STYLE",
+    "MODEL_LIFESTYLE",
+    "MODEL_STUDIO",
+    "LIFESTYLE_INFOGRAPHIC",
+    "PACKAGING_DISPLAY",
+    "MODEL_LIFESTYLE_INFOGRAPHIC",
+]
 # ASSUMPTION (contract §5): the image endpoint accepts the same platform list as listing copy.
 Platform = Literal["amazon", "flipkart", "shopify", "woocommerce", "etsy", "bigcommerce", "general"]
 Size = Literal[1000, 1200, 1500, 2000]

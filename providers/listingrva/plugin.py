@@ -62,9 +62,23 @@ MAX_PAGES = 1000
 INDEX_TTL_SECONDS = 600.0  # re-read the workspace's product records after this
 # The listing request has no language field (contract §6): the copy's language is asked for in the
 # free-text persona (targetAudience) for marketplaces whose language is not English.
-MARKETPLACE_LANGUAGES = {"DE": "German", "FR": "French", "BE": "French", "ES": "Spanish", "MX": "Spanish",
-                         "IT": "Italian", "JP": "Japanese", "BR": "Portuguese", "NL": "Dutch", "PL": "Polish",
-                         "SE": "Swedish", "TR": "Turkish", "CN": "Chinese", "EG": "Arabic", "SA": "Arabic"}  # fmt: skip
+MARKETPLACE_LANGUAGES = {
+    "DE": "German",
+    "FR": "French",
+    "BE": "French",
+    "ES": "Spanish",
+    "MX": "Spanish",
+    "IT": "Italian",
+    "JP": "Japanese",
+    "BR": "Portuguese",
+    "NL": "Dutch",
+    "PL": "Polish",
+    "SE": "Swedish",
+    "TR": "Turkish",
+    "CN": "Chinese",
+    "EG": "Arabic",
+    "SA": "Arabic",
+}
 logger = logging.getLogger("listingflow.listingrva")
 
 
@@ -81,9 +95,12 @@ class ListingRVASettings(WebhookSettings):
     # a poll before a job can be done spends a submission's budget. So the first poll waits for the low
     # end of the documented completion time (20-60 s), and later polls back off by 5 s up to 15 s.
     # Measured (benchmarks, x10 time-scaled): 3.1 polls per listing job at 10 s + 5 s, 1.0 with this.
-    poll_cadence: PollCadence = PollCadence(first_seconds=20.0, every_seconds=5.0, step_seconds=5.0,
-                                            max_seconds=15.0)  # fmt: skip
-    first_poll_seconds: float | None = Field(None, gt=0, description="override the wait before the first poll")
+    poll_cadence: PollCadence = PollCadence(
+        first_seconds=20.0, every_seconds=5.0, step_seconds=5.0, max_seconds=15.0
+    )
+    first_poll_seconds: float | None = Field(
+        None, gt=0, description="override the wait before the first poll"
+    )
     webhook_listen: str = Field("0.0.0.0:8788", description="host:port the webhook receiver listens on")
 
     @field_validator("base_url")
@@ -117,15 +134,20 @@ class ListingRVAProvider(BaseProvider):
     )
     prices: ClassVar[tuple[Price, ...]] = (
         *(
-            Price(step=Step.IMAGES, item=style, credits=credits, unit="image",
-                  note="+ size surcharge: 1200px +1, 1500px +2, 2000px +3 (amazon forces 2000px)")
+            Price(
+                step=Step.IMAGES,
+                item=style,
+                credits=credits,
+                unit="image",
+                note="+ size surcharge: 1200px +1, 1500px +2, 2000px +3 (amazon forces 2000px)",
+            )
             for style, credits in IMAGE_STYLE_CREDITS.items()
         ),
         *(
             Price(step=Step.COPY, item=platform, credits=credits, unit="generation")
             for platform, credits in LISTING_CREDITS.items()
         ),
-    )  # fmt: skip
+    )
     settings_class: ClassVar[type[ListingRVASettings]] = ListingRVASettings
     settings: ListingRVASettings
     default_styles: ClassVar[tuple[str, ...]] = ("CLEAN_WHITE_BG",)
@@ -169,24 +191,37 @@ class ListingRVAProvider(BaseProvider):
     def build_requests(self, step: Step, ctx: StepContext) -> list[BaseModel]:
         where = f"products[{ctx.product.key}]"
         if step not in self.capabilities:
-            raise RequestValidationError(f"listingrva does not support step {step}", provider=PROVIDER,
-                                         code="LOCAL_VALIDATION", field="step")  # fmt: skip
+            raise RequestValidationError(
+                f"listingrva does not support step {step}",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="step",
+            )
         product_id = ctx.prepared.get("product_id")
         if not product_id:
             raise RequestValidationError(
                 f"{where}.product_id is required for ListingRVA (prepare() creates it)",
-                provider=PROVIDER, code="LOCAL_VALIDATION", field=f"{where}.product_id",
-            )  # fmt: skip
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field=f"{where}.product_id",
+            )
         if step == Step.COPY:
             opts = ctx.copy_options
             keywords = ", ".join(k.strip() for k in opts.seed_keywords if k.strip())
             return [
-                KIT.build(ListingRequest, {
-                    "productId": product_id, "platform": opts.platform, "tone": opts.tone,
-                    "components": list(opts.components), "seedKeywords": keywords or None,
-                    "targetAudience": _audience(opts.target_audience, ctx.product.country_code),
-                }, where=where)
-            ]  # fmt: skip
+                KIT.build(
+                    ListingRequest,
+                    {
+                        "productId": product_id,
+                        "platform": opts.platform,
+                        "tone": opts.tone,
+                        "components": list(opts.components),
+                        "seedKeywords": keywords or None,
+                        "targetAudience": _audience(opts.target_audience, ctx.product.country_code),
+                    },
+                    where=where,
+                )
+            ]
         image = ctx.image_options
         styles = [ctx.style] if ctx.style else self.styles_for(image)
         common = {
@@ -223,11 +258,16 @@ class ListingRVAProvider(BaseProvider):
                 if key not in self._products:
                     await self._refresh_index()
                 if key not in self._products:
-                    request = KIT.build(ProductCreate, {
-                        "title": product.title, "description": product.description,
-                        "category": product.category,
-                        "imageUrl": product.image_urls[0] if product.image_urls else None,
-                    }, where=f"products[{product.key}]")  # fmt: skip
+                    request = KIT.build(
+                        ProductCreate,
+                        {
+                            "title": product.title,
+                            "description": product.description,
+                            "category": product.category,
+                            "imageUrl": product.image_urls[0] if product.image_urls else None,
+                        },
+                        where=f"products[{product.key}]",
+                    )
                     self._products[key] = (await self.client.create_product(request)).id
         return {"product_id": self._products[key]}
 
@@ -267,18 +307,30 @@ class ListingRVAProvider(BaseProvider):
             meta = {"components": request.components}
             submitted = await self.client.generate_listing(request)
         else:
-            raise RequestValidationError(f"{step} needs a matching ListingRVA request, got "
-                                         f"{type(request).__name__}", provider=PROVIDER,
-                                         code="LOCAL_VALIDATION", field="request")  # fmt: skip
+            raise RequestValidationError(
+                f"{step} needs a matching ListingRVA request, got {type(request).__name__}",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="request",
+            )
         if inbox is not None:
             inbox.expect(submitted.job_id)
         return JobRef(
-            provider=self.name, step=step, job_id=submitted.job_id, kind=kind,
+            provider=self.name,
+            step=step,
+            job_id=submitted.job_id,
+            kind=kind,
             credits_at_submit=submitted.credit_cost,
-            meta={**meta, "kind": kind, "product_id": request.product_id, "webhook": inbox is not None,
-                  "platform": request.platform or "general", "credit_cost": submitted.credit_cost,
-                  "estimate": request.credits},
-        )  # fmt: skip
+            meta={
+                **meta,
+                "kind": kind,
+                "product_id": request.product_id,
+                "webhook": inbox is not None,
+                "platform": request.platform or "general",
+                "credit_cost": submitted.credit_cost,
+                "estimate": request.credits,
+            },
+        )
 
     async def recover_lost(self, step: Step, request: BaseModel, *, price: int | None) -> JobRef | None:
         """An image job whose submit answer was lost: its ``image.generated`` event still reaches this
@@ -286,18 +338,36 @@ class ListingRVAProvider(BaseProvider):
         payload). Listing jobs have no event: they stay as the balance left them."""
         if step != Step.IMAGES or not isinstance(request, ImageRequest) or self._inbox is None:
             return None
-        job_id = await self._inbox.claim(lambda data: str(data.get("productId") or "") == request.product_id,
-                                         timeout=self.settings.max_wait_seconds)  # fmt: skip
+        job_id = await self._inbox.claim(
+            lambda data: str(data.get("productId") or "") == request.product_id,
+            timeout=self.settings.max_wait_seconds,
+        )
         if job_id is None:
             return None
-        logger.warning("ListingRVA image job %s for product %s recovered from its webhook event after its "
-                       "submit answer was lost", job_id, request.product_id)  # fmt: skip
+        logger.warning(
+            "ListingRVA image job %s for product %s recovered from its webhook event after its "
+            "submit answer was lost",
+            job_id,
+            request.product_id,
+        )
         return JobRef(
-            provider=self.name, step=step, job_id=job_id, kind="image", credits_at_submit=price,
-            meta={"style": request.style, "size": request.effective_size, "kind": "image", "product_id":
-                  request.product_id, "webhook": True, "platform": request.platform or "general",
-                  "credit_cost": price, "estimate": request.credits, "reconciled": True},
-        )  # fmt: skip
+            provider=self.name,
+            step=step,
+            job_id=job_id,
+            kind="image",
+            credits_at_submit=price,
+            meta={
+                "style": request.style,
+                "size": request.effective_size,
+                "kind": "image",
+                "product_id": request.product_id,
+                "webhook": True,
+                "platform": request.platform or "general",
+                "credit_cost": price,
+                "estimate": request.credits,
+                "reconciled": True,
+            },
+        )
 
     async def wait(self, ref: JobRef) -> JobResult:
         if self._inbox is not None and self._inbox.expects(ref.job_id):
@@ -307,8 +377,9 @@ class ListingRVAProvider(BaseProvider):
             cadence = cadence.model_copy(update={"first_seconds": self.settings.first_poll_seconds})
         clock, delays = self.job_clock(ref), cadence.delays()
         first = next(delays)
-        await clock.pause(min(first, max(0.0, ref.submitted_at + first - time.time())), "queued",
-                          first=True)  # resumed: poll now  # fmt: skip
+        await clock.pause(
+            min(first, max(0.0, ref.submitted_at + first - time.time())), "queued", first=True
+        )  # resumed: poll now
         while True:
             job = await self.client.get_job(ref.job_id)
             if job.finished:
@@ -346,12 +417,15 @@ class ListingRVAProvider(BaseProvider):
             return None
         async with self._hook_lock:
             if self._inbox is None:
-                self._inbox = webhook_inbox(self.settings.webhook_url, self.settings.webhook_listen,
-                                            lambda: self._hook_secret)  # fmt: skip
+                self._inbox = webhook_inbox(
+                    self.settings.webhook_url, self.settings.webhook_listen, lambda: self._hook_secret
+                )
             await self._inbox.start()
             if self._hook_id is None and not self._hook_failed:
                 try:
-                    hook = await self.client.create_webhook(WebhookCreate(url=self._inbox.url, events=[IMAGE_EVENT]))
+                    hook = await self.client.create_webhook(
+                        WebhookCreate(url=self._inbox.url, events=[IMAGE_EVENT])
+                    )
                 except ProviderError as exc:  # e.g. 403: webhooks are a Pro feature (contract §9)
                     logger.warning("ListingRVA webhook not registered (%s); image jobs are polled", exc)
                     self._hook_failed = True
@@ -371,7 +445,9 @@ class ListingRVAProvider(BaseProvider):
         clock = self.job_clock(ref)
         try:
             while True:
-                data = await inbox.wait(ref.job_id, min(self.settings.webhook_reconcile_seconds, clock.left()))
+                data = await inbox.wait(
+                    ref.job_id, min(self.settings.webhook_reconcile_seconds, clock.left())
+                )
                 if data is not None and (urls := event_image_urls(ref.job_id, data)):
                     return self._image_result(ref, urls)
                 job = await self.client.get_job(ref.job_id)
@@ -389,10 +465,13 @@ class ListingRVAProvider(BaseProvider):
         if job.status == "failed":
             # ASSUMPTION (contract §7 client rule): a failed job's credits are returned.
             return JobResult(
-                ref=ref, status="failed", credits_charged=charged, credits_refunded=charged or 0,
+                ref=ref,
+                status="failed",
+                credits_charged=charged,
+                credits_refunded=charged or 0,
                 error_code=self.client._clean(job.error_code()),
                 error_message=self.client._clean(job.error_message()),
-            )  # fmt: skip
+            )
         if ref.kind == "listing":
             copy = job.listing_copy()
             if copy == ListingCopy():
@@ -405,7 +484,9 @@ class ListingRVAProvider(BaseProvider):
 
     def _image_result(self, ref: JobRef, urls: list[str]) -> JobResult:
         style = str(ref.meta.get("style") or "image").lower()
-        outputs = [OutputRef(url=u, label=f"{style}-{n}", expires_at=_expiry(u)) for n, u in enumerate(urls, 1)]
+        outputs = [
+            OutputRef(url=u, label=f"{style}-{n}", expires_at=_expiry(u)) for n, u in enumerate(urls, 1)
+        ]
         return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=ref.credits_at_submit)
 
 

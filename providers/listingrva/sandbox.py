@@ -127,8 +127,16 @@ class ListingRVASandbox(Sandbox):
 
         return guarded
 
-    def error_response(self, status: int, code: str, message: str, *, retry_after: float | None = None,
-                       detail: str | None = None, headers: dict[str, str] | None = None) -> Response:  # fmt: skip
+    def error_response(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
     def rate_limit_error(self, group: str, retry_after: float, daily: bool) -> Response:
@@ -167,11 +175,21 @@ class ListingRVASandbox(Sandbox):
         platform = _enum(body, "platform", set(LISTING_CREDITS), "general")
         tone = _enum(body, "tone", TONES, "professional")
         components = body.get("components", list(COMPONENTS))
-        if (not isinstance(components, list) or not components or len(set(map(str, components))) != len(components)
-                or any(c not in COMPONENTS for c in components)):  # fmt: skip
+        if (
+            not isinstance(components, list)
+            or not components
+            or len(set(map(str, components))) != len(components)
+            or any(c not in COMPONENTS for c in components)
+        ):
             raise Invalid(f"components must be a non-empty unique subset of {list(COMPONENTS)}")
-        payload = {"productId": product["id"], "platform": platform, "tone": tone, "components": components,
-                   "seedKeywords": _text(body, "seedKeywords"), "targetAudience": _text(body, "targetAudience")}  # fmt: skip
+        payload = {
+            "productId": product["id"],
+            "platform": platform,
+            "tone": tone,
+            "components": components,
+            "seedKeywords": _text(body, "seedKeywords"),
+            "targetAudience": _text(body, "targetAudience"),
+        }
         return self._enqueue("listing", product, payload, LISTING_CREDITS[platform], "ai_listing")
 
     def _product_for(self, body: dict[str, Any]) -> dict[str, Any] | Response:
@@ -182,13 +200,19 @@ class ListingRVASandbox(Sandbox):
             return self.error_response(404, "not_found", f"Product {product_id} not found")
         return self.products[product_id]
 
-    def _enqueue(self, kind: str, product: dict[str, Any], payload: dict[str, Any], cost: int,
-                 route: str) -> Response:  # fmt: skip
+    def _enqueue(
+        self, kind: str, product: dict[str, Any], payload: dict[str, Any], cost: int, route: str
+    ) -> Response:
         with self._lock:
             if self.balance < cost:
-                return self.error_response(402, "insufficient_credits",
-                                           f"This operation costs {cost} credits; {self.balance} remaining")  # fmt: skip
-            job = self.create_job(kind, asin=self._asin_of(product), payload=payload, charge=cost, route=route)
+                return self.error_response(
+                    402,
+                    "insufficient_credits",
+                    f"This operation costs {cost} credits; {self.balance} remaining",
+                )
+            job = self.create_job(
+                kind, asin=self._asin_of(product), payload=payload, charge=cost, route=route
+            )
             # partial failure: no per-item semantics exist (contract §7), so the first image job of a
             # "partial" product fails (refunded) and its other jobs complete.
             if job.partial and kind == "image" and product["id"] not in self._partial_done:
@@ -202,7 +226,11 @@ class ListingRVASandbox(Sandbox):
 
     def _asin_of(self, product: dict[str, Any]) -> str | None:
         text = " ".join(str(product.get(k) or "") for k in ("title", "description", "imageUrl"))
-        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins, *self.config.noncompliant_asins]:
+        for asin in [
+            *self.config.fail_asins,
+            *self.config.partial_fail_asins,
+            *self.config.noncompliant_asins,
+        ]:
             if asin and asin.upper() in text.upper():
                 return asin
         match = ASIN_RE.search(text)
@@ -241,20 +269,35 @@ class ListingRVASandbox(Sandbox):
             job.result = listing_copy(product, job.payload, promotional=noncompliant)
             return
         style, platform, px = job.payload["style"], job.payload["platform"], job.payload["px"]
-        file_id = self.add_file(Look(
-            subject=" ".join(str(product.get(k) or "") for k in ("title", "category", "imageUrl")),
-            scene=scene_for(style), size=(px, px),
-            caption=caption_for(style, product["title"], product.get("description")),
-            backdrop=NONCOMPLIANT_GREY if noncompliant else WHITE, shot=f"{style}/{platform}",
-        ))  # fmt: skip
+        file_id = self.add_file(
+            Look(
+                subject=" ".join(str(product.get(k) or "") for k in ("title", "category", "imageUrl")),
+                scene=scene_for(style),
+                size=(px, px),
+                caption=caption_for(style, product["title"], product.get("description")),
+                backdrop=NONCOMPLIANT_GREY if noncompliant else WHITE,
+                shot=f"{style}/{platform}",
+            )
+        )
         job.result = {"files": [file_id]}
         # ASSUMPTION: no approval endpoint is documented, so generated images count as approved.
-        self.assets.append({"id": self.new_id("asset"), "file": file_id, "productId": product["id"],
-                            "platform": platform, "style": style, "approved": True, "jobId": job.id,
-                            "created_at": iso(job.done)})  # fmt: skip
+        self.assets.append(
+            {
+                "id": self.new_id("asset"),
+                "file": file_id,
+                "productId": product["id"],
+                "platform": platform,
+                "style": style,
+                "approved": True,
+                "jobId": job.id,
+                "created_at": iso(job.done),
+            }
+        )
         url = self.signed_url(file_id)
-        self._deliver("image.generated", {"jobId": job.id, "productId": product["id"], "imageUrl": url,
-                                          "imageUrls": [url]})  # fmt: skip
+        self._deliver(
+            "image.generated",
+            {"jobId": job.id, "productId": product["id"], "imageUrl": url, "imageUrls": [url]},
+        )
 
     # ---- products ----
 
@@ -297,10 +340,15 @@ class ListingRVASandbox(Sandbox):
     async def _assets(self, request: Request, body: dict[str, Any]) -> Response:
         q = request.query_params
         page, limit = _int(request, "page", 1, 1, 10**6), _int(request, "limit", 50, 1, 100)
-        items = [a for a in self.assets
-                 if all(q.get(k) in (None, a[k]) for k in ("productId", "platform", "style"))]  # fmt: skip
+        items = [
+            a
+            for a in self.assets
+            if all(q.get(k) in (None, a[k]) for k in ("productId", "platform", "style"))
+        ]
         chunk = items[(page - 1) * limit : page * limit]
-        out = [{**{k: v for k, v in a.items() if k != "file"}, "url": self.signed_url(a["file"])} for a in chunk]
+        out = [
+            {**{k: v for k, v in a.items() if k != "file"}, "url": self.signed_url(a["file"])} for a in chunk
+        ]
         return JSONResponse({"assets": out, "total": len(items), "page": page})
 
     async def _export(self, request: Request, body: dict[str, Any]) -> Response:
@@ -313,7 +361,9 @@ class ListingRVASandbox(Sandbox):
         export_id = f"{product_id}_{int(self.clock.now())}_{secrets.token_hex(8)}.zip"
         expires = self.clock.now() + EXPORT_TTL
         self.exports[export_id] = (product_id, expires)
-        return JSONResponse({"downloadUrl": f"{self.public_url}/exports/{export_id}", "expiresAt": iso(expires)})
+        return JSONResponse(
+            {"downloadUrl": f"{self.public_url}/exports/{export_id}", "expiresAt": iso(expires)}
+        )
 
     async def _serve_export(self, request: Request) -> Response:
         entry = self.exports.get(request.path_params["export_id"])
@@ -326,23 +376,36 @@ class ListingRVASandbox(Sandbox):
             for a in self.assets:
                 if a["productId"] == entry[0] and a["approved"]:
                     ext = a["file"].rsplit(".", 1)[-1]
-                    zf.writestr(f"{a['platform']}/{a['style'].lower()}-{a['id']}.{ext}", self.file_bytes(a["file"]))
+                    zf.writestr(
+                        f"{a['platform']}/{a['style'].lower()}-{a['id']}.{ext}", self.file_bytes(a["file"])
+                    )
         return Response(out.getvalue(), media_type="application/zip")
 
     async def _credits(self, request: Request, body: dict[str, Any]) -> Response:
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         renews = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
         topup = 0  # the sandbox ledger is one pool; all of it counts as subscription credits
-        return JSONResponse({"creditsRemaining": self.balance, "subscriptionCredits": self.balance - topup,
-                             "topupCredits": topup, "plan": "pro",
-                             "renewsAt": renews.strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
+        return JSONResponse(
+            {
+                "creditsRemaining": self.balance,
+                "subscriptionCredits": self.balance - topup,
+                "topupCredits": topup,
+                "plan": "pro",
+                "renewsAt": renews.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
 
     # ---- webhooks ----
 
     async def _webhooks_create(self, request: Request, body: dict[str, Any]) -> Response:
         url, events = _webhook_fields(body, partial=False)
-        hook: dict[str, Any] = {"id": self.new_id("wh"), "url": url, "events": events,
-                "secret": f"whsec_{secrets.token_hex(16)}", "created_at": iso(self.clock.now())}  # fmt: skip
+        hook: dict[str, Any] = {
+            "id": self.new_id("wh"),
+            "url": url,
+            "events": events,
+            "secret": f"whsec_{secrets.token_hex(16)}",
+            "created_at": iso(self.clock.now()),
+        }
         self.webhooks[hook["id"]] = hook
         return JSONResponse(hook, status_code=201)  # the secret is shown only here
 
@@ -373,16 +436,27 @@ class ListingRVASandbox(Sandbox):
             if event not in hook["events"]:
                 continue
             raw = json.dumps({"event": event, "created_at": iso(self.clock.now()), "data": data}).encode()
-            record = {"webhook_id": hook["id"], "url": hook["url"], "event": event, "body": raw,
-                      "signature": sign(hook["secret"], raw), "status": None, "error": None}  # fmt: skip
+            record = {
+                "webhook_id": hook["id"],
+                "url": hook["url"],
+                "event": event,
+                "body": raw,
+                "signature": sign(hook["secret"], raw),
+                "status": None,
+                "error": None,
+            }
             self.deliveries.append(record)
             threading.Thread(target=_post, args=(record,), daemon=True).start()
 
 
 def _post(record: dict[str, Any]) -> None:
     try:
-        response = httpx.post(record["url"], content=record["body"], timeout=5.0, headers={
-            "Content-Type": "application/json", "X-Webhook-Signature": record["signature"]})  # fmt: skip
+        response = httpx.post(
+            record["url"],
+            content=record["body"],
+            timeout=5.0,
+            headers={"Content-Type": "application/json", "X-Webhook-Signature": record["signature"]},
+        )
         record["status"] = response.status_code
     except httpx.HTTPError as exc:
         record["error"] = type(exc).__name__
@@ -425,7 +499,9 @@ def _webhook_fields(body: dict[str, Any], *, partial: bool) -> tuple[str | None,
     url, events = body.get("url"), body.get("events")
     if partial and url is None and events is None:
         raise Invalid("url or events is required")
-    if (url is not None or not partial) and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+    if (url is not None or not partial) and (
+        not isinstance(url, str) or not url.startswith(("http://", "https://"))
+    ):
         raise Invalid("url must be an http(s) URL")
     if (events is not None or not partial) and (
         not isinstance(events, list) or not events or not all(isinstance(e, str) and e for e in events)

@@ -29,9 +29,19 @@ STOPWORDS = {"with", "and", "for", "the", "set", "from", "into"}
 
 # language names as a persona may state them -> template key
 LANGUAGE_NAMES = {
-    "german": "de", "deutsch": "de", "french": "fr", "français": "fr", "francais": "fr", "spanish": "es",
-    "español": "es", "espanol": "es", "italian": "it", "italiano": "it", "japanese": "ja", "日本語": "ja",
-}  # fmt: skip
+    "german": "de",
+    "deutsch": "de",
+    "french": "fr",
+    "français": "fr",
+    "francais": "fr",
+    "spanish": "es",
+    "español": "es",
+    "espanol": "es",
+    "italian": "it",
+    "italiano": "it",
+    "japanese": "ja",
+    "日本語": "ja",
+}
 
 TEMPLATES: dict[str, dict[str, Any]] = {
     "en": {
@@ -45,7 +55,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "WHAT YOU GET: {title}, ready to use out of the box",
             "OUR PROMISE: questions answered within a day",
         ],
-        "description": "{title} is a {adjective_lower} pick in {category}. Built for {audience}, it covers {keywords}.",
+        "description": "{title} is a {adjective_lower} pick in {category}. "
+        "Built for {audience}, it covers {keywords}.",
         "keywords": ["gift", "quality", "durable", "everyday"],
     },
     "de": {
@@ -60,7 +71,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "UNSER VERSPRECHEN: Fragen beantworten wir innerhalb eines Tages",
         ],
         "description": "{title} ist eine {adjective_lower}e Wahl für {category}. Entwickelt für {audience}, "
-                       "überzeugt es durch {keywords}.",
+        "überzeugt es durch {keywords}.",
         "keywords": ["geschenk", "hochwertig", "langlebig", "alltag"],
     },
     "fr": {
@@ -75,7 +86,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "NOTRE ENGAGEMENT : une réponse à vos questions sous 24 heures",
         ],
         "description": "{title} est un choix {adjective_lower} dans la catégorie {category}. Conçu pour "
-                       "{audience}, il se distingue par {keywords}.",
+        "{audience}, il se distingue par {keywords}.",
         "keywords": ["cadeau", "qualité", "durable", "quotidien"],
     },
     "es": {
@@ -90,7 +101,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "NUESTRO COMPROMISO: respondemos a sus preguntas en un día",
         ],
         "description": "{title} es un producto {adjective_lower} en {category}. Pensado para {audience}, "
-                       "destaca por {keywords}.",
+        "destaca por {keywords}.",
         "keywords": ["regalo", "calidad", "resistente", "diario"],
     },
     "it": {
@@ -105,7 +116,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "LA NOSTRA PROMESSA: rispondiamo alle vostre domande entro un giorno",
         ],
         "description": "{title} è un prodotto {adjective_lower} nella categoria {category}. Pensato per "
-                       "{audience}, si distingue per {keywords}.",
+        "{audience}, si distingue per {keywords}.",
         "keywords": ["regalo", "qualità", "resistente", "quotidiano"],
     },
     "ja": {
@@ -119,29 +130,58 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "【セット内容】{title}、届いてすぐにお使いいただけます",
             "【安心サポート】ご質問には1日以内にお答えします",
         ],
-        "description": "{title}は{category}の{adjective}な一品です。{audience}のために作られ、{keywords}が魅力です。",
+        "description": "{title}は{category}の{adjective}な一品です。"
+        "{audience}のために作られ、{keywords}が魅力です。",
         "keywords": ["ギフト", "高品質", "丈夫", "日常"],
         "separator": "、",
     },
-}  # fmt: skip
+}
 
 CATEGORIES: dict[str, dict[str, str]] = {
-    "de": {"home & kitchen": "Küche & Haushalt", "office products": "Bürobedarf", "electronics": "Elektronik",
-           "sports & outdoors": "Sport & Freizeit", "grocery & gourmet food": "Lebensmittel & Getränke"},
-    "fr": {"home & kitchen": "Cuisine & Maison", "office products": "Fournitures de bureau",
-           "electronics": "High-Tech", "sports & outdoors": "Sports & Loisirs",
-           "grocery & gourmet food": "Épicerie"},
-    "es": {"home & kitchen": "Hogar y cocina", "office products": "Oficina y papelería",
-           "electronics": "Electrónica", "sports & outdoors": "Deportes y aire libre",
-           "grocery & gourmet food": "Alimentación y bebidas"},
-    "it": {"home & kitchen": "Casa e cucina", "office products": "Cancelleria e prodotti per ufficio",
-           "electronics": "Elettronica", "sports & outdoors": "Sport e tempo libero",
-           "grocery & gourmet food": "Alimentari e cura della casa"},
-    "ja": {"home & kitchen": "ホーム＆キッチン", "office products": "文房具・オフィス用品", "electronics": "家電＆カメラ",
-           "sports & outdoors": "スポーツ＆アウトドア", "grocery & gourmet food": "食品・飲料"},
-}  # fmt: skip
-DEFAULT_CATEGORY = {"en": "Everyday Essentials", "de": "den Alltag", "fr": "la maison", "es": "el hogar",
-                    "it": "la casa", "ja": "日用品"}  # fmt: skip
+    "de": {
+        "home & kitchen": "Küche & Haushalt",
+        "office products": "Bürobedarf",
+        "electronics": "Elektronik",
+        "sports & outdoors": "Sport & Freizeit",
+        "grocery & gourmet food": "Lebensmittel & Getränke",
+    },
+    "fr": {
+        "home & kitchen": "Cuisine & Maison",
+        "office products": "Fournitures de bureau",
+        "electronics": "High-Tech",
+        "sports & outdoors": "Sports & Loisirs",
+        "grocery & gourmet food": "Épicerie",
+    },
+    "es": {
+        "home & kitchen": "Hogar y cocina",
+        "office products": "Oficina y papelería",
+        "electronics": "Electrónica",
+        "sports & outdoors": "Deportes y aire libre",
+        "grocery & gourmet food": "Alimentación y bebidas",
+    },
+    "it": {
+        "home & kitchen": "Casa e cucina",
+        "office products": "Cancelleria e prodotti per ufficio",
+        "electronics": "Elettronica",
+        "sports & outdoors": "Sport e tempo libero",
+        "grocery & gourmet food": "Alimentari e cura della casa",
+    },
+    "ja": {
+        "home & kitchen": "ホーム＆キッチン",
+        "office products": "文房具・オフィス用品",
+        "electronics": "家電＆カメラ",
+        "sports & outdoors": "スポーツ＆アウトドア",
+        "grocery & gourmet food": "食品・飲料",
+    },
+}
+DEFAULT_CATEGORY = {
+    "en": "Everyday Essentials",
+    "de": "den Alltag",
+    "fr": "la maison",
+    "es": "el hogar",
+    "it": "la casa",
+    "ja": "日用品",
+}
 
 
 def language_of(payload: dict[str, Any]) -> str:
@@ -153,22 +193,36 @@ def language_of(payload: dict[str, Any]) -> str:
     return "en"
 
 
-def listing_copy(product: dict[str, Any], payload: dict[str, Any], *, promotional: bool = False) -> dict[str, Any]:
+def listing_copy(
+    product: dict[str, Any], payload: dict[str, Any], *, promotional: bool = False
+) -> dict[str, Any]:
     """Copy that differs per product (its title, category and the seed keywords) in the language
     the request asks for, cut to the marketplace's limits."""
     lang = language_of(payload)
     t = TEMPLATES[lang]
     title, platform, tone = product["title"], payload["platform"], payload["tone"]
     raw_category = product.get("category") or ""
-    category = CATEGORIES.get(lang, {}).get(raw_category.strip().lower(), raw_category) or DEFAULT_CATEGORY[lang]
+    category = (
+        CATEGORIES.get(lang, {}).get(raw_category.strip().lower(), raw_category) or DEFAULT_CATEGORY[lang]
+    )
     seeds = [k.strip() for k in (payload.get("seedKeywords") or "").split(",") if k.strip()]
-    words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", title) if len(w) > 2 and w.lower() not in STOPWORDS]
+    words = [
+        w.lower() for w in re.findall(r"[A-Za-z0-9]+", title) if len(w) > 2 and w.lower() not in STOPWORDS
+    ]
     keywords = list(dict.fromkeys([*seeds, *t["keywords"], *words, category.lower()]))
     adjective = t["tone"][tone]
     audience = _persona(payload.get("targetAudience")) or t["audience"]
-    fields = {"title": title, "category": category, "adjective": adjective, "adjective_lower": adjective.lower(),
-              "ADJECTIVE": adjective.upper(), "CATEGORY": category.upper(), "audience": audience,
-              "platform": platform, "keywords": t.get("separator", ", ").join(keywords[:4])}  # fmt: skip
+    fields = {
+        "title": title,
+        "category": category,
+        "adjective": adjective,
+        "adjective_lower": adjective.lower(),
+        "ADJECTIVE": adjective.upper(),
+        "CATEGORY": category.upper(),
+        "audience": audience,
+        "platform": platform,
+        "keywords": t.get("separator", ", ").join(keywords[:4]),
+    }
     head = t["title"].format(**fields) + (f" - {', '.join(seeds[:3])}" if seeds else "")
     bullets = [t["bullets"][0].format(**fields)]
     topics = (seeds or words or keywords)[:2]

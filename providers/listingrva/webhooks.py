@@ -39,8 +39,9 @@ def webhook_inbox(public_url: str, listen: str, secret: Callable[[], str]) -> We
         key, signature = secret(), headers.get("X-Webhook-Signature")
         return bool(key and signature) and verify_webhook_signature(raw, signature or "", key)
 
-    return WebhookInbox(name="ListingRVA", path=PATH, public_url=public_url, listen=listen, verify=verify,
-                        parse=parse_event)  # fmt: skip
+    return WebhookInbox(
+        name="ListingRVA", path=PATH, public_url=public_url, listen=listen, verify=verify, parse=parse_event
+    )
 
 
 def parse_event(raw: bytes) -> tuple[str, dict[str, Any]] | None:

@@ -49,28 +49,37 @@ from .models import (
 SUBMIT_GROUP = "submit"
 """The one rate-limited route group: the three submission POSTs (contract §11)."""
 
-KIT = Kit(PROVIDER, ErrorMap.of(
-    {  # by Pixii's code first (contract §9)
-        "VALIDATION_ERROR": RequestValidationError,
-        # No brand means every submission fails until the dashboard is fixed: an account-level stop,
-        # like a bad key, so it maps to AuthenticationError.
-        "NO_ACTIVE_BRAND": AuthenticationError,
-        "UNAUTHORIZED": AuthenticationError,
-        "INSUFFICIENT_CREDITS": InsufficientCredits,
-        "JOB_NOT_FOUND": NotFound,
-        "RATE_LIMIT_MINUTE_EXCEEDED": RateLimited,
-        "RATE_LIMIT_DAY_EXCEEDED": QuotaExhausted,
-        "INTERNAL_ERROR": ServerError,
-        "SERVICE_UNAVAILABLE": ServerError,
-    },
-    {400: RequestValidationError, 401: AuthenticationError, 403: AuthenticationError, 402: InsufficientCredits,
-     404: NotFound, 422: RequestValidationError},
-    # unknown codes: 429 limited, 5xx retryable, content problems refused, then the status
-    ErrorRule(RateLimited, statuses=frozenset({429})),
-    ErrorRule(ServerError, statuses=SERVER_ERRORS),
-    ErrorRule(ContentRefused, pattern=r"IMAGE|CONTENT|POLICY|NSFW|MEDIA|UNSAFE"),
-    ErrorRule(ContentRefused, statuses=frozenset({413, 415})),
-))  # fmt: skip
+KIT = Kit(
+    PROVIDER,
+    ErrorMap.of(
+        {  # by Pixii's code first (contract §9)
+            "VALIDATION_ERROR": RequestValidationError,
+            # No brand means every submission fails until the dashboard is fixed: an account-level stop,
+            # like a bad key, so it maps to AuthenticationError.
+            "NO_ACTIVE_BRAND": AuthenticationError,
+            "UNAUTHORIZED": AuthenticationError,
+            "INSUFFICIENT_CREDITS": InsufficientCredits,
+            "JOB_NOT_FOUND": NotFound,
+            "RATE_LIMIT_MINUTE_EXCEEDED": RateLimited,
+            "RATE_LIMIT_DAY_EXCEEDED": QuotaExhausted,
+            "INTERNAL_ERROR": ServerError,
+            "SERVICE_UNAVAILABLE": ServerError,
+        },
+        {
+            400: RequestValidationError,
+            401: AuthenticationError,
+            403: AuthenticationError,
+            402: InsufficientCredits,
+            404: NotFound,
+            422: RequestValidationError,
+        },
+        # unknown codes: 429 limited, 5xx retryable, content problems refused, then the status
+        ErrorRule(RateLimited, statuses=frozenset({429})),
+        ErrorRule(ServerError, statuses=SERVER_ERRORS),
+        ErrorRule(ContentRefused, pattern=r"IMAGE|CONTENT|POLICY|NSFW|MEDIA|UNSAFE"),
+        ErrorRule(ContentRefused, statuses=frozenset({413, 415})),
+    ),
+)
 """Pixii's request/response kit (``providers.kit``): validation, parsing and its error table."""
 
 
@@ -135,7 +144,9 @@ class PixiiClient(ProviderClient):
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and isinstance(err.get("retry_after"), int | float):
             retry_after = max(0.0, float(err["retry_after"]))
-        return KIT.error(status, code, message, retry_after=retry_after, field=_field_from(detail), detail=detail)
+        return KIT.error(
+            status, code, message, retry_after=retry_after, field=_field_from(detail), detail=detail
+        )
 
     def _fallback_message(self, response: httpx.Response, body: Any) -> str:
         if body is None:

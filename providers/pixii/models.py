@@ -114,8 +114,10 @@ class ScaleItem(_Request):
     def _allowed_combination(self) -> ScaleItem:
         if self.asset_type not in SCALE_ALLOWED[self.platform]:
             allowed = ", ".join(sorted(SCALE_ALLOWED[self.platform]))
-            raise ValueError(f"asset_type {self.asset_type!r} is not allowed for platform "
-                             f"{self.platform!r} (allowed: {allowed})")  # fmt: skip
+            raise ValueError(
+                f"asset_type {self.asset_type!r} is not allowed for platform "
+                f"{self.platform!r} (allowed: {allowed})"
+            )
         return self
 
 

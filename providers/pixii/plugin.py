@@ -64,8 +64,10 @@ PREFLIGHT_ASIN = "LISTINGFLOW"  # a well-formed ASIN whose (empty) job list prov
 
 _KIND_BY_STEP = {Step.IMAGES: "listing_builder", Step.APLUS: "a_plus", Step.SCALE: "scale"}
 _MODEL_BY_STEP: dict[Step, type[ListingBuilderRequest | APlusRequest | ScaleRequest]] = {
-    Step.IMAGES: ListingBuilderRequest, Step.APLUS: APlusRequest, Step.SCALE: ScaleRequest,
-}  # fmt: skip
+    Step.IMAGES: ListingBuilderRequest,
+    Step.APLUS: APlusRequest,
+    Step.SCALE: ScaleRequest,
+}
 
 
 class PixiiSettings(ProviderSettings):
@@ -113,8 +115,9 @@ class PixiiProvider(Provider):
     sandbox = "providers.pixii.sandbox:PixiiSandbox"
     sandbox_key = "pk_test_sandbox"
 
-    def __init__(self, http: Any, settings: ProviderSettings | None = None, *,
-                 throttle: Throttle = no_throttle) -> None:  # fmt: skip
+    def __init__(
+        self, http: Any, settings: ProviderSettings | None = None, *, throttle: Throttle = no_throttle
+    ) -> None:
         super().__init__(http, settings, throttle=throttle)
         self.client = PixiiClient(
             http,
@@ -169,20 +172,27 @@ class PixiiProvider(Provider):
         product, variation, options = ctx.product, ctx.variation, ctx.scale_options
         where = f"products[{product.asin}]"
         if variation is None:
-            raise RequestValidationError(f"{where}.variation is required for Pixii Scale",
-                                         provider=PROVIDER, field="variation")  # fmt: skip
+            raise RequestValidationError(
+                f"{where}.variation is required for Pixii Scale", provider=PROVIDER, field="variation"
+            )
         reference = ctx.main_image_url or (product.image_urls[0] if product.image_urls else None)
         if not reference:
             raise RequestValidationError(
                 f"{where}.image_urls: Pixii Scale needs a reference image (the images step's main image "
-                "or product.image_urls[0])", provider=PROVIDER, field="items.preview_url")  # fmt: skip
+                "or product.image_urls[0])",
+                provider=PROVIDER,
+                field="items.preview_url",
+            )
         attrs = ", ".join(f"{k}: {v}" for k, v in variation.attributes.items() if str(v).strip())
         describe = f"Variation {variation.asin} of {product.title}" + (f" ({attrs})" if attrs else "")
         if options.mode == "language":
             language = (options.language or "").strip()
             if not language:
-                raise RequestValidationError(f"{where}: scale_options.language is required for scale mode "
-                                             "'language'", provider=PROVIDER, field="scale_options.language")  # fmt: skip
+                raise RequestValidationError(
+                    f"{where}: scale_options.language is required for scale mode 'language'",
+                    provider=PROVIDER,
+                    field="scale_options.language",
+                )
             prompt = f"Translate all text on the visual into {language}. {describe}."
         else:
             prompt = f"{describe}. Keep the reference visual identity and show this variation's attributes."
@@ -192,8 +202,10 @@ class PixiiProvider(Provider):
             "scale_mode": options.mode,
             "main_image_input": reference,
             "user_prompt": prompt,
-            "items": [{"preview_url": reference, "platform": t.platform, "asset_type": t.asset_type}
-                      for t in options.targets],  # fmt: skip
+            "items": [
+                {"preview_url": reference, "platform": t.platform, "asset_type": t.asset_type}
+                for t in options.targets
+            ],
         }
         return KIT.build(ScaleRequest, _present(data), where=f"products[{ctx.product.asin}]")
 
@@ -217,7 +229,9 @@ class PixiiProvider(Provider):
     async def submit(self, step: Step, request: BaseModel) -> JobRef:
         model = _MODEL_BY_STEP.get(step)
         if model is None:
-            raise RequestValidationError(f"Pixii does not run the {step} step", provider=PROVIDER, field="step")
+            raise RequestValidationError(
+                f"Pixii does not run the {step} step", provider=PROVIDER, field="step"
+            )
         req = KIT.build(model, request)  # a wrong model fails validation
         kind = _KIND_BY_STEP[step]
         started = time.time()
@@ -242,8 +256,11 @@ class PixiiProvider(Provider):
     def inputs(self, step: Step) -> frozenset[str]:
         """Listing Builder reads neither; A+ reads the copy (``user_prompt``) and the main image;
         Scale only the reference image."""
-        return {Step.IMAGES: frozenset(), Step.APLUS: frozenset({"copy", "image"}),
-                Step.SCALE: frozenset({"image"})}.get(step, frozenset())  # fmt: skip
+        return {
+            Step.IMAGES: frozenset(),
+            Step.APLUS: frozenset({"copy", "image"}),
+            Step.SCALE: frozenset({"image"}),
+        }.get(step, frozenset())
 
     def retry_request(self, step: Step, request: BaseModel, result: JobResult) -> BaseModel | None:
         """A+ only: the types that failed (each A+ type is priced and refunded on its own, contract §5).
@@ -256,7 +273,9 @@ class PixiiProvider(Provider):
             return None
         return request.model_copy(update={"types": failed})
 
-    def _ref(self, step: Step, req: Any, kind: str, resp: SubmitResponse, *, reconciled: bool = False) -> JobRef:
+    def _ref(
+        self, step: Step, req: Any, kind: str, resp: SubmitResponse, *, reconciled: bool = False
+    ) -> JobRef:
         self._known_jobs.add(resp.job_id)
         remaining = _int(resp.remaining_credits)
         if remaining is not None:
@@ -275,10 +294,13 @@ class PixiiProvider(Provider):
             meta["types"] = list(req.types)
         else:
             meta["items"] = len(req.items)
-        return JobRef(provider=self.name, step=step, job_id=resp.job_id, kind=kind,
-                      balance_after=remaining, meta=meta)  # fmt: skip
+        return JobRef(
+            provider=self.name, step=step, job_id=resp.job_id, kind=kind, balance_after=remaining, meta=meta
+        )
 
-    async def _reconcile(self, step: Step, req: Any, kind: str, started: float, exc: ProviderError) -> JobRef | None:
+    async def _reconcile(
+        self, step: Step, req: Any, kind: str, started: float, exc: ProviderError
+    ) -> JobRef | None:
         """Find a job for the same ASIN created since just before the submit that we do not know yet.
         The job list's transient failures are retried by the HTTP layer (``providers.retries``)."""
         since = started - RECONCILE_SKEW_SECONDS
@@ -295,7 +317,9 @@ class PixiiProvider(Provider):
         # The job may exist and be charged, and we cannot tell: resending could pay twice.
         raise SubmitOutcomeUnknown(
             f"submit outcome unknown after {type(exc).__name__} and the job list could not be read: "
-            "credits may have been debited", provider=PROVIDER, possible_credits=self.estimate_credits(step, req),
+            "credits may have been debited",
+            provider=PROVIDER,
+            possible_credits=self.estimate_credits(step, req),
             detail=f"check GET /v1/api/jobs?asin={req.asin} before resubmitting",
         ) from exc
 
@@ -305,7 +329,9 @@ class PixiiProvider(Provider):
         lost = ProviderError("an earlier run stopped before the submit's answer was saved", provider=PROVIDER)
         return await self._find_job(step, req, _KIND_BY_STEP[step], since - RECONCILE_SKEW_SECONDS, lost)
 
-    async def _find_job(self, step: Step, req: Any, kind: str, since: float, exc: ProviderError) -> JobRef | None:
+    async def _find_job(
+        self, step: Step, req: Any, kind: str, since: float, exc: ProviderError
+    ) -> JobRef | None:
         """The unknown job of the same kind for this ASIN created since ``since``, or None: the list
         was read and no job of ours exists, so resending is safe."""
         async for job in self.client.iter_jobs(req.asin):
@@ -316,10 +342,18 @@ class PixiiProvider(Provider):
                 break  # listed most recent first (contract §8)
             if job.id in self._known_jobs or not _same_kind(kind, job.job_type):
                 continue
-            logger.warning("pixii submit for %s failed (%s) but job %s exists: adopting it",
-                           req.asin, type(exc).__name__, job.id)  # fmt: skip
-            resp = SubmitResponse(job_id=job.id, job_type=job.job_type, status=job.status or "pending",
-                                  created_at=job.created_at)  # fmt: skip
+            logger.warning(
+                "pixii submit for %s failed (%s) but job %s exists: adopting it",
+                req.asin,
+                type(exc).__name__,
+                job.id,
+            )
+            resp = SubmitResponse(
+                job_id=job.id,
+                job_type=job.job_type,
+                status=job.status or "pending",
+                created_at=job.created_at,
+            )
             return self._ref(step, req, kind, resp, reconciled=True)
         return None
 
@@ -351,12 +385,22 @@ class PixiiProvider(Provider):
     def _result(self, ref: JobRef, job: Job) -> JobResult:
         charged, refunded = _int(job.credit_cost), _int(job.credits_refunded) or 0
         if job.status == "failed":
-            message = job.error_message or f"Pixii job {job.id} failed" + (f" ({job.error_code})" if job.error_code else "")
-            return JobResult(ref=ref, status="failed", credits_charged=charged, credits_refunded=refunded,
-                             error_code=job.error_code, error_message=message)  # fmt: skip
+            message = job.error_message or f"Pixii job {job.id} failed" + (
+                f" ({job.error_code})" if job.error_code else ""
+            )
+            return JobResult(
+                ref=ref,
+                status="failed",
+                credits_charged=charged,
+                credits_refunded=refunded,
+                error_code=job.error_code,
+                error_message=message,
+            )
         expires = (parse_time(job.completed_at) or time.time()) + URL_TTL_SECONDS
         ads = job.output.ads if job.output else []
-        aplus = ref.kind == "a_plus" or (ref.kind not in _KIND_BY_STEP.values() and any(a.is_aplus for a in ads))
+        aplus = ref.kind == "a_plus" or (
+            ref.kind not in _KIND_BY_STEP.values() and any(a.is_aplus for a in ads)
+        )
         outputs: list[OutputRef] = []
         errors: list[ItemError] = []
         if aplus:
@@ -370,10 +414,16 @@ class PixiiProvider(Provider):
                     errors.append(_item_error(slug, ad))
                     continue
                 outputs.append(OutputRef(url=ad.url, label=f"{slug}-preview", expires_at=expires))
-                outputs += [OutputRef(url=u, label=f"{slug}-module-{n}", expires_at=expires)
-                            for n, u in enumerate(ad.modules or [], start=1) if u]  # fmt: skip
-            errors += [ItemError(label=_slug(t), message=f"{t} missing from the job output")
-                       for t in requested if t not in seen]  # fmt: skip
+                outputs += [
+                    OutputRef(url=u, label=f"{slug}-module-{n}", expires_at=expires)
+                    for n, u in enumerate(ad.modules or [], start=1)
+                    if u
+                ]
+            errors += [
+                ItemError(label=_slug(t), message=f"{t} missing from the job output")
+                for t in requested
+                if t not in seen
+            ]
         else:
             # one product may run several listing types: their images must not share labels (archive keys)
             prefix = "scale" if ref.kind == "scale" else str(ref.meta.get("listing_type") or "image")
@@ -383,8 +433,14 @@ class PixiiProvider(Provider):
                     outputs.append(OutputRef(url=ad.url, label=label, expires_at=expires))
                 else:
                     errors.append(_item_error(label, ad))
-        return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=charged,
-                         credits_refunded=refunded, errors=errors)  # fmt: skip
+        return JobResult(
+            ref=ref,
+            status="completed",
+            outputs=outputs,
+            credits_charged=charged,
+            credits_refunded=refunded,
+            errors=errors,
+        )
 
 
 # --- helpers -----------------------------------------------------------------------------------

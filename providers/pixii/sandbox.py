@@ -34,8 +34,13 @@ JOB_TYPES = {"listing_builder": "Listing Builder", "a_plus": "A+ Content", "scal
 # generated image (amazon_listing = 1 main + 4 gallery = 15 credits), Scale 6 credits per item.
 LB_CREDITS_PER_IMAGE = 3
 SCALE_CREDITS_PER_ITEM = 6
-LB_IMAGES = {"amazon_listing": 5, "amazon_main_images": 2, "amazon_mobile_listing": 5,
-             "shopify_listing": 4, "tiktok_listing": 4}  # fmt: skip
+LB_IMAGES = {
+    "amazon_listing": 5,
+    "amazon_main_images": 2,
+    "amazon_mobile_listing": 5,
+    "shopify_listing": 4,
+    "tiktok_listing": 4,
+}
 # A+ module images at Amazon's A+ module sizes (Seller Central's A+ module guidelines): Basic = Standard
 # Image Header with Text 970x600, Standard Image & Light Text Overlay 970x300, Standard Single Image &
 # Highlights 300x300; Premium = Premium Full Image / Background Image with Text / Simple Image Carousel /
@@ -50,23 +55,44 @@ APLUS_MODULES = {t: len(sizes) for t, sizes in APLUS_MODULE_SIZES.items()}
 APLUS_MODULE_SCENES: list[Scene] = ["lifestyle", "layout", "studio", "layout", "dark"]
 # Output sizes Pixii does not document (sandbox choices): Amazon's 2000 px zoom size, Shopify's 2048 px
 # square, TikTok's 1080x1920 vertical.
-LISTING_SIZES = {"amazon_listing": (2000, 2000), "amazon_main_images": (2000, 2000),
-                 "amazon_mobile_listing": (2000, 2000), "shopify_listing": (2048, 2048),
-                 "tiktok_listing": (1080, 1920)}  # fmt: skip
+LISTING_SIZES = {
+    "amazon_listing": (2000, 2000),
+    "amazon_main_images": (2000, 2000),
+    "amazon_mobile_listing": (2000, 2000),
+    "shopify_listing": (2048, 2048),
+    "tiktok_listing": (1080, 1920),
+}
 LISTING_SCENES: list[Scene] = ["white", "lifestyle", "layout", "kitchen", "studio"]
-SCALE_SIZES = {"Amazon": (2000, 2000), "Amazon Mobile": (2000, 2000), "Shopify": (2048, 2048),
-               "TikTok": (1080, 1920)}  # fmt: skip
+SCALE_SIZES = {
+    "Amazon": (2000, 2000),
+    "Amazon Mobile": (2000, 2000),
+    "Shopify": (2048, 2048),
+    "TikTok": (1080, 1920),
+}
 SCALE_MODES = ("catalog", "inspire", "variation", "language")
 
-_CODE_BY_STATUS = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 402: "INSUFFICIENT_CREDITS",
-                   404: "JOB_NOT_FOUND", 429: "RATE_LIMIT_MINUTE_EXCEEDED", 500: "INTERNAL_ERROR",
-                   503: "SERVICE_UNAVAILABLE"}  # fmt: skip
+_CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    402: "INSUFFICIENT_CREDITS",
+    404: "JOB_NOT_FOUND",
+    429: "RATE_LIMIT_MINUTE_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
 _FIELDS = {
     "listing_builder": {"asin", "country_code", "listing_type", "main_image_url", "other_image_urls"},
     "a_plus": {"asin", "country_code", "types", "main_image_url", "other_image_urls", "user_prompt"},
-    "scale": {"asin", "country_code", "scale_mode", "main_image_input", "other_images_input",
-              "user_prompt", "items"},
-}  # fmt: skip
+    "scale": {
+        "asin",
+        "country_code",
+        "scale_mode",
+        "main_image_input",
+        "other_images_input",
+        "user_prompt",
+        "items",
+    },
+}
 
 
 class _Invalid(Exception):
@@ -96,7 +122,9 @@ class PixiiSandbox(Sandbox):
         )
 
     def register_routes(self) -> None:
-        self.add_route("POST", "/v1/api/listing_builder", "listing_builder", self._listing_builder, groups=[SUBMIT])
+        self.add_route(
+            "POST", "/v1/api/listing_builder", "listing_builder", self._listing_builder, groups=[SUBMIT]
+        )
         self.add_route("POST", "/v1/api/a_plus", "a_plus", self._a_plus, groups=[SUBMIT])
         self.add_route("POST", "/v1/api/scale", "scale", self._scale, groups=[SUBMIT])
         self.add_route("GET", "/v1/api/jobs", "list_jobs", self._list_jobs, groups=[])
@@ -105,12 +133,21 @@ class PixiiSandbox(Sandbox):
     # ---- error envelope and rate-limit headers ----
 
     def error_response(
-        self, status: int, code: str, message: str, *, retry_after: float | None = None,
-        detail: str | None = None, headers: dict[str, str] | None = None,
-    ) -> Response:  # fmt: skip
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         if not code.isupper():  # the core's generic codes (auth, faults) -> Pixii's catalogue
-            code = "SERVICE_UNAVAILABLE" if code == "timeout" else _CODE_BY_STATUS.get(
-                status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")  # fmt: skip
+            code = (
+                "SERVICE_UNAVAILABLE"
+                if code == "timeout"
+                else _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+            )
         # The sandbox picks the bare envelope of the two documented shapes (contract §9).
         body = {"code": code, "message": message, "detail": detail, "retry_after": retry_after}
         return JSONResponse(body, status_code=status, headers=headers)
@@ -131,10 +168,13 @@ class PixiiSandbox(Sandbox):
     def rate_limit_error(self, group: str, retry_after: float, daily: bool) -> Response:
         seconds = max(1, math.ceil(retry_after))
         code = "RATE_LIMIT_DAY_EXCEEDED" if daily else "RATE_LIMIT_MINUTE_EXCEEDED"
-        message = "Daily request limit reached." if daily else "Too many requests in the current minute window."
+        message = (
+            "Daily request limit reached." if daily else "Too many requests in the current minute window."
+        )
         headers = {"Retry-After": str(seconds), **self.rate_limit_headers([SUBMIT], self.clock.now())}
-        return self.error_response(429, code, message, retry_after=seconds,
-                                   detail=f"retry after {seconds} seconds", headers=headers)  # fmt: skip
+        return self.error_response(
+            429, code, message, retry_after=seconds, detail=f"retry after {seconds} seconds", headers=headers
+        )
 
     # ---- submissions ----
 
@@ -185,8 +225,10 @@ class PixiiSandbox(Sandbox):
                 if allowed is None:
                     raise _Invalid(f"items[{i}].platform: must be one of {', '.join(SCALE_ALLOWED)}")
                 if item.get("asset_type") not in allowed:
-                    raise _Invalid(f"items[{i}].asset_type: {item.get('asset_type')!r} is not supported "
-                                   f"on {item['platform']}")  # fmt: skip
+                    raise _Invalid(
+                        f"items[{i}].asset_type: {item.get('asset_type')!r} is not supported "
+                        f"on {item['platform']}"
+                    )
             return SCALE_CREDITS_PER_ITEM * len(items)
 
         return self._submit("scale", body, check)
@@ -195,21 +237,33 @@ class PixiiSandbox(Sandbox):
         try:
             price = check()
         except _Invalid as exc:
-            return self.error_response(400, "VALIDATION_ERROR", "One or more request parameters are invalid.",
-                                       detail=str(exc))  # fmt: skip
+            return self.error_response(
+                400, "VALIDATION_ERROR", "One or more request parameters are invalid.", detail=str(exc)
+            )
         if not self.active_brand:
             return self.error_response(400, "NO_ACTIVE_BRAND", "No active brand found for your organization.")
         with self._lock:
             if self.balance < price:
-                return self.error_response(402, "INSUFFICIENT_CREDITS", "Not enough credits to process this request.",
-                                           detail=f"required {price}, available {self.balance}")  # fmt: skip
+                return self.error_response(
+                    402,
+                    "INSUFFICIENT_CREDITS",
+                    "Not enough credits to process this request.",
+                    detail=f"required {price}, available {self.balance}",
+                )
             job = self.create_job(kind, asin=body["asin"], payload=body, charge=price, route=kind)
             lost = self.lose_responses > 0
             self.lose_responses -= 1 if lost else 0
         if lost:
             return self.error_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")
-        return JSONResponse({"job_id": job.id, "job_type": JOB_TYPES[kind], "status": "pending",
-                             "created_at": iso(job.created), "remaining_credits": self.balance})  # fmt: skip
+        return JSONResponse(
+            {
+                "job_id": job.id,
+                "job_type": JOB_TYPES[kind],
+                "status": "pending",
+                "created_at": iso(job.created),
+                "remaining_credits": self.balance,
+            }
+        )
 
     # ---- jobs ----
 
@@ -236,16 +290,27 @@ class PixiiSandbox(Sandbox):
             return self._invalid("asin: required, 5-15 characters")
         if page < 1 or not 1 <= limit <= 100:
             return self._invalid("page/limit: positive integers, limit at most 100")
-        jobs = sorted((j for j in list(self.jobs.values()) if j.asin == asin and self._live_job(j.id)),
-                      key=lambda j: j.created, reverse=True)  # fmt: skip
+        jobs = sorted(
+            (j for j in list(self.jobs.values()) if j.asin == asin and self._live_job(j.id)),
+            key=lambda j: j.created,
+            reverse=True,
+        )
         chunk = jobs[(page - 1) * limit : page * limit]
-        data = [{"id": j.id, "job_type": JOB_TYPES[j.kind], "status": self.status_of(j),
-                 "created_at": iso(j.created)} for j in chunk]  # fmt: skip
+        data = [
+            {
+                "id": j.id,
+                "job_type": JOB_TYPES[j.kind],
+                "status": self.status_of(j),
+                "created_at": iso(j.created),
+            }
+            for j in chunk
+        ]
         return JSONResponse({"data": data, "total": len(jobs), "page": page, "limit": limit})
 
     def _invalid(self, detail: str) -> Response:
-        return self.error_response(400, "VALIDATION_ERROR", "One or more request parameters are invalid.",
-                                   detail=detail)  # fmt: skip
+        return self.error_response(
+            400, "VALIDATION_ERROR", "One or more request parameters are invalid.", detail=detail
+        )
 
     def _job_body(self, job: Job) -> dict[str, Any]:
         status = self.status_of(job)  # finalizes (and refunds) first when the job is due
@@ -270,8 +335,14 @@ class PixiiSandbox(Sandbox):
         for ad in (job.result or {}).get("ads", []):
             if job.kind == "a_plus":
                 ok = ad["preview"] is not None
-                ads.append({"type": ad["type"], "preview": self.signed_url(ad["preview"]) if ok else None,
-                            "modules": [self.signed_url(f) for f in ad["modules"]], "error": ad["error"]})  # fmt: skip
+                ads.append(
+                    {
+                        "type": ad["type"],
+                        "preview": self.signed_url(ad["preview"]) if ok else None,
+                        "modules": [self.signed_url(f) for f in ad["modules"]],
+                        "error": ad["error"],
+                    }
+                )
             else:
                 url = self.signed_url(ad["file"]) if ad["file"] else None
                 ads.append({"preview_url": url, "error": ad["error"]})
@@ -293,8 +364,14 @@ class PixiiSandbox(Sandbox):
                     ads.append({"type": t, "preview": None, "modules": [], "error": failure})
                     continue
                 looks = self._aplus_looks(body, t)
-                ads.append({"type": t, "preview": self.add_file(looks[0]),
-                            "modules": [self.add_file(look) for look in looks[1:]], "error": None})  # fmt: skip
+                ads.append(
+                    {
+                        "type": t,
+                        "preview": self.add_file(looks[0]),
+                        "modules": [self.add_file(look) for look in looks[1:]],
+                        "error": None,
+                    }
+                )
         else:
             looks = self._listing_looks(body) if job.kind == "listing_builder" else self._scale_looks(body)
             unit = LB_CREDITS_PER_IMAGE if job.kind == "listing_builder" else SCALE_CREDITS_PER_ITEM
@@ -305,7 +382,6 @@ class PixiiSandbox(Sandbox):
                 else:
                     ads.append({"file": self.add_file(look), "error": None})
         job.result = {"ads": ads}
-
 
     # ---- what the outputs show ----
 
@@ -318,10 +394,17 @@ class PixiiSandbox(Sandbox):
         subject = " ".join([body.get("main_image_url") or "", *(body.get("other_image_urls") or [])])
         mains = 2 if listing_type == "amazon_main_images" else 1
         scenes = ["white" if n < mains else LISTING_SCENES[n % 5] for n in range(LB_IMAGES[listing_type])]
-        return [Look(subject=subject or body["asin"], scene=scene, size=LISTING_SIZES[listing_type],
-                     backdrop=self._backdrop(body["asin"]), shot=f"{listing_type}/{n}",
-                     caption="Product highlights" if scene == "layout" else "")
-                for n, scene in enumerate(scenes)]  # fmt: skip
+        return [
+            Look(
+                subject=subject or body["asin"],
+                scene=scene,
+                size=LISTING_SIZES[listing_type],
+                backdrop=self._backdrop(body["asin"]),
+                shot=f"{listing_type}/{n}",
+                caption="Product highlights" if scene == "layout" else "",
+            )
+            for n, scene in enumerate(scenes)
+        ]
 
     def _aplus_looks(self, body: dict[str, Any], aplus_type: str) -> list[Look]:
         """The preview, then one image per module at its A+ size, headed by the copy's title."""
@@ -333,9 +416,18 @@ class PixiiSandbox(Sandbox):
         preview = (max(w for w, _ in sizes), sum(h for _, h in sizes))
         looks = [Look(subject=subject, scene="layout", size=preview, caption=f"{headline}\n{aplus_type}")]
         for n, size in enumerate(sizes):
-            caption = "\n".join([headline, *features[n : n + 2]]) if n % 2 == 0 else "\n".join(features[n : n + 3])
-            looks.append(Look(subject=subject, scene=APLUS_MODULE_SCENES[n], size=size, caption=caption,
-                              shot=f"{aplus_type}/{n}"))  # fmt: skip
+            caption = (
+                "\n".join([headline, *features[n : n + 2]]) if n % 2 == 0 else "\n".join(features[n : n + 3])
+            )
+            looks.append(
+                Look(
+                    subject=subject,
+                    scene=APLUS_MODULE_SCENES[n],
+                    size=size,
+                    caption=caption,
+                    shot=f"{aplus_type}/{n}",
+                )
+            )
         return looks
 
     def _scale_looks(self, body: dict[str, Any]) -> list[Look]:
@@ -343,17 +435,28 @@ class PixiiSandbox(Sandbox):
         white, Product Photos in a scene captioned with every attribute."""
         prompt = body.get("user_prompt") or ""
         attributes = variation_attributes(prompt)
-        colour = next((v for k, v in attributes.items() if k.lower() in ("color", "colour", "farbe", "couleur")), "")
-        size = next((v for k, v in attributes.items() if k.lower() in ("size", "größe", "taille", "talla")), "")
+        colour = next(
+            (v for k, v in attributes.items() if k.lower() in ("color", "colour", "farbe", "couleur")), ""
+        )
+        size = next(
+            (v for k, v in attributes.items() if k.lower() in ("size", "größe", "taille", "talla")), ""
+        )
         subject = f"{prompt} {body.get('main_image_input') or ''}"
         looks = []
         for n, item in enumerate(body["items"]):
             main = item["asset_type"] == "Main Image"
-            looks.append(Look(
-                subject=subject, scene="white" if main else "lifestyle", size=SCALE_SIZES[item["platform"]],
-                colour=colour, badge=size, backdrop=self._backdrop(body["asin"]), shot=f"{item['platform']}/{n}",
-                caption="" if main else " · ".join(f"{k}: {v}" for k, v in attributes.items()),
-            ))  # fmt: skip
+            looks.append(
+                Look(
+                    subject=subject,
+                    scene="white" if main else "lifestyle",
+                    size=SCALE_SIZES[item["platform"]],
+                    colour=colour,
+                    badge=size,
+                    backdrop=self._backdrop(body["asin"]),
+                    shot=f"{item['platform']}/{n}",
+                    caption="" if main else " · ".join(f"{k}: {v}" for k, v in attributes.items()),
+                )
+            )
         return looks
 
 
@@ -403,5 +506,7 @@ def _url_list(body: dict[str, Any], key: str) -> None:
 
 
 def _prompt(body: dict[str, Any]) -> None:
-    if "user_prompt" in body and (not isinstance(body["user_prompt"], str) or not body["user_prompt"].strip()):
+    if "user_prompt" in body and (
+        not isinstance(body["user_prompt"], str) or not body["user_prompt"].strip()
+    ):
         raise _Invalid("user_prompt: cannot be empty if provided")

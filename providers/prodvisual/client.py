@@ -67,28 +67,31 @@ STYLES_TTL_SECONDS = 24 * 3600  # contract §7: "cache it (e.g. 24 h)"
 STYLES_RETRY_SECONDS = 300.0  # after a failed styles fetch, rely on the server for this long
 DAILY_RESET_THRESHOLD_SECONDS = 3600.0
 
-KIT = Kit(PROVIDER, ErrorMap.of(
-    {
-        "invalid_request": RequestValidationError,
-        "unauthorized": AuthenticationError,
-        "forbidden": AuthenticationError,
-        "insufficient_credits": InsufficientCredits,
-        "not_found": NotFound,
-        "file_too_large": ContentRefused,
-        "invalid_image": ContentRefused,
-        "server_error": ServerError,
-    },
-    {
-        400: RequestValidationError,
-        401: AuthenticationError,
-        # ASSUMPTION (contract §3): 403 is undocumented; treated as a non-retryable auth problem.
-        403: AuthenticationError,
-        402: InsufficientCredits,
-        404: NotFound,
-        413: ContentRefused,
-        422: ContentRefused,
-    },
-))  # fmt: skip
+KIT = Kit(
+    PROVIDER,
+    ErrorMap.of(
+        {
+            "invalid_request": RequestValidationError,
+            "unauthorized": AuthenticationError,
+            "forbidden": AuthenticationError,
+            "insufficient_credits": InsufficientCredits,
+            "not_found": NotFound,
+            "file_too_large": ContentRefused,
+            "invalid_image": ContentRefused,
+            "server_error": ServerError,
+        },
+        {
+            400: RequestValidationError,
+            401: AuthenticationError,
+            # ASSUMPTION (contract §3): 403 is undocumented; treated as a non-retryable auth problem.
+            403: AuthenticationError,
+            402: InsufficientCredits,
+            404: NotFound,
+            413: ContentRefused,
+            422: ContentRefused,
+        },
+    ),
+)
 """ProdVisual's request/response kit (``providers.kit``): validation, parsing and its error table; 429
 and 5xx are decided before it (``error_from_response``)."""
 
@@ -122,9 +125,14 @@ class ProdVisualClient(ProviderClient):
         # ASSUMPTION (contract §5): /v1/generate blocks until done; callers should allow >= 60 s
         # (the settings default).
         super().__init__(
-            http, base_url=base_url, auth=BearerAuth(api_key), throttle=throttle,
-            secrets=[api_key.get_secret_value()] if api_key else [], timeout=timeout, retry=retry,
-        )  # fmt: skip
+            http,
+            base_url=base_url,
+            auth=BearerAuth(api_key),
+            throttle=throttle,
+            secrets=[api_key.get_secret_value()] if api_key else [],
+            timeout=timeout,
+            retry=retry,
+        )
         self._styles: StyleList | None = None
         self._styles_at = 0.0
         self._styles_failed_at: float | None = None
@@ -145,14 +153,21 @@ class ProdVisualClient(ProviderClient):
     async def generate_batch(self, request: BatchRequest | dict[str, Any]) -> BatchSubmission:
         """POST /v1/generate/batch: 1-50 items, all charged at submission (contract §6)."""
         req = KIT.build(BatchRequest, request)
-        await self.check_styles([i.style for i in req.items], [f"items.{n}.style" for n in range(len(req.items))])
-        body = await self.request("POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body(),
-                                  paid=True)  # fmt: skip
+        await self.check_styles(
+            [i.style for i in req.items], [f"items.{n}.style" for n in range(len(req.items))]
+        )
+        body = await self.request(
+            "POST", "/v1/generate/batch", groups=[API_GROUP], json_body=req.body(), paid=True
+        )
         return KIT.parse(BatchSubmission, unwrap(body), what="POST /v1/generate/batch")
 
     async def styles(self, *, refresh: bool = False) -> StyleList:
         """GET /v1/styles (no auth), cached on this client for 24 h."""
-        if not refresh and self._styles is not None and time.monotonic() - self._styles_at < STYLES_TTL_SECONDS:
+        if (
+            not refresh
+            and self._styles is not None
+            and time.monotonic() - self._styles_at < STYLES_TTL_SECONDS
+        ):
             return self._styles
         body = await self.request("GET", "/v1/styles", groups=[API_GROUP], authenticated=False)
         styles = KIT.parse(StyleList, unwrap(body), what="GET /v1/styles")
@@ -168,7 +183,10 @@ class ProdVisualClient(ProviderClient):
         """GET /v1/generations/{id}: a single generation (``gen_…``) or a batch (``batch_…``)."""
         if not generation_id or "/" in generation_id or any(c.isspace() for c in generation_id):
             raise RequestValidationError(
-                f"invalid generation id {generation_id!r}", provider=PROVIDER, code="LOCAL_VALIDATION", field="id"
+                f"invalid generation id {generation_id!r}",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="id",
             )
         path = f"/v1/generations/{quote(generation_id, safe='')}"
         body = unwrap(await self.request("GET", path, groups=[API_GROUP]))
@@ -191,7 +209,11 @@ class ProdVisualClient(ProviderClient):
         """Reject unknown style ids locally when the style list is available; when it cannot be
         fetched, leave validation to the server (contract §7)."""
         failed = self._styles_failed_at
-        if self.cached_style_ids is None and failed is not None and time.monotonic() - failed < STYLES_RETRY_SECONDS:
+        if (
+            self.cached_style_ids is None
+            and failed is not None
+            and time.monotonic() - failed < STYLES_RETRY_SECONDS
+        ):
             return
         try:
             known = (await self.styles()).ids()
@@ -225,7 +247,9 @@ class ProdVisualClient(ProviderClient):
         field = err.get("param") or err.get("field")
         return KIT.error(status, code, f"{where}: {message}", field=str(field) if field else None)
 
-    def _rate_limited(self, response: httpx.Response, body: Any, message: str, code: str | None) -> ProviderError:
+    def _rate_limited(
+        self, response: httpx.Response, body: Any, message: str, code: str | None
+    ) -> ProviderError:
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and isinstance(body, dict):
             error = body.get("error")
@@ -235,8 +259,13 @@ class ProdVisualClient(ProviderClient):
         # ASSUMPTION (contract §4): the daily cap also answers 429 with X-RateLimit-Reset pointing at
         # the daily reset; a reset more than an hour away can only be the daily cap -> QuotaExhausted.
         daily = retry_after is not None and retry_after > DAILY_RESET_THRESHOLD_SECONDS
-        return KIT.error(response.status_code, code, message, retry_after=retry_after,
-                         error=QuotaExhausted if daily else RateLimited)  # fmt: skip
+        return KIT.error(
+            response.status_code,
+            code,
+            message,
+            retry_after=retry_after,
+            error=QuotaExhausted if daily else RateLimited,
+        )
 
 
 def check_style_ids(styles: list[str], fields: list[str], known: frozenset[str]) -> None:
@@ -246,6 +275,7 @@ def check_style_ids(styles: list[str], fields: list[str], known: frozenset[str])
             sample = ", ".join(sorted(known)[:8])
             raise RequestValidationError(
                 f"unknown ProdVisual style {style!r} (known: {sample}, ...)",
-                provider=PROVIDER, code="LOCAL_VALIDATION", field=field,
-            )  # fmt: skip
-
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field=field,
+            )

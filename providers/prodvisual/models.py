@@ -36,9 +36,15 @@ TERMINAL = frozenset({"completed", "failed"})
 # The 8 publicly documented style ids of the 22 (contract §7). Never used as an enum: the live list
 # comes from GET /v1/styles.
 DOCUMENTED_STYLES: tuple[str, ...] = (
-    "lifestyle", "white_bg", "mockup", "infographic",
-    "social_square", "social_story", "hero_banner", "comparison",
-)  # fmt: skip
+    "lifestyle",
+    "white_bg",
+    "mockup",
+    "infographic",
+    "social_square",
+    "social_story",
+    "hero_banner",
+    "comparison",
+)
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -341,4 +347,6 @@ def unwrap(body: Any) -> Any:
 
 def is_batch_body(body: dict[str, Any]) -> bool:
     ident = str(body.get("id") or body.get("batch_id") or "")
-    return ident.startswith("batch_") or any(k in body for k in ("results", "items", "generations", "batch_id"))
+    return ident.startswith("batch_") or any(
+        k in body for k in ("results", "items", "generations", "batch_id")
+    )

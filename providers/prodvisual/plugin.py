@@ -95,7 +95,9 @@ MEMBER_SEPARATOR = "|"
 """Separates the product from the item label in a cross-product batch."""
 
 
-def labeled_items(request: GenerateRequest | BatchRequest, prefix: str = "") -> list[tuple[str, GenerateItem]]:
+def labeled_items(
+    request: GenerateRequest | BatchRequest, prefix: str = ""
+) -> list[tuple[str, GenerateItem]]:
     """A built request's items with their labels (``prefix`` e.g. ``"US/B0ABC/"`` to name the product)."""
     if isinstance(request, GenerateRequest):
         return [(prefix + (request.label or default_labels([request.style])[0]), request.item())]
@@ -103,9 +105,11 @@ def labeled_items(request: GenerateRequest | BatchRequest, prefix: str = "") -> 
 
 
 def build_batch(
-    items: Iterable[tuple[str, GenerateItem | GenerateRequest]], *, webhook_url: str | None = None,
+    items: Iterable[tuple[str, GenerateItem | GenerateRequest]],
+    *,
+    webhook_url: str | None = None,
     max_items: int = MAX_BATCH_ITEMS,
-) -> list[BatchRequest]:  # fmt: skip
+) -> list[BatchRequest]:
     """Pack labelled items into batches of at most ``max_items`` (<= 50), keeping their order.
 
     Labels must be unique across all items: they are how each output maps back to its product."""
@@ -113,13 +117,17 @@ def build_batch(
     labels = [label for label, _ in pairs]
     if len(set(labels)) != len(labels):
         dup = next(lbl for lbl in labels if labels.count(lbl) > 1)
-        raise RequestValidationError(f"duplicate item label {dup!r}", provider=PROVIDER,
-                                     code="LOCAL_VALIDATION", field="labels")  # fmt: skip
+        raise RequestValidationError(
+            f"duplicate item label {dup!r}", provider=PROVIDER, code="LOCAL_VALIDATION", field="labels"
+        )
     size = max(1, min(max_items, MAX_BATCH_ITEMS))
     try:
         return [
-            BatchRequest(items=[i for _, i in pairs[n : n + size]], labels=labels[n : n + size],
-                         webhook_url=webhook_url)  # fmt: skip
+            BatchRequest(
+                items=[i for _, i in pairs[n : n + size]],
+                labels=labels[n : n + size],
+                webhook_url=webhook_url,
+            )
             for n in range(0, len(pairs), size)
         ]
     except ValidationError as exc:
@@ -141,10 +149,15 @@ class ProdVisualProvider(Provider):
         max_batch_size=MAX_BATCH_ITEMS,
     )
     prices: ClassVar[tuple[Price, ...]] = (
-        Price(step=Step.IMAGES, item="*", credits=1, unit="image",
-              note="1 credit per successful generation, any style/platform/format (ASSUMPTION contract §5); "
-                   "batches charge every item at submission and refund failed items (contract §6)"),
-    )  # fmt: skip
+        Price(
+            step=Step.IMAGES,
+            item="*",
+            credits=1,
+            unit="image",
+            note="1 credit per successful generation, any style/platform/format (ASSUMPTION contract §5); "
+            "batches charge every item at submission and refund failed items (contract §6)",
+        ),
+    )
     settings_class: ClassVar[type[ProdVisualSettings]] = ProdVisualSettings
     settings: ProdVisualSettings
     default_styles: ClassVar[tuple[str, ...]] = ("white_bg",)
@@ -164,9 +177,13 @@ class ProdVisualProvider(Provider):
     ) -> None:
         super().__init__(http, settings, throttle=throttle)
         self.client = ProdVisualClient(
-            http, base_url=self.settings.base_url, api_key=self.settings.api_key,
-            throttle=self.throttle, timeout=self.settings.timeout_seconds, retry=self.settings.http_retry,
-        )  # fmt: skip
+            http,
+            base_url=self.settings.base_url,
+            api_key=self.settings.api_key,
+            throttle=self.throttle,
+            timeout=self.settings.timeout_seconds,
+            retry=self.settings.http_retry,
+        )
         self._inbox: WebhookInbox | None = None
 
     # ---- describing work ----
@@ -179,18 +196,27 @@ class ProdVisualProvider(Provider):
         if not image_url:
             raise RequestValidationError(
                 f"{where}.image_url is required for ProdVisual (the source product image)",
-                provider=PROVIDER, code="LOCAL_VALIDATION", field=f"{where}.image_url",
-            )  # fmt: skip
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field=f"{where}.image_url",
+            )
         platform = normalize_platform(ctx.image_options.platform)
         if platform is None:
             raise RequestValidationError(
                 f"image_options.platform {ctx.image_options.platform!r} is not a ProdVisual preset "
-                f"({', '.join(PLATFORMS)})", provider=PROVIDER, code="LOCAL_VALIDATION", field="image_options.platform",
-            )  # fmt: skip
+                f"({', '.join(PLATFORMS)})",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="image_options.platform",
+            )
         styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
         if not styles:
-            raise RequestValidationError("no style to generate", provider=PROVIDER, code="LOCAL_VALIDATION",
-                                         field="image_options.styles")  # fmt: skip
+            raise RequestValidationError(
+                "no style to generate",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="image_options.styles",
+            )
         known = self.client.cached_style_ids  # pure: only a list already fetched is used
         if known is not None:
             check_style_ids(styles, [f"image_options.styles.{n}" for n in range(len(styles))], known)
@@ -215,8 +241,10 @@ class ProdVisualProvider(Provider):
             problems = [(f"{where}." + ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
             raise RequestValidationError(
                 "invalid ProdVisual request: " + "; ".join(f"{f}: {m}" for f, m in problems),
-                provider=PROVIDER, code="LOCAL_VALIDATION", field=problems[0][0],
-            ) from None  # fmt: skip
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field=problems[0][0],
+            ) from None
         return list(build_batch(zip(labels, items, strict=True)))
 
     def estimate_credits(self, step: Step, request: BaseModel) -> int | None:
@@ -254,8 +282,11 @@ class ProdVisualProvider(Provider):
         if not isinstance(request, BatchRequest) or not result.errors:
             return None
         failed = {e.label for e in result.errors}
-        kept = [(label, item) for label, item in zip(request.item_labels(), request.items, strict=True)
-                if label in failed]  # fmt: skip
+        kept = [
+            (label, item)
+            for label, item in zip(request.item_labels(), request.items, strict=True)
+            if label in failed
+        ]
         if not kept or len(kept) == len(request.items):
             return None
         return request.model_copy(update={"items": [i for _, i in kept], "labels": [lbl for lbl, _ in kept]})
@@ -263,21 +294,32 @@ class ProdVisualProvider(Provider):
     def split_result(self, result: JobResult, member: str) -> JobResult:
         prefix = f"{member}{MEMBER_SEPARATOR}"
         labels = [lbl for lbl in result.ref.meta.get("labels") or [] if lbl.startswith(prefix)]
-        outputs = [o.model_copy(update={"label": o.label[len(prefix):]}) for o in result.outputs
-                   if o.label.startswith(prefix)]
-        errors = [e.model_copy(update={"label": e.label[len(prefix):]}) for e in result.errors
-                  if e.label.startswith(prefix)]  # fmt: skip
+        outputs = [
+            o.model_copy(update={"label": o.label[len(prefix) :]})
+            for o in result.outputs
+            if o.label.startswith(prefix)
+        ]
+        errors = [
+            e.model_copy(update={"label": e.label[len(prefix) :]})
+            for e in result.errors
+            if e.label.startswith(prefix)
+        ]
         charged = CREDITS_PER_IMAGE * len(labels)
         # ASSUMPTION (contract §6): each failed item is refunded its credit, all of them if the batch failed.
-        refunded = charged if result.status == "failed" and not result.outputs else CREDITS_PER_IMAGE * len(errors)
-        meta = {**result.ref.meta, "member": member, "labels": [lbl[len(prefix):] for lbl in labels]}
+        refunded = (
+            charged if result.status == "failed" and not result.outputs else CREDITS_PER_IMAGE * len(errors)
+        )
+        meta = {**result.ref.meta, "member": member, "labels": [lbl[len(prefix) :] for lbl in labels]}
         return JobResult(
-            ref=result.ref.model_copy(update={"meta": meta}), status="completed" if outputs else "failed",
-            outputs=outputs, errors=errors,
-            credits_charged=charged, credits_refunded=refunded,
+            ref=result.ref.model_copy(update={"meta": meta}),
+            status="completed" if outputs else "failed",
+            outputs=outputs,
+            errors=errors,
+            credits_charged=charged,
+            credits_refunded=refunded,
             error_code=None if outputs else (errors[0].code if errors else result.error_code),
             error_message=None if outputs else (errors[0].message if errors else result.error_message),
-        )  # fmt: skip
+        )
 
     # ---- I/O ----
 
@@ -285,10 +327,20 @@ class ProdVisualProvider(Provider):
         self._check_step(step)
         if isinstance(request, GenerateRequest):
             gen = await self.client.generate(request)
-            meta = {"labels": [labeled_items(request)[0][0]], "credits_used": gen.credits_used,
-                    "response": gen.model_dump(mode="json", exclude_none=True)}  # fmt: skip
-            return JobRef(provider=self.name, step=step, job_id=str(gen.id), kind="generation",
-                          credits_at_submit=gen.credits_used, balance_after=gen.credits_remaining, meta=meta)  # fmt: skip
+            meta = {
+                "labels": [labeled_items(request)[0][0]],
+                "credits_used": gen.credits_used,
+                "response": gen.model_dump(mode="json", exclude_none=True),
+            }
+            return JobRef(
+                provider=self.name,
+                step=step,
+                job_id=str(gen.id),
+                kind="generation",
+                credits_at_submit=gen.credits_used,
+                balance_after=gen.credits_remaining,
+                meta=meta,
+            )
         if isinstance(request, BatchRequest):
             inbox = await self._webhooks()
             if inbox is not None:  # sent, not part of the request: the submission's cache key stays the same
@@ -297,12 +349,28 @@ class ProdVisualProvider(Provider):
             if inbox is not None:
                 inbox.expect(sub.batch_id)
             used = sub.credits_used if sub.credits_used is not None else len(request.items)
-            meta = {"labels": request.item_labels(), "credits_used": used, "webhook": inbox is not None,
-                    "estimated_time_ms": sub.estimated_time_ms, "total_items": len(request.items)}  # fmt: skip
-            return JobRef(provider=self.name, step=step, job_id=sub.batch_id, kind="batch",
-                          credits_at_submit=used, balance_after=sub.credits_remaining, meta=meta)  # fmt: skip
-        raise RequestValidationError(f"ProdVisual cannot submit a {type(request).__name__}", provider=PROVIDER,
-                                     code="LOCAL_VALIDATION", field="request")  # fmt: skip
+            meta = {
+                "labels": request.item_labels(),
+                "credits_used": used,
+                "webhook": inbox is not None,
+                "estimated_time_ms": sub.estimated_time_ms,
+                "total_items": len(request.items),
+            }
+            return JobRef(
+                provider=self.name,
+                step=step,
+                job_id=sub.batch_id,
+                kind="batch",
+                credits_at_submit=used,
+                balance_after=sub.credits_remaining,
+                meta=meta,
+            )
+        raise RequestValidationError(
+            f"ProdVisual cannot submit a {type(request).__name__}",
+            provider=PROVIDER,
+            code="LOCAL_VALIDATION",
+            field="request",
+        )
 
     async def recover_lost(self, step: Step, request: BaseModel, *, price: int | None) -> JobRef | None:
         """A batch whose submit answer was lost: with a webhook, its completion event still reaches this
@@ -323,11 +391,19 @@ class ProdVisualProvider(Provider):
         job_id = await self._inbox.claim(same_batch, timeout=self.settings.max_wait_seconds)
         if job_id is None:
             return None
-        logger.warning("ProdVisual batch %s recovered from its webhook event after its submit answer was lost",
-                       job_id)  # fmt: skip
-        meta = {"labels": request.item_labels(), "credits_used": price, "webhook": True, "total_items": len(styles),
-                "reconciled": True}  # fmt: skip
-        return JobRef(provider=self.name, step=step, job_id=job_id, kind="batch", credits_at_submit=price, meta=meta)
+        logger.warning(
+            "ProdVisual batch %s recovered from its webhook event after its submit answer was lost", job_id
+        )
+        meta = {
+            "labels": request.item_labels(),
+            "credits_used": price,
+            "webhook": True,
+            "total_items": len(styles),
+            "reconciled": True,
+        }
+        return JobRef(
+            provider=self.name, step=step, job_id=job_id, kind="batch", credits_at_submit=price, meta=meta
+        )
 
     async def wait(self, ref: JobRef) -> JobResult:
         if ref.kind == "generation" and ref.meta.get("response"):
@@ -358,8 +434,12 @@ class ProdVisualProvider(Provider):
         try:
             state = await self.client.generation(ref.job_id)
         except NotFound as exc:
-            raise OutputExpired(f"job {ref.job_id} is no longer readable (outputs expire after 7 days)",
-                                provider=PROVIDER, code=exc.code, status=exc.status) from None  # fmt: skip
+            raise OutputExpired(
+                f"job {ref.job_id} is no longer readable (outputs expire after 7 days)",
+                provider=PROVIDER,
+                code=exc.code,
+                status=exc.status,
+            ) from None
         return self._result(ref, state)
 
     balance_endpoint = True
@@ -382,7 +462,9 @@ class ProdVisualProvider(Provider):
         if not self.settings.webhook_url:
             return None
         if self._inbox is None:
-            self._inbox = webhook_inbox(self.settings.webhook_url, self.settings.webhook_listen, self.settings.api_key)
+            self._inbox = webhook_inbox(
+                self.settings.webhook_url, self.settings.webhook_listen, self.settings.api_key
+            )
         await self._inbox.start()
         return self._inbox
 
@@ -395,7 +477,11 @@ class ProdVisualProvider(Provider):
             state = BatchStatus.model_validate(data)
         except ValidationError:
             return None
-        if state.id != ref.job_id or not state.done or len(state.results) != len(ref.meta.get("labels") or []):
+        if (
+            state.id != ref.job_id
+            or not state.done
+            or len(state.results) != len(ref.meta.get("labels") or [])
+        ):
             return None
         try:
             return self._result(ref, state)
@@ -406,12 +492,17 @@ class ProdVisualProvider(Provider):
 
     def _check_step(self, step: Step) -> None:
         if step not in self.capabilities:
-            raise RequestValidationError(f"ProdVisual does not run step {step}", provider=PROVIDER,
-                                         code="LOCAL_VALIDATION", field="step")  # fmt: skip
+            raise RequestValidationError(
+                f"ProdVisual does not run step {step}",
+                provider=PROVIDER,
+                code="LOCAL_VALIDATION",
+                field="step",
+            )
 
     def _cadence(self, ref: JobRef, inbox: WebhookInbox | None) -> PollCadence:
         """With webhooks, the event ends each pause and a poll comes only when it does not (or says
-        too little); a batch's first poll waits for its estimated time; ``poll_interval_seconds`` overrides."""
+        too little); a batch's first poll waits for its estimated time; ``poll_interval_seconds``
+        overrides."""
         settings = self.settings
         if inbox is not None:
             every = settings.webhook_reconcile_seconds
@@ -422,8 +513,9 @@ class ProdVisualProvider(Provider):
         first = max(0.0, ref.submitted_at + estimate - time.time())
         return settings.batch_poll_cadence.model_copy(update={"first_seconds": first})
 
-    async def _pause(self, clock: JobClock, seconds: float, status: str, inbox: WebhookInbox | None, *,
-                     first: bool = False) -> dict[str, Any] | None:  # fmt: skip
+    async def _pause(
+        self, clock: JobClock, seconds: float, status: str, inbox: WebhookInbox | None, *, first: bool = False
+    ) -> dict[str, Any] | None:
         """Sleep, or with webhooks wait up to ``seconds`` for the job's event (returned when it comes)."""
         if inbox is None:
             await clock.pause(seconds, status, first=first)
@@ -447,11 +539,19 @@ class ProdVisualProvider(Provider):
         if gen.status == "failed":
             code, message = _error_of(gen, "generation_failed")
             # ASSUMPTION (contract §5): failed generations are not charged, or are refunded.
-            return JobResult(ref=ref, status="failed", credits_charged=charged, credits_refunded=charged or 0,
-                             errors=[ItemError(label=label, code=code, message=message)],
-                             error_code=code, error_message=message)  # fmt: skip
+            return JobResult(
+                ref=ref,
+                status="failed",
+                credits_charged=charged,
+                credits_refunded=charged or 0,
+                errors=[ItemError(label=label, code=code, message=message)],
+                error_code=code,
+                error_message=message,
+            )
         if not gen.output_url:
-            raise MalformedResponse(f"generation {gen.id} is completed without an output_url", provider=PROVIDER)
+            raise MalformedResponse(
+                f"generation {gen.id} is completed without an output_url", provider=PROVIDER
+            )
         return JobResult(ref=ref, status="completed", outputs=[_output(gen, label)], credits_charged=charged)
 
     def _batch_result(self, ref: JobRef, batch: BatchStatus) -> JobResult:
@@ -464,9 +564,13 @@ class ProdVisualProvider(Provider):
             if item is not None and item.status == "completed" and item.output_url:
                 outputs.append(_output(item, label))
             elif item is None:
-                errors.append(ItemError(label=label, code="missing_result", message="no result at this position"))
+                errors.append(
+                    ItemError(label=label, code="missing_result", message="no result at this position")
+                )
             else:
-                code, message = _error_of(item, "generation_failed" if item.status == "failed" else "incomplete")
+                code, message = _error_of(
+                    item, "generation_failed" if item.status == "failed" else "incomplete"
+                )
                 errors.append(ItemError(label=label, code=code, message=message))
         charged = ref.meta.get("credits_used")
         charged = charged if charged is not None else batch.credits_used
@@ -477,13 +581,27 @@ class ProdVisualProvider(Provider):
             # ASSUMPTION (contract §6): 1 credit refunded per failed item (all of them if the batch failed).
             refunded = (charged or 0) if batch.status == "failed" else len(errors)
         if not failed:
-            return JobResult(ref=ref, status="completed", outputs=outputs, errors=errors,
-                             credits_charged=charged, credits_refunded=refunded)  # fmt: skip
+            return JobResult(
+                ref=ref,
+                status="completed",
+                outputs=outputs,
+                errors=errors,
+                credits_charged=charged,
+                credits_refunded=refunded,
+            )
         code, message = _error_of(batch, errors[0].code if errors else "batch_failed")
         if batch.error is None and errors:
             message = errors[0].message
-        return JobResult(ref=ref, status="failed", outputs=outputs, errors=errors, credits_charged=charged,
-                         credits_refunded=refunded, error_code=code, error_message=message)  # fmt: skip
+        return JobResult(
+            ref=ref,
+            status="failed",
+            outputs=outputs,
+            errors=errors,
+            credits_charged=charged,
+            credits_refunded=refunded,
+            error_code=code,
+            error_message=message,
+        )
 
 
 def _error_of(state: Generation | BatchStatus, default_code: str | None) -> tuple[str, str]:
@@ -495,7 +613,9 @@ def _error_of(state: Generation | BatchStatus, default_code: str | None) -> tupl
 
 def _output(gen: Generation, label: str) -> OutputRef:
     content_type = _CONTENT_TYPES.get((gen.format or "png").lower(), "image/png")
-    return OutputRef(url=str(gen.output_url), label=label, content_type=content_type, expires_at=gen.expires_epoch())
+    return OutputRef(
+        url=str(gen.output_url), label=label, content_type=content_type, expires_at=gen.expires_epoch()
+    )
 
 
 __all__ = ["ProdVisualProvider", "ProdVisualSettings", "build_batch", "labeled_items", "normalize_platform"]

@@ -72,8 +72,15 @@ STYLES: list[tuple[str, str, str]] = [
 ]
 STYLE_IDS = frozenset(s[0] for s in STYLES)
 # Only amazon's size is documented (contract §13); the others are sandbox INVENTIONS.
-PRESET_SIZES = {"amazon": "1500x1500", "ebay": "1600x1600", "etsy": "2000x2000", "shopify": "2048x2048",
-                "generic": "1024x1024", "woocommerce": "1200x1200", "mercadolibre": "1200x1200"}  # fmt: skip
+PRESET_SIZES = {
+    "amazon": "1500x1500",
+    "ebay": "1600x1600",
+    "etsy": "2000x2000",
+    "shopify": "2048x2048",
+    "generic": "1024x1024",
+    "woocommerce": "1200x1200",
+    "mercadolibre": "1200x1200",
+}
 FORMATS = ("png", "jpeg", "webp")
 BAD_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff", ".svg", ".heic", ".avif")
 _DIMENSIONS = re.compile(r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
@@ -107,9 +114,12 @@ class ProdVisualSandbox(Sandbox):
     @classmethod
     def default_config(cls) -> SandboxConfig:
         return SandboxConfig(
-            api_keys=["pv_test_sandbox"], rate_limits={GROUP: (60, 60.0)},
-            daily_limit=10_000, daily_groups=[GROUP], job_seconds=2.0,
-        )  # fmt: skip
+            api_keys=["pv_test_sandbox"],
+            rate_limits={GROUP: (60, 60.0)},
+            daily_limit=10_000,
+            daily_groups=[GROUP],
+            job_seconds=2.0,
+        )
 
     def register_routes(self) -> None:
         self.add_route("POST", "/v1/generate", "generate", self._generate, groups=[GROUP])
@@ -121,20 +131,32 @@ class ProdVisualSandbox(Sandbox):
     # ---- error bodies and rate-limit headers ----
 
     def error_response(
-        self, status: int, code: str, message: str, *, retry_after: float | None = None,
-        detail: str | None = None, headers: dict[str, str] | None = None,
-    ) -> Response:  # fmt: skip
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         merged = {**self.rate_limit_headers([GROUP], self.clock.now()), **(headers or {})}
-        return JSONResponse({"error": {"code": code, "message": message, "status": status}},
-                            status_code=status, headers=merged)  # fmt: skip
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "status": status}},
+            status_code=status,
+            headers=merged,
+        )
 
     def rate_limit_headers(self, groups: list[str], now: float) -> dict[str, str]:
         window = self._windows.get(GROUP)
         if window is None:
             return {}
         with self._lock:
-            return {"X-RateLimit-Limit": str(window.limit), "X-RateLimit-Remaining": str(window.remaining(now)),
-                    "X-RateLimit-Reset": str(math.ceil(window.reset_at(now)))}  # fmt: skip
+            return {
+                "X-RateLimit-Limit": str(window.limit),
+                "X-RateLimit-Remaining": str(window.remaining(now)),
+                "X-RateLimit-Reset": str(math.ceil(window.reset_at(now))),
+            }
 
     def rate_limit_error(self, group: str, retry_after: float, daily: bool) -> Response:
         # ASSUMPTION (contract §4): the daily cap answers the same 429 with Reset at the daily reset.
@@ -146,7 +168,11 @@ class ProdVisualSandbox(Sandbox):
             window = self._windows[group]
             limit, reset = window.limit, math.ceil(window.reset_at(now))
             message = f"Rate limit exceeded: {window.limit} requests per {window.window:g} seconds"
-        headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset),
+        }
         return self.error_response(429, "rate_limited", message, headers=headers)
 
     def _bad(self, message: str, status: int = 400, code: str = "invalid_request") -> Response:
@@ -163,8 +189,9 @@ class ProdVisualSandbox(Sandbox):
         if not _is_http_url(url):
             return self._bad(f"{where}image_url must be an http(s) URL")
         if urlparse(url).path.lower().endswith(BAD_EXTENSIONS):
-            return self._bad(f"{where}image_url: image format not supported. Use JPEG, PNG or WebP.", 422,
-                             "invalid_image")  # fmt: skip
+            return self._bad(
+                f"{where}image_url: image format not supported. Use JPEG, PNG or WebP.", 422, "invalid_image"
+            )
         if "oversize" in url.lower():
             return self._bad(f"{where}image_url: source image exceeds 10MB", 413, "file_too_large")
         style = item.get("style")
@@ -174,8 +201,16 @@ class ProdVisualSandbox(Sandbox):
             return self._bad(f"{where}style: unknown style {style!r}. See /v1/styles for available options.")
         checks: list[tuple[str, Callable[[Any], bool], str]] = [
             ("platform", lambda v: v in PLATFORMS, f"one of {', '.join(PLATFORMS)}"),
-            ("dimensions", lambda v: isinstance(v, str) and bool(_DIMENSIONS.match(v)), "WxH, e.g. 1500x1500"),
-            ("background", lambda v: isinstance(v, str) and bool(_BACKGROUND.match(v)), "#rrggbb or transparent"),
+            (
+                "dimensions",
+                lambda v: isinstance(v, str) and bool(_DIMENSIONS.match(v)),
+                "WxH, e.g. 1500x1500",
+            ),
+            (
+                "background",
+                lambda v: isinstance(v, str) and bool(_BACKGROUND.match(v)),
+                "#rrggbb or transparent",
+            ),
             ("format", lambda v: v in FORMATS, "png, jpeg or webp"),
             ("quality", lambda v: type(v) is int and 1 <= v <= 100, "an integer 1-100"),
             ("webhook_url", _is_http_url, "an http(s) URL"),
@@ -187,8 +222,12 @@ class ProdVisualSandbox(Sandbox):
 
     def _check_credits(self, cost: int) -> Response | None:
         if self.balance < cost:
-            return self._bad(f"Your account has {max(0, self.balance)} credits remaining. Please purchase more "
-                             "credits to continue.", 402, "insufficient_credits")  # fmt: skip
+            return self._bad(
+                f"Your account has {max(0, self.balance)} credits remaining. Please purchase more "
+                "credits to continue.",
+                402,
+                "insufficient_credits",
+            )
         return None
 
     # ---- handlers ----
@@ -218,14 +257,23 @@ class ProdVisualSandbox(Sandbox):
         if (bad := self._check_credits(CREDITS_PER_IMAGE * len(items))) is not None:
             return bad
         # ASSUMPTION (contract §6): a per-item webhook_url is ignored.
-        job = self._create("batch", [{k: v for k, v in i.items() if k != "webhook_url"} for i in items], request,
-                           webhook_url=body.get("webhook_url"))  # fmt: skip
-        return JSONResponse({
-            "batch_id": job.id, "status": self.status_of(job), "total_items": len(items),
-            "credits_used": job.charged, "credits_remaining": self.balance,
-            "estimated_time_ms": int((job.done - job.created) * 1000),
-            "results_url": f"{self.public_url}/v1/generations/{job.id}",
-        })  # fmt: skip
+        job = self._create(
+            "batch",
+            [{k: v for k, v in i.items() if k != "webhook_url"} for i in items],
+            request,
+            webhook_url=body.get("webhook_url"),
+        )
+        return JSONResponse(
+            {
+                "batch_id": job.id,
+                "status": self.status_of(job),
+                "total_items": len(items),
+                "credits_used": job.charged,
+                "credits_remaining": self.balance,
+                "estimated_time_ms": int((job.done - job.created) * 1000),
+                "results_url": f"{self.public_url}/v1/generations/{job.id}",
+            }
+        )
 
     async def _styles(self, request: Request, body: dict[str, Any]) -> Response:
         styles = [{"id": i, "name": n, "description": d} for i, n, d in STYLES]
@@ -236,10 +284,14 @@ class ProdVisualSandbox(Sandbox):
         with self._lock:
             total = sum(c.credits for c in self.charges)
             today = sum(c.credits for c in self.charges if int(c.t // 86400) == day)
-        return JSONResponse({
-            "credits_remaining": self.balance, "credits_used_total": total, "credits_used_today": today,
-            "last_purchase": {"amount": self.config.starting_credits, "date": iso(self._started_at)},
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "credits_remaining": self.balance,
+                "credits_used_total": total,
+                "credits_used_today": today,
+                "last_purchase": {"amount": self.config.starting_credits, "date": iso(self._started_at)},
+            }
+        )
 
     async def _generation(self, request: Request, body: dict[str, Any]) -> Response:
         ident = request.path_params["id"]
@@ -253,14 +305,20 @@ class ProdVisualSandbox(Sandbox):
 
     # ---- jobs ----
 
-    def _create(self, kind: str, items: list[dict[str, Any]], request: Request,
-                webhook_url: str | None = None) -> Job:  # fmt: skip
+    def _create(
+        self, kind: str, items: list[dict[str, Any]], request: Request, webhook_url: str | None = None
+    ) -> Job:
         asins = {self._asin(i["image_url"]) for i in items}
         job_id = self.new_id("batch" if kind == "batch" else "gen")
         ids = [self.new_id("gen") for _ in items] if kind == "batch" else [job_id]
-        job = self.create_job(kind, asin=asins.pop() if len(asins) == 1 else None, job_id=job_id,
-                              payload={"items": items, "item_ids": ids}, charge=CREDITS_PER_IMAGE * len(items),
-                              route="generate_batch" if kind == "batch" else "generate")  # fmt: skip
+        job = self.create_job(
+            kind,
+            asin=asins.pop() if len(asins) == 1 else None,
+            job_id=job_id,
+            payload={"items": items, "item_ids": ids},
+            charge=CREDITS_PER_IMAGE * len(items),
+            route="generate_batch" if kind == "batch" else "generate",
+        )
         if kind == "batch":
             for n, item_id in enumerate(ids):
                 self._items[item_id] = (job.id, n)
@@ -276,7 +334,11 @@ class ProdVisualSandbox(Sandbox):
         query = parse_qs(urlparse(url).query).get("asin")
         if query:
             return query[0]
-        for asin in [*self.config.fail_asins, *self.config.partial_fail_asins, *self.config.noncompliant_asins]:
+        for asin in [
+            *self.config.fail_asins,
+            *self.config.partial_fail_asins,
+            *self.config.noncompliant_asins,
+        ]:
             if asin in url:
                 return asin
         match = _ASIN.search(url)
@@ -296,7 +358,9 @@ class ProdVisualSandbox(Sandbox):
         job.fail = failed == len(results)
         job.result = {"results": results}
 
-    def _outcome(self, job: Job, n: int, item: dict[str, Any], asin: str | None, fail: bool) -> dict[str, Any]:
+    def _outcome(
+        self, job: Job, n: int, item: dict[str, Any], asin: str | None, fail: bool
+    ) -> dict[str, Any]:
         if fail:
             message = f"Generation failed for {asin} ({item['style']})"
             return {"credits_used": 0, "error": {"code": "generation_failed", "message": message}}
@@ -305,32 +369,45 @@ class ProdVisualSandbox(Sandbox):
         expires = int(parse_qs(urlparse(url).query)["expires"][0])
         digest = hashlib.sha256(file_id.encode()).digest()
         return {
-            "output_url": url, "expires_at": iso(expires), "credits_used": CREDITS_PER_IMAGE,
+            "output_url": url,
+            "expires_at": iso(expires),
+            "credits_used": CREDITS_PER_IMAGE,
             "file_size": 300_000 + int.from_bytes(digest[:3]) % 700_000,  # plausible, not the PNG's size
             "generation_time_ms": int((job.done - job.created) * 1000),
-        }  # fmt: skip
+        }
 
     def _look(self, item: dict[str, Any], asin: str | None) -> Look:
         """The output image: the product named by its source image URL (the only product text on the
         wire), on the style's scene, at the effective dimensions, in the requested format."""
         style = item["style"]
-        width, height = (int(v) for v in (item.get("dimensions") or PRESET_SIZES[item.get("platform", "generic")]
-                                          ).split("x"))  # fmt: skip
+        width, height = (
+            int(v)
+            for v in (item.get("dimensions") or PRESET_SIZES[item.get("platform", "generic")]).split("x")
+        )
         name, description = next((n, d) for i, n, d in STYLES if i == style)
         return Look(
-            subject=item["image_url"], scene=scene_for(style), size=(width, height),
-            caption=caption_for(style, name, description), fmt=item.get("format", "png"),
-            backdrop=NONCOMPLIANT_GREY if self.is_noncompliant(asin) else WHITE, shot=style,
-        )  # fmt: skip
+            subject=item["image_url"],
+            scene=scene_for(style),
+            size=(width, height),
+            caption=caption_for(style, name, description),
+            fmt=item.get("format", "png"),
+            backdrop=NONCOMPLIANT_GREY if self.is_noncompliant(asin) else WHITE,
+            shot=style,
+        )
 
     def _item_view(self, job: Job, n: int, status: str) -> dict[str, Any]:
         item = job.payload["items"][n]
         platform = item.get("platform", "generic")
         view = {
-            "id": job.payload["item_ids"][n], "status": status, "style": item["style"], "platform": platform,
-            "dimensions": item.get("dimensions") or PRESET_SIZES[platform], "format": item.get("format", "png"),
-            "credits_used": CREDITS_PER_IMAGE, "created_at": iso(job.created),
-        }  # fmt: skip
+            "id": job.payload["item_ids"][n],
+            "status": status,
+            "style": item["style"],
+            "platform": platform,
+            "dimensions": item.get("dimensions") or PRESET_SIZES[platform],
+            "format": item.get("format", "png"),
+            "credits_used": CREDITS_PER_IMAGE,
+            "created_at": iso(job.created),
+        }
         if job.finalized and job.result:
             outcome = job.result["results"][n]
             view.update(outcome, status="failed" if "error" in outcome else "completed")
@@ -345,11 +422,15 @@ class ProdVisualSandbox(Sandbox):
         status = self.status_of(job)
         results = [self._item_view(job, n, status) for n in range(len(job.payload["items"]))]
         body: dict[str, Any] = {
-            "id": job.id, "status": status, "total_items": len(results),
+            "id": job.id,
+            "status": status,
+            "total_items": len(results),
             "completed_items": sum(r["status"] == "completed" for r in results),
             "failed_items": sum(r["status"] == "failed" for r in results),
-            "credits_used": job.charged, "created_at": iso(job.created), "results": results,
-        }  # fmt: skip
+            "credits_used": job.charged,
+            "created_at": iso(job.created),
+            "results": results,
+        }
         if status == "failed":
             body["error"] = {"code": "generation_failed", "message": "Every item of the batch failed"}
         return body
@@ -366,5 +447,8 @@ class ProdVisualSandbox(Sandbox):
             raw = json.dumps({"event": event, "data": data, "timestamp": iso(self.clock.now())}).encode()
             signature = hmac.new(api_key.encode(), raw, hashlib.sha256).hexdigest()
             async with httpx.AsyncClient(timeout=5.0) as client:
-                await client.post(url, content=raw, headers={"Content-Type": "application/json",
-                                                             "X-ProdVisual-Signature": signature})  # fmt: skip
+                await client.post(
+                    url,
+                    content=raw,
+                    headers={"Content-Type": "application/json", "X-ProdVisual-Signature": signature},
+                )

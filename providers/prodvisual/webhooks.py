@@ -47,4 +47,6 @@ def webhook_inbox(public_url: str, listen: str, api_key: SecretStr | None) -> We
             return None
         return str(event.data.get("id") or ""), {**event.data, "_event": event.event}
 
-    return WebhookInbox(name="ProdVisual", path=PATH, public_url=public_url, listen=listen, verify=verify, parse=parse)
+    return WebhookInbox(
+        name="ProdVisual", path=PATH, public_url=public_url, listen=listen, verify=verify, parse=parse
+    )

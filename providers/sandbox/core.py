@@ -45,7 +45,8 @@ class Fault(BaseModel):
     retry_after: float | None = Field(None, description="seconds for the Retry-After header/body")
     delay: float = Field(0.0, description="seconds to stall (timeout, slow)")
     after: bool = Field(
-        False, description="processed first (job created, credits charged), then the response is lost: "
+        False,
+        description="processed first (job created, credits charged), then the response is lost: "
         "replaced by the status, a timeout, a dropped connection or a malformed body",
     )
 
@@ -72,7 +73,10 @@ class SandboxConfig(BaseModel):
     start_delay_fraction: float = Field(0.2, ge=0, le=1, description="share of job time spent pending")
     url_ttl_seconds: float = 7 * 24 * 3600
     image_px: int | None = Field(
-        None, ge=16, le=4096, description="cap on the longest side actually rendered (None: the size the "
+        None,
+        ge=16,
+        le=4096,
+        description="cap on the longest side actually rendered (None: the size the "
         "request asked for); tests set a small cap to stay fast",
     )
     fail_asins: list[str] = Field(default_factory=list, description="jobs for these ASINs fail")
@@ -80,7 +84,8 @@ class SandboxConfig(BaseModel):
         default_factory=list, description="jobs for these ASINs complete with one failed item"
     )
     noncompliant_asins: list[str] = Field(
-        default_factory=list, description="outputs for these ASINs break Amazon's rules on purpose (to try "
+        default_factory=list,
+        description="outputs for these ASINs break Amazon's rules on purpose (to try "
         "compliance checks): white-background main images on light grey (235), promotional wording in the "
         "listing title",
     )
@@ -219,9 +224,15 @@ class Sandbox:
         raise NotImplementedError
 
     def error_response(
-        self, status: int, code: str, message: str, *, retry_after: float | None = None,
-        detail: str | None = None, headers: dict[str, str] | None = None,
-    ) -> Response:  # fmt: skip
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         raise NotImplementedError
 
     def rate_limit_headers(self, groups: list[str], now: float) -> dict[str, str]:
@@ -237,9 +248,15 @@ class Sandbox:
     # ---- routing ----
 
     def add_route(
-        self, method: str, path: str, name: str, handler: Handler, *,
-        groups: list[str], authenticated: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        name: str,
+        handler: Handler,
+        *,
+        groups: list[str],
+        authenticated: bool = True,
+    ) -> None:
         async def endpoint(request: Request) -> Response:
             return await self._dispatch(request, name, handler, groups, authenticated)
 
@@ -249,17 +266,21 @@ class Sandbox:
         self, request: Request, name: str, handler: Handler, groups: list[str], authenticated: bool
     ) -> Response:
         now = self.clock.now()
-        record = RequestRecord(t=now, method=request.method, path=request.url.path, route=name,
-                               status=0, groups=groups)  # fmt: skip
+        record = RequestRecord(
+            t=now, method=request.method, path=request.url.path, route=name, status=0, groups=groups
+        )
         with self._lock:
             self.arrivals.append(name)
         self.finalize_due()
         fault = self._next_fault(name)
         if fault is not None:
             record.fault = (fault.kind if fault.kind != "status" else str(fault.status)) + (
-                "-after" if fault.after else "")
+                "-after" if fault.after else ""
+            )
             if not fault.after:
-                await request.body()  # received whole (a stalled request is processed even if its client goes)
+                await (
+                    request.body()
+                )  # received whole (a stalled request is processed even if its client goes)
             if not fault.after and (response := await self._apply_fault(fault)) is not None:
                 return self._log(record, response)
         response = await self._process(request, record, handler, groups, authenticated)
@@ -268,7 +289,12 @@ class Sandbox:
         return self._log(record, response)
 
     async def _process(
-        self, request: Request, record: RequestRecord, handler: Handler, groups: list[str], authenticated: bool
+        self,
+        request: Request,
+        record: RequestRecord,
+        handler: Handler,
+        groups: list[str],
+        authenticated: bool,
     ) -> Response:
         now = record.t
         if authenticated and not self._authorized(request):
@@ -347,26 +373,42 @@ class Sandbox:
             return Response(b'{"status": "pend', status_code=200, media_type="application/json")
         if fault.kind == "reset":
             return _TruncatedResponse()
-        code = {429: "rate_limited", 500: "server_error", 503: "service_unavailable"}.get(fault.status, "error")
+        code = {429: "rate_limited", 500: "server_error", 503: "service_unavailable"}.get(
+            fault.status, "error"
+        )
         headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
-        return self.error_response(fault.status, code, "injected fault", retry_after=fault.retry_after,
-                                   headers=headers)  # fmt: skip
+        return self.error_response(
+            fault.status, code, "injected fault", retry_after=fault.retry_after, headers=headers
+        )
 
     # ---- jobs, credits, files ----
 
     def new_id(self, prefix: str | None = None) -> str:
         return f"{prefix or self.id_prefix}_{next(self._ids):06d}{secrets.token_hex(3)}"
 
-    def create_job(self, kind: str, *, asin: str | None, payload: dict[str, Any], charge: int,
-                   route: str, job_id: str | None = None) -> Job:  # fmt: skip
+    def create_job(
+        self,
+        kind: str,
+        *,
+        asin: str | None,
+        payload: dict[str, Any],
+        charge: int,
+        route: str,
+        job_id: str | None = None,
+    ) -> Job:
         now = self.clock.now()
         duration = self.config.job_seconds_by_kind.get(kind, self.config.job_seconds)
         job = Job(
-            id=job_id or self.new_id(), kind=kind, asin=asin, created=now,
-            started=now + duration * self.config.start_delay_fraction, done=now + duration,
-            payload=payload, fail=asin in self.config.fail_asins,
+            id=job_id or self.new_id(),
+            kind=kind,
+            asin=asin,
+            created=now,
+            started=now + duration * self.config.start_delay_fraction,
+            done=now + duration,
+            payload=payload,
+            fail=asin in self.config.fail_asins,
             partial=asin in self.config.partial_fail_asins,
-        )  # fmt: skip
+        )
         with self._lock:
             self.jobs[job.id] = job
             if charge:
@@ -377,8 +419,16 @@ class Sandbox:
         with self._lock:
             self.balance -= credits
             job.charged += credits
-            self.charges.append(ChargeRecord(t=self.clock.now(), job_id=job.id, asin=job.asin,
-                                             route=route, credits=credits, kind="charge"))  # fmt: skip
+            self.charges.append(
+                ChargeRecord(
+                    t=self.clock.now(),
+                    job_id=job.id,
+                    asin=job.asin,
+                    route=route,
+                    credits=credits,
+                    kind="charge",
+                )
+            )
 
     def refund(self, job: Job, credits: int) -> None:
         if credits <= 0:
@@ -386,8 +436,16 @@ class Sandbox:
         with self._lock:
             self.balance += credits
             job.refunded += credits
-            self.charges.append(ChargeRecord(t=self.clock.now(), job_id=job.id, asin=job.asin,
-                                             route="refund", credits=-credits, kind="refund"))  # fmt: skip
+            self.charges.append(
+                ChargeRecord(
+                    t=self.clock.now(),
+                    job_id=job.id,
+                    asin=job.asin,
+                    route="refund",
+                    credits=-credits,
+                    kind="refund",
+                )
+            )
 
     def status_of(self, job: Job) -> str:
         now = self.clock.now()
@@ -473,7 +531,9 @@ class Sandbox:
         return best
 
     def max_jobs_in_flight(self) -> int:
-        events = sorted([(j.created, 1) for j in self.jobs.values()] + [(j.done, -1) for j in self.jobs.values()])
+        events = sorted(
+            [(j.created, 1) for j in self.jobs.values()] + [(j.done, -1) for j in self.jobs.values()]
+        )
         best = cur = 0
         for _, delta in events:
             cur += delta
@@ -527,6 +587,11 @@ class _TruncatedResponse(Response):
         super().__init__(b"", status_code=200, media_type="application/json")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"job', "more_body": False})

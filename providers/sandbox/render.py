@@ -25,9 +25,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 RGB = tuple[int, int, int]
 Scene = Literal[
-    "white", "transparent", "studio", "lifestyle", "kitchen", "outdoor", "dark", "gradient", "solid",
-    "marble", "layout",
-]  # fmt: skip
+    "white",
+    "transparent",
+    "studio",
+    "lifestyle",
+    "kitchen",
+    "outdoor",
+    "dark",
+    "gradient",
+    "solid",
+    "marble",
+    "layout",
+]
 Format = Literal["png", "jpeg", "webp"]
 
 WHITE: RGB = (255, 255, 255)
@@ -50,30 +59,76 @@ SHAPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pouch", ("powder", "tea", "matcha", "coffee", "snack", "pouch", "bag", "food", "grocery")),
 )
 FALLBACK_SHAPES = ("box", "bottle", "jar", "pouch", "box")
-SHAPE_ASPECT = {"chair": 0.62, "shoe": 2.1, "mug": 1.15, "bottle": 0.36, "jar": 0.78, "pad": 1.9,
-                "board": 1.45, "pouch": 0.72, "box": 0.8}  # width / height of the drawn product  # fmt: skip
-SHAPE_COLOURS: dict[str, RGB] = {"chair": (52, 56, 64), "shoe": (200, 60, 50), "mug": (40, 110, 170),
-                                 "bottle": (70, 120, 160), "jar": (190, 120, 40), "pad": (45, 48, 55),
-                                 "board": (196, 150, 95), "pouch": (90, 140, 60), "box": (60, 90, 150)}  # fmt: skip
+SHAPE_ASPECT = {
+    "chair": 0.62,
+    "shoe": 2.1,
+    "mug": 1.15,
+    "bottle": 0.36,
+    "jar": 0.78,
+    "pad": 1.9,
+    "board": 1.45,
+    "pouch": 0.72,
+    "box": 0.8,
+}  # width / height of the drawn product
+SHAPE_COLOURS: dict[str, RGB] = {
+    "chair": (52, 56, 64),
+    "shoe": (200, 60, 50),
+    "mug": (40, 110, 170),
+    "bottle": (70, 120, 160),
+    "jar": (190, 120, 40),
+    "pad": (45, 48, 55),
+    "board": (196, 150, 95),
+    "pouch": (90, 140, 60),
+    "box": (60, 90, 150),
+}
 COLOUR_WORDS: dict[str, RGB] = {
-    "ocean": (20, 90, 160), "navy": (25, 40, 90), "blue": (40, 100, 190), "teal": (20, 130, 130),
-    "forest": (30, 100, 50), "green": (50, 150, 70), "olive": (110, 120, 50), "matcha": (110, 160, 60),
-    "black": (25, 25, 28), "grey": (125, 128, 132), "gray": (125, 128, 132), "silver": (170, 175, 180),
-    "steel": (150, 158, 165), "white": (236, 236, 232), "red": (190, 35, 40), "pink": (220, 110, 150),
-    "purple": (110, 60, 150), "lavender": (160, 130, 200), "yellow": (225, 190, 40), "orange": (230, 120, 30),
-    "brown": (110, 70, 40), "beige": (215, 195, 160), "bamboo": (196, 150, 95), "wood": (160, 110, 60),
-    "gold": (200, 160, 50), "amber": (190, 120, 40), "rose": (210, 120, 130),
-    "schwarz": (25, 25, 28), "grau": (125, 128, 132), "blau": (40, 100, 190), "rot": (190, 35, 40),
-}  # fmt: skip
+    "ocean": (20, 90, 160),
+    "navy": (25, 40, 90),
+    "blue": (40, 100, 190),
+    "teal": (20, 130, 130),
+    "forest": (30, 100, 50),
+    "green": (50, 150, 70),
+    "olive": (110, 120, 50),
+    "matcha": (110, 160, 60),
+    "black": (25, 25, 28),
+    "grey": (125, 128, 132),
+    "gray": (125, 128, 132),
+    "silver": (170, 175, 180),
+    "steel": (150, 158, 165),
+    "white": (236, 236, 232),
+    "red": (190, 35, 40),
+    "pink": (220, 110, 150),
+    "purple": (110, 60, 150),
+    "lavender": (160, 130, 200),
+    "yellow": (225, 190, 40),
+    "orange": (230, 120, 30),
+    "brown": (110, 70, 40),
+    "beige": (215, 195, 160),
+    "bamboo": (196, 150, 95),
+    "wood": (160, 110, 60),
+    "gold": (200, 160, 50),
+    "amber": (190, 120, 40),
+    "rose": (210, 120, 130),
+    "schwarz": (25, 25, 28),
+    "grau": (125, 128, 132),
+    "blau": (40, 100, 190),
+    "rot": (190, 35, 40),
+}
 
 
 # rooms: wall gradient (top, bottom) and the floor the product stands on
 WALLS: dict[str, tuple[RGB, RGB]] = {
-    "lifestyle": ((236, 226, 210), (214, 200, 180)), "kitchen": ((232, 236, 236), (210, 216, 218)),
-    "outdoor": ((150, 200, 240), (220, 236, 248)), "marble": ((240, 238, 236), (222, 220, 218)),
-}  # fmt: skip
-FLOORS: dict[str, RGB] = {"lifestyle": (150, 110, 75), "kitchen": (90, 92, 96), "outdoor": (96, 150, 70),
-                          "marble": (236, 234, 232)}  # fmt: skip
+    "lifestyle": ((236, 226, 210), (214, 200, 180)),
+    "kitchen": ((232, 236, 236), (210, 216, 218)),
+    "outdoor": ((150, 200, 240), (220, 236, 248)),
+    "marble": ((240, 238, 236), (222, 220, 218)),
+}
+FLOORS: dict[str, RGB] = {
+    "lifestyle": (150, 110, 75),
+    "kitchen": (90, 92, 96),
+    "outdoor": (96, 150, 70),
+    "marble": (236, 234, 232),
+}
 
 
 @dataclass(frozen=True)
@@ -101,16 +156,47 @@ class Look:
 # words in a style id (ListingRVA's, ProdVisual's, Pixii's) -> the scene behind the product; first match
 # wins, so "MODEL_STUDIO" is a studio shot and "LIFESTYLE_INFOGRAPHIC" a scene (with callouts)
 SCENE_WORDS: tuple[tuple[str, Scene], ...] = (
-    ("transparent", "transparent"), ("white", "white"), ("main", "white"), ("studio", "studio"),
-    ("shadow", "studio"), ("reflection", "studio"), ("mockup", "studio"), ("kitchen", "kitchen"),
-    ("outdoor", "outdoor"), ("marble", "marble"), ("luxury", "dark"), ("premium", "dark"),
-    ("gradient", "gradient"), ("social", "gradient"), ("color_pop", "solid"), ("lifestyle", "lifestyle"),
-    ("model", "lifestyle"), ("context", "lifestyle"), ("in_hand", "lifestyle"), ("flat_lay", "lifestyle"),
-    ("seasonal", "lifestyle"), ("holiday", "lifestyle"), ("hero", "lifestyle"), ("banner", "lifestyle"),
+    ("transparent", "transparent"),
+    ("white", "white"),
+    ("main", "white"),
+    ("studio", "studio"),
+    ("shadow", "studio"),
+    ("reflection", "studio"),
+    ("mockup", "studio"),
+    ("kitchen", "kitchen"),
+    ("outdoor", "outdoor"),
+    ("marble", "marble"),
+    ("luxury", "dark"),
+    ("premium", "dark"),
+    ("gradient", "gradient"),
+    ("social", "gradient"),
+    ("color_pop", "solid"),
+    ("lifestyle", "lifestyle"),
+    ("model", "lifestyle"),
+    ("context", "lifestyle"),
+    ("in_hand", "lifestyle"),
+    ("flat_lay", "lifestyle"),
+    ("seasonal", "lifestyle"),
+    ("holiday", "lifestyle"),
+    ("hero", "lifestyle"),
+    ("banner", "lifestyle"),
     ("photo", "lifestyle"),
 )
-CAPTION_WORDS = ("infographic", "callout", "chart", "spec", "comparison", "before", "grid", "ingredient",
-                 "dimension", "size", "multi", "packaging", "feature")  # fmt: skip
+CAPTION_WORDS = (
+    "infographic",
+    "callout",
+    "chart",
+    "spec",
+    "comparison",
+    "before",
+    "grid",
+    "ingredient",
+    "dimension",
+    "size",
+    "multi",
+    "packaging",
+    "feature",
+)
 
 
 def scene_for(style: str) -> Scene:
@@ -219,13 +305,23 @@ def _room(look: Look, size: tuple[int, int]) -> Image.Image:
     line = _mix(floor, (0, 0, 0), 0.15)
     if look.scene == "lifestyle":  # floorboards and a window
         for x in range(-h, w, max(4, w // 7)):
-            draw.line([(x + (h - horizon), horizon), (x + (h - horizon) - (h - horizon) // 2, h)],
-                      fill=line, width=max(1, w // 400))  # fmt: skip
+            draw.line(
+                [(x + (h - horizon), horizon), (x + (h - horizon) - (h - horizon) // 2, h)],
+                fill=line,
+                width=max(1, w // 400),
+            )
         wx = int(w * (0.06 if d[0] % 2 else 0.68))
-        draw.rectangle([wx, int(h * 0.1), wx + int(w * 0.26), int(h * 0.48)], fill=(226, 240, 250),
-                       outline=(250, 250, 248), width=max(1, w // 120))  # fmt: skip
-        draw.line([(wx + int(w * 0.13), int(h * 0.1)), (wx + int(w * 0.13), int(h * 0.48))],
-                  fill=(250, 250, 248), width=max(1, w // 160))  # fmt: skip
+        draw.rectangle(
+            [wx, int(h * 0.1), wx + int(w * 0.26), int(h * 0.48)],
+            fill=(226, 240, 250),
+            outline=(250, 250, 248),
+            width=max(1, w // 120),
+        )
+        draw.line(
+            [(wx + int(w * 0.13), int(h * 0.1)), (wx + int(w * 0.13), int(h * 0.48))],
+            fill=(250, 250, 248),
+            width=max(1, w // 160),
+        )
     elif look.scene == "kitchen":  # tiles and a counter edge
         step = max(4, w // 12)
         for x in range(0, w, step):
@@ -285,11 +381,14 @@ def _shadow(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], look: Loo
     depth = max(1, (y1 - y0) // 14)
     tone = (40, 40, 44) if look.scene != "dark" else (4, 4, 6)
     ground = FLOORS.get(look.scene, (20, 20, 22) if look.scene == "dark" else (236, 236, 236))
-    draw.ellipse([x0 - (x1 - x0) // 10, y1 - depth, x1 + (x1 - x0) // 10, y1 + depth], fill=_mix(ground, tone, 0.35))
+    draw.ellipse(
+        [x0 - (x1 - x0) // 10, y1 - depth, x1 + (x1 - x0) // 10, y1 + depth], fill=_mix(ground, tone, 0.35)
+    )
 
 
-def _draw_product(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: RGB,
-                  look: Look) -> None:  # fmt: skip
+def _draw_product(
+    draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: RGB, look: Look
+) -> None:
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     dark, light = _mix(colour, (0, 0, 0), 0.45), _mix(colour, WHITE, 0.35)
@@ -318,8 +417,19 @@ def _draw_product(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, in
         for cx in (0.02, 0.48, 0.94):
             pen.ellipse(cx - 0.02, 0.94, cx + 0.06, 1.0, dark)  # castors
     elif shape == "shoe":
-        pen.poly([(0.0, 0.55), (0.05, 0.3), (0.35, 0.25), (0.5, 0.0), (0.68, 0.05), (0.72, 0.4), (1.0, 0.62),
-                (1.0, 0.85), (0.0, 0.85)])  # fmt: skip
+        pen.poly(
+            [
+                (0.0, 0.55),
+                (0.05, 0.3),
+                (0.35, 0.25),
+                (0.5, 0.0),
+                (0.68, 0.05),
+                (0.72, 0.4),
+                (1.0, 0.62),
+                (1.0, 0.85),
+                (0.0, 0.85),
+            ]
+        )
         pen.rect(0.0, 0.85, 1.0, 1.0, _mix(colour, WHITE, 0.8))  # sole
     elif shape == "pad":
         pen.ellipse(0.0, 0.25, 1.0, 1.0, dark)  # edge
@@ -346,8 +456,18 @@ class _Pen:
     """Draws in the product's box with coordinates as fractions of it, outlined in the dark tone (so
     the product's edge is never near-white, whatever its colour)."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, x0: int, y0: int, w: int, h: int, fill: RGB, outline: RGB,
-                 line: int, flip: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        draw: ImageDraw.ImageDraw,
+        x0: int,
+        y0: int,
+        w: int,
+        h: int,
+        fill: RGB,
+        outline: RGB,
+        line: int,
+        flip: bool = False,
+    ) -> None:
         self.draw, self.x0, self.y0, self.w, self.h = draw, x0, y0, w, h
         self.fill, self.outline, self.line, self.flip = fill, outline, line, flip
 
@@ -355,28 +475,42 @@ class _Pen:
         if self.flip:  # mirrored: the product faces the other way
             fx0, fx1 = 1 - fx1, 1 - fx0
         x0, y0 = self.x0 + round(fx0 * self.w), self.y0 + round(fy0 * self.h)
-        return [x0, y0, max(x0, self.x0 + round(fx1 * self.w) - 1), max(y0, self.y0 + round(fy1 * self.h) - 1)]
+        return [
+            x0,
+            y0,
+            max(x0, self.x0 + round(fx1 * self.w) - 1),
+            max(y0, self.y0 + round(fy1 * self.h) - 1),
+        ]
 
     def rect(self, fx0: float, fy0: float, fx1: float, fy1: float, fill: RGB | None = None) -> None:
-        self.draw.rectangle(self._xy(fx0, fy0, fx1, fy1), fill=fill or self.fill, outline=self.outline,
-                            width=self.line)  # fmt: skip
+        self.draw.rectangle(
+            self._xy(fx0, fy0, fx1, fy1), fill=fill or self.fill, outline=self.outline, width=self.line
+        )
 
-    def rounded(self, fx0: float, fy0: float, fx1: float, fy1: float, radius: float, fill: RGB | None = None) -> None:
+    def rounded(
+        self, fx0: float, fy0: float, fx1: float, fy1: float, radius: float, fill: RGB | None = None
+    ) -> None:
         xy = self._xy(fx0, fy0, fx1, fy1)
         r = max(0, int(radius * min(xy[2] - xy[0], xy[3] - xy[1])))
         self.draw.rounded_rectangle(xy, r, fill=fill or self.fill, outline=self.outline, width=self.line)
 
     def ellipse(self, fx0: float, fy0: float, fx1: float, fy1: float, fill: RGB | None = None) -> None:
-        self.draw.ellipse(self._xy(fx0, fy0, fx1, fy1), fill=fill or self.fill, outline=self.outline,
-                          width=self.line)  # fmt: skip
+        self.draw.ellipse(
+            self._xy(fx0, fy0, fx1, fy1), fill=fill or self.fill, outline=self.outline, width=self.line
+        )
 
     def ring(self, *f: float) -> None:
         xy = self._xy(*f)
         self.draw.ellipse(xy, outline=self.outline, width=max(2, (xy[2] - xy[0]) // 5))
 
     def poly(self, points: list[tuple[float, float]], fill: RGB | None = None) -> None:
-        xy = [(self.x0 + round((1 - fx if self.flip else fx) * (self.w - 1)), self.y0 + round(fy * (self.h - 1)))
-              for fx, fy in points]  # fmt: skip
+        xy = [
+            (
+                self.x0 + round((1 - fx if self.flip else fx) * (self.w - 1)),
+                self.y0 + round(fy * (self.h - 1)),
+            )
+            for fx, fy in points
+        ]
         self.draw.polygon(xy, fill=fill or self.fill, outline=self.outline, width=self.line)
 
 
@@ -415,8 +549,11 @@ def _badge(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str,
     if tw + 8 > x1 - x0:
         return
     pad = max(1, th // 3)
-    draw.rectangle([cx - tw // 2 - pad, cy - th // 2 - pad, cx + tw // 2 + pad, cy + th // 2 + pad],
-                   fill=(250, 250, 250), outline=_mix(colour, (0, 0, 0), 0.45))  # fmt: skip
+    draw.rectangle(
+        [cx - tw // 2 - pad, cy - th // 2 - pad, cx + tw // 2 + pad, cy + th // 2 + pad],
+        fill=(250, 250, 250),
+        outline=_mix(colour, (0, 0, 0), 0.45),
+    )
     draw.text((cx - tw // 2 - left, cy - th // 2 - top), text, fill=(20, 20, 20), font=font)
 
 
@@ -437,7 +574,9 @@ def _caption(draw: ImageDraw.ImageDraw, look: Look) -> None:
         font = _font(line_size)
         if n and look.scene == "layout":  # callout bullet
             r = max(1, size // 6)
-            draw.ellipse([x - 3 * r, y + size // 4, x - r, y + size // 4 + 2 * r], fill=colour_for(look.subject))
+            draw.ellipse(
+                [x - 3 * r, y + size // 4, x - r, y + size // 4 + 2 * r], fill=colour_for(look.subject)
+            )
         for part in _wrap(draw, _printable(text, font), font, width):
             if y + line_size > bottom:
                 return

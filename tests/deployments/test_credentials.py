@@ -75,7 +75,9 @@ async def test_bootstrap_the_pull_step_and_the_settings_use_one_block_name(
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         settings = AcmeSettings()
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "acme-key-from-block"
-    assert set(blocks["save"]) | set(blocks["load"]) == {secret_block_name(AcmeSettings)} == {"acme_ai-api-key"}
+    assert (
+        set(blocks["save"]) | set(blocks["load"]) == {secret_block_name(AcmeSettings)} == {"acme_ai-api-key"}
+    )
 
 
 def test_the_built_in_names_stay_as_documented() -> None:

@@ -80,8 +80,9 @@ class Spawned:
         self.name = name
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -106,7 +107,6 @@ class Spawned:
         self._log.close()
 
 
-
 def _clean_env() -> dict[str, str]:
     """This process's environment without any Prefect, listingflow or provider settings."""
     prefixes = ("PREFECT_", *_listingflow_prefixes())
@@ -116,8 +116,13 @@ def _clean_env() -> dict[str, str]:
 def _listingflow_prefixes() -> tuple[str, ...]:
     from deployments.credentials import installed_providers
 
-    return ("LISTINGFLOW_", *(p.settings_class.model_config.get("env_prefix", f"{n.upper()}_")
-                              for n, p in installed_providers().items()))  # fmt: skip
+    return (
+        "LISTINGFLOW_",
+        *(
+            p.settings_class.model_config.get("env_prefix", f"{n.upper()}_")
+            for n, p in installed_providers().items()
+        ),
+    )
 
 
 def _key_vars() -> list[str]:
@@ -139,22 +144,31 @@ class Server:
         env.update({k: v for k, v in os.environ.items() if k.startswith(_listingflow_prefixes())})
         for var in _key_vars():
             env.pop(var, None)
-        env.update({
-            "PREFECT_API_URL": self.url,
-            "PREFECT_HOME": str(self.root / "client-home"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "PYTHONUNBUFFERED": "1",
-        })  # fmt: skip
+        env.update(
+            {
+                "PREFECT_API_URL": self.url,
+                "PREFECT_HOME": str(self.root / "client-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_WORKER_QUERY_SECONDS": "1",
+                "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(extra)
         return env
 
     def cli(self, *args: str, timeout: float = 240, **extra: str) -> subprocess.CompletedProcess[str]:
         env = self.client_env(**extra)
         env.setdefault("COLUMNS", "250")
-        return subprocess.run([*PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)  # fmt: skip
+        return subprocess.run(
+            [*PREFECT, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
 
 
 @contextlib.contextmanager
@@ -164,15 +178,22 @@ def running_server(root: Path, database_url: str | None = None, **settings: str)
     database_url = database_url or f"sqlite+aiosqlite:///{root / 'prefect.db'}"
     port = free_port()
     env = _clean_env()
-    env.update({
-        "PREFECT_HOME": str(root / "home"),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        **settings,
-    })  # fmt: skip
-    process = Spawned("prefect server", [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                      env=env, cwd=root, log=root / "server.log")  # fmt: skip
+    env.update(
+        {
+            "PREFECT_HOME": str(root / "home"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            **settings,
+        }
+    )
+    process = Spawned(
+        "prefect server",
+        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=root,
+        log=root / "server.log",
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -194,8 +215,9 @@ def running_server(root: Path, database_url: str | None = None, **settings: str)
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # no scheduled runs of catalog-nightly may sneak into the tests' runs (tests/deployments/test_schedules.py
     # runs the scheduler)
-    with running_server(tmp_path_factory.mktemp("prefect-server"),
-                        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as started:  # fmt: skip
+    with running_server(
+        tmp_path_factory.mktemp("prefect-server"), PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false"
+    ) as started:
         yield started
 
 
@@ -225,8 +247,9 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
         proc.stop()
 
 
-async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: Path,
-                        env: dict[str, dict[str, str]] | None = None) -> list[Spawned]:  # fmt: skip
+async def start_workers(
+    spawn: Any, server: Server, names: list[str], tmp_path: Path, env: dict[str, dict[str, str]] | None = None
+) -> list[Spawned]:
     """``prefect worker start --limit 1`` per name, each in a directory outside the checkout and
     without provider keys, with ``env[name]`` added to its environment; returns once every worker
     polls the pool."""
@@ -234,8 +257,14 @@ async def start_workers(spawn: Any, server: Server, names: list[str], tmp_path: 
     for name in names:
         workdir = tmp_path / f"{name}-cwd"
         workdir.mkdir()
-        workers.append(spawn(name, [*PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1"],
-                             env=server.client_env(**(env or {}).get(name, {})), cwd=workdir))  # fmt: skip
+        workers.append(
+            spawn(
+                name,
+                [*PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1"],
+                env=server.client_env(**(env or {}).get(name, {})),
+                cwd=workdir,
+            )
+        )
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while not all(f"Worker '{w.name}' started" in w.output() for w in workers):
         for w in workers:
@@ -269,8 +298,10 @@ async def bootstrap_and_deploy(server: Server) -> tuple[list[str], list[str]]:
     deployed = await asyncio.to_thread(server.cli, "--no-prompt", "deploy", "--all")
     output = deployed.stdout[-3000:] + deployed.stderr[-3000:]
     if deployed.returncode and "workers/filter" in output and "valid integer" in output:
-        pytest.fail("`prefect deploy` hit prefect 3.8.8's null offset/limit on fastapi>=0.151: pin fastapi<0.151\n"
-                    + output)  # fmt: skip
+        pytest.fail(
+            "`prefect deploy` hit prefect 3.8.8's null offset/limit on fastapi>=0.151: pin fastapi<0.151\n"
+            + output
+        )
     assert deployed.returncode == 0, output
     return first, second
 
@@ -285,10 +316,16 @@ async def server_state(prefix: str) -> dict[str, Any]:
         blocks = await client.read_block_documents(offset=0, limit=200, include_secrets=False)
     return {
         "pool": (pool.type, pool.updated),
-        "limits": {g.name: (g.limit, g.slot_decay_per_second, g.active, g.updated)
-                   for g in limits if g.name.startswith(prefix)},  # fmt: skip
-        "blocks": {(b.block_type.slug if b.block_type else b.block_type_name, b.name): b.updated
-                   for b in blocks if not b.is_anonymous},  # fmt: skip
+        "limits": {
+            g.name: (g.limit, g.slot_decay_per_second, g.active, g.updated)
+            for g in limits
+            if g.name.startswith(prefix)
+        },
+        "blocks": {
+            (b.block_type.slug if b.block_type else b.block_type_name, b.name): b.updated
+            for b in blocks
+            if not b.is_anonymous
+        },
     }
 
 
@@ -303,7 +340,9 @@ async def wait_final(run_ids: list[UUID], workers: list[Spawned], timeout: float
                 return runs
             if time.monotonic() > deadline:
                 states = [(str(r.id), r.state_name) for r in runs]
-                pytest.fail(f"runs not finished after {timeout}s: {states}\n" + "\n".join(w.tail() for w in workers))
+                pytest.fail(
+                    f"runs not finished after {timeout}s: {states}\n" + "\n".join(w.tail() for w in workers)
+                )
             for w in workers:
                 if w.proc.poll() is not None:
                     pytest.fail(f"worker {w.name} exited\n" + w.tail())
@@ -315,7 +354,9 @@ async def run_logs(run_id: UUID) -> list[str]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     async with get_client() as client:
-        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=0)
+        logs = await client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=0
+        )
     return [log.message for log in logs]
 
 
@@ -325,8 +366,10 @@ async def cost_summary_artifacts(run_id: UUID) -> list[Any]:
 
     async with get_client() as client:
         return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["cost-summary"]),
-                                           flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),  # fmt: skip
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["cost-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            ),
         )
 
 
@@ -364,7 +407,9 @@ def sandbox_keys(boxes: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def sandboxes_with(limits: dict[str, dict[str, tuple[int, float]]], job_seconds: float) -> Iterator[dict[str, Any]]:
+def sandboxes_with(
+    limits: dict[str, dict[str, tuple[int, float]]], job_seconds: float
+) -> Iterator[dict[str, Any]]:
     """The three sandboxes in this process with ``limits``; listingflow settings to match."""
     from listingflow.local import running_sandboxes
     from listingflow.settings import reset_settings
@@ -373,13 +418,17 @@ def sandboxes_with(limits: dict[str, dict[str, tuple[int, float]]], job_seconds:
     updates = sandbox_updates()
     for name, groups in limits.items():
         updates[name]["rate_limits"] = dict(groups)
-    overrides = {p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
-                 for p, groups in limits.items()}  # fmt: skip
+    overrides = {
+        p: {g: {"requests": n, "per_seconds": w} for g, (n, w) in groups.items()}
+        for p, groups in limits.items()
+    }
     saved = os.environ.get("LISTINGFLOW_RATE_LIMITS")
     os.environ["LISTINGFLOW_RATE_LIMITS"] = json.dumps(overrides)
     try:
         registry = load_providers()
-        with running_sandboxes(dict(registry.providers), job_seconds=job_seconds, config_updates=updates) as boxes:
+        with running_sandboxes(
+            dict(registry.providers), job_seconds=job_seconds, config_updates=updates
+        ) as boxes:
             reset_settings()
             yield boxes
     finally:
@@ -390,8 +439,11 @@ def sandboxes_with(limits: dict[str, dict[str, tuple[int, float]]], job_seconds:
         reset_settings()
 
 
-def assert_limits_held(boxes: dict[str, Any], limits: dict[str, dict[str, tuple[int, float]]],
-                       inflight: dict[str, int] | None = None) -> None:  # fmt: skip
+def assert_limits_held(
+    boxes: dict[str, Any],
+    limits: dict[str, dict[str, tuple[int, float]]],
+    inflight: dict[str, int] | None = None,
+) -> None:
     for name, box in boxes.items():
         for group, (limit, window) in limits[name].items():
             seen = box.max_requests_in_window(group, window)
@@ -420,7 +472,9 @@ async def test_runbook_bootstrap_deploy_worker_run(
         assert not [line for line in second if re.search(r": (created|updated)\b", line)], second
         assert await server_state(lf_env["prefix"]) == before
         assert [line for line in first if line.startswith(f"concurrency limit {lf_env['prefix']}-")]
-        assert all(": created" in line for line in first if line.startswith(f"concurrency limit {lf_env['prefix']}"))
+        assert all(
+            ": created" in line for line in first if line.startswith(f"concurrency limit {lf_env['prefix']}")
+        )
         assert before["pool"][0] == "process"
         assert set(before["limits"]) == {
             f"{lf_env['prefix']}-{p}-{g}" for p, groups in FAST_LIMITS.items() for g in [*groups, "inflight"]
@@ -444,11 +498,14 @@ async def test_runbook_bootstrap_deploy_worker_run(
         assert all(d.entrypoint == "flows/catalog_flow.py:catalog_flow" for d in (nightly, on_demand, rerun))
         assert on_demand.global_concurrency_limit.limit == 2
         assert rerun.parameters["rerun_failed_of"]
-        assert not any(k in json.dumps(d.model_dump(mode="json")) for d in (nightly, on_demand, rerun) for k in keys)
+        assert not any(
+            k in json.dumps(d.model_dump(mode="json")) for d in (nightly, on_demand, rerun) for k in keys
+        )
 
         # a bad value is refused before a run exists, naming the field
-        refused = await asyncio.to_thread(server.cli, "deployment", "run", ON_DEMAND, "--param",
-                                          'image_options={"size": 999}')  # fmt: skip
+        refused = await asyncio.to_thread(
+            server.cli, "deployment", "run", ON_DEMAND, "--param", 'image_options={"size": 999}'
+        )
         assert refused.returncode != 0
         assert "image_options.size" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
 
@@ -457,8 +514,9 @@ async def test_runbook_bootstrap_deploy_worker_run(
         archive = tmp_path / "deployed-archive"
         boxes["pixii"].reconfigure(fail_asins=["B0BQRG7K5N"])  # its A+ job fails at the provider
         started = time.monotonic()
-        run_id = await trigger(server, ON_DEMAND, f"catalog={catalog}", f"archive={archive}",
-                               'price_per_credit={"pixii": 0.05}')  # fmt: skip
+        run_id = await trigger(
+            server, ON_DEMAND, f"catalog={catalog}", f"archive={archive}", 'price_per_credit={"pixii": 0.05}'
+        )
         (run,) = await wait_final([run_id], [worker])
         elapsed = time.monotonic() - started
         assert run.state.is_failed(), f"{run.state}\n{worker.tail()}"
@@ -468,8 +526,10 @@ async def test_runbook_bootstrap_deploy_worker_run(
         # equals the sandboxes' own ledgers (the failed job's refund included)
         run_manifest = json.loads((archive / "runs" / str(run_id) / "manifest.json").read_text())
         assert run_manifest["run_id"] == str(run_id)
-        assert {p["key"]: p["status"] for p in run_manifest["products"]} == {"US/B0CHX1W1XY": "complete",
-                                                                             "US/B0BQRG7K5N": "partial"}
+        assert {p["key"]: p["status"] for p in run_manifest["products"]} == {
+            "US/B0CHX1W1XY": "complete",
+            "US/B0BQRG7K5N": "partial",
+        }
         (artifact,) = await cost_summary_artifacts(run_id)
         assert artifact.type == "table"
         rows = _rows(artifact)
@@ -477,28 +537,37 @@ async def test_runbook_bootstrap_deploy_worker_run(
         assert {p: r["net"] for p, r in by_provider.items()} == {n: b.net_credits() for n, b in boxes.items()}
         assert all(r["net"] > 0 for r in by_provider.values())
         assert by_provider["pixii"]["refunded"] > 0
-        assert next(r for r in rows if r["scope"] == "total")["net"] == sum(b.net_credits() for b in boxes.values())
+        assert next(r for r in rows if r["scope"] == "total")["net"] == sum(
+            b.net_credits() for b in boxes.values()
+        )
         assert by_provider["pixii"]["money"] != "-"
 
         # the runbook's rerun: only the failed product runs, and only its failed step is paid again
         boxes["pixii"].reconfigure(fail_asins=[])
         paid_before = {n: len(b.paid_jobs()) for n, b in boxes.items()}
         net_before = {n: b.net_credits() for n, b in boxes.items()}
-        rerun_id = await trigger(server, "listingflow-catalog/catalog-rerun", f"rerun_failed_of={run_id}",
-                                 f"archive={archive}")  # fmt: skip
+        rerun_id = await trigger(
+            server, "listingflow-catalog/catalog-rerun", f"rerun_failed_of={run_id}", f"archive={archive}"
+        )
         (rerun_run,) = await wait_final([rerun_id], [worker])
         assert rerun_run.state.is_completed(), f"{rerun_run.state}\n{worker.tail()}"
         assert rerun_run.state.message == "1 products: 1 complete"
         assert {n: len(b.paid_jobs()) - paid_before[n] for n, b in boxes.items()} == {
-            "listingrva": 0, "prodvisual": 0, "pixii": 1}
+            "listingrva": 0,
+            "prodvisual": 0,
+            "pixii": 1,
+        }
         (rerun_artifact,) = await cost_summary_artifacts(rerun_id)
         rerun_rows = {r["provider"]: r for r in _rows(rerun_artifact) if r["scope"] == "provider"}
         assert {p: r["net"] for p, r in rerun_rows.items()} == {
-            n: b.net_credits() - net_before[n] for n, b in boxes.items()}
+            n: b.net_credits() - net_before[n] for n, b in boxes.items()
+        }
         assert rerun_rows["listingrva"]["reused"] >= 1 and rerun_rows["prodvisual"]["reused"] >= 1
         # the deployment's catalog and steps equal the flow's defaults: the failed run's are kept, and said
         kept = [m for m in await run_logs(rerun_id) if m.startswith(f"rerun of {run_id}: kept ")]
-        assert kept and f"catalog={catalog}" in kept[0] and 'price_per_credit={"pixii": 0.05}' in kept[0], kept
+        assert kept and f"catalog={catalog}" in kept[0] and 'price_per_credit={"pixii": 0.05}' in kept[0], (
+            kept
+        )
         assert rerun_rows["pixii"]["money"] != "no price"
         assert_limits_held(boxes, FAST_LIMITS)
 
@@ -521,9 +590,14 @@ async def test_runbook_bootstrap_deploy_worker_run(
     sources = [m for m in logs if m.startswith("provider credentials: ")]
     assert sources, logs[:20]
     assert all(f"{p}: secret block {p}-api-key" in line for p in boxes for line in sources), sources
-    shown = [json.dumps(run.parameters), json.dumps(rerun_run.parameters), *logs, worker.output(),
-             *[json.dumps(a.data) for r in (run_id, rerun_id) for a in await all_artifacts(r)],
-             *[p.read_text(errors="replace") for p in archive.rglob("*.json")]]  # fmt: skip
+    shown = [
+        json.dumps(run.parameters),
+        json.dumps(rerun_run.parameters),
+        *logs,
+        worker.output(),
+        *[json.dumps(a.data) for r in (run_id, rerun_id) for a in await all_artifacts(r)],
+        *[p.read_text(errors="replace") for p in archive.rglob("*.json")],
+    ]
     leaked = [k for k in keys if any(k in text for text in shown)]
     assert not leaked, "credential visible in parameters, logs, artifacts or archive"
     print(f"\nfirst run on the worker: {elapsed:.1f}s")
@@ -558,11 +632,15 @@ async def test_two_workers_share_limits_and_pay_each_output_once(
         products = {"a": ["B0CHX1W1XY", "B0BQRG7K5N"], "b": ["B0BQRG7K5N", "B09V3KXJPB"]}
         async with get_client() as client:
             deployment = await client.read_deployment_by_name(ON_DEMAND)
-            runs = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(
-                    deployment.id, parameters={"catalog": str(catalog), "archive": str(archive), "products": p}
-                ) for p in products.values()
-            ])  # fmt: skip
+            runs = await asyncio.gather(
+                *[
+                    client.create_flow_run_from_deployment(
+                        deployment.id,
+                        parameters={"catalog": str(catalog), "archive": str(archive), "products": p},
+                    )
+                    for p in products.values()
+                ]
+            )
         started = time.monotonic()
         finished = await wait_final([r.id for r in runs], workers)
         elapsed = time.monotonic() - started
@@ -571,7 +649,9 @@ async def test_two_workers_share_limits_and_pay_each_output_once(
 
     # each worker executed one of the runs (both may try to submit a run; the server lets one win), and
     # the runs overlapped in time
-    ran_on = {str(r.id): [w.name for w in workers if f"/runs/flow-run/{r.id}" in w.output()] for r in finished}
+    ran_on = {
+        str(r.id): [w.name for w in workers if f"/runs/flow-run/{r.id}" in w.output()] for r in finished
+    }
     assert sorted(name for names in ran_on.values() for name in names) == ["worker-a", "worker-b"], ran_on
     a, b = finished
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the runs did not overlap"
@@ -584,7 +664,9 @@ async def test_two_workers_share_limits_and_pay_each_output_once(
     manifests = [json.loads((archive / "runs" / str(r.id) / "manifest.json").read_text()) for r in finished]
     jobs = [{p["key"]: p["jobs"] for p in m["products"]} for m in manifests]
     assert jobs[0]["US/B0BQRG7K5N"] == jobs[1]["US/B0BQRG7K5N"]
-    used = {job for run_jobs in jobs for product in run_jobs.values() for step in product.values() for job in step}
+    used = {
+        job for run_jobs in jobs for product in run_jobs.values() for step in product.values() for job in step
+    }
     for name, box in boxes.items():
         paid = {j.id for j in box.paid_jobs()}
         assert paid and paid <= used, (name, paid - used)
@@ -629,8 +711,12 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
     reset_settings()
     lines = await bootstrap()
     assert f"result storage s3-bucket/{block}: created (s3://cache-one at http://127.0.0.1:9000)" in lines
-    assert any(line.startswith("secret pixii-api-key: ") and line.endswith("(from PIXII_API_KEY)")
-               and ("created" in line or "updated" in line) for line in lines), lines  # fmt: skip
+    assert any(
+        line.startswith("secret pixii-api-key: ")
+        and line.endswith("(from PIXII_API_KEY)")
+        and ("created" in line or "updated" in line)
+        for line in lines
+    ), lines
     assert not [line for line in lines if rotated in line]
     assert (await Secret.aload("pixii-api-key")).get() == rotated
     assert await aload_api_key("pixii-api-key") == rotated  # what a run without PIXII_API_KEY would use
@@ -648,7 +734,10 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
     assert f"result storage s3-bucket/{block}: updated (s3://cache-two at http://127.0.0.1:9000)" in lines
     assert (await S3Bucket.aload(block)).bucket_name == "cache-two"
 
-    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(BootstrapError, match="PREFECT_API_URL"):
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(BootstrapError, match="PREFECT_API_URL"),
+    ):
         await bootstrap()
     reset_settings()
 

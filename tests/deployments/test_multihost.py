@@ -54,7 +54,11 @@ pytestmark = pytest.mark.multihost
 
 RESULTS_BUCKET = "listingflow-results"
 ARCHIVE_BUCKET = "listingflow-archive"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 HOSTS = ("host-a", "host-b")
 
 
@@ -79,9 +83,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     require("PostgreSQL (initdb, postgres)", postgres_available())
     root = tmp_path_factory.mktemp("prefect-server-pg")
-    with postgres(root / "postgres") as database_url, running_server(
-        root, database_url, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false"
-    ) as started:
+    with (
+        postgres(root / "postgres") as database_url,
+        running_server(root, database_url, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as started,
+    ):
         yield started
 
 
@@ -94,9 +99,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require("redis-server", binary is not None)
     root = tmp_path_factory.mktemp("redis")
     port = free_port()
-    process = Spawned("redis-server", [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                       "--appendonly", "no", "--dir", str(root)],
-                      env=dict(os.environ), cwd=root, log=root / "redis.log")  # fmt: skip
+    process = Spawned(
+        "redis-server",
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+        ],
+        env=dict(os.environ),
+        cwd=root,
+        log=root / "redis.log",
+    )
     client = redis.Redis(host="127.0.0.1", port=port)
     try:
         deadline = time.monotonic() + 30
@@ -123,8 +144,13 @@ def s3_url() -> Iterator[str]:
     moto.start()
     host, port = moto.get_host_and_port()
     url = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
-                      region_name="us-east-1")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     for bucket in (RESULTS_BUCKET, ARCHIVE_BUCKET):
         s3.create_bucket(Bucket=bucket)
     try:
@@ -136,8 +162,11 @@ def s3_url() -> Iterator[str]:
 def host_env(root: Path) -> dict[str, str]:
     """What differs between the two "hosts": every local folder."""
     (root / "tmp").mkdir(parents=True)
-    return {"LISTINGFLOW_HOME": str(root / "state"), "PREFECT_HOME": str(root / "prefect-home"),
-            "TMPDIR": str(root / "tmp")}  # fmt: skip
+    return {
+        "LISTINGFLOW_HOME": str(root / "state"),
+        "PREFECT_HOME": str(root / "prefect-home"),
+        "TMPDIR": str(root / "tmp"),
+    }
 
 
 def assert_each_request_paid_once(boxes: dict[str, Any], products: int) -> None:
@@ -200,42 +229,63 @@ async def test_redis_lock_of_a_crashed_holder_expires(redis_url: str) -> None:
 
 
 async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
-    server: Server, spawn: Any, lf_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    redis_url: str, s3_url: str,
-) -> None:  # fmt: skip
+    server: Server,
+    spawn: Any,
+    lf_env: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    s3_url: str,
+) -> None:
     """Two overlapping runs of catalog-on-demand, one per "host": both complete, every distinct
     request was paid once at the providers, and their limits held across both hosts."""
     import boto3
     from prefect.client.orchestration import get_client
 
     block = f"results-{lf_env['prefix']}"
-    shared = {"LISTINGFLOW_REDIS_URL": redis_url, "LISTINGFLOW_RESULT_STORAGE": f"s3-bucket/{block}",
-              "LISTINGFLOW_RESULT_BUCKET": RESULTS_BUCKET, "LISTINGFLOW_S3_ENDPOINT_URL": s3_url,
-              "LISTINGFLOW_INFLIGHT_LIMITS": json.dumps(SCALE_INFLIGHT), **AWS_ENV}  # fmt: skip
+    shared = {
+        "LISTINGFLOW_REDIS_URL": redis_url,
+        "LISTINGFLOW_RESULT_STORAGE": f"s3-bucket/{block}",
+        "LISTINGFLOW_RESULT_BUCKET": RESULTS_BUCKET,
+        "LISTINGFLOW_S3_ENDPOINT_URL": s3_url,
+        "LISTINGFLOW_INFLIGHT_LIMITS": json.dumps(SCALE_INFLIGHT),
+        **AWS_ENV,
+    }
     for key, value in shared.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     s3 = boto3.client("s3", endpoint_url=s3_url)
     asins = ["B0CHX1W1XY", "B0BQRG7K5N", "B09V3KXJPB", "B0C7WZ9F2M"]
     catalog_key = f"{lf_env['prefix']}/catalog.csv"
-    s3.put_object(Bucket=ARCHIVE_BUCKET, Key=catalog_key,
-                  Body=write_catalog(tmp_path / "catalog.csv", asins).read_bytes())  # fmt: skip
-    catalog, archive = f"s3://{ARCHIVE_BUCKET}/{catalog_key}", f"s3://{ARCHIVE_BUCKET}/{lf_env['prefix']}/archive"
+    s3.put_object(
+        Bucket=ARCHIVE_BUCKET,
+        Key=catalog_key,
+        Body=write_catalog(tmp_path / "catalog.csv", asins).read_bytes(),
+    )
+    catalog, archive = (
+        f"s3://{ARCHIVE_BUCKET}/{catalog_key}",
+        f"s3://{ARCHIVE_BUCKET}/{lf_env['prefix']}/archive",
+    )
     products = {"a": asins[:3], "b": asins[1:]}  # two products in both runs
 
     sets_before = redis_sets(redis_url)
     with sandboxes_with(SCALE_LIMITS, job_seconds=0.5) as boxes:
         first, _ = await bootstrap_and_deploy(server)
-        assert f"result storage s3-bucket/{block}: created (s3://{RESULTS_BUCKET} at {s3_url})" in first, first
+        assert f"result storage s3-bucket/{block}: created (s3://{RESULTS_BUCKET} at {s3_url})" in first, (
+            first
+        )
         hosts = {name: host_env(tmp_path / name) for name in HOSTS}
         workers = await start_workers(spawn, server, list(HOSTS), tmp_path, env=hosts)
         async with get_client() as client:
             deployment = await client.read_deployment_by_name(ON_DEMAND)
-            runs = await asyncio.gather(*[
-                client.create_flow_run_from_deployment(
-                    deployment.id, parameters={"catalog": catalog, "archive": archive, "products": p}
-                ) for p in products.values()
-            ])  # fmt: skip
+            runs = await asyncio.gather(
+                *[
+                    client.create_flow_run_from_deployment(
+                        deployment.id, parameters={"catalog": catalog, "archive": archive, "products": p}
+                    )
+                    for p in products.values()
+                ]
+            )
         started = time.monotonic()
         finished = await wait_final([r.id for r in runs], workers)
         elapsed = time.monotonic() - started
@@ -243,7 +293,9 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
             assert run.state.is_completed(), f"{run.state}\n" + "\n".join(w.tail() for w in workers)
 
     # one run on each host, at the same time
-    ran_on = {str(r.id): [w.name for w in workers if f"/runs/flow-run/{r.id}" in w.output()] for r in finished}
+    ran_on = {
+        str(r.id): [w.name for w in workers if f"/runs/flow-run/{r.id}" in w.output()] for r in finished
+    }
     assert sorted(name for names in ran_on.values() for name in names) == list(HOSTS), ran_on
     a, b = finished
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the runs did not overlap"
@@ -256,7 +308,9 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
     # the run manifests and cost summaries, read back from the S3 archive: the shared products used the
     # same jobs in both runs, and the providers charged exactly what the two summaries report
     def read_json(key: str) -> Any:
-        return json.loads(s3.get_object(Bucket=ARCHIVE_BUCKET, Key=f"{lf_env['prefix']}/archive/{key}")["Body"].read())
+        return json.loads(
+            s3.get_object(Bucket=ARCHIVE_BUCKET, Key=f"{lf_env['prefix']}/archive/{key}")["Body"].read()
+        )
 
     manifests = [read_json(f"runs/{r.id}/manifest.json") for r in finished]
     assert [{p["asin"]: p["status"] for p in m["products"]} for m in manifests] == [
@@ -265,7 +319,9 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
     jobs = [{p["asin"]: p["jobs"] for p in m["products"]} for m in manifests]
     for asin in set(products["a"]) & set(products["b"]):
         assert jobs[0][asin] == jobs[1][asin], asin
-    used = {job for run_jobs in jobs for product in run_jobs.values() for step in product.values() for job in step}
+    used = {
+        job for run_jobs in jobs for product in run_jobs.values() for step in product.values() for job in step
+    }
     for name, box in boxes.items():
         assert {j.id for j in box.paid_jobs()} <= used, name
     costs = [read_json(f"runs/{r.id}/cost-summary.json") for r in finished]
@@ -277,7 +333,9 @@ async def test_two_hosts_share_postgres_redis_and_s3_and_pay_each_output_once(
     for name, env in hosts.items():
         state = Path(env["LISTINGFLOW_HOME"])
         assert not (state / "locks").exists(), f"{name} took file locks"
-        assert not [p for p in (state / "results").rglob("*") if p.is_file()], f"{name} cached results locally"
+        assert not [p for p in (state / "results").rglob("*") if p.is_file()], (
+            f"{name} cached results locally"
+        )
     assert redis_sets(redis_url) > sets_before, "no lock was taken in Redis"
     assert not redis_locks_held(redis_url), "a lock was left behind"
     print(f"\ntwo runs on two hosts (Postgres, Redis, S3): {elapsed:.1f}s")

@@ -79,7 +79,9 @@ async def first_run_of(deployment_id: Any, workers: list[Any]) -> Any:
             if runs:
                 return min(runs, key=lambda r: r.expected_start_time)
             await asyncio.sleep(1.0)
-    pytest.fail(f"the scheduler created no run in {FIRST_RUN_TIMEOUT}s\n" + "\n".join(w.tail() for w in workers))
+    pytest.fail(
+        f"the scheduler created no run in {FIRST_RUN_TIMEOUT}s\n" + "\n".join(w.tail() for w in workers)
+    )
 
 
 async def test_the_nightly_schedule_creates_runs_that_a_worker_completes(
@@ -96,8 +98,9 @@ async def test_the_nightly_schedule_creates_runs_that_a_worker_completes(
     with runbook.sandboxes_with(FAST_LIMITS, job_seconds=0.3):
         reset_settings()
         await bootstrap(work_pool=runbook.POOL)
-        deployed = await asyncio.to_thread(scheduling_server.cli, "--no-prompt", "deploy", "--all",
-                                           "--prefect-file", str(prefect_file))  # fmt: skip
+        deployed = await asyncio.to_thread(
+            scheduling_server.cli, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)
+        )
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         workers = await runbook.start_workers(spawn, scheduling_server, ["worker-a"], tmp_path)
         async with get_client() as client:

@@ -40,7 +40,9 @@ def archived_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json"))
 
 
-def archived_outputs(archive: Path | dict[str, bytes], manifest_key: str | None, step: str) -> list[dict[str, Any]]:
+def archived_outputs(
+    archive: Path | dict[str, bytes], manifest_key: str | None, step: str
+) -> list[dict[str, Any]]:
     """A step's archived outputs, as recorded in the product's manifest: in a local archive folder,
     or in a bucket's objects (key -> body)."""
     assert manifest_key, "the product has no manifest"
@@ -61,7 +63,11 @@ def duplicate_payments(sandboxes: dict[str, Any]) -> list[tuple[str, str]]:
             if job.charged <= 0 or (job.fail and job.refunded >= job.charged):
                 continue
             # a batch pays per item: two batches must not share an item, whatever their grouping
-            units = job.payload["items"] if "items" in job.payload and "item_ids" in job.payload else [job.payload]
+            units = (
+                job.payload["items"]
+                if "items" in job.payload and "item_ids" in job.payload
+                else [job.payload]
+            )
             for unit in units:
                 key = json.dumps([job.kind if len(units) == 1 else "item", unit], sort_keys=True, default=str)
                 if key in seen:

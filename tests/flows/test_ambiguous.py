@@ -49,9 +49,13 @@ def step_outcome(summary: Any, step: str) -> Any:
 @pytest.mark.parametrize("provider", sorted(SUBMITS))
 @pytest.mark.parametrize("kind", sorted(AFTER))
 async def test_processed_then_lost_is_charged_once_and_never_resent(
-    provider: str, kind: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    provider: str,
+    kind: str,
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv(f"{provider.upper()}_TIMEOUT_SECONDS", "0.5")
     box, (routes, step) = sandboxes[provider], SUBMITS[provider]
     catalog = write_catalog(tmp_path, ["B0AMBIG001"])
@@ -82,9 +86,12 @@ PROCESSED_LATE = {**SUBMITS, "pixii": (("a_plus",), "aplus")}
 
 @pytest.mark.parametrize("provider", sorted(PROCESSED_LATE))
 async def test_a_request_processed_after_the_client_gave_up_is_not_paid_twice(
-    provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    provider: str,
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The client times out at 0.5 s; the provider, still holding the request, creates and bills the
     job at 1.5 s. A job list or balance read right after the timeout shows nothing: only one read
     after ``settle_seconds`` tells the truth."""
@@ -92,9 +99,12 @@ async def test_a_request_processed_after_the_client_gave_up_is_not_paid_twice(
     monkeypatch.setenv(f"{provider.upper()}_SETTLE_SECONDS", "3")
     box, (routes, step) = sandboxes[provider], PROCESSED_LATE[provider]
     lose_next_submit(box, routes, Fault(kind="slow", delay=1.5))
-    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG006"]), steps=[step])
-    await wait_for(lambda: sum(r.route in routes for r in box.requests) == sum(a in routes for a in box.arrivals),
-                   10, "every submit that reached the provider to be processed")  # fmt: skip
+    _, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG006"]), steps=[step])
+    await wait_for(
+        lambda: sum(r.route in routes for r in box.requests) == sum(a in routes for a in box.arrivals),
+        10,
+        "every submit that reached the provider to be processed",
+    )
     assert paid_submissions({provider: box})[provider] == 1, "paid twice"
     outcome = step_outcome(summary, step)
     if provider == "pixii":
@@ -105,16 +115,23 @@ async def test_a_request_processed_after_the_client_gave_up_is_not_paid_twice(
 
 # provider -> (its submit routes, the catalog, the run's options) for an image job that has a webhook
 WEBHOOKED = {
-    "listingrva": (("ai_image",), ["B0WEBHK001"], {"steps": ["copy", "images"], "providers": {"images": "listingrva"}}),
+    "listingrva": (
+        ("ai_image",),
+        ["B0WEBHK001"],
+        {"steps": ["copy", "images"], "providers": {"images": "listingrva"}},
+    ),
     "prodvisual": (PV_SUBMIT, ["B0WEBHK002", "B0WEBHK003"], {"steps": ["images"]}),
 }
 
 
 @pytest.mark.parametrize("provider", sorted(WEBHOOKED))
 async def test_a_lost_submission_is_recovered_from_its_webhook_event(
-    provider: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path,
+    provider: str,
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The balance shows the lost image submission was charged; the job's completion event still
     reaches this run's receiver, so the output is archived instead of *charged, not retrievable*."""
     monkeypatch.setenv(f"{provider.upper()}_WEBHOOK_URL", "auto")
@@ -127,7 +144,9 @@ async def test_a_lost_submission_is_recovered_from_its_webhook_event(
     assert duplicate_payments({provider: box}) == []
     line = {ln.provider: ln for ln in summary.cost.by("provider")}[provider]
     assert line.net == box.net_credits() and line.held_jobs == 0
-    images = [f for f in (lf_env["archive"]).rglob("*") if "/images/" in str(f) and not f.name.endswith(".json")]
+    images = [
+        f for f in (lf_env["archive"]).rglob("*") if "/images/" in str(f) and not f.name.endswith(".json")
+    ]
     assert len(images) >= len(asins)
 
 
@@ -149,15 +168,23 @@ async def test_unreadable_balance_holds_the_submission_until_a_person_resubmits(
 ) -> None:
     rva = sandboxes["listingrva"]
     catalog = write_catalog(tmp_path, ["B0AMBIG003"])
-    rva.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[Fault(status=500, after=True)]),
-                            FaultRule(route="credits", sequence=[Fault(kind="slow")] + [Fault(status=500)] * 30)])  # fmt: skip
+    rva.reconfigure(
+        faults=[
+            FaultRule(route="ai_listing", sequence=[Fault(status=500, after=True)]),
+            FaultRule(route="credits", sequence=[Fault(kind="slow")] + [Fault(status=500)] * 30),
+        ]
+    )
     state, summary = await run_flow(catalog=catalog, steps=["copy"])
     outcome = step_outcome(summary, "copy")
     assert outcome.status == "failed" and "outcome unknown" in (outcome.error or "")
     line = summary.cost.by("provider")[0]
     assert line.possibly_charged > 0 and line.net + line.possibly_charged == rva.net_credits()
     [held] = list(HeldStore(get_settings().held_path))
-    assert held.outcome == "unknown" and held.product == "US/B0AMBIG003" and held.credits == line.possibly_charged
+    assert (
+        held.outcome == "unknown"
+        and held.product == "US/B0AMBIG003"
+        and held.credits == line.possibly_charged
+    )
 
     rva.reconfigure(faults=[])
     await run_flow(catalog=catalog, steps=["copy"])
@@ -169,8 +196,9 @@ async def test_unreadable_balance_holds_the_submission_until_a_person_resubmits(
     assert list(HeldStore(get_settings().held_path)) == []
 
 
-async def test_pixii_looks_the_job_up_and_adopts_it(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                    tmp_path: Path) -> None:  # fmt: skip
+async def test_pixii_looks_the_job_up_and_adopts_it(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
     pixii = sandboxes["pixii"]
     pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(status=504, after=True)])])
     state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG004"]), steps=["aplus"])
@@ -183,7 +211,9 @@ async def test_balance_checks_cover_only_providers_with_a_balance_endpoint(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
 ) -> None:
     """Pixii reports a balance only in submit responses: it has no start balance to compare with."""
-    state, summary = await run_flow(catalog=write_catalog(tmp_path, ["B0AMBIG005"]), steps=["copy", "images", "aplus"])
+    state, summary = await run_flow(
+        catalog=write_catalog(tmp_path, ["B0AMBIG005"]), steps=["copy", "images", "aplus"]
+    )
     assert state.is_completed(), summary.failure_report()
     checks = {b.provider: b for b in summary.cost.balances}
     assert set(checks) == {"listingrva", "prodvisual"}
@@ -194,8 +224,9 @@ async def test_balance_checks_cover_only_providers_with_a_balance_endpoint(
 # ---- killed while a paid request was on its way: write-ahead intents ----------------------------------
 
 
-async def _kill_while_answer_is_delayed(box: Any, routes: tuple[str, ...], catalog: str, archive: str,
-                                        steps: list[str]) -> None:  # fmt: skip
+async def _kill_while_answer_is_delayed(
+    box: Any, routes: tuple[str, ...], catalog: str, archive: str, steps: list[str]
+) -> None:
     """The provider processes (and bills) the request and answers 30 s later; the run is killed meanwhile."""
     import os
     import signal
@@ -204,11 +235,26 @@ async def _kill_while_answer_is_delayed(box: Any, routes: tuple[str, ...], catal
 
     from .helpers import subprocess_env, wait_for
 
-    box.reconfigure(faults=[FaultRule(route=r, sequence=[Fault(kind="slow", delay=30.0, after=True)]) for r in routes])
-    argv = [sys.executable, "-m", "listingflow.cli", "run", catalog, "--archive", archive,
-            *[a for s in steps for a in ("--step", s)]]  # fmt: skip
-    proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    box.reconfigure(
+        faults=[FaultRule(route=r, sequence=[Fault(kind="slow", delay=30.0, after=True)]) for r in routes]
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "listingflow.cli",
+        "run",
+        catalog,
+        "--archive",
+        archive,
+        *[a for s in steps for a in ("--step", s)],
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         await wait_for(lambda: box.charges, 120, "the paid request to be processed")
     finally:
@@ -247,8 +293,13 @@ async def test_a_pixii_submission_still_queued_when_the_run_was_killed_is_not_se
     monkeypatch.setenv("PIXII_TIMEOUT_SECONDS", "8")  # the killed run's answer deadline
     pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(kind="slow", delay=6.0)])])
     argv = [sys.executable, "-m", "listingflow.cli", "run", catalog, "--archive", archive, "--step", "aplus"]
-    proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         await wait_for(lambda: "a_plus" in pixii.arrivals, 120, "the paid request to reach Pixii")
     finally:

@@ -33,8 +33,11 @@ KEY = output_key("pre", "US", "B0CHX1W1XY", "images", "pixii", "image-1", "png")
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_MAX_ATTEMPTS"):
         monkeypatch.delenv(key, raising=False)
@@ -172,14 +175,19 @@ def test_s3_upload_that_keeps_failing_raises_archive_unavailable(moto_url: str) 
 @pytest.mark.usefixtures("aws_env")
 def test_unreachable_s3_raises_archive_unavailable_for_every_operation() -> None:
     archive = S3Archive("s3://some-bucket/pre", endpoint_url=closed_port_url(), max_attempts=1)
-    for call in (lambda: archive.put(KEY, PNG, content_type="image/png", metadata=META),
-                 lambda: archive.stat(KEY), lambda: archive.get(KEY)):  # fmt: skip
+    for call in (
+        lambda: archive.put(KEY, PNG, content_type="image/png", metadata=META),
+        lambda: archive.stat(KEY),
+        lambda: archive.get(KEY),
+    ):
         with pytest.raises(ArchiveUnavailable, match="Could not connect"):
             call()
 
 
 @pytest.mark.usefixtures("aws_env")
-def test_max_attempts_follow_the_standard_aws_variable(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> None:
+def test_max_attempts_follow_the_standard_aws_variable(
+    monkeypatch: pytest.MonkeyPatch, moto_url: str
+) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     bucket = new_bucket(moto_url)
     archive = S3Archive(f"s3://{bucket}/pre", endpoint_url=moto_url)
@@ -209,7 +217,11 @@ def test_local_write_that_lands_torn_is_not_archived(tmp_path: Path, monkeypatch
     import flows.archive as module
 
     real = module._atomic_write
-    monkeypatch.setattr(module, "_atomic_write", lambda path, data: real(path, data if path.name.endswith(".json") else data[:-3]))
+    monkeypatch.setattr(
+        module,
+        "_atomic_write",
+        lambda path, data: real(path, data if path.name.endswith(".json") else data[:-3]),
+    )
     archive = LocalArchive(tmp_path / "archive")
     with pytest.raises(ArchiveUnavailable, match="verification failed"):
         archive.put(KEY, PNG, content_type="image/png", metadata=META)
@@ -223,15 +235,18 @@ MANIFEST = "pre/US/B0CHX1W1XY/manifest.json"
 
 
 def _manifest(version: int) -> bytes:
-    return json.dumps({"asin": "B0CHX1W1XY", "version": version, "steps": {"copy": {"status": "done"}}}).encode()
+    return json.dumps(
+        {"asin": "B0CHX1W1XY", "version": version, "steps": {"copy": {"status": "done"}}}
+    ).encode()
 
 
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_crash_before_the_rename_leaves_the_previous_manifest_intact(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_crash_before_the_rename_leaves_the_previous_manifest_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = LocalArchive(tmp_path / "archive")
     archive.put(MANIFEST, _manifest(1), content_type="application/json", metadata={})
 
@@ -247,7 +262,9 @@ def test_crash_before_the_rename_leaves_the_previous_manifest_intact(tmp_path: P
     assert _temp_files(tmp_path) == []
 
 
-def test_crash_between_object_and_metadata_is_never_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_object_and_metadata_is_never_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = LocalArchive(tmp_path / "archive")
     archive.put(MANIFEST, _manifest(1), content_type="application/json", metadata={})
     real = os.replace
@@ -349,7 +366,9 @@ async def test_archive_is_tried_again_after_the_cooldown(tmp_path: Path, moto_ur
 
 
 @pytest.mark.usefixtures("aws_env")
-async def test_one_object_failing_verification_does_not_take_the_archive_down(tmp_path: Path, moto_url: str) -> None:
+async def test_one_object_failing_verification_does_not_take_the_archive_down(
+    tmp_path: Path, moto_url: str
+) -> None:
     bucket = new_bucket(moto_url)
     archive = S3Archive(f"s3://{bucket}/pre", endpoint_url=moto_url)
     heads = [0]
@@ -395,8 +414,9 @@ def _layout(keys: list[str], run_ids: list[str]) -> set[str]:
 
 
 @pytest.mark.usefixtures("prefect_server", "aws_env")
-async def test_s3_archive_gets_the_same_layout_as_a_local_run(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                              moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+async def test_s3_archive_gets_the_same_layout_as_a_local_run(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from listingflow.settings import reset_settings
 
     from .helpers import paid_submissions, run_flow
@@ -414,18 +434,27 @@ async def test_s3_archive_gets_the_same_layout_as_a_local_run(sandboxes: dict[st
     assert paid_submissions(sandboxes) == paid  # the S3 run reused every paid job
 
     root = lf_env["archive"]
-    local_files = {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json")}
+    local_files = {
+        str(p.relative_to(root)): p
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.endswith(".meta.json")
+    }
     objects = _s3_objects(moto_url, bucket)
     assert all(k.startswith("listings/2026/") for k in objects)
     remote_keys = [k.removeprefix("listings/2026/") for k in objects]
     run_ids = [local.run_id, remote.run_id]
     assert _layout(remote_keys, run_ids) == _layout(list(local_files), run_ids)
-    assert any("/scale/" in k for k in remote_keys) and any(k.endswith("cost-summary.json") for k in remote_keys)
+    assert any("/scale/" in k for k in remote_keys) and any(
+        k.endswith("cost-summary.json") for k in remote_keys
+    )
     for key, obj in objects.items():
         if not key.endswith(".png"):
             continue
-        local_meta = json.loads(local_files[key.removeprefix("listings/2026/")].with_name(
-            Path(key).name + ".meta.json").read_text())  # fmt: skip
+        local_meta = json.loads(
+            local_files[key.removeprefix("listings/2026/")]
+            .with_name(Path(key).name + ".meta.json")
+            .read_text()
+        )
         assert obj["type"] == "image/png" and obj["body"].startswith(b"\x89PNG")
         assert obj["meta"]["sha256"] == hashlib.sha256(obj["body"]).hexdigest()
         assert obj["meta"]["source-job-id"] == local_meta["source-job-id"]  # the same paid job
@@ -489,7 +518,9 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
     assert paid_submissions(sandboxes)["listingrva"] == 1  # the copy was paid once, across both runs
     assert f"out/runs/{down.run_id}/manifest.json" in objects  # the failed run's manifest, replayed
     assert not [k for k in objects if k.endswith(".preflight")]  # pre-flight's test objects were removed
-    assert up.cost.total.net == sum(net_charged(sandboxes).values()) - (down.cost.total.net if down.cost else 0)
+    assert up.cost.total.net == sum(net_charged(sandboxes).values()) - (
+        down.cost.total.net if down.cost else 0
+    )
 
 
 @pytest.mark.usefixtures("prefect_server", "aws_env")
@@ -511,7 +542,9 @@ async def test_a_run_while_s3_is_down_spools_its_manifest_and_cost_summary(
     # down once the run is under way: the run's own documents are spooled
     s3_down_after_preflight(monkeypatch, moto_url)
     reset_settings()
-    _, down = await run_flow(products=["B0BQRG7K5N"], steps=["copy"], archive=f"s3://{new_bucket(moto_url)}/out")
+    _, down = await run_flow(
+        products=["B0BQRG7K5N"], steps=["copy"], archive=f"s3://{new_bucket(moto_url)}/out"
+    )
     spool = [str(p) for p in lf_env["home"].rglob("*") if p.is_file()]
     assert any(p.endswith(f"runs/{down.run_id}/manifest.json") for p in spool)
     assert any(p.endswith(f"runs/{down.run_id}/cost-summary.json") for p in spool), spool

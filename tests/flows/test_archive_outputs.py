@@ -46,8 +46,9 @@ def downloads() -> Downloads:
 @pytest.fixture
 async def run(tmp_path: Path, downloads: Downloads):
     http = httpx.AsyncClient(transport=httpx.MockTransport(downloads))
-    settings = SimpleNamespace(sandbox_mode=True, download_max_bytes=1 << 20,
-                               retry=RetryPolicy(max_attempts=1))  # fmt: skip
+    settings = SimpleNamespace(
+        sandbox_mode=True, download_max_bytes=1 << 20, retry=RetryPolicy(max_attempts=1)
+    )
     archive = SpooledArchive(LocalArchive(tmp_path / "archive"), tmp_path / "spool")
     yield SimpleNamespace(archive=archive, download_http=http, settings=settings)
     await http.aclose()
@@ -60,9 +61,14 @@ PLUGIN = SimpleNamespace(output_hosts=())
 def _result(job_id: str, *outputs: tuple[str, str]) -> JobResult:
     """``outputs``: (label, the content type the provider's job response declared)."""
     ref = JobRef(provider="prov", step=Step.IMAGES, job_id=job_id, kind="image")
-    return JobResult(ref=ref, status="completed", outputs=[
-        OutputRef(url=f"http://127.0.0.1/{label}", label=label, content_type=declared) for label, declared in outputs
-    ])  # fmt: skip
+    return JobResult(
+        ref=ref,
+        status="completed",
+        outputs=[
+            OutputRef(url=f"http://127.0.0.1/{label}", label=label, content_type=declared)
+            for label, declared in outputs
+        ],
+    )
 
 
 async def test_each_image_is_named_and_typed_by_what_was_downloaded(run, downloads) -> None:
@@ -93,10 +99,13 @@ async def test_a_rerun_finds_the_archived_image_whatever_its_type(run, downloads
 
 async def test_another_jobs_image_under_another_type_is_not_taken_for_this_one(run, downloads) -> None:
     downloads.bodies["/image-1"] = PNG
-    await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-old", ("image-1", "image/png")))
+    await _archive_outputs(
+        run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-old", ("image-1", "image/png"))
+    )
     downloads.bodies["/image-1"] = JPEG
-    [new] = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin,
-                                   _result("job-new", ("image-1", "image/png")))  # fmt: skip
+    [new] = await _archive_outputs(
+        run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-new", ("image-1", "image/png"))
+    )
     assert downloads.requests == 2
     assert new.key.endswith("prov-image-1.jpg") and new.job_id == "job-new"
 
@@ -107,8 +116,9 @@ def test_archive_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, 
     as with any file the user writes; the umask decides, not a private temporary-file mode."""
     old = os.umask(umask)
     try:
-        stored = LocalArchive(tmp_path).put("US/B0X/images/p-image-1.png", PNG, content_type="image/png",
-                                            metadata={})  # fmt: skip
+        stored = LocalArchive(tmp_path).put(
+            "US/B0X/images/p-image-1.png", PNG, content_type="image/png", metadata={}
+        )
     finally:
         os.umask(old)
     path = Path(stored.uri)

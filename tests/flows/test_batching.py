@@ -65,13 +65,22 @@ class Tasks:
         if self.fail is not None:
             raise self.fail
         self.batches.append(batch)
-        return JobRef(provider=provider, step=step, job_id=f"batch-{len(self.batches)}", kind="batch",
-                      host={"run_id": "run-1"}, meta={"batch": batch.model_dump(mode="json")})  # fmt: skip
+        return JobRef(
+            provider=provider,
+            step=step,
+            job_id=f"batch-{len(self.batches)}",
+            kind="batch",
+            host={"run_id": "run-1"},
+            meta={"batch": batch.model_dump(mode="json")},
+        )
 
     async def wait(self, ref: JobRef, version: str) -> JobResult:
         batch = Batch.model_validate(ref.meta["batch"])
-        outputs = [OutputRef(url=f"https://cdn.example.com/{m}/{i}", label=f"{m}/{i}")
-                   for m, items in batch.members for i in items]  # fmt: skip
+        outputs = [
+            OutputRef(url=f"https://cdn.example.com/{m}/{i}", label=f"{m}/{i}")
+            for m, items in batch.members
+            for i in items
+        ]
         return JobResult(ref=ref, status="completed", outputs=outputs, credits_charged=len(outputs))
 
 
@@ -81,8 +90,14 @@ def tasks() -> Tasks:
 
 
 def batcher(tasks: Tasks, linger: float = 0.01) -> Batcher:
-    run = SimpleNamespace(run_id="run-1", settings=SimpleNamespace(cache_version="1"), stop=RunStop(), intents=NoIntents(),
-                          provider=lambda name: Plugin(), limiters={"prov": Limiter()})  # fmt: skip
+    run = SimpleNamespace(
+        run_id="run-1",
+        settings=SimpleNamespace(cache_version="1"),
+        stop=RunStop(),
+        intents=NoIntents(),
+        provider=lambda name: Plugin(),
+        limiters={"prov": Limiter()},
+    )
     return Batcher(run=run, tasks=tasks, provider="prov", step=Step.IMAGES, linger=linger)  # type: ignore[arg-type]
 
 
@@ -106,7 +121,9 @@ async def test_products_arriving_within_the_linger_share_one_batch(tasks: Tasks)
     assert packed(tasks) == [["a", "b"]]
     assert [o.label for o in shares["b"].outputs] == ["b/i0", "b/i1"] and shares["a"].credits_charged == 1
     assert {k: (p.job_id, p.host.member) for k, p in tasks.pointers.items()} == {
-        "key-a": ("batch-1", "a"), "key-b": ("batch-1", "b")}  # fmt: skip
+        "key-a": ("batch-1", "a"),
+        "key-b": ("batch-1", "b"),
+    }
 
 
 async def test_a_full_batch_goes_at_once_without_waiting_out_the_linger(tasks: Tasks) -> None:
@@ -127,8 +144,13 @@ async def test_one_products_items_are_never_split_across_batches(tasks: Tasks) -
 async def test_a_failed_batch_fails_every_member_with_its_reason(tasks: Tasks) -> None:
     tasks.fail = InsufficientCredits("out of credits", provider="prov")
     b = batcher(tasks)
-    results = await asyncio.wait_for(asyncio.gather(
-        b.submit("a", "key-a", Images(items=["x"]), 1, 1), b.submit("b", "key-b", Images(items=["y"]), 1, 1),
-        return_exceptions=True), timeout=10)  # fmt: skip
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            b.submit("a", "key-a", Images(items=["x"]), 1, 1),
+            b.submit("b", "key-b", Images(items=["y"]), 1, 1),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
     assert [type(r) for r in results] == [InsufficientCredits, InsufficientCredits]
     assert tasks.pointers == {}  # nothing was submitted, so no member points at a batch

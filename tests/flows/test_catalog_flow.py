@@ -16,7 +16,9 @@ from .helpers import archived_files, archived_outputs, meta, net_charged, paid_s
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-async def test_full_run_archives_every_output_and_costs_match(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_full_run_archives_every_output_and_costs_match(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     state, summary = await run_flow()
     assert state.is_completed(), state.message
     assert summary.count("complete") == 6, summary.failure_report()
@@ -68,7 +70,9 @@ async def test_full_run_archives_every_output_and_costs_match(sandboxes: dict[st
         assert not [r for r in box.requests if r.status == 429], name
 
 
-async def test_rerun_of_finished_catalog_pays_nothing(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_rerun_of_finished_catalog_pays_nothing(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     _, first = await run_flow()
     assert first.ok
     paid = paid_submissions(sandboxes)
@@ -84,7 +88,9 @@ async def test_rerun_of_finished_catalog_pays_nothing(sandboxes: dict[str, Any],
 async def test_injected_429_and_503_are_retried(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     burst = [Fault(status=429, retry_after=0.2), Fault(status=503), Fault(status=503)]
     sandboxes["pixii"].reconfigure(faults=[FaultRule(route="a_plus", sequence=burst)])
-    sandboxes["listingrva"].reconfigure(faults=[FaultRule(route="*", sequence=[Fault(status=503), Fault(status=429)])])
+    sandboxes["listingrva"].reconfigure(
+        faults=[FaultRule(route="*", sequence=[Fault(status=503), Fault(status=429)])]
+    )
     sandboxes["prodvisual"].reconfigure(faults=[FaultRule(route="*", sequence=[Fault(status=503)])])
     state, summary = await run_flow(products=["B0BQRG7K5N", "B0CHX1W1XY"])
     assert state.is_completed(), summary.failure_report()
@@ -94,7 +100,9 @@ async def test_injected_429_and_503_are_retried(sandboxes: dict[str, Any], lf_en
         assert line.net == net_charged(sandboxes)[line.provider]
 
 
-async def test_failing_product_is_reported_and_others_archived(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_failing_product_is_reported_and_others_archived(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     sandboxes["pixii"].reconfigure(fail_asins=["B0BQRG7K5N"])
     state, summary = await run_flow()
     assert state.is_failed()
@@ -111,7 +119,9 @@ async def test_failing_product_is_reported_and_others_archived(sandboxes: dict[s
     assert pixii.net == sandboxes["pixii"].net_credits()
 
 
-async def test_images_of_many_products_go_out_in_one_batch(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_images_of_many_products_go_out_in_one_batch(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     state, summary = await run_flow(steps=["images"])
     assert state.is_completed(), summary.failure_report()
     jobs = list(sandboxes["prodvisual"].jobs.values())
@@ -119,16 +129,23 @@ async def test_images_of_many_products_go_out_in_one_batch(sandboxes: dict[str, 
     # each product still gets its own outputs, manifest entry and share of the cost
     for p in summary.products:
         assert p.steps["images"].status == "done" and p.steps["images"].output_count >= 1
-        assert len(archived_outputs(lf_env["archive"], p.manifest_key, "images")) == p.steps["images"].output_count
+        assert (
+            len(archived_outputs(lf_env["archive"], p.manifest_key, "images"))
+            == p.steps["images"].output_count
+        )
     per_product = {line.product: line.net for line in summary.cost.by("product")}
-    assert per_product["US/B0D1LMN8QR"] == 2 and sum(per_product.values()) == 7 == net_charged(sandboxes)["prodvisual"]
+    assert (
+        per_product["US/B0D1LMN8QR"] == 2
+        and sum(per_product.values()) == 7 == net_charged(sandboxes)["prodvisual"]
+    )
     # a rerun finds every product's share through its pointer: nothing is paid again
     _, again = await run_flow(steps=["images"])
     assert len(sandboxes["prodvisual"].jobs) == 1 and again.cost.total.reused_jobs == 6
 
 
-async def test_a_finished_product_leaves_only_its_record_in_memory(sandboxes: dict[str, Any],
-                                                                  lf_env: dict[str, Any]) -> None:
+async def test_a_finished_product_leaves_only_its_record_in_memory(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     """Memory grows with the catalog only by a small record per finished product: Prefect's per-task
     bookkeeping of finished products is dropped (benchmarks, phase E), the outputs live in the archive."""
     from prefect.context import FlowRunContext

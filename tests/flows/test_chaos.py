@@ -47,8 +47,10 @@ def chaos_catalog(tmp: Path, rng: random.Random, products: int) -> tuple[str, di
             kids = [f"B0CHVAR{n:03d}{k}" for k in range(1 + n % 2)]
             children[asin] = len(kids)
             variations = "|".join(f"{kid}:color={rng.choice(['Red', 'Blue', 'Green'])}" for kid in kids)
-        lines.append(f'{asin},{("US", "GB", "DE")[n % 3]},Chaos product {n},Home,'
-                     f'"Test product {n} for the chaos run.",https://img.example.com/{asin}/main.jpg,"{variations}"')  # fmt: skip
+        lines.append(
+            f"{asin},{('US', 'GB', 'DE')[n % 3]},Chaos product {n},Home,"
+            f'"Test product {n} for the chaos run.",https://img.example.com/{asin}/main.jpg,"{variations}"'
+        )
     path = tmp / "chaos.csv"
     path.write_text("\n".join(lines) + "\n")
     return str(path), children
@@ -64,8 +66,11 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
     import flows.catalog_flow
     from flows.archive import S3Archive
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -102,25 +107,42 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.slow  # ~5 minutes on a 2-core machine (about 600 task runs): `make chaos`
-async def test_chaos_run_of_50_products(sandboxes: dict[str, Any], lf_env: dict[str, Any], s3_chaos: dict[str, Any],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+async def test_chaos_run_of_50_products(
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    s3_chaos: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     await chaos_run(sandboxes, lf_env, s3_chaos, monkeypatch, products=50)
 
 
-async def test_chaos_run_of_12_products(sandboxes: dict[str, Any], lf_env: dict[str, Any], s3_chaos: dict[str, Any],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+async def test_chaos_run_of_12_products(
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    s3_chaos: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     await chaos_run(sandboxes, lf_env, s3_chaos, monkeypatch, products=12)
 
 
-async def chaos_run(sandboxes: dict[str, Any], lf_env: dict[str, Any], s3_chaos: dict[str, Any],
-                    monkeypatch: pytest.MonkeyPatch, *, products: int) -> None:  # fmt: skip
+async def chaos_run(
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    s3_chaos: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    products: int,
+) -> None:
     for name in sandboxes:  # a timeout after processing: the client gives up before the answer comes
         monkeypatch.setenv(f"{name.upper()}_TIMEOUT_SECONDS", "0.5")
     rng = random.Random(2026)
     catalog, children = chaos_catalog(lf_env["tmp"], rng, products)
     for seed, (_name, box) in enumerate(sorted(sandboxes.items())):
-        box.reconfigure(seed=seed, job_seconds=0.05, faults=[
-            FaultRule(route="*", rate=0.024, fault=fault) for fault in FAULTS])  # fmt: skip
+        box.reconfigure(
+            seed=seed,
+            job_seconds=0.05,
+            faults=[FaultRule(route="*", rate=0.024, fault=fault) for fault in FAULTS],
+        )
         box._rng = random.Random(seed)  # a fixed stream of faults per sandbox
 
     state, summary = await run_flow(catalog=catalog, archive="s3://chaos/run")
@@ -142,11 +164,15 @@ async def chaos_run(sandboxes: dict[str, Any], lf_env: dict[str, Any], s3_chaos:
     assert duplicate_payments(sandboxes) == []
     for product in again.products:
         held = any("charged, not retrievable" in f or "outcome unknown" in f for f in product.failures())
-        assert product.status == "complete" or held or product.status == "partial", (product.key, product.failures())
+        assert product.status == "complete" or held or product.status == "partial", (
+            product.key,
+            product.failures(),
+        )
 
 
-def _every_product_accounted_for(summary: Any, state: Any, s3: dict[str, Any], children: dict[str, int],
-                                 products: int) -> None:  # fmt: skip
+def _every_product_accounted_for(
+    summary: Any, state: Any, s3: dict[str, Any], children: dict[str, int], products: int
+) -> None:
     """Archived (verified against its manifest), or failed with its reason."""
     assert len(summary.products) == products and not summary.rejected_rows
     objects = _objects(s3["url"], s3["bucket"])
@@ -163,7 +189,10 @@ def _every_product_accounted_for(summary: Any, state: Any, s3: dict[str, Any], c
         else:
             reasons = product.failures() or [e for s in product.steps.values() for e in s.item_errors]
             assert reasons and all(r.split(":", 1)[1].strip() for r in reasons), (product.key, reasons)
-            assert any(line.startswith(product.key) for line in summary.failure_report()) or product.status == "partial"
+            assert (
+                any(line.startswith(product.key) for line in summary.failure_report())
+                or product.status == "partial"
+            )
     complete = summary.count("complete")
     assert complete >= products // 3, summary.failure_report()
     if complete < products:

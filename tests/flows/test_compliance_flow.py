@@ -89,8 +89,10 @@ class FailEveryImage(RuleSet):
     marketplaces: ClassVar[frozenset[str]] = frozenset({"US"})
 
     def check(self, content: ProductContent) -> list[Finding]:
-        return [Finding(rule="strict", severity="fail", message="no", output_key=o.key, step=o.step)
-                for o in content.images]  # fmt: skip
+        return [
+            Finding(rule="strict", severity="fail", message="no", output_key=o.key, step=o.step)
+            for o in content.images
+        ]
 
 
 async def test_regenerating_noncompliant_outputs_pays_once_within_the_budget(

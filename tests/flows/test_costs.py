@@ -13,11 +13,21 @@ from flows.costs import CostLedger, JobCost
 def _ledger() -> CostLedger:
     ledger = CostLedger()
     for n, refunded in enumerate([0, 10, 0]):
-        ledger.add(JobCost(provider="pixii", step="aplus", product=f"US/B{n}", job_id=f"a{n}", charged=50,
-                           refunded=refunded))  # fmt: skip
+        ledger.add(
+            JobCost(
+                provider="pixii",
+                step="aplus",
+                product=f"US/B{n}",
+                job_id=f"a{n}",
+                charged=50,
+                refunded=refunded,
+            )
+        )
     ledger.add(JobCost(provider="pixii", step="scale", product="US/B0", job_id="s0", charged=6))
     ledger.add(JobCost(provider="listingrva", step="copy", product="US/B0", job_id="c0", charged=None))
-    ledger.add(JobCost(provider="listingrva", step="copy", product="US/B1", job_id="c1", charged=5, reused=True))
+    ledger.add(
+        JobCost(provider="listingrva", step="copy", product="US/B1", job_id="c1", charged=5, reused=True)
+    )
     return ledger
 
 
@@ -27,8 +37,14 @@ def test_lines_add_up_per_provider_step_product_and_total() -> None:
     assert (pixii.jobs, pixii.charged, pixii.refunded, pixii.net) == (4, 156, 10, 146)
     assert pixii.money_status == "ok" and abs((pixii.money or 0) - 14.6) < 1e-9
     products = {(line.step, line.product): line.net for line in summary.by("product")}
-    assert products == {("aplus", "US/B0"): 50, ("aplus", "US/B1"): 40, ("aplus", "US/B2"): 50, ("scale", "US/B0"): 6,
-                        ("copy", "US/B0"): 0, ("copy", "US/B1"): 0}  # fmt: skip
+    assert products == {
+        ("aplus", "US/B0"): 50,
+        ("aplus", "US/B1"): 40,
+        ("aplus", "US/B2"): 50,
+        ("scale", "US/B0"): 6,
+        ("copy", "US/B0"): 0,
+        ("copy", "US/B1"): 0,
+    }
     copy = next(line for line in summary.by("step") if line.step == "copy")
     # an unknown price is never counted as 0 credits, and a reused output costs this run nothing
     assert (copy.jobs, copy.unknown_jobs, copy.reused_jobs, copy.reused_credits) == (1, 1, 1, 5)
@@ -39,12 +55,16 @@ def test_lines_add_up_per_provider_step_product_and_total() -> None:
 def test_money_only_where_every_paid_provider_has_a_price() -> None:
     summary = _ledger().summary("run-1", price_per_credit={"pixii": 0.1})
     assert summary.total.money_status == "no_price" and summary.total.money is None
-    reused_only = next(line for line in summary.by("product") if line.product == "US/B1" and line.step == "copy")
+    reused_only = next(
+        line for line in summary.by("product") if line.product == "US/B1" and line.step == "copy"
+    )
     assert reused_only.money_status == "ok" and reused_only.money == 0  # nothing paid: nothing unpriced
 
 
 def test_document_and_table_hold_every_line_in_order() -> None:
-    summary = _ledger().summary("run-1", price_per_credit={}, requests={"pixii": 9}, skipped=["US/B9 aplus: budget"])
+    summary = _ledger().summary(
+        "run-1", price_per_credit={}, requests={"pixii": 9}, skipped=["US/B9 aplus: budget"]
+    )
     document = json.loads(summary.document())
     assert document["run_id"] == "run-1" and document["requests"] == {"pixii": 9}
     assert document["skipped"] == ["US/B9 aplus: budget"]
@@ -64,7 +84,11 @@ def test_the_table_artifact_has_one_line_per_product() -> None:
     assert table["scope"] == ["provider"] * 2 + ["step"] * 3 + ["product"] * len(products) + ["total"]
     rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
     for row in (r for r in rows if r["scope"] == "product"):
-        detail = [line for line in document["lines"] if line["scope"] == "product" and line["product"] == row["product"]]
+        detail = [
+            line
+            for line in document["lines"]
+            if line["scope"] == "product" and line["product"] == row["product"]
+        ]
         assert row["net"] == sum(line["net"] for line in detail) and row["provider"] == row["step"] == "all"
     assert sum(r["net"] for r in rows if r["scope"] == "product") == summary.total.net
     by_product = {line.product: line for line in summary.by("product") if line.product == "US/B2"}
@@ -83,7 +107,12 @@ def test_the_tables_use_words_and_show_money_early() -> None:
     cells = {str(value) for column in table.values() for value in column}
     assert not cells & {"*", "-", ""}
     total = {name: column[-1] for name, column in table.items()}
-    assert (total["provider"], total["step"], total["product"], total["money"]) == ("all", "all", "all", "no price")
+    assert (total["provider"], total["step"], total["product"], total["money"]) == (
+        "all",
+        "all",
+        "all",
+        "no price",
+    )
     header = summary.markdown().splitlines()[2]
     assert header.startswith("| provider | step | money |")
     assert "| * |" not in summary.markdown() and "| - |" not in summary.markdown()
@@ -92,7 +121,9 @@ def test_the_tables_use_words_and_show_money_early() -> None:
 def test_money_total_covers_the_priced_providers_and_names_the_others() -> None:
     ledger = CostLedger()
     ledger.add(JobCost(provider="pixii", step="aplus", product="US/B0", job_id="a0", charged=20))
-    ledger.add(JobCost(provider="prodvisual", step="images", product="US/B0", job_id="i0", charged=3, refunded=1))
+    ledger.add(
+        JobCost(provider="prodvisual", step="images", product="US/B0", job_id="i0", charged=3, refunded=1)
+    )
     ledger.add(JobCost(provider="listingrva", step="copy", product="US/B0", job_id="c0", charged=10))
     summary = ledger.summary("run-1", price_per_credit={"pixii": 0.05, "prodvisual": 0.5})
     assert summary.total.money is None  # the line itself stays honest: not every provider has a price

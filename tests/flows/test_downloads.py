@@ -78,10 +78,13 @@ async def fetch(handler: Recorder, url: str = URL, **kw: Any) -> tuple[bytes, st
 # ---- what is accepted ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "ctype", "ext"), [(PNG, "image/png", "png"), (JPEG, "image/jpeg", "jpg"),
-                                                    (WEBP, "image/webp", "webp")])  # fmt: skip
-async def test_image_from_an_allowed_public_https_host_is_returned(resolve: Any, body: bytes, ctype: str,
-                                                                   ext: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "ctype", "ext"),
+    [(PNG, "image/png", "png"), (JPEG, "image/jpeg", "jpg"), (WEBP, "image/webp", "webp")],
+)
+async def test_image_from_an_allowed_public_https_host_is_returned(
+    resolve: Any, body: bytes, ctype: str, ext: str
+) -> None:
     resolve({"cdn.prodvisual.com": PUBLIC_IP})
     handler = Recorder(lambda r: httpx.Response(200, content=body, headers={"content-type": ctype}))
     assert await fetch(handler) == (body, ctype, ext)
@@ -105,16 +108,25 @@ async def test_plain_http_is_refused_before_any_request(resolve: Any) -> None:
     assert handler.seen == []
 
 
-@pytest.mark.parametrize("url", [
-    "https://evil.example.com/x.png",
-    "https://cdn.prodvisual.com.evil.example.com/x.png",   # allowed name as a prefix
-    "https://evilcdn.prodvisual.com/x.png",                 # allowed name as a suffix, no dot
-    "https://cdn.prodvisual.com@evil.example.com/x.png",    # allowed name as userinfo
-    "https://cdn.listingrvaai.com/x.png",                   # another provider's host
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example.com/x.png",
+        "https://cdn.prodvisual.com.evil.example.com/x.png",  # allowed name as a prefix
+        "https://evilcdn.prodvisual.com/x.png",  # allowed name as a suffix, no dot
+        "https://cdn.prodvisual.com@evil.example.com/x.png",  # allowed name as userinfo
+        "https://cdn.listingrvaai.com/x.png",  # another provider's host
+    ],
+)
 async def test_hosts_outside_the_providers_allow_list_are_refused(resolve: Any, url: str) -> None:
-    resolve({"evil.example.com": PUBLIC_IP, "cdn.prodvisual.com.evil.example.com": PUBLIC_IP,
-             "evilcdn.prodvisual.com": PUBLIC_IP, "cdn.listingrvaai.com": PUBLIC_IP})  # fmt: skip
+    resolve(
+        {
+            "evil.example.com": PUBLIC_IP,
+            "cdn.prodvisual.com.evil.example.com": PUBLIC_IP,
+            "evilcdn.prodvisual.com": PUBLIC_IP,
+            "cdn.listingrvaai.com": PUBLIC_IP,
+        }
+    )
     handler = Recorder(png_response)
     with pytest.raises(OutputRejected, match="not one of prodvisual's output hosts"):
         await fetch(handler, url)
@@ -123,7 +135,9 @@ async def test_hosts_outside_the_providers_allow_list_are_refused(resolve: Any, 
 
 async def test_redirects_are_refused_not_followed(resolve: Any) -> None:
     resolve({"cdn.prodvisual.com": PUBLIC_IP})
-    handler = Recorder(lambda r: httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data"}))
+    handler = Recorder(
+        lambda r: httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data"})
+    )
     with pytest.raises(OutputRejected, match="redirect"):
         await fetch(handler)
     assert [str(r.url) for r in handler.seen] == [URL]
@@ -132,13 +146,23 @@ async def test_redirects_are_refused_not_followed(resolve: Any) -> None:
 # ---- SSRF: where the allowed name resolves to -------------------------------------------------------
 
 
-@pytest.mark.parametrize("ip", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1",   # loopback, private
-    "169.254.169.254",                                       # link-local: cloud metadata
-    "100.100.100.200",                                       # shared address space: a metadata service too
-    "0.0.0.0", "::1", "fe80::1", "fd12::1",
-    "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe",          # IPv4-mapped and NAT64 metadata address
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.1",  # loopback, private
+        "169.254.169.254",  # link-local: cloud metadata
+        "100.100.100.200",  # shared address space: a metadata service too
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd12::1",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # IPv4-mapped and NAT64 metadata address
+    ],
+)
 async def test_allowed_host_resolving_to_a_non_public_address_is_refused(resolve: Any, ip: str) -> None:
     resolve({"cdn.prodvisual.com": ip})
     handler = Recorder(png_response)
@@ -147,11 +171,17 @@ async def test_allowed_host_resolving_to_a_non_public_address_is_refused(resolve
     assert handler.seen == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8123/files/f_1.png", "https://127.0.0.1/files/f_1.png",
-    "http://localhost:8123/files/f_1.png", "http://[::1]:8123/files/f_1.png",
-    "https://169.254.169.254/latest/meta-data/", "https://10.0.0.5/x.png",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8123/files/f_1.png",
+        "https://127.0.0.1/files/f_1.png",
+        "http://localhost:8123/files/f_1.png",
+        "http://[::1]:8123/files/f_1.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/x.png",
+    ],
+)
 async def test_loopback_and_private_urls_are_refused_outside_sandbox_mode(url: str) -> None:
     handler = Recorder(png_response)
     with pytest.raises(OutputRejected):
@@ -163,8 +193,11 @@ async def test_sandbox_mode_widens_to_loopback_only() -> None:
     handler = Recorder(png_response)
     data, _, _ = await fetch(handler, "http://127.0.0.1:8123/files/f_1.png", sandbox_mode=True)
     assert data == PNG
-    for url in ("http://10.0.0.5:8123/x.png", "http://169.254.169.254/latest/meta-data/",
-                "https://169.254.169.254/latest/meta-data/"):  # fmt: skip
+    for url in (
+        "http://10.0.0.5:8123/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://169.254.169.254/latest/meta-data/",
+    ):
         with pytest.raises(OutputRejected):
             await fetch(handler, url, sandbox_mode=True)
     assert len(handler.seen) == 1
@@ -184,7 +217,9 @@ async def test_size_cap_is_enforced_while_streaming_without_content_length(resol
             served += 1
             yield b"\0" * 65536
 
-    handler = Recorder(lambda r: httpx.Response(200, content=endless(), headers={"content-type": "image/png"}))
+    handler = Recorder(
+        lambda r: httpx.Response(200, content=endless(), headers={"content-type": "image/png"})
+    )
     with pytest.raises(OutputRejected, match="exceeds the 1000000-byte cap"):
         await fetch(handler, max_bytes=1_000_000)
     assert "content-length" not in handler.seen[0].headers  # (request side) and the response was chunked
@@ -193,8 +228,9 @@ async def test_size_cap_is_enforced_while_streaming_without_content_length(resol
 
 async def test_declared_length_over_the_cap_is_refused_before_reading(resolve: Any) -> None:
     resolve({"cdn.prodvisual.com": PUBLIC_IP})
-    handler = Recorder(lambda r: httpx.Response(200, content=PNG + b"\0" * 5000,
-                                                headers={"content-type": "image/png"}))  # fmt: skip
+    handler = Recorder(
+        lambda r: httpx.Response(200, content=PNG + b"\0" * 5000, headers={"content-type": "image/png"})
+    )
     with pytest.raises(OutputRejected, match="over the 4096 cap"):
         await fetch(handler, max_bytes=4096)
     data, _, _ = await fetch(handler, max_bytes=len(PNG) + 5000)

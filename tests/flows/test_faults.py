@@ -27,8 +27,10 @@ def write_catalog(tmp: Path, asins: list[str], variations: dict[str, str] | None
     """Products whose image URLs carry their ASIN, so every sandbox can attribute jobs to them."""
     lines = ["asin,country_code,title,category,description,image_url,variations"]
     for n, asin in enumerate(asins):
-        lines.append(f'{asin},US,Test product {n} {asin},Home,"A sturdy test product, number {n}.",'
-                     f'https://img.example.com/{asin}/main.jpg,"{(variations or {}).get(asin, "")}"')  # fmt: skip
+        lines.append(
+            f'{asin},US,Test product {n} {asin},Home,"A sturdy test product, number {n}.",'
+            f'https://img.example.com/{asin}/main.jpg,"{(variations or {}).get(asin, "")}"'
+        )
     path = tmp / f"catalog-{len(asins)}.csv"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -69,10 +71,18 @@ def assert_costs_match_ledgers(summary: Any, sandboxes: dict[str, Any]) -> None:
 # ---- transient HTTP faults: retried, never paid twice ---------------------------------------------------
 
 
-async def test_429_bursts_wait_for_retry_after_or_back_off(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_429_bursts_wait_for_retry_after_or_back_off(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     pixii, rva, pv = sandboxes["pixii"], sandboxes["listingrva"], sandboxes["prodvisual"]
-    pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(status=429, retry_after=0.6),
-                                                                  Fault(status=429, retry_after=0.6)])])  # fmt: skip
+    pixii.reconfigure(
+        faults=[
+            FaultRule(
+                route="a_plus",
+                sequence=[Fault(status=429, retry_after=0.6), Fault(status=429, retry_after=0.6)],
+            )
+        ]
+    )
     rva.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[Fault(status=429)])])  # no Retry-After
     pv.reconfigure(faults=pv_rules([Fault(status=429, retry_after=0.4)]))
     state, summary = await run_flow(products=[MATCHA], steps=["copy", "images", "aplus"])
@@ -91,15 +101,19 @@ async def test_429_bursts_wait_for_retry_after_or_back_off(sandboxes: dict[str, 
     assert_costs_match_ledgers(summary, sandboxes)
 
 
-async def test_5xx_streaks_on_polls_are_ridden_out_without_resubmitting(sandboxes: dict[str, Any],
-                                                                        lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_5xx_streaks_on_polls_are_ridden_out_without_resubmitting(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     pixii, rva, pv = sandboxes["pixii"], sandboxes["listingrva"], sandboxes["prodvisual"]
     streak = [Fault(status=503)] * 2 + [Fault(status=500)] * 2  # within one request's retries (5 attempts)
     pixii.reconfigure(faults=[FaultRule(route="get_job", sequence=streak)])
     rva.reconfigure(faults=[FaultRule(route="ai_job", sequence=[Fault(status=500), Fault(status=503)] * 2)])
     pv.reconfigure(faults=[FaultRule(route="generation", sequence=[Fault(status=503)] * 4)])
-    state, summary = await run_flow(products=[MATCHA], steps=["copy", "images", "aplus"],
-                                    image_options={"styles": ["white_bg", "lifestyle"]})  # a batch: polled  # fmt: skip
+    state, summary = await run_flow(
+        products=[MATCHA],
+        steps=["copy", "images", "aplus"],
+        image_options={"styles": ["white_bg", "lifestyle"]},
+    )  # a batch: polled
     assert state.is_completed(), summary.failure_report()
     assert sum(1 for r in calls(pixii, "get_job") if r.fault) == 4
     assert sum(1 for r in calls(rva, "ai_job") if r.fault) == 4
@@ -129,10 +143,12 @@ async def test_read_timeouts_are_retried_and_pixii_submissions_reconciled(
 ) -> None:
     monkeypatch.setenv("PIXII_TIMEOUT_SECONDS", "0.5")
     pixii = sandboxes["pixii"]
-    pixii.reconfigure(faults=[
-        FaultRule(route="a_plus", sequence=[Fault(kind="timeout", delay=1.5)]),
-        FaultRule(route="get_job", sequence=[Fault(kind="timeout", delay=1.5)] * 2),
-    ])  # fmt: skip
+    pixii.reconfigure(
+        faults=[
+            FaultRule(route="a_plus", sequence=[Fault(kind="timeout", delay=1.5)]),
+            FaultRule(route="get_job", sequence=[Fault(kind="timeout", delay=1.5)] * 2),
+        ]
+    )
     started = time.monotonic()
     state, summary = await run_flow(products=[MATCHA], steps=["aplus"])
     assert state.is_completed(), summary.failure_report()
@@ -145,7 +161,9 @@ async def test_read_timeouts_are_retried_and_pixii_submissions_reconciled(
     assert_costs_match_ledgers(summary, sandboxes)
 
 
-async def test_pixii_lost_response_is_adopted_not_paid_again(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_pixii_lost_response_is_adopted_not_paid_again(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     """Pixii accepted (and charged) the job but the answer was lost: the job is found and adopted."""
     pixii = sandboxes["pixii"]
     pixii.lose_responses = 1
@@ -156,8 +174,9 @@ async def test_pixii_lost_response_is_adopted_not_paid_again(sandboxes: dict[str
     assert_costs_match_ledgers(summary, sandboxes)
 
 
-async def test_pixii_lost_response_with_a_failing_lookup_is_never_paid_twice(sandboxes: dict[str, Any],
-                                                                            lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_pixii_lost_response_with_a_failing_lookup_is_never_paid_twice(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     pixii = sandboxes["pixii"]
     pixii.lose_responses = 1
     pixii.reconfigure(faults=[FaultRule(route="list_jobs", sequence=[Fault(status=503)])])
@@ -188,15 +207,28 @@ async def test_listingrva_submit_timeout_is_resent_only_after_the_balance_shows_
 
 async def test_connection_resets_are_retried(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     pixii, rva, pv = sandboxes["pixii"], sandboxes["listingrva"], sandboxes["prodvisual"]
-    pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(kind="reset")]),
-                              FaultRule(route="get_job", sequence=[Fault(kind="reset")] * 2)])  # fmt: skip
-    rva.reconfigure(faults=[FaultRule(route="products_list", sequence=[Fault(kind="reset")]),
-                            FaultRule(route="ai_job", sequence=[Fault(kind="reset")])])  # fmt: skip
+    pixii.reconfigure(
+        faults=[
+            FaultRule(route="a_plus", sequence=[Fault(kind="reset")]),
+            FaultRule(route="get_job", sequence=[Fault(kind="reset")] * 2),
+        ]
+    )
+    rva.reconfigure(
+        faults=[
+            FaultRule(route="products_list", sequence=[Fault(kind="reset")]),
+            FaultRule(route="ai_job", sequence=[Fault(kind="reset")]),
+        ]
+    )
     pv.reconfigure(faults=pv_rules([Fault(kind="reset")]))
     state, summary = await run_flow(products=[MATCHA], steps=["copy", "images", "aplus"])
     assert state.is_completed(), summary.failure_report()
-    for box, route, n in ((pixii, "a_plus", 1), (pixii, "get_job", 2), (rva, "products_list", 1),
-                          (rva, "ai_job", 1), (pv, PV_SUBMIT, 1)):  # fmt: skip
+    for box, route, n in (
+        (pixii, "a_plus", 1),
+        (pixii, "get_job", 2),
+        (rva, "products_list", 1),
+        (rva, "ai_job", 1),
+        (pv, PV_SUBMIT, 1),
+    ):
         assert sum(1 for r in calls(box, route) if r.fault == "reset") == n, route
     assert paid_submissions(sandboxes) == {"pixii": 1, "listingrva": 1, "prodvisual": 1}
     assert len(sandboxes["listingrva"].products) == 1  # prepare() did not create a duplicate record
@@ -205,12 +237,19 @@ async def test_connection_resets_are_retried(sandboxes: dict[str, Any], lf_env: 
 
 async def test_malformed_json_is_retried(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     pixii, rva, pv = sandboxes["pixii"], sandboxes["listingrva"], sandboxes["prodvisual"]
-    pixii.reconfigure(faults=[FaultRule(route="a_plus", sequence=[Fault(kind="malformed")]),
-                              FaultRule(route="get_job", sequence=[Fault(kind="malformed")] * 2)])  # fmt: skip
+    pixii.reconfigure(
+        faults=[
+            FaultRule(route="a_plus", sequence=[Fault(kind="malformed")]),
+            FaultRule(route="get_job", sequence=[Fault(kind="malformed")] * 2),
+        ]
+    )
     rva.reconfigure(faults=[FaultRule(route="ai_job", sequence=[Fault(kind="malformed")])])
     pv.reconfigure(faults=[FaultRule(route="generation", sequence=[Fault(kind="malformed")])])
-    state, summary = await run_flow(products=[MATCHA], steps=["copy", "images", "aplus"],
-                                    image_options={"styles": ["white_bg", "lifestyle"]})  # fmt: skip
+    state, summary = await run_flow(
+        products=[MATCHA],
+        steps=["copy", "images", "aplus"],
+        image_options={"styles": ["white_bg", "lifestyle"]},
+    )
     assert state.is_completed(), summary.failure_report()
     for box, route in ((pixii, "a_plus"), (pixii, "get_job"), (rva, "ai_job"), (pv, "generation")):
         assert any(r.fault == "malformed" for r in calls(box, route)), route
@@ -276,7 +315,9 @@ async def test_failed_jobs_are_reported_refunded_and_do_not_stop_other_products(
     assert state.is_failed()
     by = {p.asin: p for p in summary.products}
     assert by[copy_fails].status == "partial"
-    assert by[copy_fails].steps["copy"].status == "failed" and "failed" in (by[copy_fails].steps["copy"].error or "")
+    assert by[copy_fails].steps["copy"].status == "failed" and "failed" in (
+        by[copy_fails].steps["copy"].error or ""
+    )
     # ProdVisual's images do not read the copy: they still run; A+ reads it: not run, nothing paid for it
     assert by[copy_fails].steps["images"].status == "done"
     assert by[copy_fails].steps["aplus"].status == "skipped"
@@ -291,36 +332,49 @@ async def test_failed_jobs_are_reported_refunded_and_do_not_stop_other_products(
     assert_costs_match_ledgers(summary, sandboxes)
 
 
-async def test_partial_failures_are_listed_and_their_refunds_reported(sandboxes: dict[str, Any],
-                                                                      lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_partial_failures_are_listed_and_their_refunds_reported(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     asin = "B0PARTIAL1"
     for name in ("pixii", "prodvisual"):
         sandboxes[name].reconfigure(partial_fail_asins=[asin])
     catalog = write_catalog(lf_env["tmp"], [asin])
-    state, summary = await run_flow(catalog=catalog, steps=["images", "aplus"],
-                                    image_options={"styles": ["white_bg", "lifestyle"]},
-                                    aplus_options={"types": ["A+ Basic", "A+ Premium"]})  # fmt: skip
+    state, summary = await run_flow(
+        catalog=catalog,
+        steps=["images", "aplus"],
+        image_options={"styles": ["white_bg", "lifestyle"]},
+        aplus_options={"types": ["A+ Basic", "A+ Premium"]},
+    )
     product = summary.products[0]
     assert product.status == "partial", product
     assert state.is_failed()
     assert any("a-plus-premium" in e for e in product.steps["aplus"].item_errors)
     assert product.steps["images"].item_errors
     # what did succeed is archived
-    assert any(o["label"].startswith("a-plus-basic") for o in archived_outputs(lf_env["archive"], product.manifest_key, "aplus"))
+    assert any(
+        o["label"].startswith("a-plus-basic")
+        for o in archived_outputs(lf_env["archive"], product.manifest_key, "aplus")
+    )
     assert product.steps["images"].output_count
     refunds = {n: -sum(c.credits for c in b.charges if c.kind == "refund") for n, b in sandboxes.items()}
     assert refunds["pixii"] == 20 and refunds["prodvisual"] == 1
     lines = {line.provider: line for line in summary.cost.by("provider")}
-    assert lines["pixii"].refunded == refunds["pixii"] and lines["prodvisual"].refunded == refunds["prodvisual"]
+    assert (
+        lines["pixii"].refunded == refunds["pixii"] and lines["prodvisual"].refunded == refunds["prodvisual"]
+    )
     assert summary.cost.total.refunded == sum(refunds.values()) > 0
     assert_costs_match_ledgers(summary, sandboxes)
 
 
-async def test_partial_failures_are_named_in_the_run_report(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_partial_failures_are_named_in_the_run_report(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     asin = "B0PARTIAL2"
     sandboxes["pixii"].reconfigure(partial_fail_asins=[asin])
     catalog = write_catalog(lf_env["tmp"], [asin])
-    state, summary = await run_flow(catalog=catalog, steps=["aplus"], aplus_options={"types": ["A+ Basic", "A+ Premium"]})
+    state, summary = await run_flow(
+        catalog=catalog, steps=["aplus"], aplus_options={"types": ["A+ Basic", "A+ Premium"]}
+    )
     assert state.is_failed()
     assert any(f"US/{asin} aplus" in line and "a-plus-premium" in line for line in summary.failure_report())
     assert asin in (state.message or "")
@@ -329,8 +383,9 @@ async def test_partial_failures_are_named_in_the_run_report(sandboxes: dict[str,
 # ---- outputs whose URLs expired --------------------------------------------------------------------------
 
 
-async def _finish_then_expire(sandboxes: dict[str, Any], lf_env: dict[str, Any], advance: float,
-                              **params: Any) -> tuple[Any, Any, Path, dict[str, list[Any]]]:  # fmt: skip
+async def _finish_then_expire(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], advance: float, **params: Any
+) -> tuple[Any, Any, Path, dict[str, list[Any]]]:
     """Run once; let every signed URL expire; run again into a fresh archive, so the finished jobs
     (reused, not paid again) must be downloaded from the URLs the first run saw."""
     state, first = await run_flow(products=[MATCHA], **params)
@@ -340,12 +395,13 @@ async def _finish_then_expire(sandboxes: dict[str, Any], lf_env: dict[str, Any],
         box.clock.advance(advance)
     fresh = lf_env["tmp"] / "second-archive"
     state, second = await run_flow(products=[MATCHA], archive=str(fresh), **params)
-    later = {n: sorted(b.requests, key=lambda r: r.t)[seen[n]:] for n, b in sandboxes.items()}
+    later = {n: sorted(b.requests, key=lambda r: r.t)[seen[n] :] for n, b in sandboxes.items()}
     return state, second, fresh, later
 
 
-async def test_expired_output_urls_are_fetched_again_from_the_provider(sandboxes: dict[str, Any],
-                                                                       lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_expired_output_urls_are_fetched_again_from_the_provider(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     """Pixii jobs and ListingRVA jobs can be read again: fresh signed URLs, nothing paid again."""
     for box in sandboxes.values():
         box.reconfigure(url_ttl_seconds=60)
@@ -364,8 +420,9 @@ async def test_expired_output_urls_are_fetched_again_from_the_provider(sandboxes
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in fresh.rglob("*.png"))
 
 
-async def test_prodvisual_output_gone_for_good_is_reported_clearly(sandboxes: dict[str, Any],
-                                                                   lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_prodvisual_output_gone_for_good_is_reported_clearly(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     """ProdVisual generations expire with their URLs: the output is reported lost, never re-bought."""
     sandboxes["prodvisual"].reconfigure(url_ttl_seconds=60)
     state, second, _, _ = await _finish_then_expire(sandboxes, lf_env, 120, steps=["images"])
@@ -376,8 +433,9 @@ async def test_prodvisual_output_gone_for_good_is_reported_clearly(sandboxes: di
     assert len(sandboxes["prodvisual"].paid_jobs()) == 1
 
 
-async def test_pixii_output_past_retention_is_reported_clearly(sandboxes: dict[str, Any],
-                                                               lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_pixii_output_past_retention_is_reported_clearly(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     state, second, _, _ = await _finish_then_expire(sandboxes, lf_env, 8 * 24 * 3600, steps=["aplus"])
     assert state.is_failed()
     [job] = sandboxes["pixii"].jobs.values()
@@ -389,11 +447,14 @@ async def test_pixii_output_past_retention_is_reported_clearly(sandboxes: dict[s
 # ---- credits run out mid-run ------------------------------------------------------------------------------
 
 
-async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(sandboxes: dict[str, Any],
-                                                                            lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     pixii = sandboxes["pixii"]
     asins = ["B0CRED0001", "B0CRED0002", "B0CRED0003", "B0CRED0004"]
-    catalog = write_catalog(lf_env["tmp"], asins, variations={a: f"B0CRVAR{n:03d}:color=Red" for n, a in enumerate(asins)})
+    catalog = write_catalog(
+        lf_env["tmp"], asins, variations={a: f"B0CRVAR{n:03d}:color=Red" for n, a in enumerate(asins)}
+    )
     pixii.balance = 40  # two A+ Basic jobs (20 each), then nothing
     state, summary = await run_flow(catalog=catalog, steps=["copy", "images", "aplus", "scale"])
     assert state.is_failed()
@@ -409,7 +470,9 @@ async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(san
         assert p.steps["copy"].status == "done" and p.steps["images"].status == "done", p
     # and the run says why Pixii work was not done
     assert any("out of credits" in n for n in summary.notes), summary.notes
-    blocked = [p for p in summary.products if p.steps["aplus"].status != "done" or p.steps["scale"].status != "done"]
+    blocked = [
+        p for p in summary.products if p.steps["aplus"].status != "done" or p.steps["scale"].status != "done"
+    ]
     assert blocked and all("credits" in "; ".join(p.failures()).lower() for p in blocked)
     assert any("pixii is out of credits" in f for p in blocked for f in p.failures())  # refused locally
     assert summary.cost.skipped

@@ -56,31 +56,61 @@ class Page(HTMLParser):
             self.scripts += 1
 
 
-def product_manifest(asin: str = "B0TEST0001", *, compliance: dict[str, Any] | None = None,
-                     prefix: str = "") -> dict[str, Any]:  # fmt: skip
+def product_manifest(
+    asin: str = "B0TEST0001", *, compliance: dict[str, Any] | None = None, prefix: str = ""
+) -> dict[str, Any]:
     base = f"{prefix}/" if prefix else ""
 
-    def out(step: str, name: str, label: str, for_asin: str = asin, ctype: str = "image/png") -> dict[str, Any]:
-        return {"key": f"{base}US/{for_asin}/{step}/{name}", "label": label, "content_type": ctype,
-                "for_asin": for_asin}  # fmt: skip
+    def out(
+        step: str, name: str, label: str, for_asin: str = asin, ctype: str = "image/png"
+    ) -> dict[str, Any]:
+        return {
+            "key": f"{base}US/{for_asin}/{step}/{name}",
+            "label": label,
+            "content_type": ctype,
+            "for_asin": for_asin,
+        }
 
     manifest = {
-        "asin": asin, "country_code": "US", "title": f"Bottle {HOSTILE}",
+        "asin": asin,
+        "country_code": "US",
+        "title": f"Bottle {HOSTILE}",
         "variations": [{"asin": "B0TESTVAR1", "attributes": {"color": "Ocean <b>Blue</b>"}}],
         "steps": {
-            "copy": {"provider": "listingrva", "status": "done", "error": None,
-                     "outputs": [out("copy", "listingrva-copy.json", "copy", ctype="application/json")],
-                     "copy_result": {"title": f"Title {HOSTILE}", "bullets": [f"bullet {HOSTILE}"],
-                                     "description": f"desc {HOSTILE}", "keywords": ["k1", "k2"]}},
-            "images": {"provider": "prodvisual", "status": "done", "error": None,
-                       "outputs": [out("images", "prodvisual-white_bg-1.png", "white_bg-1") | {"width": 2000,
-                                                                                                "height": 1000}]},
-            "aplus": {"provider": "pixii", "status": "done", "error": None,
-                      "outputs": [out("aplus", "pixii-a-plus-basic-module-1.png", "a-plus-basic-module-1")]},
-            "scale": {"provider": "pixii", "status": "done", "error": None,
-                      "outputs": [out("scale", "pixii-scale-1.png", "scale-1", for_asin="B0TESTVAR1")]},
+            "copy": {
+                "provider": "listingrva",
+                "status": "done",
+                "error": None,
+                "outputs": [out("copy", "listingrva-copy.json", "copy", ctype="application/json")],
+                "copy_result": {
+                    "title": f"Title {HOSTILE}",
+                    "bullets": [f"bullet {HOSTILE}"],
+                    "description": f"desc {HOSTILE}",
+                    "keywords": ["k1", "k2"],
+                },
+            },
+            "images": {
+                "provider": "prodvisual",
+                "status": "done",
+                "error": None,
+                "outputs": [
+                    out("images", "prodvisual-white_bg-1.png", "white_bg-1") | {"width": 2000, "height": 1000}
+                ],
+            },
+            "aplus": {
+                "provider": "pixii",
+                "status": "done",
+                "error": None,
+                "outputs": [out("aplus", "pixii-a-plus-basic-module-1.png", "a-plus-basic-module-1")],
+            },
+            "scale": {
+                "provider": "pixii",
+                "status": "done",
+                "error": None,
+                "outputs": [out("scale", "pixii-scale-1.png", "scale-1", for_asin="B0TESTVAR1")],
+            },
         },
-    }  # fmt: skip
+    }
     if compliance is not None:
         manifest["compliance"] = compliance
     return manifest
@@ -88,12 +118,25 @@ def product_manifest(asin: str = "B0TEST0001", *, compliance: dict[str, Any] | N
 
 def entry(asin: str, status: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
     base = f"{prefix}/" if prefix else ""
-    return {"key": f"US/{asin}", "asin": asin, "country_code": "US", "status": status, "failures": [],
-            "manifest": f"{base}US/{asin}/manifest.json", "jobs": {}, **extra}  # fmt: skip
+    return {
+        "key": f"US/{asin}",
+        "asin": asin,
+        "country_code": "US",
+        "status": status,
+        "failures": [],
+        "manifest": f"{base}US/{asin}/manifest.json",
+        "jobs": {},
+        **extra,
+    }
 
 
-async def publish(archive: Any, spool: Path, manifests: list[dict[str, Any]], entries: list[dict[str, Any]],
-                  prefix: str = "") -> tuple[Any, str]:  # fmt: skip
+async def publish(
+    archive: Any,
+    spool: Path,
+    manifests: list[dict[str, Any]],
+    entries: list[dict[str, Any]],
+    prefix: str = "",
+) -> tuple[Any, str]:
     """Put the manifests, every output they name and run ``r1``'s documents into ``archive``, as a run
     does, then publish the run's gallery; returns it as stored and its text."""
     spooled = SpooledArchive(archive, spool)
@@ -103,15 +146,36 @@ async def publish(archive: Any, spool: Path, manifests: list[dict[str, Any]], en
         for step in m["steps"].values():
             for o in step["outputs"]:
                 await spooled.put(o["key"], PNG, content_type=o["content_type"], metadata={})
-    run = json_with_list({"run_id": "r1", "headline": f"{len(entries)} products", "status": "failed"},
-                         "products", entries)  # fmt: skip
-    cost = json_with_list({"currency": "USD"}, "lines", [
-        {"scope": "product", "product": "US/B0TEST0001", "provider": "pixii", "step": "aplus", "jobs": 1,
-         "net": 20, "money": 1.0, "money_status": "ok"},
-        {"scope": "product", "product": "US/B0TEST0001", "provider": "pixii", "step": "scale", "jobs": 1,
-         "net": 6, "money": 0.3, "money_status": "ok"},
-        {"scope": "total", "net": 26, "money": 1.3, "money_status": "ok"},
-    ])  # fmt: skip
+    run = json_with_list(
+        {"run_id": "r1", "headline": f"{len(entries)} products", "status": "failed"}, "products", entries
+    )
+    cost = json_with_list(
+        {"currency": "USD"},
+        "lines",
+        [
+            {
+                "scope": "product",
+                "product": "US/B0TEST0001",
+                "provider": "pixii",
+                "step": "aplus",
+                "jobs": 1,
+                "net": 20,
+                "money": 1.0,
+                "money_status": "ok",
+            },
+            {
+                "scope": "product",
+                "product": "US/B0TEST0001",
+                "provider": "pixii",
+                "step": "scale",
+                "jobs": 1,
+                "net": 6,
+                "money": 0.3,
+                "money_status": "ok",
+            },
+            {"scope": "total", "net": 26, "money": 1.3, "money_status": "ok"},
+        ],
+    )
     for name, body in (("manifest.json", run), ("cost-summary.json", cost)):
         await spooled.put(f"{base}runs/r1/{name}", body, content_type="application/json", metadata={})
     stored = await publish_gallery(spooled, run, cost)
@@ -122,23 +186,37 @@ async def publish(archive: Any, spool: Path, manifests: list[dict[str, Any]], en
 
 
 async def test_untrusted_copy_and_titles_are_escaped(tmp_path: Path) -> None:
-    _, text = await publish(LocalArchive(tmp_path / "archive"), tmp_path / "spool", [product_manifest()],
-                            [entry("B0TEST0001", "complete")])  # fmt: skip
+    _, text = await publish(
+        LocalArchive(tmp_path / "archive"),
+        tmp_path / "spool",
+        [product_manifest()],
+        [entry("B0TEST0001", "complete")],
+    )
     page = Page(text)
     assert page.scripts == 1, "the only script is the page's own"
     assert HOSTILE not in text and "<b>Blue</b>" not in text
     for shown in ("Bottle ", "Title ", "bullet ", "desc "):
-        assert shown + "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in text
+        assert (
+            shown + "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+            in text
+        )
     assert all(not (img.get("src") or "").startswith("x") for img in page.images)
     assert "Ocean &lt;b&gt;Blue&lt;/b&gt;" in text
 
 
 @pytest.mark.parametrize("prefix", ["", "listings/2026"])
-async def test_every_link_is_relative_to_the_page_and_resolves_in_the_archive(tmp_path: Path, prefix: str) -> None:
+async def test_every_link_is_relative_to_the_page_and_resolves_in_the_archive(
+    tmp_path: Path, prefix: str
+) -> None:
     archive = LocalArchive(tmp_path / "archive")
     archive.prefix = prefix  # keys under a prefix, as in an S3 archive (s3://bucket/listings/2026)
-    stored, text = await publish(archive, tmp_path / "spool", [product_manifest(prefix=prefix)],
-                                 [entry("B0TEST0001", "complete", prefix)], prefix)  # fmt: skip
+    stored, text = await publish(
+        archive,
+        tmp_path / "spool",
+        [product_manifest(prefix=prefix)],
+        [entry("B0TEST0001", "complete", prefix)],
+        prefix,
+    )
     assert stored.key == f"{prefix + '/' if prefix else ''}runs/r1/index.html"
     page = Page(text)
     srcs = [img["src"] or "" for img in page.images]
@@ -150,7 +228,10 @@ async def test_every_link_is_relative_to_the_page_and_resolves_in_the_archive(tm
         assert (folder / href).resolve().is_file(), href
     for img in page.images:
         assert img["loading"] == "lazy" and img["width"] and img["height"]
-    assert (page.images[0]["width"], page.images[0]["height"]) == ("140", "70")  # recorded size: its proportions
+    assert (page.images[0]["width"], page.images[0]["height"]) == (
+        "140",
+        "70",
+    )  # recorded size: its proportions
 
 
 def test_a_key_can_never_become_a_script_or_absolute_link() -> None:
@@ -160,28 +241,59 @@ def test_a_key_can_never_become_a_script_or_absolute_link() -> None:
 
 async def test_filters_match_the_products_status_and_compliance(tmp_path: Path) -> None:
     manifests = [product_manifest(a) for a in ("B0TEST0001", "B0TEST0002", "B0TEST0003", "B0TEST0004")]
-    entries = [entry("B0TEST0001", "complete", compliance="pass"), entry("B0TEST0002", "failed"),
-               entry("B0TEST0003", "partial", compliance="fail"), entry("B0TEST0004", "complete", compliance="warn")]
+    entries = [
+        entry("B0TEST0001", "complete", compliance="pass"),
+        entry("B0TEST0002", "failed"),
+        entry("B0TEST0003", "partial", compliance="fail"),
+        entry("B0TEST0004", "complete", compliance="warn"),
+    ]
     _, text = await publish(LocalArchive(tmp_path / "archive"), tmp_path / "spool", manifests, entries)
     page = Page(text)
-    assert page.filters == [f.name for f in FILTERS] == ["all", "failed", "partial", "noncompliant", "warnings"]
+    assert (
+        page.filters == [f.name for f in FILTERS] == ["all", "failed", "partial", "noncompliant", "warnings"]
+    )
     groups = {k: v["data-groups"] for k, v in page.cards.items()}
-    assert groups == {"US-B0TEST0001": "", "US-B0TEST0002": "failed", "US-B0TEST0003": "partial noncompliant",
-                      "US-B0TEST0004": "warnings"}  # fmt: skip
+    assert groups == {
+        "US-B0TEST0001": "",
+        "US-B0TEST0002": "failed",
+        "US-B0TEST0003": "partial noncompliant",
+        "US-B0TEST0004": "warnings",
+    }
     for name in ("failed", "partial", "noncompliant", "warnings"):  # each filter hides every other card
-        assert f'body[data-show="{name}"] article.product:not([data-groups~="{name}"]) {{ display: none; }}' in text
+        assert (
+            f'body[data-show="{name}"] article.product:not([data-groups~="{name}"]) {{ display: none; }}'
+            in text
+        )
     assert [filter_groups(s, None) for s in ("deferred", "interrupted", "skipped")] == ["failed"] * 3
 
 
 async def test_compliance_findings_are_shown_and_absent_compliance_shows_nothing(tmp_path: Path) -> None:
-    compliance = {"status": "fail", "findings": [
-        {"rule": "main_image_white_background", "severity": "fail", "message": "border is not white <RGB 200>",
-         "output_key": "US/B0TEST0001/images/prodvisual-white_bg-1.png", "step": "images"},
-        {"rule": "title_length", "severity": "warn", "message": "title is 210 characters", "output_key": None,
-         "step": "copy"}]}  # fmt: skip
+    compliance = {
+        "status": "fail",
+        "findings": [
+            {
+                "rule": "main_image_white_background",
+                "severity": "fail",
+                "message": "border is not white <RGB 200>",
+                "output_key": "US/B0TEST0001/images/prodvisual-white_bg-1.png",
+                "step": "images",
+            },
+            {
+                "rule": "title_length",
+                "severity": "warn",
+                "message": "title is 210 characters",
+                "output_key": None,
+                "step": "copy",
+            },
+        ],
+    }
     with_findings = [product_manifest(compliance=compliance), product_manifest("B0TEST0002")]
-    _, text = await publish(LocalArchive(tmp_path / "archive"), tmp_path / "spool", with_findings,
-                            [entry("B0TEST0001", "complete"), entry("B0TEST0002", "complete")])
+    _, text = await publish(
+        LocalArchive(tmp_path / "archive"),
+        tmp_path / "spool",
+        with_findings,
+        [entry("B0TEST0001", "complete"), entry("B0TEST0002", "complete")],
+    )
     first, second = text.split('id="US-B0TEST0002"')
     assert "compliance fail" in first and "border is not white &lt;RGB 200&gt;" in first
     assert "title is 210 characters" in first and 'class="flagged"' in first
@@ -190,11 +302,22 @@ async def test_compliance_findings_are_shown_and_absent_compliance_shows_nothing
 
 
 def test_cost_per_product_adds_its_lines_and_money() -> None:
-    doc = {"currency": "EUR", "lines": [
-        {"scope": "product", "product": "US/A", "jobs": 1, "net": 20, "money": 1.0, "money_status": "ok"},
-        {"scope": "product", "product": "US/A", "jobs": 1, "net": 6, "money": 0.3, "money_status": "ok"},
-        {"scope": "product", "product": "US/B", "jobs": 1, "net": 10, "money": None, "money_status": "no_price"},
-        {"scope": "step", "product": "*", "jobs": 2, "net": 36}]}  # fmt: skip
+    doc = {
+        "currency": "EUR",
+        "lines": [
+            {"scope": "product", "product": "US/A", "jobs": 1, "net": 20, "money": 1.0, "money_status": "ok"},
+            {"scope": "product", "product": "US/A", "jobs": 1, "net": 6, "money": 0.3, "money_status": "ok"},
+            {
+                "scope": "product",
+                "product": "US/B",
+                "jobs": 1,
+                "net": 10,
+                "money": None,
+                "money_status": "no_price",
+            },
+            {"scope": "step", "product": "*", "jobs": 2, "net": 36},
+        ],
+    }
     assert product_costs(doc) == {"US/A": "26 credits (1.30 EUR)", "US/B": "10 credits"}
 
 
@@ -208,16 +331,24 @@ async def test_s3_gallery_is_served_as_html(tmp_path: Path, monkeypatch: pytest.
     import boto3
     from moto import mock_aws
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(key, raising=False)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="gallery")
         archive = S3Archive("s3://gallery/listings")
-        stored, text = await publish(archive, tmp_path, [product_manifest(prefix="listings")],
-                                     [entry("B0TEST0001", "complete", "listings")], "listings")  # fmt: skip
+        stored, text = await publish(
+            archive,
+            tmp_path,
+            [product_manifest(prefix="listings")],
+            [entry("B0TEST0001", "complete", "listings")],
+            "listings",
+        )
         head = boto3.client("s3").head_object(Bucket="gallery", Key="listings/runs/r1/index.html")
     assert stored.uri == "s3://gallery/listings/runs/r1/index.html"
     assert head["ContentType"] == "text/html; charset=utf-8"
@@ -229,7 +360,9 @@ async def artifacts(flow_run_id: str, key: str) -> list[Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     async with get_client() as client:
-        only = ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        only = ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+        )
         return await client.read_artifacts(artifact_filter=only)
 
 
@@ -249,8 +382,18 @@ def chromium() -> str:
 
 def images_seen_by_browser(page: Path, profile: Path) -> dict[str, Any]:
     """Open ``page?selftest`` headless and read what its self-test wrote: images, loaded, broken."""
-    args = [chromium(), "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
-            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri() + "?selftest"]
+    args = [
+        chromium(),
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri() + "?selftest",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.DOTALL)
     assert found, f"the page's self-test did not report (exit {proc.returncode}): {proc.stderr[-2000:]}"
@@ -258,8 +401,9 @@ def images_seen_by_browser(page: Path, profile: Path) -> dict[str, Any]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-async def test_every_image_of_a_sandbox_run_loads_in_a_real_browser(sandboxes: dict[str, Any],
-                                                                    lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_every_image_of_a_sandbox_run_loads_in_a_real_browser(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     chromium()  # before spending a run on it
     sandboxes["pixii"].reconfigure(fail_asins=["B0BQRG7K5N"])  # one partial product, for the filters
     _, summary = await run_flow()

@@ -29,12 +29,17 @@ def _limiter(prefix: str) -> ProviderLimiter:
 
 
 async def _limits(prefix: str, *groups: RouteLimit) -> None:
-    provider = type("Fake", (), {"name": "fake", "limits": ProviderLimits(route_groups=groups or (GROUP,),
-                                                                          max_inflight_jobs=5)})  # fmt: skip
+    provider = type(
+        "Fake",
+        (),
+        {"name": "fake", "limits": ProviderLimits(route_groups=groups or (GROUP,), max_inflight_jobs=5)},
+    )
     await ensure_limits(limit_specs(provider, Settings(limit_prefix=prefix)))  # type: ignore[arg-type]
 
 
-async def _send(limiter: ProviderLimiter, n: int, sent: list[float], groups: tuple[str, ...] = ("api",)) -> None:
+async def _send(
+    limiter: ProviderLimiter, n: int, sent: list[float], groups: tuple[str, ...] = ("api",)
+) -> None:
     async def one() -> None:
         answered = await limiter.throttle(list(groups))
         sent.append(time.monotonic())
@@ -112,8 +117,14 @@ async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
 async def test_a_window_counts_from_the_answer_not_from_the_send() -> None:
     """The provider counts a request when it arrives, which may be just before it answers: a slot is
     ready again a window after the answer, so a slow answer can never make the next window overlap."""
-    limiter = ProviderLimiter(provider="fake", groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.5)},
-                              inflight=5, prefix="unused", use_global=False, margin=0.0)  # fmt: skip
+    limiter = ProviderLimiter(
+        provider="fake",
+        groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.5)},
+        inflight=5,
+        prefix="unused",
+        use_global=False,
+        margin=0.0,
+    )
     began = time.monotonic()
     answered = await limiter.throttle(["api"])
     await asyncio.sleep(0.4)  # the request is on its way, then answered
@@ -123,8 +134,14 @@ async def test_a_window_counts_from_the_answer_not_from_the_send() -> None:
 
 
 async def test_slots_of_a_request_never_answered_go_back_after_the_answer_timeout() -> None:
-    limiter = ProviderLimiter(provider="fake", groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.1)},
-                              inflight=5, prefix="unused", use_global=False, answer_timeout=0.3)  # fmt: skip
+    limiter = ProviderLimiter(
+        provider="fake",
+        groups={"api": RouteLimit(group="api", requests=1, per_seconds=0.1)},
+        inflight=5,
+        prefix="unused",
+        use_global=False,
+        answer_timeout=0.3,
+    )
     began = time.monotonic()
     await limiter.throttle(["api"])  # e.g. a plugin's own code that ignores what the throttle returns
     await asyncio.wait_for(limiter.throttle(["api"]), 5)
@@ -132,7 +149,9 @@ async def test_slots_of_a_request_never_answered_go_back_after_the_answer_timeou
 
 
 async def test_without_global_limits_the_local_window_still_holds() -> None:
-    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
+    limiter = ProviderLimiter(
+        provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False
+    )
     sent: list[float] = []
     await _send(limiter, 12, sent)
     assert _max_in_window(sent, 2.0) <= 10 and limiter.global_acquisitions == 0
@@ -140,7 +159,9 @@ async def test_without_global_limits_the_local_window_still_holds() -> None:
 
 
 async def test_seconds_until_free_tells_batching_how_long_the_window_holds_requests_back() -> None:
-    limiter = ProviderLimiter(provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False)
+    limiter = ProviderLimiter(
+        provider="fake", groups={"api": GROUP}, inflight=5, prefix="unused", use_global=False
+    )
     assert limiter.seconds_until_free() == 0.0
     await _send(limiter, 9, [])
     assert limiter.seconds_until_free() == 0.0  # one slot left
@@ -168,7 +189,9 @@ async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turn
     await limiter.aclose()
 
 
-async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Every request waiting on a group shares its pool: one lost connection must not fail them all."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
@@ -217,8 +240,10 @@ async def test_jobs_share_a_few_leases_and_never_exceed_the_in_flight_limit_acro
     assert most <= 5
     assert most >= 3  # both processes got slots while the other held some
     # far fewer leases than jobs: slots are handed out locally once a lease holds them
-    assert first.lease_acquisitions + second.lease_acquisitions < 40, (first.lease_acquisitions,
-                                                                        second.lease_acquisitions)
+    assert first.lease_acquisitions + second.lease_acquisitions < 40, (
+        first.lease_acquisitions,
+        second.lease_acquisitions,
+    )
     await first.aclose()
     await second.aclose()
     assert (await _inflight_state(prefix))[0] == 0  # closing gives every slot back
@@ -255,7 +280,9 @@ async def test_a_pool_given_back_entirely_serves_the_next_jobs() -> None:
     await _limits(prefix)
     limiter = _limiter(prefix)
     for burst in range(3):  # jobs, a pause long enough to give every lease back, jobs again
-        await asyncio.wait_for(asyncio.gather(*(_hold(limiter, 0.02 * (n % 3)) for n in range(12))), timeout=20)
+        await asyncio.wait_for(
+            asyncio.gather(*(_hold(limiter, 0.02 * (n % 3)) for n in range(12))), timeout=20
+        )
         await asyncio.sleep(2.5)
         assert (await _inflight_state(prefix))[0] == 0, burst
     await limiter.aclose()

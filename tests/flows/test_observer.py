@@ -41,7 +41,9 @@ class Recorder(RunObserver):
         self.done.append(done)
 
 
-async def test_the_observer_hears_each_provider_job_and_product(sandboxes: dict[str, Any], lf_env: dict) -> None:
+async def test_the_observer_hears_each_provider_job_and_product(
+    sandboxes: dict[str, Any], lf_env: dict
+) -> None:
     seen = Recorder()
     state, summary = await run_flow(seen)
     assert state.is_completed(), summary.failure_report()
@@ -62,7 +64,9 @@ async def test_the_observer_hears_each_provider_job_and_product(sandboxes: dict[
     assert again.events[("pixii", "reused")] == 10 and not again.events[("pixii", "submitted")]
 
 
-async def test_a_broken_observer_never_fails_or_double_pays_the_run(sandboxes: dict[str, Any], lf_env: dict) -> None:
+async def test_a_broken_observer_never_fails_or_double_pays_the_run(
+    sandboxes: dict[str, Any], lf_env: dict
+) -> None:
     """A callback runs inside the submit task, after the provider was paid: its error must not fail the
     task (the paid job would not be cached, and the next run would pay again)."""
 

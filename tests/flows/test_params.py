@@ -46,7 +46,11 @@ def test_help_texts_have_nothing_the_ui_would_swallow() -> None:
     """The UI renders descriptions as markdown/HTML: ``<id>`` in ``runs/<id>/manifest.json`` vanished."""
     schema = _schema()
     texts = [p.get("description") or "" for p in schema["properties"].values()]
-    texts += [p.get("description") or "" for d in schema["definitions"].values() for p in d.get("properties", {}).values()]
+    texts += [
+        p.get("description") or ""
+        for d in schema["definitions"].values()
+        for p in d.get("properties", {}).values()
+    ]
     assert any("runs/RUN_ID/manifest.json" in t for t in texts)
     assert not [t for t in texts if re.search(r"<[A-Za-z/!]|(^|\s)[*-]\s|^>|->", t)]
 

@@ -20,8 +20,9 @@ def charges(box: Any) -> list[int]:
     return [c.credits for c in box.charges]
 
 
-async def test_rerun_pays_only_for_the_failed_aplus_type(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                         tmp_path: Path) -> None:  # fmt: skip
+async def test_rerun_pays_only_for_the_failed_aplus_type(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
     pixii = sandboxes["pixii"]
     catalog = write_catalog(tmp_path, [ASIN])
     params = {"catalog": catalog, "steps": ["aplus"], "aplus_options": {"types": ["A+ Basic", "A+ Premium"]}}
@@ -46,8 +47,9 @@ async def test_rerun_pays_only_for_the_failed_aplus_type(sandboxes: dict[str, An
     assert duplicate_payments({"pixii": pixii}) == []
 
 
-async def test_rerun_pays_only_for_the_failed_image_of_a_batch(sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                               tmp_path: Path) -> None:  # fmt: skip
+async def test_rerun_pays_only_for_the_failed_image_of_a_batch(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], tmp_path: Path
+) -> None:
     pv = sandboxes["prodvisual"]
     catalog = write_catalog(tmp_path, [ASIN])
     params = {"catalog": catalog, "steps": ["images"], "image_options": {"styles": ["white_bg", "lifestyle"]}}

@@ -22,14 +22,21 @@ def nothing_sent(sandboxes: dict[str, Any]) -> bool:
     return sum(paid_submissions(sandboxes).values()) == 0 and not posts
 
 
-def catalog_rows(tmp: Path, count: int, *, without_image: str | None = None, unknown_style: str | None = None) -> str:
+def catalog_rows(
+    tmp: Path, count: int, *, without_image: str | None = None, unknown_style: str | None = None
+) -> str:
     """The example catalog's first ``count`` rows; ``without_image``: that ASIN's row has no image;
     ``unknown_style``: that ASIN's row asks for an image style ProdVisual does not have."""
     lines = Path(EXAMPLE).read_text().splitlines()[: count + 1]
     if without_image:
-        lines = [ln.replace("https://m.media-amazon.com/images/I/81board-main.jpg", "")
-                   .replace("https://m.media-amazon.com/images/I/81board-set.jpg", "")
-                 if ln.startswith(without_image) else ln for ln in lines]  # fmt: skip
+        lines = [
+            ln.replace("https://m.media-amazon.com/images/I/81board-main.jpg", "").replace(
+                "https://m.media-amazon.com/images/I/81board-set.jpg", ""
+            )
+            if ln.startswith(without_image)
+            else ln
+            for ln in lines
+        ]
     if unknown_style:
         override = '"{""image_options"": {""styles"": [""neon_unicorn""]}}"'
         lines = [ln + override if ln.startswith(unknown_style) else ln for ln in lines]
@@ -51,8 +58,12 @@ def moto_url() -> Iterator[str]:
 
 @pytest.mark.parametrize("case", ["no credentials", "no bucket"])
 async def test_an_unusable_s3_archive_stops_the_run_before_anything_is_paid(
-    case: str, sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    case: str,
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    moto_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import boto3
 
     from listingflow.settings import reset_settings
@@ -80,8 +91,10 @@ async def test_an_unusable_s3_archive_stops_the_run_before_anything_is_paid(
 
 
 async def test_missing_and_rejected_credentials_stop_the_run_one_line_each(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("PIXII_API_KEY")
     monkeypatch.setenv("PRODVISUAL_API_KEY", "pv_live_not_the_right_key_42")
 
@@ -96,14 +109,17 @@ async def test_missing_and_rejected_credentials_stop_the_run_one_line_each(
 
 
 async def test_a_row_a_provider_cannot_serve_is_rejected_and_nothing_is_spent_on_it(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any],
-) -> None:  # fmt: skip
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+) -> None:
     catalog = catalog_rows(lf_env["tmp"], 4, without_image="B09V3KXJPB", unknown_style="B0C7WZ9F2M")
 
     state, summary = await run_flow(catalog=catalog, steps=["copy", "images"])
 
     assert state.is_completed(), summary.failure_report()
-    assert {p.asin for p in summary.products} == {"B0CHX1W1XY", "B0BQRG7K5N"} and summary.count("complete") == 2
+    assert {p.asin for p in summary.products} == {"B0CHX1W1XY", "B0BQRG7K5N"} and summary.count(
+        "complete"
+    ) == 2
     no_image, bad_style = summary.rejected_rows
     assert str(no_image).startswith(f"{catalog}:4 (asin B09V3KXJPB): images (prodvisual): "), no_image
     assert "image_url is required for ProdVisual" in str(no_image)
@@ -113,13 +129,19 @@ async def test_a_row_a_provider_cannot_serve_is_rejected_and_nothing_is_spent_on
     # not even the listing copy before the step they cannot run was paid for (nor product records made)
     assert paid_submissions(sandboxes)["listingrva"] == 2
     assert {p["title"][:6] for p in sandboxes["listingrva"].products.values()} == {"Stainl", "Organi"}
-    assert not [c for box in sandboxes.values() for c in box.charges if c.asin in ("B09V3KXJPB", "B0C7WZ9F2M")]
+    assert not [
+        c for box in sandboxes.values() for c in box.charges if c.asin in ("B09V3KXJPB", "B0C7WZ9F2M")
+    ]
 
 
 async def test_base_urls_in_the_contracts_documented_form_work(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    monkeypatch.setenv("PRODVISUAL_BASE_URL", sandboxes["prodvisual"].public_url + "/v1")  # as the contract writes it
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "PRODVISUAL_BASE_URL", sandboxes["prodvisual"].public_url + "/v1"
+    )  # as the contract writes it
     monkeypatch.setenv("LISTINGRVA_BASE_URL", sandboxes["listingrva"].public_url)  # the bare host
     catalog = catalog_rows(lf_env["tmp"], 2)
 
@@ -127,47 +149,69 @@ async def test_base_urls_in_the_contracts_documented_form_work(
 
     assert state.is_completed(), summary.refused or summary.failure_report()
     assert paid_submissions(sandboxes)["listingrva"] == 2 and paid_submissions(sandboxes)["prodvisual"] >= 1
-    assert not [r for name in ("listingrva", "prodvisual") for r in sandboxes[name].requests if r.status == 404]
+    assert not [
+        r for name in ("listingrva", "prodvisual") for r in sandboxes[name].requests if r.status == 404
+    ]
 
 
 async def test_a_base_url_that_is_not_the_api_stops_the_run(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     wrong = sandboxes["prodvisual"].public_url + "/v2"
     monkeypatch.setenv("PRODVISUAL_BASE_URL", wrong)
 
     state, summary = await run_flow()
 
     assert state.is_failed() and nothing_sent(sandboxes)
-    assert summary.refused == [summary.refused[0]] and summary.refused[0].startswith(f"prodvisual: {wrong} cannot be used (")
+    assert summary.refused == [summary.refused[0]] and summary.refused[0].startswith(
+        f"prodvisual: {wrong} cannot be used ("
+    )
     assert "PRODVISUAL_BASE_URL" in summary.refused[0]
 
 
-async def test_a_budget_holds_with_an_unpublished_price(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_a_budget_holds_with_an_unpublished_price(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     # A+ is 20 credits a product (published, 120 in all), a Scale job 6 (unpublished: learned from the
     # first one). Before, Scale counted as 0 and every Scale job was submitted while the run was under 130.
     state, summary = await run_flow(steps=["aplus", "scale"], budget={"max_credits": 130})
 
     assert net_charged(sandboxes)["pixii"] <= 130
     assert sum(net_charged(sandboxes).values()) <= 130
-    scale_jobs = sorted((j for j in sandboxes["pixii"].jobs.values() if j.kind == "scale"), key=lambda j: j.created)
+    scale_jobs = sorted(
+        (j for j in sandboxes["pixii"].jobs.values() if j.kind == "scale"), key=lambda j: j.created
+    )
     assert scale_jobs, "Scale reads only the image: it runs beside A+"
     # the first Scale job teaches the price and runs alone: the next one goes only once it is known
-    assert all(j.created >= scale_jobs[0].done for j in scale_jobs[1:]), "a second unknown-priced job ran alongside"
+    assert all(j.created >= scale_jobs[0].done for j in scale_jobs[1:]), (
+        "a second unknown-priced job ran alongside"
+    )
     assert state.is_failed()
     refused = [s for s in summary.cost.skipped if "budget: not submitted" in s]
     assert refused, summary.cost.skipped
     spent = net_charged(sandboxes)["pixii"]
-    assert any(n.startswith("budget: ") and "job(s) not submitted (max_credits 130" in n for n in summary.notes)
+    assert any(
+        n.startswith("budget: ") and "job(s) not submitted (max_credits 130" in n for n in summary.notes
+    )
     assert all(f"{spent} of max_credits 130 credits spent" in s or "credits spent" in s for s in refused)
 
 
-def test_the_cli_prints_one_line_per_problem_and_exits_2(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+def test_the_cli_prints_one_line_per_problem_and_exits_2(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     blocker = lf_env["tmp"] / "a-file"
     blocker.write_text("not a folder")
     env = subprocess_env({"PIXII_API_KEY": "pk_live_wrong_key_7"})
-    proc = subprocess.run([sys.executable, "-m", "listingflow.cli", "run", EXAMPLE, "--archive", str(blocker / "archive")],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "listingflow.cli", "run", EXAMPLE, "--archive", str(blocker / "archive")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "Traceback" not in out and "pk_live_wrong_key_7" not in out
@@ -180,13 +224,32 @@ def test_the_cli_prints_one_line_per_problem_and_exits_2(sandboxes: dict[str, An
     assert nothing_sent(sandboxes)
 
 
-@pytest.mark.parametrize(("settings", "given", "used"), [
-    ("providers.prodvisual.plugin:ProdVisualSettings", "https://api.prodvisual.com/v1", "https://api.prodvisual.com"),
-    ("providers.prodvisual.plugin:ProdVisualSettings", "https://api.prodvisual.com/", "https://api.prodvisual.com"),
-    ("providers.listingrva.plugin:ListingRVASettings", "https://api.listingrvaai.com", "https://api.listingrvaai.com/api"),
-    ("providers.listingrva.plugin:ListingRVASettings", "https://api.listingrvaai.com/api/", "https://api.listingrvaai.com/api"),
-    ("providers.pixii.plugin:PixiiSettings", "https://api.pixii.ai/v1/api", "https://api.pixii.ai"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("settings", "given", "used"),
+    [
+        (
+            "providers.prodvisual.plugin:ProdVisualSettings",
+            "https://api.prodvisual.com/v1",
+            "https://api.prodvisual.com",
+        ),
+        (
+            "providers.prodvisual.plugin:ProdVisualSettings",
+            "https://api.prodvisual.com/",
+            "https://api.prodvisual.com",
+        ),
+        (
+            "providers.listingrva.plugin:ListingRVASettings",
+            "https://api.listingrvaai.com",
+            "https://api.listingrvaai.com/api",
+        ),
+        (
+            "providers.listingrva.plugin:ListingRVASettings",
+            "https://api.listingrvaai.com/api/",
+            "https://api.listingrvaai.com/api",
+        ),
+        ("providers.pixii.plugin:PixiiSettings", "https://api.pixii.ai/v1/api", "https://api.pixii.ai"),
+    ],
+)
 def test_base_urls_are_normalized_without_doubled_path_segments(settings: str, given: str, used: str) -> None:
     import importlib
 

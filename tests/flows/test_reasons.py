@@ -19,11 +19,22 @@ def test_reason_of_names_the_money_reasons_only() -> None:
 
 
 def test_not_submitted_reads_the_code_not_the_message() -> None:
-    outcome = ProductOutcome(asin="B0X", country_code="US", title="T", steps={
-        "copy": StepOutcome(step=Step.COPY, provider="listingrva", status="failed", error="[listingrva] 402",
-                            reason=Reason.OUT_OF_CREDITS),
-        "images": StepOutcome(step=Step.IMAGES, provider="pixii", status="failed",
-                              error="the budget endpoint answered 500"),
-    })  # fmt: skip
+    outcome = ProductOutcome(
+        asin="B0X",
+        country_code="US",
+        title="T",
+        steps={
+            "copy": StepOutcome(
+                step=Step.COPY,
+                provider="listingrva",
+                status="failed",
+                error="[listingrva] 402",
+                reason=Reason.OUT_OF_CREDITS,
+            ),
+            "images": StepOutcome(
+                step=Step.IMAGES, provider="pixii", status="failed", error="the budget endpoint answered 500"
+            ),
+        },
+    )
     assert outcome.record().not_submitted() == ["US/B0X copy: [listingrva] 402"]
     assert outcome.record().steps["copy"].reason is Reason.OUT_OF_CREDITS

@@ -12,18 +12,27 @@ import pytest
 from flows.params import RunParameters
 from flows.rerun import plan_rerun
 
-ORIGINAL = RunParameters.model_validate({
-    "catalog": "s3://shop/catalog.csv", "steps": ["copy", "images", "aplus"],
-    "image_options": {"styles": ["lifestyle"], "size": 2000}, "providers": {"images": "pixii"},
-    "force": ["images"], "price_per_credit": {"pixii": 0.05}, "rerun_failed_of": "an-older-run",
-})  # fmt: skip
+ORIGINAL = RunParameters.model_validate(
+    {
+        "catalog": "s3://shop/catalog.csv",
+        "steps": ["copy", "images", "aplus"],
+        "image_options": {"styles": ["lifestyle"], "size": 2000},
+        "providers": {"images": "pixii"},
+        "force": ["images"],
+        "price_per_credit": {"pixii": 0.05},
+        "rerun_failed_of": "an-older-run",
+    }
+)
 
 
 def _manifest(tmp_path: Path, parameters: Any) -> str:
     path = tmp_path / "runs" / "run-1" / "manifest.json"
     path.parent.mkdir(parents=True)
-    products = [{"key": "US/B1", "status": "partial"}, {"key": "US/B2", "status": "complete"},
-                {"key": "US/B3", "status": "deferred"}]  # fmt: skip
+    products = [
+        {"key": "US/B1", "status": "partial"},
+        {"key": "US/B2", "status": "complete"},
+        {"key": "US/B3", "status": "deferred"},
+    ]
     path.write_text(json.dumps({"run_id": "run-1", "parameters": parameters, "products": products}))
     return str(path)
 
@@ -44,20 +53,21 @@ async def test_only_rerun_failed_of_keeps_every_parameter_but_force(tmp_path: Pa
     assert rerun.failed == {"US/B1", "US/B3"} and rerun.of == "run-1"
     assert rerun.describe() == (
         'rerun of run-1: kept catalog=s3://shop/catalog.csv, steps=["copy", "images", "aplus"], '
-        "providers.images=pixii, image_options.styles=[\"lifestyle\"], image_options.size=2000, "
+        'providers.images=pixii, image_options.styles=["lifestyle"], image_options.size=2000, '
         'price_per_credit={"pixii": 0.05}; overridden: none; not kept: force=["images"] '
         "(pass force again to regenerate; SPENDS CREDITS)"
     )
 
 
 async def test_explicit_values_override_field_by_field_and_are_reported(tmp_path: Path) -> None:
-    rerun = await _plan(tmp_path, image_options={"styles": ["mockup"]}, catalog="s3://shop/catalog.csv",
-                        force=["images"])  # fmt: skip
+    rerun = await _plan(
+        tmp_path, image_options={"styles": ["mockup"]}, catalog="s3://shop/catalog.csv", force=["images"]
+    )
     params = rerun.params
     assert params.image_options.styles == ["mockup"] and params.image_options.size == 2000  # size kept
     assert params.force == ["images"]
     assert rerun.overridden == {"image_options.styles": ["mockup"]}  # same catalog: kept, not overridden
-    assert "overridden: image_options.styles=[\"mockup\"]" in rerun.describe()
+    assert 'overridden: image_options.styles=["mockup"]' in rerun.describe()
     assert "image_options.size=2000" in rerun.describe() and "not kept" not in rerun.describe()
 
 

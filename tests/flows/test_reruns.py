@@ -30,12 +30,19 @@ def _cli(archive: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "listingflow.cli", "run", EXAMPLE, "--archive", archive, *extra]
 
 
-async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     # Pixii jobs take long enough that the run is certainly polling when it is killed.
     sandboxes["pixii"].reconfigure(job_seconds=4.0)
     archive = str(lf_env["archive"])
-    proc = subprocess.Popen(_cli(archive), env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli(archive),
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         pixii = sandboxes["pixii"]
         await wait_for(lambda: len(pixii.jobs) >= 3, 120, "pixii jobs to be submitted")
@@ -60,11 +67,21 @@ async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(sandboxes: di
     assert len([p for p in archived_files(lf_env["archive"]) if "/scale/" in str(p)]) >= 4
 
 
-async def test_two_concurrent_runs_pay_each_output_once(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_two_concurrent_runs_pay_each_output_once(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     archive = str(lf_env["archive"])
     logs = [lf_env["tmp"] / f"run-{n}.log" for n in range(2)]
-    procs = [subprocess.Popen(_cli(archive), env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                              start_new_session=True) for log in logs]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            _cli(archive),
+            env=subprocess_env(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for log in logs
+    ]
     try:
         for p in procs:
             await asyncio.to_thread(p.wait, timeout=300)
@@ -80,7 +97,9 @@ async def test_two_concurrent_runs_pay_each_output_once(sandboxes: dict[str, Any
     assert net_charged(sandboxes) == {"listingrva": 60, "pixii": 144, "prodvisual": 7}
 
 
-async def test_failed_only_rerun_touches_only_failed_products(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_failed_only_rerun_touches_only_failed_products(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     sandboxes["pixii"].reconfigure(fail_asins=["B0BQRG7K5N"])
     _, first = await run_flow()
     assert {p.asin for p in first.products if p.status != "complete"} == {"B0BQRG7K5N"}
@@ -90,7 +109,7 @@ async def test_failed_only_rerun_touches_only_failed_products(sandboxes: dict[st
     assert state.is_completed(), second.failure_report()
     assert [p.asin for p in second.products] == ["B0BQRG7K5N"]
     assert second.products[0].status == "complete"
-    new_pixii = [r for r in sandboxes["pixii"].requests[marks["pixii"]:] if r.method == "POST"]
+    new_pixii = [r for r in sandboxes["pixii"].requests[marks["pixii"] :] if r.method == "POST"]
     assert len(new_pixii) == 1  # only the A+ job that failed is paid again (its first try was refunded)
     assert duplicate_payments(sandboxes) == []
     # the same works from the manifest path
@@ -124,7 +143,7 @@ async def test_rerun_keeps_the_failed_runs_parameters_and_an_explicit_one_overri
     assert [(p.asin, p.status) for p in second.products] == [(fails, "complete")]
     new_images = _jobs_since(prodvisual, jobs["prodvisual"])
     assert {item["style"] for job in new_images for item in job.payload["items"]} == {"lifestyle"}
-    paid_for = {c.asin for n, b in sandboxes.items() for c in b.charges[charges[n]:] if c.kind == "charge"}
+    paid_for = {c.asin for n, b in sandboxes.items() for c in b.charges[charges[n] :] if c.kind == "charge"}
     assert paid_for == {fails}
     assert len(sandboxes["listingrva"].charges) == charges["listingrva"]  # its copy was paid by the first run
     assert duplicate_payments(sandboxes) == []
@@ -133,7 +152,9 @@ async def test_rerun_keeps_the_failed_runs_parameters_and_an_explicit_one_overri
 
     # an explicit style wins over the failed run's, and the rerun says so
     jobs["prodvisual"] = len(prodvisual.jobs)
-    state, third = await run_flow(catalog=catalog, rerun_failed_of=first.run_id, image_options={"styles": ["mockup"]})
+    state, third = await run_flow(
+        catalog=catalog, rerun_failed_of=first.run_id, image_options={"styles": ["mockup"]}
+    )
     assert state.is_completed(), third.failure_report()
     new_images = _jobs_since(prodvisual, jobs["prodvisual"])
     assert {item["style"] for job in new_images for item in job.payload["items"]} == {"mockup"}
@@ -142,7 +163,9 @@ async def test_rerun_keeps_the_failed_runs_parameters_and_an_explicit_one_overri
     assert 'overridden: image_options.styles=["mockup"]' in said
 
 
-async def test_step_rerun_with_new_style_pays_only_for_that_step(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_step_rerun_with_new_style_pays_only_for_that_step(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     _, first = await run_flow()
     assert first.ok
     before = net_charged(sandboxes)
@@ -165,25 +188,32 @@ async def test_force_regenerates_and_pays_again(sandboxes: dict[str, Any], lf_en
     assert forced.cost.total.jobs == 6 and forced.cost.total.reused_jobs == 0
 
 
-async def test_budget_refuses_to_start_over_estimate(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_budget_refuses_to_start_over_estimate(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     state, summary = await run_flow(budget={"max_credits": 100})
     assert state.is_failed()
     assert summary.refused and "exceed max_credits 100" in summary.refused[0]
     assert sum(paid_submissions(sandboxes).values()) == 0
 
 
-async def test_budget_stops_submitting_at_the_limit(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_budget_stops_submitting_at_the_limit(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     # Scale prices are unpublished, so the estimate cannot refuse: the first job (6 credits) teaches
     # the price, and a second one would pass the provider's limit of 10, so it is not submitted.
     state, summary = await run_flow(steps=["scale"], budget={"per_provider": {"pixii": 10}})
     assert paid_submissions(sandboxes)["pixii"] == 1
     assert net_charged(sandboxes)["pixii"] == 6
-    assert summary.cost.skipped and all("budget: not submitted: 6 of pixii's max 10" in s for s in summary.cost.skipped)
+    assert summary.cost.skipped and all(
+        "budget: not submitted: 6 of pixii's max 10" in s for s in summary.cost.skipped
+    )
     assert state.is_failed()
 
 
-async def test_daily_cap_defers_products_and_the_next_run_picks_them_up(sandboxes: dict[str, Any],
-                                                                        lf_env: dict[str, Any]) -> None:  # fmt: skip
+async def test_daily_cap_defers_products_and_the_next_run_picks_them_up(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     pixii = sandboxes["pixii"]
     pixii.reconfigure(daily_limit=3)
     state, first = await run_flow()

@@ -70,14 +70,17 @@ async def test_a_rate_limit_without_a_hint_waits_at_least_two_seconds(waits: lis
 
 
 async def test_a_long_retry_after_is_capped_by_max_delay(waits: list[float]) -> None:
-    await call_with_retries(Calls(RateLimited("429", retry_after=3600)), policy=policy(max_delay_seconds=60),
-                            what="submit")  # fmt: skip
+    await call_with_retries(
+        Calls(RateLimited("429", retry_after=3600)), policy=policy(max_delay_seconds=60), what="submit"
+    )
     assert waits == [60.0]
 
 
 async def test_jitter_only_ever_adds_up_to_its_fraction(waits: list[float]) -> None:
     calls = Calls(*[RateLimited("429", retry_after=10) for _ in range(20)])
-    await call_with_retries(calls, policy=policy(jitter=0.2, max_attempts=21), what="submit", rng=random.Random(1))
+    await call_with_retries(
+        calls, policy=policy(jitter=0.2, max_attempts=21), what="submit", rng=random.Random(1)
+    )
     assert all(10.0 <= w <= 12.0 for w in waits) and len(set(waits)) > 1
 
 
@@ -99,14 +102,21 @@ async def test_gives_up_before_waiting_past_max_total_seconds(waits: list[float]
 async def test_a_retry_after_longer_than_the_budget_is_not_waited(waits: list[float]) -> None:
     calls = Calls(RateLimited("429", retry_after=120))
     with pytest.raises(RateLimited):
-        await call_with_retries(calls, policy=policy(max_total_seconds=60, max_delay_seconds=300), what="submit")
+        await call_with_retries(
+            calls, policy=policy(max_total_seconds=60, max_delay_seconds=300), what="submit"
+        )
     assert waits == [] and calls.count == 1
 
 
-@pytest.mark.parametrize("error", [
-    AuthenticationError("401"), InsufficientCredits("402"), RequestValidationError("422"),
-    QuotaExhausted("daily cap", retry_after=3600),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError("401"),
+        InsufficientCredits("402"),
+        RequestValidationError("422"),
+        QuotaExhausted("daily cap", retry_after=3600),
+    ],
+)
 async def test_permanent_and_quota_errors_are_never_retried(waits: list[float], error: ProviderError) -> None:
     calls = Calls(error)
     with pytest.raises(type(error)):
@@ -117,6 +127,10 @@ async def test_permanent_and_quota_errors_are_never_retried(waits: list[float], 
 async def test_each_retry_is_announced_with_its_wait(waits: list[float]) -> None:
     seen: list[tuple[str, float]] = []
     first = RateLimited("429", retry_after=3)
-    await call_with_retries(Calls(first), policy=policy(), what="submit",
-                            on_retry=lambda exc, delay: seen.append((exc.message, delay)))  # fmt: skip
+    await call_with_retries(
+        Calls(first),
+        policy=policy(),
+        what="submit",
+        on_retry=lambda exc, delay: seen.append((exc.message, delay)),
+    )
     assert seen == [("429", 3.0)]

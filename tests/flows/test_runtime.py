@@ -27,7 +27,9 @@ class OtherRequest(ImageRequest):
 REQUEST = ImageRequest(prompt="a bottle", options={"size": "1024", "format": "png"})
 
 
-def key(request: BaseModel = REQUEST, provider: str = "pixii", step: Step = Step.IMAGES, version: str = "1") -> str:
+def key(
+    request: BaseModel = REQUEST, provider: str = "pixii", step: Step = Step.IMAGES, version: str = "1"
+) -> str:
     return submission_key(provider, step, request, version)
 
 
@@ -37,15 +39,18 @@ def test_the_key_ignores_key_order_and_unset_optionals() -> None:
     assert key().startswith("submit-pixii-images-")
 
 
-@pytest.mark.parametrize("changed", [
-    {"provider": "prodvisual"},
-    {"step": Step.APLUS},
-    {"version": "2"},
-    {"request": REQUEST.model_copy(update={"prompt": "a bottle "})},
-    {"request": REQUEST.model_copy(update={"options": {"size": "1024", "format": "webp"}})},
-    {"request": REQUEST.model_copy(update={"style": "lifestyle"})},
-    {"request": OtherRequest(**REQUEST.model_dump())},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"provider": "prodvisual"},
+        {"step": Step.APLUS},
+        {"version": "2"},
+        {"request": REQUEST.model_copy(update={"prompt": "a bottle "})},
+        {"request": REQUEST.model_copy(update={"options": {"size": "1024", "format": "webp"}})},
+        {"request": REQUEST.model_copy(update={"style": "lifestyle"})},
+        {"request": OtherRequest(**REQUEST.model_dump())},
+    ],
+)
 def test_anything_that_changes_what_is_bought_changes_the_key(changed: dict[str, Any]) -> None:
     assert key(**changed) != key()
 

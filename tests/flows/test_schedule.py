@@ -18,7 +18,9 @@ def first(box: Any, route: str) -> float:
     return min(r.t for r in box.requests if r.route == route)
 
 
-async def test_images_start_with_the_copy_and_fill_one_batch(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_images_start_with_the_copy_and_fill_one_batch(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     rva, pv, pixii = sandboxes["listingrva"], sandboxes["prodvisual"], sandboxes["pixii"]
     rva.reconfigure(job_seconds_by_kind={"listing": 2.0})  # copy takes a while: images must not wait for it
     asins = [f"B0GRAPH{n:03d}" for n in range(20)]
@@ -34,10 +36,14 @@ async def test_images_start_with_the_copy_and_fill_one_batch(sandboxes: dict[str
     assert first(pixii, "scale") < max(r.t for r in pixii.requests if r.route == "a_plus")
 
 
-async def test_listingrva_images_wait_for_the_copy_they_read(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
+async def test_listingrva_images_wait_for_the_copy_they_read(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
     rva = sandboxes["listingrva"]
     catalog = write_catalog(lf_env["tmp"], ["B0GRAPH100"])
-    state, summary = await run_flow(catalog=catalog, steps=["copy", "images"], providers={"images": "listingrva"})
+    state, summary = await run_flow(
+        catalog=catalog, steps=["copy", "images"], providers={"images": "listingrva"}
+    )
     assert state.is_completed(), summary.failure_report()
     [listing] = [j for j in rva.jobs.values() if j.kind == "listing"]
     assert first(rva, "ai_image") >= listing.done  # its customPrompt is built from the copy

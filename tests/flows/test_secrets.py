@@ -101,17 +101,24 @@ async def _prefect_records(flow_run_ids: list[Any]) -> dict[str, str]:
             records[f"flow-run {run_id}"] = flow_run.model_dump_json()
         # (the typed client sends empty filters that the server turns into joins: flow-level
         # artifacts have no task run, so they would never match; post the filter as the API takes it)
-        response = await client._client.post("/artifacts/filter", json={
-            "artifacts": {"flow_run_id": {"any_": [str(i) for i in flow_run_ids]}},
-            "limit": 200, "offset": 0, "sort": "CREATED_DESC"})  # fmt: skip
+        response = await client._client.post(
+            "/artifacts/filter",
+            json={
+                "artifacts": {"flow_run_id": {"any_": [str(i) for i in flow_run_ids]}},
+                "limit": 200,
+                "offset": 0,
+                "sort": "CREATED_DESC",
+            },
+        )
         response.raise_for_status()
         artifacts = response.json()
         records["artifacts"] = json.dumps(artifacts)
         records["artifact keys"] = " ".join(sorted(str(a["key"]) for a in artifacts))
         # task runs reach the API through events the server records in the background: wait for them
         for _ in range(150):
-            task_runs = await client.read_task_runs(flow_run_filter=runs, sort=TaskRunSort.EXPECTED_START_TIME_DESC,
-                                                    limit=200)  # fmt: skip
+            task_runs = await client.read_task_runs(
+                flow_run_filter=runs, sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200
+            )
             if len(task_runs) > 5:
                 break
             await asyncio.sleep(0.2)
@@ -125,9 +132,12 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-async def test_no_credential_appears_anywhere_a_run_writes(keyed_sandboxes: dict[str, Any], lf_env: dict[str, Any],
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+async def test_no_credential_appears_anywhere_a_run_writes(
+    keyed_sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     keyed_sandboxes["pixii"].reconfigure(fail_asins=["B0BQRG7K5N"])  # a failed job, reported
     state, summary = await run_flow(products=["B0CHX1W1XY", "B0BQRG7K5N"])
@@ -143,7 +153,9 @@ async def test_no_credential_appears_anywhere_a_run_writes(keyed_sandboxes: dict
     keyed_sandboxes["pixii"].reconfigure(fail_asins=[])
     monkeypatch.setenv("PIXII_API_KEY", WRONG)
     submitted = len([r for r in keyed_sandboxes["pixii"].requests if r.method == "POST"])
-    bad_state, bad = await run_flow(products=["B0BQRG7K5N"], steps=["aplus"], archive=str(lf_env["tmp"] / "wrong-key"))
+    bad_state, bad = await run_flow(
+        products=["B0BQRG7K5N"], steps=["aplus"], archive=str(lf_env["tmp"] / "wrong-key")
+    )
     assert bad_state.is_failed()
     [auth_error] = bad.refused
     assert auth_error.startswith("pixii: credential rejected ("), auth_error
@@ -156,7 +168,9 @@ async def test_no_credential_appears_anywhere_a_run_writes(keyed_sandboxes: dict
         "summaries": summary.model_dump_json() + bad.model_dump_json(),
         "failure reports": "\n".join(summary.failure_report() + bad.failure_report()),
         "auth error": auth_error,
-        "python log records": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+        "python log records": "\n".join(
+            f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+        ),
     }
     logs = await _logs(flow_runs, "products:")
     texts["prefect logs"] = "\n".join(log.message for log in logs)
@@ -194,14 +208,18 @@ def test_the_run_form_has_no_place_for_a_credential() -> None:
 
     walk(schema)
     assert "catalog" in names and "styles" in names  # nested models are walked
-    credential = re.compile(r"(^|_)(key|api_?key|token|secret|password|credentials?|auth)($|_)", re.IGNORECASE)
+    credential = re.compile(
+        r"(^|_)(key|api_?key|token|secret|password|credentials?|auth)($|_)", re.IGNORECASE
+    )
     suspicious = [n for n in names if credential.search(n)]
     assert suspicious == []
 
 
 # ---- webhook signatures ---------------------------------------------------------------------------------
 
-BODY = json.dumps({"event": "image.generated", "data": {"jobId": "job_1", "imageUrl": "https://cdn.x/y.png"}}).encode()
+BODY = json.dumps(
+    {"event": "image.generated", "data": {"jobId": "job_1", "imageUrl": "https://cdn.x/y.png"}}
+).encode()
 
 
 def _sign(key: str, body: bytes = BODY) -> str:
@@ -252,10 +270,14 @@ def test_listingrva_sandbox_deliveries_verify_with_the_webhook_secret() -> None:
     try:
         auth = {"Authorization": f"Bearer {ListingRVASandbox.default_config().api_keys[0]}"}
         with httpx.Client(base_url=sandbox.public_url, headers=auth, timeout=10) as http:
-            hook = http.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["image.generated"]}).json()
+            hook = http.post(
+                "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["image.generated"]}
+            ).json()
             product = http.post("/products", json={"title": "Bottle B0CHX1W1XY"}).json()
-            job = http.post("/ai/image", json={"productId": product["id"], "style": "CLEAN_WHITE_BG",
-                                               "platform": "amazon"}).json()  # fmt: skip
+            job = http.post(
+                "/ai/image",
+                json={"productId": product["id"], "style": "CLEAN_WHITE_BG", "platform": "amazon"},
+            ).json()
             for _ in range(50):
                 time.sleep(0.1)
                 if http.get(f"/ai/jobs/{job['jobId']}").json().get("status") == "completed":

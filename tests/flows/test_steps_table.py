@@ -110,8 +110,13 @@ def swap(monkeypatch: pytest.MonkeyPatch, step: Step, **changes: Any) -> None:
 
 
 def test_fan_out_comes_from_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    product = Product(asin="B0TABLE001", country_code="US", title="A bottle", image_urls=["https://x/1.png"],
-                      variations=[Variation(asin="B0TABLE00A"), Variation(asin="B0TABLE00B")])  # fmt: skip
+    product = Product(
+        asin="B0TABLE001",
+        country_code="US",
+        title="A bottle",
+        image_urls=["https://x/1.png"],
+        variations=[Variation(asin="B0TABLE00A"), Variation(asin="B0TABLE00B")],
+    )
     jobs = {ln.step: ln.jobs for ln in estimate_run(RunParameters(), [product], PLUGINS).lines}
     assert jobs == {"copy": 1, "images": 1, "aplus": 1, "scale": 2}
     swap(monkeypatch, Step.APLUS, fan_out=one_per_variation)  # A+ for each child ASIN instead

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_providers_lists_the_three_builtins_with_capabilities() -> None:
     result = CliRunner().invoke(app, ["providers"])
     assert result.exit_code == 0, result.output
-    for name, caps in [("listingrva", "copy, images"), ("pixii", "images, aplus, scale"), ("prodvisual", "images")]:
+    for name, caps in [
+        ("listingrva", "copy, images"),
+        ("pixii", "images, aplus, scale"),
+        ("prodvisual", "images"),
+    ]:
         assert re.search(rf"{name} .*\n  capabilities: {re.escape(caps)}\n", result.output), result.output
     assert "10/60s" in result.output  # Pixii's documented submit limit
     assert "unknown" in result.output  # unpublished prices are unknown, not free
@@ -29,7 +33,9 @@ def test_bad_parameters_are_refused_with_the_field_named() -> None:
     assert result.exit_code == 2
     [line] = result.output.splitlines()  # one line, no usage block
     assert line.startswith("listingflow: ") and "scale_options.language is required" in line
-    result = CliRunner().invoke(app, ["run", "examples/catalog.csv", "--size", "big"], prog_name="listingflow")
+    result = CliRunner().invoke(
+        app, ["run", "examples/catalog.csv", "--size", "big"], prog_name="listingflow"
+    )
     assert result.exit_code == 2
     [line] = result.output.splitlines()
     assert line.startswith("listingflow run: Invalid value for '--size'"), line
@@ -43,21 +49,51 @@ def test_version_is_the_installed_package_version() -> None:
     assert result.output == f"listingflow {version('listingflow')}\n"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["estimate"], ["providers"], ["unknown"], ["sandbox"],
-                                     ["bootstrap"], ["server"], ["server", "status"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["run"],
+        ["estimate"],
+        ["providers"],
+        ["unknown"],
+        ["sandbox"],
+        ["bootstrap"],
+        ["server"],
+        ["server", "status"],
+    ],
+)
 def test_help_is_plain_text_without_markup_or_python_types(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, prog_name="listingflow")
     assert result.exit_code == 0, result.output
     assert "Usage: listingflow" in result.output
-    for raw in ("``", "`", "[bold", "[/", "╭", "<str>", "<int>", "<float>", "<bool>", "list[str]", "Annotated"):
+    for raw in (
+        "``",
+        "`",
+        "[bold",
+        "[/",
+        "╭",
+        "<str>",
+        "<int>",
+        "<float>",
+        "<bool>",
+        "list[str]",
+        "Annotated",
+    ):
         assert raw not in result.output, (raw, result.output)
     assert all(len(line) <= 80 for line in result.output.splitlines())
 
 
 def _run_cli(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """``listingflow`` in a subprocess, its output piped (as in CI or ``| tee``), 80 columns."""
-    return subprocess.run([sys.executable, "-m", "listingflow.cli", *args], env={**env, "COLUMNS": "80"},
-                          capture_output=True, text=True, timeout=300, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "listingflow.cli", *args],
+        env={**env, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -68,12 +104,16 @@ def test_a_refused_run_says_why_in_one_line(tmp_path: Path, lf_env: dict) -> Non
     catalog.write_text("asin,colour\nB0X,red\n")
     proc = _run_cli(["run", str(catalog), "--sandbox"], subprocess_env())
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.splitlines() == [f"run refused, nothing was submitted: {catalog}:1: missing required "
-                                        "column(s): country_code, title (header: asin, colour)"]  # fmt: skip
+    assert proc.stderr.splitlines() == [
+        f"run refused, nothing was submitted: {catalog}:1: missing required "
+        "column(s): country_code, title (header: asin, colour)"
+    ]
     assert "Traceback" not in proc.stdout + proc.stderr and "Finished in state" not in proc.stdout
 
 
-def test_a_failure_before_the_start_is_one_line_and_the_traceback_is_in_a_log(tmp_path: Path, lf_env: dict) -> None:
+def test_a_failure_before_the_start_is_one_line_and_the_traceback_is_in_a_log(
+    tmp_path: Path, lf_env: dict
+) -> None:
     import os
 
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens there
@@ -99,8 +139,20 @@ def test_demo_run_prints_progress_outputs_and_costs_without_tracebacks(tmp_path:
     env = subprocess_env({"LISTINGFLOW_RATE_LIMITS": ""})  # the real documented limits, as in the demo
     env.pop("LISTINGFLOW_RATE_LIMITS")
     archive = tmp_path / ("an-archive-folder-whose-name-is-longer-than-a-line-of-eighty-columns-" * 2)
-    proc = _run_cli(["run", str(catalog), "--sandbox", "--sandbox-job-seconds", "0.5", "--archive", str(archive),
-                     "--price", "pixii=0.01"], env)  # fmt: skip
+    proc = _run_cli(
+        [
+            "run",
+            str(catalog),
+            "--sandbox",
+            "--sandbox-job-seconds",
+            "0.5",
+            "--archive",
+            str(archive),
+            "--price",
+            "pixii=0.01",
+        ],
+        env,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     lines = [line.rstrip() for line in proc.stdout.splitlines()]
@@ -128,7 +180,8 @@ def test_readme_example_submits_an_aplus_job_and_waits() -> None:
     code = re.search(r"```python\n(import asyncio, httpx.*?)```", text, re.S)
     assert code, "the README lost its plugin API example"
     env = {"PIXII_POLL_INTERVAL_SECONDS": "0.2", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", code.group(1)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code.group(1)], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("40 ['a-plus-basic-preview'")

@@ -40,8 +40,9 @@ def test_prefects_own_temporary_server_is_never_taken_for_ours(started: list[Sub
     assert SubprocessASGIServer._instances.get(None) is prefects  # stopping ours left Prefect's registered
 
 
-def test_each_server_is_its_own_and_runs_the_services(started: list[SubprocessASGIServer],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_each_server_is_its_own_and_runs_the_services(
+    started: list[SubprocessASGIServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     commands: list[dict[str, Any]] = []
     monkeypatch.setattr(subprocess, "Popen", lambda args, env, **kw: commands.append(env))
     with prefect_server_with_services("sqlite+aiosqlite:///a.db", repossess_every=3.0) as outer:
@@ -60,5 +61,7 @@ def test_noncompliant_products_are_named_as_each_sandbox_sees_them() -> None:
     from listingflow.local import noncompliant_products
 
     assert noncompliant_products("examples/catalog.csv", ["B0D1LMN8QR"]) == [
-        "B0D1LMN8QR", "https://m.media-amazon.com/images/I/61charger-main.jpg"]  # fmt: skip
+        "B0D1LMN8QR",
+        "https://m.media-amazon.com/images/I/61charger-main.jpg",
+    ]
     assert noncompliant_products("no/such/catalog.csv", ["B0D1LMN8QR"]) == ["B0D1LMN8QR"]

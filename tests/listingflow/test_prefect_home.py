@@ -38,7 +38,9 @@ def _home_with_foreign_prefect(tmp_path: Path, *, profile: bool) -> Path:
 def _env_without_prefect(home: Path, **extra: str) -> dict[str, str]:
     """This environment with HOME replaced and no Prefect or listingflow settings (as a user's shell)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LISTINGFLOW_"))}
-    env.update({"HOME": str(home), "PYTHONPATH": str(ROOT), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra})
+    env.update(
+        {"HOME": str(home), "PYTHONPATH": str(ROOT), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
+    )
     return env
 
 
@@ -66,9 +68,14 @@ def test_the_suite_passes_and_leaves_a_foreign_prefect_home_alone(tmp_path: Path
     home = _home_with_foreign_prefect(tmp_path, profile=True)
     before = _files(home)
     test = "tests/listingflow/test_prefect_home.py::test_the_session_runs_flows_with_its_own_prefect_home"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-                          env=_env_without_prefect(home), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env=_env_without_prefect(home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
     assert _files(home) == before, "the test session wrote under HOME"
@@ -84,11 +91,26 @@ def test_listingflow_run_keeps_prefect_files_in_the_state_folder(tmp_path: Path)
     catalog = tmp_path / "one.csv"
     catalog.write_text("\n".join((ROOT / "examples" / "catalog.csv").read_text().splitlines()[:2]) + "\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "listingflow.cli", "run", str(catalog), "--step", "copy", "--sandbox",
-         "--sandbox-job-seconds", "0.2", "--archive", str(tmp_path / "archive")],
-        env=_env_without_prefect(home, LISTINGFLOW_HOME=str(state)), cwd=tmp_path, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "listingflow.cli",
+            "run",
+            str(catalog),
+            "--step",
+            "copy",
+            "--sandbox",
+            "--sandbox-job-seconds",
+            "0.2",
+            "--archive",
+            str(tmp_path / "archive"),
+        ],
+        env=_env_without_prefect(home, LISTINGFLOW_HOME=str(state)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "1 products: 1 complete" in out

@@ -13,14 +13,32 @@ from listingflow.report import print_costs
 
 def _summary() -> object:
     ledger = CostLedger()
-    jobs = [("listingrva", "copy", 10, 0), ("pixii", "aplus", 20, 0), ("pixii", "scale", 6, 6),
-            ("prodvisual", "images", 7, 0)]  # fmt: skip
+    jobs = [
+        ("listingrva", "copy", 10, 0),
+        ("pixii", "aplus", 20, 0),
+        ("pixii", "scale", 6, 6),
+        ("prodvisual", "images", 7, 0),
+    ]
     for i, (provider, step, charged, refunded) in enumerate(jobs * 3):
-        ledger.add(JobCost(provider=provider, step=step, product=f"US/B0{i}", job_id=f"j{i}", charged=charged,
-                           refunded=refunded))  # fmt: skip
-    ledger.add(JobCost(provider="pixii", step="aplus", product="US/B0X", job_id="old", charged=20, reused=True))
-    return ledger.summary("run-1", price_per_credit={"pixii": 0.0125, "prodvisual": 0.5}, currency="EUR",
-                          requests={"listingrva": 12, "pixii": 40, "prodvisual": 3})  # fmt: skip
+        ledger.add(
+            JobCost(
+                provider=provider,
+                step=step,
+                product=f"US/B0{i}",
+                job_id=f"j{i}",
+                charged=charged,
+                refunded=refunded,
+            )
+        )
+    ledger.add(
+        JobCost(provider="pixii", step="aplus", product="US/B0X", job_id="old", charged=20, reused=True)
+    )
+    return ledger.summary(
+        "run-1",
+        price_per_credit={"pixii": 0.0125, "prodvisual": 0.5},
+        currency="EUR",
+        requests={"listingrva": 12, "pixii": 40, "prodvisual": 3},
+    )
 
 
 def _render(width: int) -> list[str]:

@@ -23,8 +23,15 @@ def _server_cli(command: str, lf_env: dict[str, Any]) -> subprocess.CompletedPro
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    return subprocess.run([sys.executable, "-m", "listingflow.cli", "server", command], env=env, text=True,
-                          capture_output=True, timeout=60, cwd=ROOT, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "listingflow.cli", "server", command],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def test_one_background_server_is_reused_shown_and_ends_with_its_record(lf_env: dict[str, Any]) -> None:

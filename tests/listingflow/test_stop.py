@@ -64,8 +64,15 @@ async def test_ctrl_c_with_jobs_in_flight_stops_within_10s_and_the_rerun_resumes
     # no PREFECT_API_URL: the CLI starts the local background Prefect server, as on a person's machine
     env = {k: v for k, v in subprocess_env().items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(lf_env["tmp"] / "prefect-home")
-    proc = subprocess.Popen(_cli(EXAMPLE, "--archive", str(archive)), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli(EXAMPLE, "--archive", str(archive)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=ROOT,
+    )
     try:
         await wait_for(lambda: len(rva.jobs) >= 2, 180, "ListingRVA jobs to be submitted")
         assert any(rva.status_of(j) != "completed" for j in rva.jobs.values()), "Ctrl-C must land mid-job"
@@ -88,8 +95,15 @@ async def test_ctrl_c_with_jobs_in_flight_stops_within_10s_and_the_rerun_resumes
         paid_before = dict(net_charged(sandboxes))
 
         rva.reconfigure(job_seconds=0.3)
-        rerun = await asyncio.to_thread(subprocess.run, _cli(EXAMPLE, "--archive", str(archive)), env=env,
-                                        capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+        rerun = await asyncio.to_thread(
+            subprocess.run,
+            _cli(EXAMPLE, "--archive", str(archive)),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
         out = rerun.stdout + rerun.stderr
         assert rerun.returncode == 0, out[-3000:]
         assert "6 products: 6 complete" in out and "starting a local Prefect server" not in out, out[-3000:]
@@ -101,10 +115,18 @@ async def test_ctrl_c_with_jobs_in_flight_stops_within_10s_and_the_rerun_resumes
     assert net_charged(sandboxes) == FULL_RUN, f"the interrupted run had paid {paid_before}"
 
 
-async def _signal_run(pixii: Any, archive: Path, signals: list[signal.Signals]) -> tuple[int | None, float, str]:
+async def _signal_run(
+    pixii: Any, archive: Path, signals: list[signal.Signals]
+) -> tuple[int | None, float, str]:
     seen = len(pixii.jobs)
-    proc = subprocess.Popen(_cli(EXAMPLE, "--archive", str(archive)), env=subprocess_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli(EXAMPLE, "--archive", str(archive)),
+        env=subprocess_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         await wait_for(lambda s=seen: len(pixii.jobs) > s, 120, "a Pixii job to be submitted")
         for sig in signals:
@@ -129,8 +151,9 @@ async def test_sigterm_stops_with_143(sandboxes: dict[str, Any], lf_env: dict[st
 
 async def test_a_second_signal_exits_at_once(sandboxes: dict[str, Any], lf_env: dict[str, Any]) -> None:
     sandboxes["pixii"].reconfigure(job_seconds=5.0)
-    code, took, out = await _signal_run(sandboxes["pixii"], lf_env["tmp"] / "archive-twice",
-                                        [signal.SIGINT, signal.SIGINT])  # fmt: skip
+    code, took, out = await _signal_run(
+        sandboxes["pixii"], lf_env["tmp"] / "archive-twice", [signal.SIGINT, signal.SIGINT]
+    )
     assert took < 3, out[-3000:]
     if code == -signal.SIGINT:
         # The first stop had already wound the run down and Python was finalizing (its signal handlers
@@ -143,9 +166,15 @@ async def test_a_second_signal_exits_at_once(sandboxes: dict[str, Any], lf_env: 
 def _sandbox_run(catalog: Path, archive: Path, job_seconds: float = 0.2) -> subprocess.Popen[str]:
     env = subprocess_env()
     env.pop("LISTINGFLOW_RATE_LIMITS", None)  # the sandboxes' documented limits, as in the demo
-    return subprocess.Popen(_cli(str(catalog), "--sandbox", "--sandbox-job-seconds", str(job_seconds),
-                                 "--archive", str(archive)), env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)  # fmt: skip
+    return subprocess.Popen(
+        _cli(str(catalog), "--sandbox", "--sandbox-job-seconds", str(job_seconds), "--archive", str(archive)),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=ROOT,
+    )
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:

@@ -18,8 +18,13 @@ LONG_ARCHIVE = "/srv/listings/" + "a-folder-name-longer-than-a-terminal-line-" *
 
 
 def _limiter(requests: int = 10, window: float = 60.0, inflight: int = 10) -> ProviderLimiter:
-    return ProviderLimiter(provider="pixii", groups={"submit": RouteLimit(group="submit", requests=requests,
-                           per_seconds=window)}, inflight=inflight, prefix="t", use_global=False)  # fmt: skip
+    return ProviderLimiter(
+        provider="pixii",
+        groups={"submit": RouteLimit(group="submit", requests=requests, per_seconds=window)},
+        inflight=inflight,
+        prefix="t",
+        use_global=False,
+    )
 
 
 async def test_the_expected_end_follows_the_rate_limit_and_the_in_flight_cap() -> None:
@@ -37,10 +42,13 @@ async def test_the_expected_end_follows_the_rate_limit_and_the_in_flight_cap() -
 
 
 def _start() -> RunStart:
-    plans = {"listingrva": ProviderPlan(name="listingrva", jobs=1000, limiter=_limiter(40, 60.0)),
-             "pixii": ProviderPlan(name="pixii", jobs=1500, limiter=_limiter())}  # fmt: skip
-    return RunStart(run_id="3b6224a4-f04a-4f7e-9c8d-17037f4be3c6", products=1000, archive=LONG_ARCHIVE,
-                    providers=plans)  # fmt: skip
+    plans = {
+        "listingrva": ProviderPlan(name="listingrva", jobs=1000, limiter=_limiter(40, 60.0)),
+        "pixii": ProviderPlan(name="pixii", jobs=1500, limiter=_limiter()),
+    }
+    return RunStart(
+        run_id="3b6224a4-f04a-4f7e-9c8d-17037f4be3c6", products=1000, archive=LONG_ARCHIVE, providers=plans
+    )
 
 
 def _outcome(key: str, status: str) -> SimpleNamespace:

@@ -25,7 +25,9 @@ NOW = 1_800_000_000.0
         ({}, None),
     ],
 )
-def test_retry_after_in_seconds_dates_and_reset_stamps(headers: dict[str, str], expected: float | None) -> None:
+def test_retry_after_in_seconds_dates_and_reset_stamps(
+    headers: dict[str, str], expected: float | None
+) -> None:
     assert parse_retry_after(headers, now=NOW) == (None if expected is None else pytest.approx(expected))
 
 

@@ -32,8 +32,12 @@ class Req(BaseModel):
     size: int = 1000
 
 
-KIT = Kit("demo", ErrorMap.of({"NO_MONEY": InsufficientCredits}, {404: NotFound},
-                              ErrorRule(ContentRefused, pattern="policy")))  # fmt: skip
+KIT = Kit(
+    "demo",
+    ErrorMap.of(
+        {"NO_MONEY": InsufficientCredits}, {404: NotFound}, ErrorRule(ContentRefused, pattern="policy")
+    ),
+)
 
 
 def test_build_validates_and_names_the_field_under_where() -> None:
@@ -59,16 +63,21 @@ def test_parse_reports_a_malformed_body_naming_the_field() -> None:
         KIT.parse(Req, {"size": 1}, what="GET /x")
 
 
-@pytest.mark.parametrize(("status", "code", "error"), [
-    (402, "NO_MONEY", InsufficientCredits),  # code first
-    (400, "NO_MONEY", InsufficientCredits),
-    (400, "content_policy", ContentRefused),  # then rules
-    (404, None, NotFound),  # then statuses
-    (429, None, RateLimited),  # then the defaults
-    (503, "whatever", ServerError),
-    (418, None, PermanentError),
-])  # fmt: skip
-def test_an_error_table_is_read_codes_rules_statuses_then_defaults(status: int, code: str | None, error: type) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (402, "NO_MONEY", InsufficientCredits),  # code first
+        (400, "NO_MONEY", InsufficientCredits),
+        (400, "content_policy", ContentRefused),  # then rules
+        (404, None, NotFound),  # then statuses
+        (429, None, RateLimited),  # then the defaults
+        (503, "whatever", ServerError),
+        (418, None, PermanentError),
+    ],
+)
+def test_an_error_table_is_read_codes_rules_statuses_then_defaults(
+    status: int, code: str | None, error: type
+) -> None:
     assert KIT.errors.classify(status, code) is error
 
 
@@ -79,22 +88,32 @@ def test_error_passes_retry_after_and_field_only_where_they_belong() -> None:
     assert invalid.field == "title" and not hasattr(invalid, "retry_after")
 
 
-@pytest.mark.parametrize(("kit", "status", "code", "error"), [
-    (PIXII, 400, "INSUFFICIENT_CREDITS", InsufficientCredits),  # Pixii maps by code (its statuses disagree)
-    (PIXII, 422, "NO_ACTIVE_BRAND", AuthenticationError),
-    (PIXII, 400, "UNSAFE_IMAGE", ContentRefused),
-    (PIXII, 429, "RATE_LIMIT_DAY_EXCEEDED", QuotaExhausted),
-    (LISTINGRVA, 429, "daily_quota_exceeded", QuotaExhausted),  # ListingRVA by status, code informational
-    (LISTINGRVA, 400, "unsupported_image", ContentRefused),
-    (LISTINGRVA, 400, "bad_request", RequestValidationError),
-    (LISTINGRVA, 502, None, ServerError),
-    (PRODVISUAL, 400, "invalid_image", ContentRefused),
-    (PRODVISUAL, 403, None, AuthenticationError),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kit", "status", "code", "error"),
+    [
+        (
+            PIXII,
+            400,
+            "INSUFFICIENT_CREDITS",
+            InsufficientCredits,
+        ),  # Pixii maps by code (its statuses disagree)
+        (PIXII, 422, "NO_ACTIVE_BRAND", AuthenticationError),
+        (PIXII, 400, "UNSAFE_IMAGE", ContentRefused),
+        (PIXII, 429, "RATE_LIMIT_DAY_EXCEEDED", QuotaExhausted),
+        (LISTINGRVA, 429, "daily_quota_exceeded", QuotaExhausted),  # ListingRVA by status, code informational
+        (LISTINGRVA, 400, "unsupported_image", ContentRefused),
+        (LISTINGRVA, 400, "bad_request", RequestValidationError),
+        (LISTINGRVA, 502, None, ServerError),
+        (PRODVISUAL, 400, "invalid_image", ContentRefused),
+        (PRODVISUAL, 403, None, AuthenticationError),
+    ],
+)
 def test_each_providers_table(kit: Kit, status: int, code: str, error: type) -> None:
     assert kit.errors.classify(status, code) is error
 
 
 def test_the_public_face_exports_what_it_lists() -> None:
     assert all(hasattr(providers, name) for name in providers.__all__)
-    assert {"Provider", "JobRef", "Kit", "ErrorMap", "ProviderError", "load_providers"} <= set(providers.__all__)
+    assert {"Provider", "JobRef", "Kit", "ErrorMap", "ProviderError", "load_providers"} <= set(
+        providers.__all__
+    )

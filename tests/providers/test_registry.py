@@ -49,7 +49,9 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(caplog: pytest.Lo
     assert sorted(registry.providers) == ["listingrva", "pixii"]
     assert registry.failures["broken"].startswith("ModuleNotFoundError")
     assert "skipping provider plugin 'broken'" in caplog.text
-    with pytest.raises(KeyError, match="provider 'broken' is not installed \\(failed to load: ModuleNotFoundError"):
+    with pytest.raises(
+        KeyError, match="provider 'broken' is not installed \\(failed to load: ModuleNotFoundError"
+    ):
         registry.get("broken")
 
 
@@ -59,7 +61,9 @@ def test_strict_mode_raises_on_the_first_bad_plugin() -> None:
 
 
 def test_another_major_contract_version_is_skipped_a_newer_minor_is_not() -> None:
-    registry = load_providers(eps=[ep("future", f"{HERE}:FutureContract"), ep("nextminor", f"{HERE}:NextMinor")])
+    registry = load_providers(
+        eps=[ep("future", f"{HERE}:FutureContract"), ep("nextminor", f"{HERE}:NextMinor")]
+    )
     assert list(registry.providers) == ["nextminor"]
     assert "implements contract 2.0, host speaks 1." in registry.failures["future"]
     with pytest.raises(PluginLoadError, match=r"contract 2\.0"):
@@ -92,8 +96,9 @@ def test_one_plugin_listed_twice_is_no_clash() -> None:
 
 
 def test_allow_loads_only_the_named_plugins_and_reports_missing_ones() -> None:
-    registry = load_providers(eps=[PIXII, RVA, ep("broken", "tests.providers.no_such_module:Plugin")],
-                              allow=["pixii", "acme"])  # fmt: skip
+    registry = load_providers(
+        eps=[PIXII, RVA, ep("broken", "tests.providers.no_such_module:Plugin")], allow=["pixii", "acme"]
+    )
     assert list(registry.providers) == ["pixii"]
     assert registry.failures == {"acme": "not installed"}
 

@@ -43,7 +43,9 @@ def client(server: Server, waits: list[float], retry: HttpRetry = RETRY) -> Pixi
     return c
 
 
-def error(status: int, code: str, headers: dict[str, str] | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def error(
+    status: int, code: str, headers: dict[str, str] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
     return lambda _: httpx.Response(status, json={"error": {"code": code, "message": "no"}}, headers=headers)
 
 
@@ -55,7 +57,12 @@ async def test_a_get_that_always_fails_is_sent_exactly_max_attempts_times() -> N
 
 
 async def test_a_429_waits_for_retry_after_then_succeeds() -> None:
-    answers = iter([error(429, "RATE_LIMIT_MINUTE_EXCEEDED", {"Retry-After": "7"}), lambda _: httpx.Response(200, json=JOB)])
+    answers = iter(
+        [
+            error(429, "RATE_LIMIT_MINUTE_EXCEEDED", {"Retry-After": "7"}),
+            lambda _: httpx.Response(200, json=JOB),
+        ]
+    )
     server, waits = Server(lambda r: next(answers)(r)), []
     assert (await client(server, waits).get_job("job_1")).status == "processing"
     assert len(server.requests) == 2 and waits == [7.0]
@@ -64,7 +71,9 @@ async def test_a_429_waits_for_retry_after_then_succeeds() -> None:
 async def test_a_paid_submission_is_never_retried_by_the_client_not_even_on_429() -> None:
     server, waits = Server(error(429, "RATE_LIMIT_MINUTE_EXCEEDED", {"Retry-After": "1"})), []
     with pytest.raises(RateLimited):
-        await client(server, waits).a_plus({"asin": "B0TEST0001", "country_code": "US", "types": ["A+ Basic"]})
+        await client(server, waits).a_plus(
+            {"asin": "B0TEST0001", "country_code": "US", "types": ["A+ Basic"]}
+        )
     assert len(server.requests) == 1 and waits == []  # the host's money rule decides (flows.submission)
 
 
@@ -120,12 +129,19 @@ async def test_polls_follow_the_cadence_from_settings(slept: list[float]) -> Non
     assert slept == [1.0, 2.0, 3.0, 4.0] and len(server.requests) == 4
 
 
-async def test_the_deadline_is_counted_from_the_submission_and_survives_a_second_wait(slept: list[float]) -> None:
+async def test_the_deadline_is_counted_from_the_submission_and_survives_a_second_wait(
+    slept: list[float],
+) -> None:
     """A job submitted max_wait ago gets one last poll, however often its wait is started again."""
     server = Server(lambda _: httpx.Response(200, json=JOB))
     plugin = provider(server, max_wait_seconds=30.0)
-    ref = JobRef(provider="pixii", step=Step.IMAGES, job_id="job_1", kind="listing_builder",
-                 submitted_at=time.time() - 31)  # fmt: skip
+    ref = JobRef(
+        provider="pixii",
+        step=Step.IMAGES,
+        job_id="job_1",
+        kind="listing_builder",
+        submitted_at=time.time() - 31,
+    )
     plugin.created_at = ref.submitted_at - 1  # submitted while this plugin ran
     for attempt in (1, 2):
         with pytest.raises(WaitTimeout, match="still processing after 30s"):
@@ -137,8 +153,13 @@ async def test_a_job_of_an_earlier_run_gets_a_full_wait(slept: list[float]) -> N
     statuses = iter(["processing", "completed"])
     server = Server(lambda _: httpx.Response(200, json={**JOB, "status": next(statuses)}))
     plugin = provider(server, max_wait_seconds=30.0, poll_interval_seconds=5.0)
-    ref = JobRef(provider="pixii", step=Step.IMAGES, job_id="job_1", kind="listing_builder",
-                 submitted_at=time.time() - 3600)  # fmt: skip
+    ref = JobRef(
+        provider="pixii",
+        step=Step.IMAGES,
+        job_id="job_1",
+        kind="listing_builder",
+        submitted_at=time.time() - 3600,
+    )
     assert (await plugin.wait(ref)).status == "completed" and slept == [5.0, 5.0]
 
 
@@ -147,7 +168,9 @@ async def test_a_capped_block_bounds_the_retries_of_its_requests() -> None:
     from providers.retries import capped
 
     server, waits = Server(error(503, "SERVICE_UNAVAILABLE")), []
-    c = client(server, waits, retry=RETRY.model_copy(update={"max_attempts": 10, "max_total_seconds": 1000.0}))
+    c = client(
+        server, waits, retry=RETRY.model_copy(update={"max_attempts": 10, "max_total_seconds": 1000.0})
+    )
     with capped(max_attempts=2, max_total_seconds=30.0), pytest.raises(ServerError):
         await c.get_job("job_1")
     assert len(server.requests) == 2

@@ -54,7 +54,9 @@ def test_a_port_in_use_is_one_clear_error(taken_port: int) -> None:
         server.start(timeout=5)
 
 
-def test_a_sandbox_never_listens_on_a_port_checked_earlier(monkeypatch: pytest.MonkeyPatch, taken_port: int) -> None:
+def test_a_sandbox_never_listens_on_a_port_checked_earlier(
+    monkeypatch: pytest.MonkeyPatch, taken_port: int
+) -> None:
     """Were the sandbox still to ask for a free port first, it would be handed this one, taken since."""
     monkeypatch.setattr("providers.sandbox.core.free_port", lambda: taken_port, raising=False)
     sandbox = PixiiSandbox(PixiiSandbox.default_config())
@@ -65,13 +67,21 @@ def test_a_sandbox_never_listens_on_a_port_checked_earlier(monkeypatch: pytest.M
         sandbox.stop()
 
 
-async def test_a_loopback_webhook_receiver_takes_any_free_port(monkeypatch: pytest.MonkeyPatch, taken_port: int) -> None:
+async def test_a_loopback_webhook_receiver_takes_any_free_port(
+    monkeypatch: pytest.MonkeyPatch, taken_port: int
+) -> None:
     """'auto' (the sandboxes' receiver) derives its URL from the port: the configured default port,
     or one checked earlier, may be in use by another process on the host."""
     monkeypatch.setattr("providers.webhooks.free_port", lambda: taken_port, raising=False)
     for listen in (f"0.0.0.0:{taken_port}", "0.0.0.0:0"):
-        inbox = WebhookInbox(name="Test", path="/hook", public_url="auto", listen=listen,
-                             verify=lambda raw, headers: True, parse=lambda raw: ("job-1", {}))  # fmt: skip
+        inbox = WebhookInbox(
+            name="Test",
+            path="/hook",
+            public_url="auto",
+            listen=listen,
+            verify=lambda raw, headers: True,
+            parse=lambda raw: ("job-1", {}),
+        )
         await inbox.start()
         try:
             assert inbox.url.startswith("http://127.0.0.1:") and f":{taken_port}/" not in inbox.url

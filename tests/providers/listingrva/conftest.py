@@ -43,8 +43,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_settings(sandbox: ListingRVASandbox, **kw: object) -> ListingRVASettings:
-    values = {"base_url": sandbox.api_url, "api_key": KEY, "poll_interval_seconds": 0.02, "max_wait_seconds": 5.0,
-              "http_retry": FAST_RETRY}
+    values = {
+        "base_url": sandbox.api_url,
+        "api_key": KEY,
+        "poll_interval_seconds": 0.02,
+        "max_wait_seconds": 5.0,
+        "http_retry": FAST_RETRY,
+    }
     return ListingRVASettings(**{**values, **kw})
 
 

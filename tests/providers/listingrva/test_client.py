@@ -29,8 +29,10 @@ async def finished(client: ListingRVAClient, job_id: str, tries: int = 200):
 
 
 async def test_products_create_get_and_page(client: ListingRVAClient, sandbox: ListingRVASandbox) -> None:
-    created = [await new_product(client, f"Paged product {i}", imageUrl="https://img.example.com/a.jpg")
-               for i in range(3)]  # fmt: skip
+    created = [
+        await new_product(client, f"Paged product {i}", imageUrl="https://img.example.com/a.jpg")
+        for i in range(3)
+    ]
     assert created[0].id.startswith("prod_") and created[0].images[0].url == "https://img.example.com/a.jpg"
     total = len(sandbox.products)
     page = await client.list_products(page=2, limit=2)
@@ -43,8 +45,13 @@ async def test_products_create_get_and_page(client: ListingRVAClient, sandbox: L
 
 async def test_image_job_runs_to_a_png(client: ListingRVAClient, http: httpx.AsyncClient) -> None:
     prod = await new_product(client)
-    req = ImageRequest(productId=prod.id, style="LIFESTYLE_CONTEXTUAL", platform="shopify",
-                       outputSize={"w": 1500, "h": 1500}, context="kitchen counter")  # fmt: skip
+    req = ImageRequest(
+        productId=prod.id,
+        style="LIFESTYLE_CONTEXTUAL",
+        platform="shopify",
+        outputSize={"w": 1500, "h": 1500},
+        context="kitchen counter",
+    )
     submitted = await client.generate_image(req)
     assert submitted.status == "queued" and submitted.credit_cost == 6 + 2 == req.credits
     job = await finished(client, submitted.job_id)
@@ -57,15 +64,21 @@ async def test_image_job_runs_to_a_png(client: ListingRVAClient, http: httpx.Asy
 
 async def test_amazon_forces_2000px_cost(client: ListingRVAClient) -> None:
     prod = await new_product(client)
-    req = ImageRequest(productId=prod.id, style="LIFESTYLE_CONTEXTUAL", platform="amazon",
-                       outputSize={"w": 1000, "h": 1000})  # fmt: skip
+    req = ImageRequest(
+        productId=prod.id, style="LIFESTYLE_CONTEXTUAL", platform="amazon", outputSize={"w": 1000, "h": 1000}
+    )
     assert (await client.generate_image(req)).credit_cost == 9 == req.credits  # the contract's example
 
 
 async def test_listing_job_copy(client: ListingRVAClient) -> None:
     prod = await new_product(client, "Stainless Steel Water Bottle")
-    req = ListingRequest(productId=prod.id, platform="general", seedKeywords="insulated, bpa free",
-                         tone="luxury", targetAudience="hikers")  # fmt: skip
+    req = ListingRequest(
+        productId=prod.id,
+        platform="general",
+        seedKeywords="insulated, bpa free",
+        tone="luxury",
+        targetAudience="hikers",
+    )
     submitted = await client.generate_listing(req)
     assert submitted.credit_cost == 6
     copy = (await finished(client, submitted.job_id)).listing_copy()
@@ -110,7 +123,9 @@ async def test_unknown_ids_are_not_found(client: ListingRVAClient) -> None:
         await client.generate_image(ImageRequest(productId="prod_nope", style="CLEAN_WHITE_BG"))
 
 
-async def test_webhooks_lifecycle_and_signed_delivery(client: ListingRVAClient, sandbox: ListingRVASandbox) -> None:
+async def test_webhooks_lifecycle_and_signed_delivery(
+    client: ListingRVAClient, sandbox: ListingRVASandbox
+) -> None:
     hook = await client.create_webhook({"url": f"{sandbox.public_url}/hook", "events": ["image.generated"]})
     assert hook.secret and hook.secret not in repr(hook)
     prod = await new_product(client, "Webhook Lamp")

@@ -37,8 +37,9 @@ def mock(handler: Any) -> tuple[ListingRVAClient, list[httpx.Request]]:
         return handler(request)
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(record))
-    return ListingRVAClient(http, base_url="https://api.test/api", token_provider=lambda: TOKEN,
-                            secrets=[TOKEN]), seen  # fmt: skip
+    return ListingRVAClient(
+        http, base_url="https://api.test/api", token_provider=lambda: TOKEN, secrets=[TOKEN]
+    ), seen
 
 
 def body(status: int, payload: Any, headers: dict[str, str] | None = None) -> Any:
@@ -75,7 +76,9 @@ def err(code: str, message: str = "oops") -> dict[str, str]:
         (418, b"teapot", {}, PermanentError, None),
     ],
 )
-async def test_error_mapping(status: int, payload: Any, headers: dict[str, str], exc: type, retry_after: float | None) -> None:
+async def test_error_mapping(
+    status: int, payload: Any, headers: dict[str, str], exc: type, retry_after: float | None
+) -> None:
     if headers.get("X-RateLimit-Reset") == "NOW+30":  # a Unix timestamp 30 s from now
         headers = {"X-RateLimit-Reset": str(time.time() + 30)}
     client, _ = mock(body(status, payload, headers))
@@ -138,17 +141,24 @@ async def test_requests_carry_bearer_json_and_groups() -> None:
         if request.url.path.endswith("/ai/listing"):
             return httpx.Response(200, json={"jobId": "job_1", "status": "queued", "creditCost": 6})
         if request.url.path.endswith("/products"):
-            return httpx.Response(201, json={"product": {"id": "prod_1", "title": "T", "images": ["https://i/x"]}})
+            return httpx.Response(
+                201, json={"product": {"id": "prod_1", "title": "T", "images": ["https://i/x"]}}
+            )
         return httpx.Response(200, json={"creditsRemaining": 7})
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    client = ListingRVAClient(http, base_url="https://api.test/api/", token_provider=lambda: TOKEN, throttle=throttle)
+    client = ListingRVAClient(
+        http, base_url="https://api.test/api/", token_provider=lambda: TOKEN, throttle=throttle
+    )
     job = await client.generate_listing({"productId": "prod_1", "platform": "general"})
     prod = await client.create_product({"title": "T"})  # wrapped body accepted
     await client.credits()
     assert job.job_id == "job_1" and prod.id == "prod_1" and prod.images[0].url == "https://i/x"
-    assert [str(r.url) for r in seen] == ["https://api.test/api/ai/listing", "https://api.test/api/products",
-                                          "https://api.test/api/billing/credits"]  # fmt: skip
+    assert [str(r.url) for r in seen] == [
+        "https://api.test/api/ai/listing",
+        "https://api.test/api/products",
+        "https://api.test/api/billing/credits",
+    ]
     assert json.loads(seen[0].content) == {"productId": "prod_1", "platform": "general"}
     assert seen[0].headers["content-type"] == "application/json"
     assert groups == [["ai", "global"], ["products", "global"], ["global"]]
@@ -161,11 +171,27 @@ async def test_tolerant_bodies() -> None:
             return httpx.Response(201, json={"id": "prod_1", "title": "T", "images": None, "extra": 1})
         if path.endswith("/products"):
             return httpx.Response(200, json=[{"id": "prod_2", "title": "U"}])  # bare list
-        return httpx.Response(200, json={"job": {"id": "job_1", "status": "completed", "result": {
-            "imageUrl": "https://cdn/a.png", "title": "T", "bullets": "- one\n- two", "keywords": "a, b,,c"}}})  # fmt: skip
+        return httpx.Response(
+            200,
+            json={
+                "job": {
+                    "id": "job_1",
+                    "status": "completed",
+                    "result": {
+                        "imageUrl": "https://cdn/a.png",
+                        "title": "T",
+                        "bullets": "- one\n- two",
+                        "keywords": "a, b,,c",
+                    },
+                }
+            },
+        )
 
-    client = ListingRVAClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-                              base_url="https://api.test/api", token_provider=lambda: TOKEN)  # fmt: skip
+    client = ListingRVAClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url="https://api.test/api",
+        token_provider=lambda: TOKEN,
+    )
     assert (await client.create_product({"title": "T"})).images == []
     assert [p.id for p in (await client.list_products()).products] == ["prod_2"]
     job = await client.get_job("job_1")
@@ -187,8 +213,11 @@ async def test_delete_accepts_204() -> None:
         methods.append(request.method)
         return httpx.Response(204)
 
-    client = ListingRVAClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-                              base_url="https://api.test/api", token_provider=lambda: TOKEN)  # fmt: skip
+    client = ListingRVAClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url="https://api.test/api",
+        token_provider=lambda: TOKEN,
+    )
     assert await client.delete_webhook("wh_1") is None
     assert methods == ["DELETE"]
 
@@ -222,8 +251,13 @@ async def test_401_retry_resends_the_post_body_with_a_fresh_token() -> None:
         return httpx.Response(202, json={"jobId": "job_1", "status": "queued", "creditCost": 6})
 
     tokens = iter(["old.jwt.token", "new.jwt.token"])
-    client = ListingRVAClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-                              base_url="https://api.test/api", token_provider=lambda: next(tokens))  # fmt: skip
+    client = ListingRVAClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url="https://api.test/api",
+        token_provider=lambda: next(tokens),
+    )
     assert (await client.generate_listing({"productId": "prod_1"})).credit_cost == 6
-    assert seen == [("Bearer old.jwt.token", b'{"productId":"prod_1"}'),
-                    ("Bearer new.jwt.token", b'{"productId":"prod_1"}')]  # fmt: skip
+    assert seen == [
+        ("Bearer old.jwt.token", b'{"productId":"prod_1"}'),
+        ("Bearer new.jwt.token", b'{"productId":"prod_1"}'),
+    ]

@@ -27,8 +27,9 @@ async def run(provider: ListingRVAProvider, step: Step, ctx: StepContext):
     return results
 
 
-async def test_prepare_creates_once_and_reuses(provider: ListingRVAProvider, sandbox: ListingRVASandbox,
-                                               http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_prepare_creates_once_and_reuses(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox, http: httpx.AsyncClient
+) -> None:
     p = product("B0PREP0001", title="Prepared Kettle")
     first = await provider.prepare(p)
     assert await provider.prepare(p) == first
@@ -41,10 +42,17 @@ async def test_prepare_creates_once_and_reuses(provider: ListingRVAProvider, san
     assert other != first  # same title, other category -> its own record
 
 
-async def test_prepare_pages_and_is_concurrency_safe(sandbox: ListingRVASandbox, http: httpx.AsyncClient) -> None:
+async def test_prepare_pages_and_is_concurrency_safe(
+    sandbox: ListingRVASandbox, http: httpx.AsyncClient
+) -> None:
     for i in range(130):  # push the target past the first page of 100
-        sandbox.products[f"prod_filler{i}"] = {"id": f"prod_filler{i}", "title": f"Filler {i}",
-                                               "category": None, "images": [], "created_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+        sandbox.products[f"prod_filler{i}"] = {
+            "id": f"prod_filler{i}",
+            "title": f"Filler {i}",
+            "category": None,
+            "images": [],
+            "created_at": "2026-01-01T00:00:00Z",
+        }
     p = product("B0PAGE0001", title="Late Product")
     provider = ListingRVAProvider(http, make_settings(sandbox))
     ids = await asyncio.gather(*(provider.prepare(p) for _ in range(5)))
@@ -58,15 +66,22 @@ async def test_prepare_reads_the_workspace_once_per_run_not_once_per_product(
     sandbox: ListingRVASandbox, http: httpx.AsyncClient
 ) -> None:
     for i in range(250):  # an existing workspace: three pages of 100
-        sandbox.products[f"prod_old{i}"] = {"id": f"prod_old{i}", "title": f"Old {i}", "category": None,
-                                            "images": [], "created_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+        sandbox.products[f"prod_old{i}"] = {
+            "id": f"prod_old{i}",
+            "title": f"Old {i}",
+            "category": None,
+            "images": [],
+            "created_at": "2026-01-01T00:00:00Z",
+        }
     provider = ListingRVAProvider(http, make_settings(sandbox))
     start, pages = len(sandbox.requests), -(-len(sandbox.products) // 100)
     new = [product(f"B0NEW{i:05d}", title=f"New {i}") for i in range(60)]
     ids = await asyncio.gather(*(provider.prepare(p) for p in [*new, *new]))
     reused = await provider.prepare(product("B0OLD00007", title="Old 7", category=""))
     lists = [r for r in sandbox.requests[start:] if r.route == "products_list"]
-    assert pages >= 3 and len(lists) == pages  # one pass over the workspace, however many products are prepared
+    assert (
+        pages >= 3 and len(lists) == pages
+    )  # one pass over the workspace, however many products are prepared
     assert reused == {"product_id": "prod_old7"}
     assert len({i["product_id"] for i in ids}) == 60  # each new product created once
     assert sum(x["title"].startswith("New ") for x in sandbox.products.values()) == 60
@@ -76,17 +91,30 @@ async def test_prepare_reads_the_workspace_once_per_run_not_once_per_product(
     ("step", "ctx_kw", "credits"),
     [
         (Step.IMAGES, {"style": "LIFESTYLE_CONTEXTUAL", "image_options": ImageOptions(size=1500)}, 9),
-        (Step.IMAGES, {"style": "MODEL_STUDIO", "image_options": ImageOptions(platform="shopify", size=1200)}, 8),
-        (Step.IMAGES, {"style": "CLEAN_WHITE_BG", "image_options": ImageOptions(platform="general", size=1000)}, 4),
-        (Step.IMAGES, {"style": "PACKAGING_DISPLAY", "image_options": ImageOptions(platform="etsy", size=2000)}, 11),
+        (
+            Step.IMAGES,
+            {"style": "MODEL_STUDIO", "image_options": ImageOptions(platform="shopify", size=1200)},
+            8,
+        ),
+        (
+            Step.IMAGES,
+            {"style": "CLEAN_WHITE_BG", "image_options": ImageOptions(platform="general", size=1000)},
+            4,
+        ),
+        (
+            Step.IMAGES,
+            {"style": "PACKAGING_DISPLAY", "image_options": ImageOptions(platform="etsy", size=2000)},
+            11,
+        ),
         (Step.COPY, {"copy_options": CopyOptions(platform="amazon")}, 10),
         (Step.COPY, {"copy_options": CopyOptions(platform="flipkart")}, 9),
         (Step.COPY, {"copy_options": CopyOptions(platform="woocommerce")}, 8),
         (Step.COPY, {"copy_options": CopyOptions(platform="general")}, 6),
     ],
 )
-async def test_estimate_equals_sandbox_charge(provider: ListingRVAProvider, sandbox: ListingRVASandbox,
-                                              step: Step, ctx_kw: dict, credits: int) -> None:  # fmt: skip
+async def test_estimate_equals_sandbox_charge(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox, step: Step, ctx_kw: dict, credits: int
+) -> None:
     p = product("B0COST0001", title="Cost Probe")
     ctx = StepContext(product=p, prepared=await provider.prepare(p), **ctx_kw)
     [req] = provider.build_requests(step, ctx)
@@ -102,18 +130,26 @@ def test_prices_declared() -> None:
     assert prices[(Step.IMAGES, "MODEL_LIFESTYLE_INFOGRAPHIC")] == 8 and prices[(Step.COPY, "general")] == 6
 
 
-async def test_copy_then_images(provider: ListingRVAProvider, sandbox: ListingRVASandbox, http: httpx.AsyncClient) -> None:
+async def test_copy_then_images(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox, http: httpx.AsyncClient
+) -> None:
     pngs, titles = [], []
     for asin, title in (("B0FLOW0001", "Cast Iron Skillet"), ("B0FLOW0002", "Silk Pillowcase")):
         p = product(asin, title=title, category="Home")
         prepared = await provider.prepare(p)
         options = CopyOptions(seed_keywords=["gift"], platform="amazon")
-        [copy] = await run(provider, Step.COPY, StepContext(product=p, prepared=prepared, copy_options=options))
+        [copy] = await run(
+            provider, Step.COPY, StepContext(product=p, prepared=prepared, copy_options=options)
+        )
         assert copy.status == "completed" and copy.credits_charged == 10 and copy.net_credits == 10
         assert title in copy.copy_result.title and "gift" in copy.copy_result.keywords
         titles.append(copy.copy_result.title)
-        ctx = StepContext(product=p, prepared=prepared, copy_result=copy.copy_result,
-                          image_options=ImageOptions(styles=["CLEAN_WHITE_BG", "BEFORE_AFTER"]))  # fmt: skip
+        ctx = StepContext(
+            product=p,
+            prepared=prepared,
+            copy_result=copy.copy_result,
+            image_options=ImageOptions(styles=["CLEAN_WHITE_BG", "BEFORE_AFTER"]),
+        )
         images = await run(provider, Step.IMAGES, ctx)
         assert [r.outputs[0].label for r in images] == ["clean_white_bg-1", "before_after-1"]
         assert all(r.credits_charged == r.net_credits == r.ref.credits_at_submit for r in images)
@@ -141,12 +177,17 @@ async def test_failing_asin_is_refunded(provider: ListingRVAProvider, sandbox: L
     assert charges == [("charge", 7, "B0FAIL0001"), ("refund", -7, "B0FAIL0001")]
 
 
-async def test_partial_failure_refunds_one_item(provider: ListingRVAProvider, sandbox: ListingRVASandbox) -> None:
+async def test_partial_failure_refunds_one_item(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox
+) -> None:
     p = product("B0PART0001", title="Half Lucky Vase")
     sandbox.reconfigure(partial_fail_asins=["B0PART0001"])
     try:
-        ctx = StepContext(product=p, prepared=await provider.prepare(p),
-                          image_options=ImageOptions(styles=["CLEAN_WHITE_BG", "MODEL_STUDIO"]))  # fmt: skip
+        ctx = StepContext(
+            product=p,
+            prepared=await provider.prepare(p),
+            image_options=ImageOptions(styles=["CLEAN_WHITE_BG", "MODEL_STUDIO"]),
+        )
         results = await run(provider, Step.IMAGES, ctx)
     finally:
         sandbox.reconfigure(partial_fail_asins=[])
@@ -165,7 +206,9 @@ async def test_partial_failure_refunds_one_item(provider: ListingRVAProvider, sa
         [Fault(status=500), Fault(status=429, retry_after=0.05), Fault(status=502)],
     ],
 )
-async def test_poll_faults_are_retried(provider: ListingRVAProvider, sandbox: ListingRVASandbox, faults: list[Fault]) -> None:
+async def test_poll_faults_are_retried(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox, faults: list[Fault]
+) -> None:
     p = product("B0FAULT001", title="Flaky Poll Plant")
     [req] = provider.build_requests(Step.COPY, StepContext(product=p, prepared=await provider.prepare(p)))
     ref = await provider.submit(Step.COPY, req)
@@ -177,15 +220,21 @@ async def test_poll_faults_are_retried(provider: ListingRVAProvider, sandbox: Li
         sandbox.reconfigure(faults=[])
     assert result.status == "completed" and result.copy_result.title
     polls = [r for r in sandbox.requests[start:] if r.route == "ai_job"]
-    assert [r.fault for r in polls[: len(faults)]] == [f.kind if f.kind != "status" else str(f.status) for f in faults]
+    assert [r.fault for r in polls[: len(faults)]] == [
+        f.kind if f.kind != "status" else str(f.status) for f in faults
+    ]
     assert polls[-1].status == 200
 
 
-async def test_persistent_poll_errors_surface(provider: ListingRVAProvider, sandbox: ListingRVASandbox) -> None:
+async def test_persistent_poll_errors_surface(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox
+) -> None:
     p = product("B0FAULT002", title="Very Flaky Plant")
     [req] = provider.build_requests(Step.COPY, StepContext(product=p, prepared=await provider.prepare(p)))
     ref = await provider.submit(Step.COPY, req)
-    sandbox.reconfigure(faults=[FaultRule(route="ai_job", sequence=[Fault(status=429, retry_after=0.01)] * 10)])
+    sandbox.reconfigure(
+        faults=[FaultRule(route="ai_job", sequence=[Fault(status=429, retry_after=0.01)] * 10)]
+    )
     try:
         with pytest.raises(RateLimited):
             await provider.wait(ref)
@@ -193,14 +242,18 @@ async def test_persistent_poll_errors_surface(provider: ListingRVAProvider, sand
         sandbox.reconfigure(faults=[])
 
 
-async def test_submit_failures_are_passed_to_the_host_as_they_are(provider: ListingRVAProvider,
-                                                                   sandbox: ListingRVASandbox) -> None:  # fmt: skip
+async def test_submit_failures_are_passed_to_the_host_as_they_are(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox
+) -> None:
     """The plugin does not decide whether a failed paid POST may be resent: the host does, from the
     error (``resend_is_safe``) and the balance (flows/submission.py). Only a 429 is safe by itself."""
     p = product("B0SUBMIT01", title="Ambiguous Submit Cup")
     [req] = provider.build_requests(Step.COPY, StepContext(product=p, prepared=await provider.prepare(p)))
-    sandbox.reconfigure(faults=[FaultRule(route="ai_listing", sequence=[
-        Fault(status=500), Fault(status=429), Fault(status=503)])])
+    sandbox.reconfigure(
+        faults=[
+            FaultRule(route="ai_listing", sequence=[Fault(status=500), Fault(status=429), Fault(status=503)])
+        ]
+    )
     try:
         with pytest.raises(RetryableError) as info:
             await provider.submit(Step.COPY, req)
@@ -240,8 +293,9 @@ async def test_wait_timeout_then_refresh(sandbox: ListingRVASandbox, http: httpx
     assert done is not None and done.status == "completed" and done.outputs[0].label == "clean_white_bg-1"
 
 
-async def test_expired_url_and_refresh(provider: ListingRVAProvider, sandbox: ListingRVASandbox,
-                                       http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_expired_url_and_refresh(
+    provider: ListingRVAProvider, sandbox: ListingRVASandbox, http: httpx.AsyncClient
+) -> None:
     p = product("B0EXPIRE01", title="Expiring Poster")
     [result] = await run(provider, Step.IMAGES, StepContext(product=p, prepared=await provider.prepare(p)))
     old = result.outputs[0].url
@@ -267,12 +321,16 @@ async def test_resumed_wait_polls_at_once(provider: ListingRVAProvider, sandbox:
     assert len([r for r in sandbox.requests[start:] if r.route == "ai_job"]) == 1
 
 
-async def test_default_cadence(sandbox: ListingRVASandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_default_cadence(
+    sandbox: ListingRVASandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without an override: first poll at the low end of the typical duration (20 s), then back off
     5 s, 10 s, 15 s: polls share the submissions' 30/min bucket."""
     import providers.polling as polling
 
-    provider = ListingRVAProvider(http, make_settings(sandbox, poll_interval_seconds=None, max_wait_seconds=300))
+    provider = ListingRVAProvider(
+        http, make_settings(sandbox, poll_interval_seconds=None, max_wait_seconds=300)
+    )
     statuses = iter(["queued", "processing", "processing", "processing", "processing", "completed"])
     sleeps: list[float] = []
 

@@ -62,7 +62,11 @@ async def test_global_bucket_counts_every_route(strict: ListingRVASandbox, http:
     [
         ("/ai/image", {"style": "CLEAN_WHITE_BG"}, "productId"),
         ("/ai/image", {"productId": "PRODUCT", "style": "WATERCOLOR"}, "style"),
-        ("/ai/image", {"productId": "PRODUCT", "style": "CLEAN_WHITE_BG", "outputSize": {"w": 1000, "h": 1500}}, "outputSize"),
+        (
+            "/ai/image",
+            {"productId": "PRODUCT", "style": "CLEAN_WHITE_BG", "outputSize": {"w": 1000, "h": 1500}},
+            "outputSize",
+        ),
         ("/ai/image", {"productId": "PRODUCT", "style": "CLEAN_WHITE_BG", "platform": "ebay"}, "platform"),
         ("/ai/image", {"productId": "PRODUCT", "style": "CLEAN_WHITE_BG", "aiModel": "x"}, "aiModel"),
         ("/ai/listing", {"productId": "PRODUCT", "components": ["title", "title"]}, "components"),
@@ -72,8 +76,9 @@ async def test_global_bucket_counts_every_route(strict: ListingRVASandbox, http:
         ("/webhooks", {"url": "https://h.test", "events": []}, "events"),
     ],
 )
-async def test_sandbox_validates_with_its_own_body(sandbox: ListingRVASandbox, http: httpx.AsyncClient,
-                                                   path: str, payload: dict, words: str) -> None:  # fmt: skip
+async def test_sandbox_validates_with_its_own_body(
+    sandbox: ListingRVASandbox, http: httpx.AsyncClient, path: str, payload: dict, words: str
+) -> None:
     if payload.get("productId") == "PRODUCT":
         created = await http.post(f"{sandbox.api_url}/products", json={"title": "Raw"}, headers=AUTH)
         payload = {**payload, "productId": created.json()["id"]}
@@ -81,7 +86,9 @@ async def test_sandbox_validates_with_its_own_body(sandbox: ListingRVASandbox, h
     response = await http.post(f"{sandbox.api_url}{path}", json=payload, headers=AUTH)
     assert response.status_code == 400
     body = response.json()
-    assert set(body) == {"error", "message"} and body["error"] == "validation_error" and words in body["message"]
+    assert (
+        set(body) == {"error", "message"} and body["error"] == "validation_error" and words in body["message"]
+    )
     assert len(sandbox.charges) == charges
 
 
@@ -91,10 +98,14 @@ async def test_missing_token_is_401(sandbox: ListingRVASandbox, http: httpx.Asyn
 
 
 async def test_job_lifecycle_statuses(sandbox: ListingRVASandbox, http: httpx.AsyncClient) -> None:
-    product = (await http.post(f"{sandbox.api_url}/products", json={"title": "Lifecycle"}, headers=AUTH)).json()
+    product = (
+        await http.post(f"{sandbox.api_url}/products", json={"title": "Lifecycle"}, headers=AUTH)
+    ).json()
     sandbox.reconfigure(job_seconds_by_kind={"listing": 100})
     try:
-        queued = (await http.post(f"{sandbox.api_url}/ai/listing", json={"productId": product["id"]}, headers=AUTH))
+        queued = await http.post(
+            f"{sandbox.api_url}/ai/listing", json={"productId": product["id"]}, headers=AUTH
+        )
     finally:
         sandbox.reconfigure(job_seconds_by_kind={})
     assert queued.status_code == 202 and queued.json()["creditCost"] == 6

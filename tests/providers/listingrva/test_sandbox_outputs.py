@@ -20,10 +20,27 @@ from .conftest import product
 from .test_plugin import run
 
 # a phrase only each language's template uses ("what you get")
-MARKERS = {"de": "LIEFERUMFANG", "fr": "CONTENU DU COLIS", "es": "CONTENIDO DEL PAQUETE",
-           "it": "CONTENUTO DELLA CONFEZIONE", "ja": "【セット内容】", "en": "WHAT YOU GET"}  # fmt: skip
-LANGUAGE = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "ja": "Japanese", "en": "English"}
-PAYLOAD = {"platform": "amazon", "tone": "professional", "components": ["title", "bullets", "description", "keywords"]}
+MARKERS = {
+    "de": "LIEFERUMFANG",
+    "fr": "CONTENU DU COLIS",
+    "es": "CONTENIDO DEL PAQUETE",
+    "it": "CONTENUTO DELLA CONFEZIONE",
+    "ja": "【セット内容】",
+    "en": "WHAT YOU GET",
+}
+LANGUAGE = {
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "ja": "Japanese",
+    "en": "English",
+}
+PAYLOAD = {
+    "platform": "amazon",
+    "tone": "professional",
+    "components": ["title", "bullets", "description", "keywords"],
+}
 
 
 def text_of(copy: dict) -> str:
@@ -32,8 +49,11 @@ def text_of(copy: dict) -> str:
 
 def test_the_plugin_asks_for_the_marketplaces_language(provider: ListingRVAProvider) -> None:
     def audience(country: str, persona: str | None) -> str | None:
-        context = StepContext(product=product(country_code=country), prepared={"product_id": "p"},
-                              copy_options=CopyOptions(target_audience=persona))  # fmt: skip
+        context = StepContext(
+            product=product(country_code=country),
+            prepared={"product_id": "p"},
+            copy_options=CopyOptions(target_audience=persona),
+        )
         [request] = provider.build_requests(Step.COPY, context)
         return request.body().get("targetAudience")
 
@@ -49,7 +69,9 @@ async def test_german_marketplace_gets_german_copy(provider: ListingRVAProvider)
     copy = result.copy_result
     text = " ".join([copy.title, *copy.bullets, copy.description])
     assert "LIEFERUMFANG" in text and "Bürobedarf" in text  # the German template and category
-    assert not any(english in text for english in ("WHAT YOU GET", "made for", "designed around", "Office Products"))
+    assert not any(
+        english in text for english in ("WHAT YOU GET", "made for", "designed around", "Office Products")
+    )
 
 
 @pytest.mark.parametrize("language", list(MARKERS))
@@ -62,7 +84,9 @@ def test_copy_is_in_the_language_asked_for_and_within_amazons_limits(language: s
     assert own in text_of(copy) and (language == "en" or english not in text_of(copy))
     assert len(copy["title"]) <= 200
     assert len(copy["bullets"]) <= 5 and all(len(b) <= 500 for b in copy["bullets"])
-    assert len(" ".join(copy["keywords"]).encode()) <= 249 and len(", ".join(copy["keywords"]).encode()) <= 249
+    assert (
+        len(" ".join(copy["keywords"]).encode()) <= 249 and len(", ".join(copy["keywords"]).encode()) <= 249
+    )
     assert "write in" not in text_of(copy)  # the language note is for the model, not the shopper
     assert listing_copy({"title": title, "category": "Sports & Outdoors"}, payload) == copy  # deterministic
 
@@ -79,7 +103,9 @@ async def test_noncompliant_asins_get_a_promotional_title_and_a_grey_main_image(
             assert (PROMOTIONAL in copy.copy_result.title) is not compliant
             assert len(copy.copy_result.title) <= 200
             options = ImageOptions(styles=["CLEAN_WHITE_BG"], platform="amazon", size=1500)
-            [image] = await run(provider, Step.IMAGES, StepContext(product=p, prepared=prepared, image_options=options))
+            [image] = await run(
+                provider, Step.IMAGES, StepContext(product=p, prepared=prepared, image_options=options)
+            )
             main = open_rgb((await http.get(image.outputs[0].url)).content)
             assert main.size == (2000, 2000)  # platform amazon forces 2000 px (contract §5)
             assert border_colours(main) == ({(255, 255, 255)} if compliant else {NONCOMPLIANT_GREY})

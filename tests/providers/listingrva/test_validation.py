@@ -52,8 +52,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("method", "payload", "field"), CASES)
-async def test_request_rules(client: ListingRVAClient, sandbox: ListingRVASandbox, method: str,
-                             payload: dict[str, Any], field: str) -> None:  # fmt: skip
+async def test_request_rules(
+    client: ListingRVAClient, sandbox: ListingRVASandbox, method: str, payload: dict[str, Any], field: str
+) -> None:
     before = len(sandbox.requests)
     with pytest.raises(RequestValidationError) as info:
         await getattr(client, method)(payload)
@@ -71,7 +72,9 @@ async def test_request_rules(client: ListingRVAClient, sandbox: ListingRVASandbo
         (lambda c: c.delete_webhook(""), "webhookId"),
     ],
 )
-async def test_other_rules(client: ListingRVAClient, sandbox: ListingRVASandbox, call: Any, field: str) -> None:
+async def test_other_rules(
+    client: ListingRVAClient, sandbox: ListingRVASandbox, call: Any, field: str
+) -> None:
     before = len(sandbox.requests)
     with pytest.raises(RequestValidationError) as info:
         await call(client)
@@ -95,9 +98,16 @@ def test_build_requires_prepared_product(provider: ListingRVAProvider) -> None:
         (Step.IMAGES, ctx(image_options=ImageOptions(platform="tiktok")), "products[US/B0TEST0001].platform"),
         (Step.IMAGES, ctx(image_options=ImageOptions(styles=["NOPE"])), "products[US/B0TEST0001].style"),
         (Step.IMAGES, ctx(style="NOPE"), "products[US/B0TEST0001].style"),
-        (Step.IMAGES, StepContext(product=product(image_urls=["s3://bucket/x.jpg"]), prepared={"product_id": "p"}),
-         "products[US/B0TEST0001].primaryImageUrl"),
-        (Step.COPY, ctx(copy_options=CopyOptions(target_audience="")), "products[US/B0TEST0001].targetAudience"),
+        (
+            Step.IMAGES,
+            StepContext(product=product(image_urls=["s3://bucket/x.jpg"]), prepared={"product_id": "p"}),
+            "products[US/B0TEST0001].primaryImageUrl",
+        ),
+        (
+            Step.COPY,
+            ctx(copy_options=CopyOptions(target_audience="")),
+            "products[US/B0TEST0001].targetAudience",
+        ),
         (Step.APLUS, ctx(), "step"),
     ],
 )
@@ -108,12 +118,22 @@ def test_build_rules(provider: ListingRVAProvider, step: Step, context: StepCont
 
 
 def test_build_copy_request(provider: ListingRVAProvider) -> None:
-    options = CopyOptions(platform="flipkart", tone="casual", components=["title", "keywords"],
-                          seed_keywords=["green tea", " ", "organic"], target_audience="tea lovers")  # fmt: skip
+    options = CopyOptions(
+        platform="flipkart",
+        tone="casual",
+        components=["title", "keywords"],
+        seed_keywords=["green tea", " ", "organic"],
+        target_audience="tea lovers",
+    )
     [req] = provider.build_requests(Step.COPY, ctx(copy_options=options))
-    assert req.body() == {"productId": "prod_1", "platform": "flipkart", "tone": "casual",
-                          "components": ["title", "keywords"], "seedKeywords": "green tea, organic",
-                          "targetAudience": "tea lovers"}  # fmt: skip
+    assert req.body() == {
+        "productId": "prod_1",
+        "platform": "flipkart",
+        "tone": "casual",
+        "components": ["title", "keywords"],
+        "seedKeywords": "green tea, organic",
+        "targetAudience": "tea lovers",
+    }
     assert provider.estimate_credits(Step.COPY, req) == 9
 
 
@@ -122,15 +142,22 @@ def test_build_image_requests(provider: ListingRVAProvider) -> None:
     reqs = provider.build_requests(Step.IMAGES, ctx(copy_result=copy, image_options=ImageOptions(size=1200)))
     [req] = reqs
     assert req.body() == {
-        "productId": "prod_1", "style": "CLEAN_WHITE_BG", "platform": "amazon",
-        "outputSize": {"w": 1200, "h": 1200}, "primaryImageUrl": "https://images.example.com/B0TEST0001.jpg",
+        "productId": "prod_1",
+        "style": "CLEAN_WHITE_BG",
+        "platform": "amazon",
+        "outputSize": {"w": 1200, "h": 1200},
+        "primaryImageUrl": "https://images.example.com/B0TEST0001.jpg",
         "customPrompt": "Product: Green Tea. Highlights: a; b; c. Keywords: tea, organic",
-    }  # fmt: skip
+    }
     assert provider.estimate_credits(Step.IMAGES, req) == 4 + 3  # amazon forces 2000 px
-    styles = ImageOptions(styles=["MODEL_STUDIO", "BEFORE_AFTER", "MODEL_STUDIO"], platform="Shopify", size=1500)
+    styles = ImageOptions(
+        styles=["MODEL_STUDIO", "BEFORE_AFTER", "MODEL_STUDIO"], platform="Shopify", size=1500
+    )
     reqs = provider.build_requests(Step.IMAGES, ctx(image_options=styles))
     assert [(r.style, r.platform, "customPrompt" in r.body()) for r in reqs] == [
-        ("MODEL_STUDIO", "shopify", False), ("BEFORE_AFTER", "shopify", False)]  # fmt: skip
+        ("MODEL_STUDIO", "shopify", False),
+        ("BEFORE_AFTER", "shopify", False),
+    ]
     assert [provider.estimate_credits(Step.IMAGES, r) for r in reqs] == [7 + 2, 5 + 2]
     [one] = provider.build_requests(Step.IMAGES, ctx(style="PACKAGING_DISPLAY", image_options=styles))
     assert one.style == "PACKAGING_DISPLAY"

@@ -34,7 +34,9 @@ async def _image(provider: ListingRVAProvider, asin: str, style: str = "CLEAN_WH
 
 @pytest.fixture
 async def hooked(sandbox, http):
-    provider = ListingRVAProvider(http, make_settings(sandbox, webhook_url="auto", webhook_reconcile_seconds=30))
+    provider = ListingRVAProvider(
+        http, make_settings(sandbox, webhook_url="auto", webhook_reconcile_seconds=30)
+    )
     yield provider
     await provider.aclose()
 
@@ -69,12 +71,19 @@ async def test_listing_jobs_are_still_polled(hooked, sandbox) -> None:
 async def test_unsigned_or_forged_events_are_refused(hooked, http) -> None:
     ref = await _image(hooked, "B0HOOKR003")
     inbox = hooked._inbox
-    body = json.dumps({"event": "image.generated", "data": {"jobId": "job_forged",
-                                                            "imageUrl": "https://evil.example.com/x.png"}}).encode()
+    body = json.dumps(
+        {
+            "event": "image.generated",
+            "data": {"jobId": "job_forged", "imageUrl": "https://evil.example.com/x.png"},
+        }
+    ).encode()
     inbox.expect("job_forged")
     unsigned = await http.post(inbox.url, content=body)
-    forged = await http.post(inbox.url, content=body, headers={
-        "X-Webhook-Signature": hmac.new(b"someone-else", body, hashlib.sha256).hexdigest()})  # fmt: skip
+    forged = await http.post(
+        inbox.url,
+        content=body,
+        headers={"X-Webhook-Signature": hmac.new(b"someone-else", body, hashlib.sha256).hexdigest()},
+    )
     garbled = await http.post(inbox.url, content=body, headers={"X-Webhook-Signature": b"\xe9" * 64})
     assert unsigned.status_code == forged.status_code == garbled.status_code == 401 and inbox.refused == 3
     assert (await hooked.wait(ref)).status == "completed"
@@ -90,7 +99,9 @@ async def test_an_event_without_the_image_only_wakes_the_waiter(hooked, sandbox,
         sandbox.reconfigure(job_seconds=0.2)
     body = json.dumps({"event": "job.completed", "data": {"jobId": ref.job_id}}).encode()
     sig = hmac.new(hooked._hook_secret.encode(), body, hashlib.sha256).hexdigest()
-    assert (await http.post(hooked._inbox.url, content=body, headers={"X-Webhook-Signature": sig})).status_code == 200
+    assert (
+        await http.post(hooked._inbox.url, content=body, headers={"X-Webhook-Signature": sig})
+    ).status_code == 200
     polls = _polls(sandbox)
     result = await hooked.wait(ref)
     assert result.status == "completed" and len(result.outputs) == 1
@@ -98,10 +109,14 @@ async def test_an_event_without_the_image_only_wakes_the_waiter(hooked, sandbox,
 
 
 async def test_a_webhook_that_never_comes_falls_back_to_polling(sandbox, http) -> None:
-    provider = ListingRVAProvider(http, make_settings(sandbox, webhook_url="auto", webhook_reconcile_seconds=0.3))
+    provider = ListingRVAProvider(
+        http, make_settings(sandbox, webhook_url="auto", webhook_reconcile_seconds=0.3)
+    )
     try:
         await provider._webhooks()
-        for hook in sandbox.webhooks.values():  # ListingRVA cannot reach us: the delivery is lost (no retries)
+        for (
+            hook
+        ) in sandbox.webhooks.values():  # ListingRVA cannot reach us: the delivery is lost (no retries)
             hook["url"] = "http://127.0.0.1:9" + PATH
         ref = await _image(provider, "B0HOOKR005")
         polls = _polls(sandbox)
@@ -126,9 +141,15 @@ async def test_a_refused_registration_falls_back_to_polling(sandbox, http, caplo
 
 
 def test_only_an_event_naming_the_job_gives_its_images() -> None:
-    data = {"jobId": "job_1", "imageUrl": "https://cdn.listingrvaai.com/a.png",
-            "imageUrls": ["https://cdn.listingrvaai.com/a.png", "https://cdn.listingrvaai.com/b.png"]}  # fmt: skip
-    assert event_image_urls("job_1", data) == ["https://cdn.listingrvaai.com/a.png", "https://cdn.listingrvaai.com/b.png"]
+    data = {
+        "jobId": "job_1",
+        "imageUrl": "https://cdn.listingrvaai.com/a.png",
+        "imageUrls": ["https://cdn.listingrvaai.com/a.png", "https://cdn.listingrvaai.com/b.png"],
+    }
+    assert event_image_urls("job_1", data) == [
+        "https://cdn.listingrvaai.com/a.png",
+        "https://cdn.listingrvaai.com/b.png",
+    ]
     assert event_image_urls("job_2", data) == []
     assert event_image_urls("job_1", {"jobId": "job_1", "imageUrl": "javascript:alert(1)"}) == []
     assert PATH.startswith("/")

@@ -22,8 +22,13 @@ FAST_RETRY = HttpRetry(base_delay_seconds=0.01, max_delay_seconds=0.2, jitter=0.
 
 def make_sandbox(**changes: Any) -> PixiiSandbox:
     config = PixiiSandbox.default_config().model_copy(
-        update={"job_seconds": 0.2, "fail_asins": [FAIL_ASIN], "partial_fail_asins": [PARTIAL_ASIN],
-                "image_px": 32, **changes}
+        update={
+            "job_seconds": 0.2,
+            "fail_asins": [FAIL_ASIN],
+            "partial_fail_asins": [PARTIAL_ASIN],
+            "image_px": 32,
+            **changes,
+        }
     )
     return PixiiSandbox(config)
 
@@ -57,9 +62,16 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def settings_for(url: str, **kw: Any) -> PixiiSettings:
-    values: dict[str, Any] = {"base_url": url, "api_key": KEY, "poll_interval_seconds": 0.03,
-                              "max_wait_seconds": 10.0, "timeout_seconds": 5.0,
-                              "settle_seconds": 0.05, "http_retry": FAST_RETRY, **kw}
+    values: dict[str, Any] = {
+        "base_url": url,
+        "api_key": KEY,
+        "poll_interval_seconds": 0.03,
+        "max_wait_seconds": 10.0,
+        "timeout_seconds": 5.0,
+        "settle_seconds": 0.05,
+        "http_retry": FAST_RETRY,
+        **kw,
+    }
     return PixiiSettings(_env_file=None, **values)
 
 
@@ -78,9 +90,12 @@ def provider(make_provider: Callable[..., PixiiProvider]) -> PixiiProvider:
 
 def product(asin: str = "B0TEST0001", **kw: Any) -> Product:
     data: dict[str, Any] = {
-        "asin": asin, "country_code": "US", "title": "Steel water bottle",
+        "asin": asin,
+        "country_code": "US",
+        "title": "Steel water bottle",
         "description": "Keeps drinks cold for 24 hours.",
-        "image_urls": ["https://img.example.com/a.jpg", "https://img.example.com/b.jpg"], **kw,
+        "image_urls": ["https://img.example.com/a.jpg", "https://img.example.com/b.jpg"],
+        **kw,
     }
     return Product.model_validate(data)
 

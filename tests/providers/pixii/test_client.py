@@ -30,8 +30,12 @@ from providers.pixii.plugin import PixiiProvider
 
 from .conftest import KEY, settings_for
 
-LB = {"asin": "B0CLIENT01", "country_code": "DE", "listing_type": "amazon_listing",
-      "main_image_url": "https://img.example.com/a.jpg"}  # fmt: skip
+LB = {
+    "asin": "B0CLIENT01",
+    "country_code": "DE",
+    "listing_type": "amazon_listing",
+    "main_image_url": "https://img.example.com/a.jpg",
+}
 SECRET = "pk_live_Sup3rSecretKeyValue"
 
 
@@ -51,13 +55,29 @@ async def test_listing_builder_and_get_job(sandbox, provider) -> None:
 
 
 async def test_a_plus_and_scale_submit(sandbox, provider) -> None:
-    sub = await provider.client.a_plus({"asin": "B0CLIENT02", "country_code": "UK",
-                                        "types": ["A+ Basic", "A+ Premium Mobile"], "user_prompt": "A bottle"})  # fmt: skip
+    sub = await provider.client.a_plus(
+        {
+            "asin": "B0CLIENT02",
+            "country_code": "UK",
+            "types": ["A+ Basic", "A+ Premium Mobile"],
+            "user_prompt": "A bottle",
+        }
+    )
     assert sub.job_id and sandbox.jobs[sub.job_id].charged == 50
-    sub = await provider.client.scale({
-        "asin": "B0CLIENT03", "country_code": "US", "scale_mode": "catalog",
-        "items": [{"preview_url": "https://img.example.com/r.png", "platform": "TikTok", "asset_type": "Product Photo"}],
-    })  # fmt: skip
+    sub = await provider.client.scale(
+        {
+            "asin": "B0CLIENT03",
+            "country_code": "US",
+            "scale_mode": "catalog",
+            "items": [
+                {
+                    "preview_url": "https://img.example.com/r.png",
+                    "platform": "TikTok",
+                    "asset_type": "Product Photo",
+                }
+            ],
+        }
+    )
     assert sub.job_type == "Scale" and sandbox.jobs[sub.job_id].charged == 6
 
 
@@ -88,16 +108,26 @@ async def test_wrong_key_is_authentication_error(sandbox, http) -> None:
 
 async def test_sandbox_speaks_pixii_error_bodies(sandbox, http) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
-    bad_item = {"preview_url": "https://img.example.com/r.png", "platform": "Shopify", "asset_type": "Main Image"}
-    r = await http.post(f"{sandbox.public_url}/v1/api/scale", headers=headers, json={
-        "asin": "B0RAWBODY1", "country_code": "US", "scale_mode": "inspire", "items": [bad_item]})  # fmt: skip
+    bad_item = {
+        "preview_url": "https://img.example.com/r.png",
+        "platform": "Shopify",
+        "asset_type": "Main Image",
+    }
+    r = await http.post(
+        f"{sandbox.public_url}/v1/api/scale",
+        headers=headers,
+        json={"asin": "B0RAWBODY1", "country_code": "US", "scale_mode": "inspire", "items": [bad_item]},
+    )
     assert r.status_code == 400
     body = r.json()
     assert set(body) == {"code", "message", "detail", "retry_after"}
     assert body["code"] == "VALIDATION_ERROR" and body["detail"].startswith("items[0].asset_type")
     assert r.headers["X-RateLimit-Limit-Minute"] and r.headers["X-RateLimit-Remaining-Day"]
-    r = await http.post(f"{sandbox.public_url}/v1/api/a_plus", headers=headers, json={
-        "asin": "B0RAWBODY1", "country_code": "US", "types": ["A+ Basic"], "user_prompt": ""})  # fmt: skip
+    r = await http.post(
+        f"{sandbox.public_url}/v1/api/a_plus",
+        headers=headers,
+        json={"asin": "B0RAWBODY1", "country_code": "US", "types": ["A+ Basic"], "user_prompt": ""},
+    )
     assert r.status_code == 400 and r.json()["detail"].startswith("user_prompt")
     r = await http.get(f"{sandbox.public_url}/v1/api/jobs", headers=headers, params={"asin": "B0"})
     assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR"
@@ -124,11 +154,17 @@ async def test_no_active_brand_and_insufficient_credits(sandbox, provider) -> No
 
 def mock_client(handler: Any) -> PixiiClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return PixiiClient(http, base_url="https://api.pixii.ai", auth=BearerAuth(settings_for("x", api_key=SECRET).api_key),
-                       secrets=[SECRET])  # fmt: skip
+    return PixiiClient(
+        http,
+        base_url="https://api.pixii.ai",
+        auth=BearerAuth(settings_for("x", api_key=SECRET).api_key),
+        secrets=[SECRET],
+    )
 
 
-def answer(status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None) -> Any:
+def answer(
+    status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> Any:
     def handler(request: httpx.Request) -> httpx.Response:
         content = raw if raw is not None else json.dumps(body).encode()
         return httpx.Response(status, content=content, headers=headers or {})
@@ -137,19 +173,51 @@ def answer(status: int, body: Any = None, headers: dict[str, str] | None = None,
 
 
 ERRORS = [
-    (429, {"code": "RATE_LIMIT_MINUTE_EXCEEDED", "message": "slow down", "retry_after": 30}, {"Retry-After": "7"},
-     RateLimited, 7.0),
-    (429, {"code": "RATE_LIMIT_MINUTE_EXCEEDED", "message": "slow down", "detail": "x", "retry_after": 12}, {},
-     RateLimited, 12.0),
-    (429, {"error": {"code": "RATE_LIMIT_DAY_EXCEEDED", "message": "daily", "retry_after": 3600}}, {},
-     QuotaExhausted, 3600.0),
-    (429, {"code": "RATE_LIMIT_DAY_EXCEEDED", "message": "daily"}, {"Retry-After": "5400"}, QuotaExhausted, 5400.0),
+    (
+        429,
+        {"code": "RATE_LIMIT_MINUTE_EXCEEDED", "message": "slow down", "retry_after": 30},
+        {"Retry-After": "7"},
+        RateLimited,
+        7.0,
+    ),
+    (
+        429,
+        {"code": "RATE_LIMIT_MINUTE_EXCEEDED", "message": "slow down", "detail": "x", "retry_after": 12},
+        {},
+        RateLimited,
+        12.0,
+    ),
+    (
+        429,
+        {"error": {"code": "RATE_LIMIT_DAY_EXCEEDED", "message": "daily", "retry_after": 3600}},
+        {},
+        QuotaExhausted,
+        3600.0,
+    ),
+    (
+        429,
+        {"code": "RATE_LIMIT_DAY_EXCEEDED", "message": "daily"},
+        {"Retry-After": "5400"},
+        QuotaExhausted,
+        5400.0,
+    ),
     (429, None, {"X-RateLimit-Reset": "__RESET__"}, RateLimited, 20.0),
     (500, {"code": "INTERNAL_ERROR", "message": "boom"}, {}, ServerError, None),
-    (503, {"error": {"code": "SERVICE_UNAVAILABLE", "message": "down"}}, {"Retry-After": "3"}, ServerError, 3.0),
+    (
+        503,
+        {"error": {"code": "SERVICE_UNAVAILABLE", "message": "down"}},
+        {"Retry-After": "3"},
+        ServerError,
+        3.0,
+    ),
     (502, None, {}, ServerError, None),
-    (400, {"code": "VALIDATION_ERROR", "message": "bad", "detail": "types: must be unique"}, {},
-     RequestValidationError, None),
+    (
+        400,
+        {"code": "VALIDATION_ERROR", "message": "bad", "detail": "types: must be unique"},
+        {},
+        RequestValidationError,
+        None,
+    ),
     (400, {"code": "NO_ACTIVE_BRAND", "message": "no brand"}, {}, AuthenticationError, None),
     (422, {"code": "NO_ACTIVE_BRAND", "message": "no brand"}, {}, AuthenticationError, None),
     (402, {"code": "INSUFFICIENT_CREDITS", "message": "top up"}, {}, InsufficientCredits, None),
@@ -181,13 +249,17 @@ async def test_error_mapping(status, body, headers, cls, retry_after) -> None:
 
 
 async def test_validation_error_names_field_from_detail() -> None:
-    client = mock_client(answer(400, {"code": "VALIDATION_ERROR", "message": "bad", "detail": "items[0].asset_type: no"}))
+    client = mock_client(
+        answer(400, {"code": "VALIDATION_ERROR", "message": "bad", "detail": "items[0].asset_type: no"})
+    )
     with pytest.raises(RequestValidationError) as info:
         await client.get_job("job_1")
     assert info.value.field == "items[0].asset_type" and "items[0].asset_type" in str(info.value)
 
 
-@pytest.mark.parametrize("raw", [b'{"job_id": "j', b"<html>ok</html>", b"", b'{"status": "pending"}', b"[1, 2]"])
+@pytest.mark.parametrize(
+    "raw", [b'{"job_id": "j', b"<html>ok</html>", b"", b'{"status": "pending"}', b"[1, 2]"]
+)
 async def test_malformed_success_bodies(raw) -> None:
     client = mock_client(answer(200, raw=raw))
     with pytest.raises(MalformedResponse) as info:
@@ -197,10 +269,22 @@ async def test_malformed_success_bodies(raw) -> None:
 
 async def test_wrapped_and_bare_bodies_and_headers() -> None:
     seen: list[httpx.Request] = []
-    sub = {"job_id": "job_9", "job_type": "Listing Builder", "status": "pending",
-           "created_at": "2025-01-01T00:00:00Z", "remaining_credits": 88}  # fmt: skip
-    job = {"id": "job_9", "status": "completed", "credit_cost": 70, "credits_refunded": None,
-           "output": {"ads": [{"type": "A+ Basic", "preview": "https://x/p.png", "modules": ["https://x/m.png"]}]}}  # fmt: skip
+    sub = {
+        "job_id": "job_9",
+        "job_type": "Listing Builder",
+        "status": "pending",
+        "created_at": "2025-01-01T00:00:00Z",
+        "remaining_credits": 88,
+    }
+    job = {
+        "id": "job_9",
+        "status": "completed",
+        "credit_cost": 70,
+        "credits_refunded": None,
+        "output": {
+            "ads": [{"type": "A+ Basic", "preview": "https://x/p.png", "modules": ["https://x/m.png"]}]
+        },
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)

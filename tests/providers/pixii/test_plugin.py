@@ -59,17 +59,30 @@ async def test_styles_differ_and_main_images_is_smaller(sandbox, provider, http)
 async def test_aplus_flow_labels(sandbox, provider) -> None:
     [result] = await run(provider, Step.APLUS, ctx("B0FLOW0003", aplus_options=ALL_APLUS))
     labels = [o.label for o in result.outputs]
-    assert labels[:4] == ["a-plus-basic-preview", "a-plus-basic-module-1", "a-plus-basic-module-2",
-                          "a-plus-basic-module-3"]  # fmt: skip
+    assert labels[:4] == [
+        "a-plus-basic-preview",
+        "a-plus-basic-module-1",
+        "a-plus-basic-module-2",
+        "a-plus-basic-module-3",
+    ]
     assert "a-plus-premium-module-5" in labels and "a-plus-premium-mobile-preview" in labels
     assert "a-plus-premium-mobile-module-4" in labels
     assert result.credits_charged == 70 and not result.errors
-    assert provider.estimate_credits(Step.APLUS, provider.build_requests(Step.APLUS, ctx(aplus_options=ALL_APLUS))[0]) == 70
+    assert (
+        provider.estimate_credits(
+            Step.APLUS, provider.build_requests(Step.APLUS, ctx(aplus_options=ALL_APLUS))[0]
+        )
+        == 70
+    )
 
 
 async def test_scale_flow(sandbox, provider) -> None:
-    opts = ScaleOptions(targets=[ScaleTarget(), ScaleTarget(platform="Amazon Mobile", asset_type="Product Photo")])
-    c = ctx("B0FLOW0004", variation=Variation(asin="B0CHILD004", attributes={"color": "Blue"}), scale_options=opts)
+    opts = ScaleOptions(
+        targets=[ScaleTarget(), ScaleTarget(platform="Amazon Mobile", asset_type="Product Photo")]
+    )
+    c = ctx(
+        "B0FLOW0004", variation=Variation(asin="B0CHILD004", attributes={"color": "Blue"}), scale_options=opts
+    )
     [result] = await run(provider, Step.SCALE, c)
     assert [o.label for o in result.outputs] == ["scale-1", "scale-2"]
     assert result.credits_charged == 12 and result.ref.meta["asin"] == "B0CHILD004"
@@ -99,8 +112,10 @@ async def test_partial_aplus_failure_refunds_one_variant(sandbox, provider) -> N
     assert charges(sandbox, result.ref.job_id) == [70, -30]
 
 
-@pytest.mark.parametrize("fault", [Fault(status=503, retry_after=0.01), Fault(kind="malformed"),
-                                   Fault(kind="reset"), Fault(status=500)])  # fmt: skip
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=503, retry_after=0.01), Fault(kind="malformed"), Fault(kind="reset"), Fault(status=500)],
+)
 async def test_poll_faults_are_retried_inside_wait(sandbox, provider, fault) -> None:
     ref = await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0FAULT001"))[0])
     sandbox.reconfigure(faults=[FaultRule(route="get_job", sequence=[fault, fault])])
@@ -112,7 +127,9 @@ async def test_poll_faults_are_retried_inside_wait(sandbox, provider, fault) -> 
 
 async def test_persistent_poll_errors_give_up(sandbox, provider) -> None:
     ref = await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0FAULT002"))[0])
-    sandbox.reconfigure(faults=[FaultRule(route="get_job", sequence=[Fault(status=503, retry_after=0.01)] * 20)])
+    sandbox.reconfigure(
+        faults=[FaultRule(route="get_job", sequence=[Fault(status=503, retry_after=0.01)] * 20)]
+    )
     with pytest.raises(ServerError):
         await provider.wait(ref)
 
@@ -190,7 +207,9 @@ async def test_timeout_on_submit_is_reconciled(sandbox, make_provider) -> None:
 
 async def test_timeout_on_submit_without_a_job_reraises(sandbox, make_provider) -> None:
     provider = make_provider(timeout_seconds=0.2)
-    sandbox.reconfigure(faults=[FaultRule(route="listing_builder", sequence=[Fault(kind="timeout", delay=1.0)])])
+    sandbox.reconfigure(
+        faults=[FaultRule(route="listing_builder", sequence=[Fault(kind="timeout", delay=1.0)])]
+    )
     with pytest.raises(ProviderTimeout):  # refused after the delay: no job, safe to resend
         await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx("B0LOST0006"))[0])
     assert not any(j.asin == "B0LOST0006" for j in sandbox.jobs.values())
@@ -228,7 +247,9 @@ async def test_secret_absent_from_provider_errors(sandbox, http) -> None:
     with pytest.raises(Exception) as info:
         await provider.submit(Step.IMAGES, provider.build_requests(Step.IMAGES, ctx())[0])
     assert secret not in str(info.value) and secret not in repr(info.value)
-    unreachable = PixiiProvider(http, settings_for("http://127.0.0.1:9", api_key=secret, poll_interval_seconds=0.001))
+    unreachable = PixiiProvider(
+        http, settings_for("http://127.0.0.1:9", api_key=secret, poll_interval_seconds=0.001)
+    )
     with pytest.raises(ProviderConnectionError) as info2:
         await unreachable.wait(JobRef(provider="pixii", step=Step.IMAGES, job_id="j", kind="listing_builder"))
     assert secret not in str(info2.value)
@@ -245,4 +266,6 @@ def test_declarations() -> None:
     assert prices[(Step.SCALE, "*")] is None
     assert PixiiProvider.sandbox_key.startswith("pk_test_")
     assert PixiiProvider.capabilities == {Step.IMAGES, Step.APLUS, Step.SCALE}
-    assert settings_for("https://api.pixii.ai").base_url == PixiiProvider.settings_class(_env_file=None).base_url
+    assert (
+        settings_for("https://api.pixii.ai").base_url == PixiiProvider.settings_class(_env_file=None).base_url
+    )

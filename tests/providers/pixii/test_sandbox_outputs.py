@@ -36,23 +36,35 @@ async def sizes(http: httpx.AsyncClient, urls: list[str]) -> list[tuple[int, int
 async def test_aplus_modules_come_at_amazons_module_sizes(
     full_size, provider: PixiiProvider, http: httpx.AsyncClient, aplus_type: str
 ) -> None:
-    [result] = await run(provider, Step.APLUS, ctx("B0APLUS001", aplus_options=APlusOptions(types=[aplus_type])))
+    [result] = await run(
+        provider, Step.APLUS, ctx("B0APLUS001", aplus_options=APlusOptions(types=[aplus_type]))
+    )
     modules = [o.url for o in result.outputs if "-module-" in o.label]
     [preview] = [o.url for o in result.outputs if o.label.endswith("-preview")]
     assert await sizes(http, modules) == APLUS_MODULE_SIZES[aplus_type]
     assert APLUS_MODULE_SIZES["A+ Basic"] == [(970, 600), (970, 300), (300, 300)]
     widths = [w for w, _ in APLUS_MODULE_SIZES[aplus_type]]
-    assert (await sizes(http, [preview]))[0] == (max(widths), sum(h for _, h in APLUS_MODULE_SIZES[aplus_type]))
+    assert (await sizes(http, [preview]))[0] == (
+        max(widths),
+        sum(h for _, h in APLUS_MODULE_SIZES[aplus_type]),
+    )
 
 
-async def test_scale_images_show_each_variations_colour_and_size(full_size, provider: PixiiProvider,
-                                                                 http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_scale_images_show_each_variations_colour_and_size(
+    full_size, provider: PixiiProvider, http: httpx.AsyncClient
+) -> None:
     images = {}
     for child, colour, size in (("B0VARBLUE1", "Ocean Blue", "M"), ("B0VARGRN01", "Forest Green", "L")):
         variation = Variation(asin=child, attributes={"color": colour, "size": size})
-        options = ScaleOptions(targets=[ScaleTarget(platform="Amazon", asset_type="Main Image"),
-                                        ScaleTarget(platform="TikTok", asset_type="Product Photo")])  # fmt: skip
-        [result] = await run(provider, Step.SCALE, ctx("B0PARENT01", variation=variation, scale_options=options))
+        options = ScaleOptions(
+            targets=[
+                ScaleTarget(platform="Amazon", asset_type="Main Image"),
+                ScaleTarget(platform="TikTok", asset_type="Product Photo"),
+            ]
+        )
+        [result] = await run(
+            provider, Step.SCALE, ctx("B0PARENT01", variation=variation, scale_options=options)
+        )
         main, photo = [open_rgb((await http.get(o.url)).content) for o in result.outputs]
         assert main.size == (2000, 2000) and photo.size == (1080, 1920)
         assert border_colours(main) == {WHITE} and fill(main) >= 0.9

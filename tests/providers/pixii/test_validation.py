@@ -48,7 +48,11 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("scale", {**SC, "items": [{**ITEM, "platform": "TikTok"}]}, "items.0"),
     ("scale", {**SC, "items": [{**ITEM, "platform": "Amazon mobile"}]}, "items.0.platform"),
     ("scale", {**SC, "items": [{**ITEM, "asset_type": "Lifestyle"}]}, "items.0.asset_type"),
-    ("scale", {**SC, "items": [{k: v for k, v in ITEM.items() if k != "preview_url"}]}, "items.0.preview_url"),
+    (
+        "scale",
+        {**SC, "items": [{k: v for k, v in ITEM.items() if k != "preview_url"}]},
+        "items.0.preview_url",
+    ),
     ("scale", {**SC, "scale_mode": "translate"}, "scale_mode"),
     ("scale", {**SC, "scale_mode": "language"}, "user_prompt"),
     ("scale", {**SC, "other_images_input": []}, "other_images_input"),
@@ -84,7 +88,9 @@ def test_platform_asset_type_table() -> None:
         else:
             with pytest.raises(ValueError, match="not allowed"):
                 ScaleRequest.model_validate(body)
-        ScaleRequest.model_validate({**SC, "items": [{**ITEM, "platform": platform, "asset_type": "Product Photo"}]})
+        ScaleRequest.model_validate(
+            {**SC, "items": [{**ITEM, "platform": platform, "asset_type": "Product Photo"}]}
+        )
 
 
 def test_bodies_omit_unset_optionals() -> None:
@@ -102,8 +108,11 @@ def test_bodies_omit_unset_optionals() -> None:
 
 def test_images_default_style_and_image_urls(provider) -> None:
     [req] = provider.build_requests(Step.IMAGES, ctx())
-    assert req.body() == {**LB, "main_image_url": "https://img.example.com/a.jpg",
-                          "other_image_urls": ["https://img.example.com/b.jpg"]}  # fmt: skip
+    assert req.body() == {
+        **LB,
+        "main_image_url": "https://img.example.com/a.jpg",
+        "other_image_urls": ["https://img.example.com/b.jpg"],
+    }
     [req] = provider.build_requests(Step.IMAGES, ctx(image_urls=["https://img.example.com/only.jpg"]))
     assert "other_image_urls" not in req.body()
     [req] = provider.build_requests(Step.IMAGES, ctx(image_urls=[]))
@@ -112,7 +121,10 @@ def test_images_default_style_and_image_urls(provider) -> None:
 
 def test_images_one_request_per_style(provider) -> None:
     c = ctx(image_options={"styles": ["amazon_listing", "tiktok_listing", "amazon_listing"]})
-    assert [r.listing_type for r in provider.build_requests(Step.IMAGES, c)] == ["amazon_listing", "tiktok_listing"]
+    assert [r.listing_type for r in provider.build_requests(Step.IMAGES, c)] == [
+        "amazon_listing",
+        "tiktok_listing",
+    ]
     c = ctx(style="shopify_listing", image_options={"styles": ["amazon_listing"]})
     assert [r.listing_type for r in provider.build_requests(Step.IMAGES, c)] == ["shopify_listing"]
 
@@ -126,8 +138,11 @@ def test_images_unknown_style_names_field_and_product(provider) -> None:
 
 def test_aplus_request_from_copy(provider) -> None:
     copy = ListingCopy(title="Bottle Pro", bullets=["Cold 24h", " "], keywords=["bottle", "steel"])
-    c = ctx(copy_result=copy, main_image_url="https://cdn.example.com/main.png",
-            aplus_options=APlusOptions(types=["A+ Premium", "A+ Premium Mobile"]))  # fmt: skip
+    c = ctx(
+        copy_result=copy,
+        main_image_url="https://cdn.example.com/main.png",
+        aplus_options=APlusOptions(types=["A+ Premium", "A+ Premium Mobile"]),
+    )
     [req] = provider.build_requests(Step.APLUS, c)
     assert req.types == ["A+ Premium", "A+ Premium Mobile"]
     assert req.main_image_url == "https://cdn.example.com/main.png"
@@ -147,9 +162,14 @@ def test_aplus_prompt_falls_back_to_product(provider) -> None:
 
 
 def test_scale_request(provider) -> None:
-    opts = ScaleOptions(mode="variation", targets=[ScaleTarget(), ScaleTarget(platform="Shopify", asset_type="Product Photo")])
-    c = ctx(variation=Variation(asin="B0CHILD001", attributes={"color": "Red"}), scale_options=opts,
-            main_image_url="https://cdn.example.com/main.png")  # fmt: skip
+    opts = ScaleOptions(
+        mode="variation", targets=[ScaleTarget(), ScaleTarget(platform="Shopify", asset_type="Product Photo")]
+    )
+    c = ctx(
+        variation=Variation(asin="B0CHILD001", attributes={"color": "Red"}),
+        scale_options=opts,
+        main_image_url="https://cdn.example.com/main.png",
+    )
     [req] = provider.build_requests(Step.SCALE, c)
     assert req.asin == "B0CHILD001" and req.scale_mode == "variation"
     assert req.main_image_input == "https://cdn.example.com/main.png"
@@ -168,9 +188,13 @@ def test_scale_language_mode(provider) -> None:
     variation = Variation(asin="B0CHILD001", attributes={"size": "XL"})
     c = ctx(variation=variation, scale_options=ScaleOptions(mode="language", language="German"))
     [req] = provider.build_requests(Step.SCALE, c)
-    assert req.scale_mode == "language" and "Translate" in req.user_prompt and "into German" in req.user_prompt
+    assert (
+        req.scale_mode == "language" and "Translate" in req.user_prompt and "into German" in req.user_prompt
+    )
     with pytest.raises(RequestValidationError) as info:
-        provider.build_requests(Step.SCALE, ctx(variation=variation, scale_options=ScaleOptions(mode="language")))
+        provider.build_requests(
+            Step.SCALE, ctx(variation=variation, scale_options=ScaleOptions(mode="language"))
+        )
     assert info.value.field == "scale_options.language" and "scale_options.language" in str(info.value)
 
 

@@ -38,8 +38,12 @@ def clean(sandbox: ProdVisualSandbox) -> Iterator[ProdVisualSandbox]:
     saved = sandbox.config.model_copy()
     sync_limit = sandbox.sync_limit_seconds
     yield sandbox
-    sandbox.reconfigure(**{k: getattr(saved, k) for k in
-                           ("faults", "fail_asins", "partial_fail_asins", "job_seconds", "job_seconds_by_kind")})
+    sandbox.reconfigure(
+        **{
+            k: getattr(saved, k)
+            for k in ("faults", "fail_asins", "partial_fail_asins", "job_seconds", "job_seconds_by_kind")
+        }
+    )
     sandbox.sync_limit_seconds = sync_limit
 
 
@@ -50,8 +54,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_settings(base_url: str, **kw: object) -> ProdVisualSettings:
-    values = {"base_url": base_url, "api_key": SecretStr(KEY), "poll_interval_seconds": 0.05, "max_wait_seconds": 10,
-              "http_retry": FAST_RETRY}
+    values = {
+        "base_url": base_url,
+        "api_key": SecretStr(KEY),
+        "poll_interval_seconds": 0.05,
+        "max_wait_seconds": 10,
+        "http_retry": FAST_RETRY,
+    }
     return ProdVisualSettings(**{**values, **kw})
 
 
@@ -65,8 +74,13 @@ def product(asin: str = "B0TESTAAA1", *, images: list[str] | None = None) -> Pro
     return Product(asin=asin, country_code="US", title="Steel water bottle", image_urls=urls)
 
 
-def ctx(asin: str = "B0TESTAAA1", styles: list[str] | None = None, platform: str = "amazon",
-        size: int = 1500, images: list[str] | None = None) -> StepContext:
+def ctx(
+    asin: str = "B0TESTAAA1",
+    styles: list[str] | None = None,
+    platform: str = "amazon",
+    size: int = 1500,
+    images: list[str] | None = None,
+) -> StepContext:
     options = ImageOptions(styles=styles or [], platform=platform, size=size)
     return StepContext(product=product(asin, images=images), image_options=options)
 

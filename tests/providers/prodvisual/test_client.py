@@ -52,8 +52,9 @@ async def test_styles_unauthenticated_and_cached(provider, sandbox) -> None:
 
 
 async def test_generate_completes_synchronously(provider, sandbox) -> None:
-    gen = await provider.client.generate({"image_url": IMG, "style": "lifestyle", "platform": "amazon",
-                                          "format": "webp", "quality": 80})
+    gen = await provider.client.generate(
+        {"image_url": IMG, "style": "lifestyle", "platform": "amazon", "format": "webp", "quality": 80}
+    )
     assert gen.id.startswith("gen_") and gen.status == "completed"
     assert gen.output_url and gen.credits_used == 1 and gen.credits_remaining == sandbox.balance
     assert gen.dimensions == "1500x1500" and gen.format == "webp"
@@ -63,7 +64,10 @@ async def test_generate_completes_synchronously(provider, sandbox) -> None:
 
 
 async def test_batch_then_status(provider, sandbox) -> None:
-    items = [{"image_url": IMG, "style": "white_bg"}, {"image_url": IMG, "style": "mockup", "dimensions": "800x600"}]
+    items = [
+        {"image_url": IMG, "style": "white_bg"},
+        {"image_url": IMG, "style": "mockup", "dimensions": "800x600"},
+    ]
     sub = await provider.client.generate_batch({"items": items})
     assert sub.batch_id.startswith("batch_") and sub.total_items == 2 and sub.credits_used == 2
     assert sub.estimated_time_ms is not None and sub.results_url.endswith(sub.batch_id)
@@ -81,7 +85,9 @@ async def test_credits(provider, sandbox) -> None:
     credits = await provider.client.credits()
     assert credits.credits_remaining == sandbox.balance
     assert credits.credits_used_total == sandbox.net_credits()
-    assert credits.last_purchase is not None and credits.last_purchase.amount == sandbox.config.starting_credits
+    assert (
+        credits.last_purchase is not None and credits.last_purchase.amount == sandbox.config.starting_credits
+    )
     assert await provider.balance() == sandbox.balance
 
 
@@ -89,7 +95,9 @@ async def test_sandbox_errors_map_to_taxonomy(provider, sandbox, http) -> None:
     with pytest.raises(NotFound) as exc:
         await provider.client.generation("gen_doesnotexist")
     assert exc.value.code == "not_found" and exc.value.status == 404
-    bad_key = ProdVisualProvider(http, make_settings(sandbox.public_url, api_key=SecretStr("pv_test_wrong_key_123")))
+    bad_key = ProdVisualProvider(
+        http, make_settings(sandbox.public_url, api_key=SecretStr("pv_test_wrong_key_123"))
+    )
     with pytest.raises(AuthenticationError) as exc:
         await bad_key.client.credits()
     assert "pv_test_wrong_key_123" not in str(exc.value) and exc.value.code == "unauthorized"
@@ -148,8 +156,13 @@ async def test_error_mapping(status, code, expected) -> None:
 
 async def test_429_retry_after_from_ratelimit_reset() -> None:
     reset = str(int(time.time()) + 30)
-    client = mock_client(error(429, "rate_limited", headers={"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0",
-                                                             "X-RateLimit-Reset": reset}))
+    client = mock_client(
+        error(
+            429,
+            "rate_limited",
+            headers={"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset},
+        )
+    )
     with pytest.raises(RateLimited) as exc:
         await client.credits()
     assert exc.value.retryable and 28 <= exc.value.retry_after <= 31
@@ -187,7 +200,9 @@ async def test_5xx_html_body_is_server_error() -> None:
 
 @pytest.mark.parametrize("body", [b'{"credits_remaining": 1', b"<html>oops</html>", b""])
 async def test_malformed_json_is_retryable(body) -> None:
-    client = mock_client(lambda r: httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+    client = mock_client(
+        lambda r: httpx.Response(200, content=body, headers={"content-type": "application/json"})
+    )
     with pytest.raises(MalformedResponse) as exc:
         await client.credits()
     assert exc.value.retryable
@@ -218,7 +233,9 @@ async def test_styles_fetch_failure_falls_back_to_server_validation() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
         if request.url.path == "/v1/styles":
-            return httpx.Response(500, json={"error": {"code": "server_error", "message": "x", "status": 500}})
+            return httpx.Response(
+                500, json={"error": {"code": "server_error", "message": "x", "status": 500}}
+            )
         return error(400, "invalid_request", "Invalid style")(request)
 
     client = mock_client(handler)
@@ -254,7 +271,9 @@ async def test_throttle_sees_every_request_in_group_api() -> None:
     async def throttle(groups: list[str]) -> None:
         seen.append(groups)
 
-    client = mock_client(lambda r: httpx.Response(200, json={"styles": [], "credits_remaining": 1}), throttle=throttle)
+    client = mock_client(
+        lambda r: httpx.Response(200, json={"styles": [], "credits_remaining": 1}), throttle=throttle
+    )
     await client.styles()
     await client.credits()
     assert seen == [["api"], ["api"]]
@@ -281,7 +300,9 @@ async def test_api_key_never_in_errors_or_reprs(http) -> None:
     with pytest.raises(ProviderConnectionError) as exc:
         await mock_client(broken).credits()
     assert SECRET not in str(exc.value)
-    provider = ProdVisualProvider(http, make_settings("https://api.prodvisual.com", api_key=SecretStr(SECRET)))
+    provider = ProdVisualProvider(
+        http, make_settings("https://api.prodvisual.com", api_key=SecretStr(SECRET))
+    )
     for thing in (provider, provider.client, provider.settings):
         assert SECRET not in repr(thing)
 

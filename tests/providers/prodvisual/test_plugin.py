@@ -30,7 +30,11 @@ def charges_for(sandbox, job_id: str) -> list[int]:
 async def test_single_completes_inside_the_post(provider, clean, http) -> None:
     polls = count(clean, "generation")
     ref, result = await run(provider, ctx("B0SINGLE01"))
-    assert ref.kind == "generation" and ref.job_id.startswith("gen_") and ref.meta["response"]["status"] == "completed"
+    assert (
+        ref.kind == "generation"
+        and ref.job_id.startswith("gen_")
+        and ref.meta["response"]["status"] == "completed"
+    )
     assert count(clean, "generation") == polls  # no status request was needed
     assert result.status == "completed" and result.credits_charged == 1 and result.credits_refunded == 0
     [out] = result.outputs
@@ -46,7 +50,11 @@ async def test_single_pending_is_polled(provider, clean) -> None:
     ref, result = await run(provider, ctx("B0PENDING1"))
     assert ref.meta["response"]["status"] in ("pending", "processing")
     assert count(clean, "generation") > polls
-    assert result.status == "completed" and result.outputs[0].label == "white_bg-1" and result.credits_charged == 1
+    assert (
+        result.status == "completed"
+        and result.outputs[0].label == "white_bg-1"
+        and result.credits_charged == 1
+    )
 
 
 async def test_batch_for_several_styles(provider, clean, http) -> None:
@@ -67,8 +75,12 @@ async def test_merged_batch_maps_outputs_back_to_products(provider, clean) -> No
     [batch] = build_batch(pairs)
     ref = await provider.submit(Step.IMAGES, batch)
     result = await provider.wait(ref)
-    assert [o.label for o in result.outputs] == ["US/B0MERGEA01/white_bg-1", "US/B0MERGEA01/mockup-1",
-                                                 "US/B0MERGEB01/white_bg-1", "US/B0MERGEB01/mockup-1"]
+    assert [o.label for o in result.outputs] == [
+        "US/B0MERGEA01/white_bg-1",
+        "US/B0MERGEA01/mockup-1",
+        "US/B0MERGEB01/white_bg-1",
+        "US/B0MERGEB01/mockup-1",
+    ]
 
 
 async def test_failing_asin_single_is_refunded(provider, clean) -> None:
@@ -104,8 +116,16 @@ async def test_partial_batch_refunds_the_failed_item(provider, clean) -> None:
     assert charges_for(clean, ref.job_id) == [3, -1]
 
 
-@pytest.mark.parametrize("fault", [Fault(status=503), Fault(status=500), Fault(kind="malformed"), Fault(kind="reset"),
-                                   Fault(status=429, retry_after=0.05)])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(status=503),
+        Fault(status=500),
+        Fault(kind="malformed"),
+        Fault(kind="reset"),
+        Fault(status=429, retry_after=0.05),
+    ],
+)
 async def test_poll_faults_are_retried_inside_wait(provider, clean, fault) -> None:
     clean.reconfigure(faults=[FaultRule(route="generation", sequence=[fault, fault])])
     ref, result = await run(provider, ctx("B0FAULTS01", styles=["white_bg", "mockup"]))
@@ -125,7 +145,9 @@ async def test_poll_retries_are_bounded(provider, clean) -> None:
 
 
 async def test_submit_faults_surface_as_retryable_types(provider, clean) -> None:
-    clean.reconfigure(faults=[FaultRule(route="generate", sequence=[Fault(status=500), Fault(kind="malformed")])])
+    clean.reconfigure(
+        faults=[FaultRule(route="generate", sequence=[Fault(status=500), Fault(kind="malformed")])]
+    )
     [request] = provider.build_requests(Step.IMAGES, ctx("B0FAULTS03"))
     with pytest.raises(ServerError):
         await provider.submit(Step.IMAGES, request)
@@ -177,7 +199,9 @@ async def test_balance(provider, clean) -> None:
 def test_declared_limits_and_prices() -> None:
     limits = ProdVisualProvider.limits
     assert limits.group("api").requests == 60 and limits.group("api").per_seconds == 60
-    assert limits.daily_requests == 10_000 and limits.daily_counts == "requests" and limits.max_batch_size == 50
+    assert (
+        limits.daily_requests == 10_000 and limits.daily_counts == "requests" and limits.max_batch_size == 50
+    )
     assert [(p.step, p.credits) for p in ProdVisualProvider.prices] == [(Step.IMAGES, 1)]
     assert ProdVisualProvider.sandbox_key.startswith("pv_test_")
     assert ProdVisualProvider.default_styles == ("white_bg",)

@@ -39,7 +39,9 @@ async def test_rate_limit_window_and_headers(http) -> None:
         assert {r.status_code for r in responses} == {200}
         assert [int(r.headers["x-ratelimit-remaining"]) for r in responses[:3]] == [59, 58, 57]
         assert {r.headers["x-ratelimit-limit"] for r in responses} == {"60"}
-        limited = await http.get(f"{sb.public_url}/v1/account/credits", headers=AUTH)  # one window for all routes
+        limited = await http.get(
+            f"{sb.public_url}/v1/account/credits", headers=AUTH
+        )  # one window for all routes
         assert_error(limited, 429, "rate_limited")
         assert limited.headers["x-ratelimit-remaining"] == "0"
         reset = int(limited.headers["x-ratelimit-reset"])
@@ -97,8 +99,18 @@ async def test_headers_on_every_response(sandbox, http) -> None:
     ("body", "status", "code", "mentions"),
     [
         ({"image_url": "file:///etc/passwd", "style": "white_bg"}, 400, "invalid_request", "image_url"),
-        ({"image_url": "https://img.example.com/a.gif", "style": "white_bg"}, 422, "invalid_image", "image_url"),
-        ({"image_url": "https://img.example.com/oversize.jpg", "style": "white_bg"}, 413, "file_too_large", "10MB"),
+        (
+            {"image_url": "https://img.example.com/a.gif", "style": "white_bg"},
+            422,
+            "invalid_image",
+            "image_url",
+        ),
+        (
+            {"image_url": "https://img.example.com/oversize.jpg", "style": "white_bg"},
+            413,
+            "file_too_large",
+            "10MB",
+        ),
         ({"image_url": IMG, "style": "watercolour"}, 400, "invalid_request", "style"),
         ({"image_url": IMG, "style": ["white_bg"]}, 400, "invalid_request", "style"),
         ({"image_url": 42, "style": "white_bg"}, 400, "invalid_request", "image_url"),
@@ -119,12 +131,17 @@ async def test_sandbox_validates_like_the_api(sandbox, http, body, status, code,
 
 async def test_batch_limits(sandbox, http) -> None:
     url = f"{sandbox.public_url}/v1/generate/batch"
-    too_many = await http.post(url, headers=AUTH, json={"items": [{"image_url": IMG, "style": "white_bg"}] * 51})
+    too_many = await http.post(
+        url, headers=AUTH, json={"items": [{"image_url": IMG, "style": "white_bg"}] * 51}
+    )
     assert_error(too_many, 400, "invalid_request")
     empty = await http.post(url, headers=AUTH, json={"items": []})
     assert_error(empty, 400, "invalid_request")
-    bad_item = await http.post(url, headers=AUTH, json={"items": [{"image_url": IMG, "style": "white_bg"},
-                                                                  {"image_url": IMG, "style": "nope"}]})
+    bad_item = await http.post(
+        url,
+        headers=AUTH,
+        json={"items": [{"image_url": IMG, "style": "white_bg"}, {"image_url": IMG, "style": "nope"}]},
+    )
     assert_error(bad_item, 400, "invalid_request")
     assert "items[1].style" in bad_item.json()["error"]["message"]
     ok = await http.post(url, headers=AUTH, json={"items": [{"image_url": IMG, "style": "white_bg"}] * 50})

@@ -34,24 +34,29 @@ async def image(http: httpx.AsyncClient, provider: ProdVisualProvider, **kw: obj
 
 
 @pytest.mark.parametrize("size", [1000, 1500, 2000])
-async def test_white_bg_is_pure_white_at_the_requested_size(full_size, provider: ProdVisualProvider,
-                                                           http: httpx.AsyncClient, size: int) -> None:  # fmt: skip
+async def test_white_bg_is_pure_white_at_the_requested_size(
+    full_size, provider: ProdVisualProvider, http: httpx.AsyncClient, size: int
+) -> None:
     white = await image(http, provider, styles=["white_bg"], size=size)
     assert white.size == (size, size)
     assert border_colours(white) == {WHITE} and fill(white) >= 0.9
 
 
-async def test_lifestyle_has_a_scene_and_noncompliant_asins_get_grey(full_size, provider: ProdVisualProvider,
-                                                                   http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_lifestyle_has_a_scene_and_noncompliant_asins_get_grey(
+    full_size, provider: ProdVisualProvider, http: httpx.AsyncClient
+) -> None:
     scene = await image(http, provider, asin="B0PVSCENE1", styles=["lifestyle"])
     assert WHITE not in border_colours(scene)
-    full_size.reconfigure(noncompliant_asins=["B0PVGREY01"])  # found in the source image URL, as fail_asins are
+    full_size.reconfigure(
+        noncompliant_asins=["B0PVGREY01"]
+    )  # found in the source image URL, as fail_asins are
     grey = await image(http, provider, asin="B0PVGREY01", styles=["white_bg"])
     assert border_colours(grey) == {NONCOMPLIANT_GREY} and fill(grey) >= 0.9
 
 
-async def test_same_product_and_style_give_the_same_bytes(full_size, provider: ProdVisualProvider,
-                                                          http: httpx.AsyncClient) -> None:  # fmt: skip
+async def test_same_product_and_style_give_the_same_bytes(
+    full_size, provider: ProdVisualProvider, http: httpx.AsyncClient
+) -> None:
     async def png(**kw: object) -> bytes:
         _, result = await run(provider, ctx(**kw))
         return (await http.get(result.outputs[0].url)).content

@@ -59,7 +59,9 @@ async def test_generate_rules(provider, sandbox, body, field) -> None:
 def test_valid_generate_serializes_only_given_fields() -> None:
     req = GenerateRequest(**OK, quality=80, label="x")
     assert req.body() == {**OK, "quality": 80}
-    assert GenerateRequest(**OK, background="transparent", format="webp", platform="mercadolibre").body()["platform"]
+    assert GenerateRequest(**OK, background="transparent", format="webp", platform="mercadolibre").body()[
+        "platform"
+    ]
 
 
 BAD_BATCH = [
@@ -84,7 +86,9 @@ async def test_batch_rules(provider, sandbox, body, field) -> None:
 
 
 def test_batch_never_sends_labels_or_item_webhooks() -> None:
-    batch = BatchRequest(items=[GenerateRequest(**OK, webhook_url="https://hooks.example.com/x")], labels=["a"])
+    batch = BatchRequest(
+        items=[GenerateRequest(**OK, webhook_url="https://hooks.example.com/x")], labels=["a"]
+    )
     assert batch.body() == {"items": [OK]}
     assert KIT.build(BatchRequest, batch).labels == ["a"]
 
@@ -120,8 +124,12 @@ async def test_generation_id_checked(provider, sandbox, bad_id) -> None:
 def test_build_requests_single_style_is_one_generate(provider) -> None:
     [req] = provider.build_requests(Step.IMAGES, ctx(size=2000))
     assert isinstance(req, GenerateRequest)
-    assert req.body() == {"image_url": "https://img.example.com/B0TESTAAA1/main.jpg", "style": "white_bg",
-                          "platform": "amazon", "dimensions": "2000x2000"}
+    assert req.body() == {
+        "image_url": "https://img.example.com/B0TESTAAA1/main.jpg",
+        "style": "white_bg",
+        "platform": "amazon",
+        "dimensions": "2000x2000",
+    }
     assert req.label == "white_bg-1"
     assert provider.estimate_credits(Step.IMAGES, req) == 1
 

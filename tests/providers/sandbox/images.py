@@ -17,8 +17,12 @@ def open_rgb(data: bytes) -> Image.Image:
 def border_colours(image: Image.Image) -> set[RGB]:
     """Every colour on the image's 1-pixel frame."""
     w, h = image.size
-    strips = [image.crop((0, 0, w, 1)), image.crop((0, h - 1, w, h)), image.crop((0, 0, 1, h)),
-              image.crop((w - 1, 0, w, h))]  # fmt: skip
+    strips = [
+        image.crop((0, 0, w, 1)),
+        image.crop((0, h - 1, w, h)),
+        image.crop((0, 0, 1, h)),
+        image.crop((w - 1, 0, w, h)),
+    ]
     return {c for strip in strips for _, c in strip.getcolors(maxcolors=w * h) or []}
 
 

@@ -17,14 +17,24 @@ from providers.sandbox.render import (
 
 from .images import border_colours, centre, fill, off_white_outside_the_product, open_rgb
 
-PRODUCTS = ["Stainless Steel Insulated Water Bottle, 32 oz", "Ergonomic Office Chair with Lumbar Support",
-            "Organic Matcha Green Tea Powder", "Bamboo Cutting Board Set of 3", "Wireless Charging Pad, 15W",
-            "Natural Soy Wax Scented Candle", "Trail Running Shoe", "Ceramic Coffee Mug", "Gizmo 3000"]  # fmt: skip
+PRODUCTS = [
+    "Stainless Steel Insulated Water Bottle, 32 oz",
+    "Ergonomic Office Chair with Lumbar Support",
+    "Organic Matcha Green Tea Powder",
+    "Bamboo Cutting Board Set of 3",
+    "Wireless Charging Pad, 15W",
+    "Natural Soy Wax Scented Candle",
+    "Trail Running Shoe",
+    "Ceramic Coffee Mug",
+    "Gizmo 3000",
+]
 
 
 @pytest.mark.parametrize("subject", PRODUCTS)
 @pytest.mark.parametrize("size", [(1500, 1500), (2000, 1200)])
-def test_white_background_is_pure_white_and_the_product_fills_the_frame(subject: str, size: tuple[int, int]) -> None:
+def test_white_background_is_pure_white_and_the_product_fills_the_frame(
+    subject: str, size: tuple[int, int]
+) -> None:
     image = open_rgb(render(Look(subject=subject, scene="white", size=size, badge="XL")))
     assert image.size == size
     assert border_colours(image) == {(255, 255, 255)}
@@ -42,8 +52,19 @@ def test_a_cap_keeps_the_aspect_ratio() -> None:
     assert open_rgb(render(Look(subject="bottle", size=(99_999, 99_999)))).size == (4096, 4096)
 
 
-@pytest.mark.parametrize("style", ["lifestyle", "LIFESTYLE_CONTEXTUAL", "kitchen", "outdoor", "luxury",
-                                   "marble_surface", "MODEL_LIFESTYLE", "hero_banner"])  # fmt: skip
+@pytest.mark.parametrize(
+    "style",
+    [
+        "lifestyle",
+        "LIFESTYLE_CONTEXTUAL",
+        "kitchen",
+        "outdoor",
+        "luxury",
+        "marble_surface",
+        "MODEL_LIFESTYLE",
+        "hero_banner",
+    ],
+)
 def test_lifestyle_styles_put_a_scene_behind_the_product(style: str) -> None:
     image = open_rgb(render(Look(subject="Water Bottle", scene=scene_for(style), size=(600, 600))))
     assert (255, 255, 255) not in border_colours(image)
@@ -51,24 +72,36 @@ def test_lifestyle_styles_put_a_scene_behind_the_product(style: str) -> None:
     assert top != bottom, "a wall and a floor (or sky and ground), not one flat colour"
 
 
-@pytest.mark.parametrize(("style", "scene"), [("white_bg", "white"), ("CLEAN_WHITE_BG", "white"),
-                                              ("transparent_cutout", "transparent"), ("MODEL_STUDIO", "studio"),
-                                              ("LIFESTYLE_INFOGRAPHIC", "lifestyle"), ("infographic", "layout"),
-                                              ("COMPARISON_CHART", "layout")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("style", "scene"),
+    [
+        ("white_bg", "white"),
+        ("CLEAN_WHITE_BG", "white"),
+        ("transparent_cutout", "transparent"),
+        ("MODEL_STUDIO", "studio"),
+        ("LIFESTYLE_INFOGRAPHIC", "lifestyle"),
+        ("infographic", "layout"),
+        ("COMPARISON_CHART", "layout"),
+    ],
+)
 def test_styles_name_their_scene(style: str, scene: str) -> None:
     assert scene_for(style) == scene
 
 
 def test_the_shape_comes_from_the_products_words() -> None:
     assert shape_for("Stainless Steel Insulated Water Bottle") == "bottle"
-    assert shape_for("https://m.media-amazon.com/images/I/61bottle-main.jpg") == "bottle"  # all ProdVisual sees
+    assert (
+        shape_for("https://m.media-amazon.com/images/I/61bottle-main.jpg") == "bottle"
+    )  # all ProdVisual sees
     assert shape_for("Ergonomic Office Chair") == "chair"
     assert shape_for("Organic Matcha Green Tea Powder") == "pouch"
     assert shape_for("Gizmo 3000") == shape_for("Gizmo 3000")  # unknown: stable
 
 
 def test_the_variations_colour_wins() -> None:
-    blue, green = (Look(subject="Water Bottle", colour=c, size=(400, 400)) for c in ("Ocean Blue", "Forest Green"))
+    blue, green = (
+        Look(subject="Water Bottle", colour=c, size=(400, 400)) for c in ("Ocean Blue", "Forest Green")
+    )
     assert colour_for("Water Bottle", "Ocean Blue") != colour_for("Water Bottle", "Forest Green")
     assert centre(open_rgb(render(blue))) != centre(open_rgb(render(green)))
     assert colour_for("x", "Mauve Mist") == colour_for("y", "Mauve Mist")  # unknown names: a stable colour
@@ -83,7 +116,9 @@ def test_same_look_same_bytes() -> None:
 
 
 def test_noncompliant_main_image_is_on_light_grey() -> None:
-    image = open_rgb(render(Look(subject="Water Bottle", scene="white", size=(500, 500), backdrop=NONCOMPLIANT_GREY)))
+    image = open_rgb(
+        render(Look(subject="Water Bottle", scene="white", size=(500, 500), backdrop=NONCOMPLIANT_GREY))
+    )
     assert border_colours(image) == {NONCOMPLIANT_GREY}
 
 
@@ -94,5 +129,7 @@ def test_formats() -> None:
 
     from PIL import Image
 
-    cutout = Image.open(BytesIO(render(Look(subject="mug", scene="transparent", size=(200, 200))))).convert("RGBA")
+    cutout = Image.open(BytesIO(render(Look(subject="mug", scene="transparent", size=(200, 200))))).convert(
+        "RGBA"
+    )
     assert cutout.getpixel((0, 0))[3] == 0 and cutout.getpixel((100, 100))[3] == 255
