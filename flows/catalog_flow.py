@@ -36,6 +36,7 @@ from providers.contract import (
     CopyOptions,
     ImageOptions,
     Product,
+    Provider,
     ScaleOptions,
     Step,
 )
@@ -220,81 +221,123 @@ async def run_catalog(
     settings: Settings | None = None,
     observer: RunObserver | None = None,
 ) -> RunSummary:
+    """One run: inputs and pre-flight checks (a refused run spends nothing), the products, the reports."""
     settings = settings or get_settings()
-    observer = GuardedObserver(observer or RunObserver())
+    summary = _new_summary(params, settings)
+    try:
+        inputs = await _load_inputs(params, settings, summary)
+    except _Refused as refused:
+        return _refuse(summary, refused.problems)
+    async with AsyncExitStack() as stack:
+        clients = await _open_providers(stack, inputs, settings)
+        try:
+            products = await _checked_products(inputs, clients, summary)
+        except _Refused as refused:
+            return _refuse(summary, refused.problems)
+        run = RunContext(
+            run_id=summary.run_id,
+            settings=settings,
+            params=inputs.params,
+            providers=clients.providers,
+            limiters=clients.limiters,
+            download_http=clients.download_http,
+            archive=inputs.archive,
+            budget=RunBudget(
+                max_total=inputs.params.budget.max_credits,
+                per_provider=dict(inputs.params.budget.per_provider),
+            ),
+            held=HeldStore(settings.held_path),
+            observer=GuardedObserver(observer or RunObserver()),
+        )
+        await _run_checked(run, products, summary, inputs.names)
+    summary.finished_at = time.time()
+    await _publish(summary, inputs.params, inputs.archive)
+    return summary
+
+
+def _new_summary(params: RunParameters, settings: Settings) -> RunSummary:
     started = time.time()
-    run_id = _run_id()
-    registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
-    summary = RunSummary(
-        run_id=run_id,
+    return RunSummary(
+        run_id=_run_id(),
         catalog=params.catalog,
         archive=params.archive or settings.archive,
         started_at=started,
         finished_at=started,
     )
-    try:
-        params, archive, rerun = await _resolve_rerun(params, settings)
-    except _Refused as refused:
-        return _refuse(summary, [str(refused)])
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What a run reads before it opens any connection: its parameters (a rerun's merged in), the
+    archive, the earlier run it repeats, the catalog and the providers its steps use."""
+
+    params: RunParameters
+    archive: SpooledArchive
+    rerun: Rerun | None
+    catalog: Catalog
+    names: list[str]
+    classes: dict[str, type[Provider]]
+
+
+async def _load_inputs(params: RunParameters, settings: Settings, summary: RunSummary) -> _Inputs:
+    """The run's inputs, or ``_Refused`` with every reason it cannot start."""
+    registry = load_providers(allow=settings.providers, strict=settings.strict_plugins)
+    params, archive, rerun = await _resolve_rerun(params, settings)
     summary.catalog, summary.archive = params.catalog, archive.uri
     problems = _check_providers(params, registry)
     if problems:
-        return _refuse(summary, problems)
+        raise _Refused(*problems)
     try:
         catalog = load_catalog(params.catalog, s3_endpoint_url=settings.s3_endpoint_url)
     except CatalogError as exc:
-        return _refuse(summary, [str(exc)])
+        raise _Refused(str(exc)) from None
     summary.rejected_rows = list(catalog.rejected)
-
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
-    classes = {n: registry.get(n) for n in names}
-    limiters = {n: ProviderLimiter.for_provider(classes[n], settings) for n in names}
+    return _Inputs(params, archive, rerun, catalog, names, {n: registry.get(n) for n in names})
+
+
+@dataclasses.dataclass
+class _Clients:
+    providers: dict[str, Provider]
+    limiters: dict[str, ProviderLimiter]
+    download_http: httpx.AsyncClient
+
+
+async def _open_providers(stack: AsyncExitStack, inputs: _Inputs, settings: Settings) -> _Clients:
+    """One HTTP client and limiter per provider (closed with ``stack``), and one for output downloads."""
+    limiters = {n: ProviderLimiter.for_provider(inputs.classes[n], settings) for n in inputs.names}
     if settings.use_global_limits:
-        await ensure_limits([spec for n in names for spec in limit_specs(classes[n], settings)])
+        await ensure_limits([spec for n in inputs.names for spec in limit_specs(inputs.classes[n], settings)])
+    for limiter in limiters.values():
+        stack.push_async_callback(limiter.aclose)
+    providers = {}
+    for n in inputs.names:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL))
+        providers[n] = inputs.classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))
+        stack.push_async_callback(providers[n].aclose)
+    download_http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
+    )
+    return _Clients(providers, limiters, download_http)
 
-    async with AsyncExitStack() as stack:
-        for limiter in limiters.values():
-            stack.push_async_callback(limiter.aclose)
-        providers = {}
-        for n in names:
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL))
-            providers[n] = classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))
-            stack.push_async_callback(providers[n].aclose)
-        download_http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False)
-        )
-        problems = await check_run(providers, archive, run_id)  # pre-flight: nothing spent yet
-        if problems:
-            return _refuse(summary, problems)
-        await _replay_spool(archive, summary)
-        products, notes = await _select_products(params, catalog, rerun)
-        summary.notes += notes
-        products, rejected = await check_rows(
-            params, catalog, products, providers, partial(_manifest, archive)
-        )
-        summary.rejected_rows += rejected
-        over_budget = await _over_budget(params, products, providers, archive, names)
-        if over_budget:
-            return _refuse(summary, over_budget)
 
-        run = RunContext(
-            run_id=run_id,
-            settings=settings,
-            params=params,
-            providers=providers,
-            limiters=limiters,
-            download_http=download_http,
-            archive=archive,
-            budget=RunBudget(
-                max_total=params.budget.max_credits, per_provider=dict(params.budget.per_provider)
-            ),
-            held=HeldStore(settings.held_path),
-            observer=observer,
-        )
-        await _run_checked(run, products, summary, names)
-    summary.finished_at = time.time()
-    await _publish(summary, params, archive)
-    return summary
+async def _checked_products(inputs: _Inputs, clients: _Clients, summary: RunSummary) -> list[Product]:
+    """The products to run once pre-flight passed (nothing spent yet): credentials and archive, each
+    row against its providers, the budget; ``_Refused`` otherwise."""
+    problems = await check_run(clients.providers, inputs.archive, summary.run_id)
+    if problems:
+        raise _Refused(*problems)
+    await _replay_spool(inputs.archive, summary)
+    products, notes = await _select_products(inputs.params, inputs.catalog, inputs.rerun)
+    summary.notes += notes
+    products, rejected = await check_rows(
+        inputs.params, inputs.catalog, products, clients.providers, partial(_manifest, inputs.archive)
+    )
+    summary.rejected_rows += rejected
+    over_budget = await _over_budget(inputs.params, products, clients.providers, inputs.archive, inputs.names)
+    if over_budget:
+        raise _Refused(*over_budget)
+    return products
 
 
 async def _run_checked(
@@ -378,7 +421,11 @@ async def _over_budget(
 
 
 class _Refused(Exception):
-    """The run cannot start; the message is the one line that says why."""
+    """The run cannot start; each problem is one line that says why."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 def _refuse(summary: RunSummary, problems: list[str]) -> RunSummary:
@@ -682,26 +729,7 @@ async def catalog_flow(
         price_per_credit: Money per credit for each provider, e.g. {"pixii": 0.05}, for the cost summary.
         currency: Currency of the prices per credit.
     """
-    params = RunParameters.model_validate(
-        {
-            "catalog": catalog,
-            "steps": steps,
-            "providers": providers,
-            "copy_options": copy_options,
-            "image_options": image_options,
-            "aplus_options": aplus_options,
-            "scale_options": scale_options,
-            "products": products,
-            "archive": archive,
-            "force": force,
-            "rerun_failed_of": rerun_failed_of,
-            "resubmit_unknown": resubmit_unknown,
-            "regenerate_noncompliant": regenerate_noncompliant,
-            "budget": budget,
-            "price_per_credit": price_per_credit,
-            "currency": currency,
-        }
-    )
+    params = RunParameters.model_validate(dict(locals()))  # first: the locals are exactly the parameters
     return await _run_and_report(params, None)
 
 

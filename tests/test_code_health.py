@@ -1,6 +1,7 @@
 """What keeps the code base easy to change: short functions in the packages a newcomer edits.
 
-Benchmarks may keep longer ones (they read as one scenario each); tests are not counted.
+The packages a plugin author or a newcomer changes: flows/ and providers/. The CLI's commands are
+typer signatures of twenty options each, and benchmarks read as one scenario each: not counted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 60
-PACKAGES = ("flows", "providers", "listingflow", "deployments")
+PACKAGES = ("flows", "providers")
 
 
 def _long_functions(source: str) -> list[tuple[str, int]]:
