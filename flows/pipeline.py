@@ -31,6 +31,7 @@ from providers.contract import (
     JobRef,
     JobResult,
     ListingCopy,
+    OutputRef,
     Product,
     Provider,
     Step,
@@ -391,6 +392,12 @@ async def _run_step(
         ],
         return_exceptions=True,
     )
+    return _settle(outcome, results)
+
+
+def _settle(outcome: StepOutcome, results: list[Any]) -> StepOutcome:
+    """The step's status from all its requests' results, gathered to the end so that every job paid
+    for is recorded: a stop wins over a daily cap, which wins over a failure."""
     errors: list[BaseException] = []
     for jobs in results:
         if isinstance(jobs, BaseException):
@@ -575,28 +582,55 @@ async def _obtain(
         ):
             return found
     if batches_across_products(run, provider_name):
-        # The batch's own key depends on which products it groups, so overlapping runs are kept
-        # apart per product: whoever holds this product's key submits it; the other run then
-        # finds the pointer its batch left and shares the same job.
-        holder = f"{run.run_id}:{job.member}"
-        await tasks.locks.aacquire_lock(job.member_key, holder)
-        try:
-            if not force and (pointer := await _pointer(tasks, job)) is not None:
-                if pointer.held:
-                    raise HeldSubmission(pointer, earlier=pointer.host.run_id != run.run_id)
-                if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
-                    return found
-            if not force and (earlier := await run.intents.pending(job.member_key)) is not None:
-                raise await _held_interrupted_member(run, tasks, step, provider_name, request, job, earlier)
-            items = len(getattr(request, "items", None) or [None])
-            share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
-                job.member, job.member_key, request, items, job.estimate
-            )
-        finally:
-            tasks.locks.release_lock(job.member_key, holder)
-        if share.status == "failed":
-            raise JobFailedWithResult(share)
-        return share, reused
+        return await _obtain_in_batch(run, tasks, step, provider_name, request, job, force)
+    return await _obtain_alone(run, tasks, step, provider_name, request, job, force)
+
+
+async def _obtain_in_batch(
+    run: RunContext,
+    tasks: TaskSet,
+    step: Step,
+    provider_name: str,
+    request: BaseModel,
+    job: _Job,
+    force: bool,
+) -> tuple[JobResult, bool]:
+    """The job as a member of a cross-product batch, which submits it with other products' jobs."""
+    # The batch's own key depends on which products it groups, so overlapping runs are kept
+    # apart per product: whoever holds this product's key submits it; the other run then
+    # finds the pointer its batch left and shares the same job.
+    holder = f"{run.run_id}:{job.member}"
+    await tasks.locks.aacquire_lock(job.member_key, holder)
+    try:
+        if not force and (pointer := await _pointer(tasks, job)) is not None:
+            if pointer.held:
+                raise HeldSubmission(pointer, earlier=pointer.host.run_id != run.run_id)
+            if (found := await _cached(run, tasks, step, provider_name, pointer)) is not None:
+                return found
+        if not force and (earlier := await run.intents.pending(job.member_key)) is not None:
+            raise await _held_interrupted_member(run, tasks, step, provider_name, request, job, earlier)
+        items = len(getattr(request, "items", None) or [None])
+        share, reused = await _batcher(run, tasks, provider_name, step, force).submit(
+            job.member, job.member_key, request, items, job.estimate
+        )
+    finally:
+        tasks.locks.release_lock(job.member_key, holder)
+    if share.status == "failed":
+        raise JobFailedWithResult(share)
+    return share, reused
+
+
+async def _obtain_alone(
+    run: RunContext,
+    tasks: TaskSet,
+    step: Step,
+    provider_name: str,
+    request: BaseModel,
+    job: _Job,
+    force: bool,
+) -> tuple[JobResult, bool]:
+    """The job submitted on its own, under the provider's in-flight slot; a job an earlier run paid
+    for and that failed (refunded) is submitted again, once."""
     submit = tasks.submit_forced if force else tasks.submit
     async with run.limiters[provider_name].job_slot():
         state, ref = await _submit(
@@ -828,47 +862,55 @@ async def _archive_outputs(
         if existing is not None:
             out.append(_archived(existing, output.label, result, output.url, asin))
             continue
-        what = f"download {provider} {output.label} of job {result.ref.job_id}"
-
-        async def download(url: str = output.url) -> tuple[bytes, str]:
-            data, ctype, _ = await fetch_image(
-                run.download_http,
-                url,
-                provider=provider,
-                allowed_hosts=plugin.output_hosts,
-                sandbox_mode=run.settings.sandbox_mode,
-                max_bytes=run.settings.download_max_bytes,
-            )
-            return data, ctype
-
-        try:
-            data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
-        except OutputExpired:
-            try:
-                refreshed = refreshed or await plugin.refresh(result.ref)  # retried by the client
-            except ProviderError as exc:
-                raise OutputExpired(
-                    f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "
-                    f"longer be read: {exc.message}",
-                    provider=provider,
-                    code=exc.code,
-                    status=exc.status,
-                ) from None
-            fresh = next(
-                (o for o in (refreshed.outputs if refreshed else []) if o.label == output.label), None
-            )
-            if fresh is None:
-                raise OutputExpired(
-                    f"{provider} output {output.label} of job {result.ref.job_id} expired and the provider "
-                    "cannot serve it again",
-                    provider=provider,
-                ) from None
-            data, ctype = await call_with_retries(
-                partial(download, fresh.url), policy=run.settings.retry, what=what
-            )
+        data, ctype, refreshed = await _download_output(run, plugin, result, output, refreshed)
         stored = await archive.put(keys[IMAGE_EXTENSIONS[ctype]], data, content_type=ctype, metadata=meta)
         out.append(_archived(stored, output.label, result, output.url, asin))
     return out
+
+
+async def _download_output(
+    run: RunContext, plugin: Any, result: JobResult, output: OutputRef, refreshed: JobResult | None
+) -> tuple[bytes, str, JobResult | None]:
+    """One output's bytes and type. An expired URL is asked for again through the job, read at most
+    once per job (``refreshed``, returned for its next outputs): a job's URLs expire together."""
+    provider = result.ref.provider
+    what = f"download {provider} {output.label} of job {result.ref.job_id}"
+
+    async def download(url: str = output.url) -> tuple[bytes, str]:
+        data, ctype, _ = await fetch_image(
+            run.download_http,
+            url,
+            provider=provider,
+            allowed_hosts=plugin.output_hosts,
+            sandbox_mode=run.settings.sandbox_mode,
+            max_bytes=run.settings.download_max_bytes,
+        )
+        return data, ctype
+
+    try:
+        data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
+    except OutputExpired:
+        try:
+            refreshed = refreshed or await plugin.refresh(result.ref)  # retried by the client
+        except ProviderError as exc:
+            raise OutputExpired(
+                f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "
+                f"longer be read: {exc.message}",
+                provider=provider,
+                code=exc.code,
+                status=exc.status,
+            ) from None
+        fresh = next((o for o in (refreshed.outputs if refreshed else []) if o.label == output.label), None)
+        if fresh is None:
+            raise OutputExpired(
+                f"{provider} output {output.label} of job {result.ref.job_id} expired and the provider "
+                "cannot serve it again",
+                provider=provider,
+            ) from None
+        data, ctype = await call_with_retries(
+            partial(download, fresh.url), policy=run.settings.retry, what=what
+        )
+    return data, ctype, refreshed
 
 
 def _image_extensions(declared: str) -> list[str]:
