@@ -71,16 +71,9 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
-async def fetch_image(
-    http: httpx.AsyncClient,
-    url: str,
-    *,
-    provider: str,
-    allowed_hosts: tuple[str, ...],
-    sandbox_mode: bool = False,
-    max_bytes: int = 25 * 1024 * 1024,
-) -> tuple[bytes, str, str]:
-    """Returns (body, content type, file extension)."""
+async def _vet_url(url: str, *, provider: str, allowed_hosts: tuple[str, ...], sandbox_mode: bool) -> None:
+    """Refuses a URL before anything is fetched: HTTPS only (plain HTTP only to a sandbox's loopback),
+    and only the provider's own output hosts, resolving to public addresses (no SSRF)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     loopback_ok = sandbox_mode and host in LOOPBACK_HOSTS
@@ -94,24 +87,39 @@ async def fetch_image(
                 f"output host {host!r} is not one of {provider}'s output hosts", provider=provider
             )
         await _check_address(host)
+
+
+def _check_status(response: httpx.Response, provider: str) -> None:
+    """Maps the output host's answer to the error taxonomy before the body is read: a redirect is
+    refused (it could lead anywhere), a gone URL is expired, 5xx is the host's fault."""
+    if response.is_redirect:
+        raise OutputRejected(f"{provider} output URL redirects elsewhere; refused", provider=provider)
+    if response.status_code in (403, 404, 410):
+        raise OutputExpired(
+            f"{provider} output URL expired or gone (HTTP {response.status_code})",
+            provider=provider,
+            status=response.status_code,
+        )
+    if response.status_code >= 500:
+        raise ServerError(f"{provider} output host error", provider=provider, status=response.status_code)
+    if not response.is_success:
+        raise OutputRejected(f"{provider} output URL answered HTTP {response.status_code}", provider=provider)
+
+
+async def fetch_image(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    allowed_hosts: tuple[str, ...],
+    sandbox_mode: bool = False,
+    max_bytes: int = 25 * 1024 * 1024,
+) -> tuple[bytes, str, str]:
+    """Returns (body, content type, file extension)."""
+    await _vet_url(url, provider=provider, allowed_hosts=allowed_hosts, sandbox_mode=sandbox_mode)
     try:
         async with http.stream("GET", url, follow_redirects=False, timeout=60) as response:
-            if response.is_redirect:
-                raise OutputRejected(f"{provider} output URL redirects elsewhere; refused", provider=provider)
-            if response.status_code in (403, 404, 410):
-                raise OutputExpired(
-                    f"{provider} output URL expired or gone (HTTP {response.status_code})",
-                    provider=provider,
-                    status=response.status_code,
-                )
-            if response.status_code >= 500:
-                raise ServerError(
-                    f"{provider} output host error", provider=provider, status=response.status_code
-                )
-            if not response.is_success:
-                raise OutputRejected(
-                    f"{provider} output URL answered HTTP {response.status_code}", provider=provider
-                )
+            _check_status(response, provider)
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise OutputRejected(

@@ -42,7 +42,7 @@ from listingflow.settings import Settings
 from providers.contract import JobRef, JobResult, Product, Step
 from providers.errors import InsufficientCredits, JobFailed, ProviderError, QuotaExhausted
 
-from .runtime import Deferred, ProviderBlocked, current_run
+from .runtime import Deferred, ProviderBlocked, RunContext, current_run
 from .stopping import Interrupted
 from .submission import submit_paid
 
@@ -227,6 +227,14 @@ async def submit_task(
             if not isinstance(exc, Interrupted):
                 run.observer.on_job_event(provider, str(step), "rejected")
             raise
+    return _book_submission(run, ref, hold, provider=provider, step=step, label=label)
+
+
+def _book_submission(
+    run: RunContext, ref: JobRef, hold: str | None, *, provider: str, step: Step, label: str
+) -> JobRef:
+    """Stamps the returned job with this run and label and settles its budget hold: a held
+    reference counts as spent, a real job keeps the hold for the wait task to settle."""
     ref.host.run_id = ref.host.run_id or run.run_id
     ref.host.label = ref.host.label or label
     if ref.held:  # no job to wait on: what it may have cost counts as spent
