@@ -47,7 +47,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from listingflow.settings import Settings
+from flows.settings import Settings
 
 from . import analysis as A
 from .catalog_gen import CatalogShape, write_catalog

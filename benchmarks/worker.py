@@ -100,7 +100,7 @@ def _product_hooks(hooks: list[Any]) -> Any:
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     from flows.catalog_flow import observed_catalog_flow
     from flows.params import RunParameters
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     reset_settings()
     params = RunParameters.model_validate({"catalog": spec["catalog"], **spec.get("params", {})})

@@ -22,7 +22,7 @@ import hashlib
 import os
 from typing import Any
 
-from listingflow.settings import Settings, get_settings
+from flows.settings import Settings, get_settings
 
 from .credentials import api_key_env_var, installed_providers, secret_block_name
 

@@ -28,7 +28,7 @@ def api_key_env_var(provider: type[Provider]) -> str:
 
 def installed_providers() -> dict[str, type[Provider]]:
     """The provider plugins this host loads (honouring ``LISTINGFLOW_PROVIDERS``)."""
-    from listingflow.settings import get_settings
+    from flows.settings import get_settings
     from providers.registry import load_providers
 
     settings = get_settings()

@@ -29,7 +29,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
-from listingflow.settings import Settings, get_settings
+from flows.settings import Settings, get_settings
 from providers.contract import (
     STEP_ORDER,
     APlusOptions,

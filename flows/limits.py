@@ -36,7 +36,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.exceptions import ObjectNotFound
 
-from listingflow.settings import Settings
+from flows.settings import Settings
 from providers.contract import Provider, RouteLimit
 
 

@@ -35,7 +35,7 @@ def installed_choices(step: Step) -> Callable[[dict[str, Any]], None]:
     with the run's own message naming the ones that are installed."""
 
     def add_enum(schema: dict[str, Any]) -> None:
-        from listingflow.settings import Settings
+        from flows.settings import Settings
         from providers.registry import load_providers
 
         try:

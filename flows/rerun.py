@@ -25,7 +25,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from listingflow.settings import get_settings
+from flows.settings import get_settings
 
 from .archive import SpooledArchive, run_key
 from .params import RunParameters

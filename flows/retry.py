@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from listingflow.settings import RetryPolicy
+from flows.settings import RetryPolicy
 from providers.errors import RetryableError
 from providers.retries import backoff
 

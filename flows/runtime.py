@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from listingflow.settings import Settings
+from flows.settings import Settings
 from providers.contract import PLUGIN_API_VERSION, Provider, Step
 from providers.errors import PermanentError, QuotaExhausted
 

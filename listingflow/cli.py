@@ -82,8 +82,8 @@ def _keep_prefect_files_local(
 ) -> None:
     """Prefect's local files (telemetry id, result storage, memo store) go under the listingflow state
     folder, not ~/.prefect, unless PREFECT_HOME is set; runs before any command imports Prefect."""
+    from flows.settings import get_settings
     from listingflow.prefect_home import use_state_dir_for_prefect
-    from listingflow.settings import get_settings
 
     use_state_dir_for_prefect(get_settings().state_dir)
 
@@ -356,7 +356,7 @@ def _write_traceback(exc: BaseException) -> Any:
     import traceback
 
     try:
-        from listingflow.settings import get_settings
+        from flows.settings import get_settings
 
         folder = get_settings().state_dir / "logs"
         folder.mkdir(parents=True, exist_ok=True)
@@ -495,10 +495,10 @@ def _run_local(
 ) -> int:
     from contextlib import ExitStack
 
+    from flows.settings import get_settings, reset_settings
     from listingflow.local import configured_api_url, discard_sandbox_state, local_prefect_server
     from listingflow.report import print_summary
     from listingflow.server import running_server
-    from listingflow.settings import get_settings, reset_settings
 
     with ExitStack() as stack:
         stack.callback(board.close)
@@ -537,8 +537,8 @@ def _run_local(
 def _start_sandboxes(
     stack: Any, params: Any, job_seconds: float, board: Any, noncompliant: list[str]
 ) -> None:
+    from flows.settings import get_settings
     from listingflow.local import noncompliant_products, running_sandboxes
-    from listingflow.settings import get_settings
     from providers.registry import load_providers
 
     registry = load_providers()
@@ -619,7 +619,7 @@ async def _estimate(params: Any, balances: bool) -> None:
     from flows.archive import SpooledArchive, open_archive, product_manifest_key
     from flows.catalog import CatalogError, load_catalog
     from flows.estimate import estimate_run
-    from listingflow.settings import get_settings
+    from flows.settings import get_settings
     from providers.registry import load_providers
 
     settings = get_settings()
@@ -685,7 +685,7 @@ def providers(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List installed provider plugins with their capabilities, limits and prices."""
-    from listingflow.settings import get_settings
+    from flows.settings import get_settings
     from providers.registry import load_providers
 
     settings = get_settings()
@@ -730,7 +730,7 @@ def unknown(
     """List held submissions: paid requests whose outcome a run could not establish (never resent
     unless a run is given --resubmit-unknown), and those charged whose output cannot be retrieved."""
     from flows.held import HeldStore
-    from listingflow.settings import get_settings
+    from flows.settings import get_settings
 
     records = list(HeldStore(get_settings().held_path))
     if as_json:
@@ -756,13 +756,13 @@ def sandbox(
     job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
 ) -> None:
     """Start every provider's sandbox on loopback until Ctrl-C; prints the env to point runs at them."""
+    from flows.settings import Settings
     from listingflow.local import (
         discard_sandbox_state,
         new_sandbox_instance,
         running_sandboxes,
         sandbox_base_url,
     )
-    from listingflow.settings import Settings
     from providers.registry import load_providers
 
     registry = load_providers()
@@ -803,9 +803,9 @@ app.add_typer(server_app, name="server")
 @server_app.command("status")
 def server_status() -> None:
     """Whether the local Prefect server for this state dir (.listingflow/) is running, and where."""
+    from flows.settings import get_settings
     from listingflow.local import configured_api_url
     from listingflow.server import running_server
-    from listingflow.settings import get_settings
 
     if configured_api_url():
         console.print(
@@ -827,8 +827,8 @@ def server_status() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server (run history, limits and cached submissions stay on disk)."""
+    from flows.settings import get_settings
     from listingflow.server import stop_server
-    from listingflow.settings import get_settings
 
     record = stop_server(get_settings().state_dir)
     console.print("local Prefect server: " + (f"stopped (pid {record.pid})" if record else "was not running"))

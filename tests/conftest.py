@@ -107,7 +107,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture
 def lf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """An isolated listingflow environment: state dir, archive, limit names, fast limits."""
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     home = tmp_path / "state"
     archive = tmp_path / "archive"
@@ -155,8 +155,8 @@ def sandbox_updates(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture
 def sandboxes(lf_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The three sandboxes on loopback with short jobs; provider settings point at them."""
+    from flows.settings import reset_settings
     from listingflow.local import running_sandboxes
-    from listingflow.settings import reset_settings
     from providers.registry import load_providers
 
     registry = load_providers()

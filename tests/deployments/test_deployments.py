@@ -290,7 +290,7 @@ def write_catalog(path: Path, asins: list[str]) -> Path:
 async def bootstrap_and_deploy(server: Server) -> tuple[list[str], list[str]]:
     """The runbook's steps 2 and 3: bootstrap twice (returns both reports), then deploy."""
     from deployments.bootstrap import bootstrap
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     reset_settings()
     first = await bootstrap(work_pool=POOL)
@@ -411,8 +411,8 @@ def sandboxes_with(
     limits: dict[str, dict[str, tuple[int, float]]], job_seconds: float
 ) -> Iterator[dict[str, Any]]:
     """The three sandboxes in this process with ``limits``; listingflow settings to match."""
+    from flows.settings import reset_settings
     from listingflow.local import running_sandboxes
-    from listingflow.settings import reset_settings
     from providers.registry import load_providers
 
     updates = sandbox_updates()
@@ -690,7 +690,7 @@ async def test_bootstrap_s3_result_storage_key_rotation_and_missing_keys(
 
     from deployments.bootstrap import BootstrapError, bootstrap
     from deployments.credentials import aload_api_key
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     block = f"results-{lf_env['prefix']}"
     for var in _key_vars():

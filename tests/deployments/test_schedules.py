@@ -90,7 +90,7 @@ async def test_the_nightly_schedule_creates_runs_that_a_worker_completes(
     from prefect.client.orchestration import get_client
 
     from deployments.bootstrap import bootstrap
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     catalog = runbook.write_catalog(tmp_path / "catalog.csv", ["B0CHX1W1XY"])
     archive = tmp_path / "archive"

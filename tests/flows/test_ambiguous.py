@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flows.held import HeldStore
-from listingflow.settings import get_settings
+from flows.settings import get_settings
 from providers.sandbox.core import Fault, FaultRule
 
 from .helpers import duplicate_payments, paid_submissions, run_flow, wait_for

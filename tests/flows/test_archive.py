@@ -417,7 +417,7 @@ def _layout(keys: list[str], run_ids: list[str]) -> set[str]:
 async def test_s3_archive_gets_the_same_layout_as_a_local_run(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     from .helpers import paid_submissions, run_flow
 
@@ -488,7 +488,7 @@ def s3_down_after_preflight(monkeypatch: pytest.MonkeyPatch, endpoint_url: str) 
 async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     from .helpers import net_charged, paid_submissions, run_flow
 
@@ -527,7 +527,7 @@ async def test_outputs_spooled_while_s3_is_down_are_archived_by_the_next_run(
 async def test_a_run_while_s3_is_down_spools_its_manifest_and_cost_summary(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     from .helpers import paid_submissions, run_flow
 

@@ -16,7 +16,7 @@ import pytest
 
 from flows.archive import LocalArchive, SpooledArchive
 from flows.pipeline import _archive_outputs
-from listingflow.settings import RetryPolicy
+from flows.settings import RetryPolicy
 from providers.contract import JobRef, JobResult, OutputRef, Product, Step
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from flows.limits import LimitMissing, ProviderLimiter, _SlotPool, ensure_limits, limit_specs, window_hold
-from listingflow.settings import Settings
+from flows.settings import Settings
 from providers.contract import ProviderLimits, RouteLimit
 from providers.registry import load_providers
 

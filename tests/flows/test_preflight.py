@@ -66,7 +66,7 @@ async def test_an_unusable_s3_archive_stops_the_run_before_anything_is_paid(
 ) -> None:
     import boto3
 
-    from listingflow.settings import reset_settings
+    from flows.settings import reset_settings
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # credentials an earlier test's session cached
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

@@ -10,7 +10,7 @@ import pytest
 
 import flows.retry
 from flows.retry import call_with_retries
-from listingflow.settings import RetryPolicy
+from flows.settings import RetryPolicy
 from providers.errors import (
     AuthenticationError,
     InsufficientCredits,

@@ -53,8 +53,8 @@ def leaks(text: str) -> list[str]:
 @pytest.fixture
 def keyed_sandboxes(lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The three sandboxes accepting only this test's keys; provider settings use those keys."""
+    from flows.settings import reset_settings
     from listingflow.local import running_sandboxes
-    from listingflow.settings import reset_settings
     from providers.registry import load_providers
 
     updates = sandbox_updates(**{name: {"api_keys": [key]} for name, key in KEYS.items()})

@@ -220,7 +220,7 @@ async def test_sandbox_runs_never_reuse_another_sandboxs_jobs(lf_env: dict[str, 
 
 
 def test_sandbox_instance_keeps_cache_keys_and_local_state_apart(tmp_path: Path) -> None:
-    from listingflow.settings import Settings
+    from flows.settings import Settings
 
     real = Settings(home=tmp_path)
     boxed = Settings(home=tmp_path, sandbox_instance="abc123")

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from flows.tasks import CrashSafeFileSystemLockManager
+from flows.locks import CrashSafeFileSystemLockManager
 
 
 def _manager(tmp_path: Path) -> CrashSafeFileSystemLockManager:
