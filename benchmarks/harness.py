@@ -49,11 +49,15 @@ def _cluster_user() -> list[str]:
         return []
     import pwd
 
+    # runuser lives in sbin, which a minimal PATH (cron, `env -i`) leaves out
+    runuser = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), "runuser"
+    )
     try:
         pwd.getpwnam("postgres")
-        return ["runuser", "-u", "postgres", "--"]
+        return [runuser, "-u", "postgres", "--"]
     except KeyError:
-        return ["runuser", "-u", "nobody", "--"]
+        return [runuser, "-u", "nobody", "--"]
 
 
 @contextmanager
