@@ -154,9 +154,11 @@ def _run_id() -> str:
     return uuid.uuid4().hex
 
 
-async def _select_products(
-    params: RunParameters, catalog: Catalog, rerun: Rerun | None
+def select_products(
+    params: RunParameters, catalog: Catalog, rerun: Rerun | None = None
 ) -> tuple[list[Product], list[str]]:
+    """The catalog's products a run (or an estimate) covers, and notes on what was asked for and is
+    not there: ``products`` matches an ASIN or a marketplace key (``DE/B0...``), in any case."""
     notes = []
     products = catalog.products
     if params.products:
@@ -328,7 +330,7 @@ async def _checked_products(inputs: _Inputs, clients: _Clients, summary: RunSumm
     if problems:
         raise _Refused(*problems)
     await _replay_spool(inputs.archive, summary)
-    products, notes = await _select_products(inputs.params, inputs.catalog, inputs.rerun)
+    products, notes = select_products(inputs.params, inputs.catalog, inputs.rerun)
     summary.notes += notes
     products, rejected = await check_rows(
         inputs.params, inputs.catalog, products, clients.providers, partial(_manifest, inputs.archive)

@@ -618,6 +618,7 @@ async def _estimate(params: Any, balances: bool) -> None:
 
     from flows.archive import SpooledArchive, open_archive, product_manifest_key
     from flows.catalog import CatalogError, load_catalog
+    from flows.catalog_flow import select_products
     from flows.estimate import estimate_run
     from flows.settings import get_settings
     from providers.registry import load_providers
@@ -630,7 +631,9 @@ async def _estimate(params: Any, balances: bool) -> None:
         raise typer.Exit(2) from None
     registry = load_providers(allow=settings.providers)
     names = sorted({params.providers.for_step(s) for s in params.ordered_steps()})
-    products = [p for p in catalog.products if not params.products or p.asin in params.products]
+    products, notes = select_products(params, catalog)  # the run's own selection rules
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
     archive = SpooledArchive(
         open_archive(params.archive or settings.archive, endpoint_url=settings.s3_endpoint_url),
         settings.spool_path,

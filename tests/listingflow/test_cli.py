@@ -185,3 +185,15 @@ def test_readme_example_submits_an_aplus_job_and_waits() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("40 ['a-plus-basic-preview'")
+
+
+def test_estimate_selects_products_by_the_runs_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--product`` matches an ASIN or a marketplace key in any case, as ``listingflow run`` does, and
+    says what it could not find."""
+    monkeypatch.setenv("LISTINGFLOW_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("LISTINGFLOW_ARCHIVE", str(tmp_path / "archive"))
+    args = ["estimate", "examples/catalog.csv", "--product", "us/b0chx1w1xy", "--product", "B0NOTTHERE"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Estimate for 1 products" in result.output
+    assert "not in the catalog: B0NOTTHERE" in result.output
