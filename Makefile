@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/listingflow run examples/catalog.csv --sandbox --sandbox-job-seconds 1 --archive archive/demo
+	$(BIN)/listingflow run examples/catalog.csv --sandbox --sandbox-job-seconds 1 --archive archive/demo \
+		--sandbox-noncompliant B0D1LMN8QR
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
