@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from listingflow.server import prefect_server_args
 from providers.serving import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +186,6 @@ def prefect_server(home: Path, database_url: str | None = None, *, nice: int = 0
             "PREFECT__SERVER_FINAL": "1",
         }
     )
-    import prefect
 
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
@@ -193,18 +193,7 @@ def prefect_server(home: Path, database_url: str | None = None, *, nice: int = 0
             sys.executable,
             "-m",
             "uvicorn",
-            "--app-dir",
-            str(Path(prefect.__file__).parent.parent),
-            "--factory",
-            "prefect.server.api.server:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-            "--lifespan",
-            "on",
+            *prefect_server_args(port),
         ],
         env=env,
         stdout=log,

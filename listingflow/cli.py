@@ -172,6 +172,9 @@ def _params(
 
 
 # Each option has a metavar: without one, typer's help shows the Python type (``<list[str]>``).
+CatalogArg = Annotated[
+    str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")
+]
 Steps = Annotated[
     list[str] | None,
     typer.Option("--step", "-s", metavar="STEP", help=f"step to run (repeat): {', '.join(STEP_ORDER)}"),
@@ -243,9 +246,7 @@ Regenerate = Annotated[
 
 @app.command(cls=_PlainHelpCommand)
 def run(
-    catalog: Annotated[
-        str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")
-    ],
+    catalog: CatalogArg,
     step: Steps = None,
     provider: ProviderOpt = [],
     style: Styles = [],
@@ -575,9 +576,7 @@ async def _run_flow(params: Any, board: Any) -> Any:
 
 @app.command(cls=_PlainHelpCommand)
 def estimate(
-    catalog: Annotated[
-        str, typer.Argument(metavar="CATALOG", help="CSV/JSON/JSONL catalog, local path or s3:// URI")
-    ],
+    catalog: CatalogArg,
     step: Steps = None,
     provider: ProviderOpt = [],
     style: Styles = [],

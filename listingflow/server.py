@@ -33,6 +33,19 @@ class ServerRecord(BaseModel):
     started_at: float
 
 
+def prefect_server_args(port: int) -> list[str]:
+    """uvicorn's arguments for Prefect's API alone on loopback: its app factory, quiet logs, lifespan."""
+    import prefect
+
+    app = [
+        "--app-dir",
+        str(prefect.__module_path__.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+    ]
+    return [*app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+
+
 def record_path(home: Path) -> Path:
     return home / "server.json"
 
@@ -111,7 +124,6 @@ def ensure_server(home: Path) -> tuple[ServerRecord, bool]:
 
 
 def _start(home: Path) -> ServerRecord:
-    import prefect
     from prefect.settings import (
         PREFECT_SERVER_ANALYTICS_ENABLED,
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
@@ -145,18 +157,7 @@ def _start(home: Path) -> ServerRecord:
             [
                 sys.executable,
                 str(Path(__file__).with_name("server_process.py")),
-                "--app-dir",
-                str(prefect.__module_path__.parent),
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
+                *prefect_server_args(port),
             ],
             env=env,
             stdin=subprocess.DEVNULL,
