@@ -1,5 +1,8 @@
 # Two commands on a fresh machine (only python3 and pip needed): `make demo` and `make test`.
 # Every install takes its exact versions from constraints.txt; `make lock` refreshes that file.
+# pip writes nothing under the user's home (no cache, no version self-check)
+export PIP_NO_CACHE_DIR := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp

@@ -394,7 +394,15 @@ def images_seen_by_browser(page: Path, profile: Path) -> dict[str, Any]:
         "--dump-dom",
         page.as_uri() + "?selftest",
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    # Debian's chromium wrapper and GTK write under HOME (~/.config/chromium, ~/.cache/dconf): keep them
+    # in the test's own folder, never the user's
+    home = {
+        "HOME": str(profile),
+        "XDG_CONFIG_HOME": str(profile / "config"),
+        "XDG_CACHE_HOME": str(profile / "cache"),
+    }
+    env = {**os.environ, **home}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, env=env)
     found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.DOTALL)
     assert found, f"the page's self-test did not report (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return json.loads(html.unescape(found.group(1)))
