@@ -130,7 +130,8 @@ class Batcher:
             await self.tasks.cache.put(
                 m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})})
             )
-        await self.run.intents.end([m.key for m in members], self.run.run_id)
+        # the batch's JobRef and each member's pointer are persisted: nothing of it is on its way any more
+        await self.run.intents.end([key, *[m.key for m in members]], self.run.run_id)
         return ref
 
     def _keep(self, members: list[_Member], ref: JobRef) -> None:

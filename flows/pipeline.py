@@ -685,7 +685,9 @@ async def _submit(run: RunContext, step: Step, job: _Job, submission: Any) -> tu
 
     async def submitted() -> tuple[State, JobRef]:
         state: State = await submission
-        return state, forget(await state.aresult())
+        ref = forget(await state.aresult())
+        await run.intents.end([job.key], run.run_id)  # its JobRef is persisted (the task's cached result)
+        return state, ref
 
     def orphaned(done: tuple[State, JobRef]) -> None:
         state, ref = done

@@ -82,7 +82,9 @@ async def submit_paid(
     except ProviderError:  # answered (refused, out of credits, quota): nothing on its way any more
         await run.intents.end(keys, run.run_id)
         raise
-    await run.intents.end([cache_key], run.run_id)  # a batch's members: once their pointers are saved
+    # The intent stays open until the caller has the task's persisted result (``pipeline._submit``,
+    # ``Batcher._submit``): a run killed before Prefect writes the cached JobRef must leave the intent
+    # pending, or the next run would find neither and pay again.
     return ref
 
 
