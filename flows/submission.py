@@ -60,8 +60,7 @@ async def submit_paid(
     """The job reference of one paid submission, or a held reference when its outcome is not known."""
     if (earlier := await run.intents.pending(cache_key)) is not None:
         found = await interrupted_submission(plugin, step, request, earlier)
-        if found is not None:
-            await run.intents.end([cache_key], run.run_id)
+        if found is not None:  # the intent is ended by the caller once this reference is persisted
             return (
                 found
                 if isinstance(found, JobRef)
