@@ -1,8 +1,11 @@
 """Cross-product batching for providers that accept many items per job (ProdVisual: 50 images).
 
-Products reach the images step at different moments; the batcher collects their requests for a short
-linger (or until a batch is full), asks the plugin to merge them (``merge_requests``), runs each merged
-batch as one ordinary cached submit + wait, and hands every product its share (``split_result``).
+Products reach the images step at different moments; the batcher collects their requests until a
+batch is full, every product expected at the step has arrived (``expect``), or a short linger is over;
+asks the plugin to merge them (``merge_requests``), runs each merged batch as one ordinary cached
+submit + wait, and hands every product its share (``split_result``). When no step waits for another
+provider's output (the default images step), every product in progress arrives within moments: the
+batch leaves as soon as the last one has, full, with no linger.
 
 Reruns must not depend on how products happened to be grouped. So as soon as a batch is submitted,
 each member's *own* submission key gets a pointer record to the batch job in Prefect's result store:
@@ -48,10 +51,26 @@ class Batcher:
     _timer: asyncio.TimerHandle | None = None
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
     _resumed: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
+    _expected: set[str] | None = None
+    """Products whose step may still bring members and none of which has arrived yet (``expect``);
+    None while nobody said what to expect: then only the linger ends a batch's collection."""
 
     @property
     def max_items(self) -> int:
         return self.run.provider(self.provider).limits.max_batch_size
+
+    def expect(self, product: str) -> None:
+        """``product``'s step will bring members to this batcher unless it ends first (``arrived``)."""
+        if self._expected is None:
+            self._expected = set()
+        self._expected.add(product)
+
+    def arrived(self, product: str) -> None:
+        """``product`` brought its members, or its step ended without them: stop waiting for it."""
+        if self._expected is not None:
+            self._expected.discard(product)
+            if not self._expected and self.queue:
+                self._flush()  # nobody else is coming: lingering would only delay this batch
 
     async def submit(
         self, member: str, key: str, request: BaseModel, items: int, estimate: int | None
@@ -59,7 +78,9 @@ class Batcher:
         """This member's share of a batch job, and whether the batch was reused from an earlier run."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self.queue.append(_Member(member, key, request, items, estimate, future))
-        if sum(m.items for m in self.queue) >= self.max_items:
+        if self._expected is not None:
+            self._expected.discard(member.split("#")[0])
+        if sum(m.items for m in self.queue) >= self.max_items or self._expected == set():
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._linger_over)

@@ -194,19 +194,11 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
     for step in params.ordered_steps():  # each waits only for the earlier steps whose outputs it reads
+        provider_name, force = params.providers.for_step(step), step in params.force
         running[step] = asyncio.ensure_future(
-            _run_when_ready(
-                run,
-                tasks,
-                product,
-                ctx,
-                step,
-                params.providers.for_step(step),
-                running,
-                prepared,
-                force=step in params.force,
-            )
+            _run_when_ready(run, tasks, product, ctx, step, provider_name, running, prepared, force=force)
         )
+        _expect_in_batch(run, tasks, product, step, provider_name, force, running[step])
     for step, result in zip(running, await asyncio.gather(*running.values()), strict=True):
         outcome.steps[step] = result  # reports keep the logical order copy -> images -> aplus -> scale
     statuses = {o.status for o in outcome.steps.values()}
@@ -320,6 +312,24 @@ async def _run_when_ready(
         if STEP_SPECS[need].produces == "image" and upstream.outputs:
             ctx.main_image_url = upstream.outputs[0].source_url
     return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
+
+
+def _expect_in_batch(
+    run: RunContext,
+    tasks: TaskSet,
+    product: Product,
+    step: Step,
+    provider_name: str,
+    force: bool,
+    step_task: asyncio.Task[StepOutcome],
+) -> None:
+    """Tell a cross-product batcher that this product's step will bring members unless the step ends
+    first: once every product it expects has arrived, the batch leaves without lingering."""
+    if provider_name not in run.providers or not batches_across_products(run, provider_name):
+        return
+    batcher = _batcher(run, tasks, provider_name, step, force)
+    batcher.expect(product.key)
+    step_task.add_done_callback(lambda _: batcher.arrived(product.key))
 
 
 def _needs(run: RunContext, step: Step, provider_name: str, running: dict[Step, Any]) -> list[Step]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from providers.contract import (
@@ -39,33 +40,56 @@ PLACEHOLDER_PREPARED = {"product_id": "prod_preflight"}
 ReadManifest = Callable[[Product], Awaitable[dict[str, Any] | None]]
 
 
-async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str) -> list[str]:
-    """Problems that stop the whole run, one line each: credentials and the archive, checked at once."""
-    checks = [check_access(name, plugin) for name, plugin in sorted(providers.items())]
-    results = await asyncio.gather(check_archive(archive, run_id), *checks)
+@dataclass
+class RunChecks:
+    """What pre-flight found: the problems that stop the run (one line each), and the balances the
+    providers' access checks read (the run's starting balances: not read again)."""
+
+    problems: list[str] = field(default_factory=list)
+    balances: dict[str, int] = field(default_factory=dict)
+
+
+async def check_run(providers: dict[str, Provider], archive: SpooledArchive, run_id: str) -> RunChecks:
+    """Credentials and the archive, checked at once."""
+    names = sorted(providers)
+    balances: dict[str, int | None] = dict.fromkeys(names)
+
+    async def access(name: str) -> str | None:
+        problem, balances[name] = await check_access(name, providers[name])
+        return problem
+
+    results = await asyncio.gather(check_archive(archive, run_id), *map(access, names))
     secrets = [s for p in providers.values() for s in p.settings.secret_values()]
-    return [redact(line, secrets) for line in results if line]
+    return RunChecks(
+        problems=[redact(line, secrets) for line in results if line],
+        balances={n: b for n, b in balances.items() if b is not None},
+    )
 
 
-async def check_access(name: str, plugin: Provider) -> str | None:
+async def check_access(name: str, plugin: Provider) -> tuple[str | None, int | None]:
     """One line when the provider cannot be used with the configured base URL and credential (a
-    passing fault is retried by the client, as for any request)."""
-    prefix = str(plugin.settings.model_config.get("env_prefix") or f"{name.upper()}_")
+    passing fault is retried by the client, as for any request), else the balance the check read."""
     try:
         with capped(max_attempts=3, max_total_seconds=30.0):  # a passing fault, not an outage waited out
-            await plugin.check_access()
-    except AuthenticationError as exc:
-        if plugin.settings.api_key is None:
-            return (
-                f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "
-                f"'{prefix.rstrip('_').lower()}-api-key')"
-            )
+            return None, await plugin.check_access()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes its one line
+        return _access_problem(name, plugin, exc), None
+
+
+def _access_problem(name: str, plugin: Provider, exc: Exception) -> str:
+    """The line for a failed access check: which setting to look at (e.g. an invalid URL is reported
+    this way too, never as a traceback)."""
+    prefix = str(plugin.settings.model_config.get("env_prefix") or f"{name.upper()}_")
+    if isinstance(exc, AuthenticationError) and plugin.settings.api_key is None:
+        return (
+            f"{name}: no credential: set {prefix}API_KEY (or the Prefect Secret block "
+            f"'{prefix.rstrip('_').lower()}-api-key')"
+        )
+    if isinstance(exc, AuthenticationError):
         return f"{name}: credential rejected ({exc.message}): check {prefix}API_KEY"
-    except ProviderError as exc:
+    if isinstance(exc, ProviderError):
         return f"{name}: {plugin.settings.base_url} cannot be used ({exc.message}): check {prefix}BASE_URL"
-    except Exception as exc:  # noqa: BLE001 - e.g. an invalid URL: reported, never a traceback
-        return f"{name}: {plugin.settings.base_url} cannot be used ({type(exc).__name__}: {exc})"
-    return None
+    return f"{name}: {plugin.settings.base_url} cannot be used ({type(exc).__name__}: {exc})"
 
 
 async def check_archive(archive: SpooledArchive, run_id: str) -> str | None:

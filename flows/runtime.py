@@ -61,6 +61,8 @@ class RunContext:
     held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))
     stop: RunStop = field(default_factory=RunStop)
     intents: Intents = field(default_factory=NoIntents)
+    start_balances: dict[str, int] = field(default_factory=dict)
+    """Balances read by pre-flight's access checks: each provider's balance gate starts from them."""
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]
@@ -69,10 +71,13 @@ class RunContext:
         """The provider's paid submissions in this run and its expected balance (``flows.reconcile``)."""
         if name not in self.gates:
             plugin = self.providers[name]
+            start = self.start_balances.get(name) if plugin.balance_endpoint else None
             self.gates[name] = BalanceGate(
                 name,
                 plugin.balance if plugin.balance_endpoint else None,
                 settle_seconds=plugin.settings.settle_seconds,
+                start_balance=start,
+                baseline=start,
             )
         return self.gates[name]
 

@@ -698,10 +698,14 @@ class Provider(abc.ABC):
         """Current credit balance, None when the provider has no balance endpoint."""
         return None
 
-    async def check_access(self) -> None:
+    async def check_access(self) -> int | None:
         """Pre-flight: one free authenticated request proving that the base URL answers and the
         credential is accepted, before anything is paid; raises a ``ProviderError``
-        (``AuthenticationError`` for a rejected key). Default: nothing to check."""
+        (``AuthenticationError`` for a rejected key). Default: nothing to check.
+
+        Returns the account's balance when the check read it (a provider with a balance endpoint
+        uses that endpoint as its check): the run takes it as its starting balance rather than
+        reading it again before its first paid submission."""
         return None
 
     async def aclose(self) -> None:

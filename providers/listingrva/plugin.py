@@ -396,9 +396,9 @@ class ListingRVAProvider(BaseProvider):
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
 
-    async def check_access(self) -> None:
+    async def check_access(self) -> int | None:
         """GET /billing/credits: free, and 401 for a rejected or expired token (contract §1/§8)."""
-        await self.client.credits()
+        return await self.balance()
 
     async def aclose(self) -> None:
         """Delete the run's webhook (best effort: a leftover one only sends events nobody receives)."""

@@ -377,10 +377,11 @@ class PixiiProvider(Provider):
         # ASSUMPTION (contract §12): no balance endpoint; report the last remaining_credits seen.
         return self._remaining_credits
 
-    async def check_access(self) -> None:
+    async def check_access(self) -> int | None:
         """No account endpoint exists (contract §12): listing the jobs of an ASIN (§8) is free,
         authenticated and not rate-limited, and answers 401 UNAUTHORIZED for a rejected key."""
         await self.client.list_jobs(PREFLIGHT_ASIN, limit=1)
+        return None
 
     def _result(self, ref: JobRef, job: Job) -> JobResult:
         charged, refunded = _int(job.credit_cost), _int(job.credits_refunded) or 0

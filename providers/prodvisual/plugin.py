@@ -447,11 +447,12 @@ class ProdVisualProvider(Provider):
     async def balance(self) -> int | None:
         return (await self.client.credits()).credits_remaining
 
-    async def check_access(self) -> None:
+    async def check_access(self) -> int | None:
         """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3). The style list
         is read too (free, cached for the run), so pre-flight checks every row's style ids."""
-        await self.client.credits()
+        balance = await self.balance()
         await self.client.check_styles([], [])
+        return balance
 
     async def aclose(self) -> None:
         if self._inbox is not None:
@@ -501,17 +502,21 @@ class ProdVisualProvider(Provider):
 
     def _cadence(self, ref: JobRef, inbox: WebhookInbox | None) -> PollCadence:
         """With webhooks, the event ends each pause and a poll comes only when it does not (or says
-        too little); a batch's first poll waits for its estimated time; ``poll_interval_seconds``
-        overrides."""
+        too little). A batch is first polled when its estimated time is up (the contract's advice,
+        also when ``poll_interval_seconds`` sets the interval of the polls after it): polling earlier
+        finds it unfinished, later leaves it idle."""
         settings = self.settings
         if inbox is not None:
             every = settings.webhook_reconcile_seconds
             return PollCadence(first_seconds=every, every_seconds=every)
-        if settings.poll_interval_seconds is not None or ref.kind != "batch":
+        if ref.kind != "batch":
             return settings.cadence()
-        estimate = (ref.meta.get("estimated_time_ms") or 0) / 1000
-        first = max(0.0, ref.submitted_at + estimate - time.time())
-        return settings.batch_poll_cadence.model_copy(update={"first_seconds": first})
+        cadence = settings.batch_poll_cadence.fixed(settings.poll_interval_seconds)
+        estimate = ref.meta.get("estimated_time_ms")
+        if estimate is None:
+            return cadence
+        first = max(0.0, ref.submitted_at + estimate / 1000 - time.time())
+        return cadence.model_copy(update={"first_seconds": first})
 
     async def _pause(
         self, clock: JobClock, seconds: float, status: str, inbox: WebhookInbox | None, *, first: bool = False
