@@ -593,7 +593,8 @@ def _start_sandboxes(
 
 async def _run_flow(params: Any, board: Any) -> Any:
     """The flow run's summary (its result); a crashed flow run's exception is raised here."""
-    from flows.catalog_flow import RunSummary, observed_catalog_flow
+    from flows.catalog_flow import observed_catalog_flow
+    from flows.summary import RunSummary
 
     state = await observed_catalog_flow(params, board, return_state=True)
     result = await state.aresult(raise_on_failure=False)
@@ -647,8 +648,8 @@ async def _estimate(params: Any, balances: bool) -> None:
 
     from flows.archive import SpooledArchive, open_archive, product_manifest_key
     from flows.catalog import CatalogError, load_catalog
-    from flows.catalog_flow import select_products
     from flows.estimate import estimate_run
+    from flows.selection import select_products
     from flows.settings import get_settings
     from providers.registry import load_providers
 
