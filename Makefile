@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/flows/test_chaos.py tests/flows/test_reruns.py
+	$(BIN)/python -m pytest -q -m slow tests/flows/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

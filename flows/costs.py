@@ -159,15 +159,22 @@ class CostSummary(BaseModel):
                 columns[column.name].append(column.cell(line, self))
         return columns
 
+    def report_lines(self) -> list[CostLine]:
+        """The reports' lines (markdown, terminal): the providers' steps, the providers, the total."""
+        return [*self.by("step"), *self.by("provider"), *self.by("total")]
+
     def markdown(self) -> str:
         """Step, provider and total lines in ``MARKDOWN_COLUMNS``, and what was not submitted."""
         out = [f"# Cost summary, run `{self.run_id}`", ""]
-        out.append("| " + " | ".join(c.name for c in MARKDOWN_COLUMNS) + " |")
+        out.append("| " + " | ".join(_md(c.name) for c in MARKDOWN_COLUMNS) + " |")
         out.append("|" + "|".join("---:" if c.numeric else "---" for c in MARKDOWN_COLUMNS) + "|")
-        for line in itertools.chain(self.by("step"), self.by("provider"), self.by("total")):
-            out.append("| " + " | ".join(str(c.cell(line, self)) for c in MARKDOWN_COLUMNS) + " |")
+        for line in self.report_lines():
+            cells = [_md(str(c.cell(line, self))) for c in MARKDOWN_COLUMNS]
+            if line.scope != "step":  # a provider's or the run's line: its name in bold
+                cells[0] = f"**{cells[0]}**"
+            out.append("| " + " | ".join(cells) + " |")
         if self.money_note():
-            out += ["", f"The money total covers {self.money_note()}."]
+            out += ["", f"\\* The money total covers {self.money_note()}."]
         t = self.total
         if t.held_jobs:
             out += [
@@ -183,13 +190,14 @@ class CostSummary(BaseModel):
             out += ["", "**Not submitted:**", *[f"- {s}" for s in self.skipped]]
         return "\n".join(out)
 
-    def money_cell(self, line: CostLine) -> str:
-        """A line's money; the total's adds up the providers that have a price and names the others."""
+    def money_cell(self, line: CostLine, *, footnote: bool = False) -> str:
+        """A line's money; the total's adds up the providers that have a price and names the others: in
+        the cell, or (``footnote``, for the reports) in ``money_note`` under the table, the cell starred."""
         note = self.money_note() if line.scope == "total" else ""
         if not note:
             return line.money_text(self.currency)
         priced = sum(p.money or 0.0 for p in self.by("provider") if p.money_status == "ok")
-        return f"{priced:.2f} {self.currency} (covers {note})"
+        return f"{priced:.2f} {self.currency}" + ("*" if footnote else f" (covers {note})")
 
     def money_note(self) -> str:
         """Which providers the money total covers and which it cannot, e.g. "pixii, prodvisual;
@@ -208,12 +216,16 @@ class CostSummary(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column of the cost tables: a new column is one entry in ``TABLE_COLUMNS`` or
-    ``MARKDOWN_COLUMNS``. ``cell`` renders a line (with its summary, for per-run values)."""
+    """One column of the cost tables: a new column is one entry in ``TABLE_COLUMNS`` (the artifact's
+    table) or ``REPORT_COLUMNS`` (the markdown report and the terminal's table). ``cell`` renders a line
+    (with its summary, for per-run values); ``numeric`` columns are right-aligned; ``shown`` says whether
+    a run's figures make the column worth its width (the terminal drops the others to fit 80 columns;
+    None: always)."""
 
     name: str
     cell: Callable[[CostLine, CostSummary], object]
     numeric: bool = True
+    shown: Callable[[CostSummary], bool] | None = None
 
 
 def _word(value: str) -> str:
@@ -240,28 +252,84 @@ TABLE_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def _md_provider(line: CostLine, summary: CostSummary) -> str:
-    return {"step": line.provider, "provider": f"**{line.provider}**"}.get(line.scope, "**total**")
+def _report_provider(line: CostLine, summary: CostSummary) -> str:
+    return "total" if line.scope == "total" else line.provider
 
 
-def _md_requests(line: CostLine, summary: CostSummary) -> object:
+def _report_step(line: CostLine, summary: CostSummary) -> str:
+    return {"step": line.step, "provider": "all"}.get(line.scope, "")
+
+
+def _report_requests(line: CostLine, summary: CostSummary) -> str:
     if line.scope == "provider":
-        return summary.requests.get(line.provider, 0)
-    return sum(summary.requests.values()) if line.scope == "total" else ""
+        return str(summary.requests.get(line.provider, 0))
+    return str(sum(summary.requests.values())) if line.scope == "total" else ""
 
 
-MARKDOWN_COLUMNS: tuple[Column, ...] = (
-    Column("provider", _md_provider, numeric=False),
-    Column("step", lambda line, s: {"step": line.step, "provider": "all"}.get(line.scope, ""), numeric=False),
-    Column("money", lambda line, s: s.money_cell(line), numeric=False),
-    Column("net", lambda line, s: _c(line.net, line.unknown_jobs)),
-    Column("jobs", lambda line, s: line.jobs),
-    Column("charged", lambda line, s: _c(line.charged, line.unknown_jobs)),
-    Column("refunded", lambda line, s: line.refunded),
-    Column("reused (free)", lambda line, s: line.reused_jobs),
-    Column("possibly charged", lambda line, s: _possibly(line)),
-    Column("requests", _md_requests),
+def _refunds(summary: CostSummary) -> bool:
+    """Charged and refunded say something only when something was refunded (else both equal net)."""
+    return summary.total.refunded != 0
+
+
+def _held(summary: CostSummary) -> bool:
+    return bool(summary.total.possibly_charged or summary.total.possibly_unknown_jobs)
+
+
+# The cells of the reports, each defined once: the markdown report and the terminal's table (listingflow
+# report.py) render the same text, and differ only in which columns they show and in what order.
+REPORT_COLUMNS: dict[str, Column] = {
+    c.name: c
+    for c in (
+        Column("provider", _report_provider, numeric=False),
+        Column("step", _report_step, numeric=False),
+        Column("jobs", lambda line, s: str(line.jobs)),
+        Column("charged", lambda line, s: _c(line.charged, line.unknown_jobs), shown=_refunds),
+        Column("refunded", lambda line, s: str(line.refunded), shown=_refunds),
+        Column("net", lambda line, s: _c(line.net, line.unknown_jobs)),
+        Column("reused", lambda line, s: str(line.reused_jobs), shown=lambda s: s.total.reused_jobs != 0),
+        Column("possibly charged", lambda line, s: _possibly(line), shown=_held),
+        Column("requests", _report_requests),
+        Column("money", lambda line, s: s.money_cell(line, footnote=True)),
+    )
+}
+
+
+def _report_columns(*names: str) -> tuple[Column, ...]:
+    return tuple(REPORT_COLUMNS[name] for name in names)
+
+
+# The Prefect UI's report shows every column, money early (the last ones are off-screen on a laptop);
+# the terminal's table drops the columns a run leaves empty to fit 80 columns, so it reads as the sum:
+# jobs, charged - refunded = net, then money.
+MARKDOWN_COLUMNS = _report_columns(
+    "provider",
+    "step",
+    "money",
+    "net",
+    "jobs",
+    "charged",
+    "refunded",
+    "reused",
+    "possibly charged",
+    "requests",
 )
+TERMINAL_COLUMNS = _report_columns(
+    "provider",
+    "step",
+    "jobs",
+    "charged",
+    "refunded",
+    "net",
+    "reused",
+    "possibly charged",
+    "requests",
+    "money",
+)
+
+
+def _md(text: str) -> str:
+    """A cell's text in a markdown table: a ``|`` would end the cell, a ``*`` start emphasis."""
+    return text.replace("|", "\\|").replace("*", "\\*")
 
 
 def _possibly(line: CostLine) -> str:

@@ -7,30 +7,65 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from providers.contract import STEP_ORDER
 
 HELP = "Generate listing copy, images, A+ content and variation images for a catalog, on Prefect."
-# Plain help (no rich panels, no markup): it reads the same at 80 columns, piped, and in a log.
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help=HELP,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
 # typer's (vendored click's) UsageError: a bad or missing option; typer exports only its BadParameter subclass
 _UsageError: Any = typer.BadParameter.__mro__[1]
+
+
+def _command_path(ctx: Any) -> str:
+    """``listingflow server status``, whatever name the program was started by (``python -m``, a test)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["listingflow", *reversed(names)])
+
+
+def _usage_error(ctx: Any, exc: Any, hint: str) -> NoReturn:
+    """Bad usage in one line naming the command and what is wrong (not click's usage block), exit 2."""
+    err.print(f"{_command_path(ctx)}: {exc.format_message()} {hint}", markup=False, highlight=False)
+    raise typer.Exit(2) from None
+
+
+class _OneLineGroup(TyperGroup):
+    """An unknown command, or a bad option before it, in one line: the command's name (with typer's
+    "Did you mean" when one is close) and the valid ones."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:
+            _usage_error(ctx, exc, "(--help lists the options)")
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except _UsageError as exc:
+            names = [n for n in self.list_commands(ctx) if not self.commands[n].hidden]
+            _usage_error(ctx, exc, f"Commands: {', '.join(names)} (--help describes them).")
+
+
+# Plain help (no rich panels, no markup): it reads the same at 80 columns, piped, and in a log.
+app = typer.Typer(
+    cls=_OneLineGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 
 
 class _PlainHelpCommand(TyperCommand):
@@ -41,12 +76,7 @@ class _PlainHelpCommand(TyperCommand):
         try:
             return super().parse_args(ctx, args)
         except _UsageError as exc:
-            err.print(
-                f"listingflow {ctx.info_name}: {exc.format_message()} (--help lists the options)",
-                markup=False,
-                highlight=False,
-            )
-            raise typer.Exit(2) from None
+            _usage_error(ctx, exc, "(--help lists the options)")
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         args, opts = [], []
@@ -563,7 +593,8 @@ def _start_sandboxes(
 
 async def _run_flow(params: Any, board: Any) -> Any:
     """The flow run's summary (its result); a crashed flow run's exception is raised here."""
-    from flows.catalog_flow import RunSummary, observed_catalog_flow
+    from flows.catalog_flow import observed_catalog_flow
+    from flows.summary import RunSummary
 
     state = await observed_catalog_flow(params, board, return_state=True)
     result = await state.aresult(raise_on_failure=False)
@@ -617,8 +648,8 @@ async def _estimate(params: Any, balances: bool) -> None:
 
     from flows.archive import SpooledArchive, open_archive, product_manifest_key
     from flows.catalog import CatalogError, load_catalog
-    from flows.catalog_flow import select_products
     from flows.estimate import estimate_run
+    from flows.selection import select_products
     from flows.settings import get_settings
     from providers.registry import load_providers
 
@@ -644,31 +675,11 @@ async def _estimate(params: Any, balances: bool) -> None:
     async with httpx.AsyncClient() as http:
         providers = {n: registry.get(n)(http) for n in names}
         est = estimate_run(params, products, providers, manifests)
-        table = Table(title=f"Estimate for {len(products)} products (nothing is spent)")
-        for col in ("provider", "step", "jobs", "credits", "unknown-price jobs", "already done"):
-            table.add_column(col)
-        for ln in est.lines:
-            table.add_row(
-                ln.provider,
-                ln.step,
-                str(ln.jobs),
-                str(ln.credits),
-                str(ln.unknown_jobs),
-                str(ln.already_done),
-            )
-        table.add_row(
-            "[bold]total[/bold]",
-            "",
-            str(sum(ln.jobs for ln in est.lines)),
-            str(est.credits_for()),
-            str(est.unknown_for()),
-            str(sum(ln.already_done for ln in est.lines)),
-        )
-        console.print(table)
+        _print_estimate(est, len(products))
         for problem in est.invalid:
-            console.print(f"[yellow]not counted: {problem}[/yellow]")
+            _say(f"not counted: {problem}", "yellow")
         for r in catalog.rejected:
-            console.print(f"[yellow]rejected row: {r}[/yellow]")
+            _say(f"rejected row: {r}", "yellow")
         if balances:
             for n in names:
                 try:
@@ -676,13 +687,39 @@ async def _estimate(params: Any, balances: bool) -> None:
                     shown = "no balance endpoint" if bal is None else str(bal)
                 except Exception as exc:  # noqa: BLE001 - an unreachable provider is reported, not fatal
                     shown = f"unavailable ({type(exc).__name__})"
-                console.print(
+                _say(
                     f"balance {n}: {shown}; this run needs {est.credits_for(n)}"
                     + (f" + {est.unknown_for(n)} job(s) of unknown price" if est.unknown_for(n) else "")
                 )
 
 
-@app.command()
+def _print_estimate(est: Any, products: int) -> None:
+    """Per provider and step, then the total; the unknown-price and already-done columns only when a
+    line has some (so the table fits 80 columns; narrower, one line per row)."""
+    from listingflow.tables import Row, print_figures
+
+    fields = {  # column: EstimateLine field
+        "jobs": "jobs",
+        "credits": "credits",
+        "unknown-price jobs": "unknown_jobs",
+        "already done": "already_done",
+    }
+    names = [
+        n for n, f in fields.items() if n in ("jobs", "credits") or any(getattr(ln, f) for ln in est.lines)
+    ]
+    rows = [Row([ln.provider, ln.step, *(str(getattr(ln, fields[n])) for n in names)]) for ln in est.lines]
+    totals = [str(sum(getattr(ln, fields[n]) for ln in est.lines)) for n in names]
+    rows.append(Row(["total", "", *totals], bold=True))
+    headers = [("provider", False), ("step", False), *((n, True) for n in names)]
+    print_figures(console, f"Estimate for {products} products (nothing is spent)", headers, rows)
+
+
+def _say(text: str, style: str | None = None) -> None:
+    """A whole line, never folded by rich (a terminal may); a catalog's or provider's text is not markup."""
+    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command(cls=_PlainHelpCommand)
 def providers(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -725,7 +762,7 @@ def providers(
         err.print(f"[yellow]skipped {name}: {reason}[/yellow]")
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def unknown(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -752,7 +789,7 @@ def unknown(
     )
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def sandbox(
     port: Annotated[list[str], typer.Option(metavar="PROVIDER=PORT", help="a sandbox's port")] = [],
     job_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="job duration")] = 2.0,
@@ -794,6 +831,7 @@ def sandbox(
 
 
 server_app = typer.Typer(
+    cls=_OneLineGroup,
     no_args_is_help=True,
     rich_markup_mode=None,
     help="The local Prefect server that "
@@ -802,7 +840,7 @@ server_app = typer.Typer(
 app.add_typer(server_app, name="server")
 
 
-@server_app.command("status")
+@server_app.command("status", cls=_PlainHelpCommand)
 def server_status() -> None:
     """Whether the local Prefect server for this state dir (.listingflow/) is running, and where."""
     from flows.settings import get_settings
@@ -826,7 +864,7 @@ def server_status() -> None:
     )
 
 
-@server_app.command("stop")
+@server_app.command("stop", cls=_PlainHelpCommand)
 def server_stop() -> None:
     """Stop the local Prefect server (run history, limits and cached submissions stay on disk)."""
     from flows.settings import get_settings
@@ -836,7 +874,7 @@ def server_stop() -> None:
     console.print("local Prefect server: " + (f"stopped (pid {record.pid})" if record else "was not running"))
 
 
-@app.command()
+@app.command(cls=_PlainHelpCommand)
 def bootstrap(
     work_pool: Annotated[
         str, typer.Option(metavar="NAME", help="process work pool to create")

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.catalog_flow import RunSummary, catalog_flow, observed_catalog_flow
+from flows.catalog_flow import catalog_flow, observed_catalog_flow
 from flows.observer import RunObserver
 from flows.params import RunParameters
+from flows.summary import RunSummary
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.csv")
 

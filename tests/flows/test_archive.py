@@ -465,7 +465,7 @@ def s3_down_after_preflight(monkeypatch: pytest.MonkeyPatch, endpoint_url: str) 
     switch says ``down``: an outage that starts once the run is under way."""
     from botocore.exceptions import EndpointConnectionError
 
-    import flows.catalog_flow
+    import flows.run_inputs
 
     switch = {"down": True}
 
@@ -478,7 +478,7 @@ def s3_down_after_preflight(monkeypatch: pytest.MonkeyPatch, endpoint_url: str) 
         archive.client.meta.events.register("before-send.s3", refuse)
         return archive
 
-    monkeypatch.setattr(flows.catalog_flow, "open_archive", open_archive)
+    monkeypatch.setattr(flows.run_inputs, "open_archive", open_archive)
     monkeypatch.setenv("LISTINGFLOW_S3_ENDPOINT_URL", endpoint_url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     return switch

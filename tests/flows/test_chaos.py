@@ -63,7 +63,7 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
     from botocore.exceptions import ConnectionClosedError
     from moto.server import ThreadedMotoServer
 
-    import flows.catalog_flow
+    import flows.run_inputs
     from flows.archive import S3Archive
 
     for key, value in {
@@ -101,7 +101,7 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
     import boto3
 
     boto3.client("s3", endpoint_url=url).create_bucket(Bucket="chaos")
-    monkeypatch.setattr(flows.catalog_flow, "open_archive", open_flaky_archive)
+    monkeypatch.setattr(flows.run_inputs, "open_archive", open_flaky_archive)
     yield {"url": url, "bucket": "chaos", "injected": injected}
     server.stop()
 

@@ -14,7 +14,8 @@ import uuid
 import httpx
 import pytest
 
-from flows.limits import LimitMissing, ProviderLimiter, _SlotPool, ensure_limits, limit_specs, window_hold
+from flows.limits import LimitMissing, ProviderLimiter, ensure_limits, limit_specs, window_hold
+from flows.limits.pool import SlotPool
 from flows.settings import Settings
 from providers.contract import ProviderLimits, RouteLimit
 from providers.registry import load_providers
@@ -195,15 +196,15 @@ async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(
     """Every request waiting on a group shares its pool: one lost connection must not fail them all."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
-    ask, dropped = _SlotPool._ask, []
+    ask, dropped = SlotPool._ask, []
 
-    async def flaky(self: _SlotPool) -> None:
+    async def flaky(self: SlotPool) -> None:
         if not dropped:
             dropped.append(self.name)
             raise httpx.ReadError("connection reset by peer")
         await ask(self)
 
-    monkeypatch.setattr(_SlotPool, "_ask", flaky)
+    monkeypatch.setattr(SlotPool, "_ask", flaky)
     limiter = _limiter(prefix)
     sent: list[float] = []
     await asyncio.wait_for(_send(limiter, 3, sent), 10)

@@ -30,10 +30,6 @@ def _cli(archive: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "listingflow.cli", "run", EXAMPLE, "--archive", archive, *extra]
 
 
-# Failed 1 in 3 fresh-clone suites on 2026-12-05 (4 Pixii Scale jobs paid twice by the rerun): the
-# intent was marked done before Prefect persisted the submit task's result. Fixed the same day (the
-# caller ends the intent); runs with `make chaos` until looped under load, then back in CI.
-@pytest.mark.slow
 async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(
     sandboxes: dict[str, Any], lf_env: dict[str, Any]
 ) -> None:

@@ -197,3 +197,74 @@ def test_estimate_selects_products_by_the_runs_rules(tmp_path: Path, monkeypatch
     assert result.exit_code == 0, result.output
     assert "Estimate for 1 products" in result.output
     assert "not in the catalog: B0NOTTHERE" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["frobnicate"],
+            "listingflow: No such command 'frobnicate'. Commands: run, estimate, providers, unknown, "
+            "sandbox, bootstrap, server (--help describes them).",
+        ),
+        (["rn", "catalog.csv"], "listingflow: No such command 'rn'. Did you mean 'run'? Commands: run,"),
+        (
+            ["server", "frob"],
+            "listingflow server: No such command 'frob'. Commands: status, stop (--help describes them).",
+        ),
+        (["--frob"], "listingflow: No such option: --frob (--help lists the options)"),
+        (["server", "status", "--frob"], "listingflow server status: No such option: --frob (--help lists"),
+    ],
+)
+def test_an_unknown_command_or_option_is_one_line_naming_it(args: list[str], line: str) -> None:
+    """Not click's usage block: the command, what is wrong, the valid commands; exit 2."""
+    result = CliRunner().invoke(app, args, prog_name="python -m listingflow.cli")
+    assert result.exit_code == 2
+    [printed] = result.output.splitlines()
+    assert printed.startswith(line), printed
+
+
+def test_estimate_fits_80_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columns that say nothing are left out (nothing is done yet); names and figures stay whole."""
+    monkeypatch.setenv("LISTINGFLOW_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("LISTINGFLOW_ARCHIVE", str(tmp_path / "archive"))
+    args = ["estimate", "examples/catalog.csv", "--no-balances"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in result.output, result.output
+    assert re.search(r"^provider +step +jobs +credits +unknown-price jobs$", result.output, re.M)
+    assert re.search(r"^pixii +scale +4 +0 +4$", result.output, re.M), result.output  # Scale: unpublished
+    assert re.search(r"^total +22 +187 +4$", result.output, re.M), result.output
+    assert "already done" not in result.output
+
+
+def test_estimate_narrower_than_its_table_is_one_line_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.estimate import Estimate, EstimateLine
+    from listingflow import cli
+
+    est = Estimate(
+        lines=[
+            EstimateLine(provider="listingrva", step="copy", jobs=6, credits=60, already_done=2),
+            EstimateLine(provider="pixii", step="scale", jobs=4, unknown_jobs=4),
+        ]
+    )
+    for width in (80, 50):
+        out = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=out, width=width, color_system=None))
+        cli._print_estimate(est, 6)
+        lines = out.getvalue().splitlines()
+        if width == 80:  # every column says something here, and the table still fits
+            assert all(len(line) <= 80 for line in lines), lines
+            assert re.fullmatch(r"listingrva +copy +6 +60 +0 +2", lines[3]), lines
+            assert re.fullmatch(r"total +10 +60 +4 +2", lines[5]), lines
+        else:
+            assert lines[1:] == [
+                "  listingrva copy: jobs 6, credits 60, unknown-price jobs 0, already done 2",
+                "  pixii scale: jobs 4, credits 0, unknown-price jobs 4, already done 0",
+                "  total: jobs 10, credits 60, unknown-price jobs 4, already done 2",
+            ]

@@ -1,0 +1,117 @@
+"""The global concurrency limits a provider needs, and creating them on the Prefect server.
+
+Each route group gets a plain limit of N slots (``<prefix>-<provider>-<group>``: N requests per
+window) and each provider an in-flight limit (``<prefix>-<provider>-inflight``), sized from the
+provider's declared limits and the operator's overrides (``LISTINGFLOW_RATE_LIMITS``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.exceptions import ObjectNotFound
+
+from flows.settings import Settings
+from providers.contract import Provider, RouteLimit
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    name: str
+    limit: int
+    slot_decay_per_second: float | None
+    window: float | None = None  # a rate limit's window in seconds (None: an in-flight limit)
+
+    def describe(self) -> str:
+        if self.window:
+            return f"{self.limit} requests per {self.window:g} s window"
+        return f"{self.limit} job(s) in flight"
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def route_limits(provider: type[Provider], settings: Settings) -> list[RouteLimit]:
+    """The provider's declared route limits with operator overrides applied."""
+    overrides = settings.rate_limits.get(provider.name, {})
+    out = []
+    for group in provider.limits.route_groups:
+        o = overrides.get(group.group)
+        out.append(
+            RouteLimit(group=group.group, requests=o.requests, per_seconds=o.per_seconds) if o else group
+        )
+    return out
+
+
+def inflight_limit(provider: type[Provider], settings: Settings) -> int:
+    return settings.inflight_limits.get(provider.name, provider.limits.max_inflight_jobs)
+
+
+# A request's slot is held for its window from just before it is sent; the margin covers the time to
+# the provider receiving it (and clock drift), never less than 50 ms.
+_MIN_MARGIN_SECONDS = 0.05
+
+
+def window_hold(group: RouteLimit, margin: float) -> float:
+    """Seconds a rate slot stays unusable after a request: the documented window plus a margin."""
+    return group.per_seconds + max(_MIN_MARGIN_SECONDS, group.per_seconds * margin)
+
+
+def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]:
+    """One plain limit of N slots per route group (N requests per window: each request holds a slot
+    for the window) and one in-flight limit per provider."""
+    prefix = settings.limit_prefix
+    specs = [
+        LimitSpec(f"{prefix}-{provider.name}-{slug(g.group)}", g.requests, None, g.per_seconds)
+        for g in route_limits(provider, settings)
+    ]
+    specs.append(LimitSpec(f"{prefix}-{provider.name}-inflight", inflight_limit(provider, settings), None))
+    return specs
+
+
+async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
+    """Create or update (and activate) each global limit; returns what changed. Idempotent, and safe
+    when several runs start at once (a create that loses the race becomes an update)."""
+    async with get_client() as client:
+
+        async def one(spec: LimitSpec) -> str | None:
+            for attempt in range(3):
+                try:
+                    return await _ensure_one(client, spec)
+                except Exception:  # a concurrent creator won: read again and update
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            return None
+
+        # concurrently: a run's limits are independent, and this is on every run's path to its first request
+        changes = await asyncio.gather(*(one(spec) for spec in specs))
+    return [c for c in changes if c]
+
+
+async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
+    decay = spec.slot_decay_per_second or 0.0
+    try:
+        existing = await client.read_global_concurrency_limit_by_name(spec.name)
+    except ObjectNotFound:
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(
+                name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay
+            )
+        )
+        return f"created {spec.name}"
+    if (
+        existing.limit == spec.limit
+        and existing.active
+        and abs((existing.slot_decay_per_second or 0.0) - decay) < 1e-9
+    ):
+        return None
+    await client.update_global_concurrency_limit(
+        spec.name, GlobalConcurrencyLimitUpdate(limit=spec.limit, active=True, slot_decay_per_second=decay)
+    )
+    return f"updated {spec.name}"

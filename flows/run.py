@@ -1,0 +1,202 @@
+"""One catalog run: its inputs and pre-flight checks (a refused run spends nothing), the products, the
+reports.
+
+Products run concurrently (bounded ``asyncio.gather``: async task runs are cheap, thousands of
+``.submit()`` futures are not); each product's chain runs in order; independent steps of different
+products overlap (flows/run_products.py). At the end: a run manifest, a ``cost-summary`` artifact
+(table and markdown) and ``cost-summary.json`` in the archive (flows/publish.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from contextlib import AsyncExitStack
+
+import httpx
+from prefect.context import FlowRunContext
+
+from flows.settings import Settings, get_settings
+from providers.contract import Product, Provider
+
+from .batching import batches_across_products
+from .estimate import estimate_run
+from .held import HeldStore
+from .intents import Intents
+from .limits import ProviderLimiter, ensure_limits, limit_specs
+from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
+from .params import RunParameters
+from .pipeline import ProductRecord
+from .publish import publish_run
+from .reconcile import balance_checks
+from .run_inputs import Refused, RunInputs, checked_products, load_inputs
+from .run_products import run_products
+from .runtime import Budget as RunBudget
+from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
+from .summary import RunSummary
+from .tasks import configure_tasks
+
+
+async def run_catalog(
+    params: RunParameters,
+    *,
+    settings: Settings | None = None,
+    observer: RunObserver | None = None,
+) -> RunSummary:
+    """One run: inputs and pre-flight checks (a refused run spends nothing), the products, the reports."""
+    settings = settings or get_settings()
+    summary = _new_summary(params, settings)
+    try:
+        inputs = await load_inputs(params, settings, summary)
+    except Refused as refused:
+        return _refuse(summary, refused.problems)
+    async with AsyncExitStack() as stack:
+        clients = await _open_providers(stack, inputs, settings)
+        try:
+            products, balances = await checked_products(inputs, clients.providers, summary)
+        except Refused as refused:
+            return _refuse(summary, refused.problems)
+        run = RunContext(
+            run_id=summary.run_id,
+            settings=settings,
+            params=inputs.params,
+            providers=clients.providers,
+            limiters=clients.limiters,
+            download_http=clients.download_http,
+            archive=inputs.archive,
+            budget=RunBudget(
+                max_total=inputs.params.budget.max_credits,
+                per_provider=dict(inputs.params.budget.per_provider),
+            ),
+            held=HeldStore(settings.held_path),
+            observer=GuardedObserver(observer or RunObserver()),
+            start_balances=balances,
+        )
+        await _run_checked(run, products, summary, inputs.names)
+    summary.finished_at = time.time()
+    await publish_run(summary, inputs.params, inputs.archive)
+    return summary
+
+
+def _new_summary(params: RunParameters, settings: Settings) -> RunSummary:
+    started = time.time()
+    return RunSummary(
+        run_id=_run_id(),
+        catalog=params.catalog,
+        archive=params.archive or settings.archive,
+        started_at=started,
+        finished_at=started,
+    )
+
+
+def _run_id() -> str:
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        return str(ctx.flow_run.id)
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass
+class _Clients:
+    providers: dict[str, Provider]
+    limiters: dict[str, ProviderLimiter]
+    download_http: httpx.AsyncClient
+
+
+async def _open_providers(stack: AsyncExitStack, inputs: RunInputs, settings: Settings) -> _Clients:
+    """One HTTP client and limiter per provider (closed with ``stack``), and one for output downloads."""
+    limiters = {n: ProviderLimiter.for_provider(inputs.classes[n], settings) for n in inputs.names}
+    if settings.use_global_limits:
+        await ensure_limits([spec for n in inputs.names for spec in limit_specs(inputs.classes[n], settings)])
+    for limiter in limiters.values():
+        stack.push_async_callback(limiter.aclose)
+    providers = {}
+    # one TLS context for every client: building one loads the CA bundle (~20 ms each, on the way to
+    # the first request)
+    tls = httpx.create_ssl_context()
+    for n in inputs.names:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, verify=tls))
+        providers[n] = inputs.classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))
+        stack.push_async_callback(providers[n].aclose)
+    download_http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, follow_redirects=False, verify=tls)
+    )
+    return _Clients(providers, limiters, download_http)
+
+
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+# httpcore scans every pooled connection (a poll() and getpeername() each) for every request and response:
+# with httpx's default 100 connections that was ~15% of the run's CPU at zero latency (cProfile, phase D).
+# Requests to one provider are paced by its rate limit, so a few connections per client carry them.
+# Idle connections are dropped after 4 s, before servers that close them at 5 s (uvicorn's default, as
+# the sandboxes run, and many others): reusing one as the server closes it fails a request that was
+# already written, and for a paid submission that is "outcome unknown" (benchmark phase E saw one in
+# 5,000 products with httpx's default of 5 s).
+POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
+
+
+async def _run_checked(
+    run: RunContext, products: list[Product], summary: RunSummary, names: list[str]
+) -> None:
+    """The products of a run that passed its pre-flight checks, told to the observer; fills in the summary."""
+    token = set_current_run(run)
+    run.observer.on_stoppable(run.stop)
+    try:
+        tasks = await configure_tasks(run.settings)
+        run.intents = Intents(tasks.cache)
+        run.observer.on_start(_run_start(run, products, names))
+        records = await run_products(run, tasks, products)
+        await _summarize(summary, run, records, names)
+    finally:
+        reset_current_run(token)
+
+
+def _run_start(run: RunContext, products: list[Product], names: list[str]) -> RunStart:
+    """What the observer is told at the start: the jobs each provider is expected to take (the estimate,
+    without reading manifests: reused jobs count as soon as they are found) and its limiter. Not
+    estimated for an observer that ignores it (a deployment's run: thousands of products)."""
+    jobs: dict[str, int] = dict.fromkeys(names, 0)
+    if run.observer.wants_plan():
+        for line in estimate_run(run.params, products, run.providers).lines:
+            jobs[line.provider] = jobs.get(line.provider, 0) + line.jobs
+    plans = {
+        n: ProviderPlan(
+            name=n,
+            jobs=jobs.get(n, 0),
+            limiter=run.limiters[n],
+            batch_size=run.providers[n].limits.max_batch_size if batches_across_products(run, n) else 1,
+        )
+        for n in names
+    }
+    return RunStart(run_id=run.run_id, products=len(products), archive=run.archive.uri, providers=plans)
+
+
+async def _summarize(
+    summary: RunSummary, run: RunContext, records: list[ProductRecord | None], names: list[str]
+) -> None:
+    """Products, costs, balances and notes of a run that ran."""
+    params = run.params
+    summary.products = [r for r in records if r is not None]
+    summary.spooled = list(run.archive.spooled)
+    summary.cost = run.costs.summary(
+        run.run_id,
+        price_per_credit=params.price_per_credit,
+        currency=params.currency,
+        requests={n: run.limiters[n].requests for n in names},
+        skipped=[line for p in summary.products for line in p.not_submitted()],
+    )
+    summary.cost.balances = await balance_checks(run.gates, summary.cost)
+    summary.notes += [str(blocked) for blocked in run.blocked.values()]
+    summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
+    summary.notes += [note for note in [run.budget.note()] if note]
+    if run.stop.requested:
+        summary.interrupted = run.stop.reason
+        summary.in_flight = [dataclasses.asdict(j) for j in run.stop.in_flight.values()]
+
+
+def _refuse(summary: RunSummary, problems: list[str]) -> RunSummary:
+    """The run does not start: nothing was submitted, and each problem is one line of the summary."""
+    summary.refused = problems
+    summary.finished_at = time.time()
+    return summary

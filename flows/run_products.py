@@ -1,0 +1,116 @@
+"""Every product's chain of a run that passed its checks, ``product_concurrency`` at a time, and
+stopping: on a stop request the products not started are recorded as interrupted, and those still
+running after ``STOP_GRACE_SECONDS`` are cancelled (paid calls in progress are let finish)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.context import FlowRunContext
+
+from providers.contract import Product
+from providers.errors import redact
+
+from .pipeline import ProductOutcome, ProductRecord, run_product
+from .runtime import RunContext
+from .stopping import RunStop
+from .tasks import forget_empty_task_assets
+
+STOP_GRACE_SECONDS = 4.0
+"""After a stop request, products still running this long (waiting for an in-flight slot, a download)
+are cancelled; paid calls in progress are still let finish (``RunStop.finish``)."""
+
+
+async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> list[ProductRecord | None]:
+    """Every product's chain, ``product_concurrency`` at a time; on a stop request the products not
+    started are recorded as interrupted, and those still running after ``STOP_GRACE_SECONDS`` are
+    cancelled."""
+    progress = await _progress_artifact(len(products))
+    records: list[ProductRecord | None] = [None] * len(products)
+    queue = iter(enumerate(products))  # shared by the workers: each product is taken once
+    running: set[asyncio.Task[ProductOutcome]] = set()
+    secrets = run.secrets()
+    done = 0
+    last_update = 0.0
+
+    async def worker() -> None:
+        # A fixed set of workers rather than one waiting coroutine per product: a gather over
+        # the whole catalog holds every product's task (and result) until the last one ends.
+        nonlocal done, last_update
+        for index, product in queue:
+            if run.stop.requested:
+                records[index] = _not_started(product).record()
+                continue
+            task = asyncio.create_task(run_product(run, tasks, product))
+            running.add(task)
+            try:
+                outcome = await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise  # the run itself is being cancelled
+                outcome = _not_started(product, "stopped while running: the run was stopped")
+            except Exception as exc:  # noqa: BLE001 - one product never stops the others
+                outcome = ProductOutcome(
+                    asin=product.asin, country_code=product.country_code, title=product.title, status="failed"
+                )
+                outcome.steps["run"] = _crash_step(redact(f"{type(exc).__name__}: {exc}", secrets))
+            finally:
+                running.discard(task)
+            records[index] = outcome.record()
+            forget_empty_task_assets()
+            done += 1
+            run.observer.on_product_done(outcome, done, len(products))
+            if progress is not None and (time.monotonic() - last_update > 2 or done == len(products)):
+                last_update = time.monotonic()
+                await aupdate_progress_artifact(
+                    progress,
+                    100.0 * done / max(1, len(products)),
+                    description=f"{done}/{len(products)} products finished",
+                )
+
+    watcher = asyncio.create_task(_cancel_after_grace(run.stop, running))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(run.settings.product_concurrency, len(products)))))
+    finally:
+        watcher.cancel()
+    if run.stop.requested:
+        await run.stop.settle(timeout=STOP_GRACE_SECONDS)
+    return records
+
+
+async def _cancel_after_grace(stop: RunStop, running: set[asyncio.Task[Any]]) -> None:
+    await stop.wait()
+    if running:
+        await asyncio.wait(set(running), timeout=STOP_GRACE_SECONDS)
+    for task in list(running):
+        task.cancel()
+
+
+def _not_started(product: Product, why: str = "not started: the run was stopped") -> ProductOutcome:
+    from .pipeline import StepOutcome
+    from .reasons import Reason
+
+    outcome = ProductOutcome(
+        asin=product.asin, country_code=product.country_code, title=product.title, status="interrupted"
+    )
+    outcome.steps["run"] = StepOutcome(
+        step=None, provider="-", status="interrupted", error=why, reason=Reason.NOT_STARTED
+    )
+    return outcome
+
+
+def _crash_step(message: str) -> Any:
+    from .pipeline import StepOutcome
+    from .reasons import Reason
+
+    return StepOutcome(step=None, provider="-", status="failed", error=message, reason=Reason.CRASH)
+
+
+async def _progress_artifact(total: int) -> Any:
+    if FlowRunContext.get() is None:
+        return None
+    return await acreate_progress_artifact(0.0, description=f"0/{total} products finished")
