@@ -255,6 +255,99 @@ class Bench:
             {"item": item, "figure": figure, "measured": measured, "target": target, "pass": ok, "note": note}
         )
 
+    # ---- S. `listingflow run` as a person types it: start-up and a rerun ----
+
+    def phase_s(self) -> None:
+        """The CLI with its own background Prefect server (no ``PREFECT_API_URL``), on a machine that has
+        run it before: a first run starts the server; then a new catalog's first provider request,
+        counted from the command's start (interpreter, imports and all), and a rerun of that finished
+        catalog, from start to exit."""
+        name = "s-startup"
+        limits = dict(REAL_LIMITS)
+        cfg = sandbox_config(limits, {"listingrva": 1.0, "prodvisual": 1.0, "pixii": 1.0})
+        warm = write_catalog(self.tmp / name / "warm.csv", CatalogShape(2, tag="sw"))
+        fresh = write_catalog(self.tmp / name / "fresh.csv", CatalogShape(6, variation_every=3, tag="sf"))
+        self.log(
+            "S: `listingflow run` start-up with its background server, and a rerun of a finished catalog"
+        )
+        with sandboxes(cfg) as boxes:
+            env = {k: v for k, v in self.env(name, limits, None).items() if k != "PREFECT_API_URL"}
+            env["PREFECT_HOME"] = str(self.tmp / name / "prefect-home")  # never the operator's ~/.prefect
+            try:
+                started = self._cli(["run", str(warm)], env)  # starts the background server
+                t0 = time.time()
+                fresh_run = self._cli(["run", str(fresh)], env)
+                asked = [r.t for b in boxes.values() for r in list(b.requests) if r.t >= t0]
+                paid = [c.t for b in boxes.values() for c in A.paid_submissions(b, since=t0)]
+                timeline = {
+                    n: {
+                        "first_request_s": min(
+                            (r.t - t0 for r in list(b.requests) if r.t >= t0), default=None
+                        ),
+                        "paid_s": [round(c.t - t0, 3) for c in A.paid_submissions(b, since=t0)],
+                        "routes_s": _routes_since(b, t0),
+                    }
+                    for n, b in boxes.items()
+                }
+                t1 = time.time()
+                rerun = self._cli(["run", str(fresh)], env)
+                rerun_wall = time.time() - t1
+                paid_again = sum(len(A.paid_submissions(b, since=t1)) for b in boxes.values())
+            finally:
+                self._cli(["server", "stop"], env)
+        first = min(asked) - t0 if asked else None
+        first_paid = min(paid) - t0 if paid else None
+        ok_runs = all(r["returncode"] == 0 for r in (started, fresh_run, rerun))
+        self.out["phases"]["S"] = {
+            "server_start_run_s": started["elapsed"],
+            "fresh_run_s": fresh_run["elapsed"],
+            "first_request_s": first,
+            "first_paid_s": first_paid,
+            "rerun_s": rerun_wall,
+            "rerun_paid": paid_again,
+            "timeline": timeline,
+            "returncodes": [started["returncode"], fresh_run["returncode"], rerun["returncode"]],
+        }
+        self.log(
+            f"S: first run (server start) {started['elapsed']:.1f}s; next catalog: first request "
+            f"{_fmt(first, '{:.2f}s')}, first paid {_fmt(first_paid, '{:.2f}s')} after the command; "
+            f"rerun {rerun_wall:.1f}s, paid {paid_again}"
+        )
+        self.figure(
+            "4",
+            "`listingflow run`, server already running: first provider request after the command starts",
+            f"{_fmt(first, '{:.2f} s')} (first paid submission {_fmt(first_paid, '{:.2f} s')})",
+            "<= 3 s",
+            ok_runs and first is not None and first <= 3.0,
+        )
+        self.figure(
+            "4",
+            "`listingflow run` of a finished catalog (rerun): wall, command start to exit; paid submissions",
+            f"{rerun_wall:.1f} s; {paid_again}",
+            "< 5 s; 0",
+            ok_runs and rerun_wall < 5.0 and paid_again == 0,
+        )
+
+    def _cli(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        import subprocess
+
+        t = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "listingflow.cli", *args],
+            env=env,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode != 0:
+            self.log(
+                f"listingflow {' '.join(args)}: exit {proc.returncode}\n"
+                f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+            )
+        return {"returncode": proc.returncode, "elapsed": time.monotonic() - t}
+
     # ---- A. ProdVisual at the real rate, batching ----
 
     def phase_a(self, *, webhooks: bool = True) -> None:
@@ -1038,8 +1131,9 @@ class Bench:
             "F": lambda: self.phase_b(local_only=True),
             "C": self.phase_c,
             "D": self.phase_d,
+            "S": self.phase_s,
         }
-        default = {"A", "B", "H", "C", "D", "E", *(("F", "G") if self.args.diagnostics else ())}
+        default = {"A", "B", "H", "C", "D", "E", "S", *(("F", "G") if self.args.diagnostics else ())}
         only = set(self.args.only.upper()) if self.args.only else default
         use_pg = self.args.database == "postgres" or (self.args.database == "auto" and postgres_available())
         self.out["machine"]["prefect_database"] = "postgresql" if use_pg else "sqlite"
@@ -1077,6 +1171,15 @@ class Bench:
         self.out["load_during_runs"] = self.load
         self.out["total_seconds"] = time.monotonic() - self.t0
         return self.out
+
+
+def _routes_since(box: Any, t0: float) -> dict[str, list[float]]:
+    """Seconds after ``t0`` at which each route of the sandbox was asked."""
+    routes: dict[str, list[float]] = {}
+    for r in list(box.requests):
+        if r.t >= t0:
+            routes.setdefault(r.route, []).append(round(r.t - t0, 3))
+    return routes
 
 
 def _polls_per_job(box: Any, poll_route: str, submit_route: str) -> float | None:
@@ -1167,7 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="phases to run, e.g. 'CD' (default: DEABHC; diagnostics: F is "
+        help="phases to run, e.g. 'CD' (default: DEABHCS; diagnostics: F is "
         "ListingRVA without Prefect global limits, G ProdVisual polled)",
     )
     parser.add_argument(

@@ -19,6 +19,8 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
+MIN_LEASE_SECONDS = 60.0  # the Prefect server refuses shorter leases
+
 
 @dataclass
 class SlotPool:
@@ -68,7 +70,7 @@ class SlotPool:
     @property
     def lease_seconds(self) -> float:
         """Renewed every third of it: a lease outlives its slots' last use by at least a window."""
-        return max(60.0, 4 * self.hold)
+        return max(MIN_LEASE_SECONDS, 4 * self.hold)
 
     @property
     def held(self) -> int:
@@ -211,10 +213,25 @@ class SlotPool:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         for lease_id in [lease for lease in self.leases if lease is not None]:
-            if self.hold and any(at > time.monotonic() for at, _, lease in self.free if lease == lease_id):
-                continue  # its window is not over: giving it back now could let another process burst
+            window_left = max(
+                [self.hold if self.in_use.get(lease_id) else 0.0]  # a request not answered: a whole window
+                + [at - time.monotonic() for at, _, lease in self.free if lease == lease_id]
+            )
             with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
-                await self._give_back(lease_id)
+                if self.hold and window_left > 0:
+                    await self._hold_until(lease_id, window_left)
+                else:
+                    await self._give_back(lease_id)
+
+    async def _hold_until(self, lease_id: Any, seconds: float) -> None:
+        """A lease whose slots' window is not over when the process ends: giving it back now could let
+        another process burst, and left alone it would block the limit for its whole ``lease_seconds``
+        (four windows: a run started right after this one waited four minutes for Pixii). So it is
+        renewed to end with the window (Prefect's shortest lease is 60 s)."""
+        async with get_client() as client:
+            await client.renew_concurrency_lease(
+                lease_id=lease_id, lease_duration=max(MIN_LEASE_SECONDS, seconds)
+            )
 
 
 async def _backoff(dropped: int, exc: Exception, attempts: int = 5) -> int:

@@ -109,6 +109,48 @@ async def test_a_process_that_dies_holds_only_the_slots_it_took() -> None:
     assert max(sent) - began < 1.0  # the other nine were there at once
 
 
+async def test_a_window_still_running_at_exit_holds_its_slots_until_it_ends_not_four_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that ends within a 60-s window keeps its slots for the rest of that window (no burst by
+    the next run), and only that long: a lease is renewed to Prefect's shortest (60 s), not left to run
+    out its four windows."""
+    from prefect.client.orchestration import PrefectClient
+
+    renewed: list[float] = []
+    released: list[object] = []
+    renew, release = PrefectClient.renew_concurrency_lease, PrefectClient.release_concurrency_slots_with_lease
+
+    async def recorded_renew(self: PrefectClient, lease_id: object, lease_duration: float) -> None:
+        renewed.append(lease_duration)
+        await renew(self, lease_id=lease_id, lease_duration=lease_duration)  # type: ignore[arg-type]
+
+    async def recorded_release(self: PrefectClient, lease_id: object) -> None:
+        released.append(lease_id)
+        await release(self, lease_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PrefectClient, "renew_concurrency_lease", recorded_renew)
+    monkeypatch.setattr(PrefectClient, "release_concurrency_slots_with_lease", recorded_release)
+    minute = RouteLimit(group="api", requests=10, per_seconds=60.0)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix, minute)
+    limiter = ProviderLimiter(provider="fake", groups={"api": minute}, inflight=5, prefix=prefix)
+    await _send(limiter, 3, [])
+    pool = limiter._windows["api"]
+    assert pool.lease_seconds > 200  # what the lease was taken for (a crashed process's safety margin)
+    await limiter.aclose()
+    assert released == [] and len(renewed) == 1
+    assert 60.0 <= renewed[0] <= window_hold(minute, 0.01)  # the rest of the window, at least Prefect's 60 s
+
+    quick = _limiter(f"t{uuid.uuid4().hex[:8]}")  # a 2-s window long over at exit: given back at once
+    await _limits(quick.prefix)
+    await _send(quick, 2, [])
+    await asyncio.sleep(2.2)
+    renewed.clear()
+    await quick.aclose()
+    assert renewed == [] and len(released) == 1
+
+
 async def test_a_missing_limit_raises_instead_of_running_unthrottled() -> None:
     limiter = _limiter(f"missing{uuid.uuid4().hex[:8]}")
     with pytest.raises(LimitMissing, match="does not exist"):
