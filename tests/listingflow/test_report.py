@@ -11,15 +11,10 @@ from flows.costs import CostLedger, CostSummary, JobCost
 from listingflow.report import print_costs
 
 
-def _summary() -> object:
-    ledger = CostLedger()
-    jobs = [
-        ("listingrva", "copy", 10, 0),
-        ("pixii", "aplus", 20, 0),
-        ("pixii", "scale", 6, 6),
-        ("prodvisual", "images", 7, 0),
-    ]
-    for i, (provider, step, charged, refunded) in enumerate(jobs * 3):
+def _add_jobs(ledger: CostLedger, jobs: list[tuple[str, str, int | None, int, bool, bool]]) -> None:
+    """(provider, step, charged, refunded, reused, held) per job, one product each; a held job may
+    have cost 10."""
+    for i, (provider, step, charged, refunded, reused, held) in enumerate(jobs):
         ledger.add(
             JobCost(
                 provider=provider,
@@ -28,8 +23,22 @@ def _summary() -> object:
                 job_id=f"j{i}",
                 charged=charged,
                 refunded=refunded,
+                reused=reused,
+                held=held,
+                possibly_charged=10 if held else 0,
             )
         )
+
+
+def _summary() -> object:
+    ledger = CostLedger()
+    jobs = [
+        ("listingrva", "copy", 10, 0),
+        ("pixii", "aplus", 20, 0),
+        ("pixii", "scale", 6, 6),
+        ("prodvisual", "images", 7, 0),
+    ]
+    _add_jobs(ledger, [(p, s, c, r, False, False) for p, s, c, r in jobs * 3])
     ledger.add(
         JobCost(provider="pixii", step="aplus", product="US/B0X", job_id="old", charged=20, reused=True)
     )
@@ -97,20 +106,7 @@ def test_the_terminal_and_the_markdown_report_show_the_same_figures() -> None:
         ("listingrva", "copy", 10, 0, False, False),
         ("listingrva", "copy", None, 0, False, True),  # held: may have cost 10
     ]
-    for i, (provider, step, charged, refunded, reused, held) in enumerate(jobs):
-        ledger.add(
-            JobCost(
-                provider=provider,
-                step=step,
-                product=f"US/B0{i}",
-                job_id=f"j{i}",
-                charged=charged,
-                refunded=refunded,
-                reused=reused,
-                held=held,
-                possibly_charged=10 if held else 0,
-            )
-        )
+    _add_jobs(ledger, jobs)
     summary = ledger.summary(
         "run-1", price_per_credit={"prodvisual": 0.5, "pixii": 0.25}, requests={"pixii": 7, "prodvisual": 2}
     )
