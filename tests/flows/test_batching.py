@@ -154,3 +154,20 @@ async def test_a_failed_batch_fails_every_member_with_its_reason(tasks: Tasks) -
     )
     assert [type(r) for r in results] == [InsufficientCredits, InsufficientCredits]
     assert tasks.pointers == {}  # nothing was submitted, so no member points at a batch
+
+
+async def test_the_batch_leaves_once_every_expected_product_arrived_without_the_linger(tasks: Tasks) -> None:
+    """Products in progress say they will bring members; once each has (or its step ended without
+    one), the batch goes at once, full, instead of waiting out the linger."""
+    b = batcher(tasks, linger=3600)
+    for product in ("a", "b", "c"):
+        b.expect(product)
+    shares = asyncio.gather(
+        b.submit("a#images-1", "key-a", Images(items=["x"]), 1, 1),
+        b.submit("b#images-1", "key-b", Images(items=["y"]), 1, 1),
+    )
+    await asyncio.sleep(0.05)
+    assert tasks.batches == []  # c may still come
+    b.arrived("c")  # c's step ended without a member (e.g. its image came from an earlier run)
+    await asyncio.wait_for(shares, timeout=5)
+    assert packed(tasks) == [["a#images-1", "b#images-1"]]
