@@ -6,6 +6,8 @@ Contract: docs/providers/prodvisual.md (cited below as "contract §N").
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from providers.contract import JobRef, Step
@@ -175,6 +177,17 @@ async def test_batch_cadence_waits_for_the_estimate(http, clean) -> None:
     polls = count(clean, "generation")
     ref = await provider.submit(Step.IMAGES, request)
     result = await provider.wait(ref)
+    assert result.status == "completed" and count(clean, "generation") == polls + 1
+
+
+async def test_batch_first_poll_at_the_estimate_also_with_a_poll_interval(http, clean) -> None:
+    """``poll_interval_seconds`` sets the interval between polls; the first still comes when the
+    estimate is up, not an interval after the submission."""
+    provider = ProdVisualProvider(http, make_settings(clean.public_url, poll_interval_seconds=30.0))
+    [request] = provider.build_requests(Step.IMAGES, ctx("B0CADENCE2", styles=["white_bg", "mockup"]))
+    polls = count(clean, "generation")
+    ref = await provider.submit(Step.IMAGES, request)
+    result = await asyncio.wait_for(provider.wait(ref), timeout=15)
     assert result.status == "completed" and count(clean, "generation") == polls + 1
 
 
