@@ -63,6 +63,12 @@ async def test_full_run_archives_every_output_and_costs_match(
     on_disk = json.loads((root / "runs" / summary.run_id / "cost-summary.json").read_text())
     assert on_disk["lines"][-1]["net"] == cost.total.net
 
+    # each balance is read twice: by pre-flight's access check (the run's start balance) and at the end
+    for name in ("listingrva", "prodvisual"):
+        assert len([r for r in sandboxes[name].requests if r.route == "credits"]) == 2, name
+    assert [b.provider for b in cost.balances] == ["listingrva", "prodvisual"]
+    assert all(b.explained for b in cost.balances), [b.text() for b in cost.balances]
+
     # no provider's rate or in-flight limit was exceeded, as the sandboxes saw it
     for name, box in sandboxes.items():
         for group, (limit, window) in FAST_LIMITS[name].items():
