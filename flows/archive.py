@@ -25,12 +25,13 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+_T = TypeVar("_T")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -264,7 +265,8 @@ class S3Archive:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -314,7 +316,7 @@ class SpooledArchive:
         self._down_until = time.monotonic() + self.retry_after_seconds
         self._down_reason = str(exc)
 
-    async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+    async def _call(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
         if self.down:
             raise ArchiveUnavailable(f"archive {self.uri} unreachable (last error: {self._down_reason})")
         try:

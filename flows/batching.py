@@ -1,11 +1,12 @@
 """Cross-product batching for providers that accept many items per job (ProdVisual: 50 images).
 
 Products reach the images step at different moments; the batcher collects their requests until a
-batch is full, every product expected at the step has arrived (``expect``), or a short linger is over;
-asks the plugin to merge them (``merge_requests``), runs each merged batch as one ordinary cached
-submit + wait, and hands every product its share (``split_result``). When no step waits for another
-provider's output (the default images step), every product in progress arrives within moments: the
-batch leaves as soon as the last one has, full, with no linger.
+batch is full, a short linger is over, or every product that could still come has arrived (each one
+started has, ``expect``, and none is left to start); while the provider's pace holds a batch back it
+keeps collecting. It asks the plugin to merge them (``merge_requests``), runs each merged batch as one
+ordinary cached submit + wait, and hands every product its share (``split_result``). When the images
+step waits for no other output (the default providers) and the whole catalog is in progress at once,
+the batch leaves as soon as the last product has arrived, with no linger.
 
 Reruns must not depend on how products happened to be grouped. So as soon as a batch is submitted,
 each member's *own* submission key gets a pointer record to the batch job in Prefect's result store:
@@ -69,8 +70,8 @@ class Batcher:
         """``product`` brought its members, or its step ended without them: stop waiting for it."""
         if self._expected is not None:
             self._expected.discard(product)
-            if not self._expected and self.queue:
-                self._flush()  # nobody else is coming: lingering would only delay this batch
+            if self._all_arrived() and self.queue:
+                self._nobody_else_coming()
 
     async def submit(
         self, member: str, key: str, request: BaseModel, items: int, estimate: int | None
@@ -80,8 +81,10 @@ class Batcher:
         self.queue.append(_Member(member, key, request, items, estimate, future))
         if self._expected is not None:
             self._expected.discard(member.split("#")[0])
-        if sum(m.items for m in self.queue) >= self.max_items or self._expected == set():
+        if sum(m.items for m in self.queue) >= self.max_items:
             self._flush()
+        elif self._all_arrived():
+            self._nobody_else_coming()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._linger_over)
         share = await future
@@ -94,6 +97,20 @@ class Batcher:
             self._resumed[job.job_id] = asyncio.create_task(self._wait(job))
         result = await asyncio.shield(self._resumed[job.job_id])
         return self.run.provider(self.provider).split_result(result, member_of(pointer))
+
+    def _all_arrived(self) -> bool:
+        """Every product that could still bring members has: each one expected (``expect``) arrived,
+        and the run has no product left to start (one that starts later would want the same batch)."""
+        return self._expected == set() and getattr(self.run, "products_unstarted", 0) == 0
+
+    def _nobody_else_coming(self) -> None:
+        """Every product expected has arrived: lingering would only delay the batch. It still waits
+        while the provider's pace holds it back (``_linger_over``): products that start meanwhile join
+        it, and a fuller batch costs nothing then (at ProdVisual's real rate, sending each product's
+        images as soon as it came cut the images per request from 50 to 10)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._linger_over()
 
     def _linger_over(self) -> None:
         """The linger is over; but while the provider's pace would hold the batch back anyway, keep
@@ -127,7 +144,8 @@ class Batcher:
 
     async def _wait(self, ref: JobRef) -> JobResult:
         try:
-            return forget(await self.tasks.wait(ref, version=self.run.settings.cache_version))
+            result: JobResult = forget(await self.tasks.wait(ref, version=self.run.settings.cache_version))
+            return result
         except JobFailedWithResult as exc:
             return exc.result
 

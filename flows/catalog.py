@@ -70,7 +70,8 @@ def read_bytes(uri: str, *, s3_endpoint_url: str | None = None) -> bytes:
         bucket, _, key = uri[5:].partition("/")
         try:
             obj = boto3.client("s3", endpoint_url=s3_endpoint_url).get_object(Bucket=bucket, Key=key)
-            return obj["Body"].read()
+            body: bytes = obj["Body"].read()
+            return body
         except (ClientError, BotoCoreError) as exc:
             raise CatalogError(f"{uri}: cannot read catalog: {exc}") from None
     path = Path(uri)
@@ -330,11 +331,7 @@ def _product(row: dict[str, Any]) -> Product:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
-        return _raise(field, err["msg"])
-
-
-def _raise(field: str | None, reason: str) -> Any:
-    raise _FieldError(field, reason)
+        raise _FieldError(field, err["msg"]) from None
 
 
 def _images(row: dict[str, Any]) -> list[str]:

@@ -166,7 +166,8 @@ class RunParameters(BaseModel):
         return self
 
     def options_for(self, step: Step) -> BaseModel:
-        return getattr(self, STEP_SPECS[step].options_field)
+        options: BaseModel = getattr(self, STEP_SPECS[step].options_field)
+        return options
 
     def step_options(self) -> dict[str, BaseModel]:
         """Every step's options by parameter name, as ``StepContext`` takes them."""

@@ -710,7 +710,8 @@ async def _submit(run: RunContext, step: Step, job: _Job, submission: Any) -> tu
 
 async def _wait(run: RunContext, tasks: TaskSet, step: Step, ref: JobRef, job: _Job) -> JobResult:
     try:
-        return await tasks.wait(ref, version=run.settings.cache_version)
+        result: JobResult = await tasks.wait(ref, version=run.settings.cache_version)
+        return result
     except (Interrupted, asyncio.CancelledError):
         _keep_in_flight(run, step, ref, job)
         raise
@@ -793,7 +794,8 @@ def _batcher(run: RunContext, tasks: TaskSet, provider: str, step: Step, force: 
         run.batchers[key] = Batcher(
             run, tasks.forced() if force else tasks, provider, step, linger=run.settings.batch_linger_seconds
         )
-    return run.batchers[key]
+    batcher: Batcher = run.batchers[key]
+    return batcher
 
 
 def _record_cost(run: RunContext, product: Product, step: Step, result: JobResult, *, reused: bool) -> None:

@@ -45,12 +45,16 @@ class ExpiringRedisLockManager(RedisLockManager):
     def acquire_lock(
         self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
     ) -> bool:
-        return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        acquired: bool = super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        return acquired
 
     async def aacquire_lock(
         self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
     ) -> bool:
-        return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_seconds)
+        acquired: bool = await super().aacquire_lock(
+            key, holder, acquire_timeout, hold_timeout or self.hold_seconds
+        )
+        return acquired
 
     def release_lock(self, key: str, holder: str) -> None:
         name = self._lock_name_for_key(key)

@@ -168,6 +168,7 @@ async def _manifest(archive: SpooledArchive, product: Product) -> dict[str, Any]
 
 async def _balance(provider: Any) -> int | None:
     try:
-        return await provider.balance()
+        balance: int | None = await provider.balance()
+        return balance
     except Exception:  # noqa: BLE001 - a balance we cannot read is simply unknown
         return None

@@ -31,6 +31,7 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
     progress = await _progress_artifact(len(products))
     records: list[ProductRecord | None] = [None] * len(products)
     queue = iter(enumerate(products))  # shared by the workers: each product is taken once
+    run.products_unstarted = len(products)
     running: set[asyncio.Task[ProductOutcome]] = set()
     secrets = run.secrets()
     done = 0
@@ -41,6 +42,7 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
         # the whole catalog holds every product's task (and result) until the last one ends.
         nonlocal done, last_update
         for index, product in queue:
+            run.products_unstarted -= 1
             if run.stop.requested:
                 records[index] = _not_started(product).record()
                 continue

@@ -61,6 +61,8 @@ class RunContext:
     held: HeldStore = field(default_factory=lambda: HeldStore(Path(".listingflow/held")))
     stop: RunStop = field(default_factory=RunStop)
     intents: Intents = field(default_factory=NoIntents)
+    products_unstarted: int = 0
+    """Products of the run not started yet (``run_products``): a batch waits for them (``Batcher``)."""
     start_balances: dict[str, int] = field(default_factory=dict)
     """Balances read by pre-flight's access checks: each provider's balance gate starts from them."""
 
@@ -135,6 +137,7 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
         run = _current.get(None)
         sub = _submitting.get()
         mine = sub if sub is not None and sub.provider == provider else None  # this provider's submission
+        answered: Callable[[], None] | None
         if run is None or (mine is not None and mine.sent):
             answered = await throttle(groups)
         else:

@@ -56,7 +56,7 @@ class JobFailedWithResult(JobFailed):
 
 
 def _key_param(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return parameters["cache_key"]
+    return str(parameters["cache_key"])
 
 
 def wait_key(ref: JobRef, version: str) -> str:

@@ -165,7 +165,8 @@ def sandbox_class(provider: type[Provider]) -> type[Sandbox]:
     if not provider.sandbox:
         raise ValueError(f"provider {provider.name} ships no sandbox")
     module, _, name = provider.sandbox.partition(":")
-    return getattr(importlib.import_module(module), name)
+    sandbox: type[Sandbox] = getattr(importlib.import_module(module), name)
+    return sandbox
 
 
 def noncompliant_products(

@@ -192,4 +192,5 @@ def stop_server(home: Path, timeout: float = 10.0) -> ServerRecord | None:
 
 
 def describe(record: ServerRecord) -> dict[str, Any]:
-    return json.loads(record.model_dump_json()) | {"uptime_seconds": round(time.time() - record.started_at)}
+    described: dict[str, Any] = json.loads(record.model_dump_json())
+    return described | {"uptime_seconds": round(time.time() - record.started_at)}

@@ -43,7 +43,7 @@ def _watch_record(record: str, startup: float = 200.0) -> None:
 
 def _names_me(path: Path) -> bool:
     try:
-        return json.loads(path.read_text()).get("pid") == os.getpid()
+        return bool(json.loads(path.read_text()).get("pid") == os.getpid())
     except (OSError, ValueError, AttributeError):
         return False
 

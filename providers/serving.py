@@ -21,7 +21,8 @@ def free_port() -> int:
     binds it: in-process servers bind port 0 instead (``ThreadedServer``) and report the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class ThreadedServer:

@@ -286,8 +286,8 @@ class JobStatus(_Response):
     def error_code(self) -> str:
         if isinstance(self.error, str) and self.error:
             return self.error
-        if isinstance(self.error, dict) and isinstance(self.error.get("code"), str):
-            return self.error["code"]
+        if isinstance(self.error, dict) and isinstance(code := self.error.get("code"), str):
+            return code
         return "job_failed"
 
     def error_message(self) -> str:

@@ -121,7 +121,8 @@ class ListingRVASandbox(Sandbox):
             if request.headers.get("authorization", "").endswith(FREE_PLAN_JWT):
                 return self.error_response(403, "plan_required", "The API is available on the Pro plan only")
             try:
-                return await handler(request, body)
+                response: Response = await handler(request, body)
+                return response
             except Invalid as exc:
                 return self.error_response(400, "validation_error", str(exc))
 
@@ -474,7 +475,7 @@ def _enum(body: dict[str, Any], key: str, allowed: set[str], default: str) -> st
     value = body.get(key, default)
     if value not in allowed:
         raise Invalid(f"{key} must be one of {', '.join(sorted(allowed))}")
-    return value
+    return str(value)
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:

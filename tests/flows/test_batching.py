@@ -171,3 +171,16 @@ async def test_the_batch_leaves_once_every_expected_product_arrived_without_the_
     b.arrived("c")  # c's step ended without a member (e.g. its image came from an earlier run)
     await asyncio.wait_for(shares, timeout=5)
     assert packed(tasks) == [["a#images-1", "b#images-1"]]
+
+
+async def test_a_batch_waits_for_products_not_started_yet(tasks: Tasks) -> None:
+    """A product the run has still to start would want the same batch (at ProdVisual's real rate,
+    leaving without it cut the images per request from 50 to 10): the linger still applies."""
+    b = batcher(tasks, linger=0.3)
+    b.run.products_unstarted = 1  # type: ignore[attr-defined]
+    b.expect("a")
+    share = asyncio.ensure_future(b.submit("a#images-1", "key-a", Images(items=["x"]), 1, 1))
+    await asyncio.sleep(0.1)
+    assert tasks.batches == []  # all started products arrived, but one is still to start
+    await asyncio.wait_for(share, timeout=5)  # the linger ends the wait
+    assert packed(tasks) == [["a#images-1"]]
