@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,6 +113,15 @@ def check_roundtrip(archive: Any, key: str = KEY) -> None:
         assert again.metadata[k] == v, k
     assert archive.get(key) == PNG
     assert archive.stat(key + ".missing") is None and archive.get(key + ".missing") is None
+
+    # a document written to a file first (the review gallery) is stored from it, the same way
+    page = b"<html>" + b"x" * 300_000 + b"</html>"
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "index.html"
+        source.write_bytes(page)
+        from_file = archive.put_file(key + ".html", source, content_type="text/html")
+    assert (from_file.size, from_file.sha256) == (len(page), hashlib.sha256(page).hexdigest())
+    assert archive.get(key + ".html") == page and archive.stat(key + ".html").content_type == "text/html"
 
 
 # ---- put / stat / get ----------------------------------------------------------------------------------
