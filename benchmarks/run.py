@@ -750,8 +750,9 @@ class Bench:
             ", ".join(f"{p} {ours[p]} vs {theirs.get(p, 0)}" for p in sorted(ours)),
             "fewer or equal",
             fewer,
-            f"listingflow's include {balance} balance reads (pre-flight, before the first paid "
-            f"submission, at the end); ProdVisual batches {len(phase['prodvisual_batches'])}",
+            f"listingflow's include {balance} balance reads (pre-flight's access check, which is the "
+            f"run's start balance, and the end-of-run check that the cost summary explains the "
+            f"balances); ProdVisual batches {len(phase['prodvisual_batches'])}",
         )
         self.figure(
             "7",
