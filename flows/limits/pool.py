@@ -13,14 +13,11 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-
-from .writes import limit_write
 
 MIN_LEASE_SECONDS = 60.0  # the Prefect server refuses shorter leases
 
@@ -143,10 +140,8 @@ class SlotPool:
                 return
             want = max(1, min(self.waiting, room))
             try:
-                response = await limit_write(
-                    lambda: client.increment_concurrency_slots_with_lease(
-                        names=[self.name], slots=want, mode="concurrency", lease_duration=self.lease_seconds
-                    )
+                response = await client.increment_concurrency_slots_with_lease(
+                    names=[self.name], slots=want, mode="concurrency", lease_duration=self.lease_seconds
                 )
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != 423:
@@ -191,13 +186,7 @@ class SlotPool:
         async with get_client() as client:
             for lease_id in due:
                 try:
-                    await limit_write(
-                        partial(
-                            client.renew_concurrency_lease,
-                            lease_id=lease_id,
-                            lease_duration=self.lease_seconds,
-                        )
-                    )
+                    await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=self.lease_seconds)
                     self.renewed[lease_id] = time.monotonic()
                 except httpx.HTTPStatusError as exc:
                     if exc.response.status_code == 404:  # expired (this process stalled): no longer ours
@@ -215,7 +204,7 @@ class SlotPool:
     async def _give_back(self, lease_id: Any) -> None:
         self._drop(lease_id)
         async with get_client() as client:
-            await limit_write(partial(client.release_concurrency_slots_with_lease, lease_id))
+            await client.release_concurrency_slots_with_lease(lease_id)
 
     async def aclose(self) -> None:
         for task in (self._grower, self._keeper):
@@ -239,10 +228,9 @@ class SlotPool:
         another process burst, and left alone it would block the limit for its whole ``lease_seconds``
         (four windows: a run started right after this one waited four minutes for Pixii). So it is
         renewed to end with the window (Prefect's shortest lease is 60 s)."""
-        duration = max(MIN_LEASE_SECONDS, seconds)
         async with get_client() as client:
-            await limit_write(
-                lambda: client.renew_concurrency_lease(lease_id=lease_id, lease_duration=duration)
+            await client.renew_concurrency_lease(
+                lease_id=lease_id, lease_duration=max(MIN_LEASE_SECONDS, seconds)
             )
 
 

@@ -18,8 +18,6 @@ from prefect.exceptions import ObjectNotFound
 from flows.settings import Settings
 from providers.contract import Provider, RouteLimit
 
-from .writes import limit_write
-
 
 @dataclass(frozen=True)
 class LimitSpec:
@@ -101,10 +99,11 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
     try:
         existing = await client.read_global_concurrency_limit_by_name(spec.name)
     except ObjectNotFound:
-        create = GlobalConcurrencyLimitCreate(
-            name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(
+                name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay
+            )
         )
-        await limit_write(lambda: client.create_global_concurrency_limit(create))
         return f"created {spec.name}"
     if (
         existing.limit == spec.limit
@@ -112,6 +111,7 @@ async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
         and abs((existing.slot_decay_per_second or 0.0) - decay) < 1e-9
     ):
         return None
-    update = GlobalConcurrencyLimitUpdate(limit=spec.limit, active=True, slot_decay_per_second=decay)
-    await limit_write(lambda: client.update_global_concurrency_limit(spec.name, update))
+    await client.update_global_concurrency_limit(
+        spec.name, GlobalConcurrencyLimitUpdate(limit=spec.limit, active=True, slot_decay_per_second=decay)
+    )
     return f"updated {spec.name}"

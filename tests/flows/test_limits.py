@@ -329,22 +329,3 @@ async def test_a_pool_given_back_entirely_serves_the_next_jobs() -> None:
         await asyncio.sleep(2.5)
         assert (await _inflight_state(prefix))[0] == 0, burst
     await limiter.aclose()
-
-
-async def test_limit_writes_from_one_process_go_one_at_a_time() -> None:
-    """SQLite answers a write that meets another with 503 (and Prefect's client waits ~2 s to retry):
-    the lease requests of the pools of one process never overlap."""
-    from flows.limits.writes import limit_write
-
-    running, most = 0, 0
-
-    async def write(n: int) -> int:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.01)
-        running -= 1
-        return n
-
-    assert await asyncio.gather(*(limit_write(lambda n=n: write(n)) for n in range(6))) == list(range(6))
-    assert most == 1
