@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import Settings
+from providers.prodvisual.models import DOCUMENTED_STYLES
 
 from . import analysis as A
 from .catalog_gen import CatalogShape, write_catalog
@@ -88,18 +89,7 @@ REAL_JOB_SECONDS = {"listingrva": 20.0, "prodvisual": 3.0, "pixii": 120.0}
 REAL_POLL_SECONDS = {"listingrva": 5.0, "prodvisual": 5.0, "pixii": 5.0}
 REAL_FIRST_POLL_SECONDS = {"listingrva": 20.0}  # ListingRVASettings.poll_cadence.first_seconds
 PROVIDER_ENV = {"listingrva": "LISTINGRVA", "prodvisual": "PRODVISUAL", "pixii": "PIXII"}
-TEN_STYLES = [
-    "lifestyle",
-    "white_bg",
-    "mockup",
-    "infographic",
-    "social_square",
-    "social_story",
-    "hero_banner",
-    "comparison",
-    "studio_shadow",
-    "flat_lay",
-]
+TEN_STYLES = [*DOCUMENTED_STYLES, "studio_shadow", "flat_lay"]  # the 8 documented + 2 of the sandbox's
 HUGE = 1_000_000
 MEMORY_SIZES = [100, 1000, 5000]
 MEMORY_SIZES_QUICK = [20, 100]
