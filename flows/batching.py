@@ -101,7 +101,7 @@ class Batcher:
     def _all_arrived(self) -> bool:
         """Every product that could still bring members has: each one expected (``expect``) arrived,
         and the run has no product left to start (one that starts later would want the same batch)."""
-        return self._expected == set() and getattr(self.run, "products_unstarted", 0) == 0
+        return self._expected == set() and self.run.products_unstarted == 0
 
     def _nobody_else_coming(self) -> None:
         """Every product expected has arrived: lingering would only delay the batch. It still waits

@@ -97,6 +97,7 @@ def batcher(tasks: Tasks, linger: float = 0.01) -> Batcher:
         intents=NoIntents(),
         provider=lambda name: Plugin(),
         limiters={"prov": Limiter()},
+        products_unstarted=0,
     )
     return Batcher(run=run, tasks=tasks, provider="prov", step=Step.IMAGES, linger=linger)  # type: ignore[arg-type]
 
@@ -177,7 +178,7 @@ async def test_a_batch_waits_for_products_not_started_yet(tasks: Tasks) -> None:
     """A product the run has still to start would want the same batch (at ProdVisual's real rate,
     leaving without it cut the images per request from 50 to 10): the linger still applies."""
     b = batcher(tasks, linger=0.3)
-    b.run.products_unstarted = 1  # type: ignore[attr-defined]
+    b.run.products_unstarted = 1
     b.expect("a")
     share = asyncio.ensure_future(b.submit("a#images-1", "key-a", Images(items=["x"]), 1, 1))
     await asyncio.sleep(0.1)
