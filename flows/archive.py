@@ -124,9 +124,24 @@ class LocalArchive:
         return path
 
     def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        return self._store(key, data, sha256(data), len(data), content_type, metadata)
+
+    def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
+        """``put`` for a document written to a file first (the review gallery: 20 MB for 5,000
+        products), copied rather than read into memory."""
+        return self._store(key, source, file_sha256(source), source.stat().st_size, content_type, {})
+
+    def _store(
+        self,
+        key: str,
+        data: bytes | Path,
+        digest: str,
+        size: int,
+        content_type: str,
+        metadata: dict[str, str],
+    ) -> StoredObject:
         path = self._path(key)
-        digest = sha256(data)
-        meta = {**metadata, "sha256": digest, "content-type": content_type, "size": str(len(data))}
+        meta = {**metadata, "sha256": digest, "content-type": content_type, "size": str(size)}
         try:
             # Two processes may write one key at once (overlapping runs archiving a shared product's
             # manifest): without the lock one writer's bytes can meet the other's sidecar, fail the
@@ -136,29 +151,6 @@ class LocalArchive:
                 _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
                 stored = self.stat(key)
         except OSError as exc:  # disk full, permissions, a vanished mount: the archive is unavailable
-            raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
-        if stored is None or stored.sha256 != digest or stored.size != len(data):
-            raise ArchiveVerificationFailed(f"verification failed after writing {key}")
-        return stored
-
-    def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
-        """``put`` for a document written to a file first (the review gallery: 20 MB for 5,000
-        products), copied rather than read into memory."""
-        path = self._path(key)
-        digest, size = file_sha256(source), source.stat().st_size
-        meta = {"sha256": digest, "content-type": content_type, "size": str(size)}
-        try:
-            with _key_lock(path):
-                tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    shutil.copyfile(source, tmp)
-                    os.replace(tmp, path)
-                finally:
-                    tmp.unlink(missing_ok=True)
-                _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=1).encode())
-                stored = self.stat(key)
-        except OSError as exc:
             raise ArchiveUnavailable(f"{path}: {type(exc).__name__}: {exc.strerror or exc}") from None
         if stored is None or stored.sha256 != digest or stored.size != size:
             raise ArchiveVerificationFailed(f"verification failed after writing {key}")
@@ -227,16 +219,21 @@ def _key_lock(path: Path) -> Any:
     return FileLock(str(locks / f"{sha256(str(path).encode())[:40]}.lock"), timeout=120)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a fresh temporary name, then rename. Created with mode 0666 so the umask decides
-    (0644 typically), like any file the user writes: ``mkstemp`` would make every object 0600,
-    unreadable to whoever serves or reads the archive."""
+def _atomic_write(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (the bytes, or a file's contents, copied without reading it whole) to a fresh
+    temporary name, then rename. Created with mode 0666 so the umask decides (0644 typically), like
+    any file the user writes: ``mkstemp`` would make every object 0600, unreadable to whoever serves or
+    reads the archive."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -276,10 +273,7 @@ class S3Archive:
             )
         except (ClientError, BotoCoreError) as exc:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
-        stored = self.stat(key)
-        if stored is None or stored.sha256 != digest or stored.size != len(data):
-            raise ArchiveVerificationFailed(f"s3://{self.bucket}/{key}: verification failed after upload")
-        return stored
+        return self._verified(key, digest, len(data))
 
     def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
         """``put`` from a file, streamed by boto3's transfer manager (multipart when large)."""
@@ -291,6 +285,10 @@ class S3Archive:
             self.client.upload_file(str(source), self.bucket, key, ExtraArgs=extra)
         except (ClientError, BotoCoreError) as exc:
             raise ArchiveUnavailable(f"s3://{self.bucket}/{key}: {exc}") from None
+        return self._verified(key, digest, size)
+
+    def _verified(self, key: str, digest: str, size: int) -> StoredObject:
+        """The uploaded object, read back: archived only if its size and SHA-256 are the ones sent."""
         stored = self.stat(key)
         if stored is None or stored.sha256 != digest or stored.size != size:
             raise ArchiveVerificationFailed(f"s3://{self.bucket}/{key}: verification failed after upload")
@@ -386,21 +384,21 @@ class SpooledArchive:
     async def put(
         self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]
     ) -> StoredObject:
-        try:
-            return await self._call(self.archive.put, key, data, content_type=content_type, metadata=metadata)
-        except ArchiveUnavailable:
-            stored = await asyncio.to_thread(
-                self.spool.put, key, data, content_type=content_type, metadata=metadata
-            )
-            self.spooled.append(key)
-            raise ArchiveUnavailable(f"{key} kept in local spool {stored.uri}; archive unreachable") from None
+        return await self._store(
+            key, lambda target: target.put(key, data, content_type=content_type, metadata=metadata)
+        )
 
     async def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
-        """``put`` from a file, kept in the spool (copied) when the archive cannot take it."""
+        """``put`` from a file (copied into the spool too when the archive cannot take it)."""
+        return await self._store(key, lambda target: target.put_file(key, source, content_type=content_type))
+
+    async def _store(self, key: str, store: Callable[[Archive], StoredObject]) -> StoredObject:
+        """``store`` into the archive or, when it cannot be reached, into the local spool (raising
+        ``ArchiveUnavailable`` that says so)."""
         try:
-            return await self._call(self.archive.put_file, key, source, content_type=content_type)
+            return await self._call(store, self.archive)
         except ArchiveUnavailable:
-            stored = await asyncio.to_thread(self.spool.put_file, key, source, content_type=content_type)
+            stored = await asyncio.to_thread(store, self.spool)
             self.spooled.append(key)
             raise ArchiveUnavailable(f"{key} kept in local spool {stored.uri}; archive unreachable") from None
 
