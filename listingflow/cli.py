@@ -715,8 +715,9 @@ def _print_estimate(est: Any, products: int) -> None:
 
 
 def _say(text: str, style: str | None = None) -> None:
-    """A whole line, never folded by rich (a terminal may); a catalog's or provider's text is not markup."""
-    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
+    from listingflow.report import line_printer
+
+    line_printer(console)(text, style)
 
 
 @app.command(cls=_PlainHelpCommand)

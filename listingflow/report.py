@@ -16,7 +16,7 @@ from listingflow.tables import Row, print_figures
 
 
 def print_summary(console: Console, summary: Any, elapsed: float) -> None:
-    say = _say(console)
+    say = line_printer(console)
     console.print()
     style = "green" if summary.ok else "yellow"
     manifest = f"{summary.archive}/runs/{summary.run_id}/manifest.json"
@@ -60,7 +60,10 @@ def _print_compliance(say: Any, products: list[Any]) -> None:
         say(f"  {flagged}")
 
 
-def _say(console: Console) -> Any:
+def line_printer(console: Console) -> Any:
+    """Print whole lines: never folded by rich (a terminal may), and a catalog's or provider's text is
+    not markup."""
+
     def say(text: str, style: str | None = None) -> None:
         console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
 
