@@ -226,7 +226,8 @@ async def test_daily_cap_defers_products_and_the_next_run_picks_them_up(
     assert any("daily cap" in note for note in first.notes)
     # once the cap was hit, Pixii got no more work in that run: only submissions already on their
     # way were refused, the other deferred jobs were never sent
-    posts = [r for r in pixii.requests if r.method == "POST"]
+    # the log is in the order answers left; the cap is decided in the order requests arrived
+    posts = sorted((r for r in pixii.requests if r.method == "POST"), key=lambda r: r.t)
     first_refusal = next(i for i, r in enumerate(posts) if r.status == 429)
     assert all(r.status == 429 for r in posts[first_refusal:])
     assert len(posts[first_refusal:]) < len(deferred) + 4  # 4 scale jobs were due too
