@@ -46,6 +46,7 @@ from .compliance import ComplianceResult, Regeneration, check_product
 from .costs import JobCost
 from .download import IMAGE_EXTENSIONS, fetch_image
 from .intents import Intent
+from .params import RunParameters
 from .reasons import NOT_SUBMITTED, Reason, reason_of
 from .reconcile import Verdict
 from .retry import call_with_retries
@@ -193,14 +194,15 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     _reuse_upstream(ctx, previous)
     prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
-    for step in params.ordered_steps():  # each waits only for the earlier steps whose outputs it reads
+    for step in _start_order(run, params):  # each waits only for the earlier steps whose outputs it reads
         provider_name, force = params.providers.for_step(step), step in params.force
         running[step] = asyncio.ensure_future(
             _run_when_ready(run, tasks, product, ctx, step, provider_name, running, prepared, force=force)
         )
         _expect_in_batch(run, tasks, product, step, provider_name, force, running[step])
-    for step, result in zip(running, await asyncio.gather(*running.values()), strict=True):
-        outcome.steps[step] = result  # reports keep the logical order copy -> images -> aplus -> scale
+    await asyncio.gather(*running.values())
+    for step in params.ordered_steps():  # reports keep the logical order copy -> images -> aplus -> scale
+        outcome.steps[step] = running[step].result()
     statuses = {o.status for o in outcome.steps.values()}
     if "interrupted" in statuses:
         outcome.status = "interrupted"
@@ -314,6 +316,18 @@ async def _run_when_ready(
     return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
 
 
+def _start_order(run: RunContext, params: RunParameters) -> list[Step]:
+    """The run's steps, those that join a cross-product batch first: a batch leaves when every product
+    has joined, so each product's member is started before its other steps' task runs take the loop."""
+    steps = params.ordered_steps()
+    batched = [s for s in steps if _joins_batch(run, params.providers.for_step(s))]
+    return batched + [s for s in steps if s not in batched]
+
+
+def _joins_batch(run: RunContext, provider_name: str) -> bool:
+    return provider_name in run.providers and batches_across_products(run, provider_name)
+
+
 def _expect_in_batch(
     run: RunContext,
     tasks: TaskSet,
@@ -325,7 +339,7 @@ def _expect_in_batch(
 ) -> None:
     """Tell a cross-product batcher that this product's step will bring members unless the step ends
     first: once every product it expects has arrived, the batch leaves without lingering."""
-    if provider_name not in run.providers or not batches_across_products(run, provider_name):
+    if not _joins_batch(run, provider_name):
         return
     batcher = _batcher(run, tasks, provider_name, step, force)
     batcher.expect(product.key)

@@ -4,6 +4,7 @@ while the archive is down the documents wait in the local spool, and a gallery t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -29,15 +30,17 @@ async def publish_run(summary: RunSummary, params: RunParameters, archive: Spool
     del manifest, cost  # not held while Prefect serializes the artifacts below
     if FlowRunContext.get() is None or summary.cost is None:
         return
-    await acreate_table_artifact(
-        summary.cost.table(),
-        key="cost-summary",
-        description=f"Credits per provider, step and product, run {summary.run_id}",
-    )
-    await acreate_markdown_artifact(
-        _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
-        key="cost-summary-report",
-        description="Cost summary, failures and compliance",
+    await asyncio.gather(  # two round trips to the server at the end of every run: at once
+        acreate_table_artifact(
+            summary.cost.table(),
+            key="cost-summary",
+            description=f"Credits per provider, step and product, run {summary.run_id}",
+        ),
+        acreate_markdown_artifact(
+            _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
+            key="cost-summary-report",
+            description="Cost summary, failures and compliance",
+        ),
     )
 
 

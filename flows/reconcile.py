@@ -213,18 +213,17 @@ async def _read(read_balance: Callable[[], Awaitable[int | None]]) -> int | None
 async def balance_checks(gates: dict[str, BalanceGate], summary: CostSummary) -> list[BalanceCheck]:
     """Each provider's balance at the start and the end of the run, against the summary's lines."""
     lines = {line.provider: line for line in summary.by("provider")}
-    checks = []
-    for name, gate in sorted(gates.items()):
-        if gate.read_balance is None or gate.start_balance is None:
-            continue
-        line = lines.get(name)
-        checks.append(
-            BalanceCheck(
-                provider=name,
-                start=gate.start_balance,
-                end=await gate.end_balance(),
-                net=line.net if line else 0,
-                possibly_charged=line.possibly_charged if line else 0,
-            )
+    read = sorted(
+        (n, g) for n, g in gates.items() if g.read_balance is not None and g.start_balance is not None
+    )
+    ends = await asyncio.gather(*(gate.end_balance() for _, gate in read))  # providers at once: the run's end
+    return [
+        BalanceCheck(
+            provider=name,
+            start=gate.start_balance,
+            end=end,
+            net=line.net if (line := lines.get(name)) else 0,
+            possibly_charged=line.possibly_charged if line else 0,
         )
-    return checks
+        for (name, gate), end in zip(read, ends, strict=True)
+    ]

@@ -9,10 +9,13 @@ products overlap (flows/run_products.py). At the end: a run manifest, a ``cost-s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
+from typing import Any, TypeVar
 
 import httpx
 from prefect.context import FlowRunContext
@@ -35,7 +38,9 @@ from .run_products import run_products
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
 from .summary import RunSummary
-from .tasks import configure_tasks
+from .tasks import TaskSet, configure_tasks
+
+_T = TypeVar("_T")
 
 
 async def run_catalog(
@@ -52,6 +57,9 @@ async def run_catalog(
     except Refused as refused:
         return _refuse(summary, refused.problems)
     async with AsyncExitStack() as stack:
+        # the tasks' result storage is read from the server while the limits are set and pre-flight
+        # runs: all three are server or provider round trips on the way to the first paid request
+        tasks = _in_background(stack, configure_tasks(settings))
         clients = await _open_providers(stack, inputs, settings)
         try:
             products, balances = await checked_products(inputs, clients.providers, summary)
@@ -73,7 +81,7 @@ async def run_catalog(
             observer=GuardedObserver(observer or RunObserver()),
             start_balances=balances,
         )
-        await _run_checked(run, products, summary, inputs.names)
+        await _run_checked(run, await tasks, products, summary, inputs.names)
     summary.finished_at = time.time()
     await publish_run(summary, inputs.params, inputs.archive)
     return summary
@@ -136,14 +144,26 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
 
 
+def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """``work`` started now; cancelled (and its outcome dropped) if the run ends before awaiting it."""
+    task = asyncio.ensure_future(work)
+
+    async def drop() -> None:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(drop)
+    return task
+
+
 async def _run_checked(
-    run: RunContext, products: list[Product], summary: RunSummary, names: list[str]
+    run: RunContext, tasks: TaskSet, products: list[Product], summary: RunSummary, names: list[str]
 ) -> None:
     """The products of a run that passed its pre-flight checks, told to the observer; fills in the summary."""
     token = set_current_run(run)
     run.observer.on_stoppable(run.stop)
     try:
-        tasks = await configure_tasks(run.settings)
         run.intents = Intents(tasks.cache)
         run.observer.on_start(_run_start(run, products, names))
         records = await run_products(run, tasks, products)
