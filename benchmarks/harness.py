@@ -62,9 +62,10 @@ def _cluster_user() -> list[str]:
 
 
 @contextmanager
-def postgres(home: Path) -> Iterator[str]:
+def postgres(home: Path, *, nice: int = 0) -> Iterator[str]:
     """A throwaway PostgreSQL cluster under ``home`` (the machine's own server binaries); yields the
-    SQLAlchemy URL for Prefect. As root, the cluster runs as ``postgres`` (or ``nobody``)."""
+    SQLAlchemy URL for Prefect. As root, the cluster runs as ``postgres`` (or ``nobody``). ``nice``
+    lowers the CPU priority of the cluster and every backend it forks."""
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "postgres.log").open("w")
     # its own directory, outside the benchmark's private (0700) temporary tree
@@ -105,6 +106,7 @@ def postgres(home: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=_niced(nice),
     )
     try:
         for _ in range(100):
@@ -139,21 +141,6 @@ def _niced(nice: int) -> Any:
     """A ``preexec_fn`` lowering a child's CPU priority: the memory run shares the machine with the
     rate-bound phases, and must not delay their requests."""
     return (lambda: os.nice(nice)) if nice else None
-
-
-def create_database(url: str, name: str) -> str:
-    """Another database in the cluster behind ``url`` (from ``postgres``); returns its URL."""
-    from urllib.parse import urlsplit
-
-    port = urlsplit(url).port
-    createdb = str((postgres_bindir() or Path()) / "createdb")
-    subprocess.run(
-        [*_cluster_user(), createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", name],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:

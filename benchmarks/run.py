@@ -43,7 +43,7 @@ import platform
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from .catalog_gen import CatalogShape, write_catalog
 from .harness import (
     REPO,
     base_env,
-    create_database,
     limits_env,
     postgres,
     postgres_available,
@@ -957,8 +956,13 @@ class Bench:
             catalog = write_catalog(
                 self.tmp / name / "catalog.csv", CatalogShape(n, variation_every=2, tag="mem")
             )
-            db = create_database(pg_url, "prefect_e") if pg_url else None
+            # its own PostgreSQL cluster, niced like the rest of it: in the timed phases' cluster, its
+            # stream of writes was served at their priority and slowed them (load 4.5 during phase C)
+            own_db: AbstractContextManager[str | None] = (
+                postgres(self.tmp / "postgres-e", nice=MEMORY_NICE) if pg_url else nullcontext(None)
+            )
             with (
+                own_db as db,
                 prefect_server(self.tmp / "server-e", db, nice=MEMORY_NICE) as server,
                 sandbox_process(
                     sandbox_config(unlimited(), zero), self.tmp / name / "sandboxes", nice=MEMORY_NICE
