@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -87,16 +87,22 @@ class Archive(Protocol):
 
 
 def json_with_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> bytes:
-    """A JSON document: ``head`` plus ``key`` holding ``items``, each item encoded as it comes, one per
-    line, into one buffer. Building the whole document as objects first and dumping it held every item
-    three times over (objects, str, bytes); run manifests and cost summaries have one item per product."""
+    """``write_json_with_list`` into bytes."""
     out = io.BytesIO()
+    write_json_with_list(out, head, key, items)
+    return out.getvalue()
+
+
+def write_json_with_list(out: BinaryIO, head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """A JSON document: ``head`` plus ``key`` holding ``items``, each item encoded as it comes, one per
+    line. Building the whole document as objects first and dumping it held every item three times over
+    (objects, str, bytes); run manifests and cost summaries have one item per product, and are written
+    to a file (``out``) so that not even their bytes are held."""
     out.write(json.dumps(head, sort_keys=True, default=str)[:-1].encode())
     out.write(f"{', ' if head else ''}{json.dumps(key)}: [\n".encode())
     for i, item in enumerate(items):
         out.write((b",\n" if i else b"") + json.dumps(item, sort_keys=True, default=str).encode())
     out.write(b"\n]}\n")
-    return out.getvalue()
 
 
 def sha256(data: bytes) -> str:

@@ -7,16 +7,17 @@ is shown only where a price per credit is set.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
 from providers.contract import report_order
 
-from .archive import json_with_list
+from .archive import write_json_with_list
 
 
 class JobCost(BaseModel):
@@ -124,6 +125,11 @@ class CostSummary(BaseModel):
         if self._ledger is not None:
             yield from self._ledger.lines("product", self._prices)
 
+    def product_totals(self) -> Iterator[CostLine]:
+        """One line per product, across its providers and steps."""
+        if self._ledger is not None:
+            yield from self._ledger.product_totals(self._prices)
+
     def all_lines(self) -> Iterator[CostLine]:
         """Every line in order: providers, steps, products, total."""
         yield from self.by("provider")
@@ -141,9 +147,16 @@ class CostSummary(BaseModel):
         return self.by("total")[0]
 
     def document(self) -> bytes:
-        """``cost-summary.json``: the summary with every line, written one line at a time."""
+        """``cost-summary.json``: the summary with every line."""
+        out = io.BytesIO()
+        self.write_document(out)
+        return out.getvalue()
+
+    def write_document(self, out: BinaryIO) -> None:
+        """``cost-summary.json`` written to ``out`` one line at a time."""
         head = self.model_dump(mode="json", exclude={"lines"})
-        return json_with_list(head, "lines", (line.model_dump(mode="json") for line in self.all_lines()))
+        lines = (line.model_dump(mode="json") for line in self.all_lines())
+        write_json_with_list(out, head, "lines", lines)
 
     def table(self) -> dict[str, list[object]]:
         """Provider, step and total lines, and one line per product (all its providers and steps), as
@@ -153,8 +166,8 @@ class CostSummary(BaseModel):
         of the process's peak while Prefect serialized and sent it (measured, benchmarks phase E).
         The columns are ``TABLE_COLUMNS``."""
         columns: dict[str, list[object]] = {column.name: [] for column in TABLE_COLUMNS}
-        products = self._ledger.product_totals(self._prices) if self._ledger is not None else iter(())
-        for line in itertools.chain(self.by("provider"), self.by("step"), products, self.by("total")):
+        lines = (self.by("provider"), self.by("step"), self.product_totals(), self.by("total"))
+        for line in itertools.chain(*lines):
             for column in TABLE_COLUMNS:
                 columns[column.name].append(column.cell(line, self))
         return columns

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from flows.archive import LocalArchive, S3Archive, SpooledArchive, json_with_list
-from flows.gallery import FILTERS, filter_groups, product_costs, publish_gallery, relative_href
+from flows.costs import CostLedger, JobCost
+from flows.gallery import FILTERS, filter_groups, product_costs, publish_gallery, relative_href, run_cost
 
 from .helpers import run_flow
 
@@ -178,7 +179,10 @@ async def publish(
     )
     for name, body in (("manifest.json", run), ("cost-summary.json", cost)):
         await spooled.put(f"{base}runs/r1/{name}", body, content_type="application/json", metadata={})
-    stored = await publish_gallery(spooled, run, cost)
+    run_doc, cost_doc = json.loads(run), json.loads(cost)
+    costs = product_costs(cost_doc["lines"], cost_doc["currency"])
+    total = run_cost(next(x for x in cost_doc["lines"] if x["scope"] == "total"), cost_doc["currency"])
+    stored = await publish_gallery(spooled, run_doc, run_doc["products"], costs, total)
     return stored, (await spooled.get(stored.key) or b"").decode()
 
 
@@ -318,7 +322,10 @@ def test_cost_per_product_adds_its_lines_and_money() -> None:
             {"scope": "step", "product": "*", "jobs": 2, "net": 36},
         ],
     }
-    assert product_costs(doc) == {"US/A": "26 credits (1.30 EUR)", "US/B": "10 credits"}
+    assert product_costs(doc["lines"], doc["currency"]) == {
+        "US/A": "26 credits (1.30 EUR)",
+        "US/B": "10 credits",
+    }
 
 
 async def test_a_product_whose_manifest_is_missing_still_gets_a_card(tmp_path: Path) -> None:
@@ -430,3 +437,38 @@ async def test_every_image_of_a_sandbox_run_loads_in_a_real_browser(
     gone.unlink()
     seen = images_seen_by_browser(page, lf_env["tmp"] / "chromium")
     assert seen["broken"] == ["../../US/B0CHX1W1XY/images/prodvisual-white_bg-1.png"]
+
+
+@pytest.mark.parametrize("prices", [{"pixii": 0.1, "listingrva": 0.5}, {"pixii": 0.1}])
+def test_cost_per_product_from_the_run_is_what_its_cost_summary_json_adds_up_to(
+    prices: dict[str, float],
+) -> None:
+    """The gallery takes each product's cost from the run's totals in memory: the same text as summing
+    the per-step lines of the ``cost-summary.json`` the run writes."""
+    ledger = CostLedger()
+    jobs = [
+        ("pixii", "aplus", "US/B0", 50, 0, False),
+        ("pixii", "scale", "US/B0", 6, 0, False),
+        ("pixii", "aplus", "US/B1", 50, 10, False),
+        ("listingrva", "copy", "US/B0", None, 0, False),
+        ("listingrva", "copy", "US/B1", 5, 0, True),
+        ("listingrva", "copy", "US/B2", 5, 0, False),
+    ]
+    for n, (provider, step, product, charged, refunded, reused) in enumerate(jobs):
+        ledger.add(
+            JobCost(
+                provider=provider,
+                step=step,
+                product=product,
+                job_id=f"j{n}",
+                charged=charged,
+                refunded=refunded,
+                reused=reused,
+            )
+        )
+    summary = ledger.summary("r1", price_per_credit=prices, currency="EUR")
+    doc = json.loads(summary.document())
+    from_doc = product_costs(doc["lines"], doc["currency"])
+    from_run = product_costs((x.model_dump(mode="json") for x in summary.product_totals()), "EUR")
+    assert from_run == from_doc and len(from_run) == 3
+    assert "job(s) of unknown cost" in from_run["US/B0"] and "reused" in from_run["US/B1"]
