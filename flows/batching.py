@@ -150,12 +150,13 @@ class Batcher:
             return exc.result
 
     async def _submit(
-        self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None
+        self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None, *, again: bool
     ) -> JobRef:
         # each member's own record of the batch on its way (written as it is sent): a rerun may group
         # the products otherwise, and must still find that their items may have been paid for
+        submit = self.tasks.submit_forced if again else self.tasks.submit
         ref: JobRef = forget(
-            await self.tasks.submit(
+            await submit(
                 self.provider,
                 self.step,
                 batch,
@@ -208,17 +209,13 @@ class Batcher:
                 None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
             )
             async with self.run.limiters[self.provider].job_slot():
-                # finished even when the run stops meanwhile: the job and its members' pointers persist
-                ref = await self.run.stop.finish(
-                    self._submit(members, batch, key, estimate), orphaned=lambda r: self._keep(members, r)
-                )
-                if ref.held:  # every member's share is held with it
-                    raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
-                try:
-                    result = await self._wait(ref)
-                except (Interrupted, asyncio.CancelledError):
-                    self._keep(members, ref)
-                    raise
+                result, ref = await self._batch_job(members, batch, key, estimate, again=False)
+                if result.status == "failed" and ref.host.run_id != self.run.run_id:
+                    # An earlier run's batch of exactly these items failed, every item refunded: this
+                    # run pays for a new one, once (as for a job of its own, pipeline._obtain_alone).
+                    # Without it, a failed product whose rerun groups it alone as before never got
+                    # another image.
+                    result, ref = await self._batch_job(members, batch, key, estimate, again=True)
         except BaseException as exc:  # every member learns why its batch failed
             for m in members:
                 if not m.future.done():
@@ -229,6 +226,23 @@ class Batcher:
         for m in members:
             if not m.future.done():
                 m.future.set_result(plugin.split_result(result, m.id))
+
+    async def _batch_job(
+        self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None, *, again: bool
+    ) -> tuple[JobResult, JobRef]:
+        """The batch submitted (or its earlier job, unless ``again``) and waited on."""
+        # finished even when the run stops meanwhile: the job and its members' pointers persist
+        ref = await self.run.stop.finish(
+            self._submit(members, batch, key, estimate, again=again),
+            orphaned=lambda r: self._keep(members, r),
+        )
+        if ref.held:  # every member's share is held with it
+            raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
+        try:
+            return await self._wait(ref), ref
+        except (Interrupted, asyncio.CancelledError):
+            self._keep(members, ref)
+            raise
 
 
 def member_of(pointer: JobRef) -> str:

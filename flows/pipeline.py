@@ -175,8 +175,54 @@ def _failures(steps: dict[str, Any]) -> list[str]:
     return out + [f"{s}: {e}" for s, o in steps.items() for e in o.item_errors]
 
 
+@dataclass
+class _Started:
+    """A product whose steps are scheduled: what finishing it needs."""
+
+    params: RunParameters
+    ctx: StepContext
+    previous: dict[str, Any] | None
+    running: dict[Step, asyncio.Task[StepOutcome]]
+    prepared: dict[str, asyncio.Task[dict[str, Any]]]
+
+
 async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> ProductOutcome:
     outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title)
+    try:
+        started = await _start_steps(run, tasks, product, outcome)
+    finally:
+        # its members of cross-product batches are expected now (or it brings none): a batch waiting
+        # for every product can tell when nobody else is coming
+        run.products_unstarted -= 1
+    if started is None:
+        return outcome
+    await asyncio.gather(*started.running.values())
+    for (
+        step
+    ) in started.params.ordered_steps():  # reports keep the logical order copy -> images -> aplus -> scale
+        outcome.steps[step] = started.running[step].result()
+    statuses = {o.status for o in outcome.steps.values()}
+    if "interrupted" in statuses:
+        outcome.status = "interrupted"
+    elif "deferred" in statuses:
+        outcome.status = "deferred"
+    elif "failed" in statuses:
+        outcome.status = "failed" if not any(s in statuses for s in ("done", "reused")) else "partial"
+    elif any(o.item_errors for o in outcome.steps.values()):
+        outcome.status = "partial"
+    regenerate = started.params.regenerate_noncompliant
+    steps = await _comply(
+        run, tasks, product, started.ctx, outcome, started.previous, started.prepared, regenerate
+    )
+    outcome.finished_at = time.time()
+    outcome.manifest_key = await _write_manifest(run, product, outcome, started.previous, steps)
+    return outcome
+
+
+async def _start_steps(
+    run: RunContext, tasks: TaskSet, product: Product, outcome: ProductOutcome
+) -> _Started | None:
+    """The product's steps, scheduled; None (and ``outcome`` failed) when its overrides are invalid."""
     try:
         params = run.params.for_product(product.overrides)
     except ValueError as exc:
@@ -188,7 +234,7 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
             error=f"invalid overrides: {exc}",
             reason=Reason.INVALID_OVERRIDES,
         )
-        return outcome
+        return None
     previous = await _read_manifest(run, product)
     ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
@@ -200,23 +246,7 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
             _run_when_ready(run, tasks, product, ctx, step, provider_name, running, prepared, force=force)
         )
         _expect_in_batch(run, tasks, product, step, provider_name, force, running[step])
-    await asyncio.gather(*running.values())
-    for step in params.ordered_steps():  # reports keep the logical order copy -> images -> aplus -> scale
-        outcome.steps[step] = running[step].result()
-    statuses = {o.status for o in outcome.steps.values()}
-    if "interrupted" in statuses:
-        outcome.status = "interrupted"
-    elif "deferred" in statuses:
-        outcome.status = "deferred"
-    elif "failed" in statuses:
-        outcome.status = "failed" if not any(s in statuses for s in ("done", "reused")) else "partial"
-    elif any(o.item_errors for o in outcome.steps.values()):
-        outcome.status = "partial"
-    regenerate = params.regenerate_noncompliant
-    steps = await _comply(run, tasks, product, ctx, outcome, previous, prepared, regenerate)
-    outcome.finished_at = time.time()
-    outcome.manifest_key = await _write_manifest(run, product, outcome, previous, steps)
-    return outcome
+    return _Started(params=params, ctx=ctx, previous=previous, running=running, prepared=prepared)
 
 
 async def _comply(

@@ -42,8 +42,8 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
         # the whole catalog holds every product's task (and result) until the last one ends.
         nonlocal done, last_update
         for index, product in queue:
-            run.products_unstarted -= 1
             if run.stop.requested:
+                run.products_unstarted -= 1
                 records[index] = _not_started(product).record()
                 continue
             task = asyncio.create_task(run_product(run, tasks, product))

@@ -62,7 +62,8 @@ class RunContext:
     stop: RunStop = field(default_factory=RunStop)
     intents: Intents = field(default_factory=NoIntents)
     products_unstarted: int = 0
-    """Products of the run not started yet (``run_products``): a batch waits for them (``Batcher``)."""
+    """Products of the run whose steps are not scheduled yet (``run_product``): a batch waits for them
+    (``Batcher``), as each may still bring members."""
     start_balances: dict[str, int] = field(default_factory=dict)
     """Balances read by pre-flight's access checks: each provider's balance gate starts from them."""
 

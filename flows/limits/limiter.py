@@ -120,6 +120,7 @@ class ProviderLimiter:
                 hold=window_hold(g, self.margin),
                 use_global=self.use_global,
                 local_slots=g.requests,
+                limit=g.requests,  # as ensure_limits created it: the first request asks for slots at once
             )
         return self._windows[group]
 
@@ -134,7 +135,7 @@ class ProviderLimiter:
                 yield
                 return
             if self._pool is None:
-                self._pool = SlotPool(f"{self.prefix}-{self.provider}-inflight")
+                self._pool = SlotPool(f"{self.prefix}-{self.provider}-inflight", limit=self.inflight)
             lease = await self._pool.acquire()
             try:
                 yield

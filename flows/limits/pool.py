@@ -128,7 +128,14 @@ class SlotPool:
             self._changed.set()
 
     async def _ask(self) -> None:
+        """More slots from the server. Straight away when the limit is known (as created, or as last
+        read): one round trip on the way to a run's first requests instead of two. Only when the server
+        has no room for that many (or the limit shrank) is the limit read to ask for what room it has."""
         async with get_client() as client:
+            if self.limit is not None and await self._increment(
+                client, max(1, min(self.waiting, self.limit - self.held))
+            ):
+                return
             try:
                 state = await client.read_global_concurrency_limit_by_name(self.name)
             except ObjectNotFound:
@@ -138,19 +145,26 @@ class SlotPool:
             if room <= 0:  # held elsewhere: ask again shortly (slots here may get ready meanwhile)
                 await asyncio.sleep(self.poll)
                 return
-            want = max(1, min(self.waiting, room))
-            try:
-                response = await client.increment_concurrency_slots_with_lease(
-                    names=[self.name], slots=want, mode="concurrency", lease_duration=self.lease_seconds
-                )
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:
-                    raise
-                return  # another process took the room first
-            body = response.json()
-            if not body.get("limits"):  # strict: a limit that vanished never means "unlimited"
-                raise LimitMissing(self.name)
+            await self._increment(client, max(1, min(self.waiting, room)))
+
+    async def _increment(self, client: Any, want: int) -> bool:
+        """``want`` slots in one new lease; False when the server has no room for them (423: another
+        process took it) or the limit is now below ``want`` (422)."""
+        try:
+            response = await client.increment_concurrency_slots_with_lease(
+                names=[self.name], slots=want, mode="concurrency", lease_duration=self.lease_seconds
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in (422, 423):
+                raise
+            return False
+        body = response.json()
+        limits = body.get("limits")
+        if not limits:  # strict: a limit that vanished never means "unlimited"
+            raise LimitMissing(self.name)
+        self.limit = limits[0].get("limit", self.limit)
         self._add_lease(body["lease_id"], want)
+        return True
 
     def _add_lease(self, lease_id: Any, slots: int) -> None:
         self.leases[lease_id], self.in_use[lease_id] = slots, 0

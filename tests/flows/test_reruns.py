@@ -119,6 +119,30 @@ async def test_failed_only_rerun_touches_only_failed_products(
     assert third.cost.total.net == 0
 
 
+async def test_a_failed_batch_is_paid_for_again_when_the_rerun_groups_it_the_same_way(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+) -> None:
+    """A one-product catalog's image fails (the batch job fails, its credit refunded): the rerun's batch
+    is the very same request, and must be paid for once more rather than be the failed job again."""
+    fails = "B0FAILIMG1"
+    catalog = write_catalog(lf_env["tmp"], [fails])
+    prodvisual = sandboxes["prodvisual"]
+    prodvisual.reconfigure(fail_asins=[fails])
+    _, first = await run_flow(catalog=catalog)
+    assert [p.status for p in first.products] == ["partial"] and net_charged(sandboxes)["prodvisual"] == 0
+    prodvisual.reconfigure(fail_asins=[])
+
+    state, second = await run_flow(catalog=catalog, rerun_failed_of=first.run_id)
+    assert state.is_completed(), second.failure_report()
+    assert [(p.asin, p.status) for p in second.products] == [(fails, "complete")]
+    assert paid_submissions(sandboxes)["prodvisual"] == 2 and net_charged(sandboxes)["prodvisual"] == 1
+    assert duplicate_payments(sandboxes) == []
+
+    state, third = await run_flow(catalog=catalog)  # and the new image is the one kept from then on
+    assert state.is_completed() and third.cost.total.net == 0
+    assert paid_submissions(sandboxes)["prodvisual"] == 2
+
+
 def _jobs_since(box: Any, mark: int) -> list[Any]:
     return list(box.jobs.values())[mark:]
 
