@@ -55,7 +55,7 @@ class SlotPool:
     waiting: int = 0
     limit: int | None = None  # the server's limit, as last read
     acquisitions: int = 0  # leases taken (diagnostics, benchmarks)
-    _dropped: int = 0  # connections to the Prefect server lost in a row
+    _dropped: int = 0  # asks lost in a row (connection dropped, server error)
     _seq: Any = field(default_factory=itertools.count)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _grower: asyncio.Task[None] | None = None
@@ -123,6 +123,13 @@ class SlotPool:
             await self._ask()
             self._dropped = 0
         except httpx.TransportError as exc:  # the ask may or may not have been counted: ask again
+            self._dropped = await _backoff(self._dropped, exc)
+        except httpx.HTTPStatusError as exc:
+            # A busy server (SQLite locked by its own writes) answers 503 even after the Prefect
+            # client's retries: seen on 50 of 800 products' first requests under load. A lease it
+            # did create anyway is never handed out here and expires on its own: ask again.
+            if exc.response.status_code < 500:
+                raise
             self._dropped = await _backoff(self._dropped, exc)
         finally:
             self._changed.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -232,10 +233,19 @@ async def test_a_request_in_a_fast_group_is_not_queued_behind_a_slow_groups_turn
     await limiter.aclose()
 
 
-async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(
-    monkeypatch: pytest.MonkeyPatch,
+def _busy_server() -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/api/v2/concurrency_limits/increment-with-lease")
+    return httpx.HTTPStatusError("503", request=request, response=httpx.Response(503, request=request))
+
+
+@pytest.mark.parametrize(
+    "failure", [lambda: httpx.ReadError("connection reset by peer"), _busy_server], ids=["dropped", "503"]
+)
+async def test_a_dropped_connection_or_a_busy_prefect_server_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch, failure: Any
 ) -> None:
-    """Every request waiting on a group shares its pool: one lost connection must not fail them all."""
+    """Every request waiting on a group shares its pool: one lost connection, or one 503 from a server
+    busy with its own writes, must not fail them all."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
     ask, dropped = SlotPool._ask, []
@@ -243,7 +253,7 @@ async def test_a_dropped_connection_to_the_prefect_server_is_asked_again(
     async def flaky(self: SlotPool) -> None:
         if not dropped:
             dropped.append(self.name)
-            raise httpx.ReadError("connection reset by peer")
+            raise failure()
         await ask(self)
 
     monkeypatch.setattr(SlotPool, "_ask", flaky)
