@@ -197,10 +197,21 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
     if started is None:
         return outcome
     await asyncio.gather(*started.running.values())
-    for (
-        step
-    ) in started.params.ordered_steps():  # reports keep the logical order copy -> images -> aplus -> scale
+    # reports keep the logical order copy -> images -> aplus -> scale
+    for step in started.params.ordered_steps():
         outcome.steps[step] = started.running[step].result()
+    _set_status(outcome)
+    regenerate = started.params.regenerate_noncompliant
+    steps = await _comply(
+        run, tasks, product, started.ctx, outcome, started.previous, started.prepared, regenerate
+    )
+    outcome.finished_at = time.time()
+    outcome.manifest_key = await _write_manifest(run, product, outcome, started.previous, steps)
+    return outcome
+
+
+def _set_status(outcome: ProductOutcome) -> None:
+    """The product's status from its steps': a stop wins over a daily cap, which wins over a failure."""
     statuses = {o.status for o in outcome.steps.values()}
     if "interrupted" in statuses:
         outcome.status = "interrupted"
@@ -210,13 +221,6 @@ async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> Prod
         outcome.status = "failed" if not any(s in statuses for s in ("done", "reused")) else "partial"
     elif any(o.item_errors for o in outcome.steps.values()):
         outcome.status = "partial"
-    regenerate = started.params.regenerate_noncompliant
-    steps = await _comply(
-        run, tasks, product, started.ctx, outcome, started.previous, started.prepared, regenerate
-    )
-    outcome.finished_at = time.time()
-    outcome.manifest_key = await _write_manifest(run, product, outcome, started.previous, steps)
-    return outcome
 
 
 async def _start_steps(

@@ -54,10 +54,11 @@ async def publish_run(summary: RunSummary, params: RunParameters, archive: Spool
 
 async def _publish_gallery(summary: RunSummary, archive: SpooledArchive, head: dict[str, Any]) -> None:
     """``runs/<id>/index.html``: a page for reviewing the run is worth a note, never the run's outcome."""
-    cost = summary.cost
-    lines = (line.model_dump(mode="json") for line in cost.product_totals()) if cost else ()
-    costs = product_costs(lines, cost.currency) if cost else {}
-    total = run_cost(cost.total.model_dump(mode="json"), cost.currency) if cost else run_cost(None, "")
+    costs: dict[str, str] = {}
+    total = run_cost(None, "")
+    if (cost := summary.cost) is not None:
+        costs = product_costs((x.model_dump(mode="json") for x in cost.product_totals()), cost.currency)
+        total = run_cost(cost.total.model_dump(mode="json"), cost.currency)
     try:
         stored = await publish_gallery(archive, head, entries(summary), costs, total)
         summary.gallery = gallery_link(stored)
