@@ -117,8 +117,11 @@ async def _open_providers(stack: AsyncExitStack, inputs: RunInputs, settings: Se
     limiters = {n: ProviderLimiter.for_provider(inputs.classes[n], settings) for n in inputs.names}
     if settings.use_global_limits:
         await ensure_limits([spec for n in inputs.names for spec in limit_specs(inputs.classes[n], settings)])
-    for limiter in limiters.values():
-        stack.push_async_callback(limiter.aclose)
+
+    async def close_limiters() -> None:  # each gives slots back to the server: all at once
+        await asyncio.gather(*(limiter.aclose() for limiter in limiters.values()))
+
+    stack.push_async_callback(close_limiters)
     providers = {}
     # one TLS context for every client: building one loads the CA bundle (~20 ms each, on the way to
     # the first request)

@@ -149,5 +149,5 @@ class ProviderLimiter:
     async def aclose(self) -> None:
         """Give back the slots this process still holds (end of the flow run); a rate slot whose
         window is not over is left to expire."""
-        for pool in [*self._windows.values(), *([self._pool] if self._pool else [])]:
-            await pool.aclose()
+        pools = [*self._windows.values(), *([self._pool] if self._pool else [])]
+        await asyncio.gather(*(pool.aclose() for pool in pools))  # at the end of every run: at once

@@ -233,16 +233,19 @@ class SlotPool:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for lease_id in [lease for lease in self.leases if lease is not None]:
-            window_left = max(
-                [self.hold if self.in_use.get(lease_id) else 0.0]  # a request not answered: a whole window
-                + [at - time.monotonic() for at, _, lease in self.free if lease == lease_id]
-            )
-            with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
-                if self.hold and window_left > 0:
-                    await self._hold_until(lease_id, window_left)
-                else:
-                    await self._give_back(lease_id)
+        await asyncio.gather(*(self._close_lease(lease) for lease in self.leases if lease is not None))
+
+    async def _close_lease(self, lease_id: Any) -> None:
+        """At the process's end: a lease is given back, or held until its slots' window is over."""
+        window_left = max(
+            [self.hold if self.in_use.get(lease_id) else 0.0]  # a request not answered: a whole window
+            + [at - time.monotonic() for at, _, lease in self.free if lease == lease_id]
+        )
+        with contextlib.suppress(Exception):  # an unreleased lease still expires on its own
+            if self.hold and window_left > 0:
+                await self._hold_until(lease_id, window_left)
+            else:
+                await self._give_back(lease_id)
 
     async def _hold_until(self, lease_id: Any, seconds: float) -> None:
         """A lease whose slots' window is not over when the process ends: giving it back now could let
