@@ -12,10 +12,13 @@ import json
 import os
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from prefect.locking.filesystem import FileSystemLockManager
+from prefect.types._datetime import now
 
 from flows.settings import Settings
 
@@ -102,12 +105,34 @@ class CrashSafeFileSystemLockManager(FileSystemLockManager):
     async def aacquire_lock(
         self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
     ) -> bool:
-        acquired = await super().aacquire_lock(
-            key, holder, acquire_timeout, hold_timeout or self.hold_seconds
-        )
+        hold = hold_timeout or self.hold_seconds
+        if self._acquire_if_free(key, holder, hold):
+            return True
+        acquired = await super().aacquire_lock(key, holder, acquire_timeout, hold)
         if acquired:
             self._claim(key)
         return acquired
+
+    def _acquire_if_free(self, key: str, holder: str, hold: float) -> bool:
+        """A free lock taken at once, in this thread; False if it is held (or taken meanwhile).
+
+        Prefect's async acquisition makes five thread hops (mkdir, touch, open, write, close) for what
+        are local file operations of microseconds: on the way to a run's first batch, 20 products'
+        locks took 190 ms behind the other steps' task runs (benchmark phase C, traced). The file is
+        written as Prefect writes it, so its readers and ``release_lock`` see no difference."""
+        if self.is_locked(key):
+            return False
+        self._ensure_lock_files_directory_exists()
+        path = self._lock_path_for_key(key)
+        try:
+            path.touch(exist_ok=False)
+        except FileExistsError:  # another holder took it meanwhile: wait for it the usual way
+            return False
+        expiration = now("UTC") + timedelta(seconds=hold)
+        path.write_bytes(pydantic_core.to_json({"holder": holder, "expiration": str(expiration)}))
+        self._locks[key] = {"holder": holder, "expiration": expiration, "path": path}
+        self._claim(key)
+        return True
 
     def release_lock(self, key: str, holder: str) -> None:
         super().release_lock(key, holder)
