@@ -188,12 +188,18 @@ class _Started:
 
 async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> ProductOutcome:
     outcome = ProductOutcome(asin=product.asin, country_code=product.country_code, title=product.title)
+    params = _product_params(run, product, outcome)
+    # Before anything is awaited: the batches it will join expect it, and it no longer counts as a
+    # product still to start, so a batch waiting for every product leaves as soon as each has joined
+    # (and not at the linger's end while some are still reading their manifests).
+    expected = _expect_in_batches(run, tasks, product, params) if params is not None else []
+    run.products_unstarted -= 1
+    started: _Started | None = None
     try:
-        started = await _start_steps(run, tasks, product, outcome)
+        started = await _start_steps(run, tasks, product, params) if params is not None else None
     finally:
-        # its members of cross-product batches are expected now (or it brings none): a batch waiting
-        # for every product can tell when nobody else is coming
-        run.products_unstarted -= 1
+        for batcher, step in expected:
+            _arrive_when_done(batcher, product, started.running[step] if started else None)
     if started is None:
         return outcome
     await asyncio.gather(*started.running.values())
@@ -223,12 +229,10 @@ def _set_status(outcome: ProductOutcome) -> None:
         outcome.status = "partial"
 
 
-async def _start_steps(
-    run: RunContext, tasks: TaskSet, product: Product, outcome: ProductOutcome
-) -> _Started | None:
-    """The product's steps, scheduled; None (and ``outcome`` failed) when its overrides are invalid."""
+def _product_params(run: RunContext, product: Product, outcome: ProductOutcome) -> RunParameters | None:
+    """The run's parameters with the product's overrides; None (and ``outcome`` failed) when invalid."""
     try:
-        params = run.params.for_product(product.overrides)
+        return run.params.for_product(product.overrides)
     except ValueError as exc:
         outcome.status = "failed"
         outcome.steps["overrides"] = StepOutcome(
@@ -239,6 +243,10 @@ async def _start_steps(
             reason=Reason.INVALID_OVERRIDES,
         )
         return None
+
+
+async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params: RunParameters) -> _Started:
+    """The product's steps, scheduled."""
     previous = await _read_manifest(run, product)
     ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
@@ -249,7 +257,6 @@ async def _start_steps(
         running[step] = asyncio.ensure_future(
             _run_when_ready(run, tasks, product, ctx, step, provider_name, running, prepared, force=force)
         )
-        _expect_in_batch(run, tasks, product, step, provider_name, force, running[step])
     return _Started(params=params, ctx=ctx, previous=previous, running=running, prepared=prepared)
 
 
@@ -362,22 +369,30 @@ def _joins_batch(run: RunContext, provider_name: str) -> bool:
     return provider_name in run.providers and batches_across_products(run, provider_name)
 
 
-def _expect_in_batch(
-    run: RunContext,
-    tasks: TaskSet,
-    product: Product,
-    step: Step,
-    provider_name: str,
-    force: bool,
-    step_task: asyncio.Task[StepOutcome],
+def _expect_in_batches(
+    run: RunContext, tasks: TaskSet, product: Product, params: RunParameters
+) -> list[tuple[Batcher, Step]]:
+    """Tell each cross-product batcher the product's steps will join that they will bring members
+    unless the step ends first (``_arrive_when_done``): once every product expected has arrived, the
+    batch leaves without lingering."""
+    expected = []
+    for step in params.ordered_steps():
+        provider_name = params.providers.for_step(step)
+        if _joins_batch(run, provider_name):
+            batcher = _batcher(run, tasks, provider_name, step, step in params.force)
+            batcher.expect(product.key)
+            expected.append((batcher, step))
+    return expected
+
+
+def _arrive_when_done(
+    batcher: Batcher, product: Product, step_task: asyncio.Task[StepOutcome] | None
 ) -> None:
-    """Tell a cross-product batcher that this product's step will bring members unless the step ends
-    first: once every product it expects has arrived, the batch leaves without lingering."""
-    if not _joins_batch(run, provider_name):
-        return
-    batcher = _batcher(run, tasks, provider_name, step, force)
-    batcher.expect(product.key)
-    step_task.add_done_callback(lambda _: batcher.arrived(product.key))
+    """The product has arrived at ``batcher`` once its step ends (at once when it never started)."""
+    if step_task is None:
+        batcher.arrived(product.key)
+    else:
+        step_task.add_done_callback(lambda _: batcher.arrived(product.key))
 
 
 def _needs(run: RunContext, step: Step, provider_name: str, running: dict[Step, Any]) -> list[Step]:

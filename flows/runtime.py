@@ -62,8 +62,8 @@ class RunContext:
     stop: RunStop = field(default_factory=RunStop)
     intents: Intents = field(default_factory=NoIntents)
     products_unstarted: int = 0
-    """Products of the run whose steps are not scheduled yet (``run_product``): a batch waits for them
-    (``Batcher``), as each may still bring members."""
+    """Products of the run not taken up yet (``run_product`` counts one as taken once the batches it
+    will join expect it): a batch waits for them (``Batcher``), as each may still bring members."""
     start_balances: dict[str, int] = field(default_factory=dict)
     """Balances read by pre-flight's access checks: each provider's balance gate starts from them."""
 
