@@ -253,7 +253,7 @@ class CacheReader:
     """
 
     def __init__(self, storage: Any) -> None:
-        self.store = ResultStore(result_storage=storage)
+        self.store = ResultStore(result_storage=storage, cache_result_in_memory=False)  # read once each
 
     async def get(self, key: str) -> Any | None:
         try:
@@ -273,7 +273,14 @@ async def configure_tasks(settings: Settings) -> TaskSet:
     serializable = CacheKeyFnPolicy(cache_key_fn=_key_param).configure(
         isolation_level="SERIALIZABLE", lock_manager=locks
     )
-    common: dict[str, Any] = {"result_storage": storage, "persist_result": True, "retries": 0}
+    # cache_result_in_memory=False: every result is persisted, and the run keeps what it needs of it;
+    # Prefect's in-memory copy (an LRU of up to 1,000 records per run) only grew the run's memory
+    common: dict[str, Any] = {
+        "result_storage": storage,
+        "persist_result": True,
+        "retries": 0,
+        "cache_result_in_memory": False,
+    }
     return TaskSet(
         cache=CacheReader(storage),
         locks=locks,
