@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -447,8 +448,17 @@ async def test_pixii_output_past_retention_is_reported_clearly(
 # ---- credits run out mid-run ------------------------------------------------------------------------------
 
 
+def _limit_pixii_submissions(monkeypatch: pytest.MonkeyPatch, requests: int, seconds: float) -> None:
+    from flows.settings import reset_settings
+
+    limits = json.loads(os.environ["LISTINGFLOW_RATE_LIMITS"])
+    limits["pixii"]["submit"] = {"requests": requests, "per_seconds": seconds}
+    monkeypatch.setenv("LISTINGFLOW_RATE_LIMITS", json.dumps(limits))
+    reset_settings()
+
+
 async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(
-    sandboxes: dict[str, Any], lf_env: dict[str, Any]
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pixii = sandboxes["pixii"]
     asins = ["B0CRED0001", "B0CRED0002", "B0CRED0003", "B0CRED0004"]
@@ -456,6 +466,11 @@ async def test_insufficient_credits_stop_that_provider_and_the_rest_finishes(
         lf_env["tmp"], asins, variations={a: f"B0CRVAR{n:03d}:color=Red" for n, a in enumerate(asins)}
     )
     pixii.balance = 40  # two A+ Basic jobs (20 each), then nothing
+    # Pixii takes 2 submissions a second here: its 8 (4 A+, 4 Scale) go in 4 waves, and whatever the
+    # order the 5th is refused at the latest (4 Scale + 1 A+ = 44 credits), so the last wave comes after
+    # a refusal and must be refused here, never sent. With all 8 at once (the tests' usual limit),
+    # every one could be on the wire before the first refusal came back.
+    _limit_pixii_submissions(monkeypatch, 2, 1.0)
     state, summary = await run_flow(catalog=catalog, steps=["copy", "images", "aplus", "scale"])
     assert state.is_failed()
     refused = [r for r in pixii.requests if r.status == 402]
