@@ -159,15 +159,15 @@ async def _row_problem(
                 f"{step} ({name}) needs a main image: run the images step first or give image_url",
             )
         for context in contexts:
-            reason = _checked(plugin, step, context)
+            reason = await _checked(plugin, step, context)
             if reason:
                 return None, f"{step} ({name}): {reason}"
     return None
 
 
-def _checked(plugin: Provider, step: Step, ctx: StepContext) -> str | None:
+async def _checked(plugin: Provider, step: Step, ctx: StepContext) -> str | None:
     try:
-        return plugin.check_product(step, ctx)
+        return await plugin.acheck_product(step, ctx)
     except Exception as exc:  # noqa: BLE001 - a plugin's check that breaks rejects the row, not the run
         return f"{type(exc).__name__}: {exc}"
 

@@ -627,6 +627,11 @@ class Provider(abc.ABC):
             return exc.message
         return None
 
+    async def acheck_product(self, step: Step, ctx: StepContext) -> str | None:
+        """``check_product`` for checks that need a free lookup first (e.g. a list of valid ids the
+        provider publishes). Pre-flight calls this one. Default: ``check_product``."""
+        return self.check_product(step, ctx)
+
     # ---- I/O ----
 
     async def prepare(self, product: Product) -> dict[str, Any]:

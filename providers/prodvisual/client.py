@@ -2,8 +2,9 @@
 
 Every request counts against the single documented limit (60 requests/minute, 10,000/day, contract
 §4), status polls and the unauthenticated GET /v1/styles included, so all of them pass the one route
-group ``api`` to the throttle. Style ids are validated against a 24 h cache of GET /v1/styles; when
-that list cannot be fetched the server's own validation is the fallback (contract §7).
+group ``api`` to the throttle. Style ids other than the documented ones are validated against a 24 h
+cache of GET /v1/styles; when that list cannot be fetched the server's own validation is the fallback
+(contract §7).
 
 No idempotency key exists (contract §3): a POST that failed after reaching the server may still have
 been billed. This client only raises the right error types; deciding to retry a POST is the caller's
@@ -46,6 +47,7 @@ from providers import (
 )
 
 from .models import (
+    DOCUMENTED_STYLES,
     PROVIDER,
     BatchRequest,
     BatchStatus,
@@ -207,7 +209,10 @@ class ProdVisualClient(ProviderClient):
 
     async def check_styles(self, styles: list[str], fields: list[str]) -> None:
         """Reject unknown style ids locally when the style list is available; when it cannot be
-        fetched, leave validation to the server (contract §7)."""
+        fetched, leave validation to the server (contract §7). Publicly documented ids are known
+        without the list: the request that fetches it counts against the 60 a minute like any other."""
+        if set(styles) <= set(DOCUMENTED_STYLES):
+            return
         failed = self._styles_failed_at
         if (
             self.cached_style_ids is None

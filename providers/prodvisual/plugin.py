@@ -448,11 +448,18 @@ class ProdVisualProvider(Provider):
         return (await self.client.credits()).credits_remaining
 
     async def check_access(self) -> int | None:
-        """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3). The style list
-        is read too (free, cached for the run), so pre-flight checks every row's style ids."""
-        balance = await self.balance()
-        await self.client.check_styles([], [])
-        return balance
+        """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3)."""
+        return await self.balance()
+
+    async def acheck_product(self, step: Step, ctx: StepContext) -> str | None:
+        """A row's style ids against the style list, fetched (once, cached) only when a row asks for
+        a style that is not publicly documented; then the pure check."""
+        styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+        try:
+            await self.client.check_styles(styles, [f"image_options.styles.{n}" for n in range(len(styles))])
+        except RequestValidationError as exc:
+            return exc.message
+        return self.check_product(step, ctx)
 
     async def aclose(self) -> None:
         if self._inbox is not None:

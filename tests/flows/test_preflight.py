@@ -23,10 +23,16 @@ def nothing_sent(sandboxes: dict[str, Any]) -> bool:
 
 
 def catalog_rows(
-    tmp: Path, count: int, *, without_image: str | None = None, unknown_style: str | None = None
+    tmp: Path,
+    count: int,
+    *,
+    without_image: str | None = None,
+    unknown_style: str | None = None,
+    style: str = "neon_unicorn",
 ) -> str:
     """The example catalog's first ``count`` rows; ``without_image``: that ASIN's row has no image;
-    ``unknown_style``: that ASIN's row asks for an image style ProdVisual does not have."""
+    ``unknown_style``: that ASIN's row asks for image ``style`` (by default one ProdVisual does not
+    have)."""
     lines = Path(EXAMPLE).read_text().splitlines()[: count + 1]
     if without_image:
         lines = [
@@ -38,7 +44,7 @@ def catalog_rows(
             for ln in lines
         ]
     if unknown_style:
-        override = '"{""image_options"": {""styles"": [""neon_unicorn""]}}"'
+        override = f'"{{""image_options"": {{""styles"": [""{style}""]}}}}"'
         lines = [ln + override if ln.startswith(unknown_style) else ln for ln in lines]
     path = tmp / "catalog.csv"
     path.write_text("\n".join(lines) + "\n")
@@ -132,6 +138,23 @@ async def test_a_row_a_provider_cannot_serve_is_rejected_and_nothing_is_spent_on
     assert not [
         c for box in sandboxes.values() for c in box.charges if c.asin in ("B09V3KXJPB", "B0C7WZ9F2M")
     ]
+
+
+async def test_the_style_list_is_read_only_for_a_style_that_is_not_publicly_documented(
+    sandboxes: dict[str, Any],
+    lf_env: dict[str, Any],
+) -> None:
+    styles_read = lambda: sum(r.route == "styles" for r in sandboxes["prodvisual"].requests)  # noqa: E731
+
+    state, summary = await run_flow(catalog=catalog_rows(lf_env["tmp"], 2), steps=["images"])
+    assert state.is_completed() and summary.count("complete") == 2, summary.failure_report()
+    assert styles_read() == 0  # white_bg is documented (contract §7): known without the list
+
+    listed = catalog_rows(lf_env["tmp"], 3, unknown_style="B09V3KXJPB", style="kitchen")
+    state, summary = await run_flow(catalog=listed, steps=["images"])
+    assert state.is_completed() and summary.count("complete") == 3, summary.failure_report()
+    assert styles_read() == 1  # one of the 14 unpublished ids: checked against the list, read once
+    assert not summary.rejected_rows
 
 
 async def test_base_urls_in_the_contracts_documented_form_work(

@@ -247,6 +247,20 @@ async def test_styles_fetch_failure_falls_back_to_server_validation() -> None:
     assert calls == ["/v1/styles", "/v1/generate", "/v1/generate"]  # failed fetch not retried at once
 
 
+async def test_documented_styles_are_known_without_fetching_the_list() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json={"styles": [{"id": "white_bg"}, {"id": "kitchen"}], "total": 2})
+
+    client = mock_client(handler)
+    await client.check_styles(list(DOCUMENTED_STYLES), [f"s{n}" for n in range(len(DOCUMENTED_STYLES))])
+    assert calls == []
+    await client.check_styles(["white_bg", "kitchen"], ["s0", "s1"])  # an unpublished id: the list
+    assert calls == ["/v1/styles"]
+
+
 async def test_styles_cache_expires_after_24h(monkeypatch) -> None:
     calls: list[str] = []
 
