@@ -74,6 +74,9 @@ class BalanceCheck(BaseModel):
     provider: str
     start: int | None
     end: int | None
+    end_stated: bool = Field(
+        False, description="the end balance is the one the provider's last answer stated, not read again"
+    )
     net: int = Field(description="net credits this run's summary counts for the provider")
     possibly_charged: int = 0
 
@@ -94,7 +97,9 @@ class BalanceCheck(BaseModel):
         if self.spent is None:
             return f"{self.provider}: balance not readable at {'start' if self.start is None else 'end'}"
         line = (
-            f"{self.provider}: balance {self.start} -> {self.end} ({self.spent} spent); "
+            f"{self.provider}: balance {self.start} -> {self.end}"
+            + (" (as its last answer stated)" if self.end_stated else "")
+            + f" ({self.spent} spent); "
             f"summary: {self.net} net"
             + (f" + up to {self.possibly_charged} possibly charged" if self.possibly_charged else "")
         )

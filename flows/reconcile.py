@@ -61,6 +61,11 @@ class BalanceGate:
     debits: int = 0
     refunds: int = 0
     unsettled_jobs: int = 0
+    stated_end: int | None = None
+    """The balance the provider's answers stated after this run's debits, while they tell the whole
+    story (see ``end_balance``); None once they cannot."""
+    _debited: int = 0
+    _statements_tell_all: bool = True
     _sending: int = 0
     _open: asyncio.Event = field(default_factory=asyncio.Event)
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -101,25 +106,36 @@ class BalanceGate:
         if self._sending == 0:
             self._drained.set()
 
-    def charged(self, credits: int | None) -> None:
-        """A submission answered: its debit, and one more job that could still be refunded."""
+    def charged(self, credits: int | None, stated_balance: int | None = None) -> None:
+        """A submission answered: its debit, the balance its answer stated (if any), and one more job
+        that could still be refunded."""
         if credits is None:
             self.baseline = None  # an unknown debit: the balance can no longer tell anything this run
+            self._statements_tell_all = False
         else:
             self.debits += credits
+            self._debited += credits
+        if stated_balance is None:
+            self._statements_tell_all = False
+        else:  # answers may arrive out of order; with debits only, the lowest is the latest
+            self.stated_end = min(stated_balance, self.stated_end or stated_balance)
         self.unsettled_jobs += 1
 
     def watching(self) -> None:
         """A job of an earlier run is being waited on: it too may be refunded while we look."""
         self.unsettled_jobs += 1
+        self._statements_tell_all = False
 
     def settled(self, refunded: int) -> None:
         """A job's final result was seen, with what it refunded."""
         self.refunds += refunded
+        if refunded:
+            self._statements_tell_all = False
         self.unsettled_jobs = max(0, self.unsettled_jobs - 1)
 
     async def decide(self, price: int | None) -> Verdict:
         """What happened to an ambiguous submission costing ``price``."""
+        self._statements_tell_all = False
         if self.read_balance is None:
             return Verdict.UNKNOWN
         pending = _Pending(price, asyncio.get_running_loop().create_future())
@@ -174,8 +190,26 @@ class BalanceGate:
             return Verdict.CHARGED
         return Verdict.UNKNOWN
 
+    @property
+    def end_is_stated(self) -> bool:
+        """Whether the provider's own answers already told the end balance: every submission of the
+        run answered with the balance after it, the lowest of them is the start balance less every
+        debit (nobody else spent meanwhile), and every job has settled without a refund, no
+        submission was ambiguous and no earlier run's job was waited on (nothing can have moved the
+        balance since). Reading it again would cost a request that counts against the rate limit and
+        could only show another user's spending."""
+        return (
+            self._statements_tell_all
+            and self.unsettled_jobs == 0
+            and self.start_balance is not None
+            and self.stated_end is not None
+            and self.stated_end == self.start_balance - self._debited
+        )
+
     async def end_balance(self) -> int | None:
         """The balance at the end of the run (for the cost summary); None when it has none."""
+        if self.end_is_stated:
+            return self.stated_end
         return await _read(self.read_balance) if self.read_balance is not None else None
 
 
@@ -222,6 +256,7 @@ async def balance_checks(gates: dict[str, BalanceGate], summary: CostSummary) ->
             provider=name,
             start=gate.start_balance,
             end=end,
+            end_stated=gate.end_is_stated,
             net=line.net if (line := lines.get(name)) else 0,
             possibly_charged=line.possibly_charged if line else 0,
         )

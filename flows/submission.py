@@ -167,7 +167,9 @@ async def _submit_resolved(
             return held_ref(plugin.name, step, cache_key, label, estimate, verdict, amb.error)
         except SubmitOutcomeUnknown as exc:  # the plugin's own lookup could not tell
             return held_ref(plugin.name, step, cache_key, label, estimate, Verdict.UNKNOWN, exc)
-        gate.charged(ref.credits_at_submit if ref.credits_at_submit is not None else estimate)
+        gate.charged(
+            ref.credits_at_submit if ref.credits_at_submit is not None else estimate, ref.balance_after
+        )
         return ref
     raise AssertionError("unreachable")  # pragma: no cover
 
