@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import re
@@ -84,13 +83,6 @@ class Archive(Protocol):
     def stat(self, key: str) -> StoredObject | None: ...
     def get(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
-
-
-def json_with_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> bytes:
-    """``write_json_with_list`` into bytes."""
-    out = io.BytesIO()
-    write_json_with_list(out, head, key, items)
-    return out.getvalue()
 
 
 def write_json_with_list(out: BinaryIO, head: dict[str, Any], key: str, items: Iterable[Any]) -> None:

@@ -7,7 +7,6 @@ is shown only where a price per credit is set.
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -150,12 +149,6 @@ class CostSummary(BaseModel):
     @property
     def total(self) -> CostLine:
         return self.by("total")[0]
-
-    def document(self) -> bytes:
-        """``cost-summary.json``: the summary with every line."""
-        out = io.BytesIO()
-        self.write_document(out)
-        return out.getvalue()
 
     def write_document(self, out: BinaryIO) -> None:
         """``cost-summary.json`` written to ``out`` one line at a time."""

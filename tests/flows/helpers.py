@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from flows.catalog_flow import catalog_flow, observed_catalog_flow
 from flows.observer import RunObserver
@@ -100,3 +102,10 @@ async def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def written(write: Callable[[BinaryIO], None]) -> Any:
+    """The JSON document ``write`` produces (a writer such as ``CostSummary.write_document``), parsed."""
+    out = io.BytesIO()
+    write(out)
+    return json.loads(out.getvalue())

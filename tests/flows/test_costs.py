@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from flows.costs import CostLedger, JobCost
+
+from .helpers import written
 
 
 def _ledger() -> CostLedger:
@@ -65,7 +65,7 @@ def test_document_and_table_hold_every_line_in_order() -> None:
     summary = _ledger().summary(
         "run-1", price_per_credit={}, requests={"pixii": 9}, skipped=["US/B9 aplus: budget"]
     )
-    document = json.loads(summary.document())
+    document = written(summary.write_document)
     assert document["run_id"] == "run-1" and document["requests"] == {"pixii": 9}
     assert document["skipped"] == ["US/B9 aplus: budget"]
     scopes = [line["scope"] for line in document["lines"]]
@@ -79,7 +79,7 @@ def test_the_table_artifact_has_one_line_per_product() -> None:
     steps (the per-step lines of a product are in ``cost-summary.json``)."""
     summary = _ledger().summary("run-1", price_per_credit={"pixii": 0.1, "listingrva": 0.05})
     table = summary.table()
-    document = json.loads(summary.document())
+    document = written(summary.write_document)
     products = {line["product"] for line in document["lines"] if line["scope"] == "product"}
     assert table["scope"] == ["provider"] * 2 + ["step"] * 3 + ["product"] * len(products) + ["total"]
     rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]

@@ -15,17 +15,18 @@ import os
 import re
 import shutil
 import subprocess
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flows.archive import LocalArchive, S3Archive, SpooledArchive, json_with_list
+from flows.archive import LocalArchive, S3Archive, SpooledArchive, write_json_with_list
 from flows.costs import CostLedger, JobCost
 from flows.gallery import FILTERS, filter_groups, product_costs, publish_gallery, relative_href, run_cost
 
-from .helpers import run_flow
+from .helpers import run_flow, written
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -147,10 +148,10 @@ async def publish(
         for step in m["steps"].values():
             for o in step["outputs"]:
                 await spooled.put(o["key"], PNG, content_type=o["content_type"], metadata={})
-    run = json_with_list(
+    run_doc = document(
         {"run_id": "r1", "headline": f"{len(entries)} products", "status": "failed"}, "products", entries
     )
-    cost = json_with_list(
+    cost_doc = document(
         {"currency": "USD"},
         "lines",
         [
@@ -177,13 +178,17 @@ async def publish(
             {"scope": "total", "net": 26, "money": 1.3, "money_status": "ok"},
         ],
     )
-    for name, body in (("manifest.json", run), ("cost-summary.json", cost)):
-        await spooled.put(f"{base}runs/r1/{name}", body, content_type="application/json", metadata={})
-    run_doc, cost_doc = json.loads(run), json.loads(cost)
+    for name, doc in (("manifest.json", run_doc), ("cost-summary.json", cost_doc)):
+        await spooled.put_json(f"{base}runs/r1/{name}", doc)
     costs = product_costs(cost_doc["lines"], cost_doc["currency"])
     total = run_cost(next(x for x in cost_doc["lines"] if x["scope"] == "total"), cost_doc["currency"])
     stored = await publish_gallery(spooled, run_doc, run_doc["products"], costs, total)
     return stored, (await spooled.get(stored.key) or b"").decode()
+
+
+def document(head: dict[str, Any], key: str, items: list[Any]) -> Any:
+    """The run document ``write_json_with_list`` writes, as a run writes it."""
+    return written(partial(write_json_with_list, head=head, key=key, items=items))
 
 
 # ---- unit ------------------------------------------------------------------------------------------------
@@ -467,7 +472,7 @@ def test_cost_per_product_from_the_run_is_what_its_cost_summary_json_adds_up_to(
             )
         )
     summary = ledger.summary("r1", price_per_credit=prices, currency="EUR")
-    doc = json.loads(summary.document())
+    doc = written(summary.write_document)
     from_doc = product_costs(doc["lines"], doc["currency"])
     from_run = product_costs((x.model_dump(mode="json") for x in summary.product_totals()), "EUR")
     assert from_run == from_doc and len(from_run) == 3
