@@ -166,10 +166,14 @@ class Batcher:
                 intent_keys=[m.key for m in members],
             )
         )
-        for m in members:
-            await self.tasks.cache.put(
-                m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})})
+        await asyncio.gather(  # one record each, written at once (a batch has up to 50 members)
+            *(
+                self.tasks.cache.put(
+                    m.key, ref.model_copy(update={"host": ref.host.model_copy(update={"member": m.id})})
+                )
+                for m in members
             )
+        )
         # the batch's JobRef and each member's pointer are persisted: nothing of it is on its way any more
         await self.run.intents.end([key, *[m.key for m in members]], self.run.run_id)
         return ref

@@ -96,6 +96,9 @@ class CountingPlugin:
     def check_product(self, step: Step, ctx: StepContext) -> str | None:
         return None
 
+    async def acheck_product(self, step: Step, ctx: StepContext) -> str | None:
+        return self.check_product(step, ctx)
+
 
 PLUGINS: dict[str, Any] = {
     "listingrva": CountingPlugin(),
