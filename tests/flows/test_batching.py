@@ -185,3 +185,39 @@ async def test_a_batch_waits_for_products_not_started_yet(tasks: Tasks) -> None:
     assert tasks.batches == []  # all started products arrived, but one is still to start
     await asyncio.wait_for(share, timeout=5)  # the linger ends the wait
     assert packed(tasks) == [["a#images-1"]]
+
+
+async def test_expected_products_arriving_one_after_another_share_one_batch(tasks: Tasks) -> None:
+    """Each arrival starts the linger again while expected products are still coming: products
+    started one after another over more than a linger are one batch, not two."""
+    b = batcher(tasks, linger=0.5)
+    for product in "abcd":
+        b.expect(product)
+    shares = []
+    for product in "abc":
+        shares.append(
+            asyncio.ensure_future(
+                b.submit(f"{product}#images-1", f"key-{product}", Images(items=[product]), 1, 1)
+            )
+        )
+        await asyncio.sleep(0.3)  # 0.9 s in all: past the linger since the first, never since the last
+    assert tasks.batches == []
+    b.arrived("d")
+    await asyncio.wait_for(asyncio.gather(*shares), timeout=5)
+    assert packed(tasks) == [["a#images-1", "b#images-1", "c#images-1"]]
+
+
+async def test_a_trickle_of_expected_products_holds_a_batch_back_at_most_four_lingers(
+    tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Plugin, "limits", SimpleNamespace(max_batch_size=50))
+    b = batcher(tasks, linger=0.3)
+    for n in range(10):
+        b.expect(f"p{n}")
+    shares = []
+    for n in range(10):  # one every 0.15 s, 1.5 s in all: the first batch leaves after 4 lingers, 1.2 s
+        request = Images(items=["x"])
+        shares.append(asyncio.ensure_future(b.submit(f"p{n}#images-1", f"key-{n}", request, 1, 1)))
+        await asyncio.sleep(0.15)
+    await asyncio.wait_for(asyncio.gather(*shares), timeout=5)
+    assert len(tasks.batches) >= 2 and len(packed(tasks)[0]) < 10
