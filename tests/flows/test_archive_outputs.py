@@ -6,6 +6,7 @@ Prefect server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -124,3 +125,53 @@ def test_archive_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, 
     path = Path(stored.uri)
     assert stat.S_IMODE(path.stat().st_mode) == mode
     assert stat.S_IMODE(path.with_name(path.name + ".meta.json").stat().st_mode) == mode
+
+
+class SlowDownloads(Downloads):
+    """Each download takes a moment; counts how many are under way at once. The paths under /old/ are
+    expired (410), as a job's URLs all are after 7 days."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = self.peak = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:  # type: ignore[override]
+        self.requests += 1
+        if request.url.path.startswith("/old/"):
+            return httpx.Response(410)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(0.05)
+        self.active -= 1
+        body = self.bodies[request.url.path]
+        return httpx.Response(200, content=body, headers={"content-type": TYPES[body]})
+
+
+async def test_a_jobs_images_are_downloaded_at_once_and_expired_urls_refreshed_once(tmp_path: Path) -> None:
+    """An A+ job has an image per module: they are fetched together, as a script would; when the
+    job's URLs have expired, the job is read again once for all of them."""
+    downloads = SlowDownloads()
+    labels = [f"module-{n}" for n in range(4)]
+    downloads.bodies.update({f"/new/{label}": PNG for label in labels})
+    reads: list[str] = []
+
+    async def refresh(ref: JobRef) -> JobResult:
+        reads.append(ref.job_id)
+        await asyncio.sleep(0.01)
+        fresh = [OutputRef(url=f"http://127.0.0.1/new/{label}", label=label) for label in labels]
+        return JobResult(ref=ref, status="completed", outputs=fresh)
+
+    plugin = SimpleNamespace(output_hosts=(), refresh=refresh)
+    ref = JobRef(provider="prov", step=Step.APLUS, job_id="job-a", kind="aplus")
+    expired = [OutputRef(url=f"http://127.0.0.1/old/{label}", label=label) for label in labels]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(downloads)) as http:
+        settings = SimpleNamespace(
+            sandbox_mode=True, download_max_bytes=1 << 20, retry=RetryPolicy(max_attempts=1)
+        )
+        archive = SpooledArchive(LocalArchive(tmp_path / "archive"), tmp_path / "spool")
+        run = SimpleNamespace(archive=archive, download_http=http, settings=settings)
+        result = JobResult(ref=ref, status="completed", outputs=expired)
+        archived = await _archive_outputs(run, plugin, PRODUCT, Step.APLUS, PRODUCT.asin, result)
+    assert [a.label for a in archived] == labels  # in the job's order
+    assert reads == ["job-a"]
+    assert downloads.peak == len(labels)
