@@ -31,7 +31,6 @@ from .stopping import InFlightJob, Interrupted
 from .submission import HeldSubmission
 from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 
-
 MAX_LINGERS = 4  # a batch collects for at most this many lingers while expected products keep arriving
 
 

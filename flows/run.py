@@ -65,6 +65,7 @@ async def run_catalog(
             products, balances = await checked_products(inputs, clients.providers, summary)
         except Refused as refused:
             return _refuse(summary, refused.problems)
+        _in_background(stack, _prime(clients.limiters))
         run = RunContext(
             run_id=summary.run_id,
             settings=settings,
@@ -145,6 +146,12 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 # already written, and for a paid submission that is "outcome unknown" (benchmark phase E saw one in
 # 5,000 products with httpx's default of 5 s).
 POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
+
+
+async def _prime(limiters: dict[str, ProviderLimiter]) -> None:
+    """Each provider's first slots taken while the products start (``ProviderLimiter.prime``): once
+    pre-flight passed, so a refused run takes none."""
+    await asyncio.gather(*(limiter.prime() for limiter in limiters.values()))
 
 
 def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:

@@ -134,13 +134,25 @@ class ProviderLimiter:
             if not self.use_global:
                 yield
                 return
-            if self._pool is None:
-                self._pool = SlotPool(f"{self.prefix}-{self.provider}-inflight", limit=self.inflight)
-            lease = await self._pool.acquire()
+            pool = self._inflight_pool()
+            lease = await pool.acquire()
             try:
                 yield
             finally:
-                self._pool.release(lease)
+                pool.release(lease)
+
+    async def prime(self, keep: float = 10.0) -> None:
+        """A slot of each of this provider's pools (in flight first, then each route group's window)
+        taken ahead of the run's first requests, one pool after another (``SlotPool.prime``)."""
+        if not self.use_global:
+            return
+        for pool in [self._inflight_pool(), *(self._window(g) for g in self.groups)]:
+            await pool.prime(keep)
+
+    def _inflight_pool(self) -> SlotPool:
+        if self._pool is None:
+            self._pool = SlotPool(f"{self.prefix}-{self.provider}-inflight", limit=self.inflight)
+        return self._pool
 
     @property
     def lease_acquisitions(self) -> int:

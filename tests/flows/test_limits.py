@@ -339,3 +339,33 @@ async def test_a_pool_given_back_entirely_serves_the_next_jobs() -> None:
         await asyncio.sleep(2.5)
         assert (await _inflight_state(prefix))[0] == 0, burst
     await limiter.aclose()
+
+
+async def test_priming_takes_each_pools_first_slot_ahead_and_gives_it_back_unused() -> None:
+    """``prime`` asks for a slot of each pool before the run's first request: the first job and the
+    first request then take no lease of their own; left unused past ``keep``, it goes back."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    await limiter.prime(keep=0.5)
+    assert (await _inflight_state(prefix))[0] == 1
+    assert (limiter.lease_acquisitions, limiter.global_acquisitions) == (1, 1)
+    await _hold(limiter, 0)
+    await _send(limiter, 1, [])
+    assert (limiter.lease_acquisitions, limiter.global_acquisitions) == (1, 1)  # no round trip more
+
+    idle = _limiter(prefix)
+    await idle.prime(keep=0.5)
+    assert (await _inflight_state(prefix))[0] == 2
+    await asyncio.sleep(3.0)  # keep (0.5 s), then a linger interval (1 s) with the slot unused
+    assert (await _inflight_state(prefix))[0] == 0
+    await limiter.aclose()
+    await idle.aclose()
+
+
+async def test_priming_a_missing_limit_is_quiet_and_the_first_job_still_raises() -> None:
+    limiter = _limiter(f"t{uuid.uuid4().hex[:8]}")
+    await limiter.prime()
+    with pytest.raises(LimitMissing):
+        await _hold(limiter, 0)
+    await limiter.aclose()
