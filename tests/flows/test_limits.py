@@ -347,16 +347,16 @@ async def test_priming_takes_each_pools_first_slot_ahead_and_gives_it_back_unuse
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
     limiter = _limiter(prefix)
-    await limiter.prime(keep=0.5)
-    assert (await _inflight_state(prefix))[0] == 1
+    await limiter.prime(3, keep=0.5)
+    assert (await _inflight_state(prefix))[0] == 3
     assert (limiter.lease_acquisitions, limiter.global_acquisitions) == (1, 1)
-    await _hold(limiter, 0)
-    await _send(limiter, 1, [])
+    await asyncio.gather(*(_hold(limiter, 0.01) for _ in range(3)))
+    await _send(limiter, 3, [])
     assert (limiter.lease_acquisitions, limiter.global_acquisitions) == (1, 1)  # no round trip more
 
     idle = _limiter(prefix)
-    await idle.prime(keep=0.5)
-    assert (await _inflight_state(prefix))[0] == 2
+    await idle.prime(50, keep=0.5)  # within the limit (5 in flight): the 2 the first does not hold
+    assert (await _inflight_state(prefix))[0] == 5
     await asyncio.sleep(3.0)  # keep (0.5 s), then a linger interval (1 s) with the slot unused
     assert (await _inflight_state(prefix))[0] == 0
     await limiter.aclose()
@@ -365,7 +365,24 @@ async def test_priming_takes_each_pools_first_slot_ahead_and_gives_it_back_unuse
 
 async def test_priming_a_missing_limit_is_quiet_and_the_first_job_still_raises() -> None:
     limiter = _limiter(f"t{uuid.uuid4().hex[:8]}")
-    await limiter.prime()
+    await limiter.prime(1)
     with pytest.raises(LimitMissing):
         await _hold(limiter, 0)
     await limiter.aclose()
+
+
+async def test_limits_are_created_updated_or_left_as_they_are_even_by_runs_starting_together() -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    specs = limit_specs(load_providers().providers["pixii"], Settings(limit_prefix=prefix))
+    names = sorted(s.name for s in specs)
+    first, second = await asyncio.gather(ensure_limits(specs), ensure_limits(specs))  # a race to create
+    assert sorted(first + second) == [f"created {n}" for n in names]  # each once; the loser finds it made
+    assert await ensure_limits(specs) == []  # as they are: nothing to do
+    changed = limit_specs(
+        load_providers().providers["pixii"], Settings(limit_prefix=prefix, inflight_limits={"pixii": 7})
+    )
+    assert await ensure_limits(changed) == [f"updated {prefix}-pixii-inflight"]
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        assert (await client.read_global_concurrency_limit_by_name(f"{prefix}-pixii-inflight")).limit == 7
