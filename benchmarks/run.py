@@ -740,8 +740,8 @@ class Bench:
             "fewer or equal",
             fewer,
             f"listingflow's include {balance} balance reads (pre-flight's access check, which is the "
-            f"run's start balance, and the end-of-run check that the cost summary explains the "
-            f"balances); ProdVisual batches {len(phase['prodvisual_batches'])}",
+            f"run's start balance; the end balance is read again where the answers did not state it: "
+            f"ListingRVA's); ProdVisual batches {len(phase['prodvisual_batches'])}",
         )
         self.figure(
             "7",
