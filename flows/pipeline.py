@@ -17,10 +17,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from prefect.states import State
 from pydantic import BaseModel, Field
@@ -32,25 +30,23 @@ from providers.contract import (
     JobRef,
     JobResult,
     ListingCopy,
-    OutputRef,
     Product,
     Provider,
     Step,
     StepContext,
     producer,
 )
-from providers.errors import OutputExpired, ProviderError, QuotaExhausted, SubmitOutcomeUnknown
+from providers.errors import ProviderError, QuotaExhausted, SubmitOutcomeUnknown
 
-from .archive import ArchiveUnavailable, StoredObject, output_key, product_manifest_key
+from .archive import ArchiveUnavailable, product_manifest_key
 from .batching import Batcher, batches_across_products, cached_share
 from .compliance import ComplianceResult, Regeneration, check_product
 from .costs import JobCost
-from .download import IMAGE_EXTENSIONS, fetch_image
 from .intents import Intent
+from .outputs import ArchivedOutput, archive_outputs
 from .params import RunParameters
 from .reasons import NOT_SUBMITTED, Reason, reason_of
 from .reconcile import Verdict
-from .retry import call_with_retries
 from .runtime import Deferred, RunContext, submission_key
 from .stopping import InFlightJob, Interrupted
 from .submission import HeldSubmission, held_ref, interrupted_submission
@@ -59,18 +55,6 @@ from .tasks import JobFailedWithResult, TaskSet, forget, wait_key
 logger = logging.getLogger("listingflow.pipeline")
 
 StepStatus = Literal["done", "reused", "failed", "deferred", "interrupted", "skipped", "not_applicable"]
-
-
-class ArchivedOutput(BaseModel):
-    key: str
-    uri: str
-    label: str
-    sha256: str
-    size: int
-    content_type: str
-    job_id: str
-    source_url: str | None = None
-    for_asin: str
 
 
 class StepOutcome(BaseModel):
@@ -616,7 +600,7 @@ async def _run_job(
         run.observer.on_job_event(provider_name, str(step), "reused")
     else:
         run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
-    archived = await _archive_outputs(run, plugin, product, step, asin, result)
+    archived = await archive_outputs(run, plugin, product, step, asin, result)
     return result, reused, archived
 
 
@@ -912,156 +896,6 @@ def _record_unfinished(run: RunContext, step: Step, ref: JobRef, job: _Job) -> N
             reused=False,
             original_run=ref.host.run_id,
         )
-    )
-
-
-async def _archive_outputs(
-    run: RunContext, plugin: Any, product: Product, step: Step, asin: str, result: JobResult
-) -> list[ArchivedOutput]:
-    archive = run.archive
-    prefix = archive.prefix
-    provider = result.ref.provider
-    out: list[ArchivedOutput] = []
-    meta = {"source-job-id": result.ref.job_id, "provider": provider, "step": str(step), "asin": asin}
-    if result.copy_result is not None:
-        key = output_key(prefix, product.country_code, asin, step, provider, "copy", "json")
-        body = json.dumps(result.copy_result.model_dump(mode="json"), indent=2, sort_keys=True).encode()
-        stored = await _stored_or_put(
-            run, key, result.ref.job_id, lambda: _const(body, "application/json"), meta
-        )
-        out.append(_archived(stored, "copy", result, None, asin))
-    refresh = _once(lambda: plugin.refresh(result.ref))  # a job's URLs expire together: read it once
-
-    async def image(output: OutputRef) -> ArchivedOutput:
-        keys = {
-            ext: output_key(prefix, product.country_code, asin, step, provider, output.label, ext)
-            for ext in _image_extensions(output.content_type)
-        }
-        existing = await _archived_image(run, list(keys.values()), result.ref.job_id)
-        if existing is not None:
-            return _archived(existing, output.label, result, output.url, asin)
-        data, ctype = await _download_output(run, plugin, result, output, refresh)
-        stored = await archive.put(keys[IMAGE_EXTENSIONS[ctype]], data, content_type=ctype, metadata=meta)
-        return _archived(stored, output.label, result, output.url, asin)
-
-    # a job's images at once (an A+ job has one per module): one after another, the last product's
-    # A+ took 0.15 s to archive at the end of the benchmark's run, where a script's downloads overlap.
-    # Each is finished (archived or failed) before the first failure is raised.
-    images = await asyncio.gather(*(image(output) for output in result.outputs), return_exceptions=True)
-    for done in images:
-        if isinstance(done, BaseException):
-            raise done
-    return out + [done for done in images if isinstance(done, ArchivedOutput)]
-
-
-_R = TypeVar("_R")
-
-
-def _once(read: Callable[[], Awaitable[_R]]) -> Callable[[], Awaitable[_R]]:
-    """``read`` called at most once, its result (or error) shared by every caller."""
-    started: list[asyncio.Task[_R]] = []
-
-    async def shared() -> _R:
-        if not started:
-            started.append(asyncio.ensure_future(read()))
-        return await asyncio.shield(started[0])
-
-    return shared
-
-
-async def _download_output(
-    run: RunContext,
-    plugin: Any,
-    result: JobResult,
-    output: OutputRef,
-    refresh: Callable[[], Awaitable[JobResult | None]],
-) -> tuple[bytes, str]:
-    """One output's bytes and type. An expired URL is asked for again through the job (``refresh``:
-    read at most once per job, shared by its outputs)."""
-    provider = result.ref.provider
-    what = f"download {provider} {output.label} of job {result.ref.job_id}"
-
-    async def download(url: str = output.url) -> tuple[bytes, str]:
-        data, ctype, _ = await fetch_image(
-            run.download_http,
-            url,
-            provider=provider,
-            allowed_hosts=plugin.output_hosts,
-            sandbox_mode=run.settings.sandbox_mode,
-            max_bytes=run.settings.download_max_bytes,
-        )
-        return data, ctype
-
-    try:
-        data, ctype = await call_with_retries(download, policy=run.settings.retry, what=what)
-    except OutputExpired:
-        try:
-            refreshed = await refresh()  # retried by the client
-        except ProviderError as exc:
-            raise OutputExpired(
-                f"{provider} output {output.label} of job {result.ref.job_id} expired and the job can no "
-                f"longer be read: {exc.message}",
-                provider=provider,
-                code=exc.code,
-                status=exc.status,
-            ) from None
-        fresh = next((o for o in (refreshed.outputs if refreshed else []) if o.label == output.label), None)
-        if fresh is None:
-            raise OutputExpired(
-                f"{provider} output {output.label} of job {result.ref.job_id} expired and the provider "
-                "cannot serve it again",
-                provider=provider,
-            ) from None
-        data, ctype = await call_with_retries(
-            partial(download, fresh.url), policy=run.settings.retry, what=what
-        )
-    return data, ctype
-
-
-def _image_extensions(declared: str) -> list[str]:
-    """Every extension an image output can be archived under, the type the provider declared first.
-
-    An image is named by the type its bytes turn out to be (known only after the download), so a
-    rerun looks for the job's output under each of them (``_archived_image``) rather than trusting
-    the declaration; the declared type usually matches and is looked up first."""
-    first = IMAGE_EXTENSIONS.get(declared.split(";")[0].strip().lower())
-    return sorted(set(IMAGE_EXTENSIONS.values()), key=lambda ext: (ext != first, ext))
-
-
-async def _archived_image(run: RunContext, keys: list[str], job_id: str) -> StoredObject | None:
-    """The output this job already archived under one of ``keys``; another job's object (an earlier
-    run's image of another type) is not it."""
-    found = await asyncio.gather(*(run.archive.stat(key) for key in keys))
-    return next((o for o in found if o is not None and o.metadata.get("source-job-id") == job_id), None)
-
-
-async def _const(body: bytes, ctype: str) -> tuple[bytes, str]:
-    return body, ctype
-
-
-async def _stored_or_put(
-    run: RunContext, key: str, job_id: str, produce: Any, meta: dict[str, str]
-) -> StoredObject:
-    existing = await run.archive.stat(key)
-    if existing is not None and existing.metadata.get("source-job-id") == job_id:
-        return existing
-    data, ctype = await produce()
-    return await run.archive.put(key, data, content_type=ctype, metadata=meta)
-
-
-def _archived(
-    stored: StoredObject, label: str, result: JobResult, url: str | None, asin: str
-) -> ArchivedOutput:
-    return ArchivedOutput(
-        key=stored.key,
-        uri=stored.uri,
-        label=label,
-        sha256=stored.sha256,
-        size=stored.size,
-        content_type=stored.content_type,
-        job_id=result.ref.job_id,
-        source_url=url,
-        for_asin=asin,
     )
 
 

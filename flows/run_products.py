@@ -31,20 +31,16 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
     """Every product's chain, ``product_concurrency`` at a time; on a stop request the products not
     started are recorded as interrupted, and those still running after ``STOP_GRACE_SECONDS`` are
     cancelled."""
-    # created while the first products start (a server round trip: 0.06 s on the way to the first batch)
-    progress = asyncio.ensure_future(_progress_artifact(len(products)))
+    progress = _Progress(len(products))
     records: list[ProductRecord | None] = [None] * len(products)
     queue = iter(enumerate(products))  # shared by the workers: each product is taken once
     run.products_unstarted = len(products)
     running: set[asyncio.Task[ProductOutcome]] = set()
     secrets = run.secrets()
-    done = 0
-    last_update = 0.0
 
     async def worker() -> None:
         # A fixed set of workers rather than one waiting coroutine per product: a gather over
         # the whole catalog holds every product's task (and result) until the last one ends.
-        nonlocal done, last_update
         for index, product in queue:
             if run.stop.requested:
                 run.products_unstarted -= 1
@@ -68,25 +64,15 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
                 running.discard(task)
             records[index] = outcome.record()
             forget_empty_task_assets()
-            done += 1
-            run.observer.on_product_done(outcome, done, len(products))
-            artifact = await progress
-            if artifact is not None and (time.monotonic() - last_update > 2 or done == len(products)):
-                last_update = time.monotonic()
-                await aupdate_progress_artifact(
-                    artifact,
-                    100.0 * done / max(1, len(products)),
-                    description=f"{done}/{len(products)} products finished",
-                )
+            run.observer.on_product_done(outcome, progress.done + 1, len(products))
+            await progress.finished()
 
     watcher = asyncio.create_task(_cancel_after_grace(run.stop, running))
     try:
         await asyncio.gather(*(worker() for _ in range(min(run.settings.product_concurrency, len(products)))))
     finally:
         watcher.cancel()
-        if not progress.done():  # no product finished (a stop before any did)
-            progress.cancel()
-        await asyncio.gather(progress, return_exceptions=True)
+        await progress.aclose()
     if run.stop.requested:
         await run.stop.settle(timeout=STOP_GRACE_SECONDS)
     return records
@@ -118,6 +104,32 @@ def _crash_step(message: str) -> Any:
     from .reasons import Reason
 
     return StepOutcome(step=None, provider="-", status="failed", error=message, reason=Reason.CRASH)
+
+
+class _Progress:
+    """The run's progress artifact: created while the first products start (a server round trip,
+    0.06 s on the way to the first batch), updated at most every 2 s and at the last product."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.updated = total, 0, 0.0
+        self.artifact = asyncio.ensure_future(_progress_artifact(total))
+
+    async def finished(self) -> None:
+        """One more product finished."""
+        self.done += 1
+        artifact = await self.artifact
+        if artifact is not None and (time.monotonic() - self.updated > 2 or self.done == self.total):
+            self.updated = time.monotonic()
+            await aupdate_progress_artifact(
+                artifact,
+                100.0 * self.done / max(1, self.total),
+                description=f"{self.done}/{self.total} products finished",
+            )
+
+    async def aclose(self) -> None:
+        if not self.artifact.done():  # no product finished (a stop came before any did)
+            self.artifact.cancel()
+        await asyncio.gather(self.artifact, return_exceptions=True)
 
 
 async def _progress_artifact(total: int) -> Any:

@@ -1,6 +1,6 @@
 """Archived outputs: named by the image type the provider really returned, written with the usual file mode.
 
-Fast: ``_archive_outputs`` runs against a local archive and an in-memory download transport, no
+Fast: ``archive_outputs`` runs against a local archive and an in-memory download transport, no
 Prefect server.
 """
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from flows.archive import LocalArchive, SpooledArchive
-from flows.pipeline import _archive_outputs
+from flows.outputs import archive_outputs
 from flows.settings import RetryPolicy
 from providers.contract import JobRef, JobResult, OutputRef, Product, Step
 
@@ -77,7 +77,7 @@ async def test_each_image_is_named_and_typed_by_what_was_downloaded(run, downloa
     viewers)."""
     downloads.bodies.update({"/image-1": JPEG, "/image-2": WEBP, "/image-3": PNG})
     result = _result("job-1", ("image-1", "image/png"), ("image-2", "image/png"), ("image-3", "image/png"))
-    archived = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    archived = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
     assert [(a.key, a.content_type) for a in archived] == [
         ("US/B0EXT00001/images/prov-image-1.jpg", "image/jpeg"),
         ("US/B0EXT00001/images/prov-image-2.webp", "image/webp"),
@@ -91,20 +91,20 @@ async def test_a_rerun_finds_the_archived_image_whatever_its_type(run, downloads
     an output of the same job is neither downloaded nor archived twice."""
     downloads.bodies.update({"/image-1": JPEG, "/image-2": WEBP})
     result = _result("job-2", ("image-1", "image/png"), ("image-2", "image/webp"))
-    first = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    first = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
     assert downloads.requests == 2
-    again = await _archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    again = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
     assert downloads.requests == 2
     assert [a.key for a in again] == [a.key for a in first]
 
 
 async def test_another_jobs_image_under_another_type_is_not_taken_for_this_one(run, downloads) -> None:
     downloads.bodies["/image-1"] = PNG
-    await _archive_outputs(
+    await archive_outputs(
         run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-old", ("image-1", "image/png"))
     )
     downloads.bodies["/image-1"] = JPEG
-    [new] = await _archive_outputs(
+    [new] = await archive_outputs(
         run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, _result("job-new", ("image-1", "image/png"))
     )
     assert downloads.requests == 2
@@ -171,7 +171,7 @@ async def test_a_jobs_images_are_downloaded_at_once_and_expired_urls_refreshed_o
         archive = SpooledArchive(LocalArchive(tmp_path / "archive"), tmp_path / "spool")
         run = SimpleNamespace(archive=archive, download_http=http, settings=settings)
         result = JobResult(ref=ref, status="completed", outputs=expired)
-        archived = await _archive_outputs(run, plugin, PRODUCT, Step.APLUS, PRODUCT.asin, result)
+        archived = await archive_outputs(run, plugin, PRODUCT, Step.APLUS, PRODUCT.asin, result)
     assert [a.label for a in archived] == labels  # in the job's order
     assert reads == ["job-a"]
     assert downloads.peak == len(labels)
