@@ -33,8 +33,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .polling import JobClock, PollCadence
 from .retries import HttpRetry
 
-PLUGIN_API_VERSION = "1.2"  # 1.1: optional cross-product batching (merge_requests/split_result)
+PLUGIN_API_VERSION = "1.3"  # 1.1: optional cross-product batching (merge_requests/split_result)
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
+# 1.3: acheck_product, pre-flight's row check for checks that need a free lookup first
 
 
 class Step(StrEnum):  # names only: what each step is, is declared once in ``STEPS`` below
