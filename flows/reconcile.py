@@ -62,8 +62,8 @@ class BalanceGate:
     refunds: int = 0
     unsettled_jobs: int = 0
     stated_end: int | None = None
-    """The balance the provider's answers stated after this run's debits, while they tell the whole
-    story (see ``end_balance``); None once they cannot."""
+    """The lowest balance the provider's answers stated after this run's debits (the end balance
+    when they tell the whole story: ``end_is_stated``); None before any answer stated one."""
     _debited: int = 0
     _statements_tell_all: bool = True
     _sending: int = 0
@@ -118,7 +118,9 @@ class BalanceGate:
         if stated_balance is None:
             self._statements_tell_all = False
         else:  # answers may arrive out of order; with debits only, the lowest is the latest
-            self.stated_end = min(stated_balance, self.stated_end or stated_balance)
+            self.stated_end = (
+                stated_balance if self.stated_end is None else min(stated_balance, self.stated_end)
+            )
         self.unsettled_jobs += 1
 
     def watching(self) -> None:

@@ -26,6 +26,16 @@ async def test_the_answers_stated_balance_is_the_end_when_they_tell_the_whole_st
     assert reads == [100] and g.end_is_stated
 
 
+async def test_a_balance_spent_to_zero_is_stated_too() -> None:
+    g, reads = gate(15)
+    await g.start()
+    g.charged(5, stated_balance=0)  # the later debit's answer arrives first
+    g.charged(10, stated_balance=5)
+    g.settled(0)
+    g.settled(0)
+    assert await g.end_balance() == 0 and reads == [15]
+
+
 async def test_the_balance_is_read_again_whenever_the_answers_cannot_tell() -> None:
     def charged_and_settled(g: BalanceGate, *, stated: int | None, refunded: int = 0) -> None:
         g.charged(5, stated_balance=stated)
