@@ -209,7 +209,7 @@ class ProdVisualProvider(Provider):
                 code="LOCAL_VALIDATION",
                 field="image_options.platform",
             )
-        styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+        styles = self._styles(ctx)
         if not styles:
             raise RequestValidationError(
                 "no style to generate",
@@ -219,7 +219,7 @@ class ProdVisualProvider(Provider):
             )
         known = self.client.cached_style_ids  # pure: only a list already fetched is used
         if known is not None:
-            check_style_ids(styles, [f"image_options.styles.{n}" for n in range(len(styles))], known)
+            check_style_ids(styles, _style_fields(styles), known)
         size = ctx.image_options.size
         dimensions = f"{size}x{size}"
         labels = default_labels(styles)
@@ -451,12 +451,16 @@ class ProdVisualProvider(Provider):
         """GET /v1/account/credits: free, and 401 for a rejected key (contract §2/§3)."""
         return await self.balance()
 
+    def _styles(self, ctx: StepContext) -> list[str]:
+        """The style ids a product's images step asks for: its variation's, else the run's."""
+        return [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+
     async def acheck_product(self, step: Step, ctx: StepContext) -> str | None:
         """A row's style ids against the style list, fetched (once, cached) only when a row asks for
         a style that is not publicly documented; then the pure check."""
-        styles = [ctx.style] if ctx.style else self.styles_for(ctx.image_options)
+        styles = self._styles(ctx)
         try:
-            await self.client.check_styles(styles, [f"image_options.styles.{n}" for n in range(len(styles))])
+            await self.client.check_styles(styles, _style_fields(styles))
         except RequestValidationError as exc:
             return exc.message
         return self.check_product(step, ctx)
@@ -614,6 +618,11 @@ class ProdVisualProvider(Provider):
             error_code=code,
             error_message=message,
         )
+
+
+def _style_fields(styles: list[str]) -> list[str]:
+    """The parameter each style id came from, as a validation error names it."""
+    return [f"image_options.styles.{n}" for n in range(len(styles))]
 
 
 def _error_of(state: Generation | BatchStatus, default_code: str | None) -> tuple[str, str]:
