@@ -142,14 +142,14 @@ class ProviderLimiter:
                 pool.release(lease)
 
     async def prime(self, slots: int, keep: float = 10.0) -> None:
-        """Up to ``slots`` of each of this provider's pools (in flight first, then each route group's
-        window; each within its limit) taken ahead of the run's first requests, one pool after
-        another (``SlotPool.prime``). ``slots``: what the run's start is expected to use, e.g. one per
+        """Up to ``slots`` of each of this provider's pools (in flight and each route group's window;
+        each within its limit) taken ahead of the run's first requests, all pools at once
+        (``SlotPool.prime``). ``slots``: what the run's start is expected to use, e.g. one per
         product: a slot held and not used goes back after ``keep`` seconds."""
         if not self.use_global:
             return
-        for pool in [self._inflight_pool(), *(self._window(g) for g in self.groups)]:
-            await pool.prime(slots, keep)
+        pools = [self._inflight_pool(), *(self._window(g) for g in self.groups)]
+        await asyncio.gather(*(pool.prime(slots, keep) for pool in pools))
 
     def _inflight_pool(self) -> SlotPool:
         if self._pool is None:

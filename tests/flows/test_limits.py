@@ -8,6 +8,7 @@ each has its own pool of leases, only the server's limit is common to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -361,6 +362,51 @@ async def test_priming_takes_each_pools_first_slot_ahead_and_gives_it_back_unuse
     assert (await _inflight_state(prefix))[0] == 0
     await limiter.aclose()
     await idle.aclose()
+
+
+async def test_priming_tops_up_a_pool_that_pre_flight_already_used() -> None:
+    """Pre-flight's balance read takes one slot of its route group; priming then asks for the rest of
+    what the run's start needs, so the first paid request does not wait a lease round trip."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    await _send(limiter, 1, [])  # pre-flight's read: one slot, one lease
+    assert limiter.global_acquisitions == 1
+    await limiter.prime(3, keep=0.5)
+    assert limiter.global_acquisitions == 2  # the two more the start needs, in one lease
+    await _send(limiter, 2, [])
+    assert limiter.global_acquisitions == 2  # no round trip more
+    await limiter.aclose()
+
+
+async def test_a_process_sends_one_lease_call_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lease increments sent at once wait ~2 s each on a SQLite-backed server (the default local one):
+    pools growing together (a run's start) take their turns instead."""
+    from flows.limits import pool as pool_module
+
+    real = pool_module.get_client
+    open_now, most = 0, 0
+
+    @contextlib.asynccontextmanager
+    async def counted() -> Any:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            async with real() as client:
+                yield client
+        finally:
+            open_now -= 1
+
+    monkeypatch.setattr(pool_module, "get_client", counted)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiters = [_limiter(prefix) for _ in range(3)]
+    await asyncio.gather(*(limiter.prime(2, keep=0.5) for limiter in limiters))
+    await asyncio.gather(*(_send(limiter, 3, []) for limiter in limiters))
+    assert most == 1
+    assert sum(limiter.global_acquisitions + limiter.lease_acquisitions for limiter in limiters) >= 6
+    await asyncio.gather(*(limiter.aclose() for limiter in limiters))
 
 
 async def test_priming_a_missing_limit_is_quiet_and_the_first_job_still_raises() -> None:

@@ -24,6 +24,17 @@ def limited() -> Iterator[PixiiSandbox]:
     sb.stop()
 
 
+def test_the_in_flight_cap_never_binds_before_the_rate_for_jobs_up_to_twice_the_published_time() -> None:
+    """A job holds its in-flight slot until a poll sees it done; a cap under the rate's steady state
+    (submissions per minute x job minutes, plus a window of jobs done but not yet seen) would pace
+    the run below the documented 10 a minute."""
+    limits = PixiiProvider.limits
+    (submit,) = limits.route_groups
+    per_minute = submit.requests * 60 / submit.per_seconds
+    published_job_minutes = 2.0  # contract §11: Listing Builder / Scale jobs take about 2 minutes
+    assert limits.max_inflight_jobs >= per_minute * 2 * published_job_minutes + submit.requests
+
+
 async def test_minute_window(limited, http) -> None:
     url, headers = f"{limited.public_url}/v1/api/listing_builder", {"Authorization": f"Bearer {KEY}"}
     for n in range(10):
