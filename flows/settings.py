@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
     inflight_limits: dict[str, int] = Field(default_factory=dict, description="provider -> max jobs")
     rate_margin: float = Field(
-        0.01, ge=0, le=0.5, description="pace this fraction under the documented rate (clock skew)"
+        0.001, ge=0, le=0.5, description="pace this fraction under the documented rate (clock skew)"
     )
 
     result_storage: str | None = Field(

@@ -45,7 +45,7 @@ class ProviderLimiter:
     inflight: int
     prefix: str
     use_global: bool = True
-    margin: float = 0.01
+    margin: float = 0.001
     answer_timeout: float = 120.0  # a request's slots are handed back by then even if never answered
     _windows: dict[str, SlotPool] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None

@@ -63,7 +63,7 @@ def test_global_limits_are_n_slots_per_window_and_an_in_flight_limit() -> None:
     assert submit.limit == 10 and submit.slot_decay_per_second is None  # 10 per minute: 10 slots
     assert specs["x-pixii-inflight"].slot_decay_per_second is None
     assert window_hold(RouteLimit(group="g", requests=10, per_seconds=60), 0.01) == pytest.approx(60.6)
-    assert window_hold(GROUP, 0.01) == pytest.approx(2.05)  # never less than 50 ms of margin
+    assert window_hold(GROUP, 0.001) == pytest.approx(2.01)  # never less than 10 ms of margin
 
 
 async def test_the_window_allows_n_at_once_and_never_more_than_n_in_any_window() -> None:

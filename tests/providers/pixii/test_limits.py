@@ -31,7 +31,7 @@ def test_the_in_flight_cap_never_binds_before_the_rate_for_jobs_up_to_twice_the_
     limits = PixiiProvider.limits
     (submit,) = limits.route_groups
     per_minute = submit.requests * 60 / submit.per_seconds
-    published_job_minutes = 2.0  # contract §11: Listing Builder / Scale jobs take about 2 minutes
+    published_job_minutes = 2.0  # docs/providers/pixii.md §10: Listing Builder and Scale jobs, ~2 min
     assert limits.max_inflight_jobs >= per_minute * 2 * published_job_minutes + submit.requests
 
 
