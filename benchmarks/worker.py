@@ -159,7 +159,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         hooks.append(checkpoint)
     started_epoch = time.time()
     t0 = time.perf_counter()
-    state = await observed_catalog_flow(params, _product_hooks(hooks), return_state=True)
+    state = await observed_catalog_flow(params, _product_hooks(hooks))
     wall = time.perf_counter() - t0
     if cprofile:
         cprofiler.disable()

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -48,24 +48,21 @@ async def run_catalog(
     *,
     settings: Settings | None = None,
     observer: RunObserver | None = None,
+    prepared: Awaitable[Prepared] | None = None,
 ) -> RunSummary:
-    """One run: inputs and pre-flight checks (a refused run spends nothing), the products, the reports."""
+    """One run: inputs and pre-flight checks (a refused run spends nothing), the products, the reports.
+    ``prepared``: the inputs and pre-flight already under way (``prepare_run``, started before the
+    flow run), else they are prepared here."""
     settings = settings or get_settings()
-    summary = _new_summary(params, settings)
-    try:
-        inputs = await load_inputs(params, settings, summary)
-    except Refused as refused:
-        return _refuse(summary, refused.problems)
-    async with AsyncExitStack() as stack:
-        # the tasks' result storage is read from the server while the limits are set and pre-flight
-        # runs: all three are server or provider round trips on the way to the first paid request
-        tasks = _in_background(stack, configure_tasks(settings))
-        clients = await _open_providers(stack, inputs, settings)
-        try:
-            products, balances = await checked_products(inputs, clients.providers, summary)
-        except Refused as refused:
-            return _refuse(summary, refused.problems)
-        _in_background(stack, _prime(clients.limiters, len(products)))
+    ready = await (prepared if prepared is not None else prepare_run(params, settings))
+    ready.taken = True
+    summary = ready.summary
+    summary.run_id = _run_id()
+    async with ready.stack:
+        if ready.inputs is None or ready.clients is None or ready.tasks is None:
+            return summary  # refused: nothing was submitted
+        inputs, clients, products = ready.inputs, ready.clients, ready.products
+        _in_background(ready.stack, _prime(clients.limiters, len(products)))
         run = RunContext(
             run_id=summary.run_id,
             settings=settings,
@@ -80,12 +77,61 @@ async def run_catalog(
             ),
             held=HeldStore(settings.held_path),
             observer=GuardedObserver(observer or RunObserver()),
-            start_balances=balances,
+            start_balances=ready.balances,
         )
-        await _run_checked(run, await tasks, products, summary, inputs.names)
+        await _run_checked(run, await ready.tasks, products, summary, inputs.names)
     summary.finished_at = time.time()
     await publish_run(summary, inputs.params, inputs.archive)
     return summary
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A run's inputs, provider clients and pre-flight outcome; ``stack`` closes the clients. Without
+    ``inputs`` the run was refused (``summary.refused`` says why). ``taken`` once a run uses it."""
+
+    summary: RunSummary
+    stack: AsyncExitStack
+    inputs: RunInputs | None = None
+    tasks: asyncio.Task[TaskSet] | None = None
+    clients: _Clients | None = None
+    products: list[Product] = dataclasses.field(default_factory=list)
+    balances: dict[str, int] = dataclasses.field(default_factory=dict)
+    taken: bool = False
+
+
+async def prepare_run(params: RunParameters, settings: Settings) -> Prepared:
+    """Inputs, provider clients and pre-flight checks: everything before the first paid request that
+    needs no flow run (its id is set once the run starts: ``RunSummary.run_id`` is a stand-in until
+    then), so the CLI runs it while Prefect creates the flow run."""
+    summary = _new_summary(params, settings)
+    try:
+        inputs = await load_inputs(params, settings, summary)
+    except Refused as refused:
+        return Prepared(_refuse(summary, refused.problems), AsyncExitStack())
+    stack = AsyncExitStack()
+    try:
+        # the tasks' result storage is read from the server while the limits are set and pre-flight
+        # runs: all three are server or provider round trips on the way to the first paid request
+        tasks = _in_background(stack, configure_tasks(settings))
+        clients = await _open_providers(stack, inputs, settings)
+        products, balances = await checked_products(inputs, clients.providers, summary)
+    except Refused as refused:
+        await stack.aclose()
+        return Prepared(_refuse(summary, refused.problems), AsyncExitStack())
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Prepared(summary, stack, inputs, tasks, clients, products, balances)
+
+
+async def discard_unused(prepared: asyncio.Future[Prepared]) -> None:
+    """A preparation no run took (the flow run did not start): stopped, its clients closed."""
+    if not prepared.done():
+        prepared.cancel()
+    (outcome,) = await asyncio.gather(prepared, return_exceptions=True)
+    if isinstance(outcome, Prepared) and not outcome.taken:
+        await outcome.stack.aclose()
 
 
 def _new_summary(params: RunParameters, settings: Settings) -> RunSummary:

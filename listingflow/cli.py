@@ -596,7 +596,7 @@ async def _run_flow(params: Any, board: Any) -> Any:
     from flows.catalog_flow import observed_catalog_flow
     from flows.summary import RunSummary
 
-    state = await observed_catalog_flow(params, board, return_state=True)
+    state = await observed_catalog_flow(params, board)
     result = await state.aresult(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result

@@ -24,7 +24,7 @@ async def run_flow(observer: RunObserver | None = None, **params: Any) -> tuple[
     if observer is None:
         state = await catalog_flow(**model.model_dump(mode="json", by_alias=True), return_state=True)
     else:
-        state = await observed_catalog_flow(model, observer, return_state=True)
+        state = await observed_catalog_flow(model, observer)
     summary = await state.aresult(raise_on_failure=False)
     assert isinstance(summary, RunSummary), f"the flow run ended without a summary: {state!r}"
     return state, summary

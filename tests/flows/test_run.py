@@ -1,0 +1,70 @@
+"""A run started by the CLI prepares while Prefect creates its flow run, and prepares only once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import PrefectClient
+
+from flows.observer import RunObserver
+from flows.run import Prepared, discard_unused
+from flows.summary import RunSummary
+
+from .helpers import run_flow
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+async def test_pre_flight_runs_while_prefect_creates_the_flow_run(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a flow run is 0.1-0.6 s of round trips to the server: the balances are read meanwhile
+    (here creation is slowed to 1 s), and not read again once the run starts."""
+    real = PrefectClient.create_flow_run
+    created: list[float] = []
+
+    async def slow_create(self: PrefectClient, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)
+        flow_run = await real(self, *args, **kwargs)
+        created.append(time.time())
+        return flow_run
+
+    monkeypatch.setattr(PrefectClient, "create_flow_run", slow_create)
+    state, summary = await run_flow(RunObserver(), steps=["copy"], products=["B0CHX1W1XY"])
+    assert state.is_completed(), state.message
+    assert summary.count("complete") == 1, summary.failure_report()
+    assert summary.run_id == str(state.state_details.flow_run_id)  # the flow run's id, not a stand-in
+    first_request = min(r.t for r in sandboxes["listingrva"].requests)
+    assert first_request < created[0]
+    reads = [r for r in sandboxes["listingrva"].requests if r.route == "credits"]
+    assert len(reads) == 2  # pre-flight's (the start balance) and the end's: pre-flight ran once
+
+
+async def test_a_preparation_no_run_took_is_stopped_and_its_clients_closed() -> None:
+    closed: list[str] = []
+    stack = AsyncExitStack()
+    stack.callback(closed.append, "clients")
+    summary = RunSummary(run_id="x", catalog="c", archive="a", started_at=0.0, finished_at=0.0)
+    ready: asyncio.Future[Prepared] = asyncio.get_running_loop().create_future()
+    ready.set_result(Prepared(summary, stack))
+    await discard_unused(ready)
+    assert closed == ["clients"]
+
+    taken = AsyncExitStack()
+    taken.callback(closed.append, "taken")
+    used = asyncio.get_running_loop().create_future()
+    used.set_result(Prepared(summary, taken, taken=True))
+    await discard_unused(used)  # the run that took it closes it
+    assert closed == ["clients"]
+
+    async def never() -> Prepared:
+        await asyncio.sleep(60)
+        raise AssertionError("not reached")
+
+    pending = asyncio.ensure_future(never())
+    await discard_unused(pending)
+    assert pending.cancelled()
