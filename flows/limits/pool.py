@@ -110,16 +110,16 @@ class SlotPool:
         instead of waiting a round trip to the server (0.06-0.2 s each on the benchmark's way to its
         first ProdVisual batch and its first window of Pixii submissions). Best effort: a failure
         leaves the pool as it was, to grow on demand."""
-        want = min(slots, self.limit or 1) - self.held  # a pool that served pre-flight holds a slot
-        if not self.use_global or want <= 0 or self.waiting or not _idle(self._grower):
+        upto = min(slots, self.limit or 1)  # a pool that served pre-flight holds a slot already
+        if not self.use_global or upto <= self.held or self.waiting or not _idle(self._grower):
             return
         self._kept_until = time.monotonic() + keep
-        self._grower = asyncio.create_task(self._prime_slots(want))
+        self._grower = asyncio.create_task(self._prime_slots(upto))
         await asyncio.shield(self._grower)
 
-    async def _prime_slots(self, want: int) -> None:
+    async def _prime_slots(self, upto: int) -> None:
         try:
-            await self._ask(want)
+            await self._ask(upto=upto)
         except Exception:  # noqa: BLE001 - priming only saves time; callers ask again themselves
             self._kept_until = 0.0
         finally:
@@ -158,13 +158,16 @@ class SlotPool:
         finally:
             self._changed.set()
 
-    async def _ask(self, want: int | None = None) -> None:
-        """More slots from the server: ``want``, by default one per caller waiting. Straight away when
+    async def _ask(self, *, upto: int | None = None) -> None:
+        """More slots from the server: one per caller waiting, or (``upto``, a prime) as many as make
+        the pool hold ``upto``; counted once this process's turn to ask has come. Straight away when
         the limit is known (as created, or as last read): one round trip on the way to a run's first
         requests instead of two. Only when the server has no room for that many (or the limit shrank)
         is the limit read to ask for what room it has."""
-        want = self.waiting if want is None else want
-        async with server_turn() as client:
+        async with server_turn(self) as client:
+            want = self.waiting if upto is None else upto - self.held
+            if want <= 0:
+                return
             if self.limit is not None and await self._increment(
                 client, max(1, min(want, self.limit - self.held))
             ):
@@ -232,7 +235,7 @@ class SlotPool:
         return [lease for lease, n in ready.items() if lease is not None and n == self.leases.get(lease)]
 
     async def _renew(self, due: list[Any]) -> None:
-        async with server_turn() as client:
+        async with server_turn(self) as client:
             for lease_id in due:
                 try:
                     await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=self.lease_seconds)
@@ -286,23 +289,61 @@ class SlotPool:
             )
 
 
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+class _Turns:
+    """One process's lease calls, one at a time. Next goes a call of a pool that has requests waiting
+    for a slot, then the others (primes, renewals, give-backs) in the order they asked: a run's start
+    primes eight pools or more, ~0.03 s each, and its first ProdVisual batch waited behind all the
+    ListingRVA ones."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: list[tuple[SlotPool | None, asyncio.Future[None]]] = []
+
+    async def take(self, pool: SlotPool | None) -> None:
+        if not self.busy:
+            self.busy = True
+            return
+        entry = (pool, asyncio.get_running_loop().create_future())
+        self.queue.append(entry)
+        try:
+            await entry[1]
+        except asyncio.CancelledError:
+            if entry[1].cancelled():
+                self.queue.remove(entry)
+            else:  # handed the turn as it was cancelled: pass it on
+                self.give()
+            raise
+
+    def give(self) -> None:
+        if not self.queue:
+            self.busy = False
+            return
+        entry = next((e for e in self.queue if e[0] is not None and e[0].waiting), self.queue[0])
+        self.queue.remove(entry)
+        entry[1].set_result(None)
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
-async def server_turn() -> AsyncIterator[Any]:
-    """A Prefect client for one lease call, one call at a time in this process.
+async def server_turn(pool: SlotPool | None = None) -> AsyncIterator[Any]:
+    """A Prefect client for one lease call of ``pool``, one call at a time in this process (``_Turns``).
 
     Measured against Prefect 3.9.1's server: four lease increments of different limits sent at once
     took 1.9-2.5 s each on SQLite (its writers wait on each other's locks; the default local server
     of ``listingflow server``, and the tests'), 0.03 s each one after another. On PostgreSQL both
-    ways take the same ~0.1 s for four. So a process never sends two at once."""
+    ways take the same ~0.1 s for four: the server handles them one by one anyway."""
     loop = asyncio.get_running_loop()
-    turn = _turns.get(loop)
-    if turn is None:
-        turn = _turns[loop] = asyncio.Lock()
-    async with turn, get_client() as client:
-        yield client
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = _Turns()
+    await turns.take(pool)
+    try:
+        async with get_client() as client:
+            yield client
+    finally:
+        turns.give()
 
 
 async def _backoff(dropped: int, exc: Exception, attempts: int = 5) -> int:

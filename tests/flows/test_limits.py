@@ -409,6 +409,32 @@ async def test_a_process_sends_one_lease_call_at_a_time(monkeypatch: pytest.Monk
     await asyncio.gather(*(limiter.aclose() for limiter in limiters))
 
 
+async def test_a_request_waiting_for_a_slot_asks_before_the_primes_queued_ahead_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's start primes many pools one lease call after another; a request that needs a slot now
+    (the first ProdVisual batch) is not queued behind them."""
+    real = SlotPool._increment
+    asked: list[SlotPool] = []
+
+    async def recorded(self: SlotPool, client: Any, want: int) -> bool:
+        asked.append(self)
+        return await real(self, client, want)
+
+    monkeypatch.setattr(SlotPool, "_increment", recorded)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    primed = [_limiter(prefix) for _ in range(3)]  # two pools each: in flight and the api window
+    urgent = _limiter(prefix)
+    priming = asyncio.gather(*(limiter.prime(1, keep=0.5) for limiter in primed))
+    await asyncio.sleep(0)  # every prime has asked for its turn; the first one has it
+    await _send(urgent, 1, [])
+    await priming
+    assert len(asked) == 7
+    assert asked.index(urgent._window("api")) == 1  # right after the prime already under way
+    await asyncio.gather(*(limiter.aclose() for limiter in [*primed, urgent]))
+
+
 async def test_priming_a_missing_limit_is_quiet_and_the_first_job_still_raises() -> None:
     limiter = _limiter(f"t{uuid.uuid4().hex[:8]}")
     await limiter.prime(1)
