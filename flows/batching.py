@@ -2,7 +2,8 @@
 
 Products reach the images step at different moments; the batcher collects their requests until a
 batch is full, a short linger is over (started again by each arrival while products expected are still
-coming, up to ``MAX_LINGERS``), or every product that could still come has arrived (each one started
+coming, up to ``MAX_LINGERS``; ``MAX_LINGERS`` at once for products that start as others finish), or
+every product that could still come has arrived (each one started
 has, ``expect``, and none is left to start); while the provider's pace holds a batch back it keeps
 collecting. It asks the plugin to merge them (``merge_requests``), runs each merged batch as one
 ordinary cached submit + wait, and hands every product its share (``split_result``). When the images
@@ -111,6 +112,14 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if self._timer is None:
             self._collecting_since = loop.time()
+            if self.run.products_unstarted and not self._expected:
+                # Products the run still has to start start as earlier ones finish, a few at a time
+                # over some tenths of a second: one batch for them, not one each (60 products at x10:
+                # ProdVisual 3 batches in 0.24 s for 3 products, where the script sent 1).
+                self._timer = loop.call_at(
+                    self._collecting_since + MAX_LINGERS * self.linger, self._linger_over
+                )
+                return
         elif self._expected:
             self._timer.cancel()
         else:

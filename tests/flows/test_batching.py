@@ -187,6 +187,21 @@ async def test_a_batch_waits_for_products_not_started_yet(tasks: Tasks) -> None:
     assert packed(tasks) == [["a#images-1"]]
 
 
+async def test_products_starting_as_others_finish_share_one_batch(tasks: Tasks) -> None:
+    """Late in a run products start as earlier ones finish, a few at a time: while the run still has
+    products to start, a batch collects for four lingers, so their images go together."""
+    b = batcher(tasks, linger=0.2)
+    b.run.products_unstarted = 5
+    shares = []
+    for product in "abc":  # started 0.3 s apart: more than a linger, within four
+        b.run.products_unstarted -= 1
+        request = Images(items=[product])
+        shares.append(asyncio.ensure_future(b.submit(f"{product}#images-1", f"key-{product}", request, 1, 1)))
+        await asyncio.sleep(0.3)
+    await asyncio.wait_for(asyncio.gather(*shares), timeout=5)
+    assert packed(tasks) == [["a#images-1", "b#images-1", "c#images-1"]]
+
+
 async def test_expected_products_arriving_one_after_another_share_one_batch(tasks: Tasks) -> None:
     """Each arrival starts the linger again while expected products are still coming: products
     started one after another over more than a linger are one batch, not two."""
