@@ -68,3 +68,34 @@ async def test_a_preparation_no_run_took_is_stopped_and_its_clients_closed() -> 
     pending = asyncio.ensure_future(never())
     await discard_unused(pending)
     assert pending.cancelled()
+
+
+async def test_batching_providers_take_their_first_slots_first() -> None:
+    """Lease calls go one at a time: ProdVisual's one request for every product's images asks before
+    ListingRVA's pools, which serve one product each."""
+    from types import SimpleNamespace
+
+    from flows.run import _Clients, _prime
+
+    asked: list[str] = []
+
+    class Limiter:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def prime(self, slots: int) -> None:
+            asked.append(f"{self.name}:{slots}")
+
+    def provider(batch: int) -> Any:
+        return SimpleNamespace(limits=SimpleNamespace(max_batch_size=batch))
+
+    names = {"listingrva": 1, "pixii": 1, "prodvisual": 50}
+    clients = _Clients(
+        providers={n: provider(b) for n, b in names.items()},
+        limiters={n: Limiter(n) for n in names},  # type: ignore[misc]
+        download_http=None,  # type: ignore[arg-type]
+    )
+    await _prime(clients, 20)
+    assert asked == ["prodvisual:20", "listingrva:20", "pixii:20"]
+    await _prime(clients, 0)  # nothing to start: nothing taken
+    assert len(asked) == 3
