@@ -62,7 +62,6 @@ async def run_catalog(
         if ready.inputs is None or ready.clients is None or ready.tasks is None:
             return summary  # refused: nothing was submitted
         inputs, clients, products = ready.inputs, ready.clients, ready.products
-        _in_background(ready.stack, _prime(clients, len(products)))
         run = RunContext(
             run_id=summary.run_id,
             settings=settings,
@@ -115,6 +114,8 @@ async def prepare_run(params: RunParameters, settings: Settings) -> Prepared:
         # runs: all three are server or provider round trips on the way to the first paid request
         tasks = _in_background(stack, configure_tasks(settings))
         clients = await _open_providers(stack, inputs, settings)
+        primed = asyncio.ensure_future(_prime(clients, _expected_products(inputs)))
+        stack.push_async_callback(_finish, primed)  # before the limiters give their slots back
         products, balances = await checked_products(inputs, clients.providers, summary)
     except Refused as refused:
         await stack.aclose()
@@ -194,11 +195,24 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 POOL = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
 
 
+def _expected_products(inputs: RunInputs) -> int:
+    """How many products the run may start, before pre-flight has checked their rows."""
+    return len(inputs.params.products) or len(inputs.catalog.products)
+
+
+async def _finish(work: asyncio.Future[Any]) -> None:
+    """Let ``work`` end (its outcome dropped) rather than cancel it: a lease request cut off on its
+    way would leave slots held on the server for a whole lease, out of this process's reach."""
+    await asyncio.gather(work, return_exceptions=True)
+
+
 async def _prime(clients: _Clients, products: int) -> None:
-    """Each provider's first slots (one per product, within each limit) taken while the products
-    start (``ProviderLimiter.prime``): once pre-flight passed, so a refused run takes none. The lease
-    calls go one at a time (``server_turn``), batching providers' first: their first request carries
-    every product's items (ProdVisual's batch waited ~0.1 s behind ListingRVA's four pools)."""
+    """Each provider's first slots (one per product, within each limit; ``ProviderLimiter.prime``),
+    asked for while pre-flight runs and Prefect creates the flow run, so the first batch and the
+    first window of Pixii submissions find them ready. A run that pre-flight refuses gives them back
+    as it ends (its limiters close). The lease calls go one at a time (``server_turn``; pre-flight's
+    own requests first), batching providers' first: their first request carries every product's
+    items (ProdVisual's batch waited ~0.1 s behind ListingRVA's four pools)."""
     if not products:
         return
     names = sorted(clients.limiters, key=lambda n: clients.providers[n].limits.max_batch_size == 1)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+
+from .client import prefect_client
 
 MIN_LEASE_SECONDS = 60.0  # the Prefect server refuses shorter leases
 
@@ -340,7 +341,7 @@ async def server_turn(pool: SlotPool | None = None) -> AsyncIterator[Any]:
         turns = _turns[loop] = _Turns()
     await turns.take(pool)
     try:
-        async with get_client() as client:
+        async with prefect_client() as client:
             yield client
     finally:
         turns.give()

@@ -11,12 +11,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.exceptions import ObjectNotFound
 
 from flows.settings import Settings
 from providers.contract import Provider, RouteLimit
+
+from .client import prefect_client
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def limit_specs(provider: type[Provider], settings: Settings) -> list[LimitSpec]
 async def ensure_limits(specs: list[LimitSpec]) -> list[str]:
     """Create or update (and activate) each global limit; returns what changed. Idempotent, and safe
     when several runs start at once (a create that loses the race becomes an update)."""
-    async with get_client() as client:
+    async with prefect_client() as client:
         known = await _read_limits(client, {spec.name for spec in specs})
 
         async def one(spec: LimitSpec) -> str | None:

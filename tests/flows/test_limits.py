@@ -384,7 +384,7 @@ async def test_a_process_sends_one_lease_call_at_a_time(monkeypatch: pytest.Monk
     pools growing together (a run's start) take their turns instead."""
     from flows.limits import pool as pool_module
 
-    real = pool_module.get_client
+    real = pool_module.prefect_client
     open_now, most = 0, 0
 
     @contextlib.asynccontextmanager
@@ -398,7 +398,7 @@ async def test_a_process_sends_one_lease_call_at_a_time(monkeypatch: pytest.Monk
         finally:
             open_now -= 1
 
-    monkeypatch.setattr(pool_module, "get_client", counted)
+    monkeypatch.setattr(pool_module, "prefect_client", counted)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
     limiters = [_limiter(prefix) for _ in range(3)]
@@ -458,3 +458,34 @@ async def test_limits_are_created_updated_or_left_as_they_are_even_by_runs_start
 
     async with get_client() as client:
         assert (await client.read_global_concurrency_limit_by_name(f"{prefix}-pixii-inflight")).limit == 7
+
+
+async def test_lease_calls_outside_a_flow_run_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's client loads the CA bundle for each client (~18 ms); a CLI run's pre-flight and first
+    leases, before its flow run exists, open one client per call."""
+    import ssl
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.limits.client import _tls, prefect_client
+
+    built: list[int] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    _tls.cache_clear()
+    for _ in range(3):
+        async with prefect_client() as client:
+            assert await client.api_healthcheck() is None
+    assert len(built) == 1
+
+    @flow
+    async def inside() -> bool:
+        return prefect_client() is get_client()  # the flow run's own client
+
+    assert await inside()

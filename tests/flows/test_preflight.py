@@ -112,6 +112,18 @@ async def test_missing_and_rejected_credentials_stop_the_run_one_line_each(
     assert pixii.startswith("pixii: no credential: set PIXII_API_KEY"), pixii
     assert prodvisual.startswith("prodvisual: credential rejected (") and "PRODVISUAL_API_KEY" in prodvisual
     assert "pv_live_not_the_right_key_42" not in state.message + "".join(summary.refused)
+    held = await slots_held(lf_env["prefix"])  # the slots primed during pre-flight went back; a
+    # balance read's own slot stays until its rate window is over
+    assert not [n for n in held if n.endswith("-inflight")] and all(n <= 1 for n in held.values()), held
+
+
+async def slots_held(prefix: str) -> dict[str, int]:
+    """The run's limits on the Prefect server that still have slots taken."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        limits = await client.read_global_concurrency_limits(limit=200)
+    return {x.name: x.active_slots for x in limits if x.name.startswith(prefix) and x.active_slots}
 
 
 async def test_a_row_a_provider_cannot_serve_is_rejected_and_nothing_is_spent_on_it(
