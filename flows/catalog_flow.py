@@ -18,6 +18,7 @@ from pydantic import Field
 from providers.contract import STEP_ORDER, APlusOptions, CopyOptions, ImageOptions, ScaleOptions, Step
 
 from .compliance import report as compliance_report
+from .limits.pool import lease_calls_wait_for
 from .observer import RunObserver
 from .params import DEFAULT_CATALOG, Budget, RunParameters, StepProviders
 from .run import Prepared, discard_unused, prepare_run, run_catalog
@@ -97,21 +98,31 @@ async def observed_catalog_flow(params: RunParameters, observer: RunObserver | N
     The run's inputs are loaded and pre-flight runs while Prefect creates the flow run, not after
     it: creating and starting a flow run is 0.1 s against an idle server and was 0.3-0.6 s beside a
     busy benchmark, all of it before the first provider request."""
+    flow_run_exists = asyncio.Event()
+    lease_calls_wait_for(flow_run_exists)
     early = asyncio.ensure_future(prepare_run(params, get_settings()))
-    token = _early.set(early)
+    token = _early.set((early, flow_run_exists))
     try:
         return await _observed_flow(params, observer, return_state=True)
     finally:
+        flow_run_exists.set()
         _early.reset(token)
         await discard_unused(early)
 
 
-_early: ContextVar[asyncio.Future[Prepared] | None] = ContextVar("listingflow_prepared", default=None)
+_early: ContextVar[tuple[asyncio.Future[Prepared], asyncio.Event] | None] = ContextVar(
+    "listingflow_prepared", default=None
+)
 
 
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=False, persist_result=False)
 async def _observed_flow(params: RunParameters, observer: RunObserver | None = None) -> State:
-    return await _run_and_report(params, observer, _early.get())
+    early = _early.get()
+    if early is None:
+        return await _run_and_report(params, observer)
+    prepared, flow_run_exists = early
+    flow_run_exists.set()
+    return await _run_and_report(params, observer, prepared)
 
 
 async def _run_and_report(

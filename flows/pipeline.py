@@ -639,6 +639,7 @@ async def _obtain(
             and (found := await _cached(run, tasks, step, provider_name, pointer)) is not None
         ):
             return found
+    run.on_first_submission()
     if batches_across_products(run, provider_name):
         return await _obtain_in_batch(run, tasks, step, provider_name, request, job, force)
     return await _obtain_alone(run, tasks, step, provider_name, request, job, force)

@@ -66,6 +66,9 @@ class RunContext:
     will join expect it): a batch waits for them (``Batcher``), as each may still bring members."""
     start_balances: dict[str, int] = field(default_factory=dict)
     """Balances read by pre-flight's access checks: each provider's balance gate starts from them."""
+    on_first_submission: Callable[[], None] = lambda: None
+    """Called as a job is about to be submitted (not found done): the run then takes its first slots
+    ahead (``flows.run._prime``); a rerun that finds everything done takes none."""
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]

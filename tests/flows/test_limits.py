@@ -489,3 +489,44 @@ async def test_lease_calls_outside_a_flow_run_share_one_tls_context(monkeypatch:
         return prefect_client() is get_client()  # the flow run's own client
 
     assert await inside()
+
+
+async def test_lease_calls_wait_until_the_flow_run_exists() -> None:
+    """The CLI's pre-flight runs while Prefect creates the flow run; its lease calls wait for it (on
+    SQLite a lease call meeting the flow run's writes waited ~2 s)."""
+    from flows.limits.pool import lease_calls_wait_for
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    flow_run_exists = asyncio.Event()
+    lease_calls_wait_for(flow_run_exists)
+    try:
+        sending = asyncio.ensure_future(_send(limiter, 1, []))
+        await asyncio.sleep(0.3)
+        assert not sending.done() and limiter.global_acquisitions == 0
+        flow_run_exists.set()
+        await asyncio.wait_for(sending, timeout=10)
+        assert limiter.global_acquisitions == 1
+    finally:
+        flow_run_exists.set()
+        await limiter.aclose()
+
+
+async def test_a_lease_call_cancelled_while_waiting_for_its_turn_does_not_stop_the_others() -> None:
+    """A run's end cancels lease calls still waiting (its primes, its pools' growers): the turn passes
+    over them to the next caller; before, handing it to a cancelled one raised and left the process's
+    lease calls waiting forever."""
+    from flows.limits.pool import _Turns
+
+    turns = _Turns()
+    await turns.take(None)  # one call under way
+    cancelled = asyncio.ensure_future(turns.take(None))
+    waiting = asyncio.ensure_future(turns.take(None))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    turns.give()  # the call under way ends before the cancelled one has run its handler
+    await asyncio.wait_for(waiting, timeout=1)
+    await asyncio.gather(cancelled, return_exceptions=True)
+    turns.give()
+    assert not turns.busy and not turns.queue
