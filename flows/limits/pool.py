@@ -182,9 +182,8 @@ class SlotPool:
             if room > 0:
                 await self._increment(client, max(1, min(want, room)))
                 return
-        await asyncio.sleep(
-            self.poll
-        )  # held elsewhere: ask again shortly (slots here may get ready meanwhile)
+        # held elsewhere: ask again shortly (slots here may get ready meanwhile)
+        await asyncio.sleep(self.poll)
 
     async def _increment(self, client: Any, want: int) -> bool:
         """``want`` slots in one new lease; False when the server has no room for them (423: another

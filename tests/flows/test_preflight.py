@@ -112,8 +112,8 @@ async def test_missing_and_rejected_credentials_stop_the_run_one_line_each(
     assert pixii.startswith("pixii: no credential: set PIXII_API_KEY"), pixii
     assert prodvisual.startswith("prodvisual: credential rejected (") and "PRODVISUAL_API_KEY" in prodvisual
     assert "pv_live_not_the_right_key_42" not in state.message + "".join(summary.refused)
-    held = await slots_held(lf_env["prefix"])  # the slots primed during pre-flight went back; a
-    # balance read's own slot stays until its rate window is over
+    held = await slots_held(lf_env["prefix"])  # nothing is held but a balance read's own slot,
+    # until its rate window is over
     assert not [n for n in held if n.endswith("-inflight")] and all(n <= 1 for n in held.values()), held
 
 
