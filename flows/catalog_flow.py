@@ -110,17 +110,12 @@ async def observed_catalog_flow(params: RunParameters, observer: RunObserver | N
         await discard_unused(early)
 
 
-_early: ContextVar[tuple[asyncio.Future[Prepared], asyncio.Event] | None] = ContextVar(
-    "listingflow_prepared", default=None
-)
+_early: ContextVar[tuple[asyncio.Future[Prepared], asyncio.Event]] = ContextVar("listingflow_prepared")
 
 
 @flow(name="listingflow-catalog", log_prints=False, validate_parameters=False, persist_result=False)
 async def _observed_flow(params: RunParameters, observer: RunObserver | None = None) -> State:
-    early = _early.get()
-    if early is None:
-        return await _run_and_report(params, observer)
-    prepared, flow_run_exists = early
+    prepared, flow_run_exists = _early.get()  # set by observed_catalog_flow, its only caller
     flow_run_exists.set()
     return await _run_and_report(params, observer, prepared)
 
