@@ -237,10 +237,23 @@ async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params
     _reuse_upstream(ctx, previous)
     prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
-    for step in _start_order(run, params):  # each waits only for the earlier steps whose outputs it reads
+    order = _start_order(run, params)
+    after_members = _after_batch_members(run, params, order)
+    for step in order:  # each waits only for the earlier steps whose outputs it reads
         provider_name, force = params.providers.for_step(step), step in params.force
         running[step] = asyncio.ensure_future(
-            _run_when_ready(run, tasks, product, ctx, step, provider_name, running, prepared, force=force)
+            _run_when_ready(
+                run,
+                tasks,
+                product,
+                ctx,
+                step,
+                provider_name,
+                running,
+                prepared,
+                force=force,
+                after_members=step in after_members,
+            )
         )
     return _Started(params=params, ctx=ctx, previous=previous, running=running, prepared=prepared)
 
@@ -318,10 +331,12 @@ async def _run_when_ready(
     prepared: dict[str, asyncio.Task[dict[str, Any]]],
     *,
     force: bool,
+    after_members: bool = False,
 ) -> StepOutcome:
     """Run ``step`` once the upstream outputs its provider's request reads exist (``Provider.inputs``):
     with the default providers, copy and images start together, A+ waits for both, Scale for the
-    image only. A failed or deferred upstream step stops only the steps that read its output."""
+    image only. A failed or deferred upstream step stops only the steps that read its output. With
+    ``after_members``, it also waits for the cross-product batches' members (``_after_batch_members``)."""
     needs = _needs(run, step, provider_name, running)
     ctx = ctx.model_copy()
     for need in needs:
@@ -339,6 +354,9 @@ async def _run_when_ready(
             ctx.copy_result = upstream.copy_result
         if STEP_SPECS[need].produces == "image" and upstream.outputs:
             ctx.main_image_url = upstream.outputs[0].source_url
+    if after_members:
+        for batcher in list(run.batchers.values()):
+            await batcher.members_joined()
     return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
 
 
@@ -348,6 +366,19 @@ def _start_order(run: RunContext, params: RunParameters) -> list[Step]:
     steps = params.ordered_steps()
     batched = [s for s in steps if _joins_batch(run, params.providers.for_step(s))]
     return batched + [s for s in steps if s not in batched]
+
+
+def _after_batch_members(run: RunContext, params: RunParameters, steps: list[Step]) -> set[Step]:
+    """The steps that start once every product expected in a cross-product batch has joined it
+    (``Batcher.members_joined``): those that neither join a batch nor feed one. Their task runs take
+    the event loop the members need on their way to the batcher, and the batch waits for its last member:
+    with ListingRVA's copy and ProdVisual's images, the first batch of 20 products left ~0.1 s earlier."""
+    batched = {s for s in steps if _joins_batch(run, params.providers.for_step(s))}
+    if not batched:
+        return set()
+    in_run = dict.fromkeys(steps)
+    feeding = {need for s in batched for need in _needs(run, s, params.providers.for_step(s), in_run)}
+    return set(steps) - batched - feeding
 
 
 def _joins_batch(run: RunContext, provider_name: str) -> bool:

@@ -4,9 +4,13 @@ Scale only for the image; so every product's image request is ready at the start
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+
+from flows import pipeline
+from flows.batching import Batcher
 
 from .helpers import run_flow
 from .test_faults import write_catalog
@@ -47,3 +51,31 @@ async def test_listingrva_images_wait_for_the_copy_they_read(
     assert state.is_completed(), summary.failure_report()
     [listing] = [j for j in rva.jobs.values() if j.kind == "listing"]
     assert first(rva, "ai_image") >= listing.done  # its customPrompt is built from the copy
+
+
+async def test_the_copy_starts_once_every_image_has_joined_the_batch(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch waits for its last member; the copy's task runs (ListingRVA's product record first)
+    would take the event loop the members need on their way to it, so they start after them."""
+    joined: list[float] = []
+    prepared: list[float] = []
+    submit, prepare = Batcher.submit, pipeline._prepare
+
+    async def joining(self: Batcher, *args: Any, **kwargs: Any) -> Any:
+        joined.append(time.monotonic())
+        return await submit(self, *args, **kwargs)
+
+    async def preparing(*args: Any, **kwargs: Any) -> Any:
+        prepared.append(time.monotonic())  # before its task run is created
+        return await prepare(*args, **kwargs)
+
+    monkeypatch.setattr(Batcher, "submit", joining)
+    monkeypatch.setattr(pipeline, "_prepare", preparing)
+    catalog = write_catalog(lf_env["tmp"], [f"B0JOIN{n:04d}" for n in range(20)])
+    state, summary = await run_flow(catalog=catalog, steps=["copy", "images"])
+    assert state.is_completed(), summary.failure_report()
+    assert len(joined) == 20 and len(prepared) == 20
+    assert max(joined) <= min(prepared)
+    pv = sandboxes["prodvisual"]
+    assert [r.route for r in pv.requests if r.route in ("generate", "generate_batch")] == ["generate_batch"]
