@@ -37,7 +37,7 @@ from .run_inputs import Refused, RunInputs, checked_products, load_inputs
 from .run_products import run_products
 from .runtime import Budget as RunBudget
 from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
-from .summary import RunSummary
+from .summary import ProductRecords, RunSummary
 from .tasks import TaskSet, configure_tasks
 
 _T = TypeVar("_T")
@@ -280,7 +280,7 @@ async def _summarize(
 ) -> None:
     """Products, costs, balances and notes of a run that ran."""
     params = run.params
-    summary.products = [r for r in records if r is not None]
+    summary.products = ProductRecords(r for r in records if r is not None)
     summary.spooled = list(run.archive.spooled)
     summary.cost = run.costs.summary(
         run.run_id,

@@ -3,14 +3,65 @@ made of) and the flow run's final state that carries it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
 from prefect.states import Cancelled, Completed, Failed, State
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from .catalog import RowError
 from .costs import CostSummary
 from .pipeline import ProductRecord
+
+
+class ProductRecords(Sequence[ProductRecord]):
+    """A run's finished products, in catalog order: a read-only list of a type Prefect does not walk.
+
+    Prefect looks through a flow's return value for futures (``resolve_futures_to_states``) and keeps a
+    reference to every object it passes until it is done. The summary is the final state's data: for
+    5,000 products that walk was 0.6 s of CPU and raised the run's peak RSS by 16 MB as it ended
+    (measured; the largest peak of the benchmark's 5,000-product run). Prefect does not look inside
+    a sequence that is not a list, tuple, set or dict."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[ProductRecord] = ()) -> None:
+        self._items = list(items)
+
+    @overload
+    def __getitem__(self, index: int) -> ProductRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ProductRecord]: ...
+    def __getitem__(self, index: int | slice) -> ProductRecord | list[ProductRecord]:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[ProductRecord]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ProductRecords):
+            return self._items == other._items
+        return isinstance(other, list) and self._items == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ProductRecords({self._items!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        as_list = handler(list[ProductRecord])
+        return core_schema.no_info_after_validator_function(
+            cls,
+            as_list,
+            serialization=core_schema.plain_serializer_function_ser_schema(list, return_schema=as_list),
+        )
 
 
 class RunSummary(BaseModel):
@@ -19,7 +70,7 @@ class RunSummary(BaseModel):
     archive: str
     started_at: float
     finished_at: float
-    products: list[ProductRecord] = Field(default_factory=list)
+    products: ProductRecords = Field(default_factory=ProductRecords)
     rejected_rows: list[RowError] = Field(default_factory=list)
     cost: CostSummary | None = None
     refused: list[str] = Field(default_factory=list, description="why the run did not start")

@@ -19,7 +19,7 @@ def tally(products: Iterable[Any]) -> dict[str, int]:
     return {s: counts[s] for s in STATUSES}
 
 
-def summary_line(products: list[Any]) -> str | None:
+def summary_line(products: Iterable[Any]) -> str | None:
     """``compliance: 4 pass, 1 warn, 2 fail`` (None when no product was checked)."""
     counts = tally(products)
     if not any(counts[s] for s in ("pass", "warn", "fail")):
@@ -40,7 +40,7 @@ def noncompliant(products: Iterable[Any], limit: int = MAX_LISTED, reasons: int 
     return lines
 
 
-def markdown(products: list[Any]) -> str:
+def markdown(products: Iterable[Any]) -> str:
     """The report artifact's compliance section."""
     line = summary_line(products)
     if line is None:
