@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +62,13 @@ class Batcher:
     """Products whose step may still bring members and none of which has arrived yet (``expect``);
     None while nobody said what to expect: then only the linger ends a batch's collection."""
     _collecting_since: float = 0.0
-    _none_outstanding: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while no product expected has yet to arrive (``members_joined``)."""
+    _departing: int = 0
+    """Batches flushed whose submission has not been answered yet."""
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while no product expected has yet to arrive and no batch is departing (``settled``)."""
+
+    def __post_init__(self) -> None:
+        self._update_settled()
 
     @property
     def max_items(self) -> int:
@@ -73,29 +79,34 @@ class Batcher:
         if self._expected is None:
             self._expected = set()
         self._expected.add(product)
-        self._none_outstanding.clear()
+        self._update_settled()
 
     def arrived(self, product: str) -> None:
         """``product`` brought its members, or its step ended without them: stop waiting for it."""
-        self._discard_expected(product)
-        if self._all_arrived() and self.queue:
-            self._nobody_else_coming()
-
-    async def members_joined(self) -> None:
-        """Returns once every product expected has arrived, or after the longest a batch collects.
-
-        Other steps' task runs wait on this at a run's start (``pipeline``): each takes ~5 ms of the
-        event loop, and the members, which reach the batcher through several awaits, came in behind
-        them. The last of 20 members arrived 0.12 s after the first, and the batch waited for it."""
-        if self._expected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._none_outstanding.wait(), MAX_LINGERS * self.linger)
-
-    def _discard_expected(self, product: str) -> None:
         if self._expected is not None:
             self._expected.discard(product)
-            if not self._expected:
-                self._none_outstanding.set()
+        if self._all_arrived() and self.queue:
+            self._nobody_else_coming()
+        self._update_settled()
+
+    async def settled(self) -> None:
+        """Returns once every product expected has arrived and every batch flushed has been sent
+        (its submission answered), or after the longest a batch collects (``MAX_LINGERS`` lingers).
+
+        Other steps' task runs wait on this (``pipeline``). Each takes ~5 ms of the event loop and
+        sends events the Prefect server writes: at a run's start, the members, which reach the
+        batcher through several awaits, came in behind them (the last of 20 arrived 0.12 s after the
+        first), and the batch's in-flight lease then took 0.12 s against the busy server (0.03 s
+        without them). A batch held back by the provider's pace does not hold them."""
+        if not self._settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), MAX_LINGERS * self.linger)
+
+    def _update_settled(self) -> None:
+        if self._expected or self._departing:
+            self._settled.clear()
+        else:
+            self._settled.set()
 
     async def submit(
         self, member: str, key: str, request: BaseModel, items: int, estimate: int | None
@@ -103,13 +114,15 @@ class Batcher:
         """This member's share of a batch job, and whether the batch was reused from an earlier run."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self.queue.append(_Member(member, key, request, items, estimate, future))
-        self._discard_expected(member.split("#")[0])
+        if self._expected is not None:
+            self._expected.discard(member.split("#")[0])
         if sum(m.items for m in self.queue) >= self.max_items:
             self._flush()
         elif self._all_arrived():
             self._nobody_else_coming()
         else:
             self._linger_from_now()
+        self._update_settled()
         share = await future
         return share, share.ref.host.run_id != self.run.run_id
 
@@ -185,6 +198,8 @@ class Batcher:
             self._start(chunk)
 
     def _start(self, members: list[_Member]) -> None:
+        self._departing += 1
+        self._update_settled()
         task = asyncio.create_task(self._run_batch(members))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -225,6 +240,10 @@ class Batcher:
         await self.run.intents.end([key, *[m.key for m in members]], self.run.run_id)
         return ref
 
+    def _sent(self) -> None:
+        self._departing -= 1
+        self._update_settled()
+
     def _keep(self, members: list[_Member], ref: JobRef) -> None:
         """A batch job this run stopped waiting for: kept for the next run; paid by this run unless an
         earlier run submitted it."""
@@ -247,6 +266,7 @@ class Batcher:
 
     async def _run_batch(self, members: list[_Member]) -> None:
         plugin = self.run.provider(self.provider)
+        sent = _Once(self._sent)
         try:
             merged = plugin.merge_requests(self.step, [(m.id, m.request) for m in members])
             if not merged or len(merged) != 1:
@@ -260,14 +280,15 @@ class Batcher:
                 None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
             )
             async with self.run.limiters[self.provider].job_slot():
-                result, ref = await self._batch_job(members, batch, key, estimate, again=False)
+                result, ref = await self._batch_job(members, batch, key, estimate, again=False, sent=sent)
                 if result.status == "failed" and ref.host.run_id != self.run.run_id:
                     # An earlier run's batch of exactly these items failed, every item refunded: this
                     # run pays for a new one, once (as for a job of its own, pipeline._obtain_alone).
                     # Without it, a failed product whose rerun groups it alone as before never got
                     # another image.
-                    result, ref = await self._batch_job(members, batch, key, estimate, again=True)
+                    result, ref = await self._batch_job(members, batch, key, estimate, again=True, sent=sent)
         except BaseException as exc:  # every member learns why its batch failed
+            sent()
             for m in members:
                 if not m.future.done():
                     m.future.set_exception(exc)
@@ -279,14 +300,22 @@ class Batcher:
                 m.future.set_result(plugin.split_result(result, m.id))
 
     async def _batch_job(
-        self, members: list[_Member], batch: BaseModel, key: str, estimate: int | None, *, again: bool
+        self,
+        members: list[_Member],
+        batch: BaseModel,
+        key: str,
+        estimate: int | None,
+        *,
+        again: bool,
+        sent: Callable[[], None],
     ) -> tuple[JobResult, JobRef]:
-        """The batch submitted (or its earlier job, unless ``again``) and waited on."""
+        """The batch submitted (or its earlier job, unless ``again``; then ``sent``) and waited on."""
         # finished even when the run stops meanwhile: the job and its members' pointers persist
         ref = await self.run.stop.finish(
             self._submit(members, batch, key, estimate, again=again),
             orphaned=lambda r: self._keep(members, r),
         )
+        sent()
         if ref.held:  # every member's share is held with it
             raise HeldSubmission(ref, earlier=ref.host.run_id != self.run.run_id)
         try:
@@ -294,6 +323,18 @@ class Batcher:
         except (Interrupted, asyncio.CancelledError):
             self._keep(members, ref)
             raise
+
+
+class _Once:
+    """``call`` on the first call only."""
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self.call: Callable[[], None] | None = call
+
+    def __call__(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            call()
 
 
 def member_of(pointer: JobRef) -> str:

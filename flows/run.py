@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -104,6 +105,7 @@ async def prepare_run(params: RunParameters, settings: Settings) -> Prepared:
     """Inputs, provider clients and pre-flight checks: everything before the first paid request that
     needs no flow run (its id is set once the run starts: ``RunSummary.run_id`` is a stand-in until
     then), so the CLI runs it while Prefect creates the flow run."""
+    _freeze_startup_objects()
     summary = _new_summary(params, settings)
     try:
         inputs = await load_inputs(params, settings, summary)
@@ -123,6 +125,16 @@ async def prepare_run(params: RunParameters, settings: Settings) -> Prepared:
         await stack.aclose()
         raise
     return Prepared(summary, stack, inputs, tasks, clients, products, balances)
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process: the objects alive as its first run starts (the modules of Prefect and its
+    dependencies, their classes and caches) leave the garbage collector's generations (``gc.freeze``).
+    Every full collection walked them all, 65-85 ms of the event loop each; at a run's start one fell
+    between the last image joining ProdVisual's batch and the batch's lease call (cProfile, benchmark
+    x10). They live as long as the process; the collector still walks everything made after."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
 
 
 async def discard_unused(prepared: asyncio.Future[Prepared]) -> None:

@@ -238,23 +238,28 @@ async def test_a_trickle_of_expected_products_holds_a_batch_back_at_most_four_li
     assert len(tasks.batches) >= 2 and len(packed(tasks)[0]) < 10
 
 
-async def test_other_steps_wait_until_every_expected_member_joined_or_four_lingers(tasks: Tasks) -> None:
-    """``members_joined``: the steps that feed no batch start once each product expected has joined
-    (a member submitted, or its step ended without one), and never later than four lingers."""
+async def test_other_steps_wait_until_the_expected_members_joined_and_their_batch_was_sent(
+    tasks: Tasks,
+) -> None:
+    """``settled``: the steps that feed no batch start once each product expected has joined (a
+    member submitted, or its step ended without one) and the batch has been sent, and never later
+    than four lingers."""
     b = batcher(tasks, linger=3600)
-    await asyncio.wait_for(b.members_joined(), timeout=1)  # nobody expected: at once
+    await asyncio.wait_for(b.settled(), timeout=1)  # nobody expected: at once
     for product in "ab":
         b.expect(product)
-    waiting = asyncio.ensure_future(b.members_joined())
+    settled = asyncio.ensure_future(b.settled())
     share = asyncio.ensure_future(b.submit("a#images-1", "key-a", Images(items=["x"]), 1, 1))
     await asyncio.sleep(0.05)
-    assert not waiting.done()  # b has not joined yet
-    b.arrived("b")
-    await asyncio.wait_for(waiting, timeout=1)
+    assert not settled.done()  # b has not joined yet
+    b.arrived("b")  # the batch leaves
+    assert not settled.done()
+    await asyncio.wait_for(settled, timeout=1)
+    assert packed(tasks) == [["a#images-1"]]  # sent before the other steps start
     await asyncio.wait_for(share, timeout=5)
 
     slow = batcher(tasks, linger=0.1)
     slow.expect("c")  # never arrives
     started = asyncio.get_running_loop().time()
-    await asyncio.wait_for(slow.members_joined(), timeout=5)
+    await asyncio.wait_for(slow.settled(), timeout=5)
     assert 0.35 < asyncio.get_running_loop().time() - started < 2

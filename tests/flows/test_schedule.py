@@ -53,29 +53,36 @@ async def test_listingrva_images_wait_for_the_copy_they_read(
     assert first(rva, "ai_image") >= listing.done  # its customPrompt is built from the copy
 
 
-async def test_the_copy_starts_once_every_image_has_joined_the_batch(
+async def test_the_copy_starts_once_every_image_has_joined_the_batch_and_it_was_sent(
     sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The batch waits for its last member; the copy's task runs (ListingRVA's product record first)
-    would take the event loop the members need on their way to it, so they start after them."""
+    would take the event loop the members need on their way to it, and the Prefect server the batch's
+    lease needs, so they start once it has been sent."""
     joined: list[float] = []
+    sent: list[float] = []
     prepared: list[float] = []
-    submit, prepare = Batcher.submit, pipeline._prepare
+    submit, answered, prepare = Batcher.submit, Batcher._sent, pipeline._prepare
 
     async def joining(self: Batcher, *args: Any, **kwargs: Any) -> Any:
         joined.append(time.monotonic())
         return await submit(self, *args, **kwargs)
+
+    def sending(self: Batcher) -> None:
+        sent.append(time.monotonic())
+        answered(self)
 
     async def preparing(*args: Any, **kwargs: Any) -> Any:
         prepared.append(time.monotonic())  # before its task run is created
         return await prepare(*args, **kwargs)
 
     monkeypatch.setattr(Batcher, "submit", joining)
+    monkeypatch.setattr(Batcher, "_sent", sending)
     monkeypatch.setattr(pipeline, "_prepare", preparing)
     catalog = write_catalog(lf_env["tmp"], [f"B0JOIN{n:04d}" for n in range(20)])
     state, summary = await run_flow(catalog=catalog, steps=["copy", "images"])
     assert state.is_completed(), summary.failure_report()
-    assert len(joined) == 20 and len(prepared) == 20
-    assert max(joined) <= min(prepared)
+    assert len(joined) == 20 and len(sent) == 1 and len(prepared) == 20
+    assert max(joined) <= sent[0] <= min(prepared)
     pv = sandboxes["prodvisual"]
     assert [r.route for r in pv.requests if r.route in ("generate", "generate_batch")] == ["generate_batch"]
