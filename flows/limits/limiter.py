@@ -151,6 +151,13 @@ class ProviderLimiter:
         pools = [self._inflight_pool(), *(self._window(g) for g in self.groups)]
         await asyncio.gather(*(pool.prime(slots, keep) for pool in pools))
 
+    def ask_ahead(self, slots: int) -> None:
+        """The first lease of each route group's window asks for ``slots`` (within the limit): the
+        request that takes it brings the next ones' slots in the same round trip."""
+        if self.use_global:
+            for group in self.groups:
+                self._window(group).ahead = slots
+
     def _inflight_pool(self) -> SlotPool:
         if self._pool is None:
             self._pool = SlotPool(f"{self.prefix}-{self.provider}-inflight", limit=self.inflight)

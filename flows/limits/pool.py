@@ -64,6 +64,8 @@ class SlotPool:
     _grower: asyncio.Task[None] | None = None
     _keeper: asyncio.Task[None] | None = None
     _kept_until: float = 0.0  # a primed lease is not given back before this (``prime``)
+    ahead: int = 0
+    """The next lease asks for at least this many slots (``ProviderLimiter.ask_ahead``)."""
 
     def __post_init__(self) -> None:
         if not self.use_global:
@@ -166,7 +168,7 @@ class SlotPool:
         requests instead of two. Only when the server has no room for that many (or the limit shrank)
         is the limit read to ask for what room it has."""
         async with server_turn(self) as client:
-            want = self.waiting if upto is None else upto - self.held
+            want = max(self.waiting if upto is None else upto - self.held, self.ahead - self.held)
             if want <= 0:
                 return
             if self.limit is not None and await self._increment(
@@ -205,6 +207,7 @@ class SlotPool:
         return True
 
     def _add_lease(self, lease_id: Any, slots: int) -> None:
+        self.ahead = 0
         self.leases[lease_id], self.in_use[lease_id] = slots, 0
         self.renewed[lease_id] = time.monotonic()
         for _ in range(slots):

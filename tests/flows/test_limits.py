@@ -379,6 +379,22 @@ async def test_priming_tops_up_a_pool_that_pre_flight_already_used() -> None:
     await limiter.aclose()
 
 
+async def test_a_request_asked_ahead_brings_the_next_ones_slots_in_its_lease() -> None:
+    """Pre-flight's balance read of a batching provider asks ahead: the first batch and its first
+    poll find their slots without a lease call of their own."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    limiter.ask_ahead(3)
+    await _send(limiter, 1, [])  # pre-flight's read
+    assert limiter.global_acquisitions == 1
+    await _send(limiter, 2, [])
+    assert limiter.global_acquisitions == 1  # no round trip more
+    await _send(limiter, 1, [])
+    assert limiter.global_acquisitions == 2  # asked ahead once only
+    await limiter.aclose()
+
+
 async def test_a_process_sends_one_lease_call_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lease increments sent at once wait ~2 s each on a SQLite-backed server (the default local one):
     pools growing together (a run's start) take their turns instead."""
