@@ -37,8 +37,19 @@ class ArchivedOutput(BaseModel):
 
 
 async def archive_outputs(
-    run: RunContext, plugin: Any, product: Product, step: Step, asin: str, result: JobResult
+    run: RunContext,
+    plugin: Any,
+    product: Product,
+    step: Step,
+    asin: str,
+    result: JobResult,
+    *,
+    fresh: bool = False,
 ) -> list[ArchivedOutput]:
+    """The job's outputs in the archive. Unless ``fresh`` (a job this run paid for: nothing of it can
+    be archived yet), each is looked for there first: a rerun neither downloads nor writes it again.
+    For a fresh job that lookup was one of the three waits between ProdVisual's batch finishing and
+    Scale starting (~0.02 s at a run's start); a retried flow run (same id) writes the same bytes again."""
     archive = run.archive
     prefix = archive.prefix
     provider = result.ref.provider
@@ -47,9 +58,12 @@ async def archive_outputs(
     if result.copy_result is not None:
         key = output_key(prefix, product.country_code, asin, step, provider, "copy", "json")
         body = json.dumps(result.copy_result.model_dump(mode="json"), indent=2, sort_keys=True).encode()
-        stored = await _stored_or_put(
-            run, key, result.ref.job_id, lambda: _const(body, "application/json"), meta
-        )
+        if fresh:
+            stored = await archive.put(key, body, content_type="application/json", metadata=meta)
+        else:
+            stored = await _stored_or_put(
+                run, key, result.ref.job_id, lambda: _const(body, "application/json"), meta
+            )
         out.append(_archived(stored, "copy", result, None, asin))
     refresh = _once(lambda: plugin.refresh(result.ref))  # a job's URLs expire together: read it once
 
@@ -58,7 +72,7 @@ async def archive_outputs(
             ext: output_key(prefix, product.country_code, asin, step, provider, output.label, ext)
             for ext in _image_extensions(output.content_type)
         }
-        existing = await _archived_image(run, list(keys.values()), result.ref.job_id)
+        existing = None if fresh else await _archived_image(run, list(keys.values()), result.ref.job_id)
         if existing is not None:
             return _archived(existing, output.label, result, output.url, asin)
         data, ctype = await _download_output(run, plugin, result, output, refresh)

@@ -632,7 +632,7 @@ async def _run_job(
         run.observer.on_job_event(provider_name, str(step), "reused")
     else:
         run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
-    archived = await archive_outputs(run, plugin, product, step, asin, result)
+    archived = await archive_outputs(run, plugin, product, step, asin, result, fresh=not reused)
     return result, reused, archived
 
 

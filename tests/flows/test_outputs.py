@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -96,6 +97,24 @@ async def test_a_rerun_finds_the_archived_image_whatever_its_type(run, downloads
     again = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
     assert downloads.requests == 2
     assert [a.key for a in again] == [a.key for a in first]
+
+
+async def test_a_job_this_run_paid_for_is_archived_without_looking_for_it_first(run, downloads) -> None:
+    downloads.bodies.update({"/image-1": PNG})
+    looked: list[str] = []
+    real_stat = run.archive.stat
+
+    async def counted(key: str) -> Any:
+        looked.append(key)
+        return await real_stat(key)
+
+    run.archive.stat = counted
+    result = _result("job-3", ("image-1", "image/png"))
+    [fresh] = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result, fresh=True)
+    assert looked == [] and downloads.requests == 1
+    [again] = await archive_outputs(run, PLUGIN, PRODUCT, Step.IMAGES, PRODUCT.asin, result)
+    assert looked and downloads.requests == 1  # a rerun looks first, and finds it
+    assert again.key == fresh.key and again.sha256 == fresh.sha256
 
 
 async def test_another_jobs_image_under_another_type_is_not_taken_for_this_one(run, downloads) -> None:
