@@ -59,10 +59,11 @@ async def run_catalog(
     ready.taken = True
     summary = ready.summary
     summary.run_id = _run_id()
-    async with ready.stack:
-        if ready.inputs is None or ready.clients is None or ready.tasks is None:
-            return summary  # refused: nothing was submitted
-        inputs, clients, products = ready.inputs, ready.clients, ready.products
+    if ready.inputs is None or ready.clients is None or ready.tasks is None:
+        await ready.stack.aclose()
+        return summary  # refused: nothing was submitted
+    inputs, clients, products = ready.inputs, ready.clients, ready.products
+    try:
         run = RunContext(
             run_id=summary.run_id,
             settings=settings,
@@ -81,9 +82,24 @@ async def run_catalog(
         )
         run.on_first_submission = _prime_once(ready.stack, clients, len(products))
         await _run_checked(run, await ready.tasks, products, summary, inputs.names)
+    except BaseException:
+        await ready.stack.aclose()
+        raise
     summary.finished_at = time.time()
-    await publish_run(summary, inputs.params, inputs.archive)
+    await _close_and_publish(ready.stack, summary, inputs)
     return summary
+
+
+async def _close_and_publish(stack: AsyncExitStack, summary: RunSummary, inputs: RunInputs) -> None:
+    """The run's clients closed and its slots given back while its documents and artifacts are
+    published: publishing uses neither, and each pool's give-back is a lease call, one at a time
+    (0.03 s at the end of the benchmark's runs)."""
+    outcomes = await asyncio.gather(
+        stack.aclose(), publish_run(summary, inputs.params, inputs.archive), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @dataclasses.dataclass

@@ -8,6 +8,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -122,3 +123,39 @@ def test_the_objects_alive_at_a_processs_first_run_leave_the_collectors_generati
     assert frozen >= before > 50_000  # Prefect's modules, once imported
     assert again == frozen  # once per process
     assert walked < before // 100
+
+
+async def test_the_run_is_published_while_its_clients_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Giving the slots back is a lease call per pool: the documents and artifacts do not wait for
+    them. A failure of either still ends the run with it, once both are done."""
+    from flows import run as run_module
+
+    events: list[str] = []
+
+    async def slow_close() -> None:
+        events.append("closing")
+        await asyncio.sleep(0.2)
+        events.append("closed")
+
+    async def publish(*args: Any) -> None:
+        events.append("publishing")
+        await asyncio.sleep(0.05)
+        events.append("published")
+
+    monkeypatch.setattr(run_module, "publish_run", publish)
+    inputs = SimpleNamespace(params=None, archive=None)
+    summary = RunSummary(run_id="x", catalog="c", archive="a", started_at=0.0, finished_at=0.0)
+    stack = AsyncExitStack()
+    stack.push_async_callback(slow_close)
+    await run_module._close_and_publish(stack, summary, inputs)  # type: ignore[arg-type]
+    assert events == ["closing", "publishing", "published", "closed"]
+
+    async def broken_close() -> None:
+        raise RuntimeError("close failed")
+
+    events.clear()
+    stack = AsyncExitStack()
+    stack.push_async_callback(broken_close)
+    with pytest.raises(RuntimeError, match="close failed"):
+        await run_module._close_and_publish(stack, summary, inputs)  # type: ignore[arg-type]
+    assert events == ["publishing", "published"]
