@@ -64,8 +64,9 @@ class Batcher:
     _collecting_since: float = 0.0
     _departing: int = 0
     """Batches flushed whose submission has not been answered yet."""
+    _first_sent: bool = False
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while no product expected has yet to arrive and no batch is departing (``settled``)."""
+    """Set once the first batch has been sent, or while none is on its way (``settled``)."""
 
     def __post_init__(self) -> None:
         self._update_settled()
@@ -90,23 +91,23 @@ class Batcher:
         self._update_settled()
 
     async def settled(self) -> None:
-        """Returns once every product expected has arrived and every batch flushed has been sent
-        (its submission answered), or after the longest a batch collects (``MAX_LINGERS`` lingers).
+        """Returns once the run's first batch has been sent (its submission answered), at once while
+        none is on its way (nobody expected, nothing queued), and after ``MAX_LINGERS`` lingers at most.
 
-        Other steps' task runs wait on this (``pipeline``). Each takes ~5 ms of the event loop and
-        sends events the Prefect server writes: at a run's start, the members, which reach the
-        batcher through several awaits, came in behind them (the last of 20 arrived 0.12 s after the
-        first), and the batch's in-flight lease then took 0.12 s against the busy server (0.03 s
-        without them). A batch held back by the provider's pace does not hold them."""
+        A run's other steps wait on this as they start (``pipeline``). Each of their task runs takes
+        ~5 ms of the event loop and sends events the Prefect server writes: the members, which reach
+        the batcher through several awaits, came in behind them (the last of 20 arrived 0.12 s after
+        the first), and the batch's in-flight lease then took 0.12 s against the busy server (0.03 s
+        without them). Only the first batch: a later one may wait long for an in-flight slot."""
         if not self._settled.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), MAX_LINGERS * self.linger)
 
     def _update_settled(self) -> None:
-        if self._expected or self._departing:
-            self._settled.clear()
-        else:
+        if self._first_sent or not (self._expected or self.queue or self._departing):
             self._settled.set()
+        else:
+            self._settled.clear()
 
     async def submit(
         self, member: str, key: str, request: BaseModel, items: int, estimate: int | None
@@ -242,6 +243,7 @@ class Batcher:
 
     def _sent(self) -> None:
         self._departing -= 1
+        self._first_sent = True
         self._update_settled()
 
     def _keep(self, members: list[_Member], ref: JobRef) -> None:

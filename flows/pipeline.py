@@ -369,11 +369,11 @@ def _start_order(run: RunContext, params: RunParameters) -> list[Step]:
 
 
 def _after_batch_members(run: RunContext, params: RunParameters, steps: list[Step]) -> set[Step]:
-    """The steps that start once every product expected in a cross-product batch has joined it and
-    the batch has been sent (``Batcher.settled``): those that neither join a batch nor feed one. Their
-    task runs took the event loop the members needed on their way to the batcher, and the Prefect
-    server the batch's lease needed: with ListingRVA's copy and ProdVisual's images, the first batch
-    of 20 products left 0.14 s earlier (benchmark, x10)."""
+    """The steps that start once the run's first cross-product batch has been sent (``Batcher.settled``):
+    those that neither join a batch nor feed one. Their task runs took the event loop the members
+    needed on their way to the batcher, and the Prefect server the batch's lease needed: with
+    ListingRVA's copy and ProdVisual's images, the first batch of 20 products left 0.14 s earlier
+    (benchmark, x10)."""
     batched = {s for s in steps if _joins_batch(run, params.providers.for_step(s))}
     if not batched:
         return set()

@@ -241,9 +241,9 @@ async def test_a_trickle_of_expected_products_holds_a_batch_back_at_most_four_li
 async def test_other_steps_wait_until_the_expected_members_joined_and_their_batch_was_sent(
     tasks: Tasks,
 ) -> None:
-    """``settled``: the steps that feed no batch start once each product expected has joined (a
-    member submitted, or its step ended without one) and the batch has been sent, and never later
-    than four lingers."""
+    """``settled``: at a run's start, the steps that feed no batch start once each product expected
+    has joined (a member submitted, or its step ended without one) and the first batch has been
+    sent, and never later than four lingers; later products do not hold them."""
     b = batcher(tasks, linger=3600)
     await asyncio.wait_for(b.settled(), timeout=1)  # nobody expected: at once
     for product in "ab":
@@ -257,6 +257,8 @@ async def test_other_steps_wait_until_the_expected_members_joined_and_their_batc
     await asyncio.wait_for(settled, timeout=1)
     assert packed(tasks) == [["a#images-1"]]  # sent before the other steps start
     await asyncio.wait_for(share, timeout=5)
+    b.expect("c")  # a product starting later: its member is on its way, the start is over
+    await asyncio.wait_for(b.settled(), timeout=0.1)
 
     slow = batcher(tasks, linger=0.1)
     slow.expect("c")  # never arrives
