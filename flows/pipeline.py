@@ -17,7 +17,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from prefect.states import State
@@ -239,8 +241,11 @@ async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params
     running: dict[Step, asyncio.Task[StepOutcome]] = {}
     order = _start_order(run, params)
     after_members = _after_batch_members(run, params, order)
+    first_image: dict[Step, asyncio.Future[str | None]] = {}
     for step in order:  # each waits only for the earlier steps whose outputs it reads
         provider_name, force = params.providers.for_step(step), step in params.force
+        if STEP_SPECS[step].produces == "image":
+            first_image[step] = asyncio.get_running_loop().create_future()
         running[step] = asyncio.ensure_future(
             _run_when_ready(
                 run,
@@ -251,10 +256,13 @@ async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params
                 provider_name,
                 running,
                 prepared,
+                first_image,
                 force=force,
                 after_members=step in after_members,
             )
         )
+        if step in first_image:
+            running[step].add_done_callback(partial(_no_image, first_image[step]))
     return _Started(params=params, ctx=ctx, previous=previous, running=running, prepared=prepared)
 
 
@@ -329,17 +337,22 @@ async def _run_when_ready(
     provider_name: str,
     running: dict[Step, asyncio.Task[StepOutcome]],
     prepared: dict[str, asyncio.Task[dict[str, Any]]],
+    first_image: dict[Step, asyncio.Future[str | None]],
     *,
     force: bool,
     after_members: bool = False,
 ) -> StepOutcome:
     """Run ``step`` once the upstream outputs its provider's request reads exist (``Provider.inputs``):
     with the default providers, copy and images start together, A+ waits for both, Scale for the
-    image only. A failed or deferred upstream step stops only the steps that read its output. With
+    image only. An image exists once it is downloaded and checked (``first_image``), before it is
+    archived. A failed or deferred upstream step stops only the steps that read its output. With
     ``after_members``, it also waits for the cross-product batches (``_after_batch_members``)."""
     needs = _needs(run, step, provider_name, running)
     ctx = ctx.model_copy()
     for need in needs:
+        if need in first_image and (url := await asyncio.shield(first_image[need])) is not None:
+            ctx.main_image_url = url
+            continue
         upstream = await asyncio.shield(running[need])
         if upstream.status in ("failed", "deferred", "interrupted") or (
             upstream.status == "skipped" and _stopped(upstream)
@@ -357,7 +370,30 @@ async def _run_when_ready(
     if after_members:
         for batcher in list(run.batchers.values()):
             await batcher.settled()
-    return await _run_step(run, tasks, product, ctx, step, provider_name, force=force, prepared=prepared)
+    checked = first_image.get(step)
+    return await _run_step(
+        run,
+        tasks,
+        product,
+        ctx,
+        step,
+        provider_name,
+        force=force,
+        prepared=prepared,
+        on_first_image=None if checked is None else partial(_image_checked, checked),
+    )
+
+
+def _image_checked(first: asyncio.Future[str | None], url: str) -> None:
+    """The image step's first output is downloaded and checked: the steps reading it may start."""
+    if not first.done():
+        first.set_result(url)
+
+
+def _no_image(first: asyncio.Future[str | None], _: Any) -> None:
+    """The image step ended without telling of a checked image: its outcome decides."""
+    if not first.done():
+        first.set_result(None)
 
 
 def _start_order(run: RunContext, params: RunParameters) -> list[Step]:
@@ -447,6 +483,7 @@ async def _run_step(
     *,
     force: bool,
     prepared: dict[str, asyncio.Task[dict[str, Any]]],
+    on_first_image: Callable[[str], None] | None = None,
 ) -> StepOutcome:
     outcome = StepOutcome(step=step, provider=provider_name, status="done")
     try:
@@ -477,7 +514,9 @@ async def _run_step(
 
     results = await asyncio.gather(
         *[
-            _run_request(run, tasks, product, step, provider_name, c, r, i, force)
+            _run_request(
+                run, tasks, product, step, provider_name, c, r, i, force, on_first_image if i == 0 else None
+            )
             for i, (c, r) in enumerate(requests)
         ],
         return_exceptions=True,
@@ -524,10 +563,24 @@ async def _run_request(
     request: BaseModel,
     index: int,
     force: bool,
+    on_first_image: Callable[[str], None] | None = None,
 ) -> list[_JobDone]:
     """One request's job, and, when an earlier run's job of it completed with parts failed (and
     refunded), a job for the failed parts only: never the parts already paid for."""
-    done = [await _run_job(run, tasks, product, step, provider_name, ctx, request, index, force)]
+    done = [
+        await _run_job(
+            run,
+            tasks,
+            product,
+            step,
+            provider_name,
+            ctx,
+            request,
+            index,
+            force,
+            on_first_image=on_first_image,
+        )
+    ]
     plugin = run.provider(provider_name)
     for attempt in range(1, MAX_PART_RETRIES + 1):
         result, reused, archived = done[-1]
@@ -608,6 +661,7 @@ async def _run_job(
     index: int,
     force: bool,
     part: int = 0,
+    on_first_image: Callable[[str], None] | None = None,
 ) -> tuple[JobResult, bool, list[ArchivedOutput]]:
     plugin = run.provider(provider_name)
     key = submission_key(provider_name, step, request, run.settings.cache_version)
@@ -632,7 +686,9 @@ async def _run_job(
         run.observer.on_job_event(provider_name, str(step), "reused")
     else:
         run.held.release(job.key)  # sent again on request (--resubmit-unknown): no longer held
-    archived = await archive_outputs(run, plugin, product, step, asin, result, fresh=not reused)
+    archived = await archive_outputs(
+        run, plugin, product, step, asin, result, fresh=not reused, on_first_image=on_first_image
+    )
     return result, reused, archived
 
 

@@ -44,8 +44,13 @@ async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(
         start_new_session=True,
     )
     try:
-        pixii = sandboxes["pixii"]
-        await wait_for(lambda: len(pixii.jobs) >= 3, 120, "pixii jobs to be submitted")
+        pixii, rva = sandboxes["pixii"], sandboxes["listingrva"]
+
+        def polling() -> bool:  # every copy submitted (they start once the images' batch is sent)
+            return len(pixii.jobs) >= 3 and sum(1 for j in rva.jobs.values() if j.kind == "listing") >= 6
+
+        await wait_for(polling, 120, "pixii jobs and every listing job to be submitted")
+        await asyncio.sleep(0.2)  # the last one's answer recorded
         assert any(pixii.status_of(j) != "completed" for j in pixii.jobs.values()), "kill must land mid-poll"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -4,12 +4,14 @@ Scale only for the image; so every product's image request is ready at the start
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from flows import pipeline
+from flows.archive import SpooledArchive
 from flows.batching import Batcher
 
 from .helpers import run_flow
@@ -86,3 +88,31 @@ async def test_the_copy_starts_once_every_image_has_joined_the_batch_and_it_was_
     assert max(joined) <= sent[0] <= min(prepared)
     pv = sandboxes["prodvisual"]
     assert [r.route for r in pv.requests if r.route in ("generate", "generate_batch")] == ["generate_batch"]
+
+
+async def test_scale_starts_once_the_image_is_checked_not_once_it_is_archived(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scale reads the image's URL: it is sent once the image is downloaded and checked, while the
+    image is still being written to the archive (with 50 products, writing their images held the
+    first Scale submission back 0.26 s)."""
+    put = SpooledArchive.put
+    written: list[float] = []
+    pixii = sandboxes["pixii"]
+
+    async def slow_put(self: SpooledArchive, key: str, data: bytes, **kwargs: Any) -> Any:
+        if "/images/" in key:  # held until Scale is sent, 30 s at most
+            for _ in range(300):
+                if any(r.route == "scale" for r in pixii.requests):
+                    break
+                await asyncio.sleep(0.1)
+            written.append(time.time())
+        return await put(self, key, data, **kwargs)
+
+    monkeypatch.setattr(SpooledArchive, "put", slow_put)
+    catalog = write_catalog(lf_env["tmp"], ["B0CHECK001"], variations={"B0CHECK001": "B0CHECKV01:color=Red"})
+    state, summary = await run_flow(catalog=catalog, steps=["images", "scale"])
+    assert state.is_completed(), summary.failure_report()
+    assert [s.status for s in summary.products[0].steps.values()] == ["done", "done"]
+    [image_written] = written
+    assert first(pixii, "scale") < image_written
