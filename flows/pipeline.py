@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -169,8 +169,12 @@ class _Started:
     params: RunParameters
     ctx: StepContext
     previous: dict[str, Any] | None
-    running: dict[Step, asyncio.Task[StepOutcome]]
-    prepared: dict[str, asyncio.Task[dict[str, Any]]]
+    running: dict[Step, asyncio.Task[StepOutcome]] = field(default_factory=dict)
+    prepared: dict[str, asyncio.Task[dict[str, Any]]] = field(default_factory=dict)
+    """Provider set-ups (``Provider.prepare``), once per provider, shared by its steps."""
+    first_image: dict[Step, asyncio.Future[str | None]] = field(default_factory=dict)
+    """Each image step's first image URL once it is downloaded and checked (None: the step ended
+    without one)."""
 
 
 async def run_product(run: RunContext, tasks: TaskSet, product: Product) -> ProductOutcome:
@@ -237,33 +241,29 @@ async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params
     previous = await _read_manifest(run, product)
     ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
-    prepared: dict[str, asyncio.Task[dict[str, Any]]] = {}
-    running: dict[Step, asyncio.Task[StepOutcome]] = {}
+    started = _Started(params=params, ctx=ctx, previous=previous)
     order = _start_order(run, params)
     after_members = _after_batch_members(run, params, order)
-    first_image: dict[Step, asyncio.Future[str | None]] = {}
     for step in order:  # each waits only for the earlier steps whose outputs it reads
         provider_name, force = params.providers.for_step(step), step in params.force
         if STEP_SPECS[step].produces == "image":
-            first_image[step] = asyncio.get_running_loop().create_future()
-        running[step] = asyncio.ensure_future(
+            started.first_image[step] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(
             _run_when_ready(
                 run,
                 tasks,
                 product,
-                ctx,
+                started,
                 step,
                 provider_name,
-                running,
-                prepared,
-                first_image,
                 force=force,
                 after_members=step in after_members,
             )
         )
-        if step in first_image:
-            running[step].add_done_callback(partial(_no_image, first_image[step]))
-    return _Started(params=params, ctx=ctx, previous=previous, running=running, prepared=prepared)
+        started.running[step] = task
+        if step in started.first_image:
+            task.add_done_callback(partial(_no_image, started.first_image[step]))
+    return started
 
 
 async def _comply(
@@ -332,12 +332,9 @@ async def _run_when_ready(
     run: RunContext,
     tasks: TaskSet,
     product: Product,
-    ctx: StepContext,
+    started: _Started,
     step: Step,
     provider_name: str,
-    running: dict[Step, asyncio.Task[StepOutcome]],
-    prepared: dict[str, asyncio.Task[dict[str, Any]]],
-    first_image: dict[Step, asyncio.Future[str | None]],
     *,
     force: bool,
     after_members: bool = False,
@@ -347,9 +344,9 @@ async def _run_when_ready(
     image only. An image exists once it is downloaded and checked (``first_image``), before it is
     archived. A failed or deferred upstream step stops only the steps that read its output. With
     ``after_members``, it also waits for the cross-product batches (``_after_batch_members``)."""
-    needs = _needs(run, step, provider_name, running)
-    ctx = ctx.model_copy()
-    for need in needs:
+    running, first_image = started.running, started.first_image
+    ctx = started.ctx.model_copy()
+    for need in _needs(run, step, provider_name, running):
         if need in first_image and (url := await asyncio.shield(first_image[need])) is not None:
             ctx.main_image_url = url
             continue
@@ -370,7 +367,7 @@ async def _run_when_ready(
     if after_members:
         for batcher in list(run.batchers.values()):
             await batcher.settled()
-    checked = first_image.get(step)
+    checked = None if step not in first_image else partial(_image_checked, first_image[step])
     return await _run_step(
         run,
         tasks,
@@ -379,8 +376,8 @@ async def _run_when_ready(
         step,
         provider_name,
         force=force,
-        prepared=prepared,
-        on_first_image=None if checked is None else partial(_image_checked, checked),
+        prepared=started.prepared,
+        on_first_image=checked,
     )
 
 
