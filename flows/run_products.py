@@ -15,6 +15,7 @@ from prefect.context import FlowRunContext
 from providers.contract import Product
 from providers.errors import redact
 
+from .gallery import prepare_template
 from .pipeline import ProductOutcome, ProductRecord, run_product
 from .runtime import RunContext
 from .stopping import RunStop
@@ -65,6 +66,8 @@ async def run_products(run: RunContext, tasks: Any, products: list[Product]) -> 
             records[index] = outcome.record()
             forget_empty_task_assets()
             run.observer.on_product_done(outcome, progress.done + 1, len(products))
+            if progress.done == 0 and len(products) > 1:
+                prepare_template()  # while the rest of the run waits on its providers, not at its end
             await progress.finished()
 
     watcher = asyncio.create_task(_cancel_after_grace(run.stop, running))
