@@ -92,9 +92,10 @@ TEN_STYLES = [*DOCUMENTED_STYLES, "studio_shadow", "flat_lay"]  # the 8 document
 HUGE = 1_000_000
 MEMORY_SIZES = [100, 1000, 5000]
 MEMORY_SIZES_QUICK = [20, 100]
-# The lowest priority: a timed phase's process that wakes preempts E's at once, and E takes ~1.5% of a
-# core from it, not ~10% as at nice 10 (CFS weights 15 and 110 against 1024), so phase C measures
-# listingflow and the script, not E. E still has the cores while the rate-bound phases sleep.
+# The lowest priority (and SCHED_IDLE, harness._niced): a timed phase's process that wakes preempts
+# E's at once, and E takes ~0.3% of a core from it, not ~10% as at nice 10 (CFS weights 3 and 110
+# against 1024), so phase C measures listingflow and the script, not E. E still has the cores while
+# the rate-bound phases sleep.
 MEMORY_NICE = 19
 
 
