@@ -33,8 +33,9 @@ def _cli(archive: str, *extra: str) -> list[str]:
 async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(
     sandboxes: dict[str, Any], lf_env: dict[str, Any]
 ) -> None:
-    # Pixii jobs take long enough that the run is certainly polling when it is killed.
-    sandboxes["pixii"].reconfigure(job_seconds=4.0)
+    # Pixii jobs take long enough that the run is certainly polling when it is killed, however slow
+    # the machine; the sandbox's clock is advanced past them afterwards.
+    sandboxes["pixii"].reconfigure(job_seconds=120.0)
     archive = str(lf_env["archive"])
     proc = subprocess.Popen(
         _cli(archive),
@@ -58,6 +59,7 @@ async def test_sigkill_while_polling_then_rerun_pays_nothing_twice(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     killed_with = len(pixii.jobs)
+    pixii.clock.advance(120.0)  # the killed run's jobs are done when the rerun resumes them
     pixii.reconfigure(job_seconds=0.3)
 
     state, summary = await run_flow(archive=archive)
