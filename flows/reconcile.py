@@ -208,11 +208,12 @@ class BalanceGate:
             and self.stated_end == self.start_balance - self._debited
         )
 
-    async def end_balance(self) -> int | None:
-        """The balance at the end of the run (for the cost summary); None when it has none."""
+    async def end_balance(self, timeout: float | None = None) -> int | None:
+        """The balance at the end of the run (for the cost summary); None when it has none, or when it
+        could not be read within ``timeout`` s."""
         if self.end_is_stated:
             return self.stated_end
-        return await _read(self.read_balance) if self.read_balance is not None else None
+        return await _read(self.read_balance, timeout) if self.read_balance is not None else None
 
 
 class Ticket:
@@ -238,21 +239,28 @@ class Ticket:
             self.gate._leave()
 
 
-async def _read(read_balance: Callable[[], Awaitable[int | None]]) -> int | None:
+async def _read(
+    read_balance: Callable[[], Awaitable[int | None]], timeout: float | None = None
+) -> int | None:
     try:
-        return await read_balance()
+        return await asyncio.wait_for(read_balance(), timeout)
     except Exception as exc:  # noqa: BLE001 - a balance we cannot read decides nothing
-        logger.warning("balance could not be read: %s", exc)
+        logger.warning("balance could not be read: %s", str(exc) or type(exc).__name__)
         return None
 
 
-async def balance_checks(gates: dict[str, BalanceGate], summary: CostSummary) -> list[BalanceCheck]:
-    """Each provider's balance at the start and the end of the run, against the summary's lines."""
+async def balance_checks(
+    gates: dict[str, BalanceGate], summary: CostSummary, timeout: float | None = None
+) -> list[BalanceCheck]:
+    """Each provider's balance at the start and the end of the run, against the summary's lines; an end
+    balance not read within ``timeout`` s is reported as not readable."""
     lines = {line.provider: line for line in summary.by("provider")}
     read = sorted(
         (n, g) for n, g in gates.items() if g.read_balance is not None and g.start_balance is not None
     )
-    ends = await asyncio.gather(*(gate.end_balance() for _, gate in read))  # providers at once: the run's end
+    ends = await asyncio.gather(
+        *(gate.end_balance(timeout) for _, gate in read)
+    )  # providers at once: the run's end
     return [
         BalanceCheck(
             provider=name,

@@ -37,11 +37,12 @@ from .reconcile import balance_checks
 from .run_inputs import Refused, RunInputs, checked_products, load_inputs
 from .run_products import run_products
 from .runtime import Budget as RunBudget
-from .runtime import RunContext, gate_submissions, reset_current_run, set_current_run
+from .runtime import RunContext, gate_submissions, past_the_stop, reset_current_run, set_current_run
 from .summary import ProductRecords, RunSummary
 from .tasks import TaskSet, configure_tasks
 
 _T = TypeVar("_T")
+END_BALANCE_AFTER_STOP_SECONDS = 3.0  # a stopped run must exit promptly: an end balance is not worth a wait
 
 
 async def run_catalog(
@@ -331,7 +332,10 @@ async def _summarize(
         requests={n: run.limiters[n].requests for n in names},
         skipped=[line for p in summary.products for line in p.not_submitted()],
     )
-    summary.cost.balances = await balance_checks(run.gates, summary.cost)
+    # a stopped run reads them too (they spend nothing), without waiting long for a rate-limit turn
+    with past_the_stop():
+        timeout = END_BALANCE_AFTER_STOP_SECONDS if run.stop.requested else None
+        summary.cost.balances = await balance_checks(run.gates, summary.cost, timeout)
     summary.notes += [str(blocked) for blocked in run.blocked.values()]
     summary.notes += [b.text() for b in summary.cost.balances if not b.explained]
     summary.notes += [note for note in [run.budget.note()] if note]

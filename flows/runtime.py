@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,20 @@ class _Submission:
 _submitting: contextvars.ContextVar[_Submission | None] = contextvars.ContextVar(
     "listingflow_submitting", default=None
 )
+_past_the_stop: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "listingflow_past_the_stop", default=False
+)
+
+
+@contextlib.contextmanager
+def past_the_stop() -> Iterator[None]:
+    """Let the current context's requests through a stop: reads that spend nothing and that the run's
+    record needs (its end balances), made after its products were wound down."""
+    token = _past_the_stop.set(True)
+    try:
+        yield
+    finally:
+        _past_the_stop.reset(token)
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +156,7 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
         sub = _submitting.get()
         mine = sub if sub is not None and sub.provider == provider else None  # this provider's submission
         answered: Callable[[], None] | None
-        if run is None or (mine is not None and mine.sent):
+        if run is None or (mine is not None and mine.sent) or (mine is None and _past_the_stop.get()):
             answered = await throttle(groups)
         else:
             answered = await run.stop.race(throttle(groups), f"{provider} request")

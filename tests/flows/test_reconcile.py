@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from flows.reconcile import BalanceGate
 
 
@@ -65,3 +68,20 @@ async def test_an_ambiguous_submission_makes_the_end_balance_read_again() -> Non
     await g.decide(5)  # reads the balance to decide
     assert await g.end_balance() == 100
     assert len(reads) == 3 and not g.end_is_stated
+
+
+async def test_an_end_balance_not_read_in_time_is_not_readable_rather_than_a_wait() -> None:
+    """A stopped run reads its end balances with a time limit: one waiting a rate-limit window must not
+    hold the exit."""
+    read_started = asyncio.Event()
+
+    async def read_after_a_window() -> int:
+        read_started.set()
+        await asyncio.sleep(60)
+        return 100
+
+    g = BalanceGate("prodvisual", read_after_a_window)
+    g.start_balance = 100
+    took = time.monotonic()
+    assert await g.end_balance(timeout=0.05) is None
+    assert read_started.is_set() and time.monotonic() - took < 5
