@@ -99,15 +99,15 @@ async def observed_catalog_flow(params: RunParameters, observer: RunObserver | N
     it: creating and starting a flow run is 0.1 s against an idle server and was 0.3-0.6 s beside a
     busy benchmark, all of it before the first provider request."""
     flow_run_exists = asyncio.Event()
-    lease_calls_wait_for(flow_run_exists)
-    early = asyncio.ensure_future(prepare_run(params, get_settings()))
-    token = _early.set((early, flow_run_exists))
-    try:
-        return await _observed_flow(params, observer, return_state=True)
-    finally:
-        flow_run_exists.set()
-        _early.reset(token)
-        await discard_unused(early)
+    with lease_calls_wait_for(flow_run_exists):
+        early = asyncio.ensure_future(prepare_run(params, get_settings()))
+        token = _early.set((early, flow_run_exists))
+        try:
+            return await _observed_flow(params, observer, return_state=True)
+        finally:
+            flow_run_exists.set()
+            _early.reset(token)
+            await discard_unused(early)
 
 
 _early: ContextVar[tuple[asyncio.Future[Prepared], asyncio.Event]] = ContextVar("listingflow_prepared")

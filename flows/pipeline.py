@@ -242,8 +242,7 @@ async def _start_steps(run: RunContext, tasks: TaskSet, product: Product, params
     ctx = params.context_for(product)
     _reuse_upstream(ctx, previous)
     started = _Started(params=params, ctx=ctx, previous=previous)
-    order = _start_order(run, params)
-    after_members = _after_batch_members(run, params, order)
+    order, after_members = _start_order(run, params)
     for step in order:  # each waits only for the earlier steps whose outputs it reads
         provider_name, force = params.providers.for_step(step), step in params.force
         if STEP_SPECS[step].produces == "image":
@@ -343,7 +342,7 @@ async def _run_when_ready(
     with the default providers, copy and images start together, A+ waits for both, Scale for the
     image only. An image exists once it is downloaded and checked (``first_image``), before it is
     archived. A failed or deferred upstream step stops only the steps that read its output. With
-    ``after_members``, it also waits for the cross-product batches (``_after_batch_members``)."""
+    ``after_members``, it also waits for the cross-product batches (``_start_order``)."""
     running, first_image = started.running, started.first_image
     ctx = started.ctx.model_copy()
     for need in _needs(run, step, provider_name, running):
@@ -393,26 +392,24 @@ def _no_image(first: asyncio.Future[str | None], _: Any) -> None:
         first.set_result(None)
 
 
-def _start_order(run: RunContext, params: RunParameters) -> list[Step]:
-    """The run's steps, those that join a cross-product batch first: a batch leaves when every product
-    has joined, so each product's member is started before its other steps' task runs take the loop."""
+def _start_order(run: RunContext, params: RunParameters) -> tuple[list[Step], set[Step]]:
+    """The run's steps in the order they are started, and those of them that wait for the run's first
+    cross-product batch to be sent (``Batcher.settled``).
+
+    The steps that join a batch come first: a batch leaves when every product has joined, so each
+    product's member is started before its other steps' task runs take the loop. The steps that
+    neither join a batch nor feed one start once it is sent: their task runs took the event loop the
+    members needed on their way to the batcher, and the Prefect server the batch's lease needed (with
+    ListingRVA's copy and ProdVisual's images, the first batch of 20 products left 0.14 s earlier;
+    benchmark, x10)."""
     steps = params.ordered_steps()
     batched = [s for s in steps if _joins_batch(run, params.providers.for_step(s))]
-    return batched + [s for s in steps if s not in batched]
-
-
-def _after_batch_members(run: RunContext, params: RunParameters, steps: list[Step]) -> set[Step]:
-    """The steps that start once the run's first cross-product batch has been sent (``Batcher.settled``):
-    those that neither join a batch nor feed one. Their task runs took the event loop the members
-    needed on their way to the batcher, and the Prefect server the batch's lease needed: with
-    ListingRVA's copy and ProdVisual's images, the first batch of 20 products left 0.14 s earlier
-    (benchmark, x10)."""
-    batched = {s for s in steps if _joins_batch(run, params.providers.for_step(s))}
+    order = batched + [s for s in steps if s not in batched]
     if not batched:
-        return set()
+        return order, set()
     in_run = dict.fromkeys(steps)
     feeding = {need for s in batched for need in _needs(run, s, params.providers.for_step(s), in_run)}
-    return set(steps) - batched - feeding
+    return order, set(steps) - set(batched) - feeding
 
 
 def _joins_batch(run: RunContext, provider_name: str) -> bool:

@@ -13,7 +13,7 @@ import heapq
 import itertools
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,12 +342,18 @@ def _turns_here() -> _Turns:
     return turns
 
 
-def lease_calls_wait_for(opened: asyncio.Event) -> None:
-    """This process's lease calls wait until ``opened`` is set. The CLI's run reads its inputs and
-    runs pre-flight while Prefect creates its flow run; on Prefect's SQLite server a lease call that
-    met those writes waited ~2 s (measured: pre-flight's ProdVisual read came 2.3 s late), so they
-    wait for the flow run instead. Reads (the limits, the providers' free checks) do not."""
-    _turns_here().opened = opened
+@contextlib.contextmanager
+def lease_calls_wait_for(opened: asyncio.Event) -> Iterator[None]:
+    """Within it, this process's lease calls wait until ``opened`` is set. The CLI's run reads its
+    inputs and runs pre-flight while Prefect creates its flow run; on Prefect's SQLite server a lease
+    call that met those writes waited ~2 s (measured: pre-flight's ProdVisual read came 2.3 s late),
+    so they wait for the flow run instead. Reads (the limits, the providers' free checks) do not."""
+    turns = _turns_here()
+    turns.opened = opened
+    try:
+        yield
+    finally:
+        turns.opened = None
 
 
 @contextlib.asynccontextmanager

@@ -510,20 +510,21 @@ async def test_lease_calls_outside_a_flow_run_share_one_tls_context(monkeypatch:
 async def test_lease_calls_wait_until_the_flow_run_exists() -> None:
     """The CLI's pre-flight runs while Prefect creates the flow run; its lease calls wait for it (on
     SQLite a lease call meeting the flow run's writes waited ~2 s)."""
-    from flows.limits.pool import lease_calls_wait_for
+    from flows.limits.pool import _turns_here, lease_calls_wait_for
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _limits(prefix)
     limiter = _limiter(prefix)
     flow_run_exists = asyncio.Event()
-    lease_calls_wait_for(flow_run_exists)
     try:
-        sending = asyncio.ensure_future(_send(limiter, 1, []))
-        await asyncio.sleep(0.3)
-        assert not sending.done() and limiter.global_acquisitions == 0
-        flow_run_exists.set()
-        await asyncio.wait_for(sending, timeout=10)
-        assert limiter.global_acquisitions == 1
+        with lease_calls_wait_for(flow_run_exists):
+            sending = asyncio.ensure_future(_send(limiter, 1, []))
+            await asyncio.sleep(0.3)
+            assert not sending.done() and limiter.global_acquisitions == 0
+            flow_run_exists.set()
+            await asyncio.wait_for(sending, timeout=10)
+            assert limiter.global_acquisitions == 1
+        assert _turns_here().opened is None  # later lease calls of the loop (another run's) do not wait
     finally:
         flow_run_exists.set()
         await limiter.aclose()
