@@ -258,9 +258,8 @@ async def balance_checks(
     read = sorted(
         (n, g) for n, g in gates.items() if g.read_balance is not None and g.start_balance is not None
     )
-    ends = await asyncio.gather(
-        *(gate.end_balance(timeout) for _, gate in read)
-    )  # providers at once: the run's end
+    # every provider at once: this is on the way to the run's end
+    ends = await asyncio.gather(*(gate.end_balance(timeout) for _, gate in read))
     return [
         BalanceCheck(
             provider=name,

@@ -149,7 +149,7 @@ def gate_submissions(provider: str, throttle: Any) -> Any:
 
     When the run is asked to stop, a request still waiting for its turn is abandoned (nothing was
     sent), except the later requests of a submission whose first request has gone out (a lookup that
-    tells whether it was paid)."""
+    tells whether it was paid) and the requests made ``past_the_stop`` (the run's end balances)."""
 
     async def gated(groups: list[str]) -> Callable[[], None] | None:
         run = _current.get(None)
