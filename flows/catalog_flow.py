@@ -11,6 +11,11 @@ import asyncio
 from contextvars import ContextVar
 from typing import Annotated, Any
 
+# Prefect imports FastAPI's encoder on its way to creating a process's first flow run (to serialize
+# the parameters): 0.12-0.13 s of CPU in the middle of the run's start, on the event loop the run's
+# inputs and pre-flight share (cProfile of the benchmark's x10 start). Imported with the flow instead,
+# as a long-running worker has it imported after its first run.
+import fastapi.encoders  # noqa: F401
 from prefect import flow, get_run_logger
 from prefect.states import State
 from pydantic import Field

@@ -29,6 +29,7 @@ from .estimate import estimate_run
 from .held import HeldStore
 from .intents import Intents
 from .limits import ProviderLimiter, ensure_limits, limit_specs
+from .limits.client import warm_prefect_tls
 from .observer import GuardedObserver, ProviderPlan, RunObserver, RunStart
 from .params import RunParameters
 from .pipeline import ProductRecord
@@ -200,9 +201,9 @@ async def _open_providers(stack: AsyncExitStack, inputs: RunInputs, settings: Se
 
     stack.push_async_callback(close_limiters)
     providers = {}
-    # one TLS context for every client: building one loads the CA bundle (~20 ms each, on the way to
-    # the first request)
-    tls = httpx.create_ssl_context()
+    # one TLS context for every client, built in a thread: loading the CA bundle takes ~20-35 ms (it
+    # lets go of the GIL), while Prefect creates the flow run on this event loop
+    tls, _ = await asyncio.gather(asyncio.to_thread(httpx.create_ssl_context), warm_prefect_tls())
     for n in inputs.names:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, verify=tls))
         providers[n] = inputs.classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))

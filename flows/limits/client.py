@@ -9,6 +9,7 @@ flow run the context is built once, the way Prefect builds it, and passed in.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from functools import cache
 
@@ -22,8 +23,17 @@ def prefect_client() -> PrefectClient:
     """The flow run's client inside one; else a new client with the process's TLS context."""
     if AsyncClientContext.get() is not None:
         return get_client()
-    tls = _tls(bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), PREFECT_API_SSL_CERT_FILE.value())
-    return get_client(httpx_settings={"verify": tls})
+    return get_client(httpx_settings={"verify": _tls(*_tls_settings())})
+
+
+async def warm_prefect_tls() -> None:
+    """Build that context in a thread (loading the CA bundle lets go of the GIL), before the first
+    lease call needs it on the event loop."""
+    await asyncio.to_thread(_tls, *_tls_settings())
+
+
+def _tls_settings() -> tuple[bool, str | None]:
+    return bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), PREFECT_API_SSL_CERT_FILE.value()
 
 
 @cache

@@ -476,6 +476,31 @@ async def test_limits_are_created_updated_or_left_as_they_are_even_by_runs_start
         assert (await client.read_global_concurrency_limit_by_name(f"{prefix}-pixii-inflight")).limit == 7
 
 
+async def test_the_lease_calls_tls_context_is_built_in_a_thread_before_the_first_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's start builds it off the event loop (``warm_prefect_tls``, while Prefect creates the flow
+    run there); the first lease call then finds it built."""
+    import ssl
+    import threading
+
+    from flows.limits.client import _tls, prefect_client, warm_prefect_tls
+
+    built_in: list[str] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built_in.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    _tls.cache_clear()
+    await warm_prefect_tls()
+    async with prefect_client() as client:
+        assert await client.api_healthcheck() is None
+    assert len(built_in) == 1 and built_in[0] != threading.main_thread().name
+
+
 async def test_lease_calls_outside_a_flow_run_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prefect's client loads the CA bundle for each client (~18 ms); a CLI run's pre-flight and first
     leases, before its flow run exists, open one client per call."""
