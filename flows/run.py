@@ -193,6 +193,10 @@ class _Clients:
 async def _open_providers(stack: AsyncExitStack, inputs: RunInputs, settings: Settings) -> _Clients:
     """One HTTP client and limiter per provider (closed with ``stack``), and one for output downloads."""
     limiters = {n: ProviderLimiter.for_provider(inputs.classes[n], settings) for n in inputs.names}
+    # One TLS context for every provider client, and the lease calls' Prefect client context, built in
+    # threads before the first of those calls (``ensure_limits``) needs it: loading the CA bundle
+    # takes ~16-35 ms each and lets go of the GIL, while Prefect creates the flow run on this loop.
+    tls, _ = await asyncio.gather(asyncio.to_thread(httpx.create_ssl_context), warm_prefect_tls())
     if settings.use_global_limits:
         await ensure_limits([spec for n in inputs.names for spec in limit_specs(inputs.classes[n], settings)])
 
@@ -201,9 +205,6 @@ async def _open_providers(stack: AsyncExitStack, inputs: RunInputs, settings: Se
 
     stack.push_async_callback(close_limiters)
     providers = {}
-    # one TLS context for every client, built in a thread: loading the CA bundle takes ~20-35 ms (it
-    # lets go of the GIL), while Prefect creates the flow run on this event loop
-    tls, _ = await asyncio.gather(asyncio.to_thread(httpx.create_ssl_context), warm_prefect_tls())
     for n in inputs.names:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, limits=POOL, verify=tls))
         providers[n] = inputs.classes[n](http, throttle=gate_submissions(n, limiters[n].throttle))

@@ -28,8 +28,9 @@ def prefect_client() -> PrefectClient:
 
 async def warm_prefect_tls() -> None:
     """Build that context in a thread (loading the CA bundle lets go of the GIL), before the first
-    lease call needs it on the event loop."""
-    await asyncio.to_thread(_tls, *_tls_settings())
+    lease call needs it on the event loop; inside a flow run its own client is used instead."""
+    if AsyncClientContext.get() is None:
+        await asyncio.to_thread(_tls, *_tls_settings())
 
 
 def _tls_settings() -> tuple[bool, str | None]:

@@ -50,6 +50,30 @@ async def test_pre_flight_runs_while_prefect_creates_the_flow_run(
     assert len(reads) == 2  # pre-flight's (the start balance) and the end's: pre-flight ran once
 
 
+async def test_the_lease_calls_tls_context_is_built_in_a_thread_before_the_first_lease_call(
+    sandboxes: dict[str, Any], lf_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-flight's first Prefect call (``ensure_limits``) finds the context built off the event
+    loop, which meanwhile creates the flow run; before, that call built it on the loop."""
+    import threading
+
+    from flows.limits import client
+
+    real = client._tls
+    real.cache_clear()
+    built_in: list[str] = []
+
+    def spy(*args: Any) -> Any:
+        if real.cache_info().currsize == 0:
+            built_in.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(client, "_tls", spy)
+    state, _ = await run_flow(RunObserver(), products=["B0CHX1W1XY"])
+    assert state.is_completed(), state.message
+    assert built_in and built_in[0] != threading.main_thread().name, built_in
+
+
 async def test_a_preparation_no_run_took_is_stopped_and_its_clients_closed() -> None:
     closed: list[str] = []
     stack = AsyncExitStack()
