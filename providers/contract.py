@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import httpx
 from pydantic import (
@@ -30,12 +30,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .polling import JobClock, PollCadence
+from .polling import Completions, JobClock, PollCadence, PolledJob, poll_job
 from .retries import HttpRetry
 
 PLUGIN_API_VERSION = "1.3"  # 1.1: optional cross-product batching (merge_requests/split_result)
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
 # 1.3: acheck_product, pre-flight's row check for checks that need a free lookup first
+
+Polled = TypeVar("Polled", bound=PolledJob)
 
 
 class Step(StrEnum):  # names only: what each step is, is declared once in ``STEPS`` below
@@ -587,6 +589,7 @@ class Provider(abc.ABC):
         self.settings = settings or self.settings_class()
         self.throttle = throttle
         self.created_at = time.time()
+        self.completions = Completions()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.settings.base_url}>"
@@ -656,6 +659,21 @@ class Provider(abc.ABC):
             self.settings.max_wait_seconds,
             since=self.created_at,
             provider=self.name,
+        )
+
+    async def poll(
+        self, ref: JobRef, cadence: PollCadence, read: Callable[[], Awaitable[Polled]], status: str
+    ) -> Polled:
+        """Poll ``read`` until ``ref``'s job is finished: on ``cadence`` from its submission, one poll
+        timed to when this plugin's jobs of its kind finish, within its ``job_clock`` deadline."""
+        return await poll_job(
+            self.job_clock(ref),
+            cadence,
+            read,
+            submitted_at=ref.submitted_at,
+            kind=f"{ref.step}:{ref.kind}",
+            completions=self.completions,
+            status=status,
         )
 
     def inputs(self, step: Step) -> frozenset[str]:

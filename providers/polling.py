@@ -1,10 +1,14 @@
-"""Waiting for a provider job: the provider's cadence, and one deadline per job.
+"""Waiting for a provider job: the provider's cadence, one deadline per job, polls timed to completion.
 
 Every plugin's ``wait`` paces its polls with a ``PollCadence`` (a field of its settings, so an
-operator can change it) and bounds them with a ``JobClock``. The deadline is ``max_wait_seconds``
-after the job's submission (``JobRef.submitted_at``), or after the plugin was created for a job an
-earlier run submitted (a rerun resumes it with a full wait): whatever retries the host wraps around a
-wait, they never restart it. A poll's transient failures are retried by the HTTP layer
+operator can change it) and bounds them with a ``JobClock``. ``poll_job`` keeps the cadence on the
+clock from the job's submission (sleeping a fixed time after each answer would let every poll's
+round trip push the next one later), and ``Completions`` learns from a plugin's own polls when jobs
+of each kind finish, so one poll of a later job lands right then instead of up to an interval later.
+
+The deadline is ``max_wait_seconds`` after the job's submission (``JobRef.submitted_at``), or after
+the plugin was created for a job an earlier run submitted (a rerun resumes it with a full wait):
+whatever retries the host wraps around a wait, they never restart it. A poll's transient failures are retried by the HTTP layer
 (``providers.retries``), never here: a poll that still fails ends the wait.
 """
 
@@ -12,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import WaitTimeout
 
-_sleep = asyncio.sleep  # one seam, so tests can check the cadence without waiting
+_sleep = asyncio.sleep  # seams, so tests can check the cadence without waiting
+_now = time.time
 
 
 class PollCadence(BaseModel):
@@ -57,7 +63,7 @@ class JobClock:
 
     def left(self) -> float:
         """Seconds until the deadline (0 once past it)."""
-        return max(0.0, self.deadline - time.time())
+        return max(0.0, self.deadline - _now())
 
     def timeout(self, status: str) -> WaitTimeout:
         return WaitTimeout(
@@ -70,7 +76,97 @@ class JobClock:
     async def pause(self, seconds: float, status: str, *, first: bool = False) -> None:
         """Sleep before the next poll, cut to the deadline; past it, ``WaitTimeout`` (the last poll is
         at the deadline). The ``first`` pause never raises: every wait polls at least once."""
-        left = self.deadline - time.time()
+        left = self.deadline - _now()
         if left <= 0 and not first:
             raise self.timeout(status)
         await _sleep(max(0.0, min(seconds, left)))
+
+
+class PolledJob(Protocol):
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def status(self) -> str | None: ...
+
+
+Job = TypeVar("Job", bound=PolledJob)
+
+
+class Completions:
+    """When a plugin's jobs of each kind finish, in seconds after their submission, learned from its
+    own polls: an unfinished poll sent ``s`` after the submission says the job took longer than
+    ``s``, a finished one answered ``a`` after it says it took at most ``a``. While the jobs of a
+    kind agree (their ranges overlap), a later job's poll is timed to the end of that range; one job
+    at a time probes the middle of a range wider than a twenty-fifth of the poll interval, halving it,
+    and each job eases the range's low end, so jobs that speed up are found too. Durations that
+    disagree start the range again from the last job. Nothing here adds polls beyond
+    the probe: the cadence is only shifted so one of its polls lands at the predicted end."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[str, tuple[float, float]] = {}
+        self._probing: set[str] = set()
+
+    def learn(self, kind: str, longer_than: float, at_most: float, every: float) -> None:
+        low, high = self._ranges.get(kind, (longer_than, at_most))
+        low, high = max(low - every / 50, longer_than), min(high, at_most)  # low eased: jobs may speed up
+        self._ranges[kind] = (low, high) if low <= high else (longer_than, at_most)
+
+    def targets(self, kind: str, every: float) -> tuple[float, ...]:
+        """Seconds after the submission to place polls at: the predicted end, preceded by a probe of
+        the range's middle when this job probes; () before any job of ``kind`` finished."""
+        if kind not in self._ranges:
+            return ()
+        low, high = self._ranges[kind]
+        end = high + every / 100  # a later job's own answer may come a few ms later in its run
+        if high - low <= every / 25 or kind in self._probing:
+            return (end,)
+        self._probing.add(kind)
+        return ((low + high) / 2, end)
+
+    def probed(self, kind: str) -> None:
+        self._probing.discard(kind)
+
+
+def poll_offsets(cadence: PollCadence, targets: tuple[float, ...]) -> Iterator[float]:
+    """Seconds after the submission to poll at: the cadence's, with the ``targets`` put in and the
+    cadence's polls within half an interval before the first target left out."""
+    delays, offset, pending = cadence.delays(), 0.0, list(targets)
+    while True:
+        offset += next(delays)
+        if pending and offset >= pending[0] - cadence.every_seconds / 2:
+            offset = pending.pop(0)
+        yield offset
+
+
+async def poll_job(
+    clock: JobClock,
+    cadence: PollCadence,
+    read: Callable[[], Awaitable[Job]],
+    *,
+    submitted_at: float,
+    kind: str,
+    completions: Completions,
+    status: str,
+) -> Job:
+    """Poll ``read`` until the job it returns is finished, on the cadence counted from the job's
+    submission (a job of an earlier run is polled at once, then on the cadence from then), and
+    tell ``completions`` what the polls showed of its duration."""
+    targets = completions.targets(kind, cadence.every_seconds)
+    anchor, last_sent, longer_than = submitted_at, float("-inf"), 0.0
+    try:
+        for offset in poll_offsets(cadence, targets):
+            due, now = anchor + offset, _now()
+            if due <= last_sent:
+                continue  # behind the cadence: a poll already went out after this one was due
+            if due < now - cadence.every_seconds:
+                anchor, due = anchor + now - due, now  # far behind (resumed): the cadence restarts now
+            await clock.pause(due - now, status, first=last_sent < 0)
+            last_sent = _now()
+            job = await read()
+            if job.finished:
+                completions.learn(kind, longer_than, _now() - submitted_at, cadence.every_seconds)
+                return job
+            longer_than, status = last_sent - submitted_at, job.status or status
+        raise AssertionError("unreachable: a cadence never ends")
+    finally:
+        completions.probed(kind)

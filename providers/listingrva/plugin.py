@@ -375,16 +375,8 @@ class ListingRVAProvider(BaseProvider):
         cadence = self.settings.cadence()
         if self.settings.first_poll_seconds:
             cadence = cadence.model_copy(update={"first_seconds": self.settings.first_poll_seconds})
-        clock, delays = self.job_clock(ref), cadence.delays()
-        first = next(delays)
-        await clock.pause(
-            min(first, max(0.0, ref.submitted_at + first - time.time())), "queued", first=True
-        )  # resumed: poll now
-        while True:
-            job = await self.client.get_job(ref.job_id)
-            if job.finished:
-                return self._result(ref, job)
-            await clock.pause(next(delays), job.status)
+        job = await self.poll(ref, cadence, lambda: self.client.get_job(ref.job_id), "queued")
+        return self._result(ref, job)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read ``GET /ai/jobs/:id`` (the only way to read a job again); None if unfinished."""

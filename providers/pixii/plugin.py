@@ -362,13 +362,10 @@ class PixiiProvider(Provider):
     # ---- waiting ----
 
     async def wait(self, ref: JobRef) -> JobResult:
-        clock, delays = self.job_clock(ref), self.settings.cadence().delays()
-        await clock.pause(next(delays), "pending", first=True)
-        while True:
-            job = await self.client.get_job(ref.job_id)
-            if job.finished:
-                return self._result(ref, job)
-            await clock.pause(next(delays), job.status)
+        job = await self.poll(
+            ref, self.settings.cadence(), lambda: self.client.get_job(ref.job_id), "pending"
+        )
+        return self._result(ref, job)
 
     async def refresh(self, ref: JobRef) -> JobResult | None:
         """Re-read the job for fresh signed URLs; NotFound once past the 7-day retention."""

@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-import providers.polling as polling
 from providers.contract import JobRef, Step
 from providers.errors import ProviderConnectionError, RateLimited, ServerError, WaitTimeout
 from providers.pixii.client import PixiiClient
 from providers.pixii.plugin import PixiiProvider, PixiiSettings
 from providers.retries import HttpRetry
+
+from .conftest import PollClock
 
 RETRY = HttpRetry(max_attempts=3, base_delay_seconds=1.0, max_delay_seconds=60.0, jitter=0.0)
 JOB = {"id": "job_1", "status": "processing"}
@@ -103,34 +104,29 @@ async def test_a_client_without_a_policy_sends_once() -> None:
 # ---- polls: the provider's cadence, one deadline per job ------------------------------------------------
 
 
-@pytest.fixture
-def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(round(seconds, 1))
-
-    monkeypatch.setattr(polling, "_sleep", sleep)
-    return waits
-
-
 def provider(server: Server, **settings: Any) -> PixiiProvider:
     http = httpx.AsyncClient(transport=httpx.MockTransport(server))
     values = {"api_key": "pk_test_x", "max_wait_seconds": 60.0, "http_retry": RETRY, **settings}
     return PixiiProvider(http, PixiiSettings(_env_file=None, **values))
 
 
-async def test_polls_follow_the_cadence_from_settings(slept: list[float]) -> None:
+async def test_polls_follow_the_cadence_from_settings(poll_clock: PollClock) -> None:
     statuses = iter(["pending", "processing", "processing", "completed"])
     server = Server(lambda _: httpx.Response(200, json={**JOB, "status": next(statuses)}))
     plugin = provider(server, poll_cadence={"first_seconds": 1, "every_seconds": 2, "step_seconds": 1})
-    ref = JobRef(provider="pixii", step=Step.IMAGES, job_id="job_1", kind="listing_builder")
+    ref = JobRef(
+        provider="pixii",
+        step=Step.IMAGES,
+        job_id="job_1",
+        kind="listing_builder",
+        submitted_at=poll_clock.now,
+    )
     assert (await plugin.wait(ref)).status == "completed"
-    assert slept == [1.0, 2.0, 3.0, 4.0] and len(server.requests) == 4
+    assert poll_clock.slept == [1.0, 2.0, 3.0, 4.0] and len(server.requests) == 4
 
 
 async def test_the_deadline_is_counted_from_the_submission_and_survives_a_second_wait(
-    slept: list[float],
+    poll_clock: PollClock,
 ) -> None:
     """A job submitted max_wait ago gets one last poll, however often its wait is started again."""
     server = Server(lambda _: httpx.Response(200, json=JOB))
@@ -149,7 +145,7 @@ async def test_the_deadline_is_counted_from_the_submission_and_survives_a_second
         assert len(server.requests) == attempt  # one poll each, never a fresh 30 s
 
 
-async def test_a_job_of_an_earlier_run_gets_a_full_wait(slept: list[float]) -> None:
+async def test_a_job_of_an_earlier_run_is_polled_at_once_then_gets_a_full_wait(poll_clock: PollClock) -> None:
     statuses = iter(["processing", "completed"])
     server = Server(lambda _: httpx.Response(200, json={**JOB, "status": next(statuses)}))
     plugin = provider(server, max_wait_seconds=30.0, poll_interval_seconds=5.0)
@@ -160,7 +156,7 @@ async def test_a_job_of_an_earlier_run_gets_a_full_wait(slept: list[float]) -> N
         kind="listing_builder",
         submitted_at=time.time() - 3600,
     )
-    assert (await plugin.wait(ref)).status == "completed" and slept == [5.0, 5.0]
+    assert (await plugin.wait(ref)).status == "completed" and poll_clock.slept == [0.0, 5.0]
 
 
 async def test_a_capped_block_bounds_the_retries_of_its_requests() -> None:

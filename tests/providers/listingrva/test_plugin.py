@@ -15,6 +15,7 @@ from providers.listingrva.plugin import ListingRVAProvider
 from providers.listingrva.sandbox import ListingRVASandbox
 from providers.sandbox.core import Fault, FaultRule
 
+from ..conftest import PollClock
 from .conftest import make_settings, product
 
 
@@ -322,28 +323,31 @@ async def test_resumed_wait_polls_at_once(provider: ListingRVAProvider, sandbox:
 
 
 async def test_default_cadence(
-    sandbox: ListingRVASandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    sandbox: ListingRVASandbox,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    poll_clock: PollClock,
 ) -> None:
     """Without an override: first poll at the low end of the typical duration (20 s), then back off
     5 s, 10 s, 15 s: polls share the submissions' 30/min bucket."""
-    import providers.polling as polling
-
     provider = ListingRVAProvider(
         http, make_settings(sandbox, poll_interval_seconds=None, max_wait_seconds=300)
     )
     statuses = iter(["queued", "processing", "processing", "processing", "processing", "completed"])
-    sleeps: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        sleeps.append(round(seconds, 1))
 
     async def fake_get_job(job_id: str):
         from providers.listingrva.models import JobStatus
 
         return JobStatus(id=job_id, status=next(statuses), result={"title": "T"})
 
-    monkeypatch.setattr(polling, "_sleep", fake_sleep)
     monkeypatch.setattr(provider.client, "get_job", fake_get_job)
-    ref = JobRef(provider="listingrva", step=Step.COPY, job_id="job_x", kind="listing", credits_at_submit=6)
+    ref = JobRef(
+        provider="listingrva",
+        step=Step.COPY,
+        job_id="job_x",
+        kind="listing",
+        credits_at_submit=6,
+        submitted_at=poll_clock.now,
+    )
     result = await provider.wait(ref)
-    assert result.copy_result.title == "T" and sleeps == [20.0, 5.0, 10.0, 15.0, 15.0, 15.0]
+    assert result.copy_result.title == "T" and poll_clock.slept == [20.0, 5.0, 10.0, 15.0, 15.0, 15.0]
