@@ -8,8 +8,9 @@ of each kind finish, so one poll of a later job lands right then instead of up t
 
 The deadline is ``max_wait_seconds`` after the job's submission (``JobRef.submitted_at``), or after
 the plugin was created for a job an earlier run submitted (a rerun resumes it with a full wait):
-whatever retries the host wraps around a wait, they never restart it. A poll's transient failures are retried by the HTTP layer
-(``providers.retries``), never here: a poll that still fails ends the wait.
+whatever retries the host wraps around a wait, they never restart it. A poll's transient failures
+are retried by the HTTP layer (``providers.retries``), never here: a poll that still fails ends the
+wait.
 """
 
 from __future__ import annotations
