@@ -16,6 +16,7 @@ wait.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol, TypeVar
@@ -100,8 +101,8 @@ class Completions:
     kind agree (their ranges overlap), a later job's poll is timed to the end of that range; one job
     at a time probes the middle of a range wider than a twenty-fifth of the poll interval, halving it,
     and each job eases the range's low end, so jobs that speed up are found too. Durations that
-    disagree start the range again from the last job. Nothing here adds polls beyond
-    the probe: the cadence is only shifted so one of its polls lands at the predicted end."""
+    disagree start the range again from the last job. Nothing here adds polls beyond the probe: the
+    cadence is shifted so one of its polls lands at the predicted end, and thinned before it."""
 
     def __init__(self) -> None:
         self._ranges: dict[str, tuple[float, float]] = {}
@@ -127,16 +128,26 @@ class Completions:
     def probed(self, kind: str) -> None:
         self._probing.discard(kind)
 
+    def shortest(self, kind: str) -> float:
+        """Seconds after the submission before which no job of ``kind`` was seen to finish."""
+        return self._ranges.get(kind, (0.0, 0.0))[0]
 
-def poll_offsets(cadence: PollCadence, targets: tuple[float, ...]) -> Iterator[float]:
-    """Seconds after the submission to poll at: the cadence's, with the ``targets`` put in and the
-    cadence's polls within half an interval before the first target left out."""
+
+def poll_offsets(
+    cadence: PollCadence, targets: tuple[float, ...], sparse_until: float = 0.0
+) -> Iterator[float]:
+    """Seconds after the submission to poll at: the cadence's, with the ``targets`` put in, the
+    cadence's polls within half an interval before the first target left out, and every other one
+    before ``sparse_until`` (a job that ends that early is seen at most one interval later)."""
     delays, offset, pending = cadence.delays(), 0.0, list(targets)
-    while True:
+    for index in itertools.count():
         offset += next(delays)
         if pending and offset >= pending[0] - cadence.every_seconds / 2:
             offset = pending.pop(0)
+        elif offset < sparse_until and index % 2:
+            continue
         yield offset
+    raise AssertionError("unreachable: a cadence never ends")
 
 
 async def poll_job(
@@ -153,9 +164,10 @@ async def poll_job(
     submission (a job of an earlier run is polled at once, then on the cadence from then), and
     tell ``completions`` what the polls showed of its duration."""
     targets = completions.targets(kind, cadence.every_seconds)
+    sparse_until = completions.shortest(kind) - cadence.every_seconds
     anchor, last_sent, longer_than = submitted_at, float("-inf"), 0.0
     try:
-        for offset in poll_offsets(cadence, targets):
+        for offset in poll_offsets(cadence, targets, sparse_until):
             due, now = anchor + offset, _now()
             if due <= last_sent:
                 continue  # behind the cadence: a poll already went out after this one was due
