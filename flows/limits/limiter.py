@@ -151,6 +151,12 @@ class ProviderLimiter:
         pools = [self._inflight_pool(), *(self._window(g) for g in self.groups)]
         await asyncio.gather(*(pool.prime(slots, keep) for pool in pools))
 
+    @property
+    def engaged(self) -> bool:
+        """Slots held here or asked for: this provider's requests have started."""
+        pools = [*self._windows.values(), *([self._pool] if self._pool else [])]
+        return any(pool.held or pool.waiting for pool in pools)
+
     def ask_ahead(self, slots: int) -> None:
         """The first lease of each route group's window asks for ``slots`` (within the limit): the
         request that takes it brings the next ones' slots in the same round trip."""

@@ -364,6 +364,17 @@ async def test_priming_takes_each_pools_first_slot_ahead_and_gives_it_back_unuse
     await idle.aclose()
 
 
+async def test_a_limiter_is_engaged_once_its_requests_asked_for_slots() -> None:
+    """A run primes the providers not engaged yet before the others (``flows.run._prime``)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _limits(prefix)
+    limiter = _limiter(prefix)
+    assert not limiter.engaged
+    await _send(limiter, 1, [])
+    assert limiter.engaged
+    await limiter.aclose()
+
+
 async def test_priming_tops_up_a_pool_that_pre_flight_already_used() -> None:
     """Pre-flight's balance read takes one slot of its route group; priming then asks for the rest of
     what the run's start needs, so the first paid request does not wait a lease round trip."""

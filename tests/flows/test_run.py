@@ -100,9 +100,10 @@ async def test_a_preparation_no_run_took_is_stopped_and_its_clients_closed() -> 
     assert pending.cancelled()
 
 
-async def test_batching_providers_take_their_first_slots_first() -> None:
+async def test_batching_providers_take_their_first_slots_first_then_those_not_started() -> None:
     """Lease calls go one at a time: ProdVisual's one request for every product's images asks before
-    ListingRVA's pools, which serve one product each."""
+    ListingRVA's pools, which serve one product each; Pixii, whose first requests wait for the images,
+    before ListingRVA, whose requests are out and get their slots on demand."""
     from types import SimpleNamespace
 
     from flows.run import _Clients, _prime
@@ -111,7 +112,7 @@ async def test_batching_providers_take_their_first_slots_first() -> None:
 
     class Limiter:
         def __init__(self, name: str) -> None:
-            self.name = name
+            self.name, self.engaged = name, name == "listingrva"  # its copy submissions went out
 
         async def prime(self, slots: int) -> None:
             asked.append(f"{self.name}:{slots}")
@@ -126,7 +127,7 @@ async def test_batching_providers_take_their_first_slots_first() -> None:
         download_http=None,  # type: ignore[arg-type]
     )
     await _prime(clients, 20)
-    assert asked == ["prodvisual:20", "listingrva:20", "pixii:20"]
+    assert asked == ["prodvisual:20", "pixii:20", "listingrva:20"]
     await _prime(clients, 0)  # nothing to start: nothing taken
     assert len(asked) == 3
 
