@@ -17,6 +17,7 @@ from prefect.context import FlowRunContext
 
 from .archive import ArchiveUnavailable, SpooledArchive, run_key, write_json_with_list
 from .compliance import report as compliance_report
+from .costs import CostSummary
 from .gallery import gallery_link, product_costs, publish_gallery, run_cost
 from .params import RunParameters
 from .summary import RunSummary
@@ -25,30 +26,41 @@ logger = logging.getLogger("listingflow")
 
 
 async def publish_run(summary: RunSummary, params: RunParameters, archive: SpooledArchive) -> None:
-    """Run manifest, cost summary and review gallery into the archive; artifacts into Prefect."""
+    """Run manifest, cost summary and review gallery into the archive; artifacts into Prefect. All at
+    once, but the report artifact, which links the gallery: one after another, the archive's writes
+    and the server's round trips added up at the end of every run."""
     head = manifest_head(summary, params)
-    await _put_run_document(
-        archive,
-        summary,
-        "manifest.json",
-        partial(write_json_with_list, head=head, key="products", items=entries(summary)),
-    )
+    cost = summary.cost if FlowRunContext.get() is not None else None  # artifacts: only in a flow run
+    table = None if cost is None else asyncio.ensure_future(_table_artifact(cost, summary.run_id))
+    documents = [
+        _put_run_document(
+            archive,
+            summary,
+            "manifest.json",
+            partial(write_json_with_list, head=head, key="products", items=entries(summary)),
+        ),
+        _publish_gallery(summary, archive, head),
+    ]
     if summary.cost is not None:
-        await _put_run_document(archive, summary, "cost-summary.json", summary.cost.write_document)
-    await _publish_gallery(summary, archive, head)
-    if FlowRunContext.get() is None or summary.cost is None:
-        return
-    await asyncio.gather(  # two round trips to the server at the end of every run: at once
-        acreate_table_artifact(
-            summary.cost.table(),
-            key="cost-summary",
-            description=f"Credits per provider, step and product, run {summary.run_id}",
-        ),
-        acreate_markdown_artifact(
-            _gallery_markdown(summary) + summary.cost.markdown() + "\n\n" + _failures_markdown(summary),
-            key="cost-summary-report",
-            description="Cost summary, failures and compliance",
-        ),
+        documents.append(
+            _put_run_document(archive, summary, "cost-summary.json", summary.cost.write_document)
+        )
+    try:
+        await asyncio.gather(*documents)
+        if cost is not None:
+            await acreate_markdown_artifact(
+                _gallery_markdown(summary) + cost.markdown() + "\n\n" + _failures_markdown(summary),
+                key="cost-summary-report",
+                description="Cost summary, failures and compliance",
+            )
+    finally:
+        if table is not None:
+            await table
+
+
+async def _table_artifact(cost: CostSummary, run_id: str) -> None:
+    await acreate_table_artifact(
+        cost.table(), key="cost-summary", description=f"Credits per provider, step and product, run {run_id}"
     )
 
 

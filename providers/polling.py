@@ -113,14 +113,16 @@ class Completions:
         low, high = max(low - every / 50, longer_than), min(high, at_most)  # low eased: jobs may speed up
         self._ranges[kind] = (low, high) if low <= high else (longer_than, at_most)
 
-    def targets(self, kind: str, every: float) -> tuple[float, ...]:
+    def targets(self, kind: str, every: float, not_before: float = 0.0) -> tuple[float, ...]:
         """Seconds after the submission to place polls at: the predicted end, preceded by a probe of
-        the range's middle when this job probes; () before any job of ``kind`` finished."""
+        the range's middle when this job probes; () before any job of ``kind`` finished. No probe
+        before ``not_before`` (the cadence's first poll): where polls count against the submissions'
+        rate limit (ListingRVA), a probe there is a request the cadence would not have sent."""
         if kind not in self._ranges:
             return ()
         low, high = self._ranges[kind]
         end = high + every / 100  # a later job's own answer may come a few ms later in its run
-        if high - low <= every / 25 or kind in self._probing:
+        if high - low <= every / 25 or kind in self._probing or (low + high) / 2 < not_before:
             return (end,)
         self._probing.add(kind)
         return ((low + high) / 2, end)
@@ -163,7 +165,7 @@ async def poll_job(
     """Poll ``read`` until the job it returns is finished, on the cadence counted from the job's
     submission (a job of an earlier run is polled at once, then on the cadence from then), and
     tell ``completions`` what the polls showed of its duration."""
-    targets = completions.targets(kind, cadence.every_seconds)
+    targets = completions.targets(kind, cadence.every_seconds, cadence.first_seconds)
     sparse_until = completions.shortest(kind) - cadence.every_seconds
     anchor, last_sent, longer_than = submitted_at, float("-inf"), 0.0
     try:

@@ -97,6 +97,7 @@ async def test_one_job_at_a_time_probes_a_kind(poll_clock: PollClock) -> None:
     completions.probed("scale")
     assert len(completions.targets("scale", 1.0)) == 2
     assert completions.targets("a_plus", 1.0) == ()
+    assert completions.targets("scale", 1.0, not_before=12.6) == (13.01,)  # never before the first poll
 
 
 async def test_the_deadline_still_bounds_the_wait(poll_clock: PollClock) -> None:
@@ -113,3 +114,13 @@ async def test_the_deadline_still_bounds_the_wait(poll_clock: PollClock) -> None
             status="pending",
         )
     assert job.polls == [1.0, 2.0, 3.0, 4.0, 5.0, 5.5]
+
+
+async def test_jobs_that_end_at_the_first_poll_get_one_poll_each(poll_clock: PollClock) -> None:
+    """ListingRVA's polls share the submissions' bucket: its first poll, at the typical duration,
+    is the only one a job that ends by then may cost."""
+    completions, first_poll = Completions(), PollCadence(first_seconds=4.0, every_seconds=1.0)
+    for _ in range(6):
+        job = FakeJob(poll_clock, 3.9)
+        await wait(poll_clock, job, completions, first_poll)
+        assert len(job.polls) == 1
