@@ -583,3 +583,35 @@ async def test_a_lease_call_cancelled_while_waiting_for_its_turn_does_not_stop_t
     await asyncio.gather(cancelled, return_exceptions=True)
     turns.give()
     assert not turns.busy and not turns.queue
+
+
+async def test_callers_waiting_for_a_slot_are_served_in_order_and_only_the_first_watches() -> None:
+    """Each slot coming back used to wake every waiting caller; now the first in line takes it."""
+    pool = SlotPool("local", hold=0.0, use_global=False, local_slots=1)
+    first = await pool.acquire()
+    served: list[int] = []
+
+    async def caller(i: int) -> None:
+        lease = await pool.acquire()
+        served.append(i)
+        pool.release(lease)
+
+    callers = [asyncio.ensure_future(caller(i)) for i in range(20)]
+    await asyncio.sleep(0.01)
+    assert pool.waiting == 20 and sum(not t.done() for t in pool._line) == 19  # one watches the pool
+    pool.release(first)
+    await asyncio.wait_for(asyncio.gather(*callers), timeout=2)
+    assert served == list(range(20)) and not pool._line
+
+
+async def test_a_caller_cancelled_in_line_or_first_passes_the_turn_on() -> None:
+    pool = SlotPool("local", hold=0.0, use_global=False, local_slots=1)
+    held = await pool.acquire()
+    first, second, third = (asyncio.ensure_future(pool.acquire()) for _ in range(3))
+    await asyncio.sleep(0.01)
+    first.cancel()  # watching the pool
+    second.cancel()  # in line behind it
+    await asyncio.gather(first, second, return_exceptions=True)
+    pool.release(held)
+    assert await asyncio.wait_for(third, timeout=1) is None  # the local lease
+    assert pool.waiting == 0 and not pool._line
