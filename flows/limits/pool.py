@@ -61,8 +61,8 @@ class SlotPool:
     acquisitions: int = 0  # leases taken (diagnostics, benchmarks)
     _dropped: int = 0  # asks lost in a row (connection dropped, server error)
     _seq: Any = field(default_factory=itertools.count)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _line: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    _line: collections.deque[asyncio.Future[Any]] = field(default_factory=collections.deque)
+    _timer: asyncio.TimerHandle | None = None
     _grower: asyncio.Task[None] | None = None
     _keeper: asyncio.Task[None] | None = None
     _kept_until: float = 0.0  # a primed lease is not given back before this (``prime``)
@@ -85,47 +85,77 @@ class SlotPool:
         return sum(self.leases.values())
 
     async def acquire(self) -> Any:
-        """A slot (its lease id), once one is ready here or the limit has room for more. Callers queue
-        in order and only the first watches the pool: with every caller watching, each slot coming
-        back woke all of them (80 A+ submissions waiting on Pixii's window: ~20 ms of the event loop
-        at each window's start, when its submissions were due)."""
+        """A slot (its lease id), once one is ready here or the limit has room for more. Callers wait
+        in line and are handed slots in order as they get ready (``_serve``): each waiting on the
+        pool's changes and timing out at the next slot's ready time, ~80 A+ submissions waiting on
+        Pixii's window all woke for every slot, ~20 ms of the event loop at each window's start,
+        when its submissions were due."""
         self.waiting += 1
-        turn = asyncio.get_running_loop().create_future()
-        self._line.append(turn)
-        if len(self._line) == 1:
-            turn.set_result(None)
+        served: asyncio.Future[Any] | None = None
         try:
-            await turn
-            while True:
-                now = time.monotonic()
-                if self.free and self.free[0][0] <= now:
-                    lease = heapq.heappop(self.free)[2]
-                    self.in_use[lease] += 1
-                    return lease
-                may_grow = self.use_global and (self.limit is None or self.held < self.limit)
-                if may_grow and (self._grower is None or self._grower.done()):
-                    self._grower = asyncio.create_task(self._grow())
-                    self._grower.add_done_callback(_retrieve)
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.free[0][0] - now if self.free else None)
-                grower = self._grower
-                if grower is not None and grower.done() and not grower.cancelled():
-                    failure = grower.exception()
-                    if failure is not None:
-                        raise failure
+            if not self._line and self.free and self.free[0][0] <= time.monotonic():
+                return self._take()
+            served = asyncio.get_running_loop().create_future()
+            self._line.append(served)
+            self._serve()
+            return await served
+        except BaseException:
+            if served is not None and served.done() and not served.cancelled() and not served.exception():
+                self._untake(served.result())  # handed a slot as it was cancelled: never used
+            raise
         finally:
             self.waiting -= 1
-            self._leave_line(turn)
+            if served is not None and served in self._line:
+                self._line.remove(served)
 
-    def _leave_line(self, turn: asyncio.Future[None]) -> None:
-        """``turn``'s caller is done (served, failed or cancelled): the next in line watches the pool."""
-        first = bool(self._line) and self._line[0] is turn
-        self._line.remove(turn)
-        if not turn.done():
-            turn.cancel()
-        if first and self._line and not self._line[0].done():
-            self._line[0].set_result(None)
+    def _take(self) -> Any:
+        lease = heapq.heappop(self.free)[2]
+        self.in_use[lease] += 1
+        return lease
+
+    def _untake(self, lease: Any) -> None:
+        if lease in self.in_use:
+            self.in_use[lease] -= 1
+            heapq.heappush(self.free, (0.0, next(self._seq), lease))
+        self._serve()
+
+    def _serve(self) -> None:
+        """Hand the ready slots to the callers in line, first come first served; for the others,
+        ask the server for more (``_grow``) where the limit has room, and wake again when the next
+        slot here gets ready."""
+        now = time.monotonic()
+        while self._line and self.free and self.free[0][0] <= now:
+            served = self._line.popleft()
+            if not served.done():
+                served.set_result(self._take())
+        if not self._line:
+            return
+        may_grow = self.use_global and (self.limit is None or self.held < self.limit)
+        if may_grow and _idle(self._grower):
+            self._grower = asyncio.create_task(self._grow())
+            self._grower.add_done_callback(self._grown)
+        if self.free and (self._timer is None or self._timer.when() > self.free[0][0]):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(self.free[0][0], self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._serve()
+
+    def _grown(self, grower: asyncio.Task[None]) -> None:
+        """A failed ask fails the callers in line (they raise its error); otherwise serve them (not
+        after a cancelled one: the pool is closing)."""
+        if grower.cancelled():
+            return
+        failure = grower.exception()
+        if failure is None:
+            self._serve()
+            return
+        while self._line:
+            served = self._line.popleft()
+            if not served.done():
+                served.set_exception(failure)
 
     async def prime(self, slots: int, keep: float) -> None:
         """Up to ``slots`` held (within the limit as known) before any caller wants them, kept
@@ -138,6 +168,7 @@ class SlotPool:
             return
         self._kept_until = time.monotonic() + keep
         self._grower = asyncio.create_task(self._prime_slots(upto))
+        self._grower.add_done_callback(self._grown)
         await asyncio.shield(self._grower)
 
     async def _prime_slots(self, upto: int) -> None:
@@ -145,15 +176,13 @@ class SlotPool:
             await self._ask(upto=upto)
         except Exception:  # noqa: BLE001 - priming only saves time; callers ask again themselves
             self._kept_until = 0.0
-        finally:
-            self._changed.set()
 
     def release(self, lease: Any) -> None:
         """The slot is free again ``hold`` seconds from now."""
         if lease in self.in_use:
             self.in_use[lease] -= 1
             heapq.heappush(self.free, (time.monotonic() + self.hold, next(self._seq), lease))
-        self._changed.set()
+        self._serve()
 
     def used(self, now: float) -> int:
         """Slots taken here within their window: requests this process sent in the current window."""
@@ -178,8 +207,6 @@ class SlotPool:
             if exc.response.status_code < 500:
                 raise
             self._dropped = await _backoff(self._dropped, exc)
-        finally:
-            self._changed.set()
 
     async def _ask(self, *, upto: int | None = None) -> None:
         """More slots from the server: one per caller waiting, or (``upto``, a prime) as many as make

@@ -585,8 +585,8 @@ async def test_a_lease_call_cancelled_while_waiting_for_its_turn_does_not_stop_t
     assert not turns.busy and not turns.queue
 
 
-async def test_callers_waiting_for_a_slot_are_served_in_order_and_only_the_first_watches() -> None:
-    """Each slot coming back used to wake every waiting caller; now the first in line takes it."""
+async def test_callers_waiting_for_a_slot_are_handed_slots_in_order() -> None:
+    """Each slot coming back used to wake every waiting caller; now it is handed to the first in line."""
     pool = SlotPool("local", hold=0.0, use_global=False, local_slots=1)
     first = await pool.acquire()
     served: list[int] = []
@@ -598,20 +598,45 @@ async def test_callers_waiting_for_a_slot_are_served_in_order_and_only_the_first
 
     callers = [asyncio.ensure_future(caller(i)) for i in range(20)]
     await asyncio.sleep(0.01)
-    assert pool.waiting == 20 and sum(not t.done() for t in pool._line) == 19  # one watches the pool
+    assert pool.waiting == 20 and len(pool._line) == 20
     pool.release(first)
     await asyncio.wait_for(asyncio.gather(*callers), timeout=2)
     assert served == list(range(20)) and not pool._line
 
 
-async def test_a_caller_cancelled_in_line_or_first_passes_the_turn_on() -> None:
+async def test_callers_cancelled_in_line_leave_it_to_the_next() -> None:
     pool = SlotPool("local", hold=0.0, use_global=False, local_slots=1)
     held = await pool.acquire()
     first, second, third = (asyncio.ensure_future(pool.acquire()) for _ in range(3))
     await asyncio.sleep(0.01)
-    first.cancel()  # watching the pool
-    second.cancel()  # in line behind it
+    first.cancel()
+    second.cancel()
     await asyncio.gather(first, second, return_exceptions=True)
     pool.release(held)
     assert await asyncio.wait_for(third, timeout=1) is None  # the local lease
     assert pool.waiting == 0 and not pool._line
+
+
+async def test_a_slot_handed_to_a_caller_cancelled_meanwhile_goes_to_the_next() -> None:
+    pool = SlotPool("local", hold=10.0, use_global=False, local_slots=1)
+    held = await pool.acquire()
+    cancelled, waiting = asyncio.ensure_future(pool.acquire()), asyncio.ensure_future(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.release(held)
+    pool.free[0] = (0.0, *pool.free[0][1:])  # its window over at once
+    pool._serve()  # handed to the first caller, which is cancelled before it runs
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert await asyncio.wait_for(waiting, timeout=1) is None  # not held for a window: never used
+
+
+async def test_a_failed_ask_fails_every_caller_in_line() -> None:
+    pool = SlotPool("missing-limit", limit=None)
+
+    async def refused(*, upto: int | None = None) -> None:
+        raise LimitMissing("missing-limit")
+
+    pool._ask = refused  # type: ignore[method-assign]
+    callers = [asyncio.ensure_future(pool.acquire()) for _ in range(3)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), timeout=2)
+    assert all(isinstance(o, LimitMissing) for o in outcomes) and not pool._line
