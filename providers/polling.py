@@ -164,24 +164,27 @@ async def poll_job(
 ) -> Job:
     """Poll ``read`` until the job it returns is finished, on the cadence counted from the job's
     submission (a job of an earlier run is polled at once, then on the cadence from then), and
-    tell ``completions`` what the polls showed of its duration."""
+    tell ``completions`` what the polls showed of its duration (not for a job polled late: resumed,
+    or behind a stalled loop, its polls say little of how long such jobs take)."""
     targets = completions.targets(kind, cadence.every_seconds, cadence.first_seconds)
     sparse_until = completions.shortest(kind) - cadence.every_seconds
-    anchor, last_sent, longer_than = submitted_at, float("-inf"), 0.0
+    anchor, last_sent, longer_than, late = submitted_at, float("-inf"), 0.0, False
     try:
         for offset in poll_offsets(cadence, targets, sparse_until):
             due, now = anchor + offset, _now()
             if due <= last_sent:
                 continue  # behind the cadence: a poll already went out after this one was due
             if due < now - cadence.every_seconds:
-                anchor, due = anchor + now - due, now  # far behind (resumed): the cadence restarts now
+                anchor, due, late = anchor + now - due, now, True  # resumed: the cadence restarts now
             await clock.pause(due - now, status, first=last_sent < 0)
             last_sent = _now()
             job = await read()
             if job.finished:
-                completions.learn(kind, longer_than, _now() - submitted_at, cadence.every_seconds)
+                if not late:
+                    completions.learn(kind, longer_than, _now() - submitted_at, cadence.every_seconds)
                 return job
             longer_than, status = last_sent - submitted_at, job.status or status
         raise AssertionError("unreachable: a cadence never ends")
     finally:
-        completions.probed(kind)
+        if len(targets) > 1:
+            completions.probed(kind)  # this job's probe is over: the next job may take one

@@ -40,7 +40,7 @@ class FakeJob:
 
 
 async def wait(clock: PollClock, job: FakeJob, completions: Completions, cadence: PollCadence = EVERY) -> Job:
-    job_clock = JobClock("job", job.submitted_at, 600.0, since=job.submitted_at, provider="p")
+    job_clock = JobClock("job", job.submitted_at, 600.0, since=clock.now, provider="p")  # as for a rerun
     return await poll_job(
         job_clock,
         cadence,
@@ -124,3 +124,15 @@ async def test_jobs_that_end_at_the_first_poll_get_one_poll_each(poll_clock: Pol
         job = FakeJob(poll_clock, 3.9)
         await wait(poll_clock, job, completions, first_poll)
         assert len(job.polls) == 1
+
+
+async def test_a_job_resumed_from_an_earlier_run_teaches_nothing(poll_clock: PollClock) -> None:
+    """Its polls start long after its submission: what they show is not how long such jobs take."""
+    completions = Completions()
+    resumed = FakeJob(poll_clock, 100.0)
+    resumed.submitted_at -= 7200.0  # submitted two hours ago, ends in 100 s
+    await wait(poll_clock, resumed, completions)
+    assert completions.targets("scale", 1.0) == () and completions.shortest("scale") == 0.0
+    fresh = FakeJob(poll_clock, 12.2)
+    await wait(poll_clock, fresh, completions)
+    assert fresh.polls[:3] == [1.0, 2.0, 3.0]  # the plain cadence: nothing learned to thin it
