@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 from pydantic import (
@@ -30,14 +30,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .polling import Completions, JobClock, PollCadence, PolledJob, poll_job
+from .polling import Completions, JobClock, PollCadence, Polled, poll_job
 from .retries import HttpRetry
 
 PLUGIN_API_VERSION = "1.3"  # 1.1: optional cross-product batching (merge_requests/split_result)
 # 1.2: optional pre-flight hooks (check_product, check_access) and price_key for learned prices
 # 1.3: acheck_product, pre-flight's row check for checks that need a free lookup first
-
-Polled = TypeVar("Polled", bound=PolledJob)
 
 
 class Step(StrEnum):  # names only: what each step is, is declared once in ``STEPS`` below

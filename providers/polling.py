@@ -91,7 +91,7 @@ class PolledJob(Protocol):
     def status(self) -> str | None: ...
 
 
-Job = TypeVar("Job", bound=PolledJob)
+Polled = TypeVar("Polled", bound=PolledJob)
 
 
 class Completions:
@@ -149,19 +149,18 @@ def poll_offsets(
         elif offset < sparse_until and index % 2:
             continue
         yield offset
-    raise AssertionError("unreachable: a cadence never ends")
 
 
 async def poll_job(
     clock: JobClock,
     cadence: PollCadence,
-    read: Callable[[], Awaitable[Job]],
+    read: Callable[[], Awaitable[Polled]],
     *,
     submitted_at: float,
     kind: str,
     completions: Completions,
     status: str,
-) -> Job:
+) -> Polled:
     """Poll ``read`` until the job it returns is finished, on the cadence counted from the job's
     submission (a job of an earlier run is polled at once, then on the cadence from then), and
     tell ``completions`` what the polls showed of its duration (not for a job polled late: resumed,

@@ -154,8 +154,7 @@ class ProviderLimiter:
     @property
     def engaged(self) -> bool:
         """Slots held here or asked for: this provider's requests have started."""
-        pools = [*self._windows.values(), *([self._pool] if self._pool else [])]
-        return any(pool.held or pool.waiting for pool in pools)
+        return any(pool.held or pool.waiting for pool in self._pools())
 
     def ask_ahead(self, slots: int) -> None:
         """The first lease of each route group's window asks for ``slots`` (within the limit): the
@@ -163,6 +162,10 @@ class ProviderLimiter:
         if self.use_global:
             for group in self.groups:
                 self._window(group).ahead = slots
+
+    def _pools(self) -> list[SlotPool]:
+        """The pools this process has opened so far (route groups' windows and the in-flight one)."""
+        return [*self._windows.values(), *([self._pool] if self._pool else [])]
 
     def _inflight_pool(self) -> SlotPool:
         if self._pool is None:
@@ -176,5 +179,4 @@ class ProviderLimiter:
     async def aclose(self) -> None:
         """Give back the slots this process still holds (end of the flow run); a rate slot whose
         window is not over is left to expire."""
-        pools = [*self._windows.values(), *([self._pool] if self._pool else [])]
-        await asyncio.gather(*(pool.aclose() for pool in pools))  # at the end of every run: at once
+        await asyncio.gather(*(pool.aclose() for pool in self._pools()))  # at the end of every run: at once
