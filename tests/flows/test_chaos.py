@@ -58,7 +58,9 @@ def chaos_catalog(tmp: Path, rng: random.Random, products: int) -> tuple[str, di
 
 @pytest.fixture
 def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The run archives to a moto S3 server whose uploads are throttled or dropped 20% of the time."""
+    """The run archives to a moto S3 server whose uploads are throttled or dropped 20% of the time,
+    at most twice per object, so botocore's retries get every upload through (an archive that stays
+    down, and the spool it leaves, are tested in test_archive)."""
     from botocore.awsrequest import AWSResponse
     from botocore.exceptions import ConnectionClosedError
     from moto.server import ThreadedMotoServer
@@ -78,6 +80,7 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
     url = f"http://{host}:{port}"
     rng = random.Random(11)
     injected = {"PutObject": 0}
+    faults_per_object: dict[str, int] = {}  # at most 2 per object: the client's 5 attempts get through
 
     class _Raw:
         def stream(self, **kw: Any) -> Any:
@@ -85,6 +88,15 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def flaky(request: Any, **kw: Any) -> Any:
         roll = rng.random()
+        if roll >= 0.2 or faults_per_object.get(request.url, 0) >= 2:
+            return None
+        faults_per_object[request.url] = faults_per_object.get(request.url, 0) + 1
+        injected["PutObject"] += 1
+        if roll < 0.1:
+            return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw())
+        raise ConnectionClosedError(endpoint_url=url)
+        if roll < 0.2:
+            faults_per_object[request.url] = faults_per_object.get(request.url, 0) + 1
         if roll < 0.1:
             injected["PutObject"] += 1
             return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw())
