@@ -285,6 +285,31 @@ def sandbox_process(
             proc.kill()
 
 
+class RemoteBox:
+    """A sandbox of a ``sandbox_process``, read through its ``/_sandbox/records`` endpoint: the
+    ``requests`` and ``charges`` the analysis reads, as of the last ``refresh``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.requests: list[Any] = []
+        self.charges: list[Any] = []
+
+    def refresh(self) -> RemoteBox:
+        import httpx
+
+        from providers.sandbox.core import ChargeRecord, RequestRecord
+
+        records = httpx.get(f"{self.url}/_sandbox/records", timeout=60).json()
+        self.requests = [RequestRecord.model_validate(r) for r in records["requests"]]
+        self.charges = [ChargeRecord.model_validate(c) for c in records["charges"]]
+        return self
+
+
+def remote_boxes(info: dict[str, Any]) -> dict[str, RemoteBox]:
+    """The sandboxes of a ``sandbox_process`` (its ``info``), to ``refresh`` after a run."""
+    return {p: RemoteBox(url) for p, url in info["urls"].items()}
+
+
 def base_env(api_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -8,7 +8,8 @@ fuller than listingflow had sent it (a full run saw one 429 in ListingRVA and on
 x10 time scaling, where the 1% pacing margin is 0.12 s and 0.06 s of a window). In their own process
 they take none of that time.
 
-Writes the environment a run needs to reach them (``env``) to ``out.json`` and serves until its stdin
+Writes the environment a run needs to reach them (``env``) and each one's root URL (``urls``: its
+``/_sandbox/records`` is what ``harness.RemoteBox`` reads) to ``out.json`` and serves until its stdin
 is closed; then adds the paid submissions each one recorded (``paid``) and exits.
 """
 
@@ -31,10 +32,11 @@ def main() -> None:
     before = dict(os.environ)
     with running_sandboxes(provider_classes(), config_updates=config) as boxes:
         env = {k: v for k, v in os.environ.items() if before.get(k) != v}
-        out.write_text(json.dumps({"env": env}))
+        urls = {p: b.public_url for p, b in boxes.items()}
+        out.write_text(json.dumps({"env": env, "urls": urls}))
         sys.stdin.read()  # until the orchestrator closes it
         paid = {p: len(A.paid_submissions(b)) for p, b in boxes.items()}
-    out.write_text(json.dumps({"env": env, "paid": paid}))
+    out.write_text(json.dumps({"env": env, "urls": urls, "paid": paid}))
 
 
 if __name__ == "__main__":
