@@ -95,15 +95,6 @@ def s3_chaos(monkeypatch: pytest.MonkeyPatch) -> Any:
         if roll < 0.1:
             return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw())
         raise ConnectionClosedError(endpoint_url=url)
-        if roll < 0.2:
-            faults_per_object[request.url] = faults_per_object.get(request.url, 0) + 1
-        if roll < 0.1:
-            injected["PutObject"] += 1
-            return AWSResponse(request.url, 503, {"content-type": "application/xml"}, _Raw())
-        if roll < 0.2:
-            injected["PutObject"] += 1
-            raise ConnectionClosedError(endpoint_url=url)
-        return None
 
     def open_flaky_archive(destination: str, *, endpoint_url: str | None = None) -> Any:
         archive = S3Archive(destination, endpoint_url=url)
